@@ -1,0 +1,139 @@
+"""The command line (SPEC §4). `run`, `check`, `trace` and `gradcheck` never import Textual."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+COMMANDS = ("run", "check", "trace", "gradcheck", "screenshot", "tui", "new")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        sys.stderr.write(f"nnstep: error: {self.prog}: {message}\n"
+                         f"(see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s}")
+    return v
+
+
+def demo_path() -> str:
+    return os.path.join(os.path.dirname(__file__), "demo", "classic.toml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nnstep", description="A terminal step-through debugger for small neural networks. "
+                "`nnstep FILE` opens FILE in the TUI; `nnstep` alone opens a bundled demo.")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"nnstep {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="train headless and print a per-step loss table (or JSON)")
+    r.add_argument("file")
+    r.add_argument("--steps", type=_positive_int, help="number of steps (default: train.steps)")
+    r.add_argument("--json", action="store_true", help="print one JSON document (SPEC §4)")
+    r.add_argument("--save", metavar="OUT.npz", help="write the final parameters by name, loadable as scenario.weights")
+    r.add_argument("--ignore-breakpoints", action="store_true", help="don't stop at `when` breakpoints")
+
+    c = sub.add_parser("check", help="run and evaluate every [[expect]]; exit 1 if any fails")
+    c.add_argument("files", nargs="+", metavar="FILE")
+
+    t = sub.add_parser("trace", help="every operation with all its input and output tensors")
+    t.add_argument("file")
+    t.add_argument("--steps", type=_positive_int)
+    t.add_argument("--json", action="store_true")
+
+    g = sub.add_parser("gradcheck", help="finite differences against the analytic gradient of every parameter")
+    g.add_argument("file")
+    g.add_argument("--tol", type=_positive_float, default=1e-5, help="largest error allowed (default 1e-5)")
+    g.add_argument("--eps", type=_positive_float, default=1e-6, help="finite-difference step (default 1e-6)")
+    g.add_argument("--max-elements", type=_positive_int, default=64,
+                   help="elements checked per parameter: all if fewer, else the largest half and a seeded sample")
+    g.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("screenshot", help="the TUI after some keys, as SVG")
+    s.add_argument("file")
+    s.add_argument("--keys", default="", help='keys to press first, e.g. "n n s"')
+    s.add_argument("--size", default="120x40", help="terminal size WxH (default 120x40)")
+    s.add_argument("-o", "--output", required=True, metavar="OUT.svg")
+
+    u = sub.add_parser("tui", help="open FILE in the TUI (same as `nnstep FILE`)")
+    u.add_argument("file", nargs="?")
+
+    n = sub.add_parser("new", help="write a starter scenario")
+    n.add_argument("file")
+    n.add_argument("--template", default=None, help="template name (see --list)")
+    n.add_argument("--force", action="store_true", help="overwrite an existing file")
+    n.add_argument("--list", action="store_true", help="list the templates")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    except (AttributeError, ValueError):
+        pass
+    if not argv:
+        argv = ["tui"]
+    elif argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv = ["tui"] + argv
+    try:
+        return _dispatch(build_parser().parse_args(argv))
+    except KeyboardInterrupt:
+        sys.stderr.write("nnstep: interrupted\n")
+        return 130
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+
+
+def _dispatch(a) -> int:
+    from .errors import ScenarioError
+
+    try:
+        if a.command == "run":
+            from .headless import cmd_run
+            return cmd_run(a.file, a.steps, a.json, a.save, not a.ignore_breakpoints)
+        if a.command == "check":
+            from .headless import cmd_check
+            return cmd_check(a.files)
+        if a.command == "trace":
+            from .headless import cmd_trace
+            return cmd_trace(a.file, a.steps, a.json)
+        if a.command == "gradcheck":
+            from .headless import cmd_gradcheck
+            return cmd_gradcheck(a.file, a.tol, a.eps, a.max_elements, a.json)
+        if a.command == "new":
+            from .templates import cmd_new
+            return cmd_new(a.file, a.template, a.force, a.list)
+        if a.command == "screenshot":
+            from .tui.launch import cmd_screenshot
+            return cmd_screenshot(a.file, a.keys, a.size, a.output)
+        if a.command == "tui" or a.command is None:
+            from .tui.launch import cmd_tui
+            return cmd_tui(getattr(a, "file", None) or demo_path())
+    except ScenarioError as e:
+        sys.stderr.write(f"nnstep: error: {e}\n")
+        return 2
+    except BrokenPipeError:
+        return 0
+    return 2

@@ -1,0 +1,103 @@
+"""Losses with torch.nn.functional's semantics. Each returns the scalar loss and dLoss/dpred.
+
+`reduction = "mean"` averages over all elements, except cross_entropy which averages over the
+batch (and any extra spatial dims, as torch does); `scale` multiplies the loss (and so its gradient).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+LOSSES = ("mse", "l1", "smooth_l1", "huber", "cross_entropy", "bce", "bce_with_logits")
+
+FORMULAS = {
+    "mse": ("{loss} = s · R( ({pred} − {target})² )", "{loss.grad} = s · 2({pred} − {target}) / n_R"),
+    "l1": ("{loss} = s · R( |{pred} − {target}| )", "{loss.grad} = s · sign({pred} − {target}) / n_R   (0 at 0)"),
+    "smooth_l1": ("{loss} = s · R( 0.5·d²/β if |d| < β else |d| − 0.5·β ),  d = {pred} − {target}",
+                  "{loss.grad} = s · (d/β if |d| < β else sign(d)) / n_R"),
+    "huber": ("{loss} = s · R( 0.5·d² if |d| < δ else δ·(|d| − 0.5·δ) ),  d = {pred} − {target}",
+              "{loss.grad} = s · (d if |d| < δ else δ·sign(d)) / n_R"),
+    "cross_entropy": ("{loss} = s · R( −log softmax({pred})[{target}] ),  log-sum-exp shifted by the max",
+                      "{loss.grad} = s · (softmax({pred}) − onehot({target})) / n_R"),
+    "bce": ("{loss} = s · R( −({target}·max(log {pred}, −100) + (1 − {target})·max(log(1 − {pred}), −100)) )",
+            "{loss.grad} = s · ({pred} − {target}) / max((1 − {pred})·{pred}, 1e−12) / n_R"),
+    "bce_with_logits": ("{loss} = s · R( (1 − {target})·{pred} + log(1 + e^(−{pred})) ),  computed stably",
+                        "{loss.grad} = s · (σ({pred}) − {target}) / n_R"),
+}
+
+
+def _reduce(elem: np.ndarray, reduction: str):
+    return elem.sum() if reduction == "sum" else elem.mean()
+
+
+def _count(n: int, reduction: str) -> float:
+    return 1.0 if reduction == "sum" else float(n)
+
+
+def loss_forward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale: float, beta=1.0, delta=1.0):
+    dt = p.dtype
+    if kind == "cross_entropy":
+        lp = _log_softmax(p)
+        if y.shape == p.shape:                       # class probabilities
+            elem = -(y * lp).sum(axis=1)
+        else:
+            idx = np.expand_dims(y.astype(np.int64), 1)
+            elem = -np.take_along_axis(lp, idx, axis=1)[:, 0]
+        return np.asarray(_reduce(elem, reduction) * scale, dtype=dt)
+    if kind == "bce":
+        lp = np.maximum(np.log(p), -100.0)
+        l1p = np.maximum(np.log(1.0 - p), -100.0)
+        elem = -(y * lp + (1.0 - y) * l1p)
+    elif kind == "bce_with_logits":
+        mx = np.maximum(-p, 0)
+        elem = (1.0 - y) * p + mx + np.log(np.exp(-mx) + np.exp(-p - mx))
+    else:
+        d = p - y
+        if kind == "mse":
+            elem = d * d
+        elif kind == "l1":
+            elem = np.abs(d)
+        elif kind == "smooth_l1":
+            ad = np.abs(d)
+            elem = ad if beta == 0 else np.where(ad < beta, 0.5 * d * d / beta, ad - 0.5 * beta)
+        elif kind == "huber":
+            ad = np.abs(d)
+            elem = np.where(ad < delta, 0.5 * d * d, delta * (ad - 0.5 * delta))
+        else:
+            raise ValueError(kind)
+    return np.asarray(_reduce(elem, reduction) * scale, dtype=dt)
+
+
+def loss_backward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale: float, beta=1.0, delta=1.0):
+    if kind == "cross_entropy":
+        n = p.size // p.shape[1]
+        sm = np.exp(_log_softmax(p))
+        if y.shape == p.shape:
+            g = sm * y.sum(axis=1, keepdims=True) - y
+        else:
+            onehot = np.zeros_like(p)
+            np.put_along_axis(onehot, np.expand_dims(y.astype(np.int64), 1), 1.0, axis=1)
+            g = sm - onehot
+        return g * (scale / _count(n, reduction))
+    c = scale / _count(p.size, reduction)
+    if kind == "bce":
+        return (p - y) / np.maximum((1.0 - p) * p, 1e-12) * c
+    if kind == "bce_with_logits":
+        return (1.0 / (1.0 + np.exp(-p)) - y) * c
+    d = p - y
+    if kind == "mse":
+        return 2.0 * d * c
+    if kind == "l1":
+        return np.sign(d) * c
+    if kind == "smooth_l1":
+        if beta == 0:
+            return np.sign(d) * c
+        return np.where(np.abs(d) < beta, d / beta, np.sign(d)) * c
+    if kind == "huber":
+        return np.where(d < -delta, -delta, np.where(d > delta, delta, d)) * c
+    raise ValueError(kind)
+
+
+def _log_softmax(x):
+    m = x.max(axis=1, keepdims=True)
+    s = x - m
+    return s - np.log(np.exp(s).sum(axis=1, keepdims=True))

@@ -1,0 +1,61 @@
+"""torch.optim.SGD and torch.optim.Adam, one parameter at a time, out of place.
+
+Each update returns the new parameter and the optimizer state it used and wrote, by name suffix,
+so the screen can show the momentum buffer or Adam's m, v and bias corrections.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..scenario.model import OptimizerSpec
+
+
+def state_names(opt: OptimizerSpec) -> tuple[str, ...]:
+    """Persistent per-parameter state, by suffix (`linear1.weight.buf`)."""
+    if opt.type == "adam":
+        return ("m", "v")
+    if opt.momentum != 0:
+        return ("buf",)
+    return ()
+
+
+def formula(opt: OptimizerSpec) -> str:
+    wd = " + wd·{P}" if opt.weight_decay else ""
+    if opt.type == "adam":
+        b1, b2 = opt.betas
+        return (f"g = {{P.grad}}{wd};  {{P.m}} = {b1:g}·{{P.m}} + {1 - b1:g}·g;  "
+                f"{{P.v}} = {b2:g}·{{P.v}} + {1 - b2:g}·g²;  "
+                f"{{P.m_hat}} = {{P.m}}/(1 − {b1:g}ᵗ);  {{P.v_hat}} = {{P.v}}/(1 − {b2:g}ᵗ);  "
+                f"{{P}} ← {{P}} − {opt.lr:g}·{{P.m_hat}}/(√{{P.v_hat}} + {opt.eps:g})")
+    if opt.momentum:
+        first = "{P.buf} = g at step 1, else "
+        buf = f"{opt.momentum:g}·{{P.buf}} + {1 - opt.dampening:g}·g"
+        step = f"g + {opt.momentum:g}·{{P.buf}}" if opt.nesterov else "{P.buf}"
+        return f"g = {{P.grad}}{wd};  {first}{buf};  {{P}} ← {{P}} − {opt.lr:g}·({step})"
+    if opt.weight_decay:
+        return f"{{P}} ← {{P}} − {opt.lr:g}·({{P.grad}}{wd})"
+    return f"{{P}} ← {{P}} − {opt.lr:g}·{{P.grad}}"
+
+
+def update(opt: OptimizerSpec, t: int, p: np.ndarray, grad: np.ndarray, state: dict):
+    """Return (new_p, written) where written maps suffixes to the values written (state and
+    derived quantities). ``t`` is the 1-based step count; ``state`` maps suffix -> previous value."""
+    g = grad + opt.weight_decay * p if opt.weight_decay else grad
+    if opt.type == "adam":
+        b1, b2 = opt.betas
+        m_old = state.get("m")
+        v_old = state.get("v")
+        m = (1 - b1) * g if m_old is None else b1 * m_old + (1 - b1) * g
+        v = (1 - b2) * g * g if v_old is None else b2 * v_old + (1 - b2) * (g * g)
+        bc1 = 1 - b1 ** t
+        bc2 = 1 - b2 ** t
+        step_size = opt.lr / bc1
+        denom = np.sqrt(v) / np.sqrt(bc2) + opt.eps
+        new = p - step_size * (m / denom)
+        return new, {"m": m, "v": v, "m_hat": m / bc1, "v_hat": v / bc2}
+    if opt.momentum:
+        b_old = state.get("buf")
+        buf = g if b_old is None else opt.momentum * b_old + (1 - opt.dampening) * g
+        d = g + opt.momentum * buf if opt.nesterov else buf
+        return p - opt.lr * d, {"buf": buf}
+    return p - opt.lr * g, {}

@@ -1,0 +1,30 @@
+"""The one error type that bad input produces.
+
+`str(ScenarioError)` is the one-line message without the ``nnstep: error: `` prefix; the CLI adds
+that prefix and exits 2 (SPEC §4c).
+"""
+from __future__ import annotations
+
+
+class ScenarioError(Exception):
+    """Bad input: a scenario, a data file, an argument. Carries a location and a message."""
+
+    def __init__(self, message: str, *, file: str | None = None, where: str | None = None):
+        self.file = file
+        self.where = where
+        self.what = message
+        parts = [p for p in (file, where) if p]
+        super().__init__(": ".join(parts + [message]))
+
+
+def did_you_mean(word: str, options) -> str:
+    """A ' (did you mean "x"?)' hint for an unknown key or type, or ''."""
+    import difflib
+
+    options = sorted(set(options))
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f' (did you mean "{close[0]}"?)'
+    if options:
+        return " (expected one of: " + ", ".join(options) + ")"
+    return ""
