@@ -5,6 +5,8 @@ so the screen can show the momentum buffer or Adam's m, v and bias corrections.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..scenario.model import OptimizerSpec
@@ -50,7 +52,7 @@ def update(opt: OptimizerSpec, t: int, p: np.ndarray, grad: np.ndarray, state: d
         bc1 = 1 - b1 ** t
         bc2 = 1 - b2 ** t
         step_size = opt.lr / bc1
-        denom = np.sqrt(v) / np.sqrt(bc2) + opt.eps
+        denom = np.sqrt(v) / math.sqrt(bc2) + opt.eps   # math.sqrt: a Python float keeps float32 float32
         new = p - step_size * (m / denom)
         return new, {"m": m, "v": v, "m_hat": m / bc1, "v_hat": v / bc2}
     if opt.momentum:

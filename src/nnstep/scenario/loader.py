@@ -292,7 +292,7 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
 
     # [[layers]]
     layers, initial = _layers(doc["layers"], ctx, x, npdt, seed)
-    _check_target(ctx, loss, layers, x, y)
+    y = _check_target(ctx, loss, layers, x, y)
 
     # weights file
     if "weights" in meta:
@@ -332,8 +332,10 @@ def _data(d, ctx: _Ctx, base: str, npdt, loss: LossSpec, seed: int):
     if not np.isfinite(y.astype(np.float64)).all():
         raise ctx.err("data.y", "contains a non-finite number (nan or inf)")
     x = x.astype(npdt)
-    if loss.type == "cross_entropy" and y.ndim == x.ndim - 1 if False else False:
-        pass
+    # targets are cast to the scenario's dtype so float32 stays float32; cross_entropy's are
+    # settled in _check_target (class indices become integers, probabilities the dtype)
+    if loss.type != "cross_entropy":
+        y = y.astype(npdt)
     return x, y
 
 
@@ -615,16 +617,18 @@ def _check_target(ctx: _Ctx, loss: LossSpec, layers: list[LayerSpec], x, y):
             if yf.min() < 0 or yf.max() >= C:
                 bad = yf.min() if yf.min() < 0 else yf.max()
                 raise ctx.err("data.y", f"class index {int(bad)} is out of range: {who} gives {C} classes (0 to {C - 1})")
-            return
+            return y.astype(np.int64)
         if y.shape == pred:
             if y.min() < 0 or y.max() > 1:
                 raise ctx.err("data.y", "cross_entropy class probabilities must lie in [0, 1]")
-            return
+            return y.astype(x.dtype)
         raise ctx.err("data.y", f"cross_entropy needs class indices of shape {_fmt_shape(class_shape)} or "
                                 f"probabilities of shape {_fmt_shape(pred)}, got {_fmt_shape(y.shape)}")
     if y.shape != pred:
-        if y.size == math.prod(pred) and y.ndim == 1 and len(pred) == 2 and pred[1] == 1:
-            pass
+        if y.ndim == 1 and len(pred) == 2 and pred[1] == 1:
+            # one target per sample for a one-output net: read as a column, [N] -> [N, 1] (torch
+            # would broadcast [N] against [N, 1] to [N, N], a classic silent bug)
+            return _check_target(ctx, loss, layers, x, y.reshape(-1, 1))
         raise ctx.err("data.y", f"targets of shape {_fmt_shape(y.shape)} do not fit the output of {who}, "
                                 f"{_fmt_shape(pred)} ({loss.type} compares them element by element)")
     if loss.type in ("bce", "bce_with_logits"):
@@ -632,6 +636,7 @@ def _check_target(ctx: _Ctx, loss: LossSpec, layers: list[LayerSpec], x, y):
         if yf.min() < 0 or yf.max() > 1:
             bad = yf.min() if yf.min() < 0 else yf.max()
             raise ctx.err("data.y", f"{loss.type} targets must lie in [0, 1], got {bad:g}")
+    return y
 
 
 def _weights_file(ctx: _Ctx, v, base, layers, initial, npdt):
