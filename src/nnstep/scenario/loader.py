@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import tomllib
 from typing import Any
 
@@ -24,9 +25,14 @@ from .model import (Breakpoint, Condition, Expect, LayerSpec, LossSpec, Optimize
 # Limits: refuse before allocating anything (docs/errors.md states them).
 MAX_ELEMENTS = 50_000_000        # per tensor: 400 MB in float64
 MAX_TOTAL_PARAMS = 50_000_000
+MAX_ACTIVATIONS = 100_000_000    # all layers' outputs for one batch (the backward pass doubles it)
 MAX_STEPS = 10_000_000
 MAX_LAYERS = 1000
-MAX_FILE_BYTES = 512 * 1024 * 1024
+MAX_KERNEL = 4096                # elements of one conv kernel (the backward pass loops over them)
+MAX_NDIM = 8                     # dimensions of an inline array
+MAX_FILE_BYTES = 512 * 1024 * 1024   # a data or weights file
+MAX_SCENARIO_BYTES = 16 * 1024 * 1024  # the TOML file itself (put big data in a .npz)
+MAX_CSV_BYTES = 256 * 1024 * 1024
 
 TOP_KEYS = ("scenario", "data", "layers", "loss", "optimizer", "train", "breakpoints", "expect")
 STAGES = ("forward", "loss", "backward", "update")
@@ -57,14 +63,60 @@ def _tname(v) -> str:
     return type(v).__name__
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(s: str) -> str:
+    """Text from a file, safe to print: control characters (terminal escapes, bidi overrides)
+    are shown as escapes, never sent to the terminal."""
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), s)
+
+
+def _small(v, budget: int = 40) -> str | None:
+    """A short TOML-like rendering of ``v``, or None if it would exceed ``budget`` characters.
+    Never walks more than ``budget`` items, so a huge or deeply nested value costs nothing."""
+    out: list[str] = []
+    n = 0
+
+    def walk(x, depth):
+        nonlocal n
+        n += 1
+        if n > budget or depth > 8:
+            raise OverflowError
+        if isinstance(x, bool):
+            out.append("true" if x else "false")
+        elif isinstance(x, (int, float)):
+            out.append(repr(x))
+        elif isinstance(x, str):
+            out.append(f'"{clean(x)}"')
+        elif isinstance(x, list):
+            out.append("[")
+            for i, e in enumerate(x):
+                if i:
+                    out.append(", ")
+                walk(e, depth + 1)
+            out.append("]")
+        else:
+            raise OverflowError
+        if sum(map(len, out)) > budget:
+            raise OverflowError
+
+    try:
+        walk(v, 0)
+    except OverflowError:
+        return None
+    return "".join(out)
+
+
 def _show(v) -> str:
     if isinstance(v, str):
-        return f'"{v}"'
+        s = clean(v)
+        return f'"{s}"' if len(s) <= 60 else f'"{s[:57]}..."'
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (list, dict)):
-        s = repr(v)
-        return s if len(s) <= 40 else _tname(v)
+        s = _small(v)
+        return s if s is not None else _tname(v)
     return repr(v)
 
 
@@ -75,7 +127,7 @@ class _Ctx:
         self.file = file
 
     def err(self, where: str | None, what: str) -> ScenarioError:
-        return ScenarioError(what, file=self.file, where=where)
+        return ScenarioError(clean(what), file=self.file, where=clean(where) if where else where)
 
     def table(self, v, where: str) -> dict:
         if not isinstance(v, dict):
@@ -152,6 +204,8 @@ class _Ctx:
             if not cur:
                 break
             cur = cur[0]
+            if len(shape) > MAX_NDIM:
+                raise self.err(where, f"array nested more than {MAX_NDIM} deep")
         if 0 in shape:
             raise self.err(where, "is an empty array")
         self._check_rect(v, tuple(shape), where, [])
@@ -165,8 +219,10 @@ class _Ctx:
             return
         if not isinstance(v, list) or len(v) != shape[0]:
             at = "".join(f"[{i}]" for i in idx)
-            got = f"{len(v)} elements" if isinstance(v, list) else _tname(v)
-            raise self.err(where + at, f"ragged array: expected {shape[0]} elements here (like the first row), got {got}")
+            got = (f"{len(v)} element{'s' if len(v) != 1 else ''}" if isinstance(v, list)
+                   else f"{_tname(v)} {_show(v)}")
+            raise self.err(where + at, f"ragged array: expected {shape[0]} element{'s' if shape[0] != 1 else ''} "
+                                       f"here (like the first row), got {got}")
         for i, e in enumerate(v):
             self._check_rect(e, shape[1:], where, idx + [i])
 
@@ -184,31 +240,42 @@ def _fmt_shape(s) -> str:
 
 def load_scenario(path: str | os.PathLike) -> Scenario:
     path = os.fspath(path)
+    shown = clean(path)
     try:
-        if os.path.isdir(path):
-            raise ScenarioError("is a directory, not a scenario file", file=path)
-        size = os.path.getsize(path)
-        if size > MAX_FILE_BYTES:
-            raise ScenarioError(f"file is too large ({size} bytes)", file=path)
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise ScenarioError("is a directory, not a scenario file", file=shown)
+        if not stat.S_ISREG(st.st_mode):
+            raise ScenarioError("is not a regular file", file=shown)
+        if st.st_size > MAX_SCENARIO_BYTES:
+            raise ScenarioError(f"file is too large ({st.st_size} bytes; a scenario may have at most "
+                                f"{MAX_SCENARIO_BYTES} — put big data in a .npz file)", file=shown)
         with open(path, "rb") as f:
-            raw = f.read()
+            raw = f.read(MAX_SCENARIO_BYTES + 1)
     except FileNotFoundError:
-        raise ScenarioError("no such file", file=path) from None
+        raise ScenarioError("no such file", file=shown) from None
     except PermissionError:
-        raise ScenarioError("permission denied", file=path) from None
+        raise ScenarioError("permission denied", file=shown) from None
     except IsADirectoryError:
-        raise ScenarioError("is a directory, not a scenario file", file=path) from None
-    except OSError as e:
-        raise ScenarioError(f"cannot read: {e.strerror or e}", file=path) from None
+        raise ScenarioError("is a directory, not a scenario file", file=shown) from None
+    except (OSError, ValueError) as e:
+        raise ScenarioError(f"cannot read: {getattr(e, 'strerror', None) or e}", file=shown) from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]                      # a UTF-8 byte order mark, as some Windows editors write
+    if b"\x00" in raw:
+        raise ScenarioError("a binary file, not a TOML scenario", file=shown)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ScenarioError(f"not UTF-8 text (byte {e.start}); is this a TOML scenario?", file=path) from None
+        raise ScenarioError(f"not UTF-8 text (byte {e.start}); is this a TOML scenario?", file=shown) from None
     return loads_scenario(text, path=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
 def loads_scenario(text: str, path: str = "<string>", base_dir: str | None = None) -> Scenario:
-    ctx = _Ctx(path)
+    ctx = _Ctx(clean(path))
+    path_shown = ctx.file
+    if text.startswith("\ufeff"):
+        text = text[1:]
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -216,13 +283,14 @@ def loads_scenario(text: str, path: str = "<string>", base_dir: str | None = Non
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
         if m:
             what = msg[:m.start()].strip()
-            raise ScenarioError(f"TOML syntax: {what}", file=f"{path}:{m.group(1)}:{m.group(2)}") from None
+            raise ScenarioError(f"TOML syntax: {clean(what)}",
+                                file=f"{path_shown}:{m.group(1)}:{m.group(2)}") from None
         m = re.search(r"\(at end of document\)", msg)
         lines = text.count("\n") + 1
-        raise ScenarioError(f"TOML syntax: {msg.replace('(at end of document)', '').strip()} (at end of file)",
-                            file=f"{path}:{lines}:1") from None
+        raise ScenarioError(f"TOML syntax: {clean(msg.replace('(at end of document)', '').strip())} (at end of file)",
+                            file=f"{path_shown}:{lines}:1") from None
     except RecursionError:
-        raise ScenarioError("TOML syntax: nested too deeply", file=path) from None
+        raise ScenarioError("TOML syntax: nested too deeply", file=path_shown) from None
     return _build(doc, ctx, path, base_dir or os.getcwd(), text)
 
 
@@ -291,7 +359,8 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
     x, y = _data(doc["data"], ctx, base, npdt, loss, seed)
 
     # [[layers]]
-    layers, initial = _layers(doc["layers"], ctx, x, npdt, seed)
+    batch = x.shape[0] if train.batch_size <= 0 else min(x.shape[0], train.batch_size)
+    layers, initial = _layers(doc["layers"], ctx, x, npdt, seed, batch)
     y = _check_target(ctx, loss, layers, x, y)
 
     # weights file
@@ -327,15 +396,12 @@ def _data(d, ctx: _Ctx, base: str, npdt, loss: LossSpec, seed: int):
     if x.shape[0] != y.shape[0]:
         raise ctx.err("data.y", f"has {y.shape[0]} samples but data.x has {x.shape[0]} "
                                 f"(x {_fmt_shape(x.shape)}, y {_fmt_shape(y.shape)})")
-    if not np.isfinite(x.astype(np.float64)).all():
-        raise ctx.err("data.x", "contains a non-finite number (nan or inf)")
-    if not np.isfinite(y.astype(np.float64)).all():
-        raise ctx.err("data.y", "contains a non-finite number (nan or inf)")
-    x = x.astype(npdt)
+    x = _cast(ctx, "data.x", x, npdt, "")
     # targets are cast to the scenario's dtype so float32 stays float32; cross_entropy's are
     # settled in _check_target (class indices become integers, probabilities the dtype)
+    yc = _cast(ctx, "data.y", y, npdt, "")
     if loss.type != "cross_entropy":
-        y = y.astype(npdt)
+        y = yc
     return x, y
 
 
@@ -350,17 +416,39 @@ def _one_data(v, where, ctx: _Ctx, base: str, rng) -> np.ndarray:
 
 
 def _resolve(ctx, where, base, f):
+    """A data or weights file named in the scenario: relative to the scenario's folder and inside
+    it (after following symlinks), a regular file, not too large. A shared scenario cannot read
+    files elsewhere on the reader's machine (docs/errors.md, "Files")."""
     f = ctx.str_(f, where)
+    shown = clean(f)
     if "\x00" in f:
         raise ctx.err(where, "file name contains a NUL byte")
-    p = f if os.path.isabs(f) else os.path.join(base, f)
-    if not os.path.exists(p):
-        raise ctx.err(where, f'no such file "{f}" (paths are relative to the scenario file)')
-    if os.path.isdir(p):
-        raise ctx.err(where, f'"{f}" is a directory')
-    if os.path.getsize(p) > MAX_FILE_BYTES:
-        raise ctx.err(where, f'"{f}" is too large ({os.path.getsize(p)} bytes)')
-    return f, p
+    if not f.strip():
+        raise ctx.err(where, "expected a file name, got an empty string")
+    if os.path.isabs(f) or f.startswith("~"):
+        raise ctx.err(where, f'"{shown}": an absolute path; data files must be given relative to the scenario '
+                             f"file, in its folder or below")
+    root = os.path.realpath(base)
+    p = os.path.join(base, f)
+    real = os.path.realpath(p)
+    if os.path.commonpath([root, real]) != root:
+        raise ctx.err(where, f'"{shown}" is outside the scenario\'s folder; data files must be in the folder of '
+                             f"the scenario file or below it (copy the file there)")
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise ctx.err(where, f'no such file "{shown}" (paths are relative to the scenario file)') from None
+    except OSError as e:
+        raise ctx.err(where, f'cannot read "{shown}": {e.strerror or e}') from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ctx.err(where, f'"{shown}" is a directory')
+    if not stat.S_ISREG(st.st_mode):
+        raise ctx.err(where, f'"{shown}" is not a regular file')
+    if st.st_size > MAX_FILE_BYTES:
+        raise ctx.err(where, f'"{shown}" is too large ({st.st_size} bytes, the limit is {MAX_FILE_BYTES})')
+    if not os.access(p, os.R_OK):
+        raise ctx.err(where, f'cannot read "{shown}": permission denied')
+    return shown, p
 
 
 def _file_data(v, where, ctx: _Ctx, base: str) -> np.ndarray:
@@ -379,60 +467,148 @@ def _file_data(v, where, ctx: _Ctx, base: str) -> np.ndarray:
     return arr.astype(np.int64) if arr.dtype.kind in "biu" else arr.astype(np.float64)
 
 
-def _npz_array(ctx, where, f, p, key, keywhere):
+class _NpzRefused(Exception):
+    pass
+
+
+def _npz_header(zf, member: str):
+    """(shape, dtype) of a .npy member, read from its header alone: nothing is allocated or
+    unpickled before the array is known to be numbers of an acceptable size."""
+    from numpy.lib import format as npf
+
+    with zf.open(member) as fh:
+        version = npf.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = npf.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = npf.read_array_header_2_0(fh)
+        else:
+            raise _NpzRefused(f"uses .npy format version {version[0]}.{version[1]}, which nnstep does not read")
+    return tuple(shape), dtype
+
+
+def _npz_open(ctx, where, f, p):
     import zipfile
 
     try:
-        with np.load(p, allow_pickle=False) as z:
-            if key not in z.files:
-                raise ctx.err(keywhere, f'"{f}" has no array "{key}"{did_you_mean(key, z.files)}')
-            try:
-                arr = z[key]
-            except ValueError as e:
-                raise ctx.err(where, f'"{f}": array "{key}" holds Python objects, which nnstep never loads '
-                                     f"(it would need pickle)") from None
+        zf = zipfile.ZipFile(p)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
+        raise ctx.err(where, f'"{f}" is not a .npz file (not a zip archive as numpy.savez writes)') from None
+    except OSError as e:
+        raise ctx.err(where, f'cannot read "{f}": {e.strerror or e}') from None
+    return zf
+
+
+def _npz_load(ctx, where, f, zf, key: str) -> np.ndarray:
+    """One array of an open .npz, checked from its header first: numbers only (never pickle), at
+    most MAX_ELEMENTS elements."""
+    import zipfile
+
+    member = key + ".npy"
+    try:
+        try:
+            shape, dtype = _npz_header(zf, member)
+        except _NpzRefused as e:
+            raise ctx.err(where, f'"{f}": array "{clean(key)}" {e}') from None
+        if dtype.hasobject:
+            raise ctx.err(where, f'"{f}": array "{clean(key)}" holds Python objects, which nnstep never loads '
+                                 f"(it would need pickle)")
+        if dtype.kind not in "biuf":
+            raise ctx.err(where, f'"{f}": array "{clean(key)}" has dtype {clean(str(dtype))}, expected numbers')
+        n = math.prod(shape)
+        if n > MAX_ELEMENTS:
+            raise ctx.err(where, f'"{f}": array "{clean(key)}" of shape {_fmt_shape(shape)} has {n} elements, '
+                                 f"over the limit of {MAX_ELEMENTS}")
+        info = zf.getinfo(member)
+        if info.file_size > n * dtype.itemsize + 65536:
+            raise ctx.err(where, f'"{f}": array "{clean(key)}" is larger than its header says')
+        with zf.open(member) as fh:
+            from numpy.lib import format as npf
+            arr = npf.read_array(fh, allow_pickle=False)
     except ScenarioError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
-        raise ctx.err(where, f'"{f}" is not a readable .npz file ({type(e).__name__}: {e})') from None
-    if arr.size > MAX_ELEMENTS:
-        raise ctx.err(where, f"{arr.size} elements is over the limit of {MAX_ELEMENTS}")
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, TypeError, SyntaxError) as e:
+        raise ctx.err(where, f'"{f}": array "{clean(key)}" is damaged ({type(e).__name__})') from None
     return arr
 
 
+def _npz_keys(zf) -> list[str]:
+    return [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+
+
+def _npz_array(ctx, where, f, p, key, keywhere):
+    zf = _npz_open(ctx, where, f, p)
+    with zf:
+        keys = _npz_keys(zf)
+        if key not in keys:
+            raise ctx.err(keywhere, f'"{f}" has no array "{clean(key)}"{did_you_mean(key, keys)}')
+        return _npz_load(ctx, where, f, zf, key)
+
+
 def _csv(ctx, where, f, p, v) -> np.ndarray:
+    """Comma-separated numbers. Errors give line and column numbers, never the file's text: a
+    scenario must not be able to show a file's content by naming it as data."""
+    import array as _array
+
     header = v.get("header")
     if header is not None:
         ctx.bool_(header, f"{where}.header")
+    if os.path.getsize(p) > MAX_CSV_BYTES:
+        raise ctx.err(f"{where}.file", f'"{f}" is too large for a .csv ({os.path.getsize(p)} bytes, the limit is '
+                                       f"{MAX_CSV_BYTES}; use a .npz file)")
     try:
-        with open(p, encoding="utf-8") as fh:
-            lines = [ln for ln in fh.read().splitlines()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise ctx.err(f"{where}.file", f'cannot read "{f}": {e}') from None
-    rows = []
+        with open(p, "rb") as fh:
+            raw = fh.read(MAX_CSV_BYTES + 1)
+    except OSError as e:
+        raise ctx.err(f"{where}.file", f'cannot read "{f}": {e.strerror or e}') from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if b"\x00" in raw:
+        raise ctx.err(f"{where}.file", f'"{f}" is a binary file, not comma-separated text')
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ctx.err(f"{where}.file", f'"{f}" is not UTF-8 text (byte {e.start})') from None
+    del raw
+    flat = _array.array("d")
+    ncols = None
     first = True
-    for lineno, ln in enumerate(lines, 1):
+    for lineno, ln in enumerate(text.splitlines(), 1):
         s = ln.strip()
         if not s or s.startswith("#"):
             continue
-        cells = [c.strip() for c in s.split(",")]
-        try:
-            vals = [float(c) for c in cells]
-        except ValueError:
-            if first and header is not False:
+        cells = s.split(",")
+        vals = []
+        for col, c in enumerate(cells, 1):
+            try:
+                x = float(c)
+            except ValueError:
+                x = None
+            if x is None or not math.isfinite(x):
+                if first and header is not False and x is None:
+                    break                             # a header line
+                what = "an empty cell" if not c.strip() else ("not a finite number" if x is not None
+                                                            else "not a number")
+                raise ctx.err(f"{where}.file", f'"{f}" line {lineno}, column {col}: {what}')
+            vals.append(x)
+        else:
+            if first and header is True:
                 first = False
-                continue                              # a header line
-            raise ctx.err(f"{where}.file", f'"{f}" line {lineno}: not a number in {s[:60]!r}') from None
-        if first and header is True:
+                continue
             first = False
+            if ncols is None:
+                ncols = len(vals)
+            elif len(vals) != ncols:
+                raise ctx.err(f"{where}.file", f'"{f}" line {lineno}: {len(vals)} column{"s" if len(vals) != 1 else ""}, expected {ncols} '
+                                               f"(like the first row)")
+            flat.extend(vals)
+            if len(flat) > MAX_ELEMENTS:
+                raise ctx.err(f"{where}.file", f'"{f}" has more than {MAX_ELEMENTS} numbers, over the limit')
             continue
-        first = False
-        if rows and len(vals) != len(rows[0]):
-            raise ctx.err(f"{where}.file", f'"{f}" line {lineno}: {len(vals)} columns, expected {len(rows[0])}')
-        rows.append(vals)
-    if not rows:
+        first = False                                  # the header line was skipped
+    if ncols is None:
         raise ctx.err(f"{where}.file", f'"{f}" holds no rows of numbers')
-    a = np.asarray(rows, dtype=np.float64)
+    a = np.frombuffer(flat, dtype=np.float64).reshape(-1, ncols).copy()
     if "columns" in v:
         cols = v["columns"]
         if not isinstance(cols, list) or not cols:
@@ -443,8 +619,6 @@ def _csv(ctx, where, f, p, v) -> np.ndarray:
         a = a[:, cols]
     if a.shape[1] == 1:
         a = a[:, 0]
-    if np.all(a == np.round(a)) and "columns" in v and a.ndim == 1:
-        pass
     return a
 
 
@@ -464,24 +638,28 @@ def _random_data(v, where, ctx: _Ctx, rng) -> np.ndarray:
     if kind == "normal":
         mean = ctx.num(v.get("mean", 0.0), f"{where}.mean")
         std = ctx.num(v.get("std", 1.0), f"{where}.std", 0.0, desc="a non-negative number")
+        if abs(mean) > 1e300 or std > 1e300:
+            raise ctx.err(where, "mean and std must be at most 1e300 in size")
         return rng.normal(mean, std, size=shape)
     if kind == "uniform":
         lo = ctx.num(v.get("low", 0.0), f"{where}.low")
         hi = ctx.num(v.get("high", 1.0), f"{where}.high")
         if hi < lo:
             raise ctx.err(f"{where}.high", f"must be at least low ({lo:g}), got {hi:g}")
+        if not math.isfinite(hi - lo):
+            raise ctx.err(where, f"the range [{lo:g}, {hi:g}) is too wide to draw from")
         return rng.uniform(lo, hi, size=shape)
     if "high" not in v:
         raise ctx.err(where, "missing key high (integers are drawn from [low, high))")
-    lo = ctx.int_(v.get("low", 0), f"{where}.low")
-    hi = ctx.int_(v["high"], f"{where}.high")
+    lo = ctx.int_(v.get("low", 0), f"{where}.low", -2**53, 2**53, "an integer of at most 2^53 in size")
+    hi = ctx.int_(v["high"], f"{where}.high", -2**53, 2**53, "an integer of at most 2^53 in size")
     if hi <= lo:
         raise ctx.err(f"{where}.high", f"must be above low ({lo}), got {hi}")
     return rng.integers(lo, hi, size=shape)
 
 
 # --- layers --------------------------------------------------------------------------------------
-def _layers(v, ctx: _Ctx, x: np.ndarray, npdt, seed: int):
+def _layers(v, ctx: _Ctx, x: np.ndarray, npdt, seed: int, batch: int):
     if not isinstance(v, list) or not v:
         raise ctx.err("layers", "expected at least one [[layers]] table")
     if len(v) > MAX_LAYERS:
@@ -493,6 +671,7 @@ def _layers(v, ctx: _Ctx, x: np.ndarray, npdt, seed: int):
     initial: dict[str, np.ndarray] = {}
     shape = tuple(x.shape[1:])
     total = 0
+    acts = 0
     for i, raw in enumerate(v):
         where = f"layers[{i}]"
         t = ctx.table(raw, where)
@@ -557,8 +736,13 @@ def _layers(v, ctx: _Ctx, x: np.ndarray, npdt, seed: int):
                 if a.shape != tuple(pshapes[p]):
                     lay = {"linear": " (out, in)", "conv1d": " (out_channels, in_channels, kernel)",
                            "conv2d": " (out_channels, in_channels, kh, kw)"}.get(typ, "") if p == "weight" else ""
-                    raise ctx.err(f"{where}.{p}", f"expected shape {_fmt_shape(pshapes[p])}{lay}, got {_fmt_shape(a.shape)}")
-                initial[full] = a.astype(npdt)
+                    src = ""
+                    if typ in ("linear", "conv1d", "conv2d") and p == "weight":
+                        src = (f"; {'in' if typ == 'linear' else 'in_channels'} = "
+                               f"{pshapes[p][1]} comes from {prev}, per-sample shape {_fmt_shape(shape)}")
+                    raise ctx.err(f"{where}.{p}", f"expected shape {_fmt_shape(pshapes[p])}{lay}, got "
+                                                  f"{_fmt_shape(a.shape)}{src}")
+                initial[full] = _cast(ctx, f"{where}.{p}", a, npdt, "")
             else:
                 initial[full] = layer.default_init(p, pshapes[p], rng, init).astype(npdt)
         frozen = t.get("frozen", [])
@@ -568,14 +752,39 @@ def _layers(v, ctx: _Ctx, x: np.ndarray, npdt, seed: int):
             raise ctx.err(f"{where}.frozen", f"expected an array of parameter names, got {_show(frozen)}")
         for j, fz in enumerate(frozen):
             ctx.str_(fz, f"{where}.frozen[{j}]", tuple(present))
-        n_out = math.prod(layer.out_shape)
-        if n_out * max(1, x.shape[0]) > MAX_ELEMENTS:
-            raise ctx.err(where, f"the output {_fmt_shape((x.shape[0],) + tuple(layer.out_shape))} has "
-                                 f"{n_out * x.shape[0]} elements, over the limit of {MAX_ELEMENTS}")
+        _work_limits(ctx, where, name, typ, opts, shape, tuple(layer.out_shape), batch)
+        acts += batch * math.prod(layer.out_shape)
+        if acts > MAX_ACTIVATIONS:
+            raise ctx.err(where, f"the layers' outputs up to {name} add up to {acts} elements per batch of "
+                                 f"{batch}, over the limit of {MAX_ACTIVATIONS} (use a smaller batch_size)")
         specs.append(LayerSpec(index=i, type=typ, name=name, options=opts, in_shape=shape,
                                out_shape=tuple(layer.out_shape), params=tuple(present), frozen=tuple(frozen)))
         shape = tuple(layer.out_shape)
     return specs, initial
+
+
+def _work_limits(ctx: _Ctx, where, name, typ, opts, in_shape, out_shape, batch: int):
+    """Refuse a layer whose output or working arrays for one batch would be too large, before
+    anything is allocated: a conv's padded input and its unfolded windows (N·C·positions·kernel)."""
+    n_out = batch * math.prod(out_shape)
+    if n_out > MAX_ELEMENTS:
+        raise ctx.err(where, f"the output of {name}, {_fmt_shape((batch,) + out_shape)} per batch, has "
+                             f"{n_out} elements, over the limit of {MAX_ELEMENTS}")
+    if typ in ("conv1d", "conv2d"):
+        nd = 1 if typ == "conv1d" else 2
+        tup = (lambda v: tuple(v) if isinstance(v, list) else (v,) * nd)
+        k, p = tup(opts["kernel_size"]), tup(opts["padding"])
+        if math.prod(k) > MAX_KERNEL:
+            raise ctx.err(f"{where}.kernel_size", f"{list(k)} is {math.prod(k)} elements per kernel, over the "
+                                                  f"limit of {MAX_KERNEL}")
+        padded = batch * in_shape[0] * math.prod(in_shape[1 + d] + 2 * p[d] for d in range(nd))
+        if padded > MAX_ELEMENTS:
+            raise ctx.err(f"{where}.padding", f"the padded input of {name} would have {padded} elements, over "
+                                              f"the limit of {MAX_ELEMENTS}")
+        windows = batch * in_shape[0] * math.prod(out_shape[1:]) * math.prod(k)
+        if windows > MAX_ELEMENTS:
+            raise ctx.err(where, f"{name} would unfold {windows} input elements per batch (N·C·positions·kernel), "
+                                 f"over the limit of {MAX_ELEMENTS} (use a smaller batch_size or kernel)")
 
 
 def _opt(ctx: _Ctx, v, where, kind):
@@ -643,34 +852,34 @@ def _weights_file(ctx: _Ctx, v, base, layers, initial, npdt):
     f, p = _resolve(ctx, "scenario.weights", base, v)
     if not p.lower().endswith(".npz"):
         raise ctx.err("scenario.weights", f'"{f}": expected a .npz file (as written by nnstep run --save or numpy.savez)')
-    import zipfile
-
     known = {f"{s.name}.{pn}": s for s in layers for pn in s.params}
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            for key in z.files:
-                if key.endswith("num_batches_tracked") or key.endswith(".running_mean") or key.endswith(".running_var"):
-                    continue
-                if key not in known:
-                    raise ctx.err("scenario.weights", f'"{f}" holds "{key}", which is no parameter of this '
-                                                      f"network{did_you_mean(key, known)}")
-                try:
-                    a = z[key]
-                except ValueError:
-                    raise ctx.err("scenario.weights", f'"{f}": array "{key}" holds Python objects, which nnstep '
-                                                      f"never loads (it would need pickle)") from None
-                if a.dtype.kind not in "biuf":
-                    raise ctx.err("scenario.weights", f'"{f}": "{key}" has dtype {a.dtype}, expected numbers')
-                if a.shape != initial[key].shape:
-                    raise ctx.err("scenario.weights", f'"{f}": "{key}" has shape {_fmt_shape(a.shape)}, the network '
-                                                      f"needs {_fmt_shape(initial[key].shape)}")
-                if not np.isfinite(a).all():
-                    raise ctx.err("scenario.weights", f'"{f}": "{key}" contains a non-finite number')
-                initial[key] = a.astype(npdt)
-    except ScenarioError:
-        raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
-        raise ctx.err("scenario.weights", f'"{f}" is not a readable .npz file ({type(e).__name__}: {e})') from None
+    zf = _npz_open(ctx, "scenario.weights", f, p)
+    with zf:
+        for key in _npz_keys(zf):
+            if key.endswith("num_batches_tracked") or key.endswith(".running_mean") or key.endswith(".running_var"):
+                continue
+            if key not in known:
+                raise ctx.err("scenario.weights", f'"{f}" holds "{clean(key)}", which is no parameter of this '
+                                                  f"network{did_you_mean(key, known)}")
+            a = _npz_load(ctx, "scenario.weights", f, zf, key)
+            if a.shape != initial[key].shape:
+                raise ctx.err("scenario.weights", f'"{f}": "{key}" has shape {_fmt_shape(a.shape)}, the network '
+                                                  f"needs {_fmt_shape(initial[key].shape)}")
+            a = _cast(ctx, "scenario.weights", a, npdt, f'"{f}": "{key}" ')
+            initial[key] = a
+
+
+def _cast(ctx, where, a: np.ndarray, npdt, what: str) -> np.ndarray:
+    """``a`` in the scenario's dtype; refuses NaN/Inf and values float32 cannot hold."""
+    with np.errstate(all="ignore"):
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ctx.err(where, f"{what}contains a non-finite number (nan or inf)")
+        b = a.astype(npdt)
+        if b.dtype.kind == "f" and not np.isfinite(b).all():
+            big = float(np.max(np.abs(a.astype(np.float64))))
+            raise ctx.err(where, f"{what}holds {big:g}, too large for {npdt} "
+                                 f"(at most {float(np.finfo(npdt).max):.4g})")
+    return b
 
 
 # --- names, breakpoints, expectations ------------------------------------------------------------
