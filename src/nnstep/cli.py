@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("file", nargs="?")
 
     n = sub.add_parser("new", help="write a starter scenario")
-    n.add_argument("file")
+    n.add_argument("file", nargs="?")
     n.add_argument("--template", default=None, help="template name (see --list)")
     n.add_argument("--force", action="store_true", help="overwrite an existing file")
     n.add_argument("--list", action="store_true", help="list the templates")
