@@ -441,7 +441,13 @@ class Tanh(_Elementwise):
 class GELU(_Elementwise):
     type = "gelu"
     options = {"approximate": ("none", "choice:none|tanh")}
-    K = math.sqrt(2.0 / math.pi)
+    # torch's constants (aten/src/ATen/native/cpu/Activation.cpp), from the C macros, so the
+    # values agree with torch to the last bit where libm agrees: 1/√2 rounded correctly
+    # (1.0 / math.sqrt(2.0) is one ulp below it), √(2/π) and 1/√(2π).
+    SQRT1_2 = 0.70710678118654752440                          # M_SQRT1_2
+    K = 1.41421356237309504880 * 1.12837916709551257390 * 0.5  # M_SQRT2 · M_2_SQRTPI · ½ = √(2/π)
+    PDF = 1.12837916709551257390 * 0.70710678118654752440 * 0.5  # M_2_SQRTPI · M_SQRT1_2 · ½ = 1/√(2π)
+    KAPPA = 0.044715
 
     @property
     def fwd_formula(self):
@@ -457,19 +463,20 @@ class GELU(_Elementwise):
         return "{local} = Φ({in}) + {in}·φ({in});  {grad_in} = {grad_out} ⊙ {local}"
 
     def f(self, x):
+        # the same operations in the same order as torch's CPU kernel
         if self.opts["approximate"] == "tanh":
-            inner = self.K * (x + 0.044715 * x * x * x)
-            return 0.5 * x * (1.0 + np.tanh(inner))
-        return (0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))).astype(x.dtype)
+            inner = self.K * (x + self.KAPPA * (x * x * x))
+            return x * 0.5 * (1.0 + np.tanh(inner))
+        return (x * 0.5 * (1.0 + erf(x * self.SQRT1_2))).astype(x.dtype)
 
     def local(self, x, out):
         if self.opts["approximate"] == "tanh":
-            x2 = x * x
-            inner = self.K * (x + 0.044715 * x2 * x)
-            t = np.tanh(inner)
-            return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * self.K * (1 + 3 * 0.044715 * x2)
-        cdf = 0.5 * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
-        pdf = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+            x_sq = x * x
+            t = np.tanh(self.K * (x + self.KAPPA * (x_sq * x)))
+            left = 0.5 * x
+            return 0.5 * (1.0 + t) + left * (1.0 - t * t) * (self.K * (1.0 + 3 * self.KAPPA * x_sq))
+        cdf = 0.5 * (1.0 + erf(x * self.SQRT1_2))
+        pdf = self.PDF * np.exp(x * x * -0.5)
         return (cdf + x * pdf).astype(x.dtype)
 
 

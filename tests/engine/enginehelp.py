@@ -1,0 +1,46 @@
+"""Helpers for the engine tests: float64 central differences and layer construction."""
+import numpy as np
+
+
+from nnstep.engine.layers import LAYERS
+
+
+def make_layer(type_, in_shape, name=None, **opts):
+    """A layer as the loader builds it: every option filled in with its default."""
+    cls = LAYERS[type_]
+    full = {k: opts.get(k, default) for k, (default, _kind) in cls.options.items()}
+    unknown = set(opts) - set(full)
+    assert not unknown, unknown
+    return cls(name or f"{type_}1", full, tuple(in_shape))
+
+
+def central_diff(f, arrays, eps=1e-6):
+    """d f / d a for every array a in ``arrays`` (a list), by central differences, in float64.
+    ``f()`` reads the arrays, which are perturbed in place one element at a time and restored."""
+    out = []
+    for a in arrays:
+        g = np.zeros_like(a, dtype=np.float64)
+        flat = a.reshape(-1)
+        gflat = g.reshape(-1)
+        for j in range(flat.size):
+            old = flat[j]
+            flat[j] = old + eps
+            fp = f()
+            flat[j] = old - eps
+            fm = f()
+            flat[j] = old
+            gflat[j] = (fp - fm) / (2 * eps)
+        out.append(g)
+    return out
+
+
+def assert_grad_close(analytic, numeric, rtol=1e-6, atol=1e-8, what=""):
+    analytic = np.asarray(analytic, dtype=np.float64)
+    assert analytic.shape == numeric.shape, (what, analytic.shape, numeric.shape)
+    err = np.abs(analytic - numeric)
+    bound = atol + rtol * np.maximum(np.abs(analytic), np.abs(numeric))
+    assert np.all(err <= bound), f"{what}: worst error {err.max():.3g} (analytic {analytic.ravel()[:6]}, numeric {numeric.ravel()[:6]})"
+
+
+def rng(seed=12345):
+    return np.random.default_rng(seed)
