@@ -70,7 +70,7 @@ def cmd_run(path: str, steps: int | None, as_json: bool, save: str | None, honor
     rows = []
     stopped = None
     if not as_json:
-        _out(f"{sc.name}: {n} step{'s' if n != 1 else ''}, {sc.dtype}, {len(sc.layers)} layers, "
+        _out(f"{sc.name}: {n} step{'s' if n != 1 else ''}, {sc.dtype}, {len(sc.layers)} layer{'s' if len(sc.layers) != 1 else ''}, "
              f"{sc.loss.type} loss, {sc.optimizer.type} (lr {sc.optimizer.lr:g})")
         _out(f"{'step':>6}  {'loss':>22}  {'|grad|':>12}")
     for k in range(1, n + 1):
@@ -137,7 +137,7 @@ def cmd_trace(path: str, steps: int | None, as_json: bool) -> int:
                                 "inputs": {t: (jsonio.arr(v) if v is not None else None) for t, v in ins.items()},
                                 "outputs": {t: jsonio.arr(v) for t, v in outs.items()}})
             else:
-                _out(f"step {k}  op {op.index}/{M - 1}  [{op.stage}]  {op.name}")
+                _out(f"step {k}  op {op.index + 1}/{M} (index {op.index})  [{op.stage}]  {op.name}")
                 _out(f"    {op.formula}")
                 for t, v in ins.items():
                     _out(f"    in   {t} = " + ("(not yet computed)" if v is None else
