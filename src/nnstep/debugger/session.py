@@ -1,47 +1,92 @@
-"""The debugger session: a cursor over every operation of every training step.
+"""The debugger session: a cursor over every operation of every training step (SPEC §4b).
 
 Position ``(k, i)`` means the first ``i`` operations of step ``k`` have run; ``(N+1, 0)`` is the end.
+Linear position ``p = (k-1)·M + i`` for a program of ``M`` operations.
+
+What ``value(name)`` shows (SPEC §4c)
+-------------------------------------
+The latest value at or before the cursor. A tensor this step has not computed yet comes from the
+previous step; before step 1 computed it, it is ``None``. Parameters, optimizer state and running
+statistics are their current values. ``input`` and ``target`` are fed at the step boundary, so at
+``(k, 0)`` they already hold step k's batch (the batch the next operation reads); at the very end,
+``(N+1, 0)``, they keep step N's.
 
 History and its cost model
 --------------------------
-Nothing is copied per operation: the engine never modifies an array in place, so a record or a
-checkpoint holds references. A *checkpoint* at step ``c`` is the persistent state at ``(c, 0)``:
-parameters, optimizer state and batchnorm running statistics (about 1x the model, 2x with a momentum
-buffer, 3x with Adam's m and v). The batch order is a pure function of the seed and the step, so it
-needs no state. Any position ``(k, i)`` is rebuilt exactly by restoring a checkpoint ``c <= k-1`` and
-re-running ``k - c`` whole steps plus ``i`` operations (the previous step must be re-run too, since
-``value()`` falls back to its tensors).
+Nothing is copied per operation: the engine never modifies an array in place, so records,
+checkpoints and cached environments hold references. Symbols: ``T`` the time of one training
+step, ``M`` operations per step, ``P`` the bytes of the persistent state (parameters, optimizer
+state, batchnorm running statistics; for SGD with momentum 2x the parameters, Adam 3x), ``N`` steps.
 
-Which checkpoints are kept, by distance ``d`` from the cursor's step (``_keep``):
-  * ``d <= RING`` (8): every step                      -> one op back or a step back re-runs <= 2 steps
-  * ``d <= MID_SPAN`` (256): every ``MID_EVERY`` (32)th -> a jump in the last 100 steps re-runs <= 33
-  * anywhere: every ``far``-th, ``far`` = a power of two >= N / FAR_COUNT (24), at least 64
-    -> a jump anywhere re-runs at most ``far`` steps; for N = 10,000 that is 512 steps.
-  * step 1 (the initial state) always.
-So about RING + MID_SPAN/MID_EVERY + FAR_COUNT = 8 + 8 + 24 = 40 checkpoints at most, whatever N is.
-For the 784-128-10 net with momentum (0.8 MB of parameters + 0.8 MB of buffer) that is < 64 MB.
-Checkpoints are made whenever the cursor passes a step boundary that the policy keeps (also while
-re-running), and dropped when the cursor moves away. The environment at the start of the cursor's
-step is also kept (a shallow dict), so stepping back inside a step re-runs only ops of that step.
+* A *checkpoint* at step ``c`` is the persistent state at ``(c, 0)``. The batch order is a pure
+  function of the seed and the step, so it needs no state. Position ``(k, i)`` is rebuilt exactly
+  from any checkpoint ``c <= k-1`` by re-running ``k-c`` steps and ``i`` ops (step ``k-1`` must be
+  re-run because ``value()`` falls back to its tensors); from ``c = 1`` for ``k = 1``.
+* A *step-start environment* is the full environment at ``(s, 0)`` (every tensor), kept for the
+  cursor's step and the one before (``s`` in ``{k-1, k}``), with the record of the op just before
+  it. Extra cost: the non-persistent tensors of one step each (gradients, deltas, activations, ~P).
+* Checkpoints kept, by the distance ``d = k - c`` from the cursor's step ``k`` (``_keep``):
+    - ``0 <= d <= RING`` (4): every step (behind the cursor only);
+    - ``|d| <= MID_SPAN`` (128): every ``MID_EVERY``-th (32) step boundary;
+    - everywhere: every ``far``-th, ``far = MID_EVERY·ceil(N / (FAR_COUNT·MID_EVERY))``
+      (FAR_COUNT = 16; for N = 10,000: far = 640);
+    - step 1 always.
+  They are made whenever a run passes a boundary the policy keeps (relative to the cursor, or to
+  the target of a jump) and dropped when the cursor moves away. At most
+  ``RING+1 + 2·MID_SPAN/MID_EVERY+1 + ceil(N/far)+1`` = 5 + 9 + 17 = 31 for N = 10,000.
+* So: memory ``<= 31·P + 2 step-start environments + 9 bytes·N`` (losses). For the 784-128-10 MLP
+  with momentum, P = 1.63 MB: under 55 MB, whatever the cursor has done.
+* Times, in re-executed work: next op: one op. Back within a step: ``< M`` ops from the step-start
+  environment. Back across a boundary: ``< M`` ops from the previous step-start environment if it
+  is cached, else ``<= 2T`` from the ring, and ``<= (MID_EVERY+1)·T`` (33 ms at T = 1 ms) when the
+  cursor walks off the ring. A jump within MID_SPAN steps of the cursor: ``<= (MID_EVERY+1)·T`` (or
+  the forward distance). A jump anywhere already visited: ``<= (far+1)·T`` (641 ms at T = 1 ms).
+  A jump beyond the furthest step ever reached runs forward to it: that is training, not history.
+  ``bench/bench_history.py`` measures these on the 784-128-10 network.
+
+Stops (``run``, ``reverse_run``)
+--------------------------------
+* An op breakpoint (``op = ...``, every step) and a stage breakpoint (``stage = ...``, on entering
+  it) stop *before* the op: the cursor is at ``(k, index of the op)``. ``run()`` always executes at
+  least one op first, so continuing from a breakpoint moves on.
+* A condition (``when = "<tensor> <stat> <op> <number>"``) is evaluated whenever an op writes that
+  tensor and stops *after* the op, when it holds.
+* NaN/Inf (on by default, ``stop_on_nonfinite``): stops after an op that writes a non-finite value
+  while all its inputs are finite, i.e. at the origin, not where it merely propagates.
+* ``reverse_run()`` goes back to the latest position strictly before the cursor where ``run()``
+  would have stopped (by any of the above), rescanning forward from checkpoints, nearest first.
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
-from ..engine.program import STAGES, Op, Program
+from ..engine.program import Op, Program
 from ..engine.stats import all_finite
 from ..scenario.model import Breakpoint, Scenario
 from .stops import Stop
 
-RING = 8
-MID_SPAN = 256
+RING = 4
+MID_SPAN = 128
 MID_EVERY = 32
-FAR_COUNT = 24
+FAR_COUNT = 16
+
+
+@dataclass(frozen=True)
+class HistoryPolicy:
+    """Which step boundaries keep a checkpoint (see the module docstring). Tests shrink it to
+    exercise every path on small scenarios; the defaults meet SPEC §6."""
+    ring: int = RING
+    mid_span: int = MID_SPAN
+    mid_every: int = MID_EVERY
+    far_count: int = FAR_COUNT
+
+    def far(self, n_steps: int) -> int:
+        return self.mid_every * max(1, math.ceil(n_steps / (self.far_count * self.mid_every)))
 
 
 @dataclass(frozen=True)
@@ -62,8 +107,21 @@ class OpRecord:
         return self.op.stage
 
 
+def _record(op: Op, k: int, ins: dict, env: dict) -> OpRecord:
+    return OpRecord(k, op.index, op, ins, {n: env[n] for n in op.outputs})
+
+
+def _first_bad(v) -> tuple[float, tuple[int, ...]]:
+    a = np.asarray(v)
+    flat = np.flatnonzero(~np.isfinite(a))
+    j = int(flat[0])
+    return float(a.reshape(-1)[j]), tuple(int(x) for x in np.unravel_index(j, a.shape))
+
+
 class Session:
-    def __init__(self, scenario: Scenario | str | os.PathLike):
+    """A cursor over all operations of all training steps, with exact stepping both ways."""
+
+    def __init__(self, scenario: Scenario | str | os.PathLike, policy: HistoryPolicy | None = None):
         if not isinstance(scenario, Scenario):
             from ..scenario import load_scenario
             scenario = load_scenario(scenario)
@@ -78,9 +136,11 @@ class Session:
         self.names = {"input", "target"}
         for op in self.ops:
             self.names.update(op.inputs, op.outputs, op.also_writes)
-        far = max(64, self.N / FAR_COUNT)
-        self._far = 1 << math.ceil(math.log2(far))
-        self.losses: dict[int, float] = {}
+        self.policy = policy or HistoryPolicy()
+        self._far = self.policy.far(self.N)
+        self._loss_at = self.program.stage_start["loss"]
+        self._loss = np.full(self.N + 2, np.nan)        # loss of step k, once computed
+        self._has_loss = np.zeros(self.N + 2, dtype=bool)
         self.last_record: OpRecord | None = None
         self.last_stop: Stop | None = None
         self._reset()
@@ -89,10 +149,10 @@ class Session:
     def _reset(self):
         env = self.program.initial_env()
         self._ckpt: dict[int, dict] = {1: self.program.checkpoint(env)}
-        self._k, self._i = 1, 0
         self.program.feed(env, 1)
         self._env = env
-        self._start_env = (1, dict(env))
+        self._k, self._i = 1, 0
+        self._starts: dict[int, tuple[dict, OpRecord | None]] = {1: (dict(env), None)}
         self.last_record = None
 
     def restart(self):
@@ -103,6 +163,9 @@ class Session:
     @property
     def position(self) -> tuple[int, int]:
         return (self._k, self._i)
+
+    def _lin(self) -> int:
+        return (self._k - 1) * self.M + self._i
 
     @property
     def at_start(self) -> bool:
@@ -123,30 +186,43 @@ class Session:
         return op.stage if op is not None else "done"
 
     def value(self, name: str):
-        """The latest value of a tensor at or before the cursor (None if not computed yet)."""
+        """The latest value of a tensor at or before the cursor (None if not computed yet); see the
+        module docstring for the exact rule."""
         if name not in self.names:
             from ..errors import did_you_mean
             raise KeyError(f'unknown tensor "{name}"{did_you_mean(name, self.names)}')
         return self._env.get(name)
 
-    def loss_history(self) -> list[tuple[int, float]]:
-        """(step, loss) of every step whose loss has been computed as of the cursor."""
-        k = self._k
-        done = k if (k <= self.N and self._i > self.program.stage_start["loss"]) else k - 1
-        return [(s, self.losses[s]) for s in range(1, done + 1) if s in self.losses]
+    def step_start_value(self, name: str):
+        """A tensor's value at the start of the cursor's step, (k, 0): e.g. a parameter before this
+        step's update, as the backward pass read it. None if not available."""
+        st = self._starts.get(self._k)
+        return st[0].get(name) if st is not None else None
 
     def values(self) -> dict:
         """Every tensor as of the cursor (a shallow copy; arrays are never modified in place)."""
         return dict(self._env)
 
-    # --- moving forward --------------------------------------------------------------------------
+    @property
+    def losses(self) -> dict[int, float]:
+        """Loss of every step computed so far (including steps ahead of the cursor, computed before)."""
+        ks = np.flatnonzero(self._has_loss)
+        return {int(k): float(self._loss[k]) for k in ks}
+
+    def loss_history(self) -> list[tuple[int, float]]:
+        """(step, loss) of every step whose loss has been computed as of the cursor."""
+        k = self._k
+        done = k if (k <= self.N and self._i > self._loss_at) else k - 1
+        return [(s, float(self._loss[s])) for s in range(1, done + 1) if self._has_loss[s]]
+
+    # --- checkpoint policy -----------------------------------------------------------------------
     def _keep(self, c: int, k: int) -> bool:
         if c == 1:
             return True
-        d = abs(k - c)
-        if d <= RING:
+        d, pol = k - c, self.policy
+        if 0 <= d <= pol.ring:
             return True
-        if d <= MID_SPAN and (c - 1) % MID_EVERY == 0:
+        if abs(d) <= pol.mid_span and (c - 1) % pol.mid_every == 0:
             return True
         return (c - 1) % self._far == 0
 
@@ -154,51 +230,106 @@ class Session:
         k = self._k
         for c in [c for c in self._ckpt if not self._keep(c, k)]:
             del self._ckpt[c]
+        for s in [s for s in self._starts if not (k - 1 <= s <= k)]:
+            del self._starts[s]
 
-    def _boundary(self, env: dict, k: int, target_k: int):
-        """Called when ``env`` has just finished step k-1 and is at (k, 0)."""
-        if k <= self.N:
-            self.program.feed(env, k)
-        if k not in self._ckpt and self._keep(k, target_k):
-            self._ckpt[k] = self.program.checkpoint(env)
+    # --- the one loop every move goes through -----------------------------------------------------
+    def _loop(self, env: dict, k: int, i: int, end: int, *, live: bool, near: int | None = None,
+              check: bool = False, first: bool = False, sink: Callable[[Stop], bool] | None = None):
+        """Run ops from (k, i) in ``env`` until linear position ``end``.
 
-    def _exec(self, record: bool) -> OpRecord | None:
-        """Run the op at the cursor and advance it."""
-        k, i = self._k, self._i
-        op = self.ops[i]
-        env = self._env
+        ``live``: ``env`` is the cursor's; record losses, make checkpoints and step-start
+        environments (kept relative to step ``near``, or to the moving cursor when None) and the
+        record of the last op. ``check``: evaluate breakpoints; each stop goes to ``sink``, which
+        returns True to halt there. ``first``: don't stop at an op breakpoint before the first op.
+        Returns (k, i, record of the last op run or None, halted)."""
+        M, ops, prog = self.M, self.ops, self.program
+        pos = (k - 1) * M + i
         rec = None
-        if record:
-            ins = {n: env.get(n) for n in op.inputs}
-            with np.errstate(all="ignore"):
+        bp_index = self._bp_index if check else {}
+        cond_by_op = self._cond_by_op if check else {}
+        nonfinite = check and self.stop_on_nonfinite
+        with np.errstate(all="ignore"):
+            while pos < end:
+                if bp_index and not first:
+                    bp = bp_index.get(i)
+                    if bp is not None and sink(Stop("breakpoint", k, i, op=ops[i].name, breakpoint=bp,
+                                                     stage=ops[i].stage)):
+                        return k, i, rec, True
+                first = False
+                op = ops[i]
+                ins = {n: env.get(n) for n in op.inputs} if (live or nonfinite) else None
                 op.run(env, k)
-            rec = OpRecord(k, i, op, ins, {n: env[n] for n in op.outputs})
-        else:
-            with np.errstate(all="ignore"):
-                op.run(env, k)
-        if op.stage == "loss":
-            self.losses[k] = float(env["loss"])
-        i += 1
-        if i == self.M:
-            k, i = k + 1, 0
-            self._k, self._i = k, i
-            self._boundary(env, k, k)
-            self._start_env = (k, dict(env))
-            self._prune()
-        else:
-            self._i = i
-        return rec
+                if live:
+                    rec = _record(op, k, ins, env)
+                    if i == self._loss_at:
+                        self._loss[k] = env["loss"]
+                        self._has_loss[k] = True
+                hit = None
+                if nonfinite:
+                    for t in op.outputs:
+                        v = env[t]
+                        if not all_finite(v):
+                            if all(x is None or all_finite(x) for x in ins.values()):
+                                val, el = _first_bad(v)
+                                hit = Stop("nonfinite", k, i + 1, op=op.name, tensor=t, value=val, element=el,
+                                           stage=op.stage)
+                            break
+                if hit is None and cond_by_op:
+                    for bp in cond_by_op.get(i, ()):
+                        v = env.get(bp.when.tensor)
+                        if v is None:
+                            continue
+                        ok, s = bp.when.holds(v)
+                        if ok:
+                            hit = Stop("breakpoint", k, i + 1, op=op.name, tensor=bp.when.tensor, value=s,
+                                       breakpoint=bp, stage=op.stage)
+                            break
+                i += 1
+                pos += 1
+                if i == M:
+                    k, i = k + 1, 0
+                    if k <= self.N:
+                        prog.feed(env, k)
+                    if live:
+                        if near is None:            # the cursor itself moves: policy relative to it
+                            self._k = k
+                            if k not in self._ckpt:
+                                self._ckpt[k] = prog.checkpoint(env)
+                            self._starts[k] = (dict(env), rec)
+                            self._prune()
+                        else:                       # a jump: policy relative to its target step
+                            if k not in self._ckpt and self._keep(k, near):
+                                self._ckpt[k] = prog.checkpoint(env)
+                            if k >= near - 1:
+                                self._starts[k] = (dict(env), rec)
+                if hit is not None:
+                    if i == 0:
+                        hit = replace(hit, step=k, index=0)
+                    if sink(hit):
+                        return k, i, rec, True
+        return k, i, rec, False
 
+    def _live(self, end: int, **kw):
+        """Advance the cursor's environment to ``end`` (see _loop) and set the cursor."""
+        k, i, rec, halted = self._loop(self._env, self._k, self._i, end, live=True, **kw)
+        self._k, self._i = k, i
+        if rec is not None:
+            self.last_record = rec
+        return halted
+
+    # --- moving forward --------------------------------------------------------------------------
     def step(self) -> OpRecord | None:
-        """Run the next operation; its record, or None at the end."""
+        """Run the next operation; its record, or None at the end. Ignores breakpoints."""
         if self.at_end:
             return None
-        self.last_record = self._exec(True)
+        self._live(self._lin() + 1)
         return self.last_record
 
     # --- going anywhere --------------------------------------------------------------------------
     def _check_pos(self, k: int, i: int) -> tuple[int, int]:
-        if not isinstance(k, (int, np.integer)) or not isinstance(i, (int, np.integer)):
+        if isinstance(k, bool) or isinstance(i, bool) or not isinstance(k, (int, np.integer)) \
+                or not isinstance(i, (int, np.integer)):
             raise ValueError(f"position must be two integers, got ({k!r}, {i!r})")
         k, i = int(k), int(i)
         if i == self.M and k <= self.N:
@@ -209,62 +340,41 @@ class Session:
         return k, i
 
     def goto(self, step: int, index: int) -> None:
-        """Move the cursor so that the first ``index`` ops of ``step`` have run."""
+        """Move the cursor so that the first ``index`` ops of ``step`` have run (exactly)."""
         k, i = self._check_pos(step, index)
-        if (k, i) == (self._k, self._i):
+        M = self.M
+        here, there = self._lin(), (k - 1) * M + i
+        if here == there:
             return
-        here = (self._k - 1) * self.M + self._i
-        there = (k - 1) * self.M + i
-        # cost, in ops, of each way to get there
-        best = ("restore", None, math.inf)
+        # the cheapest way there, in ops to re-run: forward from here, from a cached step-start
+        # environment, or from a checkpoint at or before step k-1
+        how, src, cost = None, None, math.inf
         if there > here:
-            best = ("forward", None, there - here)
-        sk, senv = self._start_env
-        if sk <= k and (sk - 1) * self.M <= there:
-            cost = there - (sk - 1) * self.M
-            if cost < best[2]:
-                best = ("start", None, cost)
+            how, cost = "here", there - here
+        for s in self._starts:
+            c = there - (s - 1) * M
+            if 0 <= c < cost:
+                how, src, cost = "start", s, c
         c = max((c for c in self._ckpt if c <= max(1, k - 1)), default=1)
-        cost = there - (c - 1) * self.M
-        if cost < best[2]:
-            best = ("restore", c, cost)
-        how, c, _ = best
+        if there - (c - 1) * M < cost:
+            how, src = "ckpt", c
         if how == "start":
-            self._env = dict(senv)
-            self._k, self._i = sk, 0
-        elif how == "restore":
-            env = dict(self._ckpt[c])
-            self.program.feed(env, c)
+            env, rec = self._starts[src]
+            self._env = dict(env)
+            self._k, self._i = src, 0
+            self.last_record = rec
+        elif how == "ckpt":
+            env = dict(self._ckpt[src])
+            self.program.feed(env, src)
             self._env = env
-            self._k, self._i = c, 0
-            self._start_env = (c, dict(env))
-        self._run_to(k, i)
+            self._k, self._i = src, 0
+            self.last_record = None
+            if src == 1:
+                self._starts[1] = (dict(env), None)
+        self._live(there, near=k)
         self._prune()
 
-    def _run_to(self, k: int, i: int):
-        """Run forward (no checks) to (k, i); records the last op so last_record is right."""
-        target = (k - 1) * self.M + i
-        while (self._k - 1) * self.M + self._i < target - 1:
-            # inline of _exec(False) with checkpoints kept relative to the target
-            kk, ii = self._k, self._i
-            op = self.ops[ii]
-            with np.errstate(all="ignore"):
-                op.run(self._env, kk)
-            if op.stage == "loss":
-                self.losses[kk] = float(self._env["loss"])
-            ii += 1
-            if ii == self.M:
-                kk, ii = kk + 1, 0
-                self._boundary(self._env, kk, k)
-                if kk == k:
-                    self._start_env = (kk, dict(self._env))
-            self._k, self._i = kk, ii
-        if (self._k - 1) * self.M + self._i < target:
-            self.last_record = self._exec(True)
-        elif (k, i) == (1, 0):
-            self.last_record = None
-
-    def back(self):
+    def back(self) -> Op | None:
         """Undo one operation, exactly. Returns the op undone, or None at (1, 0)."""
         if self.at_start:
             return None
@@ -285,7 +395,7 @@ class Session:
         return self.run(until=(k, j) if j < self.M else (k + 1, 0))
 
     def finish_step(self) -> Stop | None:
-        """Run to the end of this training step: (k+1, 0)."""
+        """Run to the end of this training step, (k+1, 0), stopping at breakpoints."""
         if self.at_end:
             return None
         return self.run(until=(self._k + 1, 0))
@@ -294,7 +404,7 @@ class Session:
     def _index_breakpoints(self):
         self._bp_ops: dict[str, Breakpoint] = {}
         self._bp_index: dict[int, Breakpoint] = {}
-        self._conds: dict[str, list[Breakpoint]] = {}
+        conds: dict[str, list[Breakpoint]] = {}
         first = {}
         for op in self.ops:
             first.setdefault(op.stage, op.index)
@@ -304,18 +414,15 @@ class Session:
             elif bp.stage and bp.stage in first:
                 self._bp_index.setdefault(first[bp.stage], bp)
             elif bp.when is not None and bp.when.kind == "compare":
-                self._conds.setdefault(bp.when.tensor, []).append(bp)
+                conds.setdefault(bp.when.tensor, []).append(bp)
         for op in self.ops:
             if op.name in self._bp_ops:
                 self._bp_index.setdefault(op.index, self._bp_ops[op.name])
-        self._cond_by_op = {}
+        self._cond_by_op: dict[int, list[Breakpoint]] = {}
         for op in self.ops:
-            bps = []
-            for t in op.outputs + op.also_writes:
-                bps += self._conds.get(t, [])
+            bps = [bp for t in op.outputs + op.also_writes for bp in conds.get(t, [])]
             if bps:
                 self._cond_by_op[op.index] = bps
-        self.stop_on_nonfinite = self.stop_on_nonfinite
 
     def has_op_breakpoint(self, op_name: str) -> bool:
         return op_name in self._bp_ops
@@ -336,129 +443,84 @@ class Session:
         self.breakpoints.append(bp)
         self._index_breakpoints()
 
-    def _after_op(self, op: Op, env: dict, k: int, inputs_finite: Callable[[], bool] | None):
-        """Stops triggered by what ``op`` just wrote: a condition, or a new NaN/Inf."""
-        if self.stop_on_nonfinite:
-            for t in op.outputs:
-                v = env.get(t)
-                if v is not None and not all_finite(v):
-                    if inputs_finite is None or inputs_finite():
-                        bad = np.asarray(v).ravel()
-                        first = bad[~np.isfinite(bad)][0]
-                        return ("nonfinite", t, float(first), None)
-        for bp in self._cond_by_op.get(op.index, ()):
-            v = env.get(bp.when.tensor)
-            if v is None:
-                continue
-            ok, s = bp.when.holds(v)
-            if ok:
-                return ("breakpoint", bp.when.tensor, s, bp)
-        return None
+    def break_when(self, text: str) -> Breakpoint:
+        """Add a condition breakpoint from the SPEC §2 grammar (``"linear1.out absmax > 10"`` or
+        ``"nonfinite"``). Parsed, never evaluated; raises ScenarioError if malformed."""
+        from ..scenario.loader import _Ctx, parse_condition
+        where = f"breakpoints[{len(self.breakpoints)}].when"
+        cond = parse_condition(text, _Ctx("<session>"), where, self.names)
+        bp = Breakpoint(where=where.rsplit(".", 1)[0], when=cond)
+        if cond.kind == "nonfinite":
+            self.stop_on_nonfinite = True
+        self.add_breakpoint(bp)
+        return bp
 
-    def _scan(self, env: dict, k: int, i: int, end: int, first: bool, on_stop) -> int:
-        """Run ops from (k, i) in ``env`` up to the linear position ``end`` checking breakpoints.
-        ``on_stop(stop) -> bool`` decides whether to halt. Returns the position reached."""
-        M = self.M
-        while (k - 1) * M + i < end and k <= self.N:
-            if not first:
-                bp = self._bp_index.get(i)
-                if bp is not None:
-                    s = Stop("breakpoint", k, i, op=self.ops[i].name, breakpoint=bp)
-                    if on_stop(s, env, k, i):
-                        return (k - 1) * M + i
-            first = False
-            op = self.ops[i]
-            ins = [(n, env.get(n)) for n in op.inputs]
-            with np.errstate(all="ignore"):
-                op.run(env, k)
-            if op.stage == "loss" and env is self._env:
-                self.losses[k] = float(env["loss"])
-            hit = self._after_op(op, env, k, lambda: all(v is None or all_finite(v) for _, v in ins))
-            i += 1
-            if i == M:
-                k, i = k + 1, 0
-                self._boundary(env, k, k)
-                if env is self._env:
-                    self._k, self._i = k, i
-                    self._start_env = (k, dict(env))
-                    self._prune()
-            if env is self._env:
-                self._k, self._i = k, i
-            if hit is not None:
-                reason, t, val, bp = hit
-                s = Stop(reason, k, i, op=op.name, tensor=t, value=val, breakpoint=bp)
-                if on_stop(s, env, k, i):
-                    return (k - 1) * M + i
-        return (k - 1) * M + i
+    def remove_breakpoint(self, bp: Breakpoint):
+        self.breakpoints = [b for b in self.breakpoints if b is not bp]
+        self._index_breakpoints()
 
+    # --- continuing ------------------------------------------------------------------------------
     def run(self, until: tuple[int, int] | None = None, should_stop: Callable[[], bool] | None = None,
             check_every: int = 64) -> Stop:
-        """Continue to the next breakpoint, NaN/Inf, ``until`` or the end; returns why it stopped.
-        ``should_stop()`` is polled every ``check_every`` ops (for interrupting from another thread)."""
+        """Continue to the next breakpoint, NaN/Inf, ``until`` or the end; returns why it stopped
+        (also kept as ``last_stop``). ``should_stop()`` is polled every ``check_every`` ops (for
+        interrupting from another thread)."""
+        M = self.M
         if self.at_end:
             self.last_stop = Stop("end", self._k, self._i)
             return self.last_stop
-        end = self.N * self.M if until is None else (self._check_pos(*until)[0] - 1) * self.M + self._check_pos(*until)[1]
-        result: list[Stop] = []
-        first = True
-        while True:
-            here = (self._k - 1) * self.M + self._i
-            if here >= end:
-                break
-            chunk_end = min(end, here + max(1, check_every)) if should_stop is not None else end
-            # run all but the last op of the chunk fast; _scan keeps self._env in step
-            k, i = self._k, self._i
+        if until is None:
+            end = self.N * M
+        else:
+            uk, ui = self._check_pos(*until)
+            end = (uk - 1) * M + ui
+        found: list[Stop] = []
 
-            def on_stop(s, env, kk, ii):
-                result.append(s)
-                return True
-            self._scan(self._env, k, i, chunk_end, first, on_stop)
+        def sink(s: Stop) -> bool:
+            found.append(s)
+            return True
+        first = True
+        while self._lin() < end:
+            here = self._lin()
+            chunk_end = end if should_stop is None else min(end, here + max(1, check_every))
+            self._live(chunk_end, check=True, first=first, sink=sink)
             first = False
-            if result:
+            if found:
                 break
-            if should_stop is not None and should_stop():
-                result.append(Stop("interrupted", self._k, self._i))
+            if should_stop is not None and self._lin() < end and should_stop():
+                found.append(Stop("interrupted", self._k, self._i))
                 break
-        self._fix_last_record()
-        if result:
-            self.last_stop = result[0]
+        if found:
+            self.last_stop = found[0]
         elif self.at_end:
             self.last_stop = Stop("end", self._k, self._i)
         else:
             self.last_stop = Stop("until", self._k, self._i)
         return self.last_stop
 
-    def _fix_last_record(self):
-        """After a fast run, rebuild the record of the op just before the cursor."""
-        if self.at_start:
-            self.last_record = None
-            return
-        k, i = self._k, self._i
-        pk, pi = (k, i - 1) if i > 0 else (k - 1, self.M - 1)
-        if self.last_record is not None and (self.last_record.step, self.last_record.index) == (pk, pi):
-            return
-        self.goto(pk, pi)
-        self.last_record = self._exec(True)
-
-    def reverse_run(self) -> Stop:
-        """Back to the previous position where a breakpoint (or a NaN/Inf) would have stopped."""
+    def reverse_run(self, should_stop: Callable[[], bool] | None = None) -> Stop:
+        """Back to the latest position before the cursor where run() would have stopped (a
+        breakpoint or a NaN/Inf origin), or to (1, 0) if there is none. Rescans forward from the
+        checkpoints, nearest first; ``should_stop()`` is polled between segments."""
         M = self.M
-        upper = (self._k - 1) * M + self._i
+        upper = self._lin()
         if upper == 0:
             self.last_stop = Stop("start", 1, 0)
             return self.last_stop
-        hi_k = self._k
+        hi = upper                  # scan [c, hi); stops at exactly hi count too, except the cursor's
         while True:
-            c = max((c for c in self._ckpt if c < hi_k or c == 1), default=1)
+            c = max(c for c in self._ckpt if (c - 1) * M < hi)
             env = dict(self._ckpt[c])
             self.program.feed(env, c)
             found: list[Stop] = []
+            limit = hi
 
-            def on_stop(s, e, kk, ii):
-                if (s.step - 1) * M + s.index < upper:
+            def sink(s: Stop) -> bool:
+                p = (s.step - 1) * M + s.index
+                if p < upper and p <= limit:
                     found.append(s)
                 return False
-            self._scan(env, c, 0, upper, (c, 0) == (1, 0) and False, on_stop)
+            self._loop(env, c, 0, hi, live=False, check=True, sink=sink)
             if found:
                 s = found[-1]
                 self.goto(s.step, s.index)
@@ -468,16 +530,24 @@ class Session:
                 self.goto(1, 0)
                 self.last_stop = Stop("start", 1, 0)
                 return self.last_stop
-            upper = (c - 1) * M
-            hi_k = c
+            hi = (c - 1) * M
+            if should_stop is not None and should_stop():
+                self.last_stop = Stop("interrupted", self._k, self._i)
+                return self.last_stop
 
     # --- measurement -----------------------------------------------------------------------------
     def history_bytes(self) -> int:
-        """Bytes held by the history (checkpoints, step-start cache) beyond the live environment."""
+        """Bytes held by the history (checkpoints, step-start environments, the last record, the
+        loss log) beyond the live environment."""
         live = {id(v) for v in self._env.values()}
         seen = set()
-        total = 0
-        for d in list(self._ckpt.values()) + [self._start_env[1]]:
+        total = self._loss.nbytes + self._has_loss.nbytes
+        dicts = list(self._ckpt.values()) + [env for env, _ in self._starts.values()]
+        recs = [r for _, r in self._starts.values() if r is not None] + \
+            ([self.last_record] if self.last_record is not None else [])
+        for r in recs:
+            dicts += [r.inputs, r.outputs]
+        for d in dicts:
             for v in d.values():
                 if isinstance(v, np.ndarray) and id(v) not in live and id(v) not in seen:
                     seen.add(id(v))
