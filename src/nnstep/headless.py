@@ -165,8 +165,13 @@ def cmd_trace(path: str, steps: int | None, as_json: bool) -> int:
 
 # --- check ---------------------------------------------------------------------------------------
 def evaluate_expects(sc: Scenario):
-    """Run the scenario and evaluate every [[expect]] at its step. Yields dicts, in file order.
-    Raises ScenarioError for an expectation whose shape cannot match its tensor."""
+    """Run the scenario up to the last expectation's step and evaluate every [[expect]] at its step
+    (the tensor's value once that step has finished; step 0 = the initial parameters). Returns one
+    dict per expectation, in file order: expect, ok, got, error (the worst element's |got - value|),
+    at (that element's index, for tensors of more than one element) and, for a non-finite value,
+    why: where the run first produced a NaN/Inf. The run does not stop at a NaN/Inf, so values
+    computed before it are still judged. Raises ScenarioError for an expectation whose shape cannot
+    match its tensor."""
     prog = Program(sc)
     env = prog.initial_env()
     by_step: dict[int, list] = {}
@@ -174,42 +179,41 @@ def evaluate_expects(sc: Scenario):
         by_step.setdefault(e.step, []).append(e)
     results = {}
     last = max(by_step, default=0)
-    stopped = None
+    first_bad = None
 
     def judge(e, got):
         want = e.value
         got = np.asarray(got, dtype=np.float64)
         if want.shape != got.shape and not (want.size == 1 and got.size == 1):
-            raise ScenarioError(f"{e.where}.value: shape {list(want.shape)} does not match {e.tensor}, "
-                                f"which has shape {list(got.shape)} at step {e.step}", file=sc.path)
+            raise ScenarioError(f"shape {list(want.shape)} does not match {e.tensor}, which has shape "
+                                f"{list(got.shape)} at step {e.step}", file=sc.path, where=f"{e.where}.value")
         g = got.reshape(want.shape)
         with np.errstate(all="ignore"):
             err = np.abs(g - want)
             ok = bool(np.all(err <= e.atol + e.rtol * np.abs(want)))
-            worst = float(np.nanmax(err)) if np.isfinite(err).all() else float("inf")
-        if not np.isfinite(g).all():
-            ok = False
-        return {"expect": e, "ok": ok, "got": g, "error": worst}
+        err = np.where(np.isfinite(err), err, np.inf)
+        j = int(np.argmax(err))
+        r = {"expect": e, "ok": ok and bool(np.isfinite(g).all()), "got": g, "error": float(err.reshape(-1)[j]),
+             "at": tuple(int(x) for x in np.unravel_index(j, err.shape)) if err.size > 1 else None}
+        if not np.isfinite(g).all() and first_bad is not None:
+            r["why"] = (f"the run first produced a NaN/Inf at step {first_bad['step']}: {first_bad['op']} "
+                        f"wrote it to {first_bad['tensor']}")
+        return r
 
     for e in by_step.get(0, []):
         results[id(e)] = judge(e, env[e.tensor])
-    check = _cond_check(sc, prog, False)
+
+    def note_first_bad(op, env):                  # remember the first NaN/Inf; never halts the run
+        nonlocal first_bad
+        t = first_nonfinite(op, env)
+        if t is not None:
+            first_bad = {"step": k, "op": op.name, "tensor": t}
+        return None
     for k in range(1, last + 1):
-        stop = prog.run_step(env, k, check)
-        if stop is not None:
-            stopped = dict(stop, step=k)
-            break
+        prog.run_step(env, k, note_first_bad if first_bad is None else None)
         for e in by_step.get(k, []):
             results[id(e)] = judge(e, env[e.tensor])
-    out = []
-    for e in sc.expects:
-        r = results.get(id(e))
-        if r is None:
-            r = {"expect": e, "ok": False, "got": None, "error": None,
-                 "why": f"not reached: the run stopped at step {stopped['step']} ({stopped['op']} produced "
-                        f"a NaN/Inf in {stopped['tensor']})" if stopped else "not reached"}
-        out.append(r)
-    return out
+    return [results[id(e)] for e in sc.expects]
 
 
 def _short(a) -> str:
@@ -221,6 +225,9 @@ def _short(a) -> str:
 
 
 def cmd_check(paths: list[str]) -> int:
+    """`nnstep check FILE...`: every expectation as pass/FAIL with expected, got and the worst
+    element's error; a summary per file, and over all files when there are several. Exit 2 if any
+    file is bad input, else 1 if any expectation fails, else 0 (SPEC §4c)."""
     bad = failed = 0
     total_pass = total_fail = 0
     for path in paths:
@@ -229,7 +236,7 @@ def cmd_check(paths: list[str]) -> int:
             results = evaluate_expects(sc)
         except ScenarioError as e:
             sys.stderr.write(f"nnstep: error: {e}\n")
-            _out(f"{path}: error (see above)")
+            _out(f"{path}: bad input (see the error above)")
             bad += 1
             continue
         p = sum(r["ok"] for r in results)
@@ -240,10 +247,9 @@ def cmd_check(paths: list[str]) -> int:
         for r in results:
             e = r["expect"]
             tag = "pass" if r["ok"] else "FAIL"
-            got = "-" if r["got"] is None else _short(r["got"])
-            err = "-" if r["error"] is None else f"{r['error']:.3g}"
-            line = (f"  {tag}  step {e.step}  {e.tensor}: expected {_short(e.value)}, got {got}, "
-                    f"error {err} (atol {e.atol:g}, rtol {e.rtol:g})")
+            at = "" if r["at"] is None else " at [" + ", ".join(map(str, r["at"])) + "]"
+            line = (f"  {tag}  step {e.step}  {e.tensor}: expected {_short(e.value)}, got {_short(r['got'])}, "
+                    f"error {r['error']:.3g}{at} (atol {e.atol:g}, rtol {e.rtol:g})")
             if "why" in r:
                 line += f"  [{r['why']}]"
             _out(line)

@@ -21,7 +21,7 @@ from nnstep.engine.stats import stat
 
 from scen import SGD_MOMENTUM, load
 
-TINY = HistoryPolicy(ring=1, mid_span=3, mid_every=2, far_count=2)
+TINY = HistoryPolicy(ring=1, near_span=2, near_every=2, mid_span=4, mid_every=4, far_count=2)
 OPS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
 
 

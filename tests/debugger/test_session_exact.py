@@ -2,7 +2,7 @@
 moves, each compared with a fresh session replayed forward to the same position: every named tensor
 (values()), the last op's record, the step-start values and the loss history, bit for bit.
 
-The history policy is shrunk (ring 1, mid every 2 within 3, far grid of 2-4 steps) so that 9 steps
+The history policy is shrunk (ring 1, near every 2nd within 2, mid every 4th within 4, far every 8th) so that 9 steps
 exercise every path: the step-start cache, ring, mid and far checkpoints, pruning and recreation.
 """
 import pytest
@@ -14,7 +14,7 @@ from nnstep.debugger.session import HistoryPolicy
 
 from scen import SCENARIOS, assert_matches, load, oracle
 
-TINY = HistoryPolicy(ring=1, mid_span=3, mid_every=2, far_count=2)
+TINY = HistoryPolicy(ring=1, near_span=2, near_every=2, mid_span=4, mid_every=4, far_count=2)
 POLICIES = {"tiny": TINY, "default": None}
 
 _cache = {}
@@ -63,6 +63,8 @@ def walk(name, policy, seq, breakpoints=()):
         done.append(m)
         k, i = s.position
         assert_matches(s, snaps[(k - 1) * s.M + i], f"after {done}")
+        assert all(s._keep(c, k) for c in s.checkpoints), (k, s.checkpoints)     # pruned to the policy
+        assert set(s._starts) <= {k - 1, k} and k in s._starts
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -95,7 +97,7 @@ def test_history_stays_bounded_and_pruned():
     far = TINY.far(sc.train.steps)
     k = s.position[0]
     for c in s.checkpoints:
-        assert c == 1 or 0 <= k - c <= TINY.ring or (abs(k - c) <= TINY.mid_span and (c - 1) % TINY.mid_every == 0) \
-            or (c - 1) % far == 0, (c, s.checkpoints)
+        assert c == 1 or 0 <= k - c <= TINY.ring or (0 <= k - c <= TINY.near_span and (c - 1) % TINY.near_every == 0) \
+            or (abs(k - c) <= TINY.mid_span and (c - 1) % TINY.mid_every == 0) or (c - 1) % far == 0, (c, s.checkpoints)
     assert len(s.checkpoints) < sc.train.steps
     assert s.history_bytes() > 0

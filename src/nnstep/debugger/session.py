@@ -26,23 +26,27 @@ state, batchnorm running statistics; for SGD with momentum 2x the parameters, Ad
   cursor's step and the one before (``s`` in ``{k-1, k}``), with the record of the op just before
   it. Extra cost: the non-persistent tensors of one step each (gradients, deltas, activations, ~P).
 * Checkpoints kept, by the distance ``d = k - c`` from the cursor's step ``k`` (``_keep``):
-    - ``0 <= d <= RING`` (4): every step (behind the cursor only);
-    - ``|d| <= MID_SPAN`` (128): every ``MID_EVERY``-th (32) step boundary;
+    - ``0 <= d <= RING`` (4): every step;
+    - ``0 <= d <= NEAR_SPAN`` (16): every ``NEAR_EVERY``-th (4) step boundary;
+    - ``|d| <= MID_SPAN`` (128): every ``MID_EVERY``-th (32), behind and ahead of the cursor;
     - everywhere: every ``far``-th, ``far = MID_EVERY·ceil(N / (FAR_COUNT·MID_EVERY))``
-      (FAR_COUNT = 16; for N = 10,000: far = 640);
+      (FAR_COUNT = 12; for N = 10,000: far = 864);
     - step 1 always.
-  They are made whenever a run passes a boundary the policy keeps (relative to the cursor, or to
-  the target of a jump) and dropped when the cursor moves away. At most
-  ``RING+1 + 2·MID_SPAN/MID_EVERY+1 + ceil(N/far)+1`` = 5 + 9 + 17 = 31 for N = 10,000.
-* So: memory ``<= 31·P + 2 step-start environments + 9 bytes·N`` (losses). For the 784-128-10 MLP
-  with momentum, P = 1.63 MB: under 55 MB, whatever the cursor has done.
+  (The grids nest, so a boundary often counts for two levels.) They are made whenever a run
+  passes a boundary the policy keeps (relative to the cursor, or to the target of a jump) and
+  dropped when the cursor moves away. At most ``RING+1 + NEAR_SPAN/NEAR_EVERY + 2·MID_SPAN/MID_EVERY+1
+  + ceil(N/far)+1`` = 5 + 4 + 9 + 13 = 31 for N = 10,000, whatever N is above ~4,000.
+* So: memory ``<= 31·P + 2 step-start environments (~2P) + 9 bytes·N`` (the loss log). For the
+  784-128-10 MLP with SGD momentum, P = 1.63 MB: at most ~55 MB, whatever the cursor has done
+  (Adam's P is 1.5x that).
 * Times, in re-executed work: next op: one op. Back within a step: ``< M`` ops from the step-start
   environment. Back across a boundary: ``< M`` ops from the previous step-start environment if it
-  is cached, else ``<= 2T`` from the ring, and ``<= (MID_EVERY+1)·T`` (33 ms at T = 1 ms) when the
-  cursor walks off the ring. A jump within MID_SPAN steps of the cursor: ``<= (MID_EVERY+1)·T`` (or
-  the forward distance). A jump anywhere already visited: ``<= (far+1)·T`` (641 ms at T = 1 ms).
-  A jump beyond the furthest step ever reached runs forward to it: that is training, not history.
-  ``bench/bench_history.py`` measures these on the 784-128-10 network.
+  is cached, else ``<= 2T`` from the ring, and ``<= (NEAR_EVERY+2)·T`` when the cursor walks off
+  the ring. A jump within MID_SPAN steps of the cursor: ``<= (MID_EVERY+1)·T`` (or the forward
+  distance, if less). A jump anywhere already visited: ``<= (far+1)·T``: 865 T for N = 10,000,
+  about 0.5-0.9 s at T = 0.55-1 ms. A jump beyond the furthest step ever reached runs forward to
+  it: that is training, not history. ``bench/bench_history.py`` measures all of this on the
+  784-128-10 network and reports, next to each time, the steps it re-executed.
 
 Stops (``run``, ``reverse_run``)
 --------------------------------
@@ -71,9 +75,11 @@ from ..scenario.model import Breakpoint, Scenario
 from .stops import Stop
 
 RING = 4
+NEAR_SPAN = 16
+NEAR_EVERY = 4
 MID_SPAN = 128
 MID_EVERY = 32
-FAR_COUNT = 16
+FAR_COUNT = 12
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,8 @@ class HistoryPolicy:
     """Which step boundaries keep a checkpoint (see the module docstring). Tests shrink it to
     exercise every path on small scenarios; the defaults meet SPEC §6."""
     ring: int = RING
+    near_span: int = NEAR_SPAN
+    near_every: int = NEAR_EVERY
     mid_span: int = MID_SPAN
     mid_every: int = MID_EVERY
     far_count: int = FAR_COUNT
@@ -143,6 +151,7 @@ class Session:
         self._has_loss = np.zeros(self.N + 2, dtype=bool)
         self.last_record: OpRecord | None = None
         self.last_stop: Stop | None = None
+        self.ops_executed = 0               # every op run so far, re-runs included (for benchmarks)
         self._reset()
 
     # --- state -----------------------------------------------------------------------------------
@@ -222,6 +231,8 @@ class Session:
         d, pol = k - c, self.policy
         if 0 <= d <= pol.ring:
             return True
+        if 0 <= d <= pol.near_span and (c - 1) % pol.near_every == 0:
+            return True
         if abs(d) <= pol.mid_span and (c - 1) % pol.mid_every == 0:
             return True
         return (c - 1) % self._far == 0
@@ -260,6 +271,7 @@ class Session:
                 op = ops[i]
                 ins = {n: env.get(n) for n in op.inputs} if (live or nonfinite) else None
                 op.run(env, k)
+                self.ops_executed += 1
                 if live:
                     rec = _record(op, k, ins, env)
                     if i == self._loss_at:
@@ -442,6 +454,13 @@ class Session:
     def add_breakpoint(self, bp: Breakpoint):
         self.breakpoints.append(bp)
         self._index_breakpoints()
+
+    def remove_breakpoint(self, bp: Breakpoint) -> bool:
+        """Remove one breakpoint (e.g. the condition that just stopped the run). Whether it was set."""
+        n = len(self.breakpoints)
+        self.breakpoints = [b for b in self.breakpoints if b is not bp]
+        self._index_breakpoints()
+        return len(self.breakpoints) < n
 
     def break_when(self, text: str) -> Breakpoint:
         """Add a condition breakpoint from the SPEC §2 grammar (``"linear1.out absmax > 10"`` or
