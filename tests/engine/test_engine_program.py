@@ -292,3 +292,36 @@ def test_float32_runs_stay_float32_and_agree_with_float64(name):
         assert float(e32["loss"]) == pytest.approx(float(e64["loss"]), rel=2e-5, abs=1e-6)
         for p in s64.param_names:
             np.testing.assert_allclose(e32[p], e64[p], rtol=1e-4, atol=2e-5, err_msg=p)
+
+
+# --- what `run` skips -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(NETS))
+def test_run_skips_only_what_it_never_reads(name):
+    """`nnstep run` builds its Program with skip = the first layer's grad_in and every delta
+    (headless.run_skip). Everything else, losses, gradients, parameters, optimizer state, is
+    bit-for-bit what the full program computes, over several steps."""
+    from nnstep.headless import run_skip
+
+    text = NETS[name]
+    if "momentum" not in text:
+        text += '[optimizer]\ntype = "sgd"\nmomentum = 0.5\n'
+    sc = loads_scenario(text)
+    skip = run_skip(sc)
+    assert skip == {f"{sc.layers[0].name}.grad_in"} | {f"{p}.delta" for p in sc.trainable}
+    full, lean = Program(sc), Program(sc, skip=skip)
+    assert [(o.name, o.inputs, o.outputs) for o in full.ops] == [(o.name, o.inputs, o.outputs) for o in lean.ops]
+    ef, el = full.initial_env(), lean.initial_env()
+    for k in (1, 2, 3):
+        full.run_step(ef, k)
+        lean.run_step(el, k)
+        assert set(ef) - set(el) == skip
+        for t, v in el.items():
+            assert np.array_equal(v, ef[t]), t
+
+
+def test_run_computes_a_skipped_tensor_a_breakpoint_reads():
+    from nnstep.headless import run_skip
+
+    sc = loads_scenario(CONV_NET + '[[breakpoints]]\nwhen = "conv2d1.grad_in absmax > 1e9"\n')
+    assert "conv2d1.grad_in" not in run_skip(sc)
+    assert "conv2d1.grad_in" in run_skip(sc, honor_breakpoints=False)

@@ -73,7 +73,11 @@ class Layer:
         raise NotImplementedError
 
     def backward(self, g, x, out, P: dict, extras: dict):
-        """Return (grad_in, {param: grad}, local or None)."""
+        """Return (grad_in, {param: grad}, local or None).
+
+        Layers whose grad_in costs real work (linear, conv) also take ``need_in=False``, and then
+        return None for grad_in: `nnstep run` does not compute dLoss/d(input) of the first layer
+        when nothing it reports or checks reads it."""
         raise NotImplementedError
 
     def local(self, x, out):
@@ -133,14 +137,15 @@ class Linear(Layer):
             out = out + P["bias"]
         return out, {}, {}
 
-    def backward(self, g, x, out, P, extras):
+    def backward(self, g, x, out, P, extras, need_in=True):
         W = P["weight"]
-        g2 = g.reshape(-1, g.shape[-1])
-        x2 = x.reshape(-1, x.shape[-1])
-        grads = {"weight": g2.T @ x2}
+        if g.ndim == 2:
+            grads = {"weight": g.T @ x}
+        else:
+            grads = {"weight": g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])}
         if "bias" in P:
-            grads["bias"] = g2.sum(axis=0)
-        return g @ W, grads, None
+            grads["bias"] = np.add.reduce(g.reshape(-1, g.shape[-1]), axis=0)
+        return (g @ W if need_in else None), grads, None
 
 
 class _ConvNd(Layer):
@@ -207,7 +212,7 @@ class _ConvNd(Layer):
             out = out + P["bias"].reshape((1, -1) + (1,) * nd)
         return np.ascontiguousarray(out), {}, {}
 
-    def backward(self, g, x, out, P, extras):
+    def backward(self, g, x, out, P, extras, need_in=True):
         nd = self.nd
         k, s, p = self.tup(self.opts["kernel_size"]), self.tup(self.opts["stride"]), self.tup(self.opts["padding"])
         W = P["weight"]
@@ -218,6 +223,8 @@ class _ConvNd(Layer):
         grads = {"weight": gW}
         if "bias" in P:
             grads["bias"] = g.sum(axis=tuple([0] + sp_axes))
+        if not need_in:
+            return None, grads, None
         # grad_in: scatter g through every kernel offset
         padded = tuple(x.shape[2 + d] + 2 * p[d] for d in range(nd))
         gx = np.zeros(x.shape[:2] + padded, dtype=g.dtype)

@@ -11,9 +11,10 @@ carried from one step to the next; a step boundary is fully described by them pl
 """
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -43,8 +44,14 @@ def fill(template: str, names: dict[str, str]) -> str:
 
 
 class Program:
-    def __init__(self, sc: Scenario):
+    def __init__(self, sc: Scenario, skip: Iterable[str] = ()):
+        """``skip``: names of tensors the caller will never read, which ops may then leave
+        uncomputed (`nnstep run` reports neither the first layer's grad_in nor the parameters'
+        deltas). The op list, with every op's inputs and outputs, is the same either way; only
+        the first layer's grad_in (for layers whose backward takes ``need_in``) and update deltas
+        can be skipped."""
         self.scenario = sc
+        self.skip = frozenset(skip)
         self.dtype = sc.np_dtype
         self.layers: list[Layer] = []
         for spec in sc.layers:
@@ -171,30 +178,39 @@ class Program:
         extras = [(e, f"{n}.{e}") for e in L.extra_names]
         gname, oname, ginname, lname = f"{n}.grad_out", f"{n}.out", f"{n}.grad_in", f"{n}.local"
 
+        gradnames = {p: f"{n}.{p}.grad" for p in L.param_names}
+        kw = {}
+        if ginname in self.skip and not also and "need_in" in inspect.signature(L.backward).parameters:
+            kw = {"need_in": False}
+
         def run(env, k):
             gin, grads, local = L.backward(env[gname], env[x], env[oname], {p: env[f] for p, f in pkeys},
-                                           {e: env[f] for e, f in extras})
+                                           {e: env[f] for e, f in extras}, **kw)
             if local is not None:
                 env[lname] = local
             for p, g in grads.items():
-                env[f"{n}.{p}.grad"] = g
-            env[ginname] = gin
-            for a in also:
-                env[a] = gin
+                env[gradnames[p]] = g
+            if gin is not None:
+                env[ginname] = gin
+                for a in also:
+                    env[a] = gin
         return run
 
     def _upd(self, P: str):
         opt = self.scenario.optimizer
         skeys = [(s, f"{P}.{s}") for s in self.opt_state]
         gname, dname = f"{P}.grad", f"{P}.delta"
+        delta = dname not in self.skip
+        wnames = {s: f"{P}.{s}" for s in ("buf", "m", "v", "m_hat", "v_hat")}
 
         def run(env, k):
             old = env[P]
             new, written = optim.update(opt, k, old, env[gname], {s: env.get(f) for s, f in skeys})
             env[P] = new
-            env[dname] = new - old
+            if delta:
+                env[dname] = new - old
             for s, v in written.items():
-                env[f"{P}.{s}"] = v
+                env[wnames[s]] = v
         return run
 
     # --- data -------------------------------------------------------------------------------------
