@@ -33,8 +33,21 @@ def first_nonfinite(op, env):
     return None
 
 
+def run_skip(sc: Scenario, honor_breakpoints: bool = True) -> set[str]:
+    """Tensors `run` never reads, so its Program need not compute them: the first layer's grad_in
+    (dLoss/d(input)) and the parameters' deltas, unless a `when` breakpoint reads one of them.
+    (`trace`, `check`, `gradcheck` and the debugger compute everything.)"""
+    skip = {f"{sc.layers[0].name}.grad_in"} | {f"{p}.delta" for p in sc.trainable}
+    if honor_breakpoints:
+        skip -= {bp.when.tensor for bp in sc.breakpoints if bp.when is not None and bp.when.kind == "compare"}
+    return skip
+
+
 def _cond_check(sc: Scenario, prog: Program, honor_breakpoints: bool):
-    """A check(op, env) for Program.run_step: NaN/Inf always, `when` breakpoints if asked."""
+    """A check(op, env) for Program.run_step: NaN/Inf always, `when` breakpoints if asked.
+    It runs inside run_step's np.errstate(all="ignore"), after every op, so it is kept cheap: one
+    sum over all of an op's outputs is finite unless one of them holds a NaN/Inf (or the sum
+    overflowed, which the element-wise scan then rules out)."""
     conds = {}
     if honor_breakpoints:
         for bp in sc.breakpoints:
@@ -45,12 +58,23 @@ def _cond_check(sc: Scenario, prog: Program, honor_breakpoints: bool):
         lst = [bp for t in op.outputs + op.also_writes for bp in conds.get(t, [])]
         if lst:
             by_op[op.index] = lst
+    outs = [tuple(t for t in op.outputs if t not in prog.skip) for op in prog.ops]
+    add, isfinite = np.add.reduce, np.isfinite
 
     def check(op, env):
-        t = first_nonfinite(op, env)
-        if t is not None:
-            return {"op": op.name, "tensor": t, "reason": "nonfinite"}
-        for bp in by_op.get(op.index, ()):
+        total = 0.0
+        for t in outs[op.index]:
+            v = env.get(t)
+            if v is not None:
+                total = total + add(v, axis=None)
+        if not isfinite(total):
+            for t in outs[op.index]:
+                v = env.get(t)
+                if v is not None and not all_finite(v):
+                    return {"op": op.name, "tensor": t, "reason": "nonfinite"}
+        if op.index not in by_op:
+            return None
+        for bp in by_op[op.index]:
             ok, s = bp.when.holds(env[bp.when.tensor])
             if ok:
                 return {"op": op.name, "tensor": bp.when.tensor, "reason": "breakpoint",
@@ -62,7 +86,7 @@ def _cond_check(sc: Scenario, prog: Program, honor_breakpoints: bool):
 def cmd_run(path: str, steps: int | None, as_json: bool, save: str | None, honor_breakpoints: bool = True) -> int:
     sc = load_scenario(path)
     n = _steps(sc, steps)
-    prog = Program(sc)
+    prog = Program(sc, skip=run_skip(sc, honor_breakpoints))
     env = prog.initial_env()
     check = _cond_check(sc, prog, honor_breakpoints)
     params = sc.trainable
