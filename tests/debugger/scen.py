@@ -61,7 +61,39 @@ batch_size = 4
 shuffle = true
 """
 
-SCENARIOS = {"sgd_momentum": SGD_MOMENTUM, "adam_batchnorm": ADAM_BATCHNORM}
+FLOAT32_LAYERNORM = """
+[scenario]
+name = "float32, layernorm, gelu, dampened momentum"
+seed = 7
+dtype = "float32"
+[data]
+x = { random = "uniform", low = -2.0, high = 2.0, shape = [7, 4] }
+y = { random = "normal", shape = [7, 2] }
+[[layers]]
+type = "linear"
+out = 5
+[[layers]]
+type = "layernorm"
+[[layers]]
+type = "gelu"
+[[layers]]
+type = "linear"
+out = 2
+[loss]
+type = "huber"
+delta = 0.5
+[optimizer]
+type = "sgd"
+lr = 0.05
+momentum = 0.5
+dampening = 0.3
+[train]
+steps = 8
+batch_size = 3
+shuffle = true
+"""
+
+SCENARIOS = {"sgd_momentum": SGD_MOMENTUM, "adam_batchnorm": ADAM_BATCHNORM, "float32_layernorm": FLOAT32_LAYERNORM}
 
 
 def load(text):

@@ -34,7 +34,7 @@ def moves(n_positions):
         st.just(("finish_step",)), st.just(("restart",)), st.just(("run",)), st.just(("reverse_run",)),
         st.tuples(st.just("goto"), pos), st.tuples(st.just("goto"), pos),
         st.tuples(st.just("back_n"), st.integers(1, 30)),
-    ), min_size=1, max_size=25)
+    ), min_size=1, max_size=40)
 
 
 def apply(s, move):
@@ -69,7 +69,7 @@ def walk(name, policy, seq, breakpoints=()):
 
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("name", SCENARIOS)
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_walk_matches_fresh_replay(name, policy, data):
     sc, snaps = setup(name)

@@ -222,7 +222,8 @@ class Session:
         """(step, loss) of every step whose loss has been computed as of the cursor."""
         k = self._k
         done = k if (k <= self.N and self._i > self._loss_at) else k - 1
-        return [(s, float(self._loss[s])) for s in range(1, done + 1) if self._has_loss[s]]
+        ks = np.flatnonzero(self._has_loss[1:done + 1]) + 1
+        return list(zip(ks.tolist(), self._loss[ks].tolist()))
 
     # --- checkpoint policy -----------------------------------------------------------------------
     def _keep(self, c: int, k: int) -> bool:
