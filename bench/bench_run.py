@@ -10,6 +10,7 @@ net is timed the same way, for information (per-op overhead dominates there).
 
     python bench/bench_run.py            # full: many repetitions
     python bench/bench_run.py --smoke    # a few seconds, for CI
+    python bench/bench_run.py --threads 2
 
 Timing is never asserted: this prints figures. Note: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set
 on this machine, slow numpy's BLAS; compare runs with the same environment.
@@ -22,7 +23,16 @@ import statistics
 import sys
 import time
 
-import numpy as np
+# BLAS threads, before numpy loads: 1 by default (--threads N to change). On a shared 2-core machine
+# a 2-thread GEMM whose second thread is descheduled can take 100x longer; one thread keeps the
+# figures steady, and both sides of the comparison run with the same setting.
+_threads = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--threads=")), None)
+if _threads is None and "--threads" in sys.argv[:-1]:
+    _threads = sys.argv[sys.argv.index("--threads") + 1]
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_v] = _threads or os.environ.get(_v, "1")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
@@ -148,7 +158,8 @@ def bench(sc, reps, warmup):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="a few seconds, for CI")
-    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--reps", type=int, default=None, help="timed steps per workload")
+    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     args = ap.parse_args(argv)
     reps = args.reps or (101 if args.smoke else 1001)
     warm = 10 if args.smoke else 50
@@ -168,7 +179,7 @@ def main(argv=None):
         print(f"{'784-128-10 relu, batch 64, ' + dtype:<34} {h * 1e3:>10.3f} {e * 1e3:>12.3f} {e / h:>7.2f}   ≤ 1.5")
     from nnstep import load_scenario
     sc = load_scenario(CLASSIC)
-    h, e = bench(sc, reps * 20, warm * 10)
+    h, e = bench(sc, reps * (3 if args.smoke else 10), warm * 10)
     print(f"{'2-2-2 classic (information)':<34} {h * 1e3:>10.4f} {e * 1e3:>12.4f} {e / h:>7.2f}")
     worst = max(ratios.values())
     print(f"headless ratio (worst of float64/float32): {worst:.2f} — "

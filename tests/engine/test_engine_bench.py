@@ -1,0 +1,17 @@
+"""bench/bench_run.py keeps working (it prints figures; no timing is asserted here)."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_bench_run_smoke():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_run.py"), "--smoke", "--reps", "3"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(ln.startswith("784-128-10 relu, batch 64, float64") for ln in lines)
+    assert any(ln.startswith("784-128-10 relu, batch 64, float32") for ln in lines)
+    assert any(ln.startswith("2-2-2 classic") for ln in lines)
+    assert "headless ratio" in lines[-1]
