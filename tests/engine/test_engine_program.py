@@ -325,3 +325,66 @@ def test_run_computes_a_skipped_tensor_a_breakpoint_reads():
     sc = loads_scenario(CONV_NET + '[[breakpoints]]\nwhen = "conv2d1.grad_in absmax > 1e9"\n')
     assert "conv2d1.grad_in" not in run_skip(sc)
     assert "conv2d1.grad_in" in run_skip(sc, honor_breakpoints=False)
+
+
+# --- batches ------------------------------------------------------------------------------------
+def _batches(shuffle, steps=7):
+    sc = loads_scenario(f"""
+[scenario]
+seed = 9
+[data]
+x = {[[float(i)] for i in range(10)]}
+y = {[[float(i)] for i in range(10)]}
+[[layers]]
+type = "linear"
+out = 1
+[loss]
+type = "mse"
+[train]
+steps = {steps}
+batch_size = 4
+shuffle = {"true" if shuffle else "false"}
+""")
+    prog = Program(sc)
+    env = prog.initial_env()
+    out = []
+    for k in range(1, steps + 1):
+        prog.feed(env, k)
+        out.append(env["input"][:, 0].astype(int).tolist())
+    return out
+
+
+def test_batches_in_order():
+    """N = 10, batch_size 4: B = ceil(10/4) = 3 batches; step k takes batch (k − 1) mod 3, the last
+    one smaller."""
+    assert _batches(False) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [0, 1, 2, 3]]
+
+
+def test_shuffled_batches_cover_every_sample_once_per_pass():
+    b = _batches(True, steps=9)
+    assert [len(x) for x in b] == [4, 4, 2] * 3
+    passes = [sorted(b[i] + b[i + 1] + b[i + 2]) for i in (0, 3, 6)]
+    assert passes == [list(range(10))] * 3
+    assert b[0:3] != b[3:6]                                   # re-drawn each pass
+    assert _batches(True, steps=9) == b                       # from the seed: reproducible
+
+
+def test_bias_false():
+    text = _net([{"type": '"conv1d"', "out_channels": 2, "kernel_size": 2, "bias": "false"}, {"type": '"flatten"'},
+                 {"type": '"linear"', "out": 2, "bias": "false"}], (3, 1, 4), y_shape=(3, 2))
+    sc = loads_scenario(text)
+    assert sc.param_names == ["conv1d1.weight", "linear1.weight"]
+    prog = Program(sc)
+    assert [op.name for op in prog.ops if op.stage == "update"] == ["update conv1d1.weight", "update linear1.weight"]
+    assert prog.ops[0].inputs == ("input", "conv1d1.weight")
+    env = prog.initial_env()
+    prog.run_step(env, 1)
+    params = {p: np.array(sc.initial[p]) for p in sc.param_names}
+
+    def loss():
+        return prog.forward_loss(params)
+
+    num = central_diff(loss, [params["conv1d1.weight"], params["linear1.weight"]])
+    assert_grad_close(env["conv1d1.weight.grad"], num[0])
+    assert_grad_close(env["linear1.weight.grad"], num[1])
+    assert "conv1d1.bias.grad" not in env
