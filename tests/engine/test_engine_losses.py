@@ -211,3 +211,19 @@ def test_float32_stays_float32(kind):
         y = y.astype(np.float32)
     assert loss_forward(kind, p, y, "mean", 0.5).dtype == np.float32
     assert loss_backward(kind, p, y, "mean", 0.5).dtype == np.float32
+
+
+@pytest.mark.parametrize("shape,probs", [((5, 4), False), ((3, 4, 2), False), ((5, 4), True)])
+def test_cross_entropy_with_precomputed_log_softmax_is_identical(shape, probs):
+    """The program's loss op hands its log_softmax to `backward loss`: same bits either way."""
+    from nnstep.engine.losses import log_softmax
+
+    r = rng(13)
+    p = r.standard_normal(shape)
+    y = r.uniform(0, 1, size=shape) if probs else r.integers(0, shape[1], size=(shape[0],) + shape[2:])
+    lp = log_softmax(p)
+    for red in ("mean", "sum"):
+        assert loss_forward("cross_entropy", p, y, red, 0.5, lp=lp) == loss_forward("cross_entropy", p, y, red, 0.5)
+        assert np.array_equal(loss_backward("cross_entropy", p, y, red, 0.5, lp=lp),
+                              loss_backward("cross_entropy", p, y, red, 0.5))
+    assert np.array_equal(lp, log_softmax(p))                 # lp itself is not modified

@@ -33,14 +33,19 @@ def _count(n: int, reduction: str) -> float:
     return 1.0 if reduction == "sum" else float(n)
 
 
-def loss_forward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale: float, beta=1.0, delta=1.0):
+def loss_forward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale: float, beta=1.0, delta=1.0,
+                 lp=None):
+    """The scalar loss. For cross_entropy, ``lp`` may pass log_softmax(p) when already computed."""
     dt = p.dtype
     if kind == "cross_entropy":
-        lp = _log_softmax(p)
+        if lp is None:
+            lp = log_softmax(p)
         if y.shape == p.shape:                       # class probabilities
             elem = -(y * lp).sum(axis=1)
+        elif p.ndim == 2:
+            elem = -lp[np.arange(p.shape[0]), y.astype(np.int64, copy=False)]
         else:
-            idx = np.expand_dims(y.astype(np.int64), 1)
+            idx = np.expand_dims(y.astype(np.int64, copy=False), 1)
             elem = -np.take_along_axis(lp, idx, axis=1)[:, 0]
         return np.asarray(_reduce(elem, reduction) * scale, dtype=dt)
     if kind == "bce":
@@ -67,17 +72,21 @@ def loss_forward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale:
     return np.asarray(_reduce(elem, reduction) * scale, dtype=dt)
 
 
-def loss_backward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale: float, beta=1.0, delta=1.0):
+def loss_backward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale: float, beta=1.0, delta=1.0,
+                  lp=None):
+    """dLoss/dpred. For cross_entropy, ``lp`` may pass log_softmax(p) when already computed."""
     if kind == "cross_entropy":
         n = p.size // p.shape[1]
-        sm = np.exp(_log_softmax(p))
+        g = np.exp(log_softmax(p) if lp is None else lp)     # softmax, a fresh array
         if y.shape == p.shape:
-            g = sm * y.sum(axis=1, keepdims=True) - y
+            g = g * y.sum(axis=1, keepdims=True) - y
+        elif p.ndim == 2:
+            g[np.arange(p.shape[0]), y.astype(np.int64, copy=False)] -= 1.0
         else:
-            onehot = np.zeros_like(p)
-            np.put_along_axis(onehot, np.expand_dims(y.astype(np.int64), 1), 1.0, axis=1)
-            g = sm - onehot
-        return g * (scale / _count(n, reduction))
+            idx = np.expand_dims(y.astype(np.int64, copy=False), 1)
+            np.put_along_axis(g, idx, np.take_along_axis(g, idx, axis=1) - 1.0, axis=1)
+        g *= scale / _count(n, reduction)
+        return g
     c = scale / _count(p.size, reduction)
     if kind == "bce":
         return (p - y) / np.maximum((1.0 - p) * p, 1e-12) * c
@@ -97,7 +106,8 @@ def loss_backward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale
     raise ValueError(kind)
 
 
-def _log_softmax(x):
+def log_softmax(x):
+    """Over dim 1 (the class dim), max-shifted."""
     m = x.max(axis=1, keepdims=True)
     s = x - m
     return s - np.log(np.exp(s).sum(axis=1, keepdims=True))

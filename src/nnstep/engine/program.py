@@ -156,18 +156,29 @@ class Program:
 
     def _loss(self, last):
         lo = self.scenario.loss
+        ce = lo.type == "cross_entropy"
+        memo = self._ce_memo = [None, None]      # (pred, its log_softmax): backward loss reuses it
 
         def run(env, k):
-            env["loss"] = losses.loss_forward(lo.type, env[last], env["target"], lo.reduction, lo.scale,
-                                              lo.beta, lo.delta)
+            p = env[last]
+            lp = None
+            if ce:
+                lp = losses.log_softmax(p)
+                memo[0], memo[1] = p, lp
+            env["loss"] = losses.loss_forward(lo.type, p, env["target"], lo.reduction, lo.scale,
+                                              lo.beta, lo.delta, lp=lp)
         return run
 
     def _loss_bwd(self, last):
         lo = self.scenario.loss
         alias = f"{self.layers[-1].name}.grad_out"
+        memo = self._ce_memo
 
         def run(env, k):
-            g = losses.loss_backward(lo.type, env[last], env["target"], lo.reduction, lo.scale, lo.beta, lo.delta)
+            p = env[last]
+            # the same array object (values are never modified in place): its log_softmax is known
+            lp = memo[1] if memo[0] is p else None
+            g = losses.loss_backward(lo.type, p, env["target"], lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp)
             env["loss.grad"] = g
             env[alias] = g
         return run
