@@ -283,3 +283,36 @@ def test_gelu_tanh_differs_from_exact():
     v = L.forward(np.array([[1.0]]), {})[0][0, 0]
     assert v == pytest.approx(0.5 * (1 + math.tanh(math.sqrt(2 / math.pi) * 1.044715)), rel=1e-15)
     assert abs(v - 0.8413447460685429) > 1e-4
+
+
+def test_conv_random_configurations():
+    """A seeded sweep of conv1d/conv2d shapes: kernel 1–4, stride 1–3 (also above the kernel, so
+    some inputs are skipped), padding 0–3 (also at or above the kernel): forward against the loop
+    reference, backward against central differences."""
+    r = rng(99)
+    done = 0
+    while done < 24:
+        nd = int(r.integers(1, 3))
+        k = tuple(int(v) for v in r.integers(1, 5, size=nd))
+        s = tuple(int(v) for v in r.integers(1, 4, size=nd))
+        p = tuple(int(v) for v in r.integers(0, 4, size=nd))
+        sp = tuple(int(v) for v in r.integers(1, 8, size=nd))
+        if any(sp[d] + 2 * p[d] < k[d] for d in range(nd)):
+            continue
+        cin, cout = int(r.integers(1, 3)), int(r.integers(1, 3))
+        L = make_layer(f"conv{nd}d", (cin, *sp), out_channels=cout, kernel_size=list(k), stride=list(s),
+                       padding=list(p))
+        x = r.standard_normal((2, cin, *sp))
+        P = {"weight": r.standard_normal(L.param_shapes["weight"]), "bias": r.standard_normal(cout)}
+        out = L.forward(x, P)[0]
+        if nd == 1:
+            ref = _conv_ref(x[:, :, None, :], P["weight"][:, :, None, :], P["bias"], (1, s[0]), (0, p[0]))[:, :, 0, :]
+        else:
+            ref = _conv_ref(x, P["weight"], P["bias"], s, p)
+        np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12, err_msg=f"k {k} s {s} p {p} in {sp}")
+        R = r.standard_normal(out.shape)
+        gin, grads, _ = L.backward(R, x, out, P, {})
+        num = central_diff(lambda: float(np.sum(R * L.forward(x, P)[0])), [x, P["weight"], P["bias"]])
+        for a, n_, what in zip((gin, grads["weight"], grads["bias"]), num, ("grad_in", "weight", "bias")):
+            assert_grad_close(a, n_, what=f"{what}: k {k} s {s} p {p} in {sp}")
+        done += 1
