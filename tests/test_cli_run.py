@@ -260,3 +260,15 @@ def test_headless_commands_never_import_textual():
                            text=True, timeout=120)
         assert r.returncode == 0
         assert "textual" not in r.stderr          # -X importtime lists every module imported
+
+
+def test_huge_but_finite_values_do_not_stop_the_run(tmp_path, capsys):
+    """linear1.out = [[1e308], [1e308]] is finite, though its sum overflows (the NaN check's fast
+    path): run must not stop. Target = prediction, so the loss and every gradient are 0."""
+    p = tmp_path / "huge.toml"
+    p.write_text(BLOWUP.replace("x = [[3.0]]\ny = [[0.0]]", "x = [[1e308], [1e308]]\ny = [[1e308], [1e308]]")
+                 .replace("steps = 500", "steps = 2"))
+    code, d, err = run_json(capsys, str(p))
+    assert code == 0, err
+    assert "stopped" not in d
+    assert [s["loss"] for s in d["steps"]] == [0.0, 0.0]
