@@ -101,3 +101,22 @@ def test_history_stays_bounded_and_pruned():
             or (abs(k - c) <= TINY.mid_span and (c - 1) % TINY.mid_every == 0) or (c - 1) % far == 0, (c, s.checkpoints)
     assert len(s.checkpoints) < sc.train.steps
     assert s.history_bytes() > 0
+
+
+def test_default_policy_keeps_a_bounded_number_of_checkpoints():
+    """3,000 steps of a tiny net, then jumps: never more checkpoints than the cost model states
+    (ring + near + both sides of mid + the far grid), however the cursor moved."""
+    from nnstep.debugger.session import HistoryPolicy
+    text = SCENARIOS["sgd_momentum"].replace("steps = 9", "steps = 3000")
+    sc = load(text)
+    s = nnstep.Session(sc)
+    p, N = HistoryPolicy(), 3000
+    bound = (p.ring + 1) + p.near_span // p.near_every + 2 * p.mid_span // p.mid_every + (-(-N // p.far(N))) + 1
+    s.run()
+    counts = [len(s.checkpoints)]
+    for k in (2999, 1, 1500, 2900, 40, 3001, 777, 778, 700):
+        s.goto(k, 0)
+        counts.append(len(s.checkpoints))
+        s.back()
+        counts.append(len(s.checkpoints))
+    assert max(counts) <= bound, (counts, bound)

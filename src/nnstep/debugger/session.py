@@ -30,22 +30,22 @@ state, batchnorm running statistics; for SGD with momentum 2x the parameters, Ad
     - ``0 <= d <= NEAR_SPAN`` (16): every ``NEAR_EVERY``-th (4) step boundary;
     - ``|d| <= MID_SPAN`` (128): every ``MID_EVERY``-th (32), behind and ahead of the cursor;
     - everywhere: every ``far``-th, ``far = MID_EVERY·ceil(N / (FAR_COUNT·MID_EVERY))``
-      (FAR_COUNT = 12; for N = 10,000: far = 864);
+      (FAR_COUNT = 16; for N = 10,000: far = 640);
     - step 1 always.
-  (The grids nest, so a boundary often counts for two levels.) They are made whenever a run
-  passes a boundary the policy keeps (relative to the cursor, or to the target of a jump) and
-  dropped when the cursor moves away. At most ``RING+1 + NEAR_SPAN/NEAR_EVERY + 2·MID_SPAN/MID_EVERY+1
-  + ceil(N/far)+1`` = 5 + 4 + 9 + 13 = 31 for N = 10,000, whatever N is above ~4,000.
-* So: memory ``<= 31·P + 2 step-start environments (~2P) + 9 bytes·N`` (the loss log). For the
-  784-128-10 MLP with SGD momentum, P = 1.63 MB: at most ~55 MB, whatever the cursor has done
-  (Adam's P is 1.5x that).
+  The grids nest (far ⊂ mid ⊂ near), so a boundary often counts for two levels. Checkpoints are
+  made whenever a run passes a boundary the policy keeps (relative to the cursor, or to the target
+  of a jump) and dropped when the cursor moves away. Distinct ones at most: ring 5, near 4 more,
+  mid 8 more (both sides), far ``ceil(N/far)`` (16 for N = 10,000, step 1 included): 33.
+* So: memory ``<= 33·P + 2 step-start environments + the last record + 9 bytes·N`` (the loss log).
+  For the 784-128-10 MLP with SGD momentum, P = 1.63 MB and a step's other tensors about 2 MB:
+  at most ~59 MB whatever the cursor has done, ~40-50 MB in practice (Adam's P is 1.5x that).
 * Times, in re-executed work: next op: one op. Back within a step: ``< M`` ops from the step-start
   environment. Back across a boundary: ``< M`` ops from the previous step-start environment if it
   is cached, else ``<= 2T`` from the ring, and ``<= (NEAR_EVERY+2)·T`` when the cursor walks off
   the ring. A jump within MID_SPAN steps of the cursor: ``<= (MID_EVERY+1)·T`` (or the forward
-  distance, if less). A jump anywhere already visited: ``<= (far+1)·T``: 865 T for N = 10,000,
-  about 0.5-0.9 s at T = 0.55-1 ms. A jump beyond the furthest step ever reached runs forward to
-  it: that is training, not history. ``bench/bench_history.py`` measures all of this on the
+  distance, if less). A jump anywhere already visited: ``<= (far+1)·T``: 641 T for N = 10,000,
+  under a second at T = 1 ms. A jump beyond the furthest step ever reached runs forward to it:
+  that is training, not history. ``bench/bench_history.py`` measures all of this on the
   784-128-10 network and reports, next to each time, the steps it re-executed.
 
 Stops (``run``, ``reverse_run``)
@@ -79,7 +79,7 @@ NEAR_SPAN = 16
 NEAR_EVERY = 4
 MID_SPAN = 128
 MID_EVERY = 32
-FAR_COUNT = 12
+FAR_COUNT = 16
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,7 @@ class OpRecord:
 
 
 def _record(op: Op, k: int, ins: dict, env: dict) -> OpRecord:
+    """The record of ``op``, run in step k, whose outputs are (still) in ``env``."""
     return OpRecord(k, op.index, op, ins, {n: env[n] for n in op.outputs})
 
 
@@ -254,40 +255,47 @@ class Session:
         environments (kept relative to step ``near``, or to the moving cursor when None) and the
         record of the last op. ``check``: evaluate breakpoints; each stop goes to ``sink``, which
         returns True to halt there. ``first``: don't stop at an op breakpoint before the first op.
-        Returns (k, i, record of the last op run or None, halted)."""
+        Returns (k, i, (op, step, inputs) of the last op run or None, halted). The outputs of that
+        op are still in ``env`` when this returns (nothing has run since), so the caller builds
+        its record from them."""
         M, ops, prog = self.M, self.ops, self.program
         pos = (k - 1) * M + i
-        rec = None
+        last = None                         # (op, step, inputs) of the last op run; its record is built lazily
         bp_index = self._bp_index if check else {}
         cond_by_op = self._cond_by_op if check else {}
         nonfinite = check and self.stop_on_nonfinite
+        add, isfinite = np.add.reduce, np.isfinite
         with np.errstate(all="ignore"):
             while pos < end:
                 if bp_index and not first:
                     bp = bp_index.get(i)
                     if bp is not None and sink(Stop("breakpoint", k, i, op=ops[i].name, breakpoint=bp,
                                                      stage=ops[i].stage)):
-                        return k, i, rec, True
+                        return k, i, last, True
                 first = False
                 op = ops[i]
                 ins = {n: env.get(n) for n in op.inputs} if (live or nonfinite) else None
                 op.run(env, k)
                 self.ops_executed += 1
                 if live:
-                    rec = _record(op, k, ins, env)
+                    last = (op, k, ins)
                     if i == self._loss_at:
                         self._loss[k] = env["loss"]
                         self._has_loss[k] = True
                 hit = None
                 if nonfinite:
+                    total = 0.0                 # one sum over all outputs: finite unless one is not
                     for t in op.outputs:
-                        v = env[t]
-                        if not all_finite(v):
-                            if all(x is None or all_finite(x) for x in ins.values()):
-                                val, el = _first_bad(v)
-                                hit = Stop("nonfinite", k, i + 1, op=op.name, tensor=t, value=val, element=el,
-                                           stage=op.stage)
-                            break
+                        total = total + add(env[t], axis=None)
+                    if not isfinite(total):
+                        for t in op.outputs:
+                            v = env[t]
+                            if not all_finite(v):
+                                if all(x is None or all_finite(x) for x in ins.values()):
+                                    val, el = _first_bad(v)
+                                    hit = Stop("nonfinite", k, i + 1, op=op.name, tensor=t, value=val,
+                                               element=el, stage=op.stage)
+                                break
                 if hit is None and cond_by_op:
                     for bp in cond_by_op.get(i, ()):
                         v = env.get(bp.when.tensor)
@@ -309,26 +317,26 @@ class Session:
                             self._k = k
                             if k not in self._ckpt:
                                 self._ckpt[k] = prog.checkpoint(env)
-                            self._starts[k] = (dict(env), rec)
+                            self._starts[k] = (dict(env), _record(*last, env))
                             self._prune()
                         else:                       # a jump: policy relative to its target step
                             if k not in self._ckpt and self._keep(k, near):
                                 self._ckpt[k] = prog.checkpoint(env)
                             if k >= near - 1:
-                                self._starts[k] = (dict(env), rec)
+                                self._starts[k] = (dict(env), _record(*last, env))
                 if hit is not None:
                     if i == 0:
                         hit = replace(hit, step=k, index=0)
                     if sink(hit):
-                        return k, i, rec, True
-        return k, i, rec, False
+                        return k, i, last, True
+        return k, i, last, False
 
     def _live(self, end: int, **kw):
         """Advance the cursor's environment to ``end`` (see _loop) and set the cursor."""
-        k, i, rec, halted = self._loop(self._env, self._k, self._i, end, live=True, **kw)
+        k, i, last, halted = self._loop(self._env, self._k, self._i, end, live=True, **kw)
         self._k, self._i = k, i
-        if rec is not None:
-            self.last_record = rec
+        if last is not None:
+            self.last_record = _record(*last, self._env)
         return halted
 
     # --- moving forward --------------------------------------------------------------------------
