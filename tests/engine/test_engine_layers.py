@@ -316,3 +316,17 @@ def test_conv_random_configurations():
         for a, n_, what in zip((gin, grads["weight"], grads["bias"]), num, ("grad_in", "weight", "bias")):
             assert_grad_close(a, n_, what=f"{what}: k {k} s {s} p {p} in {sp}")
         done += 1
+
+
+def test_gelu_backward_reuses_forward_erf_only_for_the_same_input():
+    L = make_layer("gelu", (3,))
+    x1, x2 = np.array([[0.5, -1.0, 2.0]]), np.array([[1.5, 0.0, -2.0]])
+    fresh = make_layer("gelu", (3,))
+    want1 = fresh.local(x1, None)
+    want2 = fresh.local(x2, None)
+    L.forward(x1, {})
+    L.forward(x2, {})
+    assert np.array_equal(L.local(x1, None), want1)          # x2's erf is not used for x1
+    L.forward(x2, {})
+    assert np.array_equal(L.local(x2, None), want2)          # reused: the same bits
+    assert np.array_equal(L.local(x2, None), want2)          # taken once, then computed anew

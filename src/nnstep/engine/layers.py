@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 
-_erf = np.frompyfunc(math.erf, 1, 1)
-
-
 def erf(x: np.ndarray) -> np.ndarray:
-    """erf to double precision (libm's), element-wise; numpy has none built in."""
-    return _erf(np.asarray(x, dtype=np.float64)).astype(np.float64)
+    """erf to double precision (libm's math.erf), element-wise, as float64; numpy has none built in.
+    (map over a list is about twice as fast as np.frompyfunc's object array.)"""
+    a = np.asarray(x, dtype=np.float64)
+    return np.fromiter(map(math.erf, a.ravel().tolist()), dtype=np.float64, count=a.size).reshape(a.shape)
 
 
 class ShapeError(ValueError):
@@ -474,7 +473,17 @@ class GELU(_Elementwise):
         if self.opts["approximate"] == "tanh":
             inner = self.K * (x + self.KAPPA * (x * x * x))
             return x * 0.5 * (1.0 + np.tanh(inner))
-        return (x * 0.5 * (1.0 + erf(x * self.SQRT1_2))).astype(x.dtype)
+        e = erf(x * self.SQRT1_2)
+        self._memo = (x, e)
+        return (x * 0.5 * (1.0 + e)).astype(x.dtype)
+
+    def _erf_again(self, x):
+        """erf(x/√2) for the backward: the forward's, if it was computed for this very array (values
+        are never modified in place), else anew. Taken once, then dropped."""
+        memo, self._memo = getattr(self, "_memo", None), None
+        if memo is not None and memo[0] is x:
+            return memo[1]
+        return erf(x * self.SQRT1_2)
 
     def local(self, x, out):
         if self.opts["approximate"] == "tanh":
@@ -482,7 +491,7 @@ class GELU(_Elementwise):
             t = np.tanh(self.K * (x + self.KAPPA * (x_sq * x)))
             left = 0.5 * x
             return 0.5 * (1.0 + t) + left * (1.0 - t * t) * (self.K * (1.0 + 3 * self.KAPPA * x_sq))
-        cdf = 0.5 * (1.0 + erf(x * self.SQRT1_2))
+        cdf = 0.5 * (1.0 + self._erf_again(x))
         pdf = self.PDF * np.exp(x * x * -0.5)
         return (cdf + x * pdf).astype(x.dtype)
 

@@ -178,6 +178,7 @@ class Program:
             p = env[last]
             # the same array object (values are never modified in place): its log_softmax is known
             lp = memo[1] if memo[0] is p else None
+            memo[0] = memo[1] = None                      # taken once
             g = losses.loss_backward(lo.type, p, env["target"], lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp)
             env["loss.grad"] = g
             env[alias] = g
