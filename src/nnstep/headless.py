@@ -59,14 +59,14 @@ def _cond_check(sc: Scenario, prog: Program, honor_breakpoints: bool):
         if lst:
             by_op[op.index] = lst
     outs = [tuple(t for t in op.outputs if t not in prog.skip) for op in prog.ops]
-    add, isfinite = np.add.reduce, np.isfinite
+    add, isfinite = np.add.reduce, math.isfinite      # positional axis and math.isfinite: ~1 µs less an op
 
     def check(op, env):
         total = 0.0
         for t in outs[op.index]:
             v = env.get(t)
             if v is not None:
-                total = total + add(v, axis=None)
+                total = total + add(v, None)
         if not isfinite(total):
             for t in outs[op.index]:
                 v = env.get(t)
