@@ -227,3 +227,14 @@ def test_cross_entropy_with_precomputed_log_softmax_is_identical(shape, probs):
         assert np.array_equal(loss_backward("cross_entropy", p, y, red, 0.5, lp=lp),
                               loss_backward("cross_entropy", p, y, red, 0.5))
     assert np.array_equal(lp, log_softmax(p))                 # lp itself is not modified
+
+
+def test_bce_logs_keep_full_precision_for_tiny_terms():
+    """As torch (log1p for log(1 − p), log σ(x) = min(x, 0) − log1p(e^−|x|)), the small terms keep
+    their relative precision: bce at p = 1e−10, y = 0 is −log(1 − 1e−10) = 1e−10 + 5e−21 (a plain
+    log(1 − p) gives 1.00000008e−10); bce_with_logits at x = 40, y = 1 is log(1 + e^−40) =
+    4.248354255291589e−18 (a plain log(1 + e^−40) gives 0)."""
+    assert float(loss_forward("bce", np.array([1e-10]), np.array([0.0]), "sum", 1.0)) == pytest.approx(
+        1e-10 + 5e-21, rel=1e-15)
+    assert float(loss_forward("bce_with_logits", np.array([40.0]), np.array([1.0]), "sum", 1.0)) == pytest.approx(
+        math.exp(-40.0), rel=1e-15)

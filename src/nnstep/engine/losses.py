@@ -49,12 +49,12 @@ def loss_forward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale:
             elem = -np.take_along_axis(lp, idx, axis=1)[:, 0]
         return np.asarray(_reduce(elem, reduction) * scale, dtype=dt)
     if kind == "bce":
-        lp = np.maximum(np.log(p), -100.0)
-        l1p = np.maximum(np.log(1.0 - p), -100.0)
-        elem = -(y * lp + (1.0 - y) * l1p)
+        # as torch: (y − 1)·max(log1p(−p), −100) − y·max(log p, −100); log1p keeps log(1 − p)
+        # accurate for a small p
+        elem = (y - 1.0) * np.maximum(np.log1p(-p), -100.0) - y * np.maximum(np.log(p), -100.0)
     elif kind == "bce_with_logits":
-        mx = np.maximum(-p, 0)
-        elem = (1.0 - y) * p + mx + np.log(np.exp(-mx) + np.exp(-p - mx))
+        # as torch: (1 − y)·x − log σ(x), with log σ(x) = min(x, 0) − log1p(e^(−|x|)), stable both ways
+        elem = (1.0 - y) * p - (np.minimum(p, 0) - np.log1p(np.exp(-np.abs(p))))
     else:
         d = p - y
         if kind == "mse":
