@@ -1,10 +1,12 @@
 """SPEC §6 headless workload: nnstep's training step against a hand-written numpy step.
 
 A 784-128-10 ReLU MLP, batch 64, cross-entropy (mean), plain SGD, random data, float64 and float32.
-In the same process, interleaved (A B A B ...), it times:
+In the same process, step by step, alternating which goes first, it times:
   hand    a hand-written numpy forward / backward / SGD step (the baseline), and
-  nnstep  Program.run_step exactly as `nnstep run` executes it, including its NaN/Inf check after
-          every operation (headless._cond_check),
+  nnstep  Program.run_step exactly as `nnstep run` executes it: every op of SPEC §3 with its named
+          outputs, the NaN/Inf check after every op (headless._cond_check), and the first layer's
+          grad_in and the deltas left out, as `run` leaves them out (it reports neither; trace and
+          the debugger compute them),
 and prints the median time of each and their ratio (target: nnstep/hand ≤ 1.5). The 2-2-2 classic
 net is timed the same way, for information (per-op overhead dominates there).
 
