@@ -43,6 +43,15 @@ LOSS_KEYS = {t: ("type", "reduction", "scale") for t in LOSSES}
 LOSS_KEYS["smooth_l1"] += ("beta",)
 LOSS_KEYS["huber"] += ("delta",)
 COMMON_LAYER_KEYS = ("type", "name", "frozen", "weight", "bias", "init", "in")
+# names people bring from other tools, for the "did you mean" hint
+ALIASES = {"learning_rate": "lr", "learningrate": "lr", "epochs": "steps", "iterations": "steps",
+           "units": "out", "out_features": "out", "in_features": "in", "features": "out", "size": "out",
+           "filters": "out_channels", "channels": "out_channels", "kernel": "kernel_size", "beta1": "betas",
+           "beta2": "betas", "epsilon": "eps", "decay": "weight_decay", "l2": "weight_decay",
+           "activation": "type", "kind": "type", "batch": "batch_size", "batchsize": "batch_size",
+           "layer": "layers", "loss_function": "loss", "optim": "optimizer", "expects": "expect",
+           "expected": "value", "breakpoint": "breakpoints", "inputs": "x", "targets": "y", "labels": "y",
+           "reduce": "reduction", "alpha": "negative_slope", "slope": "negative_slope"}
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 COND_RE = re.compile(r"^\s*(\S+)\s+(\w+)\s*(<=|>=|==|!=|<|>)\s*(\S+)\s*$")
 
@@ -89,6 +98,12 @@ def _small(v, budget: int = 40) -> str | None:
             out.append(repr(x))
         elif isinstance(x, str):
             out.append(f'"{clean(x)}"')
+        elif isinstance(x, dict):
+            out.append("{")
+            for i, (k, e) in enumerate(x.items()):
+                out.append((", " if i else "") + clean(k) + " = ")
+                walk(e, depth + 1)
+            out.append("}")
         elif isinstance(x, list):
             out.append("[")
             for i, e in enumerate(x):
@@ -106,6 +121,14 @@ def _small(v, budget: int = 40) -> str | None:
     except OverflowError:
         return None
     return "".join(out)
+
+
+def _got(v) -> str:
+    """What the file holds, for "expected X, got ...": its kind, and the value when it is short."""
+    if isinstance(v, (list, dict)):
+        s = _small(v)
+        return _tname(v) + (f" {s}" if s is not None else "")
+    return f"{_tname(v)} {_show(v)}"
 
 
 def _show(v) -> str:
@@ -138,11 +161,13 @@ class _Ctx:
         for k in d:
             if k not in allowed:
                 path = f"{where}.{k}" if where else k
-                raise self.err(path, f"unknown {what}{did_you_mean(k, allowed)}")
+                alias = ALIASES.get(k.lower())
+                hint = f' (did you mean "{alias}"?)' if alias in allowed else did_you_mean(k, allowed)
+                raise self.err(path, f"unknown {what}{hint}")
 
     def int_(self, v, where, lo=None, hi=None, desc=None):
         if isinstance(v, bool) or not isinstance(v, int):
-            raise self.err(where, f"expected {desc or 'an integer'}, got {_tname(v)} {_show(v)}")
+            raise self.err(where, f"expected {desc or 'an integer'}, got {_got(v)}")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             raise self.err(where, f"expected {desc or 'an integer'}, got {v}")
         return v
@@ -155,7 +180,7 @@ class _Ctx:
 
     def num(self, v, where, lo=None, hi=None, desc="a number", lo_open=False):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise self.err(where, f"expected {desc}, got {_tname(v)} {_show(v)}")
+            raise self.err(where, f"expected {desc}, got {_got(v)}")
         v = float(v)
         if not math.isfinite(v):
             raise self.err(where, f"expected a finite number, got {v}")
@@ -167,12 +192,12 @@ class _Ctx:
 
     def bool_(self, v, where):
         if not isinstance(v, bool):
-            raise self.err(where, f"expected true or false, got {_tname(v)} {_show(v)}")
+            raise self.err(where, f"expected true or false, got {_got(v)}")
         return v
 
     def str_(self, v, where, choices=None):
         if not isinstance(v, str):
-            raise self.err(where, f"expected a string, got {_tname(v)} {_show(v)}")
+            raise self.err(where, f"expected a string, got {_got(v)}")
         if choices is not None and v not in choices:
             raise self.err(where, f'unknown value "{v}"{did_you_mean(v, choices)}')
         return v
@@ -182,9 +207,9 @@ class _Ctx:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if allow_scalar:
                 return np.asarray(v, dtype=dtype)
-            raise self.err(where, f"expected an array of numbers, got {_tname(v)} {_show(v)}")
+            raise self.err(where, f"expected an array of numbers, got {_got(v)}")
         if not isinstance(v, list):
-            raise self.err(where, f"expected an array of numbers, got {_tname(v)} {_show(v)}")
+            raise self.err(where, f"expected an array of numbers, got {_got(v)}")
         shape = self._shape_of(v, where)
         n = int(np.prod(shape)) if shape else 1
         if n > MAX_ELEMENTS:
@@ -215,12 +240,12 @@ class _Ctx:
         if not shape:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 at = "".join(f"[{i}]" for i in idx)
-                raise self.err(where + at, f"expected a number, got {_tname(v)} {_show(v)}")
+                raise self.err(where + at, f"expected a number, got {_got(v)}")
             return
         if not isinstance(v, list) or len(v) != shape[0]:
             at = "".join(f"[{i}]" for i in idx)
             got = (f"{len(v)} element{'s' if len(v) != 1 else ''}" if isinstance(v, list)
-                   else f"{_tname(v)} {_show(v)}")
+                   else f"{_got(v)}")
             raise self.err(where + at, f"ragged array: expected {shape[0]} element{'s' if shape[0] != 1 else ''} "
                                        f"here (like the first row), got {got}")
         for i, e in enumerate(v):
@@ -251,7 +276,7 @@ def load_scenario(path: str | os.PathLike) -> Scenario:
             raise ScenarioError(f"file is too large ({st.st_size} bytes; a scenario may have at most "
                                 f"{MAX_SCENARIO_BYTES} — put big data in a .npz file)", file=shown)
         with open(path, "rb") as f:
-            raw = f.read(MAX_SCENARIO_BYTES + 1)
+            raw = f.read(min(st.st_size, MAX_SCENARIO_BYTES) + 1)   # read(n) reserves n bytes up front
     except FileNotFoundError:
         raise ScenarioError("no such file", file=shown) from None
     except PermissionError:
@@ -558,7 +583,7 @@ def _csv(ctx, where, f, p, v) -> np.ndarray:
                                        f"{MAX_CSV_BYTES}; use a .npz file)")
     try:
         with open(p, "rb") as fh:
-            raw = fh.read(MAX_CSV_BYTES + 1)
+            raw = fh.read(min(os.fstat(fh.fileno()).st_size, MAX_CSV_BYTES) + 1)
     except OSError as e:
         raise ctx.err(f"{where}.file", f'cannot read "{f}": {e.strerror or e}') from None
     if raw.startswith(b"\xef\xbb\xbf"):
@@ -897,7 +922,7 @@ def _program_names(sc: Scenario):
 
 def parse_condition(text: str, ctx: _Ctx, where: str, names) -> Condition:
     if not isinstance(text, str):
-        raise ctx.err(where, f"expected a string, got {_tname(text)} {_show(text)}")
+        raise ctx.err(where, f"expected a string, got {_got(text)}")
     if text.strip() == "nonfinite":
         return Condition(kind="nonfinite", text="nonfinite")
     m = COND_RE.match(text)
