@@ -1,0 +1,249 @@
+"""The error catalogue of docs/errors.md as data: each case is a scenario (plus any files it needs),
+the command, and the exact message a user sees. test_hardening_errors.py runs every case through the
+CLI and checks the message, and that docs/errors.md shows it verbatim.
+
+Scenarios are written as net.toml in a fresh folder that is also the working directory, so the
+messages are the ones a user running `nnstep run net.toml` sees.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BASE = """\
+[data]
+x = [[1.0, 2.0], [3.0, 4.0]]
+y = [[1.0], [2.0]]
+
+[[layers]]
+type = "linear"
+out = 3
+
+[[layers]]
+type = "relu"
+
+[[layers]]
+type = "linear"
+out = 1
+
+[loss]
+type = "mse"
+
+[optimizer]
+type = "sgd"
+lr = 0.1
+"""
+
+
+def sub(old: str, new: str, base: str = BASE) -> str:
+    assert old in base, old
+    return base.replace(old, new, 1)
+
+
+def npz_objects(path):
+    np.savez(path, x=np.array([{"a": 1}, None], dtype=object), y=np.zeros((2, 1)))
+
+
+def npz_ok(path):
+    np.savez(path, x=np.ones((2, 2)), y=np.zeros((2, 1)))
+
+
+def npz_huge_header(path):
+    """A .npz whose header claims 10^13 elements (a few hundred bytes on disk): must be refused
+    from the header, before numpy allocates anything."""
+    import io
+    import zipfile
+    from numpy.lib import format as npf
+
+    b = io.BytesIO()
+    npf.write_array_header_1_0(b, {"descr": "<f8", "fortran_order": False, "shape": (10_000_000, 1_000_000)})
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", b.getvalue() + b"\0" * 64)
+
+
+@dataclass
+class Case:
+    id: str                    # also the anchor in docs/errors.md
+    title: str
+    toml: str | bytes | None   # net.toml's content; None: the case makes no net.toml
+    message: str               # the whole stderr line after "nnstep: error: "
+    files: dict = field(default_factory=dict)   # name -> str | bytes | callable(path)
+    argv: tuple = ("run", "net.toml")
+    where: str = ""            # the location the message must carry (defaults to the text before the last ": ")
+
+
+CASES = [
+    # --- the file itself ---
+    Case("no-such-file", "The scenario file does not exist", None,
+         "net.toml: no such file"),
+    Case("directory", "The scenario path is a directory", None,
+         "net.toml: is a directory, not a scenario file", files={"net.toml/": None}),
+    Case("empty-file", "An empty file", "",
+         "net.toml: empty scenario: it needs at least [data], [[layers]] and [loss]"),
+    Case("binary-file", "A binary file", b"\x7fELF\x02\x01\x01\x00\x00\x00garbage",
+         "net.toml: a binary file, not a TOML scenario"),
+    Case("not-utf8", "Text that is not UTF-8", b"[data]\nx = [1.0]\n# caf\xe9\n",
+         "net.toml: not UTF-8 text (byte 22); is this a TOML scenario?"),
+    Case("toml-syntax", "TOML syntax", sub("out = 3", "out = = 3"),
+         "net.toml:7:7: TOML syntax: Invalid value"),
+    Case("toml-unclosed", "TOML syntax: an unclosed array", sub("x = [[1.0, 2.0], [3.0, 4.0]]", "x = [[1.0, 2.0], [3.0, 4.0]"),
+         "net.toml:3:1: TOML syntax: Unclosed array"),
+    Case("missing-table", "A required table is missing", BASE.split("[loss]")[0],
+         'net.toml: missing [loss] (add [loss] with type = "mse", for example)'),
+    # --- keys and types ---
+    Case("unknown-key", "Unknown key", sub("lr = 0.1", "learning_rate = 0.1"),
+         'net.toml: optimizer.learning_rate: unknown key (did you mean "lr"?)'),
+    Case("unknown-table", "Unknown top-level table", BASE + "\n[trian]\nsteps = 3\n",
+         'net.toml: trian: unknown table (did you mean "train"?)'),
+    Case("key-of-other-type", "A key that belongs to another type", sub('type = "sgd"', 'type = "adam"\nmomentum = 0.9'),
+         "net.toml: optimizer.momentum: unknown key (expected one of: betas, eps, lr, type, weight_decay)"),
+    Case("unknown-layer-type", "Unknown layer type", sub('type = "relu"', 'type = "rellu"'),
+         'net.toml: layers[1].type: unknown value "rellu" (did you mean "relu"?)'),
+    Case("unknown-loss-type", "Unknown loss type", sub('type = "mse"', 'type = "mean_squared"'),
+         'net.toml: loss.type: unknown value "mean_squared" (expected one of: bce, bce_with_logits, '
+         'cross_entropy, huber, l1, mse, smooth_l1)'),
+    Case("wrong-type", "Wrong type", sub("out = 3", 'out = "3"'),
+         'net.toml: layers[0].out: expected a positive integer, got a string "3"'),
+    Case("wrong-type-table", "A value where a table belongs", "optimizer = 0.1\n" + BASE.split("[optimizer]")[0],
+         "net.toml: optimizer: expected a table, got a number"),
+    Case("missing-key", "A required key is missing", sub("out = 3\n", ""),
+         "net.toml: layers[0]: missing key out (a linear layer needs it)"),
+    # --- values ---
+    Case("negative", "Out of range: a negative size", sub("out = 3", "out = -3"),
+         "net.toml: layers[0].out: expected a positive integer, got -3"),
+    Case("out-of-range-prob", "Out of range: a probability", BASE.replace('type = "relu"', 'type = "batchnorm"\nmomentum = 1.5'),
+         "net.toml: layers[1].momentum: expected a number in [0, 1], got 1.5"),
+    Case("negative-lr", "Out of range: a negative learning rate", sub("lr = 0.1", "lr = -0.1"),
+         "net.toml: optimizer.lr: expected a non-negative number, got -0.1"),
+    Case("nan-value", "NaN or infinity in the file", sub("lr = 0.1", "lr = nan"),
+         "net.toml: optimizer.lr: expected a finite number, got nan"),
+    Case("float32-overflow", "A value float32 cannot hold", '[scenario]\ndtype = "float32"\n\n'
+         + sub("x = [[1.0, 2.0], [3.0, 4.0]]", "x = [[1e300, 2.0], [3.0, 4.0]]"),
+         "net.toml: data.x: holds 1e+300, too large for float32 (at most 3.403e+38)"),
+    Case("nesterov", "Options that contradict each other", sub("lr = 0.1", "lr = 0.1\nnesterov = true"),
+         "net.toml: optimizer.nesterov: nesterov needs momentum > 0 and dampening = 0 (as torch.optim.SGD)"),
+    # --- arrays ---
+    Case("ragged-array", "Ragged array", sub("x = [[1.0, 2.0], [3.0, 4.0]]", "x = [[1.0, 2.0], [3.0]]"),
+         "net.toml: data.x[1]: ragged array: expected 2 elements here (like the first row), got 1 element"),
+    Case("mixed-array-string", "Mixed array: a string among numbers", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = [[1.0, "a"], [3.0, 4.0]]'),
+         'net.toml: data.x[0][1]: expected a number, got a string "a"'),
+    Case("mixed-array-bool", "Mixed array: a boolean among numbers", sub("x = [[1.0, 2.0], [3.0, 4.0]]", "x = [[1.0, true], [3.0, 4.0]]"),
+         "net.toml: data.x[0][1]: expected a number, got a boolean true"),
+    Case("mixed-depth", "Mixed array: numbers and arrays", sub("x = [[1.0, 2.0], [3.0, 4.0]]", "x = [[1.0, 2.0], 3.0]"),
+         "net.toml: data.x[1]: ragged array: expected 2 elements here (like the first row), got a number 3.0"),
+    Case("empty-array", "An empty array", sub("x = [[1.0, 2.0], [3.0, 4.0]]", "x = []"),
+         "net.toml: data.x: is an empty array"),
+    Case("too-deep", "An array nested too deeply", sub("x = [[1.0, 2.0], [3.0, 4.0]]", "x = " + "[" * 12 + "1.0" + "]" * 12),
+         "net.toml: data.x: array nested more than 8 deep"),
+    # --- shapes through the stack ---
+    Case("sample-count", "x and y hold different numbers of samples", sub("y = [[1.0], [2.0]]", "y = [[1.0], [2.0], [3.0]]"),
+         "net.toml: data.y: has 3 samples but data.x has 2 (x [2, 2], y [3, 1])"),
+    Case("weight-shape", "A given weight of the wrong shape", sub("out = 1", "out = 1\nweight = [[0.1, 0.2]]"),
+         "net.toml: layers[2].weight: expected shape [1, 3] (out, in), got [1, 2]; in = 3 comes from "
+         "layers[1] (relu1), per-sample shape [3]"),
+    Case("in-mismatch", "A stated input size that does not match", sub("out = 1", "out = 1\nin = 4"),
+         "net.toml: layers[2].in: is 4 but layers[1] (relu1) gives per-sample shape [3] (so in = 3)"),
+    Case("conv-after-linear", "A convolution fed a flat tensor", sub('type = "relu"', 'type = "conv1d"\nout_channels = 2\nkernel_size = 3'),
+         "net.toml: layers[1]: conv1d1 (conv1d) cannot take the output of layers[0] (linear1), per-sample "
+         "shape [3]: conv1d expects input (N, C, L), so a per-sample shape of 2 dims, got [3]"),
+    Case("conv-kernel", "A kernel larger than its input",
+         '[data]\nx = { random = "normal", shape = [2, 1, 4, 4] }\ny = [0, 1]\n\n'
+         '[[layers]]\ntype = "conv2d"\nout_channels = 2\nkernel_size = 5\n\n'
+         '[[layers]]\ntype = "flatten"\n\n[loss]\ntype = "cross_entropy"\n',
+         "net.toml: layers[0]: conv2d1 (conv2d) cannot take the output of the data, per-sample shape "
+         "[1, 4, 4]: kernel_size [5, 5] is larger than the padded input [4, 4]"),
+    Case("target-shape", "Targets that do not fit the output", sub("y = [[1.0], [2.0]]", "y = [[1.0, 0.0], [2.0, 0.0]]"),
+         "net.toml: data.y: targets of shape [2, 2] do not fit the output of layers[2] (linear2), [2, 1] "
+         "(mse compares them element by element)"),
+    # --- targets and losses ---
+    Case("class-index", "A class index out of range",
+         sub('type = "mse"', 'type = "cross_entropy"', sub("y = [[1.0], [2.0]]", "y = [0, 3]", sub("out = 1", "out = 3"))),
+         "net.toml: data.y: class index 3 is out of range: layers[2] (linear2) gives 3 classes (0 to 2)"),
+    Case("class-fraction", "A class index that is not a whole number",
+         sub('type = "mse"', 'type = "cross_entropy"', sub("y = [[1.0], [2.0]]", "y = [0, 1.5]", sub("out = 1", "out = 3"))),
+         "net.toml: data.y: cross_entropy class indices must be whole numbers"),
+    Case("bce-target", "BCE targets outside [0, 1]",
+         sub('type = "mse"', 'type = "bce"', sub("y = [[1.0], [2.0]]", "y = [[1.0], [2.0]]",
+                                                  sub("out = 1", 'out = 1\n\n[[layers]]\ntype = "sigmoid"'))),
+         "net.toml: data.y: bce targets must lie in [0, 1], got 2"),
+    # --- data files ---
+    Case("missing-data-file", "A data file that does not exist", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "digits.npz" }'),
+         'net.toml: data.x.file: no such file "digits.npz" (paths are relative to the scenario file)'),
+    Case("data-file-directory", "A data file that is a directory", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "data.csv" }'),
+         'net.toml: data.x.file: "data.csv" is a directory', files={"data.csv/": None}),
+    Case("unreadable-data-file", "A data file you may not read", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "x.csv" }'),
+         'net.toml: data.x.file: cannot read "x.csv": permission denied', files={"x.csv": "1,2\n3,4\n", "chmod x.csv": 0}),
+    Case("absolute-path", "An absolute path", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "/etc/passwd.csv" }'),
+         'net.toml: data.x.file: "/etc/passwd.csv": an absolute path; data files must be given relative to '
+         "the scenario file, in its folder or below"),
+    Case("outside-folder", "A path that leaves the scenario's folder", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "../x.csv" }'),
+         'net.toml: data.x.file: "../x.csv" is outside the scenario\'s folder; data files must be in the folder '
+         "of the scenario file or below it (copy the file there)"),
+    Case("wrong-extension", "A file type nnstep does not read", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "x.json" }'),
+         'net.toml: data.x.file: "x.json": expected a .npz or .csv file', files={"x.json": "[[1, 2], [3, 4]]"}),
+    Case("not-npz", "A file named .npz that is not one", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "x.npz" }'),
+         'net.toml: data.x.file: "x.npz" is not a .npz file (not a zip archive as numpy.savez writes)',
+         files={"x.npz": "1,2\n3,4\n"}),
+    Case("npz-objects", "A .npz holding Python objects (pickle)", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "d.npz" }'),
+         'net.toml: data.x.file: "d.npz": array "x" holds Python objects, which nnstep never loads (it would '
+         "need pickle)", files={"d.npz": npz_objects}),
+    Case("npz-key", "A .npz without the array named", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "d.npz", key = "inputs" }'),
+         'net.toml: data.x.key: "d.npz" has no array "inputs" (expected one of: x, y)', files={"d.npz": npz_ok}),
+    Case("csv-text-cell", "A .csv cell that is not a number", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "x.csv" }'),
+         'net.toml: data.x.file: "x.csv" line 3, column 2: not a number', files={"x.csv": "a,b\n1,2\n3,oops\n"}),
+    Case("csv-ragged", "A .csv with rows of different lengths", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "x.csv" }'),
+         'net.toml: data.x.file: "x.csv" line 2: 1 column, expected 2 (like the first row)', files={"x.csv": "1,2\n3\n"}),
+    Case("weights-shape", "A weights file that does not fit the network", "[scenario]\nweights = \"w.npz\"\n\n" + BASE,
+         'net.toml: scenario.weights: "w.npz": "linear1.weight" has shape [2, 2], the network needs [3, 2]',
+         files={"w.npz": lambda p: np.savez(p, **{"linear1.weight": np.ones((2, 2))})}),
+    # --- names ---
+    Case("duplicate-layer-name", "Duplicate layer names", sub('type = "relu"', 'type = "relu"\nname = "linear1"'),
+         'net.toml: layers[1].name: duplicate layer name "linear1" (layers[0] has it too)'),
+    Case("unknown-tensor-expect", "An unknown tensor in [[expect]]",
+         BASE + '\n[[expect]]\nstep = 1\ntensor = "linear1.weigth"\nvalue = 0.0\n',
+         'net.toml: expect[0].tensor: unknown tensor "linear1.weigth" (did you mean "linear1.weight"?)'),
+    Case("expect-step", "An [[expect]] step beyond the run", BASE + '\n[[expect]]\nstep = 5\ntensor = "loss"\nvalue = 0.0\n',
+         "net.toml: expect[0].step: step 5 is beyond train.steps = 1"),
+    Case("expect-shape", "An expected value of the wrong shape", BASE + '\n[[expect]]\nstep = 1\ntensor = "linear2.out"\nvalue = [1.0, 2.0, 3.0]\n',
+         "net.toml: expect[0].value: shape [3] does not match linear2.out, which has shape [2, 1] at step 1",
+         argv=("check", "net.toml")),
+    Case("unknown-op-breakpoint", "An unknown operation in a breakpoint", BASE + '\n[[breakpoints]]\nop = "backward linear3"\n',
+         'net.toml: breakpoints[0].op: unknown value "backward linear3" (did you mean "backward linear2"?)'),
+    Case("unknown-tensor-breakpoint", "An unknown tensor in a condition", BASE + '\n[[breakpoints]]\nwhen = "linear1.grad norm > 10"\n',
+         'net.toml: breakpoints[0].when: unknown tensor "linear1.grad" (did you mean "linear1.grad_in"?)'),
+    Case("malformed-condition", "A malformed condition", BASE + '\n[[breakpoints]]\nwhen = "linear1.out is big"\n',
+         'net.toml: breakpoints[0].when: malformed condition "linear1.out is big": expected "<tensor> <stat> '
+         '<op> <number>" (for example "linear1.weight.grad norm > 10") or "nonfinite"'),
+    Case("unknown-stat", "An unknown statistic in a condition", BASE + '\n[[breakpoints]]\nwhen = "linear1.out average > 1"\n',
+         'net.toml: breakpoints[0].when: unknown statistic "average" (expected one of: absmax, max, mean, min, norm)'),
+    # --- limits ---
+    Case("limit-random-data", "Limit: random data too large",
+         sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { random = "normal", shape = [10000000, 1000000] }'),
+         "net.toml: data.x.shape: [10000000, 1000000] is 10000000000000 elements, over the limit of 50000000"),
+    Case("limit-npz-header", "Limit: a .npz array too large", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "big.npz" }'),
+         'net.toml: data.x.file: "big.npz": array "x" of shape [10000000, 1000000] has 10000000000000 elements, '
+         "over the limit of 50000000", files={"big.npz": npz_huge_header}),
+    Case("limit-parameters", "Limit: too many parameters", sub("out = 3", "out = 1000000000000"),
+         "net.toml: layers[0]: linear1.weight of shape [1000000000000, 2] would take the parameter count to "
+         "2000000000000, over the limit of 50000000"),
+    Case("limit-steps", "Limit: too many steps", BASE + "\n[train]\nsteps = 100000000000\n",
+         "net.toml: train.steps: expected a positive integer (at most 10000000), got 100000000000"),
+    Case("limit-activations", "Limit: a layer output too large for one batch",
+         sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { random = "normal", shape = [100000, 2] }',
+             sub("y = [[1.0], [2.0]]", 'y = { random = "normal", shape = [100000, 1] }', sub("out = 3", "out = 1000"))),
+         "net.toml: layers[0]: the output of linear1, [100000, 1000] per batch, has 100000000 elements, over the "
+         "limit of 50000000"),
+    Case("limit-conv", "Limit: a convolution that would unfold too much",
+         '[data]\nx = { random = "normal", shape = [64, 3, 64, 64] }\ny = { random = "integers", low = 0, high = 2, shape = [64] }\n\n'
+         '[[layers]]\ntype = "conv2d"\nout_channels = 1\nkernel_size = 9\npadding = 4\n\n'
+         '[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "linear"\nout = 2\n\n[loss]\ntype = "cross_entropy"\n',
+         "net.toml: layers[0]: conv2d1 would unfold 63700992 input elements per batch (N·C·positions·kernel), "
+         "over the limit of 50000000 (use a smaller batch_size or kernel)"),
+    Case("limit-layers", "Limit: too many layers", sub("out = 1", "out = 1" + '\n\n[[layers]]\ntype = "identity"' * 1000),
+         "net.toml: layers: 1003 layers is over the limit of 1000"),
+    # --- arguments ---
+    Case("bad-argument", "A bad command-line argument", BASE,
+         "nnstep run: argument --steps: expected a positive integer, got 0", argv=("run", "net.toml", "--steps", "0"),
+         where="--steps"),
+]
