@@ -178,3 +178,15 @@ def test_bom_and_crlf_are_accepted(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "net.toml").write_bytes(b"\xef\xbb\xbf" + BASE.replace("\n", "\r\n").encode())
     assert main(["run", "net.toml"]) == 0
+
+
+def test_names_shown_on_the_terminal_are_cleaned():
+    """A scenario's name, description and condition text are printed by run and the TUI."""
+    from hardcases import BASE
+    from nnstep.scenario import loads_scenario
+
+    sc = loads_scenario('[scenario]\nname = "a\\u001b]0;pwned\\u0007b"\ndescription = "line 1\\nline\\u001b[2J 2"\n\n'
+                        + BASE + '\n[[breakpoints]]\nwhen = "loss max >\\u001c1"\n', path="net.toml")
+    assert sc.name == "a\\x1b]0;pwned\\x07b"
+    assert sc.description == "line 1\nline\\x1b[2J 2"
+    assert "\x1c" not in sc.breakpoints[0].when.text

@@ -333,8 +333,9 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
     meta = ctx.table(doc.get("scenario", {}), "scenario")
     ctx.known(meta, ("name", "description", "seed", "dtype", "weights"), "scenario")
     stem = os.path.splitext(os.path.basename(path))[0] if path != "<string>" else "scenario"
-    name = ctx.str_(meta.get("name", stem), "scenario.name")
-    desc = ctx.str_(meta.get("description", ""), "scenario.description")
+    # shown on the terminal by run and the TUI: control characters become visible escapes
+    name = clean(ctx.str_(meta.get("name", stem), "scenario.name"))
+    desc = "\n".join(clean(line) for line in ctx.str_(meta.get("description", ""), "scenario.description").split("\n"))
     seed = ctx.nonnegint(meta.get("seed", 0), "scenario.seed", 2**63 - 1)
     dtype = ctx.str_(meta.get("dtype", "float64"), "scenario.dtype", DTYPES)
     npdt = np.dtype(dtype)
@@ -940,7 +941,7 @@ def parse_condition(text: str, ctx: _Ctx, where: str, names) -> Condition:
         raise ctx.err(where, f'"{num}" is not a number') from None
     if math.isnan(number):
         raise ctx.err(where, "the number cannot be nan")
-    return Condition(kind="compare", tensor=tensor, stat=st, op=op, number=number, text=text.strip())
+    return Condition(kind="compare", tensor=tensor, stat=st, op=op, number=number, text=clean(text.strip()))
 
 
 def _breakpoints(v, ctx: _Ctx, names, op_names) -> list[Breakpoint]:
