@@ -26,6 +26,13 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _steps(s: str) -> int:
+    v = _positive_int(s)
+    if v > 10_000_000:                    # the loader's MAX_STEPS (docs/errors.md, limits)
+        raise argparse.ArgumentTypeError(f"expected at most 10000000 steps, got {v}")
+    return v
+
+
 def _positive_float(s: str) -> float:
     try:
         v = float(s)
@@ -49,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train headless and print a per-step loss table (or JSON)")
     r.add_argument("file")
-    r.add_argument("--steps", type=_positive_int, help="number of steps (default: train.steps)")
+    r.add_argument("--steps", type=_steps, help="number of steps (default: train.steps)")
     r.add_argument("--json", action="store_true", help="print one JSON document (SPEC §4)")
     r.add_argument("--save", metavar="OUT.npz", help="write the final parameters by name, loadable as scenario.weights")
     r.add_argument("--ignore-breakpoints", action="store_true", help="don't stop at `when` breakpoints")
@@ -59,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("trace", help="every operation with all its input and output tensors")
     t.add_argument("file")
-    t.add_argument("--steps", type=_positive_int)
+    t.add_argument("--steps", type=_steps)
     t.add_argument("--json", action="store_true")
 
     g = sub.add_parser("gradcheck", help="finite differences against the analytic gradient of every parameter")

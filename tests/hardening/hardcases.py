@@ -242,6 +242,9 @@ CASES = [
          "over the limit of 50000000 (use a smaller batch_size or kernel)"),
     Case("limit-layers", "Limit: too many layers", sub("out = 1", "out = 1" + '\n\n[[layers]]\ntype = "identity"' * 1000),
          "net.toml: layers: 1003 layers is over the limit of 1000"),
+    Case("limit-steps-argument", "Limit: too many steps on the command line", BASE,
+         "nnstep run: argument --steps: expected at most 10000000 steps, got 100000000000",
+         argv=("run", "net.toml", "--steps", "100000000000"), where="--steps"),
     # --- arguments ---
     Case("bad-argument", "A bad command-line argument", BASE,
          "nnstep run: argument --steps: expected a positive integer, got 0", argv=("run", "net.toml", "--steps", "0"),
