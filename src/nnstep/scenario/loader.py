@@ -150,7 +150,10 @@ class _Ctx:
         self.file = file
 
     def err(self, where: str | None, what: str) -> ScenarioError:
-        return ScenarioError(clean(what), file=self.file, where=clean(where) if where else where)
+        if where:
+            where = clean(where)
+            where = where if len(where) <= 200 else where[:197] + "..."
+        return ScenarioError(clean(what), file=self.file, where=where)
 
     def table(self, v, where: str) -> dict:
         if not isinstance(v, dict):
