@@ -11,6 +11,7 @@ NNSTEP_FUZZ_REPORT=1 prints how many documents were generated, loaded, refused, 
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import math
 import os
@@ -58,6 +59,8 @@ def value(v) -> str:
         return "[" + ", ".join(value(e) for e in v) + "]"
     if isinstance(v, dict):
         return "{" + ", ".join(f"{key(k)} = {value(e)}" for k, e in v.items()) + "}"
+    if isinstance(v, (datetime.date, datetime.time)):
+        return v.isoformat()
     raise TypeError(type(v))
 
 
@@ -163,6 +166,7 @@ junk = st.one_of(
     st.booleans(), st.text(max_size=8), st.sampled_from(["linear", "relu", "conv2d", "sgd", "adam", "mse", "", "x"]),
     st.lists(st.integers(-2, 5), max_size=3), st.lists(st.lists(finite, max_size=3), max_size=3),
     st.just([1, "a"]), st.just([[1, 2], [3]]), st.just([1, True]), st.just({}),
+    st.dates(), st.times(), st.datetimes(),
     st.just({"random": "normal", "shape": [10**7, 10**6]}), st.just({"file": "../../etc/passwd"}),
     st.just({"file": "missing.npz"}), st.just({"file": "ok.npz"}), st.just({"file": "ok.npz", "key": "y"}),
     st.just({"file": "ok.csv"}), st.just({"file": "ok.csv", "columns": [0]}), st.just({"file": "obj.npz"}),

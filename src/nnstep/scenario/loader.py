@@ -69,6 +69,13 @@ def _tname(v) -> str:
         return "an array"
     if isinstance(v, dict):
         return "a table"
+    import datetime
+    if isinstance(v, datetime.datetime):
+        return "a date-time"
+    if isinstance(v, datetime.date):
+        return "a date"
+    if isinstance(v, datetime.time):
+        return "a time"
     return type(v).__name__
 
 
@@ -140,6 +147,8 @@ def _show(v) -> str:
     if isinstance(v, (list, dict)):
         s = _small(v)
         return s if s is not None else _tname(v)
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
     return repr(v)
 
 
