@@ -221,10 +221,15 @@ class Session:
 
     def loss_history(self) -> list[tuple[int, float]]:
         """(step, loss) of every step whose loss has been computed as of the cursor."""
+        ks, ls = self.loss_arrays()
+        return list(zip(ks.tolist(), ls.tolist()))
+
+    def loss_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The same as loss_history(), as two numpy arrays (steps, losses): cheap for long runs."""
         k = self._k
         done = k if (k <= self.N and self._i > self._loss_at) else k - 1
         ks = np.flatnonzero(self._has_loss[1:done + 1]) + 1
-        return list(zip(ks.tolist(), self._loss[ks].tolist()))
+        return ks, self._loss[ks]
 
     # --- checkpoint policy -----------------------------------------------------------------------
     def _keep(self, c: int, k: int) -> bool:
@@ -463,13 +468,6 @@ class Session:
     def add_breakpoint(self, bp: Breakpoint):
         self.breakpoints.append(bp)
         self._index_breakpoints()
-
-    def remove_breakpoint(self, bp: Breakpoint) -> bool:
-        """Remove one breakpoint (e.g. the condition that just stopped the run). Whether it was set."""
-        n = len(self.breakpoints)
-        self.breakpoints = [b for b in self.breakpoints if b is not bp]
-        self._index_breakpoints()
-        return len(self.breakpoints) < n
 
     def break_when(self, text: str) -> Breakpoint:
         """Add a condition breakpoint from the SPEC §2 grammar (``"linear1.out absmax > 10"`` or

@@ -1,0 +1,590 @@
+"""The nnstep TUI: a view over a debugger Session. It computes nothing itself; every number it shows
+comes from the session (the engine)."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.command import Hit, Hits, Provider
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from ..debugger.explain import explain as explain_element
+from ..debugger.session import Session
+from ..scenario.model import Scenario
+from .format import fill_numbers
+from .screens.dialogs import GotoScreen, HelpScreen
+from .screens.tensor import TensorScreen
+from .widgets.panels import HeaderBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
+from .widgets.tensor import TensorView, has_nonfinite
+
+THEME = "textual-dark"
+
+# (action, title in the palette, help)
+ACTIONS = [
+    ("next", "Next operation", "run the next operation (n, space)"),
+    ("prev", "Previous operation", "undo one operation, exactly (p)"),
+    ("stage", "Next stage", "run to the first operation of the next stage (s)"),
+    ("finish", "End of step", "run to the end of this training step (S)"),
+    ("continue", "Continue", "run to the next breakpoint, NaN/Inf or the end (c)"),
+    ("reverse", "Reverse-continue", "back to the previous breakpoint or NaN/Inf (C)"),
+    ("breakpoint", "Toggle breakpoint", "stop before the next operation in every step (b)"),
+    ("goto", "Go to…", "a step and an operation, typed (g)"),
+    ("restart", "Restart", "reload the scenario file and go back to the start (r)"),
+    ("explain", "Explain one number", "the chain rule for an element of a parameter's gradient (e)"),
+    ("open_tensor", "Open tensor full-size", "the focused tensor with row and column indices (Enter)"),
+    ("digits(1)", "More digits", "show more significant digits (+)"),
+    ("digits(-1)", "Fewer digits", "show fewer significant digits (-)"),
+    ("interrupt", "Interrupt", "stop a running continue (Esc)"),
+    ("help", "Help", "all keys (?)"),
+    ("quit", "Quit", "leave nnstep (q)"),
+]
+
+
+@dataclass
+class Progress(Message):
+    """Posted by the continue worker: a cheap snapshot of where it is."""
+    position: tuple[int, int]
+    history: list
+
+
+@dataclass
+class RunDone(Message):
+    stop: object
+    error: str | None = None
+
+
+_NAME_END = r"(?![A-Za-z0-9_.])"
+
+
+def mentions(formula: str, name: str) -> bool:
+    return re.search(r"(?<![A-Za-z0-9_.])" + re.escape(name) + _NAME_END, formula) is not None
+
+
+class TensorCommands(Provider):
+    """'open <tensor>' and 'explain <param>' for every tensor of the scenario."""
+
+    async def search(self, query: str) -> Hits:
+        app = self.app
+        if not isinstance(app, NnstepApp) or app.running:
+            return
+        m = self.matcher(query)
+        for name in sorted(app.session.names):
+            for verb, cb in (("open", app.open_tensor_by_name),):
+                text = f"{verb} {name}"
+                score = m.match(text)
+                if score > 0:
+                    yield Hit(score, m.highlight(text), lambda n=name, c=cb: c(n), help="show this tensor full-size")
+        for p in app.session.scenario.initial:
+            text = f"explain {p}.grad"
+            score = m.match(text)
+            if score > 0:
+                yield Hit(score, m.highlight(text), lambda p=p: app.explain_param(p),
+                          help="the chain rule for one element of this gradient")
+
+
+class NnstepApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "nnstep"
+    COMMANDS = App.COMMANDS | {TensorCommands}
+    BINDINGS = [
+        Binding("n", "next", "next", tooltip="run the next operation"),
+        Binding("space", "next", "next", show=False),
+        Binding("p", "prev", "prev", tooltip="undo one operation"),
+        Binding("s", "stage", "stage"),
+        Binding("S", "finish", "step", key_display="S"),
+        Binding("c", "continue", "cont"),
+        Binding("C", "reverse", "rev", key_display="C"),
+        Binding("b", "breakpoint", "break"),
+        Binding("g", "goto", "goto"),
+        Binding("e", "explain", "explain"),
+        Binding("r", "restart", "restart"),
+        Binding("enter", "open_tensor", "open", show=False),
+        Binding("plus,equals_sign", "digits(1)", "digits+", show=False),
+        Binding("minus", "digits(-1)", "digits-", show=False),
+        Binding("escape", "interrupt", "stop", priority=True),
+        Binding("question_mark", "help", "help", key_display="?"),
+        Binding("q", "quit", "quit"),
+    ]
+
+    running: reactive[bool] = reactive(False, bindings=True)
+
+    def __init__(self, scenario: Scenario, path: str | None = None, check_every: int = 64, **kw):
+        super().__init__(**kw)
+        self.scenario = scenario
+        self.path = path
+        self.session = Session(scenario)
+        self.digits = 6
+        self.check_every = check_every
+        self._interrupt = threading.Event()
+        self._status = (self._intro(scenario), "")
+        self._index_writers()
+        self.theme = THEME
+
+    @staticmethod
+    def _intro(sc) -> str:
+        return ("n: next operation · s: next stage · S: end of step · c: continue · e: explain a gradient · "
+                "?: all keys")
+
+    def _index_writers(self):
+        self.writer: dict[str, int] = {}
+        for op in self.session.ops:
+            for t in op.outputs + op.also_writes:
+                self.writer.setdefault(t, op.index)
+
+    # --- layout -----------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield HeaderBar(id="header")
+        yield StatusBar(id="status")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield ProgramView(id="program")
+                yield LossCurve(id="loss")
+            with Vertical(id="right"):
+                yield OpPanel(id="op")
+                yield LayersTable(id="layers")
+        yield Footer(id="footer", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#program").border_title = "program"
+        self.query_one("#loss").border_title = "loss curve"
+        self.query_one("#op").border_title = "operation"
+        self.query_one("#layers").border_title = ("layers: output · local ∂out/∂in · upstream ∂E/∂out · "
+                                                  "∂E/∂param · update Δ = new − old")
+        self._size_classes()
+        self.refresh_view()
+
+    def on_resize(self, event) -> None:
+        self._size_classes(event.size)
+        if not self.running:
+            self.refresh_view()
+
+    def _size_classes(self, size=None):
+        w, h = size or self.size
+        self._narrow = w < 100
+        self.screen.set_class(w < 100, "-narrow")
+        self.screen.set_class(h < 32, "-short")
+
+    # --- drawing ----------------------------------------------------------------------------------
+    def refresh_view(self) -> None:
+        """Redraw every panel from the session (UI thread, never while a worker runs)."""
+        s = self.session
+        k, i = s.position
+        N, M = s.N, s.M
+        at_end = s.at_end
+        cur = s.current_op
+        rec = s.last_record
+        hist = s.loss_history()
+        loss = hist[-1][1] if hist else None
+        narrow = getattr(self, "_narrow", False)
+        with self.batch_update():
+            self.query_one(HeaderBar).show(s.scenario.name, k, N, s.stage, i, M, cur.name if cur else "", loss)
+            text, kind = self._status
+            self.query_one(StatusBar).show(text, kind)
+            bps = {b.op for b in s.breakpoints if b.op}
+            self.query_one(ProgramView).show(s.ops, i, at_end, bps, rec.index if rec else None)
+            self.query_one(LossCurve).show(hist)
+            written = set(rec.outputs) | set(rec.op.also_writes) if rec else set()
+            if rec is not None:
+                ins, outs = rec.inputs, dict(rec.outputs)
+                op = rec.op
+                where = "just ran" if rec.step == k else f"just ran (step {rec.step})"
+                title = op_title(where, op, M)
+                if cur is not None:
+                    title.append(f"   next: {cur.name}", "dim")
+            else:
+                op = cur
+                ins = {n: s.value(n) for n in op.inputs}
+                outs = {n: None for n in op.outputs}
+                title = op_title("next", op, M)
+            filled = fill_numbers(op.formula, ins, outs)
+            self.query_one(OpPanel).show(title, op.formula, filled, self._slots(op, ins, outs, written), self.digits)
+            self.query_one(LayersTable).show(self._layer_rows(k, i, at_end, written), self.digits, narrow,
+                                             note=" ".join(s.scenario.description.split()))
+        self._bindings_changed()
+
+    def _bindings_changed(self) -> None:
+        """Refresh the footer only when an action's availability changed (a refresh recomposes it)."""
+        state = tuple(self.check_action(b.action.split("(")[0], ()) for b in self.BINDINGS)
+        if state != getattr(self, "_binding_state", None):
+            self._binding_state = state
+            self.refresh_bindings()
+
+    def _slots(self, op, ins: dict, outs: dict, written: set) -> list[tuple]:
+        L = self._layer(op.layer)
+        out: list[tuple] = []
+        if op.stage == "backward" and L is not None and L.elementwise:
+            n = L.name
+            out = [("upstream ∂E/∂out", f"{n}.grad_out", ins.get(f"{n}.grad_out"), False),
+                   ("× local ∂out/∂in", f"{n}.local", outs.get(f"{n}.local"), f"{n}.local" in written),
+                   ("= result ∂E/∂in", f"{n}.grad_in", outs.get(f"{n}.grad_in"), f"{n}.grad_in" in written)]
+        elif op.stage == "update":
+            P = op.param
+            out = [("old", P, ins.get(P), False), ("gradient", f"{P}.grad", ins.get(f"{P}.grad"), False)]
+            roles = {"buf": "momentum buf", "m": "m", "v": "v", "m_hat": "m̂ = m/(1−β1ᵗ)", "v_hat": "v̂ = v/(1−β2ᵗ)"}
+            for suf, role in roles.items():
+                t = f"{P}.{suf}"
+                if t in op.outputs:
+                    out.append((role, t, outs.get(t), t in written))
+            out.append(("change Δ", f"{P}.delta", outs.get(f"{P}.delta"), f"{P}.delta" in written))
+            out.append(("new", P, outs.get(P), P in written))
+        else:
+            shown_in = [n for n in op.inputs if n not in op.outputs and (op.stage != "backward" or mentions(op.formula, n))]
+            outs_list = list(op.outputs)
+            room = max(0, OpPanel.SLOTS - len(outs_list))
+            for n in shown_in[:room]:
+                out.append(("in", n, ins.get(n), False))
+            for j, n in enumerate(outs_list):
+                out.append(("→" if j == 0 else "", n, outs.get(n), n in written))
+        return out[:OpPanel.SLOTS]
+
+    def _layer(self, name):
+        if name is None:
+            return None
+        for L in self.session.program.layers:
+            if L.name == name:
+                return L
+        return None
+
+    def _layer_rows(self, k: int, i: int, at_end: bool, written: set) -> list[dict]:
+        s = self.session
+        sc = s.scenario
+        trainable = set(sc.trainable)
+        rows = []
+
+        def cell(name):
+            if name is None:
+                return None
+            v = s.value(name) if name in s.names else None
+            if v is None:
+                return (name, None, "now")
+            w = self.writer.get(name)
+            if name in written:
+                st = "written"
+            elif at_end or w is None or w < i:
+                st = "now"
+            else:
+                st = "stale"
+            return (name, v, st)
+
+        for L in s.program.layers:
+            n = L.name
+            base = {"layer": n, "out": cell(f"{n}.out"),
+                    "local": cell(f"{n}.local") if L.elementwise else None,
+                    "up": cell(f"{n}.grad_out")}
+            params = list(L.spec.params)
+            if not params:
+                rows.append(base)
+            for j, p in enumerate(params):
+                P = f"{n}.{p}"
+                r = dict(base) if j == 0 else {}
+                r["param"] = {"weight": "W", "bias": "b"}.get(p, p)
+                r["grad"] = cell(f"{P}.grad")
+                r["delta"] = cell(f"{P}.delta") if P in trainable else "frozen"
+                rows.append(r)
+        return rows
+
+    # --- status -----------------------------------------------------------------------------------
+    def _set_stop(self, stop) -> None:
+        if stop is None:
+            return
+        if stop.reason in ("until",):
+            self._status = ("", "")
+            return
+        kind = {"nonfinite": "bad", "breakpoint": "stop"}.get(stop.reason, "stop")
+        self._status = (f"■ stopped: {stop.message}", kind)
+
+    def _check_record(self, rec) -> None:
+        """A single step can produce a NaN/Inf too: say so, naming the op and tensor."""
+        self._status = ("", "")
+        if rec is None:
+            self._status = ("■ at the end of training", "stop")
+            return
+        for t, v in rec.outputs.items():
+            if v is not None and has_nonfinite(v):
+                self._status = (f"■ {rec.op.name} produced a non-finite value in {t}", "bad")
+                return
+
+    # --- actions ----------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "interrupt":
+            return True if self.running else False
+        if self.running:
+            return True if action in ("quit", "help", "command_palette") else None
+        s = self.session
+        if action in ("prev", "reverse") and s.at_start:
+            return None
+        if action in ("next", "stage", "finish", "continue", "breakpoint") and s.at_end:
+            return None
+        return True
+
+    def action_next(self) -> None:
+        self._check_record(self.session.step())
+        self.refresh_view()
+
+    def action_prev(self) -> None:
+        self.session.back()
+        self._status = ("", "")
+        self.refresh_view()
+
+    def action_stage(self) -> None:
+        self._set_stop(self.session.next_stage())
+        self.refresh_view()
+
+    def action_finish(self) -> None:
+        self._set_stop(self.session.finish_step())
+        self.refresh_view()
+
+    def action_continue(self) -> None:
+        self._start_run("continue")
+
+    def action_reverse(self) -> None:
+        self._start_run("reverse")
+
+    def action_breakpoint(self) -> None:
+        s = self.session
+        op = s.current_op
+        if op is None:
+            return
+        stop = s.last_stop
+        if (stop is not None and stop.reason == "breakpoint" and stop.breakpoint is not None
+                and stop.breakpoint.when is not None and (stop.step, stop.index) == s.position
+                and stop.breakpoint in s.breakpoints):
+            # right after a conditional stop, b removes that condition (it has no op to toggle)
+            s.remove_breakpoint(stop.breakpoint)
+            self._status = (f"removed breakpoint {stop.breakpoint.where}: when \"{stop.breakpoint.when.text}\"", "")
+            self.refresh_view()
+            return
+        on = s.toggle_breakpoint(op.name)
+        self._status = (f"breakpoint {'set before' if on else 'removed from'} \"{op.name}\"", "")
+        self.refresh_view()
+
+    def action_goto(self) -> None:
+        self.push_screen(GotoScreen(self.session.N, self.session.M), self._goto_typed)
+
+    def _goto_typed(self, text: str | None) -> None:
+        if not text or not text.strip():
+            return
+        parts = text.replace(",", " ").split()
+        try:
+            nums = [int(p) for p in parts]
+            if len(nums) == 1:
+                nums.append(1)
+            if len(nums) != 2:
+                raise ValueError(f"type two numbers, \"step op\", got {text!r}")
+            k, op = nums
+            if op < 1:
+                raise ValueError(f"ops count from 1, got {op}")
+            self.session.goto(k, op - 1)
+        except ValueError as e:
+            msg = str(e)
+            if msg.startswith("invalid literal"):
+                msg = f"type two numbers, \"step op\", got {text!r}"
+            self.notify(msg, title="go to", severity="error")
+            return
+        self._status = (f"went to step {k}, op {op}", "")
+        self.refresh_view()
+
+    def action_restart(self) -> None:
+        if self.path is not None:
+            from ..errors import ScenarioError
+            from ..scenario import load_scenario
+            try:
+                sc = load_scenario(self.path)
+            except ScenarioError as e:
+                self.notify(f"{e}\nKept the scenario as it was loaded.", title="reload failed", severity="error",
+                            timeout=10)
+                self._status = (f"reload failed: {e}", "error")
+                self.refresh_view()
+                return
+            kept = [b.op for b in self.session.breakpoints if b.op and b.where == "breakpoint (set here)"]
+            self.scenario = sc
+            self.session = Session(sc)
+            ops = {op.name for op in self.session.ops}
+            for name in kept:                      # breakpoints toggled here survive a reload
+                if name in ops and not self.session.has_op_breakpoint(name):
+                    self.session.toggle_breakpoint(name)
+            self._index_writers()
+            self._status = (f"reloaded {self.path}; back at the start", "")
+        else:
+            self.session.restart()
+            self._status = ("restarted", "")
+        self.refresh_view()
+
+    def action_digits(self, d: int) -> None:
+        self.digits = min(15, max(2, self.digits + d))
+        self._status = (f"{self.digits} significant digits", "")
+        self.refresh_view()
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
+        else:
+            self.push_screen(HelpScreen())
+
+    # --- tensors and explanations -----------------------------------------------------------------
+    def action_open_tensor(self) -> None:
+        f = self.focused
+        view = f if isinstance(f, TensorView) and f.tensor_name else None
+        if view is None:
+            views = [v for v in self.query(TensorView) if v.display and v.tensor_name and v.value is not None]
+            view = views[0] if views else None
+        if view is None or view.value is None:
+            self.notify("no tensor to open here", severity="warning")
+            return
+        self._open(view.tensor_name, view.value)
+
+    def on_tensor_view_open(self, message: TensorView.Open) -> None:
+        if message.view.value is not None and not self.running:
+            self._open(message.view.tensor_name, message.view.value)
+
+    def open_tensor_by_name(self, name: str) -> None:
+        v = self.session.value(name)
+        if v is None:
+            self.notify(f"{name} has not been computed yet", severity="warning")
+            return
+        self._open(name, v)
+
+    def _open(self, name: str, value, index=None) -> None:
+        param = name[:-5] if name.endswith(".grad") and name[:-5] in self.session.scenario.initial else None
+        fn = None
+        if param is not None:
+            fn = lambda ix, p=param: explain_element(self.session, p, ix).text  # noqa: E731
+        self.push_screen(TensorScreen(name, value, self.digits, explain=fn, index=index,
+                                      note="select an element: its chain rule is below" if fn else ""))
+
+    def action_explain(self) -> None:
+        f = self.focused
+        cands = []
+        if isinstance(f, TensorView) and f.tensor_name and f.tensor_name.endswith(".grad"):
+            cands.append(f.tensor_name[:-5])
+        rec = self.session.last_record
+        if rec is not None:
+            cands += [t[:-5] for t in rec.outputs if t.endswith(".grad") and t[:-5] in self.session.scenario.initial]
+            if rec.op.param:
+                cands += [f"{rec.op.layer}.weight", rec.op.param]
+        cands += list(self.session.scenario.initial)
+        from ..debugger.explain import computed_this_step
+        for p in cands:
+            if p in self.session.scenario.initial and computed_this_step(self.session, f"{p}.grad"):
+                self.explain_param(p)
+                return
+        self.explain_param(cands[0] if cands else None)
+
+    def explain_param(self, p: str | None) -> None:
+        from ..debugger.explain import computed_this_step
+        s = self.session
+        if p is None:
+            self.notify("this scenario has no parameters", severity="warning")
+            return
+        g = f"{p}.grad"
+        if not computed_this_step(s, g):
+            k, i = s.position
+            if i == 0 and k > 1:
+                s.back()
+                self._status = (f"went back one op, into step {k - 1}, where {g} is computed", "")
+                self.refresh_view()
+            else:
+                self.notify(explain_element(s, p, (0,) * np.ndim(s.scenario.initial[p])).text,
+                            title="explain", severity="warning", timeout=8)
+                return
+        self._open(g, s.value(g), index=(0,) * np.ndim(s.value(g)))
+
+    # --- the continue worker ----------------------------------------------------------------------
+    def _start_run(self, kind: str) -> None:
+        if self.running:
+            return
+        self._interrupt.clear()
+        self.running = True
+        self._status = ("running… (Esc interrupts)" if kind == "continue" else "running backwards…", "stop")
+        self.query_one(StatusBar).show(*self._status)
+        self.query_one(HeaderBar).show(self.session.scenario.name, *self._hdr(self.session.position),
+                                       running=True)
+        self._run_worker(kind)
+
+    def _hdr(self, pos):
+        s = self.session
+        k, i = pos
+        stage = s.ops[i].stage if k <= s.N else "done"
+        name = s.ops[i].name if k <= s.N else ""
+        return k, s.N, stage, i, s.M, name, None
+
+    @work(thread=True, exclusive=True, group="run", exit_on_error=False)
+    def _run_worker(self, kind: str) -> None:
+        s = self.session
+        last = [0.0]
+
+        def should_stop() -> bool:
+            now = time.monotonic()
+            if now - last[0] > 0.05:
+                last[0] = now
+                self.post_message(Progress(s.position, s.loss_history()))
+            return self._interrupt.is_set()
+
+        try:
+            if kind == "continue":
+                stop = s.run(should_stop=should_stop, check_every=self.check_every)
+            else:
+                stop = s.reverse_run()
+        except Exception as e:  # a bug, shown rather than lost
+            self.post_message(RunDone(None, error=f"{type(e).__name__}: {e}"))
+            return
+        self.post_message(RunDone(stop))
+
+    def on_progress(self, msg: Progress) -> None:
+        if not self.running:
+            return
+        k, i = msg.position
+        hist = msg.history
+        loss = hist[-1][1] if hist else None
+        with self.batch_update():
+            h = self._hdr((k, i))
+            self.query_one(HeaderBar).show(self.session.scenario.name, *h[:-1], loss, running=True)
+            self.query_one(LossCurve).show(hist)
+
+    def on_run_done(self, msg: RunDone) -> None:
+        self.running = False
+        if msg.error:
+            self._status = (f"error while running: {msg.error}", "error")
+        else:
+            self._set_stop(msg.stop)
+        self.refresh_view()
+
+    def on_unmount(self) -> None:
+        self._interrupt.set()                  # quitting while a continue runs stops its thread
+
+    def action_interrupt(self) -> None:
+        if self.running:
+            self._interrupt.set()
+
+    # --- palette ----------------------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        for action, title, help in ACTIONS:
+            name = action.split("(")[0]
+            if self.check_action(name, ()) is not True:
+                continue
+            yield SystemCommand(title, help, lambda a=action: self.call_later(self.run_action, a))
+        yield SystemCommand("Theme", "change the colour theme", self.action_change_theme)
+        yield SystemCommand("Screenshot", "save an SVG of this screen", self.deliver_screenshot)
+
+
+def make_app(path_or_scenario, **kw) -> NnstepApp:
+    """The app for a scenario file (or a loaded Scenario), ready for ``app.run()``, ``app.run_test()``
+    or pytest-textual-snapshot's ``snap_compare``. Raises nnstep.ScenarioError for a bad file."""
+    if isinstance(path_or_scenario, Scenario):
+        return NnstepApp(path_or_scenario, path=None if path_or_scenario.path == "<string>"
+                         else path_or_scenario.path, **kw)
+    from ..scenario import load_scenario
+    path = str(path_or_scenario)
+    return NnstepApp(load_scenario(path), path=path, **kw)

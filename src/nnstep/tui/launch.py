@@ -1,0 +1,69 @@
+"""`nnstep FILE` and `nnstep screenshot`: load the scenario first (a bad one is a one-line error and
+exit 2 before any screen appears), then import Textual."""
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+
+from ..errors import ScenarioError
+
+
+def _load(path: str):
+    from ..scenario import load_scenario
+    return load_scenario(path)
+
+
+def cmd_tui(path: str) -> int:
+    sc = _load(path)               # raises ScenarioError: the CLI prints it and exits 2
+    from .app import NnstepApp
+    app = NnstepApp(sc, path=path)
+    app.run()
+    return 0 if app.return_code is None else app.return_code
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+
+KEY_NAMES = {" ": "space", "?": "question_mark", "+": "plus", "-": "minus", "=": "equals_sign",
+             "esc": "escape", "ret": "enter", "return": "enter"}
+
+
+def parse_keys(keys: str) -> list[str]:
+    """'n n s' -> ['n', 'n', 's']; words are Textual key names (enter, escape, tab, space, up, ...)."""
+    out = []
+    for k in keys.split():
+        out.append(KEY_NAMES.get(k.lower() if len(k) > 1 else k, k))
+    return out
+
+
+def cmd_screenshot(path: str, keys: str, size: str, output: str) -> int:
+    m = _SIZE.match(size or "")
+    if not m:
+        raise ScenarioError(f"--size: expected WIDTHxHEIGHT such as 120x40, got {size!r}")
+    w, h = int(m.group(1)), int(m.group(2))
+    if not (20 <= w <= 1000 and 5 <= h <= 500):
+        raise ScenarioError(f"--size: {w}x{h} is outside 20x5 .. 1000x500")
+    if not output:
+        raise ScenarioError("-o: an output file is required")
+    sc = _load(path)
+    press = parse_keys(keys)
+    from ..fileio import atomic_write_text
+    from .app import NnstepApp
+
+    app = NnstepApp(sc, path=path)
+
+    async def shoot() -> str:
+        async with app.run_test(size=(w, h), notifications=True) as pilot:
+            await pilot.pause()
+            for k in press:
+                await pilot.press(k)
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            return app.export_screenshot()
+
+    svg = asyncio.run(shoot())
+    atomic_write_text(output, svg)
+    sys.stderr.write(f"wrote {output} ({w}x{h}, keys: {' '.join(press) or 'none'})\n")
+    return 0

@@ -1,0 +1,89 @@
+"""Small modal screens: help and go-to."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static
+
+HELP = [
+    ("Stepping", [
+        ("n / space", "next operation"),
+        ("p", "previous operation (stepping back is exact)"),
+        ("s", "run to the next stage (forward → loss → backward → update)"),
+        ("S", "run to the end of this training step"),
+        ("c", "continue to a breakpoint, a NaN/Inf, or the end (Esc interrupts)"),
+        ("C", "reverse-continue: back to the previous breakpoint or NaN/Inf"),
+        ("g", "go to a step and op, typed as \"step op\" (op counts from 1)"),
+        ("r", "restart: reload the scenario file and go back to the start"),
+    ]),
+    ("Looking", [
+        ("b", "toggle a breakpoint on the next operation (● in the program);"),
+        ("", "right after a stop on a `when` condition, b removes that condition"),
+        ("Tab", "move between the tensors of the current operation"),
+        ("Enter", "open the focused tensor full-size, with row and column indices"),
+        ("e", "explain one number: the chain rule for one element of a gradient"),
+        ("+ / -", "more / fewer significant digits"),
+        ("ctrl+p", "command palette: every action, and \"open <tensor>\" for any tensor"),
+        ("?", "this help"),
+        ("q", "quit"),
+    ]),
+    ("Reading the screen", [
+        ("✓ ▶ ●", "done, next, breakpoint (in the program)"),
+        ("yellow", "cells and boxes the operation just ran wrote"),
+        ("dim", "values left from the previous step, not yet recomputed in this one"),
+        ("heatmap", "blue < 0 < red, scaled to the largest |value| shown in the legend"),
+        ("N ∞", "NaN and ±Inf, in white on red or magenta/yellow/cyan in heatmaps"),
+    ]),
+]
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 84; max-width: 100%; height: auto; max-height: 100%;
+        border: round $accent; background: $surface; padding: 0 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        t = Text()
+        t.append("nnstep — keys\n", "bold")
+        for title, rows in HELP:
+            t.append(f"\n{title}\n", "bold underline")
+            for k, what in rows:
+                t.append(f"  {k:<12}", "bold")
+                t.append(f"{what}\n")
+        t.append("\nEsc or ? closes this help.", "dim")
+        with VerticalScroll():
+            yield Static(t)
+
+    def action_dismiss(self) -> None:
+        self.dismiss(None)
+
+
+class GotoScreen(ModalScreen[str | None]):
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+    DEFAULT_CSS = """
+    GotoScreen { align: center middle; }
+    GotoScreen > Vertical { width: 60; max-width: 100%; height: auto; border: round $accent;
+        background: $surface; padding: 0 1; }
+    """
+
+    def __init__(self, N: int, M: int):
+        super().__init__()
+        self.N, self.M = N, M
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(f"Go to: step (1..{self.N}) and op (1..{self.M}); the cursor stops before that op. "
+                         f"\"3\" alone is op 1 of step 3.")
+            yield Input(placeholder="step op", id="goto-input")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,368 @@
+"""Pilot tests: every key and palette action, stop reasons, the continue worker and its
+interruption, resize, reload, the explain view, and the command line front door."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import nnstep
+from nnstep.tui import make_app
+from nnstep.tui.app import ACTIONS, NnstepApp
+from nnstep.tui.screens.dialogs import GotoScreen, HelpScreen
+from nnstep.tui.screens.tensor import TensorGrid, TensorScreen
+from nnstep.tui.widgets.panels import HeaderBar, StatusBar
+from nnstep.tui.widgets.tensor import TensorView
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIZE = (120, 40)
+
+
+def sc(name):
+    return os.path.join(HERE, "scenarios", name)
+
+
+def text(widget) -> str:
+    return str(widget.render())
+
+
+async def settle(app, pilot):
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+# --- stepping keys ------------------------------------------------------------------------------
+async def test_next_prev_and_space_move_one_op_exactly():
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        s = app.session
+        assert s.position == (1, 0)
+        assert app.check_action("prev", ()) is None           # greyed out at the very start
+        assert app.check_action("reverse", ()) is None
+        await pilot.press("n")
+        assert s.position == (1, 1)
+        await pilot.press("space")
+        assert s.position == (1, 2)
+        assert app.check_action("prev", ()) is True
+        out = s.value("sigmoid1.out").copy()
+        await pilot.press("p")
+        assert s.position == (1, 1)
+        await pilot.press("n")
+        assert (s.value("sigmoid1.out") == out).all()
+        assert "op 3/14" in text(app.query_one(HeaderBar))
+
+
+async def test_stage_and_end_of_step():
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        s = app.session
+        await pilot.press("s")
+        assert s.current_op.stage == "loss"
+        await pilot.press("s")
+        assert s.current_op.stage == "backward"
+        await pilot.press("S")
+        assert s.position == (2, 0)
+        assert "loss 0.298371109" in text(app.query_one(HeaderBar))      # Mazur's E_total
+        await pilot.press("S")
+        assert s.at_end
+        for a in ("next", "stage", "finish", "continue", "breakpoint"):
+            assert app.check_action(a, ()) is None
+
+
+async def test_breakpoint_key_continue_and_reverse_continue_say_why():
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s", "s", "n")            # before "backward sigmoid2"
+        name = app.session.current_op.name
+        await pilot.press("b")
+        assert app.session.has_op_breakpoint(name)
+        assert "●" in text(app.query_one("#program-text"))
+        await pilot.press("r")                       # reload: back to the start, breakpoints set here kept
+        s = app.session
+        assert s.at_start and s.has_op_breakpoint(name)
+        await pilot.press("c")
+        await settle(app, pilot)
+        assert s.position[0] == 1 and s.current_op.name == name
+        assert f"before {name}" in text(app.query_one(StatusBar))
+        await pilot.press("c")
+        await settle(app, pilot)
+        assert s.position[0] == 2 and s.current_op.name == name
+        await pilot.press("C")
+        await settle(app, pilot)
+        assert s.position[0] == 1 and s.current_op.name == name
+        assert "breakpoint" in text(app.query_one(StatusBar))
+        await pilot.press("C")
+        await settle(app, pilot)
+        assert s.at_start and "start" in text(app.query_one(StatusBar))
+
+
+async def test_breakpoint_toggle_twice_removes_it():
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        name = app.session.current_op.name
+        await pilot.press("b")
+        assert app.session.has_op_breakpoint(name)
+        await pilot.press("b")
+        assert not app.session.has_op_breakpoint(name)
+        assert "removed" in text(app.query_one(StatusBar))
+
+
+async def test_nan_stop_names_the_op_and_tensor():
+    app = make_app(sc("nan.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("c")
+        await settle(app, pilot)
+        st = text(app.query_one(StatusBar))
+        assert "forward linear1" in st and "linear1.out" in st and "non-finite" in st
+        assert app.session.last_stop.reason == "nonfinite"
+        out = [v for v in app.query(TensorView) if v.tensor_name == "linear1.out"][0]
+        assert "+Inf" in "".join(out.render_line(y).text for y in range(out.size.height))
+
+
+async def test_single_step_into_nan_is_reported_too():
+    app = make_app(sc("nan.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        st = text(app.query_one(StatusBar))
+        assert "forward linear1" in st and "linear1.out" in st
+
+
+async def test_adam_breakpoint_from_the_file_then_update_op_panel():
+    app = make_app(sc("adam.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("c")
+        await settle(app, pilot)
+        assert app.session.current_op.name == "update linear1.weight"
+        assert "breakpoints[0]" in text(app.query_one(StatusBar))
+        await pilot.press("n")
+        names = [v.tensor_name for v in app.query(TensorView) if v.display]
+        assert names == ["linear1.weight", "linear1.weight.grad", "linear1.weight.m", "linear1.weight.v",
+                         "linear1.weight.m_hat", "linear1.weight.v_hat", "linear1.weight.delta",
+                         "linear1.weight"]
+        roles = [v.border_title for v in app.query(TensorView) if v.display]
+        assert roles[0] == "old" and roles[-1] == "new" and roles[-2] == "change Δ"
+
+
+# --- goto, restart, help, quit, digits ---------------------------------------------------------
+async def test_goto_typed_and_errors():
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await pilot.press("g")
+        assert isinstance(app.screen, GotoScreen)
+        await pilot.press(*"2 5", "enter")
+        assert app.session.position == (2, 4)
+        await pilot.press("g", *"9 1", "enter")
+        assert app.session.position == (2, 4)                  # unchanged
+        assert any("no position" in n.message for n in app._notifications)
+        await pilot.press("g", *"x", "enter")
+        assert any("two numbers" in n.message for n in app._notifications)
+        await pilot.press("g", "escape")
+        assert not isinstance(app.screen, GotoScreen)
+        assert app.session.position == (2, 4)
+
+
+async def test_restart_reloads_and_a_broken_file_keeps_the_session(tmp_path):
+    p = tmp_path / "net.toml"
+    p.write_text(open(sc("classic.toml")).read())
+    app = make_app(str(p))
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await pilot.press("S")
+        assert app.session.position == (2, 0)
+        p.write_text(open(sc("classic.toml")).read().replace("lr = 0.5", "lr = 0.25"))
+        await pilot.press("r")
+        assert app.session.position == (1, 0)
+        assert app.session.scenario.optimizer.lr == 0.25
+        await pilot.press("n", "n")
+        old = app.session
+        p.write_text("[scenario\nbroken")
+        await pilot.press("r")
+        assert app.session is old and old.position == (1, 2)
+        assert any("reload failed" in (n.title or "") for n in app._notifications)
+        assert "reload failed" in text(app.query_one(StatusBar))
+
+
+async def test_help_toggles_and_quit():
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("question_mark")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("q")
+        assert app._exit
+
+
+async def test_digits_keys_change_the_precision():
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        d = app.digits
+        await pilot.press("plus")
+        assert app.digits == d + 1
+        await pilot.press("minus", "minus")
+        assert app.digits == d - 1
+        v = [v for v in app.query(TensorView) if v.tensor_name == "linear1.out"][0]
+        assert v.digits == d - 1
+
+
+# --- tensors: open full-size, explain ------------------------------------------------------------
+async def test_enter_opens_the_focused_tensor_with_indices():
+    app = make_app(sc("large.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        views = [v for v in app.query(TensorView) if v.display]
+        assert any(v.mode() == "heatmap" for v in views)
+        views[1].focus()                       # linear1.weight, 32x48
+        await pilot.press("enter")
+        assert isinstance(app.screen, TensorScreen) and app.screen.tname == "linear1.weight"
+        g = app.screen.query_one(TensorGrid)
+        head = g.render_line(0).text
+        assert " 0 " in head and " 1 " in head            # column indices
+        await pilot.press("down", "down", "right", "end")
+        assert g.index() == (31, 47)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, TensorScreen)
+
+
+async def test_small_tensors_show_numbers_and_nan_is_marked_in_the_grid():
+    app = make_app(sc("nan.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        v = [v for v in app.query(TensorView) if v.tensor_name == "input"][0]
+        assert v.mode() == "numbers"
+        app.open_tensor_by_name("linear1.out")
+        await pilot.pause()
+        g = app.screen.query_one(TensorGrid)
+        assert "+Inf" in g.render_line(1).text
+
+
+async def test_explain_view_shows_the_chain_rule_with_mazurs_numbers():
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("S", "e")            # at (2, 0): goes back into step 1 to explain it
+        assert isinstance(app.screen, TensorScreen)
+        assert app.screen.tname == "linear2.weight.grad"
+        t = text(app.screen.query_one("#explain-text"))
+        assert "∂E/∂w = ∂E/∂out · ∂out/∂net · ∂net/∂w" in t
+        assert "0.74136507 × 0.186815602 × 0.593269992" in t
+        assert "0.0821670406" in t                        # Mazur: 0.082167041
+        await pilot.press("down")
+        assert "linear2.weight[1, 0]" in text(app.screen.query_one("#explain-text"))
+
+
+async def test_explain_before_any_gradient_says_where_it_comes_from():
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await pilot.press("e")
+        assert not isinstance(app.screen, TensorScreen)
+        assert any("has not run in this step" in n.message for n in app._notifications)
+
+
+# --- the continue worker -------------------------------------------------------------------------
+async def test_long_continue_runs_in_a_worker_shows_progress_and_esc_interrupts():
+    app = make_app(sc("long.toml"), check_every=16)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("c")
+        assert app.running
+        assert app.check_action("next", ()) is None         # greyed while running
+        assert app.check_action("interrupt", ()) is True
+        for _ in range(500):
+            await pilot.pause(0.02)
+            if text(app.query_one("#loss-label")).startswith("step"):
+                break
+        assert "running" in text(app.query_one(HeaderBar))
+        assert text(app.query_one("#loss-label")).startswith("step")   # the loss curve, filled in while running
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert not app.running
+        assert app.session.last_stop.reason == "interrupted"
+        assert "interrupted" in text(app.query_one(StatusBar))
+        assert app.session.position > (1, 0) and not app.session.at_end
+        assert "running" not in text(app.query_one(HeaderBar))
+
+
+# --- the command palette ----------------------------------------------------------------------
+@pytest.mark.parametrize("action,title,help", ACTIONS)
+async def test_every_action_is_in_the_palette(action, title, help):
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")                       # so that "prev" is available too
+        titles = {c.title: c for c in app.get_system_commands(app.screen)}
+        if action == "interrupt":
+            assert title not in titles               # only while a run is going
+            return
+        assert title in titles
+        before = app.session.position
+        if action in ("quit", "goto", "help", "open_tensor", "explain"):
+            return                                    # these open screens / exit; their keys are tested
+        titles[title].callback()
+        await pilot.pause()
+        await settle(app, pilot)
+        if action in ("next", "stage", "finish", "continue"):
+            assert app.session.position > before
+        if action in ("prev", "restart", "reverse"):
+            assert app.session.position < before
+
+
+async def test_palette_ui_runs_an_action():
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Next operation")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert app.session.position == (1, 1)
+
+
+# --- resize ------------------------------------------------------------------------------------
+async def test_resize_to_80x24_and_back():
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s", "s", "n")
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert app.screen.has_class("-narrow") and app.screen.has_class("-short")
+        v = [v for v in app.query(TensorView) if v.display]
+        assert all(w.size.width > 0 and w.size.height > 0 for w in v)
+        assert all(w.mode() == "numbers" for w in v)         # tiny tensors still show numbers
+        await pilot.press("n")
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause()
+        assert not app.screen.has_class("-narrow")
+
+
+# --- command line ------------------------------------------------------------------------------
+def test_bad_scenario_is_one_line_exit_2_before_textual(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[scenario]\nname = 1\n[[layers]]\ntype = 'nope'\n")
+    code = ("import sys; from nnstep.cli import main; rc = main(['tui', sys.argv[1]]); "
+            "print('textual' in sys.modules); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.startswith("nnstep: error: ") and r.stderr.count("\n") == 1
+    assert r.stdout.strip() == "False"
+
+
+def test_screenshot_writes_the_svg(tmp_path):
+    from nnstep.cli import main
+    out = tmp_path / "x.svg"
+    rc = main(["screenshot", sc("classic.toml"), "--keys", "n n s", "--size", "100x30", "-o", str(out)])
+    assert rc == 0
+    svg = out.read_text()
+    assert svg.startswith("<svg") and "loss" in svg
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_screenshot_bad_size_and_bad_file(tmp_path, capsys):
+    from nnstep.cli import main
+    assert main(["screenshot", sc("classic.toml"), "--size", "big", "-o", str(tmp_path / "x.svg")]) == 2
+    assert "--size" in capsys.readouterr().err
+    assert main(["screenshot", str(tmp_path / "nope.toml"), "-o", str(tmp_path / "x.svg")]) == 2
+    assert not (tmp_path / "x.svg").exists()
+
+
+def test_make_app_accepts_a_loaded_scenario():
+    app = make_app(nnstep.load_scenario(sc("classic.toml")))
+    assert isinstance(app, NnstepApp) and app.session.position == (1, 0)

@@ -1,0 +1,61 @@
+"""Snapshot tests of the screens (pytest-textual-snapshot). Each was looked at as a picture before it
+was committed. Update with `pytest tests/tui/test_snapshots.py --snapshot-update` after checking the
+change is intended. The app comes from the public factory, as a course's own tests would use it."""
+import os
+
+from nnstep.tui import make_app
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def sc(name):
+    return os.path.join(HERE, "scenarios", name)
+
+
+def keys(*ks):
+    """Press keys one at a time, letting a continue worker finish after each (run_before runs
+    before snap_compare's own presses, so the keys go here)."""
+    async def run(pilot):
+        for k in ks:
+            await pilot.press(k)
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+    return run
+
+
+def test_start(snap_compare):
+    assert snap_compare(make_app(sc("classic.toml")), terminal_size=(120, 40))
+
+
+def test_mid_forward(snap_compare):
+    assert snap_compare(make_app(sc("classic.toml")), press=["n", "n", "n"], terminal_size=(120, 40))
+
+
+def test_backward_op(snap_compare):
+    # "backward sigmoid2": upstream gradient × local derivative = result, side by side
+    assert snap_compare(make_app(sc("classic.toml")), press=["s", "s", "n", "n"], terminal_size=(120, 40))
+
+
+def test_update_op_with_adam(snap_compare):
+    # continue to the file's breakpoint before the update, then run it: old | grad | m v m̂ v̂ | Δ | new
+    assert snap_compare(make_app(sc("adam.toml")), run_before=keys("c", "n"), terminal_size=(120, 40))
+
+
+def test_help(snap_compare):
+    assert snap_compare(make_app(sc("classic.toml")), press=["question_mark"], terminal_size=(120, 40))
+
+
+def test_large_network_heatmaps(snap_compare):
+    assert snap_compare(make_app(sc("large.toml")), press=["s", "s", "n"], terminal_size=(120, 40))
+
+
+def test_nan_stop(snap_compare):
+    assert snap_compare(make_app(sc("nan.toml")), run_before=keys("c"), terminal_size=(120, 40))
+
+
+def test_80x24(snap_compare):
+    assert snap_compare(make_app(sc("classic.toml")), press=["s", "s", "n", "n"], terminal_size=(80, 24))
+
+
+def test_explain_view(snap_compare):
+    assert snap_compare(make_app(sc("classic.toml")), press=["S", "e"], terminal_size=(120, 40))
