@@ -89,6 +89,9 @@ CASES = [
          "net.toml:7:7: TOML syntax: Invalid value"),
     Case("toml-unclosed", "TOML syntax: an unclosed array", sub("x = [[1.0, 2.0], [3.0, 4.0]]", "x = [[1.0, 2.0], [3.0, 4.0]"),
          "net.toml:3:1: TOML syntax: Unclosed array"),
+    Case("toml-too-deep", "TOML syntax: nesting deeper than the parser can follow",
+         sub("x = [[1.0, 2.0], [3.0, 4.0]]", "x = " + "[" * 3000 + "]" * 3000),
+         "net.toml:2:68: TOML syntax: arrays or tables nested too deeply"),
     Case("missing-table", "A required table is missing", BASE.split("[loss]")[0],
          'net.toml: missing [loss] (add [loss] with type = "mse", for example)'),
     # --- keys and types ---

@@ -327,8 +327,39 @@ def loads_scenario(text: str, path: str = "<string>", base_dir: str | None = Non
         raise ScenarioError(f"TOML syntax: {clean(msg.replace('(at end of document)', '').strip())} (at end of file)",
                             file=f"{path_shown}:{lines}:1") from None
     except RecursionError:
-        raise ScenarioError("TOML syntax: nested too deeply", file=path_shown) from None
+        line, col = _deep_position(text)
+        raise ScenarioError("TOML syntax: arrays or tables nested too deeply",
+                            file=f"{path_shown}:{line}:{col}" if line else path_shown) from None
     return _build(doc, ctx, path, base_dir or os.getcwd(), text)
+
+
+def _deep_position(text: str, limit: int = 64) -> tuple[int, int]:
+    """Line and column (from 1) where brackets and braces first nest ``limit`` deep, skipping
+    strings and comments; (0, 0) if they never do."""
+    depth, line, col, quote, i = 0, 1, 0, "", 0
+    while i < len(text):
+        c = text[i]
+        col += 1
+        if c == "\n":
+            line, col = line + 1, 0
+            quote = ""                     # comments and one-line strings end here
+        elif quote == "#":
+            pass
+        elif quote:
+            if c == "\\" and quote == '"':
+                i, col = i + 1, col + 1
+            elif c == quote:
+                quote = ""
+        elif c in "\"'#":
+            quote = c
+        elif c in "[{":
+            depth += 1
+            if depth >= limit:
+                return line, col
+        elif c in "]}":
+            depth -= 1
+        i += 1
+    return 0, 0
 
 
 def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
