@@ -104,3 +104,12 @@ def test_loss_history_and_losses():
     assert [k for k, _ in s.loss_history()] == [1, 2, 3] and s.loss_history()[-1][1] == float(s.value("loss"))
     s.goto(1, 0)
     assert s.loss_history() == [] and sorted(s.losses) == [1, 2, 3]
+
+
+def test_breakpoints_can_be_added_and_removed():
+    s = nnstep.Session(load(SGD_MOMENTUM))
+    bp = s.break_when("loss mean > 0")
+    r = s.run()
+    assert r.breakpoint is bp and r.op == "loss"
+    assert s.remove_breakpoint(bp) is True and s.remove_breakpoint(bp) is False
+    assert s.run().reason == "end"

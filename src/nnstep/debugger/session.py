@@ -481,9 +481,12 @@ class Session:
         self.add_breakpoint(bp)
         return bp
 
-    def remove_breakpoint(self, bp: Breakpoint):
+    def remove_breakpoint(self, bp: Breakpoint) -> bool:
+        """Remove one breakpoint (e.g. the condition that just stopped the run). Whether it was set."""
+        n = len(self.breakpoints)
         self.breakpoints = [b for b in self.breakpoints if b is not bp]
         self._index_breakpoints()
+        return len(self.breakpoints) < n
 
     # --- continuing ------------------------------------------------------------------------------
     def run(self, until: tuple[int, int] | None = None, should_stop: Callable[[], bool] | None = None,
