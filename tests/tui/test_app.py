@@ -366,3 +366,27 @@ def test_screenshot_bad_size_and_bad_file(tmp_path, capsys):
 def test_make_app_accepts_a_loaded_scenario():
     app = make_app(nnstep.load_scenario(sc("classic.toml")))
     assert isinstance(app, NnstepApp) and app.session.position == (1, 0)
+
+
+async def test_palette_opens_any_tensor_by_name():
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")                        # forward done: sigmoid1.out exists
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"open sigmoid1.out")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, TensorScreen) and app.screen.tname == "sigmoid1.out"
+        assert (app.screen.value == app.session.value("sigmoid1.out")).all()
+
+
+async def test_quit_while_running_stops_the_worker():
+    app = make_app(sc("long.toml"), check_every=16)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("c")
+        await pilot.pause(0.1)
+        assert app.running
+        await pilot.press("q")
+    assert app._interrupt.is_set()

@@ -109,13 +109,13 @@ class NnstepApp(App):
         Binding("b", "breakpoint", "break"),
         Binding("g", "goto", "goto"),
         Binding("e", "explain", "explain"),
-        Binding("r", "restart", "restart"),
         Binding("enter", "open_tensor", "open", show=False),
         Binding("plus,equals_sign", "digits(1)", "digits+", show=False),
         Binding("minus", "digits(-1)", "digits-", show=False),
         Binding("escape", "interrupt", "stop", priority=True),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "quit", "quit"),
+        Binding("r", "restart", "reload"),        # last: the first to be cut off in a narrow footer
     ]
 
     running: reactive[bool] = reactive(False, bindings=True)
@@ -173,6 +173,10 @@ class NnstepApp(App):
     def _size_classes(self, size=None):
         w, h = size or self.size
         self._narrow = w < 100
+        try:
+            self.query_one(Footer).show_command_palette = w >= 100     # ctrl+p still works
+        except Exception:
+            pass
         self.screen.set_class(w < 100, "-narrow")
         self.screen.set_class(h < 32, "-short")
 
@@ -191,6 +195,8 @@ class NnstepApp(App):
         with self.batch_update():
             self.query_one(HeaderBar).show(s.scenario.name, k, N, s.stage, i, M, cur.name if cur else "", loss)
             text, kind = self._status
+            if not text:
+                text, kind = self._intro(s.scenario), ""
             self.query_one(StatusBar).show(text, kind)
             bps = {b.op for b in s.breakpoints if b.op}
             self.query_one(ProgramView).show(s.ops, i, at_end, bps, rec.index if rec else None)

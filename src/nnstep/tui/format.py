@@ -106,7 +106,7 @@ def fill_numbers(formula: str, before: dict, after: dict, max_size: int = 4, dig
             v = source.get(m.group(1))
             if v is None:
                 v = after.get(m.group(1))
-            if v is None or np.asarray(v).size > max_size:
+            if v is None or np.asarray(v).size > max_size or np.ndim(v) > 2:
                 return m.group(0)
             changed = True
             return inline(v, digits)
