@@ -149,6 +149,17 @@ for path in sys.argv[1:]:
         sys.stdout.flush()
         rc[" ".join([path] + cmd)] = main(cmd + [path])
         sys.stdout.write("\\n")
+from nnstep import Session
+stops = {}
+for path in sys.argv[1:]:            # the debugger's path, as the TUI drives it
+    s = Session(path)
+    st = s.run()
+    stops[path] = [st.reason, st.op, st.tensor]
+    s.back()
+    s.step()
+    s.goto(1, 0)
+    s.run()
+sys.stdout.write("@@SESSION " + json.dumps(stops) + "\\n")
 sys.stdout.write("@@RC " + json.dumps(rc) + "\\n")
 """
 
@@ -166,6 +177,7 @@ def test_blowups_without_warnings(dt, tmp_path):
     assert "Warning" not in r.stderr and "warning" not in r.stderr.lower(), r.stderr
     assert r.returncode == 0, r.stderr
     rc = json.loads(r.stdout.rsplit("@@RC ", 1)[1])
+    session = json.loads(r.stdout.rsplit("@@SESSION ", 1)[1].split("\n", 1)[0])
     # the stops, one line per run/trace, naming the op and the tensor
     stops = re.findall(r"nnstep: stopped at step (\d+): (.+?) produced a non-finite value \(NaN/Inf\) in (\S+)",
                        r.stderr)
@@ -179,6 +191,7 @@ def test_blowups_without_warnings(dt, tmp_path):
         p = str(tmp_path / f"{name}.toml")
         run_json = json.loads(outputs[(p, "run", "--json")])
         trace_json = json.loads(outputs[(p, "trace", "--json")])
+        assert session[p] == (["end", None, None] if stop is None else ["nonfinite", *stop])
         if stop is None:
             assert rc[f"{p} run"] == 0 and rc[f"{p} run --json"] == 0 and rc[f"{p} trace --json"] == 0
             assert "stopped" not in run_json
