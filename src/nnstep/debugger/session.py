@@ -148,8 +148,9 @@ class Session:
         self.policy = policy or HistoryPolicy()
         self._far = self.policy.far(self.N)
         self._loss_at = self.program.stage_start["loss"]
-        self._loss = np.full(self.N + 2, np.nan)        # loss of step k, once computed
-        self._has_loss = np.zeros(self.N + 2, dtype=bool)
+        size = min(self.N + 2, 1024)                     # grown by doubling as steps are reached
+        self._loss = np.full(size, np.nan)               # loss of step k, once computed
+        self._has_loss = np.zeros(size, dtype=bool)
         self.last_record: OpRecord | None = None
         self.last_stop: Stop | None = None
         self.ops_executed = 0               # every op run so far, re-runs included (for benchmarks)
@@ -231,6 +232,12 @@ class Session:
         ks = np.flatnonzero(self._has_loss[1:done + 1]) + 1
         return ks, self._loss[ks]
 
+    def _grow_loss_log(self, k: int):
+        size = min(self.N + 2, max(2 * len(self._loss), k + 1))
+        loss, has = np.full(size, np.nan), np.zeros(size, dtype=bool)
+        loss[:len(self._loss)], has[:len(self._has_loss)] = self._loss, self._has_loss
+        self._loss, self._has_loss = loss, has
+
     # --- checkpoint policy -----------------------------------------------------------------------
     def _keep(self, c: int, k: int) -> bool:
         if c == 1:
@@ -285,6 +292,8 @@ class Session:
                 if live:
                     last = (op, k, ins)
                     if i == self._loss_at:
+                        if k >= len(self._loss):
+                            self._grow_loss_log(k)
                         self._loss[k] = env["loss"]
                         self._has_loss[k] = True
                 hit = None
