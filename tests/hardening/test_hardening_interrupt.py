@@ -13,7 +13,10 @@ def test_sigint_during_run_exits_130(tmp_path):
     (tmp_path / "long.toml").write_text(BASE + "\n[train]\nsteps = 10000000\n")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     p = subprocess.Popen([sys.executable, "-m", "nnstep", "run", "long.toml", "--save", "w.npz"], cwd=str(tmp_path),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         # a shell's background jobs inherit SIGINT ignored, and Python then keeps it
+                         # ignored: give the child the default disposition, as a terminal would
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # wait until training is under way: the header and a few step rows are out
         for _ in range(5):
