@@ -4,6 +4,7 @@ The oracle for where run() stops is brute force: step a fresh session op by op a
 position where a breakpoint applies, straight from the definitions in SPEC §2:
   * op / stage breakpoints: before the op, i.e. at (k, index of the op), in every step;
   * a condition: after each op that writes its tensor, where <stat>(tensor) <op> <number> holds;
+    on input/target, at (k, 0) for k >= 2, where step k's batch is fed;
   * NaN/Inf: after an op that writes a non-finite value while every input it read was finite.
 run() from p stops at the first such position after p (it always runs at least one op first);
 reverse_run() from p goes to the last one before p.
@@ -51,6 +52,9 @@ def brute_stops(sc, ops_bp=(), stages=(), conds=()):
         for tensor, st_, o, num in conds:
             if tensor in op.outputs + op.also_writes and OPS[o](stat(s.value(tensor), st_), num):
                 stops.add(p + 1)
+            fed = s.position[1] == 0 and not s.at_end            # a new batch was just fed
+            if tensor in ("input", "target") and fed and OPS[o](stat(s.value(tensor), st_), num):
+                stops.add(p + 1)
     return sorted(stops), M
 
 
@@ -59,10 +63,10 @@ def lin(s):
     return (k - 1) * s.M + i
 
 
-COND_TENSORS = ["loss", "linear1.weight.grad", "tanh1.out", "linear2.bias", "linear1.grad_in"]
+COND_TENSORS = ["loss", "linear1.weight.grad", "tanh1.out", "linear2.bias", "linear1.grad_in", "input", "target"]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(ops=st.lists(st.sampled_from(["forward tanh1", "loss", "backward linear2", "update linear2.bias",
                                      "forward linear1"]), max_size=2, unique=True),
        stages=st.lists(st.sampled_from(["forward", "loss", "backward", "update"]), max_size=1),
@@ -265,3 +269,15 @@ def test_malformed_condition_is_a_scenario_error_with_its_key_path():
     s = nnstep.Session(load(SGD_MOMENTUM))
     with pytest.raises(nnstep.ScenarioError, match="malformed"):
         s.break_when("loss > 3")
+
+
+def test_condition_on_the_batch_stops_where_it_is_fed():
+    sc = load(SGD_MOMENTUM)
+    s = nnstep.Session(sc)
+    s.break_when("input absmax > 1.5")
+    r = s.run()
+    k = r.step
+    assert r.index == 0 and r.op is None and r.tensor == "input" and k >= 2
+    assert r.value == float(np.abs(s.value("input")).max()) > 1.5
+    assert f"in step {k}'s batch" in r.message and r.as_json()["step"] == k
+    assert s.last_record.step == k - 1 and s.last_record.index == s.M - 1

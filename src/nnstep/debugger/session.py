@@ -54,7 +54,9 @@ Stops (``run``, ``reverse_run``)
   it) stop *before* the op: the cursor is at ``(k, index of the op)``. ``run()`` always executes at
   least one op first, so continuing from a breakpoint moves on.
 * A condition (``when = "<tensor> <stat> <op> <number>"``) is evaluated whenever an op writes that
-  tensor and stops *after* the op, when it holds.
+  tensor and stops *after* the op, when it holds. On ``input`` or ``target`` it is evaluated when
+  a step's batch is fed, and stops at ``(k, 0)`` (for step 1, whose batch is fed before anything
+  runs, it never stops).
 * NaN/Inf (on by default, ``stop_on_nonfinite``): stops after an op that writes a non-finite value
   while all its inputs are finite, i.e. at the origin, not where it merely propagates.
 * ``reverse_run()`` goes back to the latest position strictly before the cursor where ``run()``
@@ -275,6 +277,7 @@ class Session:
         last = None                         # (op, step, inputs) of the last op run; its record is built lazily
         bp_index = self._bp_index if check else {}
         cond_by_op = self._cond_by_op if check else {}
+        cond_on_feed = self._cond_on_feed if check else ()
         nonfinite = check and self.stop_on_nonfinite
         add, isfinite = np.add.reduce, np.isfinite
         with np.errstate(all="ignore"):
@@ -326,6 +329,12 @@ class Session:
                     k, i = k + 1, 0
                     if k <= self.N:
                         prog.feed(env, k)
+                        if hit is None and cond_on_feed:
+                            for bp in cond_on_feed:
+                                ok, s = bp.when.holds(env[bp.when.tensor])
+                                if ok:
+                                    hit = Stop("breakpoint", k, 0, tensor=bp.when.tensor, value=s, breakpoint=bp)
+                                    break
                     if live:
                         if near is None:            # the cursor itself moves: policy relative to it
                             self._k = k
@@ -339,7 +348,7 @@ class Session:
                             if k >= near - 1:
                                 self._starts[k] = (dict(env), _record(*last, env))
                 if hit is not None:
-                    if i == 0:
+                    if i == 0 and hit.op is not None:
                         hit = replace(hit, step=k, index=0)
                     if sink(hit):
                         return k, i, last, True
@@ -458,6 +467,8 @@ class Session:
             bps = [bp for t in op.outputs + op.also_writes for bp in conds.get(t, [])]
             if bps:
                 self._cond_by_op[op.index] = bps
+        # `input` and `target` are written by no op but fed at each step boundary: checked there
+        self._cond_on_feed = conds.get("input", []) + conds.get("target", [])
 
     def has_op_breakpoint(self, op_name: str) -> bool:
         return op_name in self._bp_ops

@@ -55,8 +55,10 @@ class Stop:
         bp = self.breakpoint
         if bp is not None and bp.when is not None and bp.when.kind == "compare":
             w = bp.when
+            where = (f"after {self.op} in step {self._op_step()}" if self.op is not None
+                     else f"in step {self.step}'s batch")
             return (f"breakpoint {bp.where} (when \"{w.text}\"): {w.tensor} {w.stat} = {_num(self.value)} "
-                    f"{w.op} {w.number:g}, after {self.op} in step {self._op_step()}")
+                    f"{w.op} {w.number:g}, {where}")
         if bp is not None and bp.stage:
             return f"breakpoint {bp.where}: entering stage {bp.stage}, before {self.op} in step {self.step}"
         if bp is not None:
@@ -69,7 +71,7 @@ class Stop:
 
     def as_json(self) -> dict:
         """The ``stopped`` object of ``run --json``: ``step`` is the step the op belongs to."""
-        after = self.reason == "nonfinite" or self.kind == "when"
+        after = self.reason == "nonfinite" or (self.kind == "when" and self.op is not None)
         return {"step": self._op_step() if after else self.step, "op": self.op, "tensor": self.tensor,
                 "reason": self.reason}
 
