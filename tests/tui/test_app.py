@@ -76,7 +76,7 @@ async def test_breakpoint_key_continue_and_reverse_continue_say_why():
         name = app.session.current_op.name
         await pilot.press("b")
         assert app.session.has_op_breakpoint(name)
-        assert "●" in text(app.query_one("#program-text"))
+        assert "●" in app.query_one("#program").text()
         await pilot.press("r")                       # reload: back to the start, breakpoints set here kept
         s = app.session
         assert s.at_start and s.has_op_breakpoint(name)

@@ -57,43 +57,84 @@ class StatusBar(Static):
         _update(self, Text(text, style=style, overflow="ellipsis"), (text, kind))
 
 
+class ProgramLines(Widget):
+    """The program's lines as cached Strips (a Static with styled Content costs ~10x more to paint)."""
+
+    DEFAULT_CSS = "ProgramLines { height: auto; width: 100%; }"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.lines: list[list[tuple[str, str]]] = []
+        self._strips = None
+        self._built_for = None
+
+    def set_lines(self, lines):
+        resize = len(lines) != len(self.lines)
+        self.lines = lines
+        self._strips = None
+        self.refresh(layout=resize)
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return len(self.lines)
+
+    def render_line(self, y: int) -> Strip:
+        W = self.size.width
+        if self._strips is None or self._built_for != W:
+            base = self.rich_style
+            cache: dict[str, Style] = {}
+
+            def st(name):
+                if name not in cache:
+                    cache[name] = base + Style.parse(name) if name else base
+                return cache[name]
+            out = []
+            for parts in self.lines:
+                segs = [Segment(t, st(sty)) for t, sty in parts]
+                strip = Strip(segs)
+                if strip.cell_length > W:
+                    strip = strip.crop(0, max(0, W - 1)) + Strip([Segment("…", base)])
+                out.append(strip.adjust_cell_length(W, base))
+            self._strips, self._built_for = out, W
+            self._blank = Strip.blank(W, base)
+        return self._strips[y] if y < len(self._strips) else self._blank
+
+
 class ProgramView(VerticalScroll):
     """Every op of the step grouped by stage; ✓ done, ▶ next, ● breakpoint."""
 
     def compose(self) -> ComposeResult:
-        yield Static(id="program-text")
+        yield ProgramLines(id="program-text")
 
     def show(self, ops, i: int, done_all: bool, breakpoints: set[str], just_ran: int | None):
-        t = Text(no_wrap=True, overflow="ellipsis")
+        key = (i, done_all, frozenset(breakpoints), just_ran, len(ops))
+        if key == getattr(self, "_key", None):
+            return
+        self._key = key
+        lines = []
         stage = None
         line_of_current = 0
-        line = 0
         for op in ops:
             if op.stage != stage:
                 stage = op.stage
-                t.append(f"{STAGE_ICON.get(stage, '')} {stage}\n", "bold underline")
-                line += 1
+                lines.append([(f"{STAGE_ICON.get(stage, '')} {stage}", "bold underline")])
             bp = "●" if op.name in breakpoints else " "
             if done_all or op.index < i:
                 mark, style = "✓", "dim"
             elif op.index == i:
                 mark, style = "▶", "bold reverse"
-                line_of_current = line
+                line_of_current = len(lines)
             else:
                 mark, style = " ", ""
             if just_ran == op.index:
                 style = WRITTEN
-            t.append(bp, "bold red")
-            t.append(f"{mark}{op.index + 1:>3} {op.name}\n", style)
-            line += 1
-        t.rstrip()
-        st = self.query_one("#program-text", Static)
-        if st.styles.height is None or st.styles.height.value != line:
-            st.styles.height = line          # a fixed height: updating the text needs no new layout
-        _update(st, t, (t.plain, i, just_ran))
+            lines.append([(bp, "bold red"), (f"{mark}{op.index + 1:>3} {op.name}", style)])
+        self.query_one(ProgramLines).set_lines(lines)
         h = self.size.height
         if h and not (self.scroll_y <= line_of_current < self.scroll_y + h - 1):
             self.scroll_to(y=max(0, line_of_current - h // 2), animate=False)
+
+    def text(self) -> str:
+        return "\n".join("".join(t for t, _ in parts) for parts in self.query_one(ProgramLines).lines)
 
 
 class LossCurve(Vertical):
@@ -208,9 +249,9 @@ class LayersTable(Widget):
                         line.append(("·", "dim"))
                         continue
                     style = {"now": "", "stale": "dim", "written": WRITTEN}[state]
-                    if has_nonfinite(value):
+                    if _bad_cached(value):
                         style = NONFINITE
-                    line.append((compact(value, digits=3), style))
+                    line.append((_compact_cached(value), style))
             texts.append(line)
         fixed = {"layer": max([len(t[0][0]) for t in texts] + [5]),
                  "param": max([len(t[4][0]) for t in texts] + [len(cols[4][1])])}
@@ -254,6 +295,27 @@ class LayersTable(Widget):
             self._blank = Strip.blank(W, self.rich_style)
             self._built_for = W
         return self._strips[y] if y < len(self._strips) else self._blank
+
+
+_COMPACT: dict[int, tuple] = {}
+
+
+def _compact_cached(value) -> str:
+    """compact() and the NaN check of an array, once per array (arrays are never modified in place;
+    the cache keeps a reference, so an id is never reused while cached)."""
+    hit = _COMPACT.get(id(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    if len(_COMPACT) > 256:
+        _COMPACT.clear()
+    txt = compact(value, digits=3)
+    _COMPACT[id(value)] = (value, txt, has_nonfinite(value))
+    return txt
+
+
+def _bad_cached(value) -> bool:
+    _compact_cached(value)
+    return _COMPACT[id(value)][2]
 
 
 def op_title(prefix: str, op, M: int) -> Text:
