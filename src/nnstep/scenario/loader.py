@@ -826,6 +826,16 @@ def _layers(v, ctx: _Ctx, x: np.ndarray, npdt, seed: int, batch: int):
         if acts > MAX_ACTIVATIONS:
             raise ctx.err(where, f"the layers' outputs up to {name} add up to {acts} elements per batch of "
                                  f"{batch}, over the limit of {MAX_ACTIVATIONS} (use a smaller batch_size)")
+        if typ == "batchnorm":
+            # torch refuses training-mode batchnorm with one value per channel (its variance is 0 and
+            # the unbiased running variance divides by n - 1 = 0); so does nnstep, at load time
+            n_all = x.shape[0]
+            smallest = n_all % batch or batch
+            per_channel = smallest * math.prod(shape[1:])
+            if per_channel < 2:
+                raise ctx.err(where, f"{name} (batchnorm) would see 1 value per channel in a batch of {smallest} "
+                                     f"(per-sample shape {_fmt_shape(shape)}); training-mode batch statistics "
+                                     f"need at least 2, as in torch (use a larger batch_size or more samples)")
         specs.append(LayerSpec(index=i, type=typ, name=name, options=opts, in_shape=shape,
                                out_shape=tuple(layer.out_shape), params=tuple(present), frozen=tuple(frozen)))
         shape = tuple(layer.out_shape)
