@@ -156,6 +156,13 @@ CASES = [
          '[[layers]]\ntype = "flatten"\n\n[loss]\ntype = "cross_entropy"\n',
          "net.toml: layers[0]: conv2d1 (conv2d) cannot take the output of the data, per-sample shape "
          "[1, 4, 4]: kernel_size [5, 5] is larger than the padded input [4, 4]"),
+    Case("batchnorm-one-value", "BatchNorm with one value per channel",
+         '[data]\nx = [[1.0, 2.0], [3.0, 4.0], [5.0, 1.0]]\ny = [[1.0], [2.0], [3.0]]\n\n'
+         '[[layers]]\ntype = "batchnorm"\n\n[[layers]]\ntype = "linear"\nout = 1\n\n[loss]\ntype = "mse"\n\n'
+         '[train]\nbatch_size = 2\n',
+         "net.toml: layers[0]: batchnorm1 (batchnorm) would see 1 value per channel in a batch of 1 (per-sample "
+         "shape [2]); training-mode batch statistics need at least 2, as in torch (use a larger batch_size or "
+         "more samples)"),
     Case("target-shape", "Targets that do not fit the output", sub("y = [[1.0], [2.0]]", "y = [[1.0, 0.0], [2.0, 0.0]]"),
          "net.toml: data.y: targets of shape [2, 2] do not fit the output of layers[2] (linear2), [2, 1] "
          "(mse compares them element by element)"),
