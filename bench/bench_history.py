@@ -11,12 +11,14 @@ and then measures, each printed against its target:
 * ``goto`` to random positions in the last 100 steps: median and max (target < 200 ms);
 * ``goto`` to random positions anywhere: median and max (target < 2 s);
 
-next to the time of one training step: a hand-written numpy step on the same net and batch, and
-the session's own step during ``run()``. At the end it jumps back to the end and checks that every
-tensor equals what the run left there, bit for bit.
+next to the time of one training step: a hand-written numpy step on the same net and batch, the
+engine's step (``Program.run_step``) and the session's own step during ``run()``. Next to each
+time it prints the training steps that move re-executed, which does not depend on the machine's
+load. At the end it checks, bit for bit, every tensor at the end against what the run left there,
+and at one early position against a fresh session stepped there.
 
-    python bench/bench_history.py            # 10,000 steps (about 1-2 minutes)
-    python bench/bench_history.py --smoke    # 1,000 steps
+    python bench/bench_history.py            # 10,000 steps (under a minute on a quiet machine)
+    python bench/bench_history.py --smoke    # 1,000 steps, a few seconds
     python bench/bench_history.py --steps 3000 --seed 1
 """
 from __future__ import annotations
