@@ -171,6 +171,19 @@ def test_run_json_stopped_at_when_breakpoint(tmp_path, capsys):
     assert main(["run", str(p), "--json", "--ignore-breakpoints", "--steps", "10"]) == 0
 
 
+def test_run_stops_where_a_condition_on_the_batch_holds(tmp_path, capsys):
+    """A condition on `input` fires when the batch is fed, before the step's first op: with
+    batch_size 1 the second sample [3, 40] (absmax 40 > 10) is step 2's batch."""
+    p = tmp_path / "feed.toml"
+    p.write_text('[data]\nx = [[1.0, 2.0], [3.0, 40.0]]\ny = [[1.0], [2.0]]\n[[layers]]\ntype = "linear"\n'
+                 'out = 1\n[loss]\ntype = "mse"\n[train]\nsteps = 4\nbatch_size = 1\n'
+                 '[[breakpoints]]\nwhen = "input absmax > 10"\n')
+    code, d, _ = run_json(capsys, str(p))
+    assert code == 1
+    assert len(d["steps"]) == 1
+    assert d["stopped"] == {"step": 2, "op": "forward linear1", "tensor": "input", "reason": "breakpoint"}
+
+
 def test_save_then_load_as_weights_round_trip(tmp_path, capsys):
     """`run --save` writes the final parameters by name; `weights = "that.npz"` loads them as the
     initial parameters of another scenario (here with different weights in the file), bit for bit."""

@@ -97,7 +97,22 @@ def cmd_run(path: str, steps: int | None, as_json: bool, save: str | None, honor
         _out(f"{sc.name}: {n} step{'s' if n != 1 else ''}, {sc.dtype}, {len(sc.layers)} layer{'s' if len(sc.layers) != 1 else ''}, "
              f"{sc.loss.type} loss, {sc.optimizer.type} (lr {sc.optimizer.lr:g})")
         _out(f"{'step':>6}  {'loss':>22}  {'|grad|':>12}")
+    # conditions on the batch itself fire where it is fed, before the step's first op (as in the session)
+    feed_conds = [bp for bp in sc.breakpoints if honor_breakpoints and bp.when is not None
+                  and bp.when.kind == "compare" and bp.when.tensor in ("input", "target")]
     for k in range(1, n + 1):
+        if feed_conds:
+            prog.feed(env, k)
+            for bp in feed_conds:
+                ok, s = bp.when.holds(env[bp.when.tensor])
+                if ok:
+                    w = bp.when
+                    stopped = {"step": k, "op": prog.ops[0].name, "tensor": w.tensor, "reason": "breakpoint",
+                               "detail": f"{bp.where}: {w.tensor} {w.stat} = {s:.6g} {w.op} {w.number:g}",
+                               "at": "before"}
+                    break
+            if stopped is not None:
+                break
         stop = prog.run_step(env, k, check)
         if stop is not None:
             stopped = dict(stop, step=k)
@@ -122,7 +137,8 @@ def cmd_run(path: str, steps: int | None, as_json: bool, save: str | None, honor
         what = "a non-finite value (NaN/Inf)" if stopped["reason"] == "nonfinite" else "a breakpoint"
         msg = f"stopped at step {stopped['step']}: {stopped['op']} produced {what} in {stopped['tensor']}"
         if stopped["reason"] == "breakpoint":
-            msg = f"stopped at step {stopped['step']} after {stopped['op']}: breakpoint {stopped['detail']}"
+            msg = (f"stopped at step {stopped['step']} {stopped.get('at', 'after')} {stopped['op']}: "
+                   f"breakpoint {stopped['detail']}")
         sys.stderr.write(f"nnstep: {msg}\n")
     if save:
         from .fileio import save_npz
