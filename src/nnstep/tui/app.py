@@ -309,7 +309,10 @@ class NnstepApp(App):
             self._status = ("", "")
             return
         kind = {"nonfinite": "bad", "breakpoint": "stop"}.get(stop.reason, "stop")
-        self._status = (f"■ stopped: {stop.message}", kind)
+        msg = stop.message
+        if stop.reason == "interrupted":       # the screen counts ops from 1 (the session from 0)
+            msg = f"interrupted (Esc) at step {stop.step}, before op {stop.index + 1}/{self.session.M}"
+        self._status = (f"■ stopped: {msg}", kind)
 
     def _check_record(self, rec) -> None:
         """A single step can produce a NaN/Inf too: say so, naming the op and tensor."""
@@ -529,13 +532,18 @@ class NnstepApp(App):
     @work(thread=True, exclusive=True, group="run", exit_on_error=False)
     def _run_worker(self, kind: str) -> None:
         s = self.session
-        last = [0.0]
+        last = [0.0, 0.05]          # time of the last progress post, interval
 
         def should_stop() -> bool:
             now = time.monotonic()
-            if now - last[0] > 0.05:
-                last[0] = now
-                self.post_message(Progress(s.position, s.loss_history()))
+            if now - last[0] > last[1]:
+                hist = s.loss_history()
+                # long runs: post less often and at most ~2000 points (the curve is ~100 cells wide)
+                last[1] = 0.05 if len(hist) < 20_000 else 0.5
+                if len(hist) > 2000:
+                    hist = hist[:: len(hist) // 2000 + 1] + hist[-1:]
+                self.post_message(Progress(s.position, hist))
+                last[0] = time.monotonic()
             return self._interrupt.is_set()
 
         try:

@@ -163,8 +163,10 @@ class LossCurve(Vertical):
             if finite:
                 t.append(f" · min {num(min(finite), 4)}", "dim")
         data = finite
+        if len(data) > 2000:                          # the curve is ~100 cells wide
+            data = data[:: len(data) // 2000 + 1] + data[-1:]
         if len(finite) >= 2 and min(finite) > 0 and max(finite) / min(finite) > 1000:
-            data = [math.log10(v) for v in finite]
+            data = [math.log10(v) for v in data]
             t.append(" · log scale", "italic")
         if len(finite) < len(vals):
             t.append("  NaN/Inf!", NONFINITE)
