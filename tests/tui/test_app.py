@@ -135,11 +135,11 @@ async def test_adam_breakpoint_from_the_file_then_update_op_panel():
         assert app.session.current_op.name == "update linear1.weight"
         assert "breakpoints[0]" in text(app.query_one(StatusBar))
         await pilot.press("n")
-        names = [v.tensor_name for v in app.query(TensorView) if v.display]
+        names = [v.tensor_name for v in app.query(TensorView) if v.display and v.tensor_name]
         assert names == ["linear1.weight", "linear1.weight.grad", "linear1.weight.m", "linear1.weight.v",
                          "linear1.weight.m_hat", "linear1.weight.v_hat", "linear1.weight.delta",
                          "linear1.weight"]
-        roles = [v.border_title for v in app.query(TensorView) if v.display]
+        roles = [v.border_title for v in app.query(TensorView) if v.display and v.tensor_name]
         assert roles[0] == "old" and roles[-1] == "new" and roles[-2] == "change Δ"
 
 
@@ -324,7 +324,7 @@ async def test_resize_to_80x24_and_back():
         await pilot.resize_terminal(80, 24)
         await pilot.pause()
         assert app.screen.has_class("-narrow") and app.screen.has_class("-short")
-        v = [v for v in app.query(TensorView) if v.display]
+        v = [v for v in app.query(TensorView) if v.display and v.tensor_name]
         assert all(w.size.width > 0 and w.size.height > 0 for w in v)
         assert all(w.mode() == "numbers" for w in v)         # tiny tensors still show numbers
         await pilot.press("n")

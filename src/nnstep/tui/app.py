@@ -138,6 +138,11 @@ class NnstepApp(App):
                 "?: all keys")
 
     def _index_writers(self):
+        # boxes per stage: the most any op of the stage shows (a constant layout within a stage)
+        self._stage_boxes: dict[str, int] = {}
+        for op in self.session.ops:
+            n = len(self._slots(op, {}, {}, set()))
+            self._stage_boxes[op.stage] = max(n, self._stage_boxes.get(op.stage, 0))
         self.writer: dict[str, int] = {}
         for op in self.session.ops:
             for t in op.outputs + op.also_writes:
@@ -215,7 +220,8 @@ class NnstepApp(App):
                 outs = {n: None for n in op.outputs}
                 title = op_title("next", op, M)
             filled = fill_numbers(op.formula, ins, outs)
-            self.query_one(OpPanel).show(title, op.formula, filled, self._slots(op, ins, outs, written), self.digits)
+            self.query_one(OpPanel).show(title, op.formula, filled, self._slots(op, ins, outs, written), self.digits,
+                                         n_boxes=self._stage_boxes.get(op.stage, 0))
             self.query_one(LayersTable).show(self._layer_rows(k, i, at_end, written), self.digits, narrow,
                                              note=" ".join(s.scenario.description.split()))
         self._bindings_changed()

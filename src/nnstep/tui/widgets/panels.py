@@ -186,23 +186,35 @@ class OpPanel(Vertical):
             for k in range(self.SLOTS):
                 yield TensorView(id=f"slot{k}")
 
-    def show(self, title: Text, formula: str, filled: str | None, slots: list[tuple], digits: int):
+    def show(self, title: Text, formula: str, filled: str | None, slots: list[tuple], digits: int,
+             n_boxes: int = 0):
+        """``n_boxes``: how many boxes to lay out (the most any op of this stage needs), so that
+        stepping within a stage never changes the layout; the unused ones are left empty."""
         _update(self.query_one("#op-title", Static), title, title.plain)
         f = Text(formula, style="italic")
         if filled:
             f.append("\n= ", "bold")
             f.append(filled)
         _update(self.query_one("#op-formula", Static), f, f.plain)
+        # a constant number of boxes only where each still gets a useful width (>= 20 cells);
+        # otherwise exactly the op's boxes (a relayout when the count changes)
+        width = self.query_one("#op-tensors").size.width
+        if n_boxes * 20 > width:
+            n_boxes = len(slots)
+        n_boxes = min(self.SLOTS, max(n_boxes, len(slots)))
         for k in range(self.SLOTS):
             v: TensorView = self.query_one(f"#slot{k}", TensorView)
-            if k < len(slots):
-                role, name, value, written = slots[k]
+            if k < n_boxes:
                 if not v.display:
                     v.display = True
-                v.show(name, value, role=role, written=written, digits=digits)
+                if k < len(slots):
+                    role, name, value, written = slots[k]
+                    v.show(name, value, role=role, written=written, digits=digits)
+                else:
+                    v.show(None, None)
             elif v.display:
                 v.display = False
-                v.tensor_name = None
+                v.show(None, None)
 
 
 class LayersTable(Widget):

@@ -123,6 +123,7 @@ class TensorView(Widget, can_focus=True):
     TensorView.-written { border: heavy $warning; }
     TensorView.-written:focus { border: heavy $accent; }
     TensorView.-stale { color: $text-muted; }
+    TensorView.-empty { border: round transparent; }
     """
 
     class Open(Message):
@@ -153,6 +154,7 @@ class TensorView(Widget, can_focus=True):
         self.border_title = role
         self.border_subtitle = shape_str(self.value) if self.value is not None else ""
         self.set_class(written, "-written")
+        self.set_class(name is None, "-empty")
         self.set_class(stale, "-stale")
         self._strips = None
         self.refresh()
