@@ -155,6 +155,7 @@ class TensorView(Widget, can_focus=True):
         self.border_subtitle = shape_str(self.value) if self.value is not None else ""
         self.set_class(written, "-written")
         self.set_class(name is None, "-empty")
+        self.can_focus = name is not None
         self.set_class(stale, "-stale")
         self._strips = None
         self.refresh()
@@ -232,6 +233,8 @@ class TensorView(Widget, can_focus=True):
             lines += heat_strips(codes, W, base)
             if H >= 4:
                 lo, hi = f"-{num(scale, 2)} ", f" +{num(scale, 2)}"
+                if len(lo) + len(hi) + 3 > W:               # narrow box: the scale alone
+                    lo, hi = "", f" ±{num(scale, 2)}"
                 nb = max(1, min(2 * LEVELS + 1, W - len(lo) - len(hi)))
                 legend = [Segment(lo, base + dim)]
                 for code in np.linspace(0, 2 * LEVELS, nb).round().astype(int):
