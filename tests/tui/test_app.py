@@ -26,6 +26,19 @@ def text(widget) -> str:
     return str(widget.render())
 
 
+async def palette_ready(pilot, expect: str):
+    """Wait (up to ~5 s) until the command palette's first result is the one expected."""
+    from textual.command import CommandList
+    for _ in range(100):
+        await pilot.pause(0.05)
+        lists = pilot.app.screen.query(CommandList)
+        if lists and lists.first().option_count > 0:
+            first = lists.first().get_option_at_index(0).prompt
+            if expect in str(getattr(first, "plain", first)):
+                return
+    raise AssertionError(f"the command palette never offered {expect!r}")
+
+
 async def settle(app, pilot):
     await app.workers.wait_for_complete()
     await pilot.pause()
@@ -310,7 +323,7 @@ async def test_palette_ui_runs_an_action():
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"Next operation")
-        await pilot.pause(0.3)
+        await palette_ready(pilot, "Next operation")
         await pilot.press("enter")
         await settle(app, pilot)
         assert app.session.position == (1, 1)
@@ -375,7 +388,7 @@ async def test_palette_opens_any_tensor_by_name():
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"open sigmoid1.out")
-        await pilot.pause(0.5)
+        await palette_ready(pilot, "open sigmoid1.out")
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, TensorScreen) and app.screen.tname == "sigmoid1.out"
