@@ -420,3 +420,18 @@ def test_shipped_scenarios_in_float32_agree_with_float64(path):
         for p in s64.param_names:
             assert e32[p].dtype == np.float32
             np.testing.assert_allclose(e32[p], e64[p], rtol=1e-5, atol=1e-6 * (1 + np.abs(e64[p]).max()), err_msg=p)
+
+
+def test_formulas_leave_out_parameters_a_layer_does_not_have():
+    """bias = false and affine = false: no `bias` term, no `.bias.grad` clause, no gamma factor."""
+    sc = loads_scenario(CONV_NET.replace('type = "batchnorm"', 'type = "batchnorm"\naffine = false')
+                        .replace("out = 3\n[loss]", "out = 3\nbias = false\n[loss]")
+                        .replace("padding = 1", "padding = 1\nbias = false"))
+    formulas = {op.name: op.formula for op in Program(sc).ops}
+    for name in ("forward conv2d1", "backward conv2d1", "forward linear1", "backward linear1",
+                 "forward batchnorm1", "backward batchnorm1"):
+        assert ".bias" not in formulas[name], formulas[name]
+        assert "batchnorm1.weight" not in formulas[name], formulas[name]
+    assert formulas["forward linear1"] == "linear1.out = relu1.out @ linear1.weightᵀ"
+    full = {op.name: op.formula for op in Program(loads_scenario(CONV_NET)).ops}
+    assert "linear1.bias.grad = Σₙ linear1.grad_out" in full["backward linear1"]

@@ -39,6 +39,18 @@ class Op:
     run: Callable = field(default=None, repr=False, compare=False)
 
 
+def without_absent(template: str, L) -> str:
+    """Drop the terms of parameters a layer does not have (bias = false, affine = false)."""
+    for p in L.param_names:
+        if p in getattr(L, "present", L.param_names):
+            continue
+        template = ";  ".join(seg for seg in template.split(";  ") if "{%s.grad}" % p not in seg)
+        template = re.sub(r"\s*\+\s*\{%s\}(\[[^\]]*\])?" % p, "", template)
+        template = re.sub(r"\{%s\}(\[[^\]]*\])?\s*[·⊙]\s*" % p, "", template)
+        template = re.sub(r"\s*[·⊙]\s*\{%s\}(\[[^\]]*\])?" % p, "", template)
+    return template
+
+
 def fill(template: str, names: dict[str, str]) -> str:
     return re.sub(r"\{([A-Za-z_.]+)\}", lambda m: names.get(m.group(1), m.group(0)), template)
 
@@ -93,7 +105,7 @@ class Program:
             names.update({p: f"{n}.{p}" for p in L.param_names})
             names.update({s: f"{n}.{s}" for s in L.state_names + L.extra_names})
             outs = [f"{n}.out"] + [f"{n}.{e}" for e in L.extra_names] + snames
-            add(stage="forward", name=f"forward {n}", layer=n, formula=fill(L.fwd_formula, names),
+            add(stage="forward", name=f"forward {n}", layer=n, formula=fill(without_absent(L.fwd_formula, L), names),
                 inputs=tuple([x] + pnames + snames), outputs=tuple(outs), run=self._fwd(L, x, pnames, snames))
         last = f"{self.layers[-1].name}.out"
         lo = sc.loss
@@ -123,7 +135,7 @@ class Program:
             ins = [f"{n}.grad_out", x, f"{n}.out"] + pnames + [f"{n}.{e}" for e in L.extra_names]
             outs = ([f"{n}.local"] if L.elementwise else []) + [f"{p}.grad" for p in pnames] + [f"{n}.grad_in"]
             also = (f"{self.layers[i - 1].name}.grad_out",) if i > 0 else ()
-            add(stage="backward", name=f"backward {n}", layer=n, formula=fill(L.bwd_formula, names),
+            add(stage="backward", name=f"backward {n}", layer=n, formula=fill(without_absent(L.bwd_formula, L), names),
                 inputs=tuple(ins), outputs=tuple(outs), also_writes=also, run=self._bwd(L, x, pnames, also))
         # update
         opt = sc.optimizer
