@@ -403,3 +403,34 @@ async def test_quit_while_running_stops_the_worker():
         assert app.running
         await pilot.press("q")
     assert app._interrupt.is_set()
+
+
+async def test_small_net_backward_op_shows_every_number_and_full_titles():
+    # classic op 8 (backward linear2) has six tensors of 1x2 / 2x2: each must be numbers, not a heatmap,
+    # its name uncut, at 120x40 and at 80x24 (where the boxes wrap into more rows and may scroll)
+    for size in (SIZE, (80, 24)):
+        app = make_app(sc("classic.toml"))
+        async with app.run_test(size=size) as pilot:
+            for _ in range(8):
+                await pilot.press("n")
+            await pilot.pause()
+            views = [v for v in app.query(TensorView) if v.display and v.tensor_name]
+            assert len(views) == 6
+            for v in views:
+                assert v.mode() == "numbers"
+                assert v.render_line(0).text.strip() == v.tensor_name       # the whole name
+            grad_out = app.session.value("linear2.grad_out")
+            box = [v for v in views if v.tensor_name == "linear2.grad_out"][0]
+            shown = box.render_line(1).text.split()
+            assert [float(x) for x in shown] == pytest.approx(grad_out.ravel().tolist(), rel=1e-5)
+            assert box.border_title == "upstream ∂E/∂out"
+
+
+def test_formula_numbers_never_show_a_state_before_it_exists():
+    # Adam's m does not exist before the first update: its right-hand side keeps the name, the left
+    # side takes the value written (0.1·g with g = 2, by the formula itself)
+    from nnstep.tui.format import fill_numbers
+    import numpy as np
+    f = "g = w.grad;  w.m = 0.9·w.m + 0.1·g"
+    out = fill_numbers(f, {"w.grad": np.array([2.0]), "w.m": None}, {"w.m": np.array([0.2])})
+    assert out == "g = 2;  0.2 = 0.9·w.m + 0.1·2"

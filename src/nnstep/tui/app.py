@@ -220,11 +220,23 @@ class NnstepApp(App):
                 outs = {n: None for n in op.outputs}
                 title = op_title("next", op, M)
             filled = fill_numbers(op.formula, ins, outs)
+            rows = self._layer_rows(k, i, at_end, written)
             self.query_one(OpPanel).show(title, op.formula, filled, self._slots(op, ins, outs, written), self.digits,
-                                         n_boxes=self._stage_boxes.get(op.stage, 0))
-            self.query_one(LayersTable).show(self._layer_rows(k, i, at_end, written), self.digits, narrow,
+                                         n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage,
+                                         room=self._op_room(len(rows)))
+            self.query_one(LayersTable).show(rows, self.digits, narrow,
                                              note=" ".join(s.scenario.description.split()))
         self._bindings_changed()
+
+    def _op_room(self, layer_rows: int) -> tuple[int, int]:
+        """(inner width, most rows) of the operation panel, from the screen size (app.tcss: the left
+        column is 33 wide, 25 when narrow; header 1, status 2 or 1 when short, footer 1). The layers
+        table below keeps its header and rows (up to a third of the column)."""
+        w, h = self.size
+        right = w - (33 if w >= 100 else 25)
+        col = h - 1 - (1 if h < 32 else 2) - 1
+        layers = min(3 + layer_rows, max(5, col // 3))
+        return max(10, right - 2), max(8, col - layers)
 
     def _bindings_changed(self) -> None:
         """Refresh the footer only when an action's availability changed (a refresh recomposes it)."""
@@ -256,10 +268,39 @@ class NnstepApp(App):
             outs_list = list(op.outputs)
             room = max(0, OpPanel.SLOTS - len(outs_list))
             for n in shown_in[:room]:
-                out.append(("in", n, ins.get(n), False))
-            for j, n in enumerate(outs_list):
-                out.append(("→" if j == 0 else "", n, outs.get(n), n in written))
+                out.append((self._role(n, op, False), n, ins.get(n), False))
+            for n in outs_list:
+                out.append((self._role(n, op, True), n, outs.get(n), n in written))
         return out[:OpPanel.SLOTS]
+
+    _PARAM_SYM = {"weight": "W", "bias": "b"}
+
+    def _role(self, n: str, op, output: bool) -> str:
+        """A short label for a box: what the tensor is to this op (its name is inside the box)."""
+        initial = self.session.scenario.initial
+        layer, _, suf = n.rpartition(".")
+        if n in initial:
+            return f"param {self._PARAM_SYM.get(suf, suf)}"
+        if n.endswith(".grad") and n[:-5] in initial:
+            p = n[:-5].rpartition(".")[2]
+            return f"∂E/∂{self._PARAM_SYM.get(p, p)}"
+        if suf == "grad_out":
+            return "upstream ∂E/∂out"
+        if suf == "grad_in":
+            return "result ∂E/∂in"
+        if suf == "local":
+            return "local ∂out/∂in"
+        if n == "input":
+            return "input x"
+        if n == "target":
+            return "target"
+        if n == "loss":
+            return "loss E"
+        if n == "loss.grad":
+            return "∂E/∂prediction"
+        if suf == "out":
+            return "out" if output and layer == op.layer else "input" if layer != op.layer else "in"
+        return "out" if output else "in"
 
     def _layer(self, name):
         if name is None:

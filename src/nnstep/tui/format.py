@@ -90,6 +90,11 @@ def fill_numbers(formula: str, before: dict, after: dict, max_size: int = 4, dig
     ``lhs = rhs`` (or ``lhs ← rhs``) the left side takes the value written, the right side the value
     as it was when that clause ran (inputs first, then what earlier clauses wrote). None when nothing
     was small enough to fill in."""
+    before = dict(before)
+    for clause in formula.split(";  "):     # "g = linear1.weight.grad": g stands for that tensor
+        m = re.fullmatch(r"\s*([A-Za-z_]\w*) = ([A-Za-z_][\w.]*)\s*", clause)
+        if m and m.group(1) not in before and m.group(1) not in after and before.get(m.group(2)) is not None:
+            before[m.group(1)] = before[m.group(2)]
     names = sorted(set(before) | set(after), key=len, reverse=True)
     if not names:
         return None
@@ -103,9 +108,9 @@ def fill_numbers(formula: str, before: dict, after: dict, max_size: int = 4, dig
 
         def rep(m):
             nonlocal changed
+            # the right side takes only values that existed when the clause ran (a state such as
+            # Adam's m that did not exist before the first step keeps its name)
             v = source.get(m.group(1))
-            if v is None:
-                v = after.get(m.group(1))
             if v is None or np.asarray(v).size > max_size or np.ndim(v) > 2:
                 return m.group(0)
             changed = True

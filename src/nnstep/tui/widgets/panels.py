@@ -8,13 +8,13 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Container, Vertical, VerticalScroll
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
-from ..format import compact, fill_numbers, num
-from .tensor import TensorView, has_nonfinite
+from ..format import as_2d, compact, fill_numbers, num
+from .tensor import TensorView, has_nonfinite, natural_size
 
 def _update(widget: Static, content, key) -> None:
     """Static.update without a new layout, skipped when nothing changed."""
@@ -176,45 +176,141 @@ class LossCurve(Vertical):
 
 
 class OpPanel(Vertical):
-    """The current operation: formula, formula with numbers, and its tensors side by side."""
+    """The current operation: its formula, clause by clause with the numbers of the small tensors
+    under each clause (the textbook line), and its tensors in boxes sized to their content that wrap
+    into rows; tensors too big for numbers are heatmaps sharing the space that is left."""
     SLOTS = 8
+    MIN_HEAT_W = 20                     # a heatmap box narrower than this shows little
+    MIN_HEAT_H = 6
+    MAX_HEAT_H = 14                     # taller shows no more to the eye, and costs more per key
 
     def compose(self) -> ComposeResult:
         yield Static(id="op-title")
         yield Static(id="op-formula")
-        with Horizontal(id="op-tensors"):
-            for k in range(self.SLOTS):
-                yield TensorView(id=f"slot{k}")
+        with VerticalScroll(id="op-tensors"):
+            with Container(id="op-canvas"):
+                for k in range(self.SLOTS):
+                    yield TensorView(id=f"slot{k}")
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._stage_h: dict = {}
+        self._placed = None
 
     def show(self, title: Text, formula: str, filled: str | None, slots: list[tuple], digits: int,
-             n_boxes: int = 0):
-        """``n_boxes``: how many boxes to lay out (the most any op of this stage needs), so that
-        stepping within a stage never changes the layout; the unused ones are left empty."""
+             n_boxes: int = 0, stage: str = "", room: tuple[int, int] = (80, 19)):
+        """``room``: (inner width, most rows the panel may take, borders included). ``n_boxes``: for
+        heatmap-only ops, how many boxes to lay out (the most any op of this stage needs), so that
+        stepping within a stage of a big network never changes the layout."""
         _update(self.query_one("#op-title", Static), title, title.plain)
-        f = Text(formula, style="italic")
-        if filled:
-            f.append("\n= ", "bold")
-            f.append(filled)
+        W, max_h = room
+        f = formula_text(formula, filled)
+        f_lines = len(f.wrap(self.app.console, max(10, W))) if W > 0 else 1
+        boxes = [natural_size(name, value, role, digits, W) if name else None
+                 for role, name, value, _ in slots]
+        numeric_only = all(b is not None for b in boxes)
+        n_show = len(slots)
+        if not numeric_only and all(b is None for b in boxes) and n_boxes * self.MIN_HEAT_W <= W:
+            n_show = min(self.SLOTS, max(n_boxes, len(slots)))
+        sizes = list(boxes) + [None] * (n_show - len(slots))
+        rows = _flow(sizes, W, self.MIN_HEAT_W)
+        fixed_h = sum(max(h for _, (w, h) in r) for r in rows if all(sz is not None for _, sz in r))
+        heat_rows = [r for r in rows if any(sz is None for _, sz in r)]
+        def heat_need(j):                 # a heatmap's rows two to a line, its stats, legend, border
+            if j >= len(slots) or slots[j][2] is None:
+                return self.MIN_HEAT_H
+            return max(self.MIN_HEAT_H, min(self.MAX_HEAT_H, (as_2d(slots[j][2]).shape[0] + 1) // 2 + 4))
+        heat_needs = [max(heat_need(j) for j, sz in r if sz is None) for r in heat_rows]
+        t_need = fixed_h + sum(heat_needs)
+        # the panel: border 2 + title 1 + formula + tensors, within max_h; the formula first
+        budget = max(4, max_h - 3)
+        f_h = max(1, min(f_lines, budget - min(t_need, 4)))
+        t_h = min(t_need, budget - f_h)
+        panel_h = 3 + f_h + t_h
+        key = (W, max_h)                 # keep the height needed so far: the screen stops jumping
+        panel_h = min(max_h, max(panel_h, self._stage_h.get(key, 0)))
+        self._stage_h[key] = panel_h
+        t_h = panel_h - 3 - f_h
         _update(self.query_one("#op-formula", Static), f, f.plain)
-        # a constant number of boxes only where each still gets a useful width (>= 20 cells);
-        # otherwise exactly the op's boxes (a relayout when the count changes)
-        width = self.query_one("#op-tensors").size.width
-        if n_boxes * 20 > width:
-            n_boxes = len(slots)
-        n_boxes = min(self.SLOTS, max(n_boxes, len(slots)))
+        # place the boxes
+        heat_h = (max(self.MIN_HEAT_H, (t_h - fixed_h) // len(heat_rows)) if heat_rows else 0)
+        if heat_rows and fixed_h + heat_h * len(heat_rows) > t_h:
+            W -= 1                                 # a scrollbar will be there
+        placed = []
+        y = 0
+        for r in rows:
+            heat = [j for j, sz in r if sz is None]
+            rh = heat_h if heat else max(sz[1] for _, sz in r)
+            used = sum(sz[0] for _, sz in r if sz is not None)
+            hw = (W - used) // len(heat) if heat else 0
+            x = 0
+            for j, sz in r:
+                w = sz[0] if sz is not None else hw
+                if heat and j == heat[-1]:
+                    w = W - x - sum(s[0] for jj, s in r if jj > j and s is not None)
+                w = max(1, min(w, W - x)) if x < W else 1
+                placed.append((j, x, y, w, rh))
+                x += w
+            y += rh
+        layout = (panel_h, f_h, y, tuple(placed))
+        if layout != self._placed:
+            self._placed = layout
+            self.styles.height = panel_h
+            self.query_one("#op-formula").styles.height = f_h
+            self.query_one("#op-canvas").styles.height = max(1, y)
+            shown = {j: (x, yy, w, h) for j, x, yy, w, h in placed}
+            for k in range(self.SLOTS):
+                v = self.query_one(f"#slot{k}", TensorView)
+                if k in shown:
+                    x, yy, w, h = shown[k]
+                    v.styles.offset = (x, yy)
+                    v.styles.width = w
+                    v.styles.height = h
+                    v.display = True
+                elif v.display:
+                    v.display = False
         for k in range(self.SLOTS):
             v: TensorView = self.query_one(f"#slot{k}", TensorView)
-            if k < n_boxes:
-                if not v.display:
-                    v.display = True
-                if k < len(slots):
-                    role, name, value, written = slots[k]
-                    v.show(name, value, role=role, written=written, digits=digits)
-                else:
-                    v.show(None, None)
-            elif v.display:
-                v.display = False
+            if k < len(slots):
+                role, name, value, written = slots[k]
+                v.show(name, value, role=role, written=written, digits=digits)
+            else:
                 v.show(None, None)
+
+
+def formula_text(formula: str, filled: str | None) -> Text:
+    """The formula clause by clause, each followed by the same clause with the numbers."""
+    t = Text()
+    clauses = formula.split(";  ")
+    nums = filled.split(";  ") if filled else []
+    if len(nums) != len(clauses):                 # cannot pair them: the whole numeric line after
+        t.append(formula, "italic")
+        if filled:
+            t.append("\n  ", "")
+            t.append(filled, "bold")
+        return t
+    for j, (c, n) in enumerate(zip(clauses, nums)):
+        if j:
+            t.append("\n")
+        t.append(c, "italic")
+        if n != c:
+            t.append("\n  ")
+            t.append(n, "bold")
+    return t
+
+
+def _flow(sizes: list, W: int, min_heat: int) -> list[list[tuple[int, tuple | None]]]:
+    """Boxes left to right, a new row when the next one does not fit (None: a heatmap, any width)."""
+    rows: list[list] = [[]]
+    x = 0
+    for j, sz in enumerate(sizes):
+        w = sz[0] if sz is not None else min_heat
+        if rows[-1] and x + w > W:
+            rows.append([])
+            x = 0
+        rows[-1].append((j, sz))
+        x += w
+    return [r for r in rows if r]
 
 
 class LayersTable(Widget):
@@ -244,34 +340,51 @@ class LayersTable(Widget):
     def _build(self, W: int) -> list[Strip]:
         base = self.rich_style
         cols = [("layer", "layer"), ("out", "output"), ("local", "local"), ("up", "upstream"),
-                ("param", "param"), ("grad", "∂E/∂param"), ("delta", "update Δ")]
+                ("param", "p"), ("grad", "∂E/∂param"), ("delta", "update Δ")]
         if self._narrow:
             cols = [("layer", "layer"), ("out", "out"), ("local", "local"), ("up", "upstr"),
                     ("param", "p"), ("grad", "∂E/∂p"), ("delta", "Δ")]
-        texts: list[list[tuple[str, str]]] = []
-        for r in self._rows:
-            line = []
-            for key, _ in cols:
-                c = r.get(key)
-                if c is None:
-                    line.append(("", ""))
-                elif isinstance(c, str):
-                    line.append((c, "bold" if key == "layer" else ""))
+        # a column no layer has (no elementwise layer: no local derivative) takes no room
+        cols = [c for c in cols if c[0] == "layer" or any(r.get(c[0]) is not None for r in self._rows)]
+
+        def cells(digits):
+            texts: list[list[tuple[str, str]]] = []
+            for r in self._rows:
+                line = []
+                for key, _ in cols:
+                    c = r.get(key)
+                    if c is None:
+                        line.append(("", ""))
+                    elif isinstance(c, str):
+                        line.append((c, "bold" if key == "layer" else ""))
+                    else:
+                        name, value, state = c       # state: "now" | "stale" | "written"
+                        if value is None:
+                            line.append(("·", "dim"))
+                            continue
+                        style = {"now": "", "stale": "dim", "written": WRITTEN}[state]
+                        if _bad_cached(value):
+                            style = NONFINITE
+                        line.append((_compact_cached(value, digits), style))
+                texts.append(line)
+            # every column as wide as its widest cell (a 2-vector's numbers in full)
+            return texts, [max([len(t[j][0]) for t in texts] + [len(h)]) for j, (_, h) in enumerate(cols)]
+
+        avail = W - (len(cols) - 1)
+        texts, widths = cells(4)
+        for d in (3, 2):
+            if sum(widths) > avail:
+                texts, widths = cells(d)
+        if sum(widths) > avail:                   # too narrow still: cap the widest columns alike
+            rest = avail - widths[0]                 # the layer's name is never cut
+            lo, hi = 1, max(widths)
+            while lo < hi:
+                cap = (lo + hi + 1) // 2
+                if sum(min(w, cap) for w in widths[1:]) <= rest:
+                    lo = cap
                 else:
-                    name, value, state = c       # state: "now" | "stale" | "written"
-                    if value is None:
-                        line.append(("·", "dim"))
-                        continue
-                    style = {"now": "", "stale": "dim", "written": WRITTEN}[state]
-                    if _bad_cached(value):
-                        style = NONFINITE
-                    line.append((_compact_cached(value), style))
-            texts.append(line)
-        fixed = {"layer": max([len(t[0][0]) for t in texts] + [5]),
-                 "param": max([len(t[4][0]) for t in texts] + [len(cols[4][1])])}
-        free = W - sum(fixed.values()) - (len(cols) - 1)
-        flex = max(1, free // (len(cols) - 2))
-        widths = [fixed.get(k, flex) for k, _ in cols]
+                    hi = cap - 1
+            widths = widths[:1] + [min(w, lo) for w in widths[1:]]
         styles: dict[str, Style] = {}
 
         def st(name):
@@ -314,22 +427,23 @@ class LayersTable(Widget):
 _COMPACT: dict[int, tuple] = {}
 
 
-def _compact_cached(value) -> str:
+def _compact_cached(value, digits: int = 4) -> str:
     """compact() and the NaN check of an array, once per array (arrays are never modified in place;
     the cache keeps a reference, so an id is never reused while cached)."""
-    hit = _COMPACT.get(id(value))
+    key = (id(value), digits)
+    hit = _COMPACT.get(key)
     if hit is not None and hit[0] is value:
         return hit[1]
-    if len(_COMPACT) > 256:
+    if len(_COMPACT) > 512:
         _COMPACT.clear()
-    txt = compact(value, digits=3)
-    _COMPACT[id(value)] = (value, txt, has_nonfinite(value))
+    txt = compact(value, digits=digits)
+    _COMPACT[key] = (value, txt, has_nonfinite(value))
     return txt
 
 
 def _bad_cached(value) -> bool:
     _compact_cached(value)
-    return _COMPACT[id(value)][2]
+    return _COMPACT[(id(value), 4)][2]
 
 
 def op_title(prefix: str, op, M: int) -> Text:

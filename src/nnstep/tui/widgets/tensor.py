@@ -114,11 +114,39 @@ def number_lines(a2: np.ndarray, digits: int) -> list[list[str]]:
     return [[num(v, digits) for v in row] for row in a2]
 
 
+# a tensor is drawn as numbers (never a heatmap) when it is at most this big: every tensor of the
+# shipped lesson networks is, and a student must be able to read each of its numbers
+MAX_NUMBERS = 64
+MAX_NUMBER_ROWS = 16
+
+
+def natural_size(name: str | None, value, role: str, digits: int, max_width: int) -> tuple[int, int] | None:
+    """The box (width, height, borders included) that shows every number of ``value`` with its name
+    and role, at ``digits`` significant digits or fewer (down to 3) to fit ``max_width``; None when the
+    tensor is too big for numbers (it is drawn as a heatmap in a box of any size instead)."""
+    frame = max(len(role) + 4, len(shape_str(value)) + 3 if value is not None else 0, len(name or ""))
+    if value is None:
+        w = max(frame, len("· not computed yet") if name else 0)
+        return min(max_width, w + 2), 4
+    a = np.asarray(value)
+    a2 = as_2d(a)
+    R, C = a2.shape
+    if a.size > MAX_NUMBERS or R > MAX_NUMBER_ROWS:
+        return None
+    for d in range(digits, min(digits, 3) - 1, -1):
+        cells = number_lines(a2, d)
+        wcol = max(len(s) for row in cells for s in row)
+        w = max(frame, C * (wcol + 1) - 1) + 2
+        if w <= max_width:
+            return w, 2 + 1 + R + (1 if a.size > 8 else 0)
+    return None
+
+
 class TensorView(Widget, can_focus=True):
     """A tensor in a titled box. ``show(name, value, ...)`` swaps what it shows."""
 
     DEFAULT_CSS = """
-    TensorView { height: 1fr; width: 1fr; min-width: 10; border: round $panel-lighten-2; padding: 0 0; }
+    TensorView { height: 1fr; width: 1fr; border: round $panel-lighten-2; padding: 0 0; }
     TensorView:focus { border: round $accent; }
     TensorView.-written { border: heavy $warning; }
     TensorView.-written:focus { border: heavy $accent; }
@@ -197,7 +225,7 @@ class TensorView(Widget, can_focus=True):
         R, C = a2.shape
         # numbers, if every one fits with the chosen precision
         cells = None
-        if R <= H and a.size <= H * 16 and not self.force_heatmap:
+        if R <= H and a.size <= max(H * 16, MAX_NUMBERS) and not self.force_heatmap:
             # the chosen precision, or fewer digits (down to 3) before giving up on numbers
             for d in range(self.digits, min(self.digits, 3) - 1, -1):
                 cells = number_lines(a2, d)
