@@ -434,3 +434,21 @@ def test_formula_numbers_never_show_a_state_before_it_exists():
     f = "g = w.grad;  w.m = 0.9·w.m + 0.1·g"
     out = fill_numbers(f, {"w.grad": np.array([2.0]), "w.m": None}, {"w.m": np.array([0.2])})
     assert out == "g = 2;  0.2 = 0.9·w.m + 0.1·2"
+
+
+def test_formula_numbers_write_columns_and_transposes_as_a_textbook_would():
+    # a batch of scalars (N×1) is a column [a, b]ᵀ; transposed it is the row [a, b]; a transposed
+    # scalar is the scalar; a negative value after an operator is parenthesised
+    from nnstep.tui.format import fill_numbers
+    from nnstep.tui.widgets.panels import formula_text
+    import numpy as np
+    f = "w.grad = Σₙ g_outᵀ @ x;  b.grad = Σₙ g_out;  w ← w − 0.5·w.grad"
+    before = {"g_out": np.array([[-0.25], [0.5]]), "x": np.array([[1.0], [2.0]]), "w": np.array([[1.0]])}
+    after = {"w.grad": np.array([[0.75]]), "b.grad": np.array([0.25]), "w": np.array([[0.625]])}
+    out = fill_numbers(f, before, after)
+    assert out == ("0.75 = Σₙ [-0.25, 0.5] @ [1, 2]ᵀ;  0.25 = Σₙ [-0.25, 0.5]ᵀ;  "
+                   "0.625 ← 1 − 0.5·0.75")
+    # one line a clause on a small screen: name = right side with numbers = value
+    short = formula_text(f, out, compact=True).plain.split("\n")
+    assert short[0] == "w.grad = Σₙ [-0.25, 0.5] @ [1, 2]ᵀ = 0.75"
+    assert short[2] == "w ← 1 − 0.5·0.75 = 0.625"

@@ -264,7 +264,10 @@ class NnstepApp(App):
             out.append(("change Δ", f"{P}.delta", outs.get(f"{P}.delta"), f"{P}.delta" in written))
             out.append(("new", P, outs.get(P), P in written))
         else:
-            shown_in = [n for n in op.inputs if n not in op.outputs and (op.stage != "backward" or mentions(op.formula, n))]
+            # a backward op shows the inputs its formula names; the loss's backward always shows the
+            # prediction and target (its formula may speak of the residual d only)
+            shown_in = [n for n in op.inputs if n not in op.outputs
+                        and (op.stage != "backward" or op.layer is None or mentions(op.formula, n))]
             outs_list = list(op.outputs)
             room = max(0, OpPanel.SLOTS - len(outs_list))
             for n in shown_in[:room]:
@@ -298,8 +301,12 @@ class NnstepApp(App):
             return "loss E"
         if n == "loss.grad":
             return "∂E/∂prediction"
+        if op.layer is None and n in op.inputs:           # the loss ops
+            return "prediction ŷ"
         if suf == "out":
             return "out" if output and layer == op.layer else "input" if layer != op.layer else "in"
+        if layer == op.layer and suf:                     # batchnorm1.mean -> "mean"
+            return suf
         return "out" if output else "in"
 
     def _layer(self, name):

@@ -77,15 +77,17 @@ def inline(a, digits: int = 4) -> str:
     a = np.asarray(a)
     if a.size == 1:
         return num(a.ravel()[0], digits)
-    if a.ndim >= 2 and a.shape[0] > 1:
-        return "[" + ", ".join(inline(r, digits) for r in a) + "]"
+    if a.ndim == 2 and a.shape[1] == 1:           # a column (a batch of scalars): [a, b]ᵀ
+        return "[" + ", ".join(num(v, digits) for v in a.ravel()) + "]ᵀ"
+    if a.ndim >= 2 and a.shape[0] > 1:           # rows, each in brackets
+        return "[" + ", ".join("[" + ", ".join(num(v, digits) for v in np.ravel(r)) + "]" for r in a) + "]"
     return "[" + ", ".join(num(v, digits) for v in a.ravel()) + "]"
 
 
 _NAME_END = r"(?![A-Za-z0-9_.])"
 
 
-def fill_numbers(formula: str, before: dict, after: dict, max_size: int = 4, digits: int = 4) -> str | None:
+def fill_numbers(formula: str, before: dict, after: dict, max_size: int = 6, digits: int = 4) -> str | None:
     """The formula with tiny tensors' names replaced by their values, clause by clause: in
     ``lhs = rhs`` (or ``lhs ← rhs``) the left side takes the value written, the right side the value
     as it was when that clause ran (inputs first, then what earlier clauses wrote). None when nothing
@@ -98,7 +100,9 @@ def fill_numbers(formula: str, before: dict, after: dict, max_size: int = 4, dig
     names = sorted(set(before) | set(after), key=len, reverse=True)
     if not names:
         return None
-    pat = re.compile(r"(?<![A-Za-z0-9_.])(" + "|".join(re.escape(n) for n in names) + ")" + _NAME_END)
+    # a name followed by an index (conv1d1.bias[o]) is one element in index notation: left alone
+    pat = re.compile(r"(?<![A-Za-z0-9_.])(" + "|".join(re.escape(n) for n in names) + ")" + _NAME_END
+                     + r"(?!\[)(ᵀ?)")
     current = {n: v for n, v in before.items() if v is not None}
     changed = False
     out = []
@@ -114,7 +118,19 @@ def fill_numbers(formula: str, before: dict, after: dict, max_size: int = 4, dig
             if v is None or np.asarray(v).size > max_size or np.ndim(v) > 2:
                 return m.group(0)
             changed = True
-            return inline(v, digits)
+            txt = inline(v, digits)
+            if m.group(2):                        # transposed: a scalar stays, a column is a row
+                a = np.asarray(v)
+                if a.size == 1:
+                    pass
+                elif txt.endswith("]ᵀ"):
+                    txt = txt[:-1]
+                else:
+                    txt += "ᵀ"
+            before_it = text[:m.start()].rstrip()
+            if txt.startswith("-") and before_it and before_it[-1] not in "=←([,;":
+                txt = f"({txt})"                  # 0.1·(-1.8), not 0.1·-1.8
+            return txt
         return pat.sub(rep, text)
 
     for clause in formula.split(";  "):
@@ -124,7 +140,7 @@ def fill_numbers(formula: str, before: dict, after: dict, max_size: int = 4, dig
             continue
         lhs, op, rhs = clause[:m.start()], m.group(1), clause[m.end():]
         rhs_txt = sub(rhs, current)
-        lhs_names = pat.findall(lhs)
+        lhs_names = [x.group(1) for x in pat.finditer(lhs)]
         lhs_txt = sub(lhs, after)
         for n in lhs_names:
             if after.get(n) is not None:

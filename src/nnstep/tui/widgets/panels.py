@@ -3,6 +3,7 @@ reads the session or computes anything."""
 from __future__ import annotations
 
 import math
+import re
 
 from rich.segment import Segment
 from rich.style import Style
@@ -150,7 +151,7 @@ class LossCurve(Vertical):
         lab = self.query_one("#loss-label", Static)
         sp = self.query_one("#loss-spark", Sparkline)
         if not history:
-            lab.update(Text("loss: no step has reached the loss yet", style="dim"), layout=False)
+            lab.update(Text("no loss computed yet", style="dim"), layout=False)
             sp.display = False
             return
         vals = [v for _, v in history]
@@ -158,18 +159,19 @@ class LossCurve(Vertical):
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(f"step {history[-1][0]}: ", "")
         t.append(num(vals[-1], 5), "bold")
-        if len(vals) > 1:
-            t.append(f" · first {num(vals[0], 4)}", "dim")
-            if finite:
-                t.append(f" · min {num(min(finite), 4)}", "dim")
         data = finite
         if len(data) > 2000:                          # the curve is ~100 cells wide
             data = data[:: len(data) // 2000 + 1] + data[-1:]
-        if len(finite) >= 2 and min(finite) > 0 and max(finite) / min(finite) > 1000:
+        log = len(finite) >= 2 and min(finite) > 0 and max(finite) / min(finite) > 1000
+        if log:
             data = [math.log10(v) for v in data]
-            t.append(" · log scale", "italic")
+        self.border_title = "loss curve (log scale)" if log else "loss curve"
         if len(finite) < len(vals):
-            t.append("  NaN/Inf!", NONFINITE)
+            t.append(" NaN/Inf!", NONFINITE)
+        if len(vals) > 1:                     # a second line: the left column is narrow
+            t.append(f"\nfirst {num(vals[0], 4)}", "dim")
+            if finite:
+                t.append(f" · min {num(min(finite), 4)}", "dim")
         lab.update(t, layout=False)
         sp.display = len(finite) >= 2
         sp.data = data if len(data) >= 2 else [0.0, 0.0]
@@ -206,6 +208,8 @@ class OpPanel(Vertical):
         W, max_h = room
         f = formula_text(formula, filled)
         f_lines = len(f.wrap(self.app.console, max(10, W))) if W > 0 else 1
+        short = formula_text(formula, filled, compact=True)
+        short_lines = len(short.wrap(self.app.console, max(10, W))) if W > 0 else 1
         boxes = [natural_size(name, value, role, digits, W) if name else None
                  for role, name, value, _ in slots]
         numeric_only = all(b is not None for b in boxes)
@@ -225,12 +229,19 @@ class OpPanel(Vertical):
         # the panel: border 2 + title 1 + formula + tensors, within max_h; the formula first
         budget = max(4, max_h - 3)
         f_h = max(1, min(f_lines, budget - min(t_need, 4)))
+        if f_h < f_lines:                  # no room for both lines of each clause: one line each
+            f, f_lines = short, short_lines
+            f_h = max(1, min(f_lines, budget - min(t_need, 4)))
         t_h = min(t_need, budget - f_h)
         panel_h = 3 + f_h + t_h
-        key = (W, max_h)                 # keep the height needed so far: the screen stops jumping
-        panel_h = min(max_h, max(panel_h, self._stage_h.get(key, 0)))
-        self._stage_h[key] = panel_h
-        t_h = panel_h - 3 - f_h
+        if heat_rows:
+            # a big network: keep the height needed so far, so that stepping does not move the
+            # screen (and costs no relayout); a small one takes only what its numbers need, so the
+            # layers table and the lesson's text below keep their room
+            key = (W, max_h)
+            panel_h = min(max_h, max(panel_h, self._stage_h.get(key, 0)))
+            self._stage_h[key] = panel_h
+            t_h = panel_h - 3 - f_h
         _update(self.query_one("#op-formula", Static), f, f.plain)
         # place the boxes
         heat_h = (max(self.MIN_HEAT_H, (t_h - fixed_h) // len(heat_rows)) if heat_rows else 0)
@@ -278,11 +289,29 @@ class OpPanel(Vertical):
                 v.show(None, None)
 
 
-def formula_text(formula: str, filled: str | None) -> Text:
-    """The formula clause by clause, each followed by the same clause with the numbers."""
+_ASSIGN = re.compile(r"\s(=|←)\s")
+
+
+def formula_text(formula: str, filled: str | None, compact: bool = False) -> Text:
+    """The formula clause by clause, each followed by the same clause with the numbers; ``compact``:
+    one line a clause, "name = right side with the numbers = value" (for a small screen)."""
     t = Text()
     clauses = formula.split(";  ")
     nums = filled.split(";  ") if filled else []
+    if compact and len(nums) == len(clauses):
+        for j, (c, n) in enumerate(zip(clauses, nums)):
+            if j:
+                t.append("\n")
+            mc, mn = _ASSIGN.search(c), _ASSIGN.search(n)
+            if n == c or mc is None or mn is None:
+                t.append(n, "italic" if n == c else "bold")
+                continue
+            t.append(c[:mc.end()], "italic")
+            t.append(n[mn.end():], "bold")
+            if n[:mn.start()] != c[:mc.start()]:
+                t.append(" = ", "italic")
+                t.append(n[:mn.start()], "bold")
+        return t
     if len(nums) != len(clauses):                 # cannot pair them: the whole numeric line after
         t.append(formula, "italic")
         if filled:
@@ -322,6 +351,7 @@ class LayersTable(Widget):
     def __init__(self, **kw):
         super().__init__(**kw)
         self._rows: list[dict] = []
+        self._seen_w: dict = {}
         self._narrow = False
         self._strips: list[Strip] | None = None
         self._built_for = None
@@ -347,7 +377,7 @@ class LayersTable(Widget):
         # a column no layer has (no elementwise layer: no local derivative) takes no room
         cols = [c for c in cols if c[0] == "layer" or any(r.get(c[0]) is not None for r in self._rows)]
 
-        def cells(digits):
+        def cells(digits, maxn):
             texts: list[list[tuple[str, str]]] = []
             for r in self._rows:
                 line = []
@@ -365,16 +395,24 @@ class LayersTable(Widget):
                         style = {"now": "", "stale": "dim", "written": WRITTEN}[state]
                         if _bad_cached(value):
                             style = NONFINITE
-                        line.append((_compact_cached(value, digits), style))
+                        line.append((_compact_cached(value, digits, maxn), style))
                 texts.append(line)
             # every column as wide as its widest cell (a 2-vector's numbers in full)
             return texts, [max([len(t[j][0]) for t in texts] + [len(h)]) for j, (_, h) in enumerate(cols)]
 
         avail = W - (len(cols) - 1)
-        texts, widths = cells(4)
-        for d in (3, 2):
-            if sum(widths) > avail:
-                texts, widths = cells(d)
+        # up to 4 numbers a cell at 4 digits when they fit, else 2 numbers, then fewer digits
+        for d, maxn in ((4, 4), (4, 2), (3, 2), (2, 2)):
+            texts, widths = cells(d, maxn)
+            if sum(widths) <= avail:
+                break
+        # columns never narrow while stepping (when there is room): the table does not shift
+        seen = self._seen_w.setdefault((W, tuple(k for k, _ in cols)), {})
+        kept = [max(w, seen.get(k, 0)) for w, (k, _) in zip(widths, cols)]
+        if sum(kept) <= avail:
+            widths = kept
+        for w, (k, _) in zip(widths, cols):
+            seen[k] = max(w, seen.get(k, 0))
         if sum(widths) > avail:                   # too narrow still: cap the widest columns alike
             rest = avail - widths[0]                 # the layer's name is never cut
             lo, hi = 1, max(widths)
@@ -384,7 +422,14 @@ class LayersTable(Widget):
                     lo = cap
                 else:
                     hi = cap - 1
+            natural = widths
             widths = widths[:1] + [min(w, lo) for w in widths[1:]]
+            spare = rest - sum(widths[1:])         # what the cap left over goes to the cut columns
+            while spare > 0 and any(w < n for w, n in zip(widths, natural)):
+                for j in range(1, len(widths)):
+                    if spare > 0 and widths[j] < natural[j]:
+                        widths[j] += 1
+                        spare -= 1
         styles: dict[str, Style] = {}
 
         def st(name):
@@ -397,8 +442,11 @@ class LayersTable(Widget):
             for j, ((txt, sty), w) in enumerate(zip(cells, widths)):
                 if j:
                     segs.append(Segment(" ", base))
-                if len(txt) > w:
-                    txt = txt[: max(0, w - 1)] + "…"
+                if len(txt) > w:                  # cut between numbers, never inside one
+                    cut = txt[: max(0, w - 1)]
+                    if " " in cut:
+                        cut = cut[: cut.rfind(" ") + 1]
+                    txt = cut + "…"
                 segs.append(Segment(txt, st(sty)))
                 if len(txt) < w:
                     segs.append(Segment(" " * (w - len(txt)), base))
@@ -427,23 +475,23 @@ class LayersTable(Widget):
 _COMPACT: dict[int, tuple] = {}
 
 
-def _compact_cached(value, digits: int = 4) -> str:
+def _compact_cached(value, digits: int = 4, max_numbers: int = 2) -> str:
     """compact() and the NaN check of an array, once per array (arrays are never modified in place;
     the cache keeps a reference, so an id is never reused while cached)."""
-    key = (id(value), digits)
+    key = (id(value), digits, max_numbers)
     hit = _COMPACT.get(key)
     if hit is not None and hit[0] is value:
         return hit[1]
     if len(_COMPACT) > 512:
         _COMPACT.clear()
-    txt = compact(value, digits=digits)
+    txt = compact(value, digits=digits, max_numbers=max_numbers)
     _COMPACT[key] = (value, txt, has_nonfinite(value))
     return txt
 
 
 def _bad_cached(value) -> bool:
     _compact_cached(value)
-    return _COMPACT[(id(value), 4)][2]
+    return _COMPACT[(id(value), 4, 2)][2]
 
 
 def op_title(prefix: str, op, M: int) -> Text:

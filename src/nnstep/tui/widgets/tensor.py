@@ -138,7 +138,7 @@ def natural_size(name: str | None, value, role: str, digits: int, max_width: int
         wcol = max(len(s) for row in cells for s in row)
         w = max(frame, C * (wcol + 1) - 1) + 2
         if w <= max_width:
-            return w, 2 + 1 + R + (1 if a.size > 8 else 0)
+            return w, 2 + 1 + R                 # no stats line: every number is there
     return None
 
 
