@@ -27,7 +27,7 @@ from .format import fill_numbers
 from .screens.dialogs import GotoScreen, HelpScreen
 from .screens.tensor import TensorScreen
 from .widgets.panels import HeaderBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
-from .widgets.tensor import TensorView, has_nonfinite
+from .widgets.tensor import MAX_NUMBERS, TensorView, has_nonfinite
 
 THEME = "textual-dark"
 
@@ -143,6 +143,8 @@ class NnstepApp(App):
         for op in self.session.ops:
             n = len(self._slots(op, {}, {}, set()))
             self._stage_boxes[op.stage] = max(n, self._stage_boxes.get(op.stage, 0))
+        # a network whose parameters are too big for numbers gets the constant box layout
+        self._big = any(np.size(v) > MAX_NUMBERS for v in self.session.scenario.initial.values())
         self.writer: dict[str, int] = {}
         for op in self.session.ops:
             for t in op.outputs + op.also_writes:
@@ -223,7 +225,7 @@ class NnstepApp(App):
             rows = self._layer_rows(k, i, at_end, written)
             self.query_one(OpPanel).show(title, op.formula, filled, self._slots(op, ins, outs, written), self.digits,
                                          n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage,
-                                         room=self._op_room(len(rows)))
+                                         room=self._op_room(len(rows)), big=self._big)
             self.query_one(LayersTable).show(rows, self.digits, narrow,
                                              note=" ".join(s.scenario.description.split()))
         self._bindings_changed()

@@ -200,16 +200,20 @@ class OpPanel(Vertical):
         self._placed = None
 
     def show(self, title: Text, formula: str, filled: str | None, slots: list[tuple], digits: int,
-             n_boxes: int = 0, stage: str = "", room: tuple[int, int] = (80, 19)):
-        """``room``: (inner width, most rows the panel may take, borders included). ``n_boxes``: for
-        heatmap-only ops, how many boxes to lay out (the most any op of this stage needs), so that
-        stepping within a stage of a big network never changes the layout."""
+             n_boxes: int = 0, stage: str = "", room: tuple[int, int] = (80, 19), big: bool = False):
+        """``room``: (inner width, most rows the panel may take, borders included). ``big``: a
+        network with parameters too big for numbers: its boxes are laid out side by side, as many
+        as the most any op of this stage needs (``n_boxes``), at a constant height, so that stepping
+        within a stage never changes the layout (a relayout per key is what costs on such nets)."""
         _update(self.query_one("#op-title", Static), title, title.plain)
         W, max_h = room
         f = formula_text(formula, filled)
         f_lines = len(f.wrap(self.app.console, max(10, W))) if W > 0 else 1
         short = formula_text(formula, filled, compact=True)
         short_lines = len(short.wrap(self.app.console, max(10, W))) if W > 0 else 1
+        if big:
+            self._show_uniform(f, f_lines, short, short_lines, slots, digits, n_boxes, W, max_h)
+            return
         boxes = [natural_size(name, value, role, digits, W) if name else None
                  for role, name, value, _ in slots]
         numeric_only = all(b is not None for b in boxes)
@@ -263,23 +267,45 @@ class OpPanel(Vertical):
                 placed.append((j, x, y, w, rh))
                 x += w
             y += rh
-        layout = (panel_h, f_h, y, tuple(placed))
-        if layout != self._placed:
-            self._placed = layout
-            self.styles.height = panel_h
-            self.query_one("#op-formula").styles.height = f_h
-            self.query_one("#op-canvas").styles.height = max(1, y)
-            shown = {j: (x, yy, w, h) for j, x, yy, w, h in placed}
-            for k in range(self.SLOTS):
-                v = self.query_one(f"#slot{k}", TensorView)
-                if k in shown:
-                    x, yy, w, h = shown[k]
-                    v.styles.offset = (x, yy)
-                    v.styles.width = w
-                    v.styles.height = h
-                    v.display = True
-                elif v.display:
-                    v.display = False
+        self._apply(panel_h, f_h, y, tuple(placed))
+        self._fill(slots, digits)
+
+    def _show_uniform(self, f, f_lines, short, short_lines, slots, digits, n_boxes, W, max_h):
+        f_h = 4
+        if f_lines > f_h:
+            f = short
+        _update(self.query_one("#op-formula", Static), f, f.plain)
+        n_show = len(slots)
+        if n_boxes * self.MIN_HEAT_W <= W:
+            n_show = min(self.SLOTS, max(n_boxes, len(slots)))
+        panel_h = min(max_h, 3 + f_h + 12)
+        t_h = panel_h - 3 - f_h
+        bw = W // max(1, n_show)
+        placed = tuple((j, j * bw, 0, bw if j < n_show - 1 else W - j * bw, t_h) for j in range(n_show))
+        self._apply(panel_h, f_h, t_h, placed)
+        self._fill(slots, digits)
+
+    def _apply(self, panel_h, f_h, canvas_h, placed):
+        layout = (panel_h, f_h, canvas_h, placed)
+        if layout == self._placed:
+            return
+        self._placed = layout
+        self.styles.height = panel_h
+        self.query_one("#op-formula").styles.height = f_h
+        self.query_one("#op-canvas").styles.height = max(1, canvas_h)
+        shown = {j: (x, yy, w, h) for j, x, yy, w, h in placed}
+        for k in range(self.SLOTS):
+            v = self.query_one(f"#slot{k}", TensorView)
+            if k in shown:
+                x, yy, w, h = shown[k]
+                v.styles.offset = (x, yy)
+                v.styles.width = w
+                v.styles.height = h
+                v.display = True
+            elif v.display:
+                v.display = False
+
+    def _fill(self, slots, digits):
         for k in range(self.SLOTS):
             v: TensorView = self.query_one(f"#slot{k}", TensorView)
             if k < len(slots):
@@ -287,6 +313,7 @@ class OpPanel(Vertical):
                 v.show(name, value, role=role, written=written, digits=digits)
             else:
                 v.show(None, None)
+
 
 
 _ASSIGN = re.compile(r"\s(=|←)\s")
