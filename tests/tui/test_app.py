@@ -452,3 +452,14 @@ def test_formula_numbers_write_columns_and_transposes_as_a_textbook_would():
     short = formula_text(f, out, compact=True).plain.split("\n")
     assert short[0] == "w.grad = Σₙ [-0.25, 0.5] @ [1, 2]ᵀ = 0.75"
     assert short[2] == "w ← 1 − 0.5·0.75 = 0.625"
+
+
+def test_stats_of_huge_finite_values_do_not_overflow():
+    # the norm of [1e200, 1] is 1e200 (up to rounding), not Inf: a finite tensor never reads as Inf
+    import warnings
+    import numpy as np
+    from nnstep.tui.format import compact, stats_line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert stats_line(np.array([1e200, 1.0])) == "min 1 max 1e+200 mean 5e+199 norm 1e+200"
+        assert compact(np.array([1e308, 1e308, 0.0])) == "3 ‖1.41e+308‖"

@@ -35,7 +35,9 @@ def as_2d(a) -> np.ndarray:
 
 def nonfinite_counts(a) -> tuple[int, int, int]:
     a = np.asarray(a)
-    if a.size == 0 or np.isfinite(np.add.reduce(a, axis=None)):
+    with np.errstate(over="ignore", invalid="ignore"):     # huge finite values: the slow path
+        total = np.add.reduce(a, axis=None) if a.size else 0.0
+    if a.size == 0 or np.isfinite(total):
         return 0, 0, 0
     return int(np.isnan(a).sum()), int(np.isposinf(a).sum()), int(np.isneginf(a).sum())
 
@@ -50,7 +52,7 @@ def stats_line(a) -> str:
         body = "no finite values"
     else:
         body = (f"min {num(f.min(), 3)} max {num(f.max(), 3)} "
-                f"mean {num(f.mean(), 3)} norm {num(np.sqrt(np.sum(f * f)), 3)}")
+                f"mean {num(_mean(f), 3)} norm {num(norm(f), 3)}")
     return body
 
 
@@ -68,9 +70,21 @@ def compact(a, digits: int = 4, max_numbers: int = 2) -> str:
     bad = nonfinite_text(a)
     if bad:
         return f"{shape_str(a)} {bad}"
-    with np.errstate(all="ignore"):
-        n = float(np.sqrt(np.sum(np.asarray(a, dtype=np.float64) ** 2)))
-    return f"{shape_str(a)} ‖{num(n, 3)}‖"
+    return f"{shape_str(a)} ‖{num(norm(a), 3)}‖"
+
+
+def _mean(f) -> float:
+    scale = float(np.max(np.abs(f)))
+    return scale * float(np.mean(f / scale)) if scale > 0 and np.isfinite(scale) else float(np.mean(f))
+
+
+def norm(a) -> float:
+    """The 2-norm of finite values, without overflow in the squares (1e200 has norm 1e200, not Inf)."""
+    a = np.asarray(a, dtype=np.float64)
+    scale = float(np.max(np.abs(a))) if a.size else 0.0
+    if scale == 0.0 or not np.isfinite(scale):
+        return scale
+    return scale * float(np.sqrt(np.sum((a / scale) ** 2)))
 
 
 def inline(a, digits: int = 4) -> str:
