@@ -60,7 +60,7 @@ def test_mazur_w1_hidden_layer_with_the_upstream_sum():
     a, b, c = (f.value for f in ex.factors)
     assert abs(a - 0.036350306) < 1e-9 and abs(b - 0.241300709) < 1e-9 and c == 0.05
     assert abs(ex.value - 0.000438568) < 1e-9
-    assert "0.138498562 × 0.4 + -0.0380982365 × 0.5 = 0.0363503064" in ex.text
+    assert "0.138498562 × 0.4 + (-0.0380982365) × 0.5 = 0.0363503064" in ex.text
 
 
 def test_hidden_expansion_uses_the_weights_before_the_update():

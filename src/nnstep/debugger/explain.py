@@ -59,6 +59,12 @@ def fmt(v: float, digits: int = 9) -> str:
     return f"{v:.{digits}g}"
 
 
+def factor(v: float, digits: int = 9) -> str:
+    """A number as a factor of a product: negatives in parentheses, as a textbook writes them."""
+    t = fmt(v, digits)
+    return f"({t})" if t.startswith("-") else t
+
+
 def _idx(ix) -> str:
     return "[" + ", ".join(str(int(i)) for i in ix) + "]"
 
@@ -129,6 +135,7 @@ def _upstream_chain(session, li: int):
 
 def _linear(session, ex: Explanation, li: int, pname: str, index, digits: int):
     f = lambda v: fmt(v, digits)  # noqa: E731
+    p = lambda v: factor(v, digits)  # noqa: E731
     prog = session.program
     L = prog.layers[li]
     n = L.name
@@ -178,7 +185,7 @@ def _linear(session, ex: Explanation, li: int, pname: str, index, digits: int):
         ex.recomputed = prod
         ex.lines.append("")
         ex.lines.append(f"∂E/∂{wsym} = {chain_txt}")
-        ex.lines.append("     = " + " × ".join(f(fa.value) for fa in ex.factors))
+        ex.lines.append("     = " + " × ".join(p(fa.value) for fa in ex.factors))
         ex.lines.append(f"     = {f(ex.value)}")
         ex.lines.append("")
         for fa in ex.factors:
@@ -199,7 +206,7 @@ def _linear(session, ex: Explanation, li: int, pname: str, index, digits: int):
         if chain:
             ex.lines.append(f"  with ∂E/∂net[n] = {' · '.join(s for s, _ in syms)}")
         shown = terms[:MAX_TERMS]
-        parts = [f"{f(a)} × {f(b)}" if j is not None else f(a) for a, b in shown]
+        parts = [f"{p(a)} × {p(b)}" if j is not None else p(a) for a, b in shown]
         more = f" + … ({rows - MAX_TERMS} more)" if rows > MAX_TERMS else ""
         ex.lines.append("     = " + " + ".join(parts) + more)
         ex.lines.append(f"     = {f(ex.value)}")
@@ -207,7 +214,7 @@ def _linear(session, ex: Explanation, li: int, pname: str, index, digits: int):
             ex.lines.append("")
         for r in range(min(rows, 3)):
             vals, last = factors_at(r)
-            detail = " × ".join(f(v) for v in vals)
+            detail = " × ".join(p(v) for v in vals)
             if chain:
                 ex.lines.append(f"  n={r}: ∂E/∂net = {detail} = {f(np.prod(vals))}"
                                 + (f";  ∂net/∂w = {xin_name}[{r}, {j}] = {f(last)}" if j is not None else ""))
@@ -235,7 +242,8 @@ def _hidden_expansion(session, ex: Explanation, li: int, chain, top: int, o: int
                     "  (weights before this step's update)")
     shown = terms[:MAX_TERMS]
     more = f" + … ({len(terms) - MAX_TERMS} more)" if len(terms) > MAX_TERMS else ""
-    ex.lines.append("     = " + " + ".join(f"{f(a)} × {f(b)}" for a, b in shown) + more
+    p = lambda v: f"({f(v)})" if f(v).startswith("-") else f(v)  # noqa: E731
+    ex.lines.append("     = " + " + ".join(f"{p(a)} × {p(b)}" for a, b in shown) + more
                     + f" = {f(sum(a * b for a, b in terms))}")
 
 
@@ -253,6 +261,7 @@ def _verdict(ex: Explanation, f):
 
 def _generic(session, ex: Explanation, li: int, gname: str, index, digits: int):
     f = lambda v: fmt(v, digits)  # noqa: E731
+    p = lambda v: factor(v, digits)  # noqa: E731
     L = session.program.layers[li]
     op = next(op for op in session.ops if gname in op.outputs)
     ex.lines.append(f"{gname}{_idx(index)} is computed by \"{op.name}\" as a sum over the batch and positions:")
