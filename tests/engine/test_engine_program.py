@@ -435,3 +435,17 @@ def test_formulas_leave_out_parameters_a_layer_does_not_have():
     assert formulas["forward linear1"] == "linear1.out = flatten1.out @ linear1.weightᵀ"
     full = {op.name: op.formula for op in Program(loads_scenario(CONV_NET)).ops}
     assert "linear1.bias.grad = Σₙ linear1.grad_out" in full["backward linear1"]
+
+
+def test_adam_state_starts_at_zeros_as_torch():
+    """torch.optim.Adam's exp_avg/exp_avg_sq start as zeros; nnstep holds them from step 0, so the
+    first update reads m = v = 0 and writes m = 0.1·g, v = 0.001·g² (for the default betas)."""
+    sc = loads_scenario(CONV_NET.replace('type = "sgd"\nlr = 0.1\nmomentum = 0.9', 'type = "adam"\nlr = 0.1'))
+    prog = Program(sc)
+    env = prog.initial_env()
+    assert np.array_equal(env["linear1.weight.m"], np.zeros_like(env["linear1.weight"]))
+    assert np.array_equal(env["linear1.weight.v"], np.zeros_like(env["linear1.weight"]))
+    prog.run_step(env, 1)
+    g = env["linear1.weight.grad"]
+    np.testing.assert_array_equal(env["linear1.weight.m"], (1 - 0.9) * g)
+    np.testing.assert_allclose(env["linear1.weight.v"], (1 - 0.999) * g * g, rtol=1e-15)

@@ -463,3 +463,23 @@ def test_stats_of_huge_finite_values_do_not_overflow():
         warnings.simplefilter("error")
         assert stats_line(np.array([1e200, 1.0])) == "min 1 max 1e+200 mean 5e+199 norm 1e+200"
         assert compact(np.array([1e308, 1e308, 0.0])) == "3 ‖1.41e+308‖"
+
+
+def test_adam_first_update_fills_zero_state_and_the_step():
+    """The first Adam update reads m = v = 0 (torch's zeros) and t = 1: the numbers line shows them."""
+    import nnstep
+    from nnstep.tui.format import fill_numbers
+    s = nnstep.Session(os.path.join(HERE, "..", "..", "scenarios", "optim-adam.toml"))
+    s.goto(1, 4)
+    r = s.step()
+    filled = fill_numbers(r.op.formula, r.inputs, r.outputs)
+    assert "0.2 = 0.9·0 + 0.1·2" in filled
+
+
+async def test_adam_numbers_line_shows_the_step_as_t():
+    app = make_app(os.path.join(HERE, "..", "..", "scenarios", "optim-adam.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("S", "S")          # step 2's update just ran
+        await pilot.pause()
+        svg = app.export_screenshot()
+        assert "0.9²)" in svg and "0.999²)" in svg

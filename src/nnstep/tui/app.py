@@ -222,6 +222,9 @@ class NnstepApp(App):
                 outs = {n: None for n in op.outputs}
                 title = op_title("next", op, M)
             filled = fill_numbers(op.formula, ins, outs)
+            if filled and op.stage == "update" and rec is not None:
+                # Adam's bias corrections: t is the step number (SPEC §1: 1 − β^t)
+                filled = filled.replace("ᵗ", "".join("⁰¹²³⁴⁵⁶⁷⁸⁹"[int(c)] for c in str(rec.step)))
             rows = self._layer_rows(k, i, at_end, written)
             self.query_one(OpPanel).show(title, op.formula, filled, self._slots(op, ins, outs, written), self.digits,
                                          n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage,
