@@ -483,3 +483,15 @@ async def test_adam_numbers_line_shows_the_step_as_t():
         await pilot.pause()
         svg = app.export_screenshot()
         assert "0.9²)" in svg and "0.999²)" in svg
+
+
+async def test_header_keeps_the_loss_at_80_columns_with_a_long_name():
+    """The scenario name gives way (…) so step, stage, op and the loss always fit at 80x24."""
+    app = make_app(os.path.join(HERE, "..", "..", "scenarios", "classic.toml"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s", "s")
+        await pilot.pause()
+        header = text(app.query_one(HeaderBar))
+        loss = app.session.losses[1]
+        assert f"loss {loss:.9g}" in header, header
+        assert "…" in header and "op 6/12" in header

@@ -33,8 +33,14 @@ NONFINITE = "bold white on red"
 class HeaderBar(Static):
     def show(self, name: str, k: int, N: int, stage: str, i: int, M: int, opname: str, loss, running=False):
         t = Text(no_wrap=True, overflow="ellipsis")
-        if self.app.size.width >= 100:
+        width = self.app.size.width
+        if width >= 100:
             t.append(" nnstep ", "bold reverse")
+        # the name gives way first, so step, stage, op and the loss always fit (80 columns included)
+        fixed = len(t.plain) + len(f"│ step {k}/{N} │ {stage} │ op {i + 1}/{M} │ loss ") + 12 + 2
+        room = max(8, width - fixed)
+        if len(name) > room:
+            name = name[:room - 1] + "…"
         t.append(f" {name} ", "bold")
         t.append("│ ")
         t.append(f"step {k}/{N}" if k <= N else f"done {N}/{N}", "bold")
