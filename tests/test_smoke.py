@@ -23,3 +23,13 @@ def test_run_json_matches_published_example():
     assert abs(s1["loss"] - 0.298371109) < 1e-9
     assert abs(s1["params"]["linear2.weight"][0][0] - 0.35891648) < 1e-8
     assert abs(s1["params"]["linear1.weight"][0][0] - 0.149780716) < 1e-9
+
+
+def test_bundled_demo_is_the_classic_lesson():
+    """`nnstep` alone opens the packaged demo; it must stay the same file as scenarios/classic.toml,
+    whose expectations CI checks."""
+    import os
+    from nnstep.cli import demo_path
+    root = os.path.join(os.path.dirname(__file__), "..")
+    with open(demo_path(), "rb") as a, open(os.path.join(root, "scenarios", "classic.toml"), "rb") as b:
+        assert a.read() == b.read()
