@@ -311,13 +311,7 @@ def gradcheck(sc: Scenario, eps: float = 1e-6, max_elements: int = 64, step: int
                    y=sc.y.astype(np.float64) if sc.y.dtype.kind == "f" else sc.y,
                    initial={k: v.astype(np.float64) for k, v in sc.initial.items()})
     prog = Program(sc64)
-    env = prog.initial_env()
-    prog.feed(env, step)
-    with np.errstate(all="ignore"):
-        for op in prog.ops:
-            if op.stage == "update":
-                break
-            op.run(env, step)
+    env = prog.run_until(prog.initial_env(), step, "update")
     base = {p: env[p] for p in sc64.param_names}
     rng = np.random.default_rng([sc.seed, 3])
     rows = []

@@ -45,20 +45,18 @@ def update(opt: OptimizerSpec, t: int, p: np.ndarray, grad: np.ndarray, state: d
     g = grad + opt.weight_decay * p if opt.weight_decay else grad
     if opt.type == "adam":
         b1, b2 = opt.betas
+        # torch starts exp_avg and exp_avg_sq at zeros (the program holds them from step 0)
         m_old = state.get("m")
         v_old = state.get("v")
+        if m_old is None:
+            m_old = np.zeros_like(g)
+        if v_old is None:
+            v_old = np.zeros_like(g)
         # as torch's single-tensor Adam: exp_avg.lerp_(g, 1 − β1); exp_avg_sq.mul_(β2).addcmul_(g, g,
         # value=1 − β2). lerp(a, b, w) is a + w·(b − a) for |w| < 0.5, else b − (b − a)·(1 − w).
         w = 1 - b1
-        if m_old is None and abs(w) < 0.5:
-            m = w * g                                   # = 0 + w·(g − 0), torch's first step exactly
-        elif m_old is None:
-            m = g - g * (1 - w)
-        elif abs(w) < 0.5:
-            m = m_old + w * (g - m_old)
-        else:
-            m = g - (g - m_old) * (1 - w)
-        v = (1 - b2) * g * g if v_old is None else v_old * b2 + (1 - b2) * g * g
+        m = m_old + w * (g - m_old) if abs(w) < 0.5 else g - (g - m_old) * (1 - w)
+        v = v_old * b2 + (1 - b2) * g * g
         bc1 = 1 - b1 ** t
         bc2 = 1 - b2 ** t
         step_size = opt.lr / bc1

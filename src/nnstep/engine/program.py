@@ -291,14 +291,18 @@ class Program:
         with np.errstate(all="ignore"):
             self.ops[i].run(env, k)
 
+    def run_until(self, env: dict, k: int, stage: str) -> dict:
+        """Feed step k's batch and run its ops up to (not including) the first op of ``stage``."""
+        self.feed(env, k)
+        with np.errstate(all="ignore"):
+            for op in self.ops:
+                if op.stage == stage:
+                    break
+                op.run(env, k)
+        return env
+
     def forward_loss(self, params: dict, k: int = 1) -> float:
         """The loss of step k's batch for the given parameter values (forward pass only)."""
         env = self.initial_env()
         env.update(params)
-        self.feed(env, k)
-        with np.errstate(all="ignore"):
-            for op in self.ops:
-                if op.stage == "backward":
-                    break
-                op.run(env, k)
-        return float(env["loss"])
+        return float(self.run_until(env, k, "backward")["loss"])
