@@ -281,6 +281,8 @@ class NnstepApp(App):
                 out.append((self._role(n, op, True), n, outs.get(n), n in written))
         return out[:OpPanel.SLOTS]
 
+    _NAME_ROLE = {"input": "input x", "target": "target", "loss": "loss E", "loss.grad": "∂E/∂prediction"}
+    _SUFFIX_ROLE = {"grad_out": "upstream ∂E/∂out", "grad_in": "result ∂E/∂in", "local": "local ∂out/∂in"}
     _PARAM_SYM = {"weight": "W", "bias": "b"}
 
     def _role(self, n: str, op, output: bool) -> str:
@@ -292,20 +294,10 @@ class NnstepApp(App):
         if n.endswith(".grad") and n[:-5] in initial:
             p = n[:-5].rpartition(".")[2]
             return f"∂E/∂{self._PARAM_SYM.get(p, p)}"
-        if suf == "grad_out":
-            return "upstream ∂E/∂out"
-        if suf == "grad_in":
-            return "result ∂E/∂in"
-        if suf == "local":
-            return "local ∂out/∂in"
-        if n == "input":
-            return "input x"
-        if n == "target":
-            return "target"
-        if n == "loss":
-            return "loss E"
-        if n == "loss.grad":
-            return "∂E/∂prediction"
+        if n in self._NAME_ROLE:
+            return self._NAME_ROLE[n]
+        if suf in self._SUFFIX_ROLE:
+            return self._SUFFIX_ROLE[suf]
         if op.layer is None and n in op.inputs:           # the loss ops
             return "prediction ŷ"
         if suf == "out":
