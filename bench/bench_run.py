@@ -3,8 +3,8 @@
 A 784-128-10 ReLU MLP, batch 64, cross-entropy (mean), plain SGD, random data, float64 and float32.
 In the same process, step by step, alternating which goes first, it times:
   hand    a hand-written numpy forward / backward / SGD step (the baseline), and
-  nnstep  Program.run_step exactly as `nnstep run` executes it: every op of SPEC §3 with its named
-          outputs, the NaN/Inf check after every op (headless._cond_check), and the first layer's
+  nnstep  the one op runner exactly as `nnstep run` drives it: every op of SPEC §3 with its named
+          outputs, the stop detector's NaN/Inf check after every op (engine.runner), and the first layer's
           grad_in and the deltas left out, as `run` leaves them out (it reports neither; trace and
           the debugger compute them),
 and prints the median time of each and their ratio (target: nnstep/hand ≤ 1.5). The 2-2-2 classic
@@ -40,7 +40,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from nnstep import loads_scenario                      # noqa: E402
 from nnstep.engine.program import Program              # noqa: E402
-from nnstep.headless import _cond_check, run_skip      # noqa: E402
+from nnstep.engine.runner import Detector             # noqa: E402
+from nnstep.headless import run_skip                  # noqa: E402
 
 MLP = """
 [scenario]
@@ -70,12 +71,12 @@ CLASSIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scenar
 
 class Engine:
     """What `nnstep run` does per step (headless.cmd_run): a Program that skips what run never
-    reads (the first layer's grad_in, the deltas), Program.run_step with the NaN/breakpoint check."""
+    reads (the first layer's grad_in, the deltas), each step through the runner with the detector."""
 
     def __init__(self, sc):
         self.prog = Program(sc, skip=run_skip(sc))
         self.env = self.prog.initial_env()
-        self.check = _cond_check(sc, self.prog, True)
+        self.check = Detector(self.prog.ops, sc.breakpoints, op_breakpoints=False, skip=self.prog.skip)
         self.k = 0
 
     def step(self):

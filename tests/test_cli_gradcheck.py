@@ -12,7 +12,7 @@ import pytest
 from nnstep import load_scenario, loads_scenario
 from nnstep.cli import main
 from nnstep.engine import layers as L
-from nnstep.headless import gradcheck
+from nnstep.engine.gradcheck import gradcheck
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSIC = os.path.join(ROOT, "scenarios", "classic.toml")

@@ -34,7 +34,7 @@ def test_document_shape(classic2):
     assert d["scenario"] == "Mazur's 2-2-2 sigmoid network"
     assert len(d["ops"]) == 2 * 12              # 4 forward, loss, backward loss, 4 backward, 2 updates (biases frozen)
     for op in d["ops"]:
-        assert set(op) == {"step", "index", "stage", "name", "layer", "formula", "inputs", "outputs"}
+        assert set(op) == {"step", "index", "stage", "name", "layer", "formula", "constants", "inputs", "outputs"}
         assert isinstance(op["formula"], str) and op["formula"]
     assert [(o["step"], o["index"]) for o in d["ops"]] == [(k, i) for k in (1, 2) for i in range(12)]
     assert [o["name"] for o in d["ops"][:12]] == [

@@ -4,7 +4,8 @@ The oracle for where run() stops is brute force: step a fresh session op by op a
 position where a breakpoint applies, straight from the definitions in SPEC §2:
   * op / stage breakpoints: before the op, i.e. at (k, index of the op), in every step;
   * a condition: after each op that writes its tensor, where <stat>(tensor) <op> <number> holds;
-    on input/target, at (k, 0) for k >= 2, where step k's batch is fed;
+    on input/target (the batch, fed with each step's first op), after op 1 of every step, step 1
+    included, at (k, 1);
   * NaN/Inf: after an op that writes a non-finite value while every input it read was finite.
 run() from p stops at the first such position after p (it always runs at least one op first);
 reverse_run() from p goes to the last one before p.
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 import nnstep
 from nnstep.debugger.session import HistoryPolicy
-from nnstep.engine.stats import stat
+from nnstep.spec.stats import stat
 
 from scen import SGD_MOMENTUM, load
 
@@ -52,8 +53,8 @@ def brute_stops(sc, ops_bp=(), stages=(), conds=()):
         for tensor, st_, o, num in conds:
             if tensor in op.outputs + op.also_writes and OPS[o](stat(s.value(tensor), st_), num):
                 stops.add(p + 1)
-            fed = s.position[1] == 0 and not s.at_end            # a new batch was just fed
-            if tensor in ("input", "target") and fed and OPS[o](stat(s.value(tensor), st_), num):
+            # the batch this step's first op read (at (k, 1) the cursor's value of it is that batch)
+            if tensor in ("input", "target") and i == 0 and OPS[o](stat(s.value(tensor), st_), num):
                 stops.add(p + 1)
     return sorted(stops), M
 
@@ -143,7 +144,10 @@ def test_condition_stop_says_which_breakpoint_tensor_and_value():
     assert r.reason == "breakpoint" and r.kind == "when" and r.tensor == "linear1.weight.grad"
     assert r.op == "backward linear1" and s.last_record.name == "backward linear1"   # stopped after it
     g = s.value("linear1.weight.grad")
-    assert r.value == float(np.sqrt(np.sum(g * g))) and r.value > 0.05
+    # the statistic the stop reports is the one the screen and the JSON show (nnstep.spec.stats),
+    # and it is the norm: equal to sqrt(Σ g²) up to the rounding of the scaled sum
+    assert r.value == stat(g, "norm") and r.value == pytest.approx(float(np.sqrt(np.sum(g * g))), rel=1e-14)
+    assert r.value > 0.05
     assert "breakpoints[0]" in r.message and "linear1.weight.grad norm =" in r.message
     # the stop is the first one: no earlier step had a gradient that large
     for k, _ in s.loss_history()[:-1]:
@@ -271,13 +275,19 @@ def test_malformed_condition_is_a_scenario_error_with_its_key_path():
         s.break_when("loss > 3")
 
 
-def test_condition_on_the_batch_stops_where_it_is_fed():
+def test_condition_on_the_batch_stops_after_the_op_it_is_fed_with():
+    """The batch is fed with each step's first op: a condition on input/target is checked after it,
+    in step 1 too, and the stop is at (k, 1), after the op that read the batch."""
     sc = load(SGD_MOMENTUM)
     s = nnstep.Session(sc)
     s.break_when("input absmax > 1.5")
     r = s.run()
     k = r.step
-    assert r.index == 0 and r.op is None and r.tensor == "input" and k >= 2
+    assert r.index == 1 and r.op == s.ops[0].name and r.tensor == "input"
     assert r.value == float(np.abs(s.value("input")).max()) > 1.5
     assert f"in step {k}'s batch" in r.message and r.as_json()["step"] == k
-    assert s.last_record.step == k - 1 and s.last_record.index == s.M - 1
+    # a batch that holds it in step 1 stops in step 1: a fresh session has run nothing yet
+    assert s.last_record.step == k and s.last_record.index == 0
+    s2 = nnstep.Session(sc)
+    s2.break_when("input absmax > 0")
+    assert s2.run().position == (1, 1)

@@ -20,6 +20,7 @@ import pytest
 
 from nnstep import loads_scenario
 from nnstep.engine import optim
+from nnstep.spec.catalog import optimizer_state
 from nnstep.engine.program import Program
 from nnstep.scenario.model import OptimizerSpec
 
@@ -61,7 +62,7 @@ def engine_run(spec, theta0, grad_fn, steps):
     for t in range(1, steps + 1):
         g = grad_fn(theta)
         new, written = optim.update(spec, t, theta, g, state)
-        state = {s: written[s] for s in optim.state_names(spec)}
+        state = {s: written[s] for s in optimizer_state(spec)[0]}
         np.testing.assert_array_equal(theta, out[-1] if out else theta0)   # the old value is untouched
         theta = new
         out.append(theta)

@@ -11,6 +11,7 @@ import pytest
 from enginehelp import assert_grad_close, central_diff
 from nnstep import ScenarioError, loads_scenario
 from nnstep.engine.program import Program
+from nnstep.engine.runner import Detector
 
 CONV_NET = """
 [scenario]
@@ -262,10 +263,10 @@ def test_whole_network_gradients_including_the_input(name):
         e.update(params)
         e["input"], e["target"] = x, sc.y
         with np.errstate(all="ignore"):
-            for op in prog.ops:
+            for op, fn in zip(prog.ops, prog.fns):
                 if op.stage == "backward":
                     break
-                op.run(e, 1)
+                fn(e, 1)
         return float(e["loss"])
 
     names = list(params)
@@ -288,7 +289,9 @@ def test_float32_runs_stay_float32_and_agree_with_float64(name):
     p32, p64 = Program(s32), Program(s64)
     e32, e64 = p32.initial_env(), p64.initial_env()
     for k in (1, 2, 3):
-        assert p32.run_step(e32, k) is None and p64.run_step(e64, k) is None
+        # no NaN/Inf anywhere (a detector stops at the first): each run_step returns None only then
+        assert p32.run_step(e32, k, Detector(p32.ops, [])) is None
+        assert p64.run_step(e64, k, Detector(p64.ops, [])) is None
         for t, v in e32.items():
             if isinstance(v, np.ndarray) and v.dtype.kind == "f":
                 assert v.dtype == np.float32, t
@@ -413,9 +416,9 @@ def test_shipped_scenarios_in_float32_agree_with_float64(path):
     p32, p64 = Program(s32), Program(s64)
     e32, e64 = p32.initial_env(), p64.initial_env()
     for k in range(1, min(5, s64.train.steps) + 1):
-        if p64.run_step(e64, k) is not None:          # a lesson that blows up on purpose: compare until then
+        if p64.run_step(e64, k, Detector(p64.ops, [])) is not None:   # a lesson that blows up on purpose
             break
-        assert p32.run_step(e32, k) is None
+        assert p32.run_step(e32, k, Detector(p32.ops, [])) is None
         assert float(e32["loss"]) == pytest.approx(float(e64["loss"]), rel=1e-5, abs=1e-7)
         for p in s64.param_names:
             assert e32[p].dtype == np.float32
@@ -427,13 +430,13 @@ def test_formulas_leave_out_parameters_a_layer_does_not_have():
     sc = loads_scenario(CONV_NET.replace('type = "batchnorm"', 'type = "batchnorm"\naffine = false')
                         .replace("out = 3\n[loss]", "out = 3\nbias = false\n[loss]")
                         .replace("padding = 1", "padding = 1\nbias = false"))
-    formulas = {op.name: op.formula for op in Program(sc).ops}
+    formulas = {op.name: op.formula_text for op in Program(sc).ops}
     for name in ("forward conv2d1", "backward conv2d1", "forward linear1", "backward linear1",
                  "forward batchnorm1", "backward batchnorm1"):
         assert ".bias" not in formulas[name], formulas[name]
         assert "batchnorm1.weight" not in formulas[name], formulas[name]
     assert formulas["forward linear1"] == "linear1.out = flatten1.out @ linear1.weightᵀ"
-    full = {op.name: op.formula for op in Program(loads_scenario(CONV_NET)).ops}
+    full = {op.name: op.formula_text for op in Program(loads_scenario(CONV_NET)).ops}
     assert "linear1.bias.grad = Σₙ linear1.grad_out" in full["backward linear1"]
 
 

@@ -50,31 +50,26 @@ state, batchnorm running statistics; for SGD with momentum 2x the parameters, Ad
 
 Stops (``run``, ``reverse_run``)
 --------------------------------
-* An op breakpoint (``op = ...``, every step) and a stage breakpoint (``stage = ...``, on entering
-  it) stop *before* the op: the cursor is at ``(k, index of the op)``. ``run()`` always executes at
-  least one op first, so continuing from a breakpoint moves on.
-* A condition (``when = "<tensor> <stat> <op> <number>"``) is evaluated whenever an op writes that
-  tensor and stops *after* the op, when it holds. On ``input`` or ``target`` it is evaluated when
-  a step's batch is fed, and stops at ``(k, 0)`` (for step 1, whose batch is fed before anything
-  runs, it never stops).
-* NaN/Inf (on by default, ``stop_on_nonfinite``): stops after an op that writes a non-finite value
-  while all its inputs are finite, i.e. at the origin, not where it merely propagates.
-* ``reverse_run()`` goes back to the latest position strictly before the cursor where ``run()``
-  would have stopped (by any of the above), rescanning forward from checkpoints, nearest first.
+Where a run stops is decided by the one stop detector (:mod:`nnstep.engine.runner`), the same one
+`nnstep run` and `trace` use: op and stage breakpoints stop *before* the op, a condition and a
+NaN/Inf origin *after* the op that wrote the tensor (a condition on the batch, ``input`` or
+``target``, after each step's first op). ``run()`` always executes at least one op first, so
+continuing from a breakpoint moves on. ``reverse_run()`` goes back to the latest position strictly
+before the cursor where ``run()`` would have stopped, rescanning forward from checkpoints, nearest
+first.
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from ..engine.program import Op, Program
-from ..engine.stats import all_finite
-from ..scenario.model import Breakpoint, Scenario
-from .stops import Stop
+from ..engine.runner import Detector, Stop, advance
+from ..spec.model import Breakpoint, Scenario
 
 RING = 4
 NEAR_SPAN = 16
@@ -122,13 +117,6 @@ def _record(op: Op, k: int, ins: dict, env: dict) -> OpRecord:
     return OpRecord(k, op.index, op, ins, {n: env[n] for n in op.outputs})
 
 
-def _first_bad(v) -> tuple[float, tuple[int, ...]]:
-    a = np.asarray(v)
-    flat = np.flatnonzero(~np.isfinite(a))
-    j = int(flat[0])
-    return float(a.reshape(-1)[j]), tuple(int(x) for x in np.unravel_index(j, a.shape))
-
-
 class Session:
     """A cursor over all operations of all training steps, with exact stepping both ways."""
 
@@ -141,12 +129,10 @@ class Session:
         self.ops: list[Op] = self.program.ops
         self.M = len(self.ops)
         self.N = scenario.train.steps
-        self.stop_on_nonfinite = True
+        self._nonfinite = True
         self.breakpoints: list[Breakpoint] = list(scenario.breakpoints)
         self._index_breakpoints()
-        self.names = {"input", "target"}
-        for op in self.ops:
-            self.names.update(op.inputs, op.outputs, op.also_writes)
+        self.names = set(self.program.plan.names)
         self.policy = policy or HistoryPolicy()
         self._far = self.policy.far(self.N)
         self._loss_at = self.program.stage_start["loss"]
@@ -263,96 +249,46 @@ class Session:
     # --- the one loop every move goes through -----------------------------------------------------
     def _loop(self, env: dict, k: int, i: int, end: int, *, live: bool, near: int | None = None,
               check: bool = False, first: bool = False, sink: Callable[[Stop], bool] | None = None):
-        """Run ops from (k, i) in ``env`` until linear position ``end``.
+        """Run ops from (k, i) in ``env`` until linear position ``end``, through the one op runner.
 
         ``live``: ``env`` is the cursor's; record losses, make checkpoints and step-start
         environments (kept relative to step ``near``, or to the moving cursor when None) and the
-        record of the last op. ``check``: evaluate breakpoints; each stop goes to ``sink``, which
-        returns True to halt there. ``first``: don't stop at an op breakpoint before the first op.
-        Returns (k, i, (op, step, inputs) of the last op run or None, halted). The outputs of that
-        op are still in ``env`` when this returns (nothing has run since), so the caller builds
+        record of the last op. ``check``: stop where the detector says; each stop goes to ``sink``,
+        which returns True to halt there. ``first``: don't stop at an op breakpoint before the first
+        op. Returns (k, i, (op, step, inputs) of the last op run or None, halted). The outputs of
+        that op are still in ``env`` when this returns (nothing has run since), so the caller builds
         its record from them."""
-        M, ops, prog = self.M, self.ops, self.program
-        pos = (k - 1) * M + i
-        last = None                         # (op, step, inputs) of the last op run; its record is built lazily
-        bp_index = self._bp_index if check else {}
-        cond_by_op = self._cond_by_op if check else {}
-        cond_on_feed = self._cond_on_feed if check else ()
-        nonfinite = check and self.stop_on_nonfinite
-        add, isfinite = np.add.reduce, np.isfinite
-        with np.errstate(all="ignore"):
-            while pos < end:
-                if bp_index and not first:
-                    bp = bp_index.get(i)
-                    if bp is not None and sink(Stop("breakpoint", k, i, op=ops[i].name, breakpoint=bp,
-                                                     stage=ops[i].stage)):
-                        return k, i, last, True
-                first = False
-                op = ops[i]
-                ins = {n: env.get(n) for n in op.inputs} if (live or nonfinite) else None
-                op.run(env, k)
-                self.ops_executed += 1
-                if live:
-                    last = (op, k, ins)
-                    if i == self._loss_at:
-                        if k >= len(self._loss):
-                            self._grow_loss_log(k)
-                        self._loss[k] = env["loss"]
-                        self._has_loss[k] = True
-                hit = None
-                if nonfinite:
-                    total = 0.0                 # one sum over all outputs: finite unless one is not
-                    for t in op.outputs:
-                        total = total + add(env[t], axis=None)
-                    if not isfinite(total):
-                        for t in op.outputs:
-                            v = env[t]
-                            if not all_finite(v):
-                                if all(x is None or all_finite(x) for x in ins.values()):
-                                    val, el = _first_bad(v)
-                                    hit = Stop("nonfinite", k, i + 1, op=op.name, tensor=t, value=val,
-                                               element=el, stage=op.stage)
-                                break
-                if hit is None and cond_by_op:
-                    for bp in cond_by_op.get(i, ()):
-                        v = env.get(bp.when.tensor)
-                        if v is None:
-                            continue
-                        ok, s = bp.when.holds(v)
-                        if ok:
-                            hit = Stop("breakpoint", k, i + 1, op=op.name, tensor=bp.when.tensor, value=s,
-                                       breakpoint=bp, stage=op.stage)
-                            break
-                i += 1
-                pos += 1
-                if i == M:
-                    k, i = k + 1, 0
-                    if k <= self.N:
-                        prog.feed(env, k)
-                        if hit is None and cond_on_feed:
-                            for bp in cond_on_feed:
-                                ok, s = bp.when.holds(env[bp.when.tensor])
-                                if ok:
-                                    hit = Stop("breakpoint", k, 0, tensor=bp.when.tensor, value=s, breakpoint=bp)
-                                    break
-                    if live:
-                        if near is None:            # the cursor itself moves: policy relative to it
-                            self._k = k
-                            if k not in self._ckpt:
-                                self._ckpt[k] = prog.checkpoint(env)
-                            self._starts[k] = (dict(env), _record(*last, env))
-                            self._prune()
-                        else:                       # a jump: policy relative to its target step
-                            if k not in self._ckpt and self._keep(k, near):
-                                self._ckpt[k] = prog.checkpoint(env)
-                            if k >= near - 1:
-                                self._starts[k] = (dict(env), _record(*last, env))
-                if hit is not None:
-                    if i == 0 and hit.op is not None:
-                        hit = replace(hit, step=k, index=0)
-                    if sink(hit):
-                        return k, i, last, True
-        return k, i, last, False
+        M, prog = self.M, self.program
+        start = (k - 1) * M + i
+        last = [None]
+        on_op = on_boundary = None
+        if live:
+            loss_at, losses = self._loss_at, self
+
+            def on_op(op, kk, ins):
+                last[0] = (op, kk, ins)
+                if op.index == loss_at:
+                    if kk >= len(losses._loss):
+                        losses._grow_loss_log(kk)
+                    losses._loss[kk] = env["loss"]
+                    losses._has_loss[kk] = True
+
+            def on_boundary(kk):
+                if near is None:            # the cursor itself moves: policy relative to it
+                    self._k = kk
+                    if kk not in self._ckpt:
+                        self._ckpt[kk] = prog.checkpoint(env)
+                    self._starts[kk] = (dict(env), _record(*last[0], env))
+                    self._prune()
+                else:                       # a jump: policy relative to its target step
+                    if kk not in self._ckpt and self._keep(kk, near):
+                        self._ckpt[kk] = prog.checkpoint(env)
+                    if kk >= near - 1:
+                        self._starts[kk] = (dict(env), _record(*last[0], env))
+        k, i, halted = advance(prog, env, k, i, end, self.N, self._detector if check else None, first=first,
+                               sink=sink, on_op=on_op, on_boundary=on_boundary)
+        self.ops_executed += (k - 1) * M + i - start
+        return k, i, last[0], halted
 
     def _live(self, end: int, **kw):
         """Advance the cursor's environment to ``end`` (see _loop) and set the cursor."""
@@ -445,33 +381,21 @@ class Session:
         return self.run(until=(self._k + 1, 0))
 
     # --- breakpoints -----------------------------------------------------------------------------
+    @property
+    def stop_on_nonfinite(self) -> bool:
+        """Stop at the op that first produces a NaN/Inf (on by default)."""
+        return self._nonfinite
+
+    @stop_on_nonfinite.setter
+    def stop_on_nonfinite(self, on: bool):
+        self._nonfinite = bool(on)
+        self._index_breakpoints()
+
     def _index_breakpoints(self):
-        self._bp_ops: dict[str, Breakpoint] = {}
-        self._bp_index: dict[int, Breakpoint] = {}
-        conds: dict[str, list[Breakpoint]] = {}
-        first = {}
-        for op in self.ops:
-            first.setdefault(op.stage, op.index)
-        for bp in self.breakpoints:
-            if bp.op:
-                self._bp_ops.setdefault(bp.op, bp)
-            elif bp.stage and bp.stage in first:
-                self._bp_index.setdefault(first[bp.stage], bp)
-            elif bp.when is not None and bp.when.kind == "compare":
-                conds.setdefault(bp.when.tensor, []).append(bp)
-        for op in self.ops:
-            if op.name in self._bp_ops:
-                self._bp_index.setdefault(op.index, self._bp_ops[op.name])
-        self._cond_by_op: dict[int, list[Breakpoint]] = {}
-        for op in self.ops:
-            bps = [bp for t in op.outputs + op.also_writes for bp in conds.get(t, [])]
-            if bps:
-                self._cond_by_op[op.index] = bps
-        # `input` and `target` are written by no op but fed at each step boundary: checked there
-        self._cond_on_feed = conds.get("input", []) + conds.get("target", [])
+        self._detector = Detector(self.ops, self.breakpoints, nonfinite=self._nonfinite)
 
     def has_op_breakpoint(self, op_name: str) -> bool:
-        return op_name in self._bp_ops
+        return op_name in self._detector.op_names
 
     def toggle_breakpoint(self, op_name: str) -> bool:
         """Toggle a stop before ``op_name`` in every step. Returns whether it is now set."""
@@ -492,12 +416,12 @@ class Session:
     def break_when(self, text: str) -> Breakpoint:
         """Add a condition breakpoint from the SPEC §2 grammar (``"linear1.out absmax > 10"`` or
         ``"nonfinite"``). Parsed, never evaluated; raises ScenarioError if malformed."""
-        from ..scenario.loader import _Ctx, parse_condition
+        from ..scenario.conditions import parse_condition
         where = f"breakpoints[{len(self.breakpoints)}].when"
-        cond = parse_condition(text, _Ctx("<session>"), where, self.names)
+        cond = parse_condition(text, self.names, where=where)
         bp = Breakpoint(where=where.rsplit(".", 1)[0], when=cond)
         if cond.kind == "nonfinite":
-            self.stop_on_nonfinite = True
+            self._nonfinite = True
         self.add_breakpoint(bp)
         return bp
 

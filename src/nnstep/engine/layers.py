@@ -1,4 +1,4 @@
-"""Layers: shape rules, torch's default initializations, forward and backward.
+"""Layers: forward and backward, the math of every layer type of the catalogue.
 
 Each layer writes its derivative once, next to its forward (as micrograd and early tinygrad do).
 Everything is out of place: no array that has been handed out is ever modified, so the debugger can
@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..spec import catalog
+
 def erf(x: np.ndarray) -> np.ndarray:
     """erf to double precision (libm's math.erf), element-wise, as float64; numpy has none built in.
     (map over a list is about twice as fast as np.frompyfunc's object array.)"""
@@ -21,47 +23,31 @@ def erf(x: np.ndarray) -> np.ndarray:
     return np.fromiter(map(math.erf, a.ravel().tolist()), dtype=np.float64, count=a.size).reshape(a.shape)
 
 
-class ShapeError(ValueError):
-    """A layer cannot take the shape it is given; the loader turns this into a ScenarioError."""
-
-
-def _shape(s) -> str:
-    return "[" + ", ".join(str(d) for d in s) + "]"
-
-
-# Option tables: name -> (default, kind). Kinds are checked by the loader.
-# "posint" > 0, "nonnegint" >= 0, "posfloat" > 0, "float", "prob" in [0, 1], "bool", "ints" (int or
-# list of ints), "choice:a|b".
 class Layer:
+    """The math of one layer type. Its declaration (options, parameters, state, shape rule,
+    formulas) is the catalogue's class of the same ``type`` (:mod:`nnstep.spec.catalog`), linked
+    when the subclass is defined."""
     type: str = ""
-    elementwise = False
-    param_names: tuple[str, ...] = ()
-    state_names: tuple[str, ...] = ()      # persistent non-parameter tensors (batchnorm running stats)
-    extra_names: tuple[str, ...] = ()      # named intermediates the forward op also writes
+    decl: type[catalog.LayerType] = catalog.LayerType
     options: dict[str, tuple[Any, str]] = {}
-    fwd_formula = ""
-    bwd_formula = ""
+    param_names: tuple[str, ...] = ()
+    state_names: tuple[str, ...] = ()
+    extra_names: tuple[str, ...] = ()
+    elementwise = False
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.type:
+            d = cls.decl = catalog.LAYERS[cls.type]
+            cls.options, cls.param_names, cls.state_names = d.options, d.params, d.states
+            cls.extra_names, cls.elementwise = d.extras, d.elementwise
 
     def __init__(self, name: str, opts: dict, in_shape: tuple[int, ...]):
         self.name = name
         self.opts = opts
         self.in_shape = tuple(in_shape)
-        self.out_shape, self.param_shapes = self.infer(opts, self.in_shape)
-
-    # --- shapes and init -------------------------------------------------------------------------
-    @classmethod
-    def infer(cls, opts: dict, in_shape: tuple[int, ...]):
-        """Return (out_shape, {param: shape}); raise ShapeError when the input does not fit."""
-        return in_shape, {}
-
-    def fan_in(self) -> int:
-        return 1
-
-    def default_init(self, param: str, shape, rng: np.random.Generator, init: str) -> np.ndarray:
-        return init_tensor(init if param == "weight" else "bias", shape, self.fan_in(), self.fan_out(), rng)
-
-    def fan_out(self) -> int:
-        return 1
+        out, pshapes = self.decl.infer(opts, [self.in_shape])
+        self.out_shape, self.param_shapes = tuple(out), pshapes
 
     def initial_state(self, dtype) -> dict[str, np.ndarray]:
         return {}
@@ -84,51 +70,9 @@ class Layer:
         raise NotImplementedError
 
 
-def init_tensor(kind: str, shape, fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
-    """torch.nn.init, as the layers' reset_parameters() use it, in float64."""
-    if kind in ("kaiming_uniform", "bias"):
-        # kaiming_uniform_(a=sqrt(5)) gives bound = gain*sqrt(3/fan_in) with gain = sqrt(2/(1+5)):
-        # exactly 1/sqrt(fan_in); torch's bias init uses the same bound.
-        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-        return rng.uniform(-bound, bound, size=shape)
-    if kind == "kaiming_normal":           # kaiming_normal_(a=0, mode=fan_in, relu): std = sqrt(2/fan_in)
-        return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
-    if kind == "xavier_uniform":
-        bound = math.sqrt(6.0 / (fan_in + fan_out))
-        return rng.uniform(-bound, bound, size=shape)
-    if kind == "xavier_normal":
-        return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), size=shape)
-    if kind == "zeros":
-        return np.zeros(shape)
-    if kind == "ones":
-        return np.ones(shape)
-    raise ValueError(kind)
-
-
-INITS = ("kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal", "zeros")
-
-
 # ------------------------------------------------------------------------------------------------
 class Linear(Layer):
     type = "linear"
-    param_names = ("weight", "bias")
-    options = {"out": (None, "posint")}
-    fwd_formula = "{out} = {in} @ {weight}ᵀ + {bias}"
-    bwd_formula = ("{weight.grad} = Σₙ {grad_out}ᵀ @ {in};  {bias.grad} = Σₙ {grad_out};  "
-                   "{grad_in} = {grad_out} @ {weight}")
-
-    @classmethod
-    def infer(cls, opts, in_shape):
-        if len(in_shape) < 1:
-            raise ShapeError(f"linear needs an input with a feature dimension, got per-sample shape {_shape(in_shape)}")
-        fin, fout = in_shape[-1], opts["out"]
-        return in_shape[:-1] + (fout,), {"weight": (fout, fin), "bias": (fout,)}
-
-    def fan_in(self):
-        return self.in_shape[-1]
-
-    def fan_out(self):
-        return self.opts["out"]
 
     def forward(self, x, P):
         out = x @ P["weight"].T
@@ -148,46 +92,11 @@ class Linear(Layer):
 
 
 class _ConvNd(Layer):
-    param_names = ("weight", "bias")
     nd = 1
-    options = {"out_channels": (None, "posint"), "kernel_size": (None, "posints"),
-               "stride": (1, "posints"), "padding": (0, "nonnegints")}
-    fwd_formula = "{out}[n,o,…] = Σ_c,k {in}[n,c,… stride·i+k − pad] · {weight}[o,c,k] + {bias}[o]   (cross-correlation)"
-    bwd_formula = ("{weight.grad}[o,c,k] = Σ_n,i {grad_out}[n,o,i] · {in}[n,c,stride·i+k];  "
-                   "{bias.grad}[o] = Σ_n,i {grad_out}[n,o,i];  "
-                   "{grad_in}[n,c,j] = Σ_o,k {grad_out}[n,o,i] · {weight}[o,c,k] where j = stride·i+k")
 
     @classmethod
     def tup(cls, v):
         return tuple(v) if isinstance(v, (list, tuple)) else (v,) * cls.nd
-
-    @classmethod
-    def infer(cls, opts, in_shape):
-        nd = cls.nd
-        if len(in_shape) != nd + 1:
-            want = "(N, C, L)" if nd == 1 else "(N, C, H, W)"
-            raise ShapeError(f"{cls.type} expects input {want}, so a per-sample shape of {nd + 1} dims, "
-                             f"got {_shape(in_shape)}")
-        k, s, p = cls.tup(opts["kernel_size"]), cls.tup(opts["stride"]), cls.tup(opts["padding"])
-        for name, v in (("kernel_size", k), ("stride", s), ("padding", p)):
-            if len(v) != nd:
-                raise ShapeError(f"{name} must be an integer or a list of {nd}, got {list(v)}")
-        cin = in_shape[0]
-        spatial = []
-        for d in range(nd):
-            n = (in_shape[1 + d] + 2 * p[d] - k[d]) // s[d] + 1
-            if in_shape[1 + d] + 2 * p[d] < k[d]:
-                raise ShapeError(f"kernel_size {list(k)} is larger than the padded input "
-                                 f"{_shape(tuple(in_shape[1 + i] + 2 * p[i] for i in range(nd)))}")
-            spatial.append(n)
-        cout = opts["out_channels"]
-        return (cout, *spatial), {"weight": (cout, cin, *k), "bias": (cout,)}
-
-    def fan_in(self):
-        return self.in_shape[0] * int(np.prod(self.tup(self.opts["kernel_size"])))
-
-    def fan_out(self):
-        return self.opts["out_channels"] * int(np.prod(self.tup(self.opts["kernel_size"])))
 
     def _windows(self, x):
         nd = self.nd
@@ -252,12 +161,6 @@ class Conv2d(_ConvNd):
 
 class Flatten(Layer):
     type = "flatten"
-    fwd_formula = "{out} = reshape({in}, [N, −1])"
-    bwd_formula = "{grad_in} = reshape({grad_out}, shape of {in})"
-
-    @classmethod
-    def infer(cls, opts, in_shape):
-        return (int(np.prod(in_shape)),), {}
 
     def forward(self, x, P):
         return x.reshape(x.shape[0], -1), {}, {}
@@ -270,28 +173,6 @@ class BatchNorm(Layer):
     """Training mode: normalize with the batch statistics (biased variance); running stats are
     updated with the unbiased variance. (N, C) and (N, C, L) as BatchNorm1d, (N, C, H, W) as 2d."""
     type = "batchnorm"
-    param_names = ("weight", "bias")
-    state_names = ("running_mean", "running_var")
-    extra_names = ("mean", "var")
-    options = {"eps": (1e-5, "posfloat"), "momentum": (0.1, "prob"), "affine": (True, "bool")}
-    fwd_formula = ("{mean} = meanₙ {in};  {var} = meanₙ ({in} − {mean})²;  "
-                   "{out} = {weight} · ({in} − {mean}) / √({var} + eps) + {bias};  "
-                   "{running_mean} ← (1 − m)·{running_mean} + m·{mean};  "
-                   "{running_var} ← (1 − m)·{running_var} + m·{var}·n/(n − 1)")
-    bwd_formula = ("x̂ = ({in} − {mean}) / √({var} + eps);  {weight.grad} = Σ {grad_out} ⊙ x̂;  "
-                   "{bias.grad} = Σ {grad_out};  {grad_in} = (1/n)/√({var}+eps) · "
-                   "(n·ĝ − Σĝ − x̂·Σ(ĝ ⊙ x̂)) with ĝ = {grad_out} ⊙ {weight}")
-
-    @classmethod
-    def infer(cls, opts, in_shape):
-        if len(in_shape) not in (1, 2, 3):
-            raise ShapeError(f"batchnorm expects (N, C), (N, C, L) or (N, C, H, W), got per-sample shape "
-                             f"{_shape(in_shape)}")
-        C = in_shape[0]
-        return in_shape, ({"weight": (C,), "bias": (C,)} if opts["affine"] else {})
-
-    def default_init(self, param, shape, rng, init):
-        return np.ones(shape) if param == "weight" else np.zeros(shape)
 
     def initial_state(self, dtype):
         C = self.in_shape[0]
@@ -337,42 +218,34 @@ class BatchNorm(Layer):
 
 
 class LayerNorm(Layer):
-    """Normalizes over all non-batch dimensions, biased variance, eps inside the square root."""
+    """Normalizes over the last ``dims`` dimensions (default all non-batch ones, as torch's
+    normalized_shape = x.shape[-dims:]), biased variance, eps inside the square root."""
     type = "layernorm"
-    param_names = ("weight", "bias")
-    extra_names = ("mean", "var")
-    options = {"eps": (1e-5, "posfloat"), "affine": (True, "bool")}
-    fwd_formula = ("{mean} = mean {in} over each sample;  {var} = mean ({in} − {mean})²;  "
-                   "{out} = {weight} ⊙ ({in} − {mean}) / √({var} + eps) + {bias}")
-    bwd_formula = ("x̂ = ({in} − {mean}) / √({var} + eps);  {weight.grad} = Σₙ {grad_out} ⊙ x̂;  "
-                   "{bias.grad} = Σₙ {grad_out};  {grad_in} = (1/D)/√({var}+eps) · (D·ĝ − Σĝ − x̂·Σ(ĝ ⊙ x̂)) "
-                   "with ĝ = {grad_out} ⊙ {weight}")
 
-    @classmethod
-    def infer(cls, opts, in_shape):
-        return in_shape, ({"weight": in_shape, "bias": in_shape} if opts["affine"] else {})
-
-    def default_init(self, param, shape, rng, init):
-        return np.ones(shape) if param == "weight" else np.zeros(shape)
+    def _axes(self, x):
+        d = self.decl.ndims(self.opts, self.in_shape)
+        return tuple(range(x.ndim - d, x.ndim))
 
     def forward(self, x, P):
-        ax = tuple(range(1, x.ndim))
+        ax = self._axes(x)
         mean = x.mean(axis=ax, keepdims=True)
         var = ((x - mean) ** 2).mean(axis=ax, keepdims=True)
         xhat = (x - mean) / np.sqrt(var + self.opts["eps"])
         out = xhat * P["weight"] + P["bias"] if "weight" in P else xhat
-        return out, {"mean": mean.reshape(-1), "var": var.reshape(-1)}, {}
+        lead = x.shape[:x.ndim - len(ax)]
+        return out, {"mean": mean.reshape(lead), "var": var.reshape(lead)}, {}
 
     def backward(self, g, x, out, P, extras):
-        ax = tuple(range(1, x.ndim))
-        b = (-1,) + (1,) * (x.ndim - 1)
-        D = x.size // x.shape[0]
+        ax = self._axes(x)
+        b = x.shape[:x.ndim - len(ax)] + (1,) * len(ax)
+        D = math.prod(x.shape[a] for a in ax)
         invstd = (1.0 / np.sqrt(extras["var"] + self.opts["eps"])).reshape(b)
         xhat = (x - extras["mean"].reshape(b)) * invstd
         grads = {}
         if "weight" in P:
-            grads["weight"] = (g * xhat).sum(axis=0)
-            grads["bias"] = g.sum(axis=0)
+            lead = tuple(range(x.ndim - len(ax)))
+            grads["weight"] = (g * xhat).sum(axis=lead)
+            grads["bias"] = g.sum(axis=lead)
             gh = g * P["weight"]
         else:
             gh = g
@@ -384,9 +257,6 @@ class LayerNorm(Layer):
 
 # --- element-wise activations --------------------------------------------------------------------
 class _Elementwise(Layer):
-    elementwise = True
-    bwd_formula = "{grad_in} = {grad_out} ⊙ {local}"
-
     def backward(self, g, x, out, P, extras):
         loc = self.local(x, out)
         return g * loc, {}, loc
@@ -397,8 +267,6 @@ class _Elementwise(Layer):
 
 class ReLU(_Elementwise):
     type = "relu"
-    fwd_formula = "{out} = max({in}, 0)"
-    bwd_formula = "{local} = [{in} > 0];  {grad_in} = {grad_out} ⊙ {local}"
 
     def f(self, x):
         return np.maximum(x, 0)             # propagates NaN, as torch.relu does
@@ -409,9 +277,6 @@ class ReLU(_Elementwise):
 
 class LeakyReLU(_Elementwise):
     type = "leaky_relu"
-    options = {"negative_slope": (0.01, "float")}
-    fwd_formula = "{out} = {in} if {in} > 0 else slope·{in}"
-    bwd_formula = "{local} = 1 if {in} > 0 else slope;  {grad_in} = {grad_out} ⊙ {local}"
 
     def f(self, x):
         return np.where(x > 0, x, x * self.opts["negative_slope"])
@@ -422,8 +287,6 @@ class LeakyReLU(_Elementwise):
 
 class Sigmoid(_Elementwise):
     type = "sigmoid"
-    fwd_formula = "{out} = σ({in}) = 1 / (1 + e^(−{in}))"
-    bwd_formula = "{local} = {out} ⊙ (1 − {out});  {grad_in} = {grad_out} ⊙ {local}"
 
     def f(self, x):
         return 1.0 / (1.0 + np.exp(-x))
@@ -434,8 +297,6 @@ class Sigmoid(_Elementwise):
 
 class Tanh(_Elementwise):
     type = "tanh"
-    fwd_formula = "{out} = tanh({in})"
-    bwd_formula = "{local} = 1 − {out}²;  {grad_in} = {grad_out} ⊙ {local}"
 
     def f(self, x):
         return np.tanh(x)
@@ -446,7 +307,6 @@ class Tanh(_Elementwise):
 
 class GELU(_Elementwise):
     type = "gelu"
-    options = {"approximate": ("none", "choice:none|tanh")}
     # torch's constants (aten/src/ATen/native/cpu/Activation.cpp), from the C macros, so the
     # values agree with torch to the last bit where libm agrees: 1/√2 rounded correctly
     # (1.0 / math.sqrt(2.0) is one ulp below it), √(2/π) and 1/√(2π).
@@ -454,19 +314,6 @@ class GELU(_Elementwise):
     K = 1.41421356237309504880 * 1.12837916709551257390 * 0.5  # M_SQRT2 · M_2_SQRTPI · ½ = √(2/π)
     PDF = 1.12837916709551257390 * 0.70710678118654752440 * 0.5  # M_2_SQRTPI · M_SQRT1_2 · ½ = 1/√(2π)
     KAPPA = 0.044715
-
-    @property
-    def fwd_formula(self):
-        if self.opts["approximate"] == "tanh":
-            return "{out} = ½·{in}·(1 + tanh(√(2/π)·({in} + 0.044715·{in}³)))"
-        return "{out} = {in}·Φ({in}) = ½·{in}·(1 + erf({in}/√2))"
-
-    @property
-    def bwd_formula(self):
-        if self.opts["approximate"] == "tanh":
-            return ("{local} = ½(1 + t) + ½·{in}·(1 − t²)·√(2/π)·(1 + 3·0.044715·{in}²), "
-                    "t = tanh(√(2/π)(x + 0.044715x³));  {grad_in} = {grad_out} ⊙ {local}")
-        return "{local} = Φ({in}) + {in}·φ({in});  {grad_in} = {grad_out} ⊙ {local}"
 
     def f(self, x):
         # the same operations in the same order as torch's CPU kernel
@@ -498,8 +345,6 @@ class GELU(_Elementwise):
 
 class Identity(_Elementwise):
     type = "identity"
-    fwd_formula = "{out} = {in}"
-    bwd_formula = "{local} = 1;  {grad_in} = {grad_out} ⊙ {local}"
 
     def f(self, x):
         return x
@@ -509,22 +354,16 @@ class Identity(_Elementwise):
 
 
 class Softmax(Layer):
+    """Over ``dim`` of the batched tensor (default -1), max-shifted."""
     type = "softmax"
-    fwd_formula = "{out} = e^({in} − max) / Σⱼ e^({in}ⱼ − max)   (over the last dimension)"
-    bwd_formula = "{grad_in} = {out} ⊙ ({grad_out} − Σⱼ {grad_out}ⱼ·{out}ⱼ)"
-
-    @classmethod
-    def infer(cls, opts, in_shape):
-        if len(in_shape) < 1:
-            raise ShapeError("softmax needs a feature dimension")
-        return in_shape, {}
 
     def forward(self, x, P):
-        e = np.exp(x - x.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True), {}, {}
+        d = self.opts.get("dim", -1)
+        e = np.exp(x - x.max(axis=d, keepdims=True))
+        return e / e.sum(axis=d, keepdims=True), {}, {}
 
     def backward(self, g, x, out, P, extras):
-        return out * (g - (g * out).sum(axis=-1, keepdims=True)), {}, None
+        return out * (g - (g * out).sum(axis=self.opts.get("dim", -1), keepdims=True)), {}, None
 
 
 LAYERS: dict[str, type[Layer]] = {c.type: c for c in (

@@ -7,24 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-LOSSES = ("mse", "l1", "smooth_l1", "huber", "cross_entropy", "bce", "bce_with_logits")
-
-FORMULAS = {
-    "mse": ("{loss} = s · R( ({pred} − {target})² )", "{loss.grad} = s · 2({pred} − {target}) / n_R"),
-    "l1": ("{loss} = s · R( |{pred} − {target}| )", "{loss.grad} = s · sign({pred} − {target}) / n_R   (0 at 0)"),
-    "smooth_l1": ("{loss} = s · R( 0.5·d²/β if |d| < β else |d| − 0.5·β ),  d = {pred} − {target}",
-                  "{loss.grad} = s · (d/β if |d| < β else sign(d)) / n_R"),
-    "huber": ("{loss} = s · R( 0.5·d² if |d| < δ else δ·(|d| − 0.5·δ) ),  d = {pred} − {target}",
-              "{loss.grad} = s · (d if |d| < δ else δ·sign(d)) / n_R"),
-    "cross_entropy": ("{loss} = s · R( −log softmax({pred})[{target}] ),  log-sum-exp shifted by the max",
-                      "{loss.grad} = s · (softmax({pred}) − onehot({target})) / n_R"),
-    "bce": ("{loss} = s · R( −({target}·max(log {pred}, −100) + (1 − {target})·max(log(1 − {pred}), −100)) )",
-            "{loss.grad} = s · ({pred} − {target}) / max((1 − {pred})·{pred}, 1e−12) / n_R"),
-    "bce_with_logits": ("{loss} = s · R( (1 − {target})·{pred} + log(1 + e^(−{pred})) ),  computed stably",
-                        "{loss.grad} = s · (σ({pred}) − {target}) / n_R"),
-}
-
-
 def _reduce(elem: np.ndarray, reduction: str):
     return elem.sum() if reduction == "sum" else elem.mean()
 

@@ -1,7 +1,8 @@
 """torch.optim.SGD and torch.optim.Adam, one parameter at a time, out of place.
 
-Each update returns the new parameter and the optimizer state it used and wrote, by name suffix,
-so the screen can show the momentum buffer or Adam's m, v and bias corrections.
+Each update returns the new parameter and the optimizer state it used and wrote, by name suffix
+(the names are the catalogue's, spec.catalog.optimizer_state), so the screen can show the momentum
+buffer or Adam's m, v and bias corrections.
 """
 from __future__ import annotations
 
@@ -9,34 +10,7 @@ import math
 
 import numpy as np
 
-from ..scenario.model import OptimizerSpec
-
-
-def state_names(opt: OptimizerSpec) -> tuple[str, ...]:
-    """Persistent per-parameter state, by suffix (`linear1.weight.buf`)."""
-    if opt.type == "adam":
-        return ("m", "v")
-    if opt.momentum != 0:
-        return ("buf",)
-    return ()
-
-
-def formula(opt: OptimizerSpec) -> str:
-    wd = " + wd·{P}" if opt.weight_decay else ""
-    if opt.type == "adam":
-        b1, b2 = opt.betas
-        return (f"g = {{P.grad}}{wd};  {{P.m}} = {b1:g}·{{P.m}} + {1 - b1:g}·g;  "
-                f"{{P.v}} = {b2:g}·{{P.v}} + {1 - b2:g}·g²;  "
-                f"{{P.m_hat}} = {{P.m}}/(1 − {b1:g}ᵗ);  {{P.v_hat}} = {{P.v}}/(1 − {b2:g}ᵗ);  "
-                f"{{P}} ← {{P}} − {opt.lr:g}·{{P.m_hat}}/(√{{P.v_hat}} + {opt.eps:g})")
-    if opt.momentum:
-        first = "{P.buf} = g at step 1, else "
-        buf = f"{opt.momentum:g}·{{P.buf}} + {1 - opt.dampening:g}·g"
-        step = f"g + {opt.momentum:g}·{{P.buf}}" if opt.nesterov else "{P.buf}"
-        return f"g = {{P.grad}}{wd};  {first}{buf};  {{P}} ← {{P}} − {opt.lr:g}·({step})"
-    if opt.weight_decay:
-        return f"{{P}} ← {{P}} − {opt.lr:g}·({{P.grad}}{wd})"
-    return f"{{P}} ← {{P}} − {opt.lr:g}·{{P.grad}}"
+from ..spec.model import OptimizerSpec
 
 
 def update(opt: OptimizerSpec, t: int, p: np.ndarray, grad: np.ndarray, state: dict):

@@ -1,9 +1,9 @@
-"""One training step compiled to the program of operations of SPEC §3.
+"""The plan of one training step (:mod:`nnstep.spec.plan`) bound to its math.
 
-The program is built once per scenario. Each :class:`Op` carries its stage, name, layer, formula
-(with tensor names filled in) and the names of the tensors it reads and writes. Running an op reads
-its inputs from an environment (a dict name -> array) and writes its outputs into it. Nothing is
-modified in place, so keeping a reference to any value is enough to record it.
+The plan says which tensors each operation reads and writes; the program gives every op a function
+``run(env, k)`` that reads its inputs from an environment (a dict name -> array) and writes its
+outputs into it. Nothing is modified in place, so keeping a reference to any value is enough to
+record it.
 
 Persistent tensors (parameters, optimizer state, batchnorm running statistics) are the only state
 carried from one step to the next; a step boundary is fully described by them plus the step number
@@ -12,167 +12,116 @@ carried from one step to the next; a step boundary is fully described by them pl
 from __future__ import annotations
 
 import inspect
-import re
-from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
 
-from ..scenario.model import Scenario
+from ..spec import catalog
+from ..spec.model import Scenario
+from ..spec.plan import STAGES, Op, Plan  # noqa: F401  (STAGES, Op: for importers)
 from . import losses, optim
 from .layers import LAYERS, Layer
-
-STAGES = ("forward", "loss", "backward", "update")
-
-
-@dataclass(frozen=True)
-class Op:
-    index: int
-    stage: str
-    name: str
-    layer: str | None
-    formula: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    param: str | None = None               # update ops: the parameter updated
-    also_writes: tuple[str, ...] = ()      # aliases written too (the next layer down's grad_out)
-    run: Callable = field(default=None, repr=False, compare=False)
-
-
-def without_absent(template: str, L) -> str:
-    """Drop the terms of parameters a layer does not have (bias = false, affine = false)."""
-    for p in L.param_names:
-        if p in getattr(L, "present", L.param_names):
-            continue
-        template = ";  ".join(seg for seg in template.split(";  ") if "{%s.grad}" % p not in seg)
-        template = re.sub(r"\s*\+\s*\{%s\}(\[[^\]]*\])?" % p, "", template)
-        template = re.sub(r"\{%s\}(\[[^\]]*\])?\s*[·⊙]\s*" % p, "", template)
-        template = re.sub(r"\s*[·⊙]\s*\{%s\}(\[[^\]]*\])?" % p, "", template)
-    return template
-
-
-def fill(template: str, names: dict[str, str]) -> str:
-    return re.sub(r"\{([A-Za-z_.]+)\}", lambda m: names.get(m.group(1), m.group(0)), template)
 
 
 class Program:
     def __init__(self, sc: Scenario, skip: Iterable[str] = ()):
         """``skip``: names of tensors the caller will never read, which ops may then leave
-        uncomputed (`nnstep run` reports neither the first layer's grad_in nor the parameters'
-        deltas). The op list, with every op's inputs and outputs, is the same either way; only
-        the first layer's grad_in (for layers whose backward takes ``need_in``) and update deltas
-        can be skipped."""
+        uncomputed (`nnstep run` reports neither dLoss/d(input) nor the parameters' deltas). The
+        op list, with every op's inputs and outputs, is the same either way."""
         self.scenario = sc
         self.skip = frozenset(skip)
         self.dtype = sc.np_dtype
+        self.plan = Plan(sc)
+        self.ops: list[Op] = self.plan.ops
         self.layers: list[Layer] = []
+        self.layer: dict[str, Layer] = {}
         for spec in sc.layers:
             L = LAYERS[spec.type](spec.name, spec.options, spec.in_shape)
             L.spec = spec
-            L.present = tuple(spec.params)          # params this instance has (bias = false drops one)
             self.layers.append(L)
-        self.opt_state = optim.state_names(sc.optimizer)
-        self.ops: list[Op] = []
-        self._build()
-        self.persistent: list[str] = list(sc.param_names)
-        for L in self.layers:
-            self.persistent += [f"{L.name}.{s}" for s in L.state_names]
-        for P in sc.trainable:
-            self.persistent += [f"{P}.{s}" for s in self.opt_state]
+            self.layer[spec.name] = L
+        self.opt_state, self.opt_written = catalog.optimizer_state(sc.optimizer)
+        self.persistent: list[str] = self.plan.persistent
+        self.stage_start = self.plan.stage_start
         self._perm_cache: tuple[int, np.ndarray] | None = None
-        self.stage_start = {}
-        for op in self.ops:
-            self.stage_start.setdefault(op.stage, op.index)
+        self._ce_memo = [None, None]
+        self.fns: list[Callable] = [self._bind(op) for op in self.ops]
 
-    # ---------------------------------------------------------------------------------------------
-    def in_name(self, i: int) -> str:
-        return "input" if i == 0 else f"{self.layers[i - 1].name}.out"
+    # --- binding ------------------------------------------------------------------------------------
+    def _bind(self, op: Op) -> Callable:
+        if op.kind == "forward":
+            return self._fwd(op)
+        if op.kind == "backward":
+            return self._bwd(op)
+        if op.kind == "loss":
+            return self._loss(op)
+        if op.kind == "loss_backward":
+            return self._loss_bwd(op)
+        if op.kind == "update":
+            return self._upd(op)
+        raise ValueError(f"no math for an op of kind {op.kind!r}")
 
-    def _build(self):
-        sc = self.scenario
-        ops = []
-
-        def add(**kw):
-            ops.append(Op(index=len(ops), **kw))
-
-        # forward
-        for i, L in enumerate(self.layers):
-            n = L.name
-            x = self.in_name(i)
-            pnames = [f"{n}.{p}" for p in L.present]
-            snames = [f"{n}.{s}" for s in L.state_names]
-            names = {"in": x, "out": f"{n}.out"}
-            names.update({p: f"{n}.{p}" for p in L.param_names})
-            names.update({s: f"{n}.{s}" for s in L.state_names + L.extra_names})
-            outs = [f"{n}.out"] + [f"{n}.{e}" for e in L.extra_names] + snames
-            add(stage="forward", name=f"forward {n}", layer=n, formula=fill(without_absent(L.fwd_formula, L), names),
-                inputs=tuple([x] + pnames + snames), outputs=tuple(outs), run=self._fwd(L, x, pnames, snames))
-        last = f"{self.layers[-1].name}.out"
-        lo = sc.loss
-        lnames = {"pred": last, "target": "target", "loss": "loss", "loss.grad": "loss.grad"}
-        red = "Σ" if lo.reduction == "sum" else "mean"
-        fwd_f, bwd_f = losses.FORMULAS[lo.type]
-        s_txt = f"{lo.scale:g}"
-        nr = "1" if lo.reduction == "sum" else ("N" if lo.type == "cross_entropy" else "numel")
-        fwd_f = fill(fwd_f, lnames).replace("s · R(", f"{s_txt} · {red}(").replace("β", f"β({lo.beta:g})") \
-            .replace("δ", f"δ({lo.delta:g})")
-        bwd_f = fill(bwd_f, lnames).replace("s · ", f"{s_txt} · ").replace("n_R", nr)
-        add(stage="loss", name="loss", layer=None, formula=fwd_f, inputs=(last, "target"), outputs=("loss",),
-            run=self._loss(last))
-        add(stage="backward", name="backward loss", layer=None, formula=bwd_f, inputs=(last, "target"),
-            outputs=("loss.grad",), also_writes=(f"{self.layers[-1].name}.grad_out",), run=self._loss_bwd(last))
-        # backward
-        for i in range(len(self.layers) - 1, -1, -1):
-            L = self.layers[i]
-            n = L.name
-            x = self.in_name(i)
-            pnames = [f"{n}.{p}" for p in L.present]
-            names = {"in": x, "out": f"{n}.out", "grad_out": f"{n}.grad_out", "grad_in": f"{n}.grad_in",
-                     "local": f"{n}.local"}
-            names.update({p: f"{n}.{p}" for p in L.param_names})
-            names.update({f"{p}.grad": f"{n}.{p}.grad" for p in L.param_names})
-            names.update({e: f"{n}.{e}" for e in L.extra_names})
-            ins = [f"{n}.grad_out", x, f"{n}.out"] + pnames + [f"{n}.{e}" for e in L.extra_names]
-            outs = ([f"{n}.local"] if L.elementwise else []) + [f"{p}.grad" for p in pnames] + [f"{n}.grad_in"]
-            also = (f"{self.layers[i - 1].name}.grad_out",) if i > 0 else ()
-            add(stage="backward", name=f"backward {n}", layer=n, formula=fill(without_absent(L.bwd_formula, L), names),
-                inputs=tuple(ins), outputs=tuple(outs), also_writes=also, run=self._bwd(L, x, pnames, also))
-        # update
-        opt = sc.optimizer
-        tmpl = optim.formula(opt)
-        shown = ("m", "v", "m_hat", "v_hat") if opt.type == "adam" else self.opt_state
-        for P in sc.trainable:
-            names = {"P": P, "P.grad": f"{P}.grad"}
-            names.update({f"P.{s}": f"{P}.{s}" for s in ("buf", "m", "v", "m_hat", "v_hat")})
-            ins = [P, f"{P}.grad"] + [f"{P}.{s}" for s in self.opt_state]
-            outs = [P, f"{P}.delta"] + [f"{P}.{s}" for s in shown]
-            add(stage="update", name=f"update {P}", layer=P.rsplit(".", 1)[0], formula=fill(tmpl, names),
-                inputs=tuple(ins), outputs=tuple(outs), param=P, run=self._upd(P))
-        self.ops = ops
-
-    # --- op bodies --------------------------------------------------------------------------------
-    def _fwd(self, L: Layer, x: str, pnames, snames):
-        n = L.name
-        pkeys = [(p, f"{n}.{p}") for p in L.present] + [(s, f"{n}.{s}") for s in L.state_names]
-        outname = f"{n}.out"
-        extras = [(e, f"{n}.{e}") for e in L.extra_names]
+    def _fwd(self, op: Op):
+        L = self.layer[op.layer]
+        spec = L.spec
+        x = spec.inputs[0]
+        pkeys = [(p, spec.t(p)) for p in spec.params] + [(s, spec.t(s)) for s in L.state_names]
+        outname = spec.t("out")
+        extras = [(e, spec.t(e)) for e in L.extra_names]
+        states = [(s, spec.t(s)) for s in L.state_names]
 
         def run(env, k):
             out, ex, st = L.forward(env[x], {p: env[full] for p, full in pkeys})
             env[outname] = out
             for e, full in extras:
                 env[full] = ex[e]
-            for s, v in st.items():
-                env[f"{n}.{s}"] = v
+            for s, full in states:
+                env[full] = st[s]
         return run
 
-    def _loss(self, last):
-        lo = self.scenario.loss
-        ce = lo.type == "cross_entropy"
-        memo = self._ce_memo = [None, None]      # (pred, its log_softmax): backward loss reuses it
+    def _bwd(self, op: Op):
+        L = self.layer[op.layer]
+        spec = L.spec
+        x = spec.inputs[0]
+        pkeys = [(p, spec.t(p)) for p in spec.params]
+        extras = [(e, spec.t(e)) for e in L.extra_names]
+        gname, oname, lname = spec.t("grad_out"), spec.t("out"), spec.t("local")
+        ginname = self.plan.grad_in_name(spec, 0)
+        gradnames = {p: spec.t(f"{p}.grad") for p in spec.params}
+        also = op.also_writes
+        sums = op.sums
+        kw = {}
+        if ginname in self.skip and not also and "need_in" in inspect.signature(L.backward).parameters:
+            kw = {"need_in": False}
 
         def run(env, k):
-            p = env[last]
+            if sums:                      # a fork: grad_out is the sum of what its readers sent back
+                g = env[sums[0]]
+                for c in sums[1:]:
+                    g = g + env[c]
+                env[gname] = g
+            else:
+                g = env[gname]
+            gin, grads, local = L.backward(g, env[x], env[oname], {p: env[f] for p, f in pkeys},
+                                           {e: env[f] for e, f in extras}, **kw)
+            if local is not None:
+                env[lname] = local
+            for p, gr in grads.items():
+                env[gradnames[p]] = gr
+            if gin is not None:
+                env[ginname] = gin
+                for a in also:
+                    env[a] = gin
+        return run
+
+    def _loss(self, op: Op):
+        lo = self.scenario.loss
+        pred = self.plan.prediction
+        ce = lo.type == "cross_entropy"
+        memo = self._ce_memo                     # (pred, its log_softmax): backward loss reuses it
+
+        def run(env, k):
+            p = env[pred]
             lp = None
             if ce:
                 lp = losses.log_softmax(p)
@@ -181,51 +130,30 @@ class Program:
                                               lo.beta, lo.delta, lp=lp)
         return run
 
-    def _loss_bwd(self, last):
+    def _loss_bwd(self, op: Op):
         lo = self.scenario.loss
-        alias = f"{self.layers[-1].name}.grad_out"
+        pred = self.plan.prediction
+        also = op.also_writes
         memo = self._ce_memo
 
         def run(env, k):
-            p = env[last]
+            p = env[pred]
             # the same array object (values are never modified in place): its log_softmax is known
             lp = memo[1] if memo[0] is p else None
             memo[0] = memo[1] = None                      # taken once
             g = losses.loss_backward(lo.type, p, env["target"], lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp)
             env["loss.grad"] = g
-            env[alias] = g
+            for a in also:
+                env[a] = g
         return run
 
-    def _bwd(self, L: Layer, x: str, pnames, also):
-        n = L.name
-        pkeys = [(p, f"{n}.{p}") for p in L.present]
-        extras = [(e, f"{n}.{e}") for e in L.extra_names]
-        gname, oname, ginname, lname = f"{n}.grad_out", f"{n}.out", f"{n}.grad_in", f"{n}.local"
-
-        gradnames = {p: f"{n}.{p}.grad" for p in L.param_names}
-        kw = {}
-        if ginname in self.skip and not also and "need_in" in inspect.signature(L.backward).parameters:
-            kw = {"need_in": False}
-
-        def run(env, k):
-            gin, grads, local = L.backward(env[gname], env[x], env[oname], {p: env[f] for p, f in pkeys},
-                                           {e: env[f] for e, f in extras}, **kw)
-            if local is not None:
-                env[lname] = local
-            for p, g in grads.items():
-                env[gradnames[p]] = g
-            if gin is not None:
-                env[ginname] = gin
-                for a in also:
-                    env[a] = gin
-        return run
-
-    def _upd(self, P: str):
+    def _upd(self, op: Op):
         opt = self.scenario.optimizer
+        P = op.param
         skeys = [(s, f"{P}.{s}") for s in self.opt_state]
         gname, dname = f"{P}.grad", f"{P}.delta"
         delta = dname not in self.skip
-        wnames = {s: f"{P}.{s}" for s in ("buf", "m", "v", "m_hat", "v_hat")}
+        wnames = {s: f"{P}.{s}" for s in self.opt_written}
 
         def run(env, k):
             old = env[P]
@@ -275,30 +203,23 @@ class Program:
         """The persistent state, by reference (values are never modified in place)."""
         return {n: env[n] for n in self.persistent if n in env}
 
-    def run_step(self, env: dict, k: int, check: Callable | None = None):
-        """Run all of step k in ``env``. ``check(op, env)`` may return a stop reason to halt."""
+    def run_step(self, env: dict, k: int, detector=None):
+        """Feed step k's batch and run all its ops in ``env``. With a ``detector``
+        (:class:`~nnstep.engine.runner.Detector`), halt at its first stop and return it; else None."""
+        from .runner import advance
         self.feed(env, k)
-        with np.errstate(all="ignore"):
-            for op in self.ops:
-                op.run(env, k)
-                if check is not None:
-                    r = check(op, env)
-                    if r is not None:
-                        return r
-        return None
-
-    def run_op(self, env: dict, k: int, i: int):
-        with np.errstate(all="ignore"):
-            self.ops[i].run(env, k)
+        M = len(self.ops)
+        stops = []
+        advance(self, env, k, 0, k * M, k - 1, detector, sink=lambda s: stops.append(s) or True)
+        return stops[0] if stops else None
 
     def run_until(self, env: dict, k: int, stage: str) -> dict:
         """Feed step k's batch and run its ops up to (not including) the first op of ``stage``."""
         self.feed(env, k)
+        end = self.stage_start.get(stage, len(self.ops))
         with np.errstate(all="ignore"):
-            for op in self.ops:
-                if op.stage == stage:
-                    break
-                op.run(env, k)
+            for fn in self.fns[:end]:
+                fn(env, k)
         return env
 
     def forward_loss(self, params: dict, k: int = 1) -> float:

@@ -1,7 +1,9 @@
-"""TOML scenario -> validated, typed :class:`Scenario`."""
-from .model import (Breakpoint, Condition, Expect, LayerSpec, LossSpec, OptimizerSpec, Scenario,
-                    TrainSpec)
+"""TOML scenario -> validated, typed :class:`Scenario` (SPEC §2). No math is imported here: the
+loader builds on :mod:`nnstep.spec` only (a test proves it)."""
+from ..spec.model import (Breakpoint, Condition, Expect, LayerSpec, LossSpec, OptimizerSpec, Scenario,
+                          TrainSpec)
+from .conditions import parse_condition
 from .loader import load_scenario, loads_scenario
 
 __all__ = ["Breakpoint", "Condition", "Expect", "LayerSpec", "LossSpec", "OptimizerSpec", "Scenario",
-           "TrainSpec", "load_scenario", "loads_scenario"]
+           "TrainSpec", "load_scenario", "loads_scenario", "parse_condition"]

@@ -2,7 +2,6 @@
 comes from the session (the engine)."""
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from textual.widgets import Footer
 from ..debugger.explain import explain as explain_element
 from ..debugger.session import Session
 from ..scenario.model import Scenario
-from .format import fill_numbers
+from . import view
 from .screens.dialogs import GotoScreen, HelpScreen
 from .screens.tensor import TensorScreen
 from .widgets.panels import HeaderBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
@@ -63,13 +62,6 @@ class Progress(Message):
 class RunDone(Message):
     stop: object
     error: str | None = None
-
-
-_NAME_END = r"(?![A-Za-z0-9_.])"
-
-
-def mentions(formula: str, name: str) -> bool:
-    return re.search(r"(?<![A-Za-z0-9_.])" + re.escape(name) + _NAME_END, formula) is not None
 
 
 class TensorCommands(Provider):
@@ -138,17 +130,10 @@ class NnstepApp(App):
                 "?: all keys")
 
     def _index_writers(self):
-        # boxes per stage: the most any op of the stage shows (a constant layout within a stage)
-        self._stage_boxes: dict[str, int] = {}
-        for op in self.session.ops:
-            n = len(self._slots(op, {}, {}, set()))
-            self._stage_boxes[op.stage] = max(n, self._stage_boxes.get(op.stage, 0))
+        self._stage_boxes = view.stage_boxes(self.session.ops)
         # a network whose parameters are too big for numbers gets the constant box layout
         self._big = any(np.size(v) > MAX_NUMBERS for v in self.session.scenario.initial.values())
-        self.writer: dict[str, int] = {}
-        for op in self.session.ops:
-            for t in op.outputs + op.also_writes:
-                self.writer.setdefault(t, op.index)
+        self.writer = view.writers(self.session.ops)
 
     # --- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -221,12 +206,10 @@ class NnstepApp(App):
                 ins = {n: s.value(n) for n in op.inputs}
                 outs = {n: None for n in op.outputs}
                 title = op_title("next", op, M)
-            filled = fill_numbers(op.formula, ins, outs)
-            if filled and op.stage == "update" and rec is not None:
-                # Adam's bias corrections: t is the step number (SPEC §1: 1 − β^t)
-                filled = filled.replace("ᵗ", "".join("⁰¹²³⁴⁵⁶⁷⁸⁹"[int(c)] for c in str(rec.step)))
-            rows = self._layer_rows(k, i, at_end, written)
-            self.query_one(OpPanel).show(title, op.formula, filled, self._slots(op, ins, outs, written), self.digits,
+            # Adam's bias corrections: t is the step number (SPEC §1: 1 − β^t)
+            clauses = view.formula_views(op, ins, outs, step=rec.step if rec is not None else k)
+            rows = view.layer_rows(s, self.writer, written)
+            self.query_one(OpPanel).show(title, clauses, view.op_slots(op, ins, outs, written), self.digits,
                                          n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage,
                                          room=self._op_room(len(rows)), big=self._big)
             self.query_one(LayersTable).show(rows, self.digits, narrow,
@@ -249,108 +232,6 @@ class NnstepApp(App):
         if state != getattr(self, "_binding_state", None):
             self._binding_state = state
             self.refresh_bindings()
-
-    def _slots(self, op, ins: dict, outs: dict, written: set) -> list[tuple]:
-        L = self._layer(op.layer)
-        out: list[tuple] = []
-        if op.stage == "backward" and L is not None and L.elementwise:
-            n = L.name
-            out = [("upstream ∂E/∂out", f"{n}.grad_out", ins.get(f"{n}.grad_out"), False),
-                   ("× local ∂out/∂in", f"{n}.local", outs.get(f"{n}.local"), f"{n}.local" in written),
-                   ("= result ∂E/∂in", f"{n}.grad_in", outs.get(f"{n}.grad_in"), f"{n}.grad_in" in written)]
-        elif op.stage == "update":
-            P = op.param
-            out = [("old", P, ins.get(P), False), ("gradient", f"{P}.grad", ins.get(f"{P}.grad"), False)]
-            roles = {"buf": "momentum buf", "m": "m", "v": "v", "m_hat": "m̂ = m/(1−β1ᵗ)", "v_hat": "v̂ = v/(1−β2ᵗ)"}
-            for suf, role in roles.items():
-                t = f"{P}.{suf}"
-                if t in op.outputs:
-                    out.append((role, t, outs.get(t), t in written))
-            out.append(("change Δ", f"{P}.delta", outs.get(f"{P}.delta"), f"{P}.delta" in written))
-            out.append(("new", P, outs.get(P), P in written))
-        else:
-            # a backward op shows the inputs its formula names; the loss's backward always shows the
-            # prediction and target (its formula may speak of the residual d only)
-            shown_in = [n for n in op.inputs if n not in op.outputs
-                        and (op.stage != "backward" or op.layer is None or mentions(op.formula, n))]
-            outs_list = list(op.outputs)
-            room = max(0, OpPanel.SLOTS - len(outs_list))
-            for n in shown_in[:room]:
-                out.append((self._role(n, op, False), n, ins.get(n), False))
-            for n in outs_list:
-                out.append((self._role(n, op, True), n, outs.get(n), n in written))
-        return out[:OpPanel.SLOTS]
-
-    _NAME_ROLE = {"input": "input x", "target": "target", "loss": "loss E", "loss.grad": "∂E/∂prediction"}
-    _SUFFIX_ROLE = {"grad_out": "upstream ∂E/∂out", "grad_in": "result ∂E/∂in", "local": "local ∂out/∂in"}
-    _PARAM_SYM = {"weight": "W", "bias": "b"}
-
-    def _role(self, n: str, op, output: bool) -> str:
-        """A short label for a box: what the tensor is to this op (its name is inside the box)."""
-        initial = self.session.scenario.initial
-        layer, _, suf = n.rpartition(".")
-        if n in initial:
-            return f"param {self._PARAM_SYM.get(suf, suf)}"
-        if n.endswith(".grad") and n[:-5] in initial:
-            p = n[:-5].rpartition(".")[2]
-            return f"∂E/∂{self._PARAM_SYM.get(p, p)}"
-        if n in self._NAME_ROLE:
-            return self._NAME_ROLE[n]
-        if suf in self._SUFFIX_ROLE:
-            return self._SUFFIX_ROLE[suf]
-        if op.layer is None and n in op.inputs:           # the loss ops
-            return "prediction ŷ"
-        if suf == "out":
-            return "out" if output and layer == op.layer else "input" if layer != op.layer else "in"
-        if layer == op.layer and suf:                     # batchnorm1.mean -> "mean"
-            return suf
-        return "out" if output else "in"
-
-    def _layer(self, name):
-        if name is None:
-            return None
-        for L in self.session.program.layers:
-            if L.name == name:
-                return L
-        return None
-
-    def _layer_rows(self, k: int, i: int, at_end: bool, written: set) -> list[dict]:
-        s = self.session
-        sc = s.scenario
-        trainable = set(sc.trainable)
-        rows = []
-
-        def cell(name):
-            if name is None:
-                return None
-            v = s.value(name) if name in s.names else None
-            if v is None:
-                return (name, None, "now")
-            w = self.writer.get(name)
-            if name in written:
-                st = "written"
-            elif at_end or w is None or w < i:
-                st = "now"
-            else:
-                st = "stale"
-            return (name, v, st)
-
-        for L in s.program.layers:
-            n = L.name
-            base = {"layer": n, "out": cell(f"{n}.out"),
-                    "local": cell(f"{n}.local") if L.elementwise else None,
-                    "up": cell(f"{n}.grad_out")}
-            params = list(L.spec.params)
-            if not params:
-                rows.append(base)
-            for j, p in enumerate(params):
-                P = f"{n}.{p}"
-                r = dict(base) if j == 0 else {}
-                r["param"] = {"weight": "W", "bias": "b"}.get(p, p)
-                r["grad"] = cell(f"{P}.grad")
-                r["delta"] = cell(f"{P}.delta") if P in trainable else "frozen"
-                rows.append(r)
-        return rows
 
     # --- status -----------------------------------------------------------------------------------
     def _set_stop(self, stop) -> None:

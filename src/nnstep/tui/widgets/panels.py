@@ -3,7 +3,7 @@ reads the session or computes anything."""
 from __future__ import annotations
 
 import math
-import re
+
 
 from rich.segment import Segment
 from rich.style import Style
@@ -14,7 +14,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
-from ..format import as_2d, compact, fill_numbers, num
+from ..format import as_2d, compact, num
 from .tensor import TensorView, has_nonfinite, natural_size
 
 def _update(widget: Static, content, key) -> None:
@@ -205,7 +205,7 @@ class OpPanel(Vertical):
         self._stage_h: dict = {}
         self._placed = None
 
-    def show(self, title: Text, formula: str, filled: str | None, slots: list[tuple], digits: int,
+    def show(self, title: Text, clauses: list, slots: list[tuple], digits: int,
              n_boxes: int = 0, stage: str = "", room: tuple[int, int] = (80, 19), big: bool = False):
         """``room``: (inner width, most rows the panel may take, borders included). ``big``: a
         network with parameters too big for numbers: its boxes are laid out side by side, as many
@@ -213,9 +213,9 @@ class OpPanel(Vertical):
         within a stage never changes the layout (a relayout per key is what costs on such nets)."""
         _update(self.query_one("#op-title", Static), title, title.plain)
         W, max_h = room
-        f = formula_text(formula, filled)
+        f = formula_text(clauses)
         f_lines = len(f.wrap(self.app.console, max(10, W))) if W > 0 else 1
-        short = formula_text(formula, filled, compact=True)
+        short = formula_text(clauses, compact=True)
         short_lines = len(short.wrap(self.app.console, max(10, W))) if W > 0 else 1
         if big:
             self._show_uniform(f, f_lines, short, short_lines, slots, digits, n_boxes, W, max_h)
@@ -322,42 +322,31 @@ class OpPanel(Vertical):
 
 
 
-_ASSIGN = re.compile(r"\s(=|←)\s")
-
-
-def formula_text(formula: str, filled: str | None, compact: bool = False) -> Text:
-    """The formula clause by clause, each followed by the same clause with the numbers; ``compact``:
-    one line a clause, "name = right side with the numbers = value" (for a small screen)."""
+def formula_text(clauses, compact: bool = False) -> Text:
+    """The formula clause by clause (spec.formula.ClauseView), each followed by the same clause with
+    the numbers; ``compact``: one line a clause, "name = right side with the numbers = value" (for a
+    small screen)."""
     t = Text()
-    clauses = formula.split(";  ")
-    nums = filled.split(";  ") if filled else []
-    if compact and len(nums) == len(clauses):
-        for j, (c, n) in enumerate(zip(clauses, nums)):
-            if j:
-                t.append("\n")
-            mc, mn = _ASSIGN.search(c), _ASSIGN.search(n)
-            if n == c or mc is None or mn is None:
-                t.append(n, "italic" if n == c else "bold")
-                continue
-            t.append(c[:mc.end()], "italic")
-            t.append(n[mn.end():], "bold")
-            if n[:mn.start()] != c[:mc.start()]:
-                t.append(" = ", "italic")
-                t.append(n[:mn.start()], "bold")
-        return t
-    if len(nums) != len(clauses):                 # cannot pair them: the whole numeric line after
-        t.append(formula, "italic")
-        if filled:
-            t.append("\n  ", "")
-            t.append(filled, "bold")
-        return t
-    for j, (c, n) in enumerate(zip(clauses, nums)):
+    for j, c in enumerate(clauses):
         if j:
             t.append("\n")
-        t.append(c, "italic")
-        if n != c:
+        if not c.filled:
+            t.append(c.text, "italic")
+            continue
+        if compact:
+            if not c.arrow:
+                t.append(c.numbers, "bold")
+                continue
+            t.append(f"{c.lhs} {c.arrow} ", "italic")
+            t.append(c.num_rhs, "bold")
+            if c.num_lhs != c.lhs:
+                t.append(" = ", "italic")
+                t.append(c.num_lhs, "bold")
+            continue
+        t.append(c.text, "italic")
+        if c.numbers != c.text:
             t.append("\n  ")
-            t.append(n, "bold")
+            t.append(c.numbers, "bold")
     return t
 
 
@@ -537,4 +526,4 @@ def op_title(prefix: str, op, M: int) -> Text:
 
 
 __all__ = ["HeaderBar", "StatusBar", "ProgramView", "LossCurve", "OpPanel", "LayersTable", "op_title",
-           "fill_numbers"]
+           "formula_text"]

@@ -1,0 +1,215 @@
+"""Layers from their [[layers]] tables: types and options from the catalogue, shapes inferred,
+parameters given or initialized as torch initializes them (seeded by ``scenario.seed``), limits on
+sizes checked before anything is allocated."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..spec import catalog
+from ..spec.catalog import ShapeError
+from ..spec.model import LayerSpec, LossSpec
+from .limits import MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_KERNEL, MAX_LAYERS, MAX_TOTAL_PARAMS
+from .files import cast as _cast
+from .validate import NAME_RE, fmt_shape as _fmt_shape, opt_value as _opt, _show
+
+COMMON_LAYER_KEYS = ("type", "name", "frozen", "weight", "bias", "init", "in")
+
+
+def init_tensor(kind: str, shape, fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
+    """torch.nn.init, as the layers' reset_parameters() use it, in float64."""
+    if kind in ("kaiming_uniform", "bias"):
+        # kaiming_uniform_(a=sqrt(5)) gives bound = gain*sqrt(3/fan_in) with gain = sqrt(2/(1+5)):
+        # exactly 1/sqrt(fan_in); torch's bias init uses the same bound.
+        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        return rng.uniform(-bound, bound, size=shape)
+    if kind == "kaiming_normal":           # kaiming_normal_(a=0, mode=fan_in, relu): std = sqrt(2/fan_in)
+        return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
+    if kind == "xavier_uniform":
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-bound, bound, size=shape)
+    if kind == "xavier_normal":
+        return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), size=shape)
+    if kind == "zeros":
+        return np.zeros(shape)
+    if kind == "ones":
+        return np.ones(shape)
+    raise ValueError(kind)
+
+
+def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
+    """[[layers]] -> (LayerSpecs, initial parameters by name)."""
+    if not isinstance(v, list) or not v:
+        raise ctx.err("layers", "expected at least one [[layers]] table")
+    if len(v) > MAX_LAYERS:
+        raise ctx.err("layers", f"{len(v)} layers is over the limit of {MAX_LAYERS}")
+    rng = np.random.default_rng([seed, 0])
+    counts: dict[str, int] = {}
+    names: dict[str, int] = {}
+    specs: list[LayerSpec] = []
+    initial: dict[str, np.ndarray] = {}
+    shape = tuple(x.shape[1:])
+    total = 0
+    acts = 0
+    for i, raw in enumerate(v):
+        where = f"layers[{i}]"
+        t = ctx.table(raw, where)
+        if "type" not in t:
+            raise ctx.err(where, f"missing key type (one of: {', '.join(catalog.LAYERS)})")
+        typ = ctx.str_(t["type"], f"{where}.type", tuple(catalog.LAYERS))
+        cls = catalog.LAYERS[typ]
+        allowed = COMMON_LAYER_KEYS + tuple(cls.options)
+        if not cls.params:
+            allowed = tuple(k for k in allowed if k not in ("weight", "bias", "init", "frozen"))
+        ctx.known(t, allowed, where)
+        counts[typ] = counts.get(typ, 0) + 1
+        name = t.get("name", f"{typ}{counts[typ]}")
+        ctx.str_(name, f"{where}.name")
+        if not NAME_RE.match(name):
+            raise ctx.err(f"{where}.name", f'"{name}" is not a valid layer name (letters, digits and _, not starting with a digit)')
+        if name in names:
+            raise ctx.err(f"{where}.name", f'duplicate layer name "{name}" (layers[{names[name]}] has it too)')
+        if name in ("input", "target", "loss"):
+            raise ctx.err(f"{where}.name", f'"{name}" is reserved for a tensor name')
+        names[name] = i
+        opts = {}
+        for k, (default, kind) in cls.options.items():
+            if k in t:
+                opts[k] = _opt(ctx, t[k], f"{where}.{k}", kind)
+            elif default is None:
+                raise ctx.err(where, f"missing key {k} (a {typ} layer needs it)")
+            else:
+                opts[k] = default
+        prev = "the data" if i == 0 else f"layers[{i - 1}] ({specs[-1].name})"
+        if "in" in t:
+            given = t["in"]
+            want = shape[0] if typ not in ("linear",) else (shape[-1] if shape else None)
+            gin = ctx.posint(given, f"{where}.in")
+            if want != gin:
+                raise ctx.err(f"{where}.in", f"is {gin} but {prev} gives per-sample shape {_fmt_shape(shape)} "
+                                             f"(so in = {want})")
+        try:
+            out_shape, pshapes = cls.infer(opts, [shape])
+        except ShapeError as e:
+            raise ctx.err(where, f"{name} ({typ}) cannot take the output of {prev}, per-sample shape "
+                                 f"{_fmt_shape(shape)}: {e}") from None
+        present = list(pshapes)
+        bias_v = t.get("bias")
+        if bias_v is False and "bias" in pshapes:
+            present.remove("bias")
+        elif isinstance(bias_v, bool):
+            if bias_v is not True or "bias" not in pshapes:
+                raise ctx.err(f"{where}.bias", f"expected an array of numbers or false, got {_show(bias_v)}")
+        init = ctx.str_(t.get("init", "kaiming_uniform"), f"{where}.init", catalog.INITS)
+        for p in present:
+            n = math.prod(pshapes[p])
+            total += n
+            if n > MAX_ELEMENTS or total > MAX_TOTAL_PARAMS:
+                raise ctx.err(where, f"{name}.{p} of shape {_fmt_shape(pshapes[p])} would take the parameter "
+                                     f"count to {total}, over the limit of {MAX_TOTAL_PARAMS}")
+        for p in present:
+            full = f"{name}.{p}"
+            if p in t and t[p] is not True:
+                a = ctx.array(t[p], f"{where}.{p}")
+                if a.shape != tuple(pshapes[p]):
+                    lay = {"linear": " (out, in)", "conv1d": " (out_channels, in_channels, kernel)",
+                           "conv2d": " (out_channels, in_channels, kh, kw)"}.get(typ, "") if p == "weight" else ""
+                    src = ""
+                    if typ in ("linear", "conv1d", "conv2d") and p == "weight":
+                        src = (f"; {'in' if typ == 'linear' else 'in_channels'} = "
+                               f"{pshapes[p][1]} comes from {prev}, per-sample shape {_fmt_shape(shape)}")
+                    raise ctx.err(f"{where}.{p}", f"expected shape {_fmt_shape(pshapes[p])}{lay}, got "
+                                                  f"{_fmt_shape(a.shape)}{src}")
+                initial[full] = _cast(ctx, f"{where}.{p}", a, npdt, "")
+            else:
+                initial[full] = init_tensor(cls.init.get(p, init), pshapes[p], *cls.fans(opts, shape), rng).astype(npdt)
+        frozen = t.get("frozen", [])
+        if isinstance(frozen, str):
+            frozen = [frozen]
+        if not isinstance(frozen, list):
+            raise ctx.err(f"{where}.frozen", f"expected an array of parameter names, got {_show(frozen)}")
+        for j, fz in enumerate(frozen):
+            ctx.str_(fz, f"{where}.frozen[{j}]", tuple(present))
+        _work_limits(ctx, where, name, typ, opts, shape, tuple(out_shape), batch)
+        acts += batch * math.prod(out_shape)
+        if acts > MAX_ACTIVATIONS:
+            raise ctx.err(where, f"the layers' outputs up to {name} add up to {acts} elements per batch of "
+                                 f"{batch}, over the limit of {MAX_ACTIVATIONS} (use a smaller batch_size)")
+        if typ == "batchnorm":
+            # torch refuses training-mode batchnorm with one value per channel (its variance is 0 and
+            # the unbiased running variance divides by n - 1 = 0); so does nnstep, at load time
+            n_all = x.shape[0]
+            smallest = n_all % batch or batch
+            per_channel = smallest * math.prod(shape[1:])
+            if per_channel < 2:
+                raise ctx.err(where, f"{name} (batchnorm) would see 1 value per channel in a batch of {smallest} "
+                                     f"(per-sample shape {_fmt_shape(shape)}); training-mode batch statistics "
+                                     f"need at least 2, as in torch (use a larger batch_size or more samples)")
+        specs.append(LayerSpec(index=i, type=typ, name=name, options=opts, in_shape=shape,
+                               out_shape=tuple(out_shape), params=tuple(present), frozen=tuple(frozen),
+                               inputs=("input",) if i == 0 else (specs[-1].t("out"),), in_shapes=(shape,)))
+        shape = tuple(out_shape)
+    return specs, initial
+
+
+def _work_limits(ctx, where, name, typ, opts, in_shape, out_shape, batch: int):
+    """Refuse a layer whose output or working arrays for one batch would be too large, before
+    anything is allocated: a conv's padded input and its unfolded windows (N·C·positions·kernel)."""
+    n_out = batch * math.prod(out_shape)
+    if n_out > MAX_ELEMENTS:
+        raise ctx.err(where, f"the output of {name}, {_fmt_shape((batch,) + out_shape)} per batch, has "
+                             f"{n_out} elements, over the limit of {MAX_ELEMENTS}")
+    if typ in ("conv1d", "conv2d"):
+        nd = 1 if typ == "conv1d" else 2
+        tup = (lambda v: tuple(v) if isinstance(v, list) else (v,) * nd)
+        k, p = tup(opts["kernel_size"]), tup(opts["padding"])
+        if math.prod(k) > MAX_KERNEL:
+            raise ctx.err(f"{where}.kernel_size", f"{list(k)} is {math.prod(k)} elements per kernel, over the "
+                                                  f"limit of {MAX_KERNEL}")
+        padded = batch * in_shape[0] * math.prod(in_shape[1 + d] + 2 * p[d] for d in range(nd))
+        if padded > MAX_ELEMENTS:
+            raise ctx.err(f"{where}.padding", f"the padded input of {name} would have {padded} elements, over "
+                                              f"the limit of {MAX_ELEMENTS}")
+        windows = batch * in_shape[0] * math.prod(out_shape[1:]) * math.prod(k)
+        if windows > MAX_ELEMENTS:
+            raise ctx.err(where, f"{name} would unfold {windows} input elements per batch (N·C·positions·kernel), "
+                                 f"over the limit of {MAX_ELEMENTS} (use a smaller batch_size or kernel)")
+
+
+def check_target(ctx, loss: LossSpec, layers: list[LayerSpec], x, y):
+    last = layers[-1]
+    pred = (x.shape[0],) + tuple(last.out_shape)
+    who = f"layers[{last.index}] ({last.name})"
+    if loss.type == "cross_entropy":
+        if len(pred) < 2:
+            raise ctx.err("loss.type", f"cross_entropy needs logits [N, C] but {who} gives {_fmt_shape(pred)}")
+        C = pred[1]
+        class_shape = (pred[0],) + pred[2:]
+        if y.shape == class_shape:
+            yf = y.astype(np.float64)
+            if not np.all(yf == np.round(yf)):
+                raise ctx.err("data.y", "cross_entropy class indices must be whole numbers")
+            if yf.min() < 0 or yf.max() >= C:
+                bad = yf.min() if yf.min() < 0 else yf.max()
+                raise ctx.err("data.y", f"class index {int(bad)} is out of range: {who} gives {C} classes (0 to {C - 1})")
+            return y.astype(np.int64)
+        if y.shape == pred:
+            if y.min() < 0 or y.max() > 1:
+                raise ctx.err("data.y", "cross_entropy class probabilities must lie in [0, 1]")
+            return y.astype(x.dtype)
+        raise ctx.err("data.y", f"cross_entropy needs class indices of shape {_fmt_shape(class_shape)} or "
+                                f"probabilities of shape {_fmt_shape(pred)}, got {_fmt_shape(y.shape)}")
+    if y.shape != pred:
+        if y.ndim == 1 and len(pred) == 2 and pred[1] == 1:
+            # one target per sample for a one-output net: read as a column, [N] -> [N, 1] (torch
+            # would broadcast [N] against [N, 1] to [N, N], a classic silent bug)
+            return check_target(ctx, loss, layers, x, y.reshape(-1, 1))
+        raise ctx.err("data.y", f"targets of shape {_fmt_shape(y.shape)} do not fit the output of {who}, "
+                                f"{_fmt_shape(pred)} ({loss.type} compares them element by element)")
+    if loss.type in ("bce", "bce_with_logits"):
+        yf = y.astype(np.float64)
+        if yf.min() < 0 or yf.max() > 1:
+            bad = yf.min() if yf.min() < 0 else yf.max()
+            raise ctx.err("data.y", f"{loss.type} targets must lie in [0, 1], got {bad:g}")
+    return y

@@ -1,0 +1,298 @@
+"""Formulas as structure: clauses made of typed references, never text to be parsed back.
+
+An operation's formula is a tuple of :class:`Clause`; each clause is ``lhs = rhs`` (or ``lhs ← rhs``
+for an update), and each side a tuple of parts:
+
+* :class:`Ref`: a tensor, by its full name, with its *role* in the operation (input, param,
+  upstream, local, result, state, ...), an optional index in index notation and a transpose mark;
+* :class:`Const`: a constant of the scenario with its symbol and value (``lr`` = 0.5);
+* :class:`Count`: a size read off a tensor's shape (the batch size ``N`` of this step's batch);
+* :class:`Sym`: a symbol local to the formula (``x̂``, ``g``, ``d``);
+* :class:`StepPow`: the exponent ``t`` of Adam's bias corrections (the step number);
+* a plain ``str``: operators and words.
+
+The UI, ``trace`` and ``explain`` all render from this structure: :func:`text` gives the formula
+with names and symbols, :func:`views` gives each clause with the numbers filled in. Formulas are
+written in the catalogue with :func:`F`, from a template of nnstep's own (never from a scenario).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping, Union
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    name: str
+    role: str = ""
+    index: str = ""          # "[n, o, i]": an element in index notation, never filled with numbers
+    T: bool = False          # transposed
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    symbol: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A size of this step's tensor ``tensor``: the product of its ``axes`` (None: every axis)."""
+    symbol: str
+    tensor: str
+    axes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sym:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepPow:
+    """``ᵗ``: the step number as an exponent (Adam's 1 − β1ᵗ)."""
+
+
+Part = Union[Ref, Const, Count, Sym, StepPow, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    lhs: tuple[Part, ...]
+    rhs: tuple[Part, ...] = ()
+    arrow: str = "="          # "=", "←", or "" for a clause that is a remark only (lhs holds it)
+
+
+Formula = tuple[Clause, ...]
+
+_SUPER = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+_TOKEN = re.compile(r"\{(\w+)\}(ᵀ)?(\[[^\]]*\])?")
+_ARROW = re.compile(r" (=|←) ")
+
+
+# --- writing formulas ----------------------------------------------------------------------------
+def F(template: str, **parts) -> Formula:
+    """A formula from a template of nnstep's own: clauses separated by ``;`` and a space, ``{key}``
+    for a part given by keyword (a trailing ``ᵀ`` marks a Ref transposed, a trailing ``[…]`` its
+    index), everything else text. The first `` = `` or `` ← `` of a clause splits it."""
+    out = []
+    for clause in re.split(r";\s+", template.strip()):
+        m = _ARROW.search(clause)
+        if m is None:
+            out.append(Clause(_parts(clause, parts), (), ""))
+        else:
+            out.append(Clause(_parts(clause[:m.start()], parts), _parts(clause[m.end():], parts), m.group(1)))
+    return tuple(out)
+
+
+def _parts(s: str, given: dict) -> tuple[Part, ...]:
+    out: list[Part] = []
+    pos = 0
+    for m in _TOKEN.finditer(s):
+        if m.start() > pos:
+            out.append(s[pos:m.start()])
+        key = m.group(1)
+        if key not in given:
+            raise KeyError(f"formula template names {{{key}}}, which was not given")
+        p = given[key]
+        if isinstance(p, Ref) and (m.group(2) or m.group(3)):
+            p = Ref(p.name, p.role, m.group(3) or p.index, bool(m.group(2)) or p.T)
+        elif m.group(2) or m.group(3):
+            p = _text(p) + (m.group(2) or "") + (m.group(3) or "")
+        out.append(p)
+        pos = m.end()
+    if pos < len(s):
+        out.append(s[pos:])
+    return tuple(out)
+
+
+def refs(formula: Formula):
+    """Every tensor reference, in order."""
+    for c in formula:
+        for p in c.lhs + c.rhs:
+            if isinstance(p, Ref):
+                yield p
+
+
+def constants(formula: Formula) -> dict[str, float]:
+    """The constants a formula uses, by symbol."""
+    out: dict[str, float] = {}
+    for c in formula:
+        for p in c.lhs + c.rhs:
+            if isinstance(p, Const):
+                out.setdefault(p.symbol, p.value)
+    return out
+
+
+# --- rendering -------------------------------------------------------------------------------------
+def _text(p: Part) -> str:
+    if isinstance(p, str):
+        return p
+    if isinstance(p, Ref):
+        return p.name + p.index + ("ᵀ" if p.T else "")
+    if isinstance(p, (Const, Count)):
+        return p.symbol
+    if isinstance(p, Sym):
+        return p.text
+    if isinstance(p, StepPow):
+        return "ᵗ"
+    raise TypeError(p)
+
+
+def side_text(parts) -> str:
+    return "".join(_text(p) for p in parts)
+
+
+def clause_text(c: Clause) -> str:
+    if not c.arrow:
+        return side_text(c.lhs)
+    return f"{side_text(c.lhs)} {c.arrow} {side_text(c.rhs)}"
+
+
+def text(formula: Formula) -> str:
+    """The formula with tensor names and symbols, clauses joined by ``;  ``."""
+    return ";  ".join(clause_text(c) for c in formula)
+
+
+def num(v, digits: int = 4) -> str:
+    v = float(v)
+    if v != v:
+        return "NaN"
+    if v == float("inf"):
+        return "+Inf"
+    if v == float("-inf"):
+        return "-Inf"
+    s = f"{v:.{digits}g}"
+    return "0" if s == "-0" else s
+
+
+def inline(a, digits: int = 4) -> str:
+    """A small tensor written inline: a scalar as a number, a column (a batch of scalars) as
+    ``[a, b]ᵀ``, a matrix as rows in brackets."""
+    a = np.asarray(a)
+    if a.size == 1:
+        return num(a.ravel()[0], digits)
+    if a.ndim == 2 and a.shape[1] == 1:
+        return "[" + ", ".join(num(v, digits) for v in a.ravel()) + "]ᵀ"
+    if a.ndim >= 2 and a.shape[0] > 1:
+        return "[" + ", ".join("[" + ", ".join(num(v, digits) for v in np.ravel(r)) + "]" for r in a) + "]"
+    return "[" + ", ".join(num(v, digits) for v in a.ravel()) + "]"
+
+
+def _const(v: float) -> str:
+    return f"{v:g}"
+
+
+@dataclass(frozen=True)
+class ClauseView:
+    """One clause, as text and with the numbers: ``lhs arrow rhs`` and ``num_lhs arrow num_rhs``.
+    ``filled``: some tensor of it was written as numbers (else the numbers line says nothing new)."""
+    lhs: str
+    arrow: str
+    rhs: str
+    num_lhs: str
+    num_rhs: str
+    filled: bool
+
+    @property
+    def text(self) -> str:
+        return f"{self.lhs} {self.arrow} {self.rhs}" if self.arrow else self.lhs
+
+    @property
+    def numbers(self) -> str:
+        return f"{self.num_lhs} {self.arrow} {self.num_rhs}" if self.arrow else self.num_lhs
+
+
+def views(formula: Formula, before: Mapping, after: Mapping, step: int | None = None, max_size: int = 6,
+          digits: int = 4) -> list[ClauseView]:
+    """Every clause with the numbers of its small tensors filled in. In ``lhs = rhs`` the left side
+    takes the value the op wrote (``after``), the right side the value as it was when the clause ran
+    (``before``, then what earlier clauses wrote). A tensor with an index, one larger than
+    ``max_size`` elements or of more than 2 dimensions keeps its name. A local symbol defined as one
+    tensor (``g = P.grad``) takes that tensor's value. Constants become their values, a Count the
+    size of this step's tensor, StepPow the step number."""
+    current = {n: v for n, v in before.items() if v is not None}
+    syms: dict[str, object] = {}
+    out = []
+    for c in formula:
+        # a local symbol that stands for one tensor ("g = linear1.weight.grad") takes its value
+        rhs_refs = [p for p in c.rhs if not (isinstance(p, str) and not p.strip())]
+        if (c.arrow and len(c.lhs) == 1 and isinstance(c.lhs[0], Sym) and len(rhs_refs) == 1
+                and isinstance(rhs_refs[0], Ref) and not rhs_refs[0].index):
+            v = current.get(rhs_refs[0].name)
+            if v is not None:
+                syms[c.lhs[0].text] = v
+        filled = [False]
+
+        def render(parts, source, is_lhs):
+            buf: list[str] = []
+            for p in parts:
+                prev = "".join(buf).rstrip()
+                if isinstance(p, Ref):
+                    v = None if p.index else source.get(p.name)
+                    if v is None or np.asarray(v).size > max_size or np.ndim(v) > 2:
+                        buf.append(_text(p))
+                        continue
+                    buf.append(_paren(_value_text(v, p.T, digits), prev))
+                    filled[0] = True
+                elif isinstance(p, Sym) and not is_lhs and p.text in syms:
+                    v = syms[p.text]
+                    if np.asarray(v).size <= max_size and np.ndim(v) <= 2:
+                        buf.append(_paren(_value_text(v, False, digits), prev))
+                        filled[0] = True
+                    else:
+                        buf.append(p.text)
+                elif isinstance(p, Const):
+                    buf.append(_paren(_const(p.value), prev))
+                elif isinstance(p, Count):
+                    v = current.get(p.tensor, after.get(p.tensor))
+                    if v is None:
+                        buf.append(p.symbol)
+                    else:
+                        shp = np.shape(v)
+                        axes = range(len(shp)) if p.axes is None else p.axes
+                        buf.append(str(int(np.prod([shp[a] for a in axes]))))
+                elif isinstance(p, StepPow):
+                    buf.append(str(step).translate(_SUPER) if step is not None else "ᵗ")
+                else:
+                    buf.append(_text(p))
+            return "".join(buf)
+
+        rhs_num = render(c.rhs, current, False)
+        lhs_num = render(c.lhs, after, True) if c.arrow else render(c.lhs, current, False)
+        for p in c.lhs:
+            if isinstance(p, Ref) and not p.index and after.get(p.name) is not None:
+                current[p.name] = after[p.name]
+        out.append(ClauseView(side_text(c.lhs), c.arrow, side_text(c.rhs), lhs_num, rhs_num, filled[0]))
+    return out
+
+
+def numbers(formula: Formula, before: Mapping, after: Mapping, **kw) -> str | None:
+    """The whole formula with the numbers (``;  `` between clauses), or None when no tensor of it
+    was small enough to show."""
+    vs = views(formula, before, after, **kw)
+    if not any(v.filled for v in vs):
+        return None
+    return ";  ".join(v.numbers for v in vs)
+
+
+def _value_text(v, transposed: bool, digits: int) -> str:
+    txt = inline(v, digits)
+    if transposed:                       # a scalar stays a scalar, a column becomes a row
+        if np.asarray(v).size == 1:
+            pass
+        elif txt.endswith("]ᵀ"):
+            txt = txt[:-1]
+        else:
+            txt += "ᵀ"
+    return txt
+
+
+def _paren(txt: str, before: str) -> str:
+    """A negative number after an operator in parentheses, as a textbook writes it: 0.1·(-1.8)."""
+    if txt.startswith("-") and before and before[-1] not in "=←([,;":
+        return f"({txt})"
+    return txt

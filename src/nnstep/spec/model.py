@@ -1,0 +1,148 @@
+"""The typed, validated form of a scenario file (SPEC §2). Everything is resolved: shapes are
+inferred, missing parameters are initialized, data is loaded. The scenario loader produces it and
+the engine consumes it; this module imports neither."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    index: int
+    type: str
+    name: str
+    options: dict[str, Any]            # type-specific options, defaults filled in
+    in_shape: tuple[int, ...]          # per sample (no batch dim)
+    out_shape: tuple[int, ...]
+    params: tuple[str, ...]            # parameter names in order, e.g. ("weight", "bias")
+    frozen: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()       # the tensors it reads: "input" or "<layer>.out", in order
+    in_shapes: tuple[tuple[int, ...], ...] = ()   # their per-sample shapes
+
+    def has(self, param: str) -> bool:
+        return param in self.params
+
+    def t(self, suffix: str) -> str:
+        """One of this layer's tensor names: ``t("out")`` is ``"<name>.out"``."""
+        return f"{self.name}.{suffix}"
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    type: str
+    reduction: str = "mean"
+    scale: float = 1.0
+    beta: float = 1.0                  # smooth_l1
+    delta: float = 1.0                 # huber
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    type: str
+    lr: float = 0.001
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    steps: int = 1
+    batch_size: int = 0
+    shuffle: bool = False
+
+
+@dataclass(frozen=True)
+class Condition:
+    """`<tensor> <stat> <op> <number>` or `nonfinite`. Parsed, never evaluated."""
+    kind: str                          # "compare" | "nonfinite"
+    tensor: str | None = None
+    stat: str | None = None            # min | max | mean | absmax | norm
+    op: str | None = None              # < <= > >= == !=
+    number: float | None = None
+    text: str = ""
+
+    def holds(self, value: np.ndarray) -> tuple[bool, float]:
+        """Whether the condition holds on ``value``, and the statistic it compared."""
+        from .stats import stat
+
+        s = stat(value, self.stat)
+        n = self.number
+        ok = {"<": s < n, "<=": s <= n, ">": s > n, ">=": s >= n, "==": s == n, "!=": s != n}[self.op]
+        return bool(ok), s
+
+
+@dataclass(frozen=True)
+class Breakpoint:
+    where: str                         # key path, e.g. "breakpoints[1]"
+    op: str | None = None
+    stage: str | None = None
+    when: Condition | None = None
+
+    def describe(self) -> str:
+        if self.op:
+            return f'op "{self.op}"'
+        if self.stage:
+            return f'stage "{self.stage}"'
+        return f'when "{self.when.text}"'
+
+
+@dataclass(frozen=True)
+class Expect:
+    where: str                         # key path, e.g. "expect[0]"
+    step: int
+    tensor: str
+    value: np.ndarray
+    atol: float = 1e-8
+    rtol: float = 1e-6
+    line: int | None = None
+
+
+@dataclass
+class Scenario:
+    path: str                          # the file as the user named it ("<string>" when loaded from text)
+    name: str
+    description: str
+    seed: int
+    dtype: str                         # "float64" | "float32"
+    x: np.ndarray
+    y: np.ndarray
+    layers: list[LayerSpec]
+    loss: LossSpec
+    optimizer: OptimizerSpec
+    train: TrainSpec
+    initial: dict[str, np.ndarray]     # every parameter by name "<layer>.<param>", frozen included
+    breakpoints: list[Breakpoint] = field(default_factory=list)
+    expects: list[Expect] = field(default_factory=list)
+    source: str = ""                   # the TOML text, for reloading and display
+
+    @property
+    def np_dtype(self):
+        return np.dtype(self.dtype)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def batch_size(self) -> int:
+        b = self.train.batch_size
+        return self.n_samples if b <= 0 or b >= self.n_samples else b
+
+    @property
+    def n_batches(self) -> int:
+        return -(-self.n_samples // self.batch_size)
+
+    @property
+    def param_names(self) -> list[str]:
+        return [f"{L.name}.{p}" for L in self.layers for p in L.params]
+
+    @property
+    def trainable(self) -> list[str]:
+        return [f"{L.name}.{p}" for L in self.layers for p in L.params if p not in L.frozen]

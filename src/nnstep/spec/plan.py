@@ -1,0 +1,225 @@
+"""One training step as a flat list of operations over named tensors (SPEC §3, §7).
+
+The plan is built once per scenario from the catalogue, in topological order (as jax's jaxpr keeps
+a program): ``forward <layer>`` for every layer in file order, ``loss``, ``backward loss``,
+``backward <layer>`` in reverse order, ``update <layer>.<param>`` for every trainable parameter.
+Each :class:`Op` names the tensors it reads and writes, each with its *role* in the operation and a
+short label for the screen, and carries its formula as structured clauses. Nothing here runs: the
+engine binds every op to its math (:mod:`nnstep.engine.program`), and the scenario loader uses the
+names to validate breakpoints and expectations without importing the engine.
+
+Gradients at forks: when a layer's output is read by more than one layer, its ``<layer>.grad_out``
+is the sum of what each reader sends back, and ``backward <layer>`` computes that sum first, as
+its first clause. When it is read by one layer, that reader's backward op writes it too (an alias of
+the reader's ``grad_in``, in ``also_writes``); the last layer's is written by ``backward loss``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import catalog
+from .formula import Clause, F, Formula, Ref, text as formula_text
+
+STAGES = ("forward", "loss", "backward", "update")
+
+ROLE_LABELS = {
+    "input": "input", "param": "param", "state": "state", "extra": "", "result": "out", "output": "out",
+    "upstream": "upstream ∂E/∂out", "local": "local ∂out/∂in", "grad_in": "result ∂E/∂in",
+    "grad_param": "∂E/∂", "contribution": "from", "prediction": "prediction ŷ", "target": "target",
+    "loss": "loss E", "loss_grad": "∂E/∂prediction", "old": "old", "new": "new", "delta": "change Δ",
+}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A tensor an operation reads or writes: its name, its role in the operation, a short label."""
+    name: str
+    role: str
+    label: str
+
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    index: int
+    stage: str
+    name: str
+    layer: str | None
+    kind: str                                  # what the engine runs: forward, backward, loss, loss_backward, update
+    ins: tuple[Slot, ...]
+    outs: tuple[Slot, ...]
+    formula: Formula
+    also_writes: tuple[str, ...] = ()          # aliases it writes too: the reading layer's grad_out
+    param: str | None = None                   # update ops: the parameter
+    sums: tuple[str, ...] = ()                 # a fork's backward: grad_out = Σ these, first
+    inputs: tuple[str, ...] = field(init=False)
+    outputs: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "inputs", tuple(dict.fromkeys(s.name for s in self.ins)))
+        object.__setattr__(self, "outputs", tuple(dict.fromkeys(s.name for s in self.outs)))
+
+    @property
+    def formula_text(self) -> str:
+        return formula_text(self.formula)
+
+    def slot(self, name: str, output: bool | None = None) -> Slot | None:
+        pool = self.outs if output else self.ins if output is False else self.outs + self.ins
+        return next((s for s in pool if s.name == name), None)
+
+
+class Names:
+    """The references one layer's formulas use, each with its role in that op."""
+
+    def __init__(self, L, plan: "Plan"):
+        self.L = L
+        self.xs = [Ref(x, "input") for x in L.inputs]
+        self.x = self.xs[0]
+        self.out = Ref(L.t("out"), "result")
+        self.outr = Ref(L.t("out"), "output")
+        self.g = Ref(L.t("grad_out"), "upstream")
+        self.local = Ref(L.t("local"), "local")
+        self.gin = Ref(plan.grad_in_name(L, 0), "grad_in")
+        self.gins = [Ref(plan.grad_in_name(L, k), "grad_in") for k in range(len(L.inputs))]
+
+    def p(self, param: str) -> Ref:
+        return Ref(self.L.t(param), "param")
+
+    def pg(self, param: str) -> Ref:
+        return Ref(self.L.t(f"{param}.grad"), "grad_param")
+
+    def e(self, extra: str) -> Ref:
+        return Ref(self.L.t(extra), "extra")
+
+
+class Plan:
+    def __init__(self, sc):
+        self.scenario = sc
+        self.layers = list(sc.layers)
+        self.by_name = {L.name: L for L in self.layers}
+        self.types = {L.name: catalog.LAYERS[L.type] for L in self.layers}
+        # who reads each tensor: [(layer, k)] with k the position in its inputs
+        self.readers: dict[str, list[tuple[str, int]]] = {}
+        for L in self.layers:
+            for k, x in enumerate(L.inputs):
+                self.readers.setdefault(x, []).append((L.name, k))
+        self.prediction = self.layers[-1].t("out")
+        self.ops: list[Op] = []
+        self._build()
+        self.op_names = [op.name for op in self.ops]
+        self.names = {"input", "target"}
+        for op in self.ops:
+            self.names.update(op.inputs, op.outputs, op.also_writes)
+        keep, _ = catalog.optimizer_state(sc.optimizer)
+        self.persistent = list(sc.param_names)
+        for L in self.layers:
+            self.persistent += [L.t(s) for s in self.types[L.name].states]
+        for P in sc.trainable:
+            self.persistent += [f"{P}.{s}" for s in keep]
+        self.stage_start: dict[str, int] = {}
+        for op in self.ops:
+            self.stage_start.setdefault(op.stage, op.index)
+
+    # --- names ------------------------------------------------------------------------------------
+    def grad_in_name(self, L, k: int) -> str:
+        """dLoss/d(the k-th input of L): ``<layer>.grad_in``, or ``<layer>.grad_in.<k>`` for a merge."""
+        return L.t(f"grad_in.{k}") if self.types[L.name].merge else L.t("grad_in")
+
+    def contributions(self, tensor: str) -> list[str]:
+        """The gradients the readers of ``tensor`` send back, in reader order."""
+        return [self.grad_in_name(self.by_name[r], k) for r, k in self.readers.get(tensor, [])]
+
+    def label(self, role: str, name: str, L=None) -> str:
+        if name == "input" and role in ("input", "prediction"):
+            return "input x"
+        suffix = name.rsplit(".", 1)[-1]
+        if role in ("param", "grad_param", "old", "new") and L is not None:
+            pname = name[len(L.name) + 1:].removesuffix(".grad")
+            sym = self.types[L.name].symbols.get(pname, pname)
+            return f"param {sym}" if role == "param" else f"∂E/∂{sym}" if role == "grad_param" else ROLE_LABELS[role]
+        if role == "extra":
+            return suffix
+        if role == "state":
+            return catalog.STATE_LABELS.get(suffix, suffix)
+        if role == "contribution":
+            return f"from {name.split('.', 1)[0]}"
+        if role == "grad_in" and name.count(".") == 2:
+            return f"result ∂E/∂in {suffix}"
+        if role == "input" and L is not None and name != "input" and len(L.inputs) > 1:
+            return f"in {L.inputs.index(name)}"
+        return ROLE_LABELS.get(role, role)
+
+    # --- building ---------------------------------------------------------------------------------
+    def _slot(self, name, role, L=None) -> Slot:
+        return Slot(name, role, self.label(role, name, L))
+
+    def _add(self, **kw):
+        self.ops.append(Op(index=len(self.ops), **kw))
+
+    def _build(self):
+        sc = self.scenario
+        for L in self.layers:
+            T = self.types[L.name]
+            n = Names(L, self)
+            ins = [self._slot(x, "input", L) for x in L.inputs]
+            ins += [self._slot(L.t(p), "param", L) for p in L.params]
+            ins += [self._slot(L.t(s), "state", L) for s in T.states]
+            outs = [self._slot(L.t("out"), "result", L)] + [self._slot(L.t(e), "extra", L) for e in T.extras]
+            outs += [self._slot(L.t(s), "state", L) for s in T.states]
+            self._add(stage="forward", name=f"forward {L.name}", layer=L.name, kind="forward", ins=tuple(ins),
+                      outs=tuple(outs), formula=T.fwd_formula(L, n))
+        pred = self.prediction
+        y_index = getattr(sc.y, "dtype", None) is not None and sc.y.dtype.kind in "iu"
+        pred_ndim = 1 + len(self.layers[-1].out_shape)
+        f_loss, f_back = catalog.loss_formulas(sc.loss, pred, y_index, pred_ndim)
+        lin = (self._slot(pred, "prediction"), self._slot("target", "target"))
+        self._add(stage="loss", name="loss", layer=None, kind="loss", ins=lin, outs=(self._slot("loss", "loss"),),
+                  formula=f_loss)
+        self._add(stage="backward", name="backward loss", layer=None, kind="loss_backward", ins=lin,
+                  outs=(self._slot("loss.grad", "loss_grad"),), formula=f_back,
+                  also_writes=(self.layers[-1].t("grad_out"),))
+        for L in reversed(self.layers):
+            T = self.types[L.name]
+            n = Names(L, self)
+            gname = L.t("grad_out")
+            contrib = self.contributions(L.t("out"))
+            ins, outs, pre = [], [], ()
+            if len(contrib) > 1:                     # a fork: the sum of what its readers send back
+                ins += [self._slot(c, "contribution", L) for c in contrib]
+                outs.append(Slot(gname, "upstream", "upstream ∂E/∂out = Σ"))
+                parts: list = []
+                for j, c in enumerate(contrib):
+                    parts += ([" + "] if j else []) + [Ref(c, "contribution")]
+                pre = (Clause((Ref(gname, "upstream"),), tuple(parts), "="),)
+            else:
+                ins.append(self._slot(gname, "upstream", L))
+            ins += [self._slot(x, "input", L) for x in L.inputs]
+            ins.append(self._slot(L.t("out"), "output", L))
+            ins += [self._slot(L.t(p), "param", L) for p in L.params]
+            ins += [self._slot(L.t(e), "extra", L) for e in T.extras]
+            if T.elementwise:
+                outs.append(self._slot(L.t("local"), "local", L))
+            outs += [self._slot(L.t(f"{p}.grad"), "grad_param", L) for p in L.params]
+            outs += [self._slot(g.name, "grad_in", L) for g in n.gins]
+            also = []
+            for k, x in enumerate(L.inputs):       # the one reader of x writes x's grad_out
+                if x != "input" and len(self.readers.get(x, [])) == 1:
+                    also.append(x.rsplit(".", 1)[0] + ".grad_out")
+            self._add(stage="backward", name=f"backward {L.name}", layer=L.name, kind="backward", ins=tuple(ins),
+                      outs=tuple(outs), formula=pre + T.bwd_formula(L, n), also_writes=tuple(also),
+                      sums=tuple(contrib) if len(contrib) > 1 else ())
+        keep, written = catalog.optimizer_state(sc.optimizer)
+        for P in sc.trainable:
+            L = self.by_name[P.rsplit(".", 1)[0]]
+            ins = [self._slot(P, "old", L), self._slot(f"{P}.grad", "grad_param", L)]
+            ins += [self._slot(f"{P}.{s}", "state", L) for s in keep]
+            outs = [self._slot(P, "new", L), self._slot(f"{P}.delta", "delta", L)]
+            outs += [self._slot(f"{P}.{s}", "state", L) for s in written]
+            self._add(stage="update", name=f"update {P}", layer=L.name, kind="update", ins=tuple(ins),
+                      outs=tuple(outs), formula=catalog.update_formula(sc.optimizer, P), param=P)
+
+
+def build(sc) -> Plan:
+    return Plan(sc)
+
+
+__all__ = ["STAGES", "Op", "Plan", "Slot", "build", "F"]

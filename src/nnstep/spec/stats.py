@@ -1,0 +1,117 @@
+"""Summary statistics of a tensor: the one module that breakpoint conditions, the screen and the
+JSON outputs use, so a condition and the number shown next to it never disagree.
+
+Every statistic is computed without overflow in its intermediates: ``[1e200, 1e200]`` has norm
+``1.414e200`` and mean ``1e200`` (a plain ``sqrt(sum(a*a))`` gives Inf). A statistic over a tensor
+holding NaN is NaN, over one holding Inf (and no NaN) what the Inf makes it (``max`` of
+``[1, inf]`` is inf, its norm inf), as numpy's own reductions give.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+STATS = ("min", "max", "mean", "absmax", "norm")
+
+
+def _f64(a) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
+def absmax(a) -> float:
+    a = _f64(a)
+    if a.size == 0:
+        return float("nan")
+    with np.errstate(invalid="ignore"):
+        return float(np.max(np.abs(a)))
+
+
+def norm(a) -> float:
+    """The 2-norm, scaled by the largest magnitude first so that no square overflows."""
+    a = _f64(a)
+    if a.size == 0:
+        return 0.0
+    scale = absmax(a)
+    if scale == 0.0 or not math.isfinite(scale):
+        return scale                      # 0, inf or nan: what the norm is then
+    with np.errstate(all="ignore"):
+        s = a / scale
+        return scale * math.sqrt(float(np.dot(s.ravel(), s.ravel())))
+
+
+def mean(a) -> float:
+    """The mean, scaled first so that the sum cannot overflow."""
+    a = _f64(a)
+    if a.size == 0:
+        return float("nan")
+    scale = absmax(a)
+    if scale == 0.0 or not math.isfinite(scale):
+        with np.errstate(all="ignore"):
+            return float(np.mean(a))       # nan, or the sign of the infinities (inf - inf is nan)
+    with np.errstate(all="ignore"):
+        return scale * float(np.mean(a / scale))
+
+
+def stat(a, name: str) -> float:
+    """One statistic by name (one of :data:`STATS`)."""
+    a = _f64(a)
+    if a.size == 0:
+        return float("nan")
+    if name == "min":
+        return float(np.min(a))
+    if name == "max":
+        return float(np.max(a))
+    if name == "mean":
+        return mean(a)
+    if name == "absmax":
+        return absmax(a)
+    if name == "norm":
+        return norm(a)
+    raise ValueError(f"unknown statistic {name!r}")
+
+
+def global_norm(arrays) -> float:
+    """The 2-norm over several tensors together, as torch's clip_grad_norm_ measures it."""
+    return norm(np.array([norm(a) for a in arrays], dtype=np.float64))
+
+
+def all_finite(a) -> bool:
+    """Fast: a sum is finite unless some element is not (or it overflowed, which an element-wise
+    test then rules out)."""
+    if not isinstance(a, np.ndarray):
+        return bool(np.isfinite(a))
+    if a.dtype.kind in "biu":
+        return True
+    with np.errstate(all="ignore"):
+        if np.isfinite(np.add.reduce(a, axis=None)):
+            return True
+    return bool(np.isfinite(a).all())
+
+
+def first_nonfinite(a) -> tuple[float, tuple[int, ...]]:
+    """The first NaN/Inf element of ``a`` (which has one) and its index."""
+    a = np.asarray(a)
+    flat = np.flatnonzero(~np.isfinite(a))
+    j = int(flat[0])
+    return float(a.reshape(-1)[j]), tuple(int(x) for x in np.unravel_index(j, a.shape))
+
+
+def nonfinite_counts(a) -> tuple[int, int, int]:
+    """How many NaN, +Inf and -Inf elements."""
+    a = np.asarray(a)
+    if a.size == 0 or all_finite(a):
+        return 0, 0, 0
+    return int(np.isnan(a).sum()), int(np.isposinf(a).sum()), int(np.isneginf(a).sum())
+
+
+def summary(a) -> dict | None:
+    """min, max, mean and norm of the finite elements (the screen's stats line), or None when
+    there are none."""
+    a = _f64(a)
+    if a.size == 0:
+        return None
+    f = a if all_finite(a) else a[np.isfinite(a)]
+    if f.size == 0:
+        return None
+    return {"min": float(f.min()), "max": float(f.max()), "mean": mean(f), "norm": norm(f)}
