@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 
-CLASSIC = "../shared/contract/classic.toml"
 
 
 def test_run_json_matches_published_example():

@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-COMMANDS = ("run", "check", "trace", "gradcheck", "screenshot", "tui", "new")
+COMMANDS = ("run", "check", "trace", "gradcheck", "explain", "screenshot", "tui", "new")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("file")
     t.add_argument("--steps", type=_steps)
     t.add_argument("--json", action="store_true")
+    t.add_argument("--ignore-breakpoints", action="store_true", help="don't stop at `when` breakpoints")
+
+    e = sub.add_parser("explain", help="one number: the chain rule back to the loss, or how it was computed")
+    e.add_argument("file")
+    e.add_argument("element", metavar="TENSOR[i, j, ...]", help='e.g. "linear1.weight.grad[0, 1]" or "loss"')
+    e.add_argument("--step", type=_steps, default=1, help="the training step (default 1)")
+    e.add_argument("--json", action="store_true", help='{"tensor", "index", "step", "value", "engine_value", "text"}')
 
     g = sub.add_parser("gradcheck", help="finite differences against the analytic gradient of every parameter")
     g.add_argument("file")
@@ -125,7 +132,10 @@ def _dispatch(a) -> int:
             return cmd_check(a.files)
         if a.command == "trace":
             from .headless import cmd_trace
-            return cmd_trace(a.file, a.steps, a.json)
+            return cmd_trace(a.file, a.steps, a.json, not a.ignore_breakpoints)
+        if a.command == "explain":
+            from .headless import cmd_explain
+            return cmd_explain(a.file, a.element, a.step, a.json)
         if a.command == "gradcheck":
             from .headless import cmd_gradcheck
             return cmd_gradcheck(a.file, a.tol, a.eps, a.max_elements, a.json)

@@ -232,3 +232,34 @@ def cmd_gradcheck(path: str, tol: float, eps: float, max_elements: int, as_json:
         _out(f"  {r[0]:<{w}}  {f'{r[2]}/{size}':>12}  {r[3]:>11.2e}  {at:<10} {r[5]:>14.8g} {r[6]:>14.8g}  {tag}")
     _out(f"{len(rows) - len(fail)} of {len(rows)} parameters within tolerance")
     return 1 if fail else 0
+
+
+# --- explain -------------------------------------------------------------------------------------
+def cmd_explain(path: str, element: str, step: int, as_json: bool) -> int:
+    """`nnstep explain FILE "TENSOR[i, j]" [--step K] [--json]` (SPEC §4)."""
+    from .debugger.explain import explain, parse_element
+    from .debugger.session import Session
+
+    sc = load_scenario(path)
+    try:
+        name, index = parse_element(element)
+    except ValueError as e:
+        raise ScenarioError(str(e), where="TENSOR") from None
+    if step > sc.train.steps:
+        raise ScenarioError(f"step {step} is beyond train.steps = {sc.train.steps}", file=sc.path, where="--step")
+    s = Session(sc)
+    try:
+        ex = explain(s, name, index, step=step)
+    except KeyError as e:
+        raise ScenarioError(str(e.args[0]), file=sc.path, where="TENSOR") from None
+    except IndexError as e:
+        raise ScenarioError(str(e), file=sc.path, where="TENSOR") from None
+    if as_json:
+        d = ex.as_json()
+        d["value"] = jsonio.num(d["value"]) if d["value"] is not None else None
+        d["engine_value"] = jsonio.num(d["engine_value"]) if d["engine_value"] is not None else None
+        json.dump(d, sys.stdout)
+        _out()
+    else:
+        _out(ex.text)
+    return 0 if ex.ok else 1

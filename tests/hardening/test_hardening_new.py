@@ -37,8 +37,12 @@ def test_template_loads_runs_and_checks(name, tmp_path, monkeypatch, capsys):
     body = "\n".join(l[2:] if l.startswith("# ") and any(l[2:].startswith(k) for k in ("step =", "tensor =", "value =", "atol ="))
                      else l for l in body.splitlines())
     (tmp_path / "e.toml").write_text(body)
-    assert main(["check", "e.toml"]) in (0, 1)          # loads: its tensor and shape are right
-    assert "error" not in capsys.readouterr().err
+    capsys.readouterr()
+    rc = main(["check", "e.toml"])                      # loads: its tensor and shape are right
+    out = capsys.readouterr()
+    assert "error" not in out.err
+    # the example's value is a placeholder (0.5, atol 1e-9): judged, and failed, never refused
+    assert rc == 1 and "FAIL  step 1 " in out.out and "0 passed, 1 failed" in out.out
 
 
 def test_default_template_and_errors(tmp_path, monkeypatch, capsys):

@@ -209,8 +209,11 @@ def test_blowups_without_warnings(dt, tmp_path):
             assert run_json["stopped"]["reason"] == "nonfinite"
             assert trace_json["stopped"]["op"] == op and trace_json["stopped"]["tensor"] == tensor
             assert sum(1 for s in stops if s[1] == op and s[2] == tensor) >= 3   # run, run --json, trace
-        assert rc[f"{p} check"] in (0, 1)          # no [[expect]]: nothing to fail, but it ran
-        assert rc[f"{p} gradcheck"] in (0, 1)
+        assert rc[f"{p} check"] == 0               # no [[expect]]: nothing to fail, and it ran to the end
+        # gradcheck fails where central differences cannot work: a loss that overflows to Inf at the
+        # initial weights (forward-overflow), or one so large (1e300) that a 1e-6 step is lost in its
+        # rounding (huge-gradient); everywhere else the analytic gradient is confirmed
+        assert rc[f"{p} gradcheck"] == (1 if name in ("forward-overflow", "huge-gradient") else 0), name
 
 
 def test_shipped_scenarios_run_without_warnings():

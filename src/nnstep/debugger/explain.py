@@ -1,60 +1,82 @@
-"""Explain one number: the chain rule for one element of a parameter's gradient, with the numbers.
+"""Explain one number: any element of any tensor at a step, with the engine's numbers.
 
-Pure numpy over a :class:`Session`; every value is read from the session (the engine computed it),
-the explanation only multiplies and sums them again to show how they combine, and says whether that
-recomputation agrees with the engine's gradient.
+For an element of a **gradient** (a parameter's gradient, ``grad_in``, ``grad_out``, ``loss.grad``)
+it writes the chain rule back to the loss, as a textbook derivation. Each line expands one
+gradient element into its terms, using the element rule that the layer writes next to its
+vectorized backward (:mod:`nnstep.engine.layers`): upstream gradient × local derivative, summed over
+the batch, over a layer's outputs, and at a fork over every layer that reads the tensor (one term
+per path). A chain of single terms is written as one product, as Mazur writes
+``∂E/∂w1 = ∂E/∂out_h1 · ∂out_h1/∂net_h1 · ∂net_h1/∂w1 = 0.036350306 × 0.241300709 × 0.05``. The lines
+continue with the upstream elements that appear, down to the derivative of the loss. Every line
+ends in its value, and the explanation ends with a check: the numbers shown, multiplied and added,
+give the engine's value on every line.
 
-For a Linear layer ``net = in @ Wᵀ + b`` the weight gradient is a sum over the batch (every row of a
-batch-first input, leading dimensions flattened as the engine does)::
+For any other tensor (an activation, the loss, a parameter after its update, optimizer state) it
+shows how the element was computed: the op that wrote it, with the element's numbers in its formula.
 
-    ∂E/∂W[o, j] = Σₙ ∂E/∂net[n, o] · in[n, j]          ∂E/∂b[o] = Σₙ ∂E/∂net[n, o]
-
-and ``∂E/∂net`` itself comes down through the element-wise layers above the Linear one, each
-contributing its local derivative: ``∂E/∂net = ∂E/∂out · ∂out/∂net`` (upstream ⊙ local). With one
-sample the sum has one term and the whole thing is the textbook product
-``∂E/∂w = ∂E/∂out · ∂out/∂net · ∂net/∂w``.
-
-When the layer below the chain's top has its own Linear layer above (a hidden layer), the upstream
-gradient ``∂E/∂out_h`` is expanded one more level: ``Σ_o ∂E/∂net_o · W[o, h]`` with the weights as
-they were when the backward pass read them (the start of the step).
-
-Other layers (convolutions, normalizations) get the sum-form formula of their backward operation
-with the engine's value.
+Every number comes from the engine: the session replays the step (without moving its cursor) and
+the rules read the tensors the backward pass read. The recomputation only multiplies and adds them.
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-MAX_TERMS = 6
+from ..engine import losses
+from ..engine.terms import Term, ix
+from ..spec.formula import views
+
+MAX_TERMS = 6          # terms written out per line (the rest are counted, and checked)
+MAX_LINES = 10         # gradient elements expanded
+GRAD_ROLES = ("upstream", "grad_in", "grad_param", "loss_grad")
 
 
 @dataclass
-class Factor:
-    symbol: str          # "∂E/∂out"
-    tensor: str          # "sigmoid2.grad_out[0, 0]"
-    value: float
+class Line:
+    tensor: str
+    index: tuple[int, ...]
+    symbol: str                  # ∂E/∂linear1.weight[0, 0]
+    how: str                     # which op and rule
+    text: list[str]              # the lines of its derivation
+    engine: float                # the engine's value of this element
+    recomputed: float | None     # the shown numbers, multiplied and added
+    ok: bool
+    upstream: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
 
 
 @dataclass
 class Explanation:
-    param: str                           # "linear2.weight"
+    tensor: str
     index: tuple[int, ...]
-    value: float | None                  # the engine's gradient element (None: not computed this step)
+    step: int
+    value: float | None          # what the shown numbers combine to (None: nothing to explain yet)
+    engine_value: float | None   # the engine's number
     lines: list[str] = field(default_factory=list)
-    factors: list[Factor] = field(default_factory=list)   # the single-sample product, when it applies
-    recomputed: float | None = None      # the product / sum of the shown numbers
-    ok: bool = True                      # recomputed agrees with the engine
+    chain: list[Line] = field(default_factory=list)
+    ok: bool = True
 
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
 
+    @property
+    def factors(self):
+        """The top line's factors when it is a single product (the textbook chain)."""
+        return self._factors
+
+    _factors: list = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"tensor": self.tensor, "index": list(self.index), "step": self.step, "value": self.value,
+                "engine_value": self.engine_value, "text": self.text}
+
 
 def fmt(v: float, digits: int = 9) -> str:
     v = float(v)
-    if not np.isfinite(v):
+    if not math.isfinite(v):
         return "NaN" if v != v else ("+Inf" if v > 0 else "-Inf")
     return f"{v:.{digits}g}"
 
@@ -65,211 +87,315 @@ def factor(v: float, digits: int = 9) -> str:
     return f"({t})" if t.startswith("-") else t
 
 
-def _idx(ix) -> str:
-    return "[" + ", ".join(str(int(i)) for i in ix) + "]"
+_ELEMENT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(?:\[\s*(-?\d+(?:\s*,\s*-?\d+)*)?\s*\])?\s*$")
 
 
-def grad_params(session) -> list[str]:
-    """Every parameter of the scenario (frozen ones too: their gradients are computed)."""
-    return list(session.scenario.initial)
+def parse_element(text: str) -> tuple[str, tuple[int, ...] | None]:
+    """``"linear1.weight.grad[0, 1]"`` -> ``("linear1.weight.grad", (0, 1))``; ``"loss"`` -> index None."""
+    m = _ELEMENT.match(text)
+    if not m:
+        raise ValueError(f'expected a tensor and an index such as "linear1.weight.grad[0, 1]", got "{text}"')
+    idx = None if m.group(2) is None else tuple(int(v) for v in m.group(2).split(","))
+    return m.group(1), idx
 
 
-def _writer_index(session, name: str) -> int | None:
+def _writer(session, name: str):
     for op in session.ops:
         if name in op.outputs or name in op.also_writes:
-            return op.index
+            return op
     return None
 
 
 def computed_this_step(session, name: str) -> bool:
     """Whether the op writing ``name`` has run in the cursor's step."""
-    w = _writer_index(session, name)
+    w = _writer(session, name)
     k, i = session.position
-    return w is not None and w < i and k <= session.N
+    return w is not None and w.index < i and k <= session.N
 
 
-def explain(session, param: str, index, digits: int = 9) -> Explanation:
-    """The chain rule for ``<param>.grad[index]`` at the cursor."""
-    if param.endswith(".grad"):
-        param = param[: -len(".grad")]
-    if param not in session.scenario.initial:
-        raise KeyError(f'"{param}" is not a parameter; parameters: {", ".join(session.scenario.initial)}')
-    gname = f"{param}.grad"
-    layer_name, pname = param.rsplit(".", 1)
-    G = session.value(gname)
-    index = tuple(int(i) for i in np.atleast_1d(index)) if np.ndim(index) else (int(index),)
-    ex = Explanation(param, index, None)
-    if G is None or not computed_this_step(session, gname):
-        w = _writer_index(session, gname)
-        op = session.ops[w].name if w is not None else "?"
-        ex.lines = [f"∂E/∂{param}{_idx(index)} is computed by \"{op}\" (op {w + 1 if w is not None else '?'}), "
-                    f"which has not run in this step yet.",
-                    "Step into the backward pass (s), or back into the previous step (p), to see the chain "
-                    "rule with that step's numbers."]
+def is_gradient(session, name: str) -> bool:
+    w = _writer(session, name)
+    if w is None:
+        return False
+    if name in w.also_writes:
+        return True
+    s = w.slot(name, output=True)
+    return s is not None and s.role in GRAD_ROLES
+
+
+class _Graph:
+    """Which rule expands which gradient tensor, from the plan."""
+
+    def __init__(self, session, env):
+        prog = session.program
+        self.prog, self.plan, self.env = prog, prog.plan, env
+        self.grad_in: dict[str, tuple[str, int]] = {}
+        self.param_grad: dict[str, tuple[str, str]] = {}
+        self.grad_out: dict[str, str] = {}
+        for L in self.plan.layers:
+            for k in range(len(L.inputs)):
+                self.grad_in[self.plan.grad_in_name(L, k)] = (L.name, k)
+            for p in L.params:
+                self.param_grad[L.t(f"{p}.grad")] = (L.name, p)
+            self.grad_out[L.t("grad_out")] = L.name
+        self.sums = {op.layer: op.sums for op in self.plan.ops if op.sums}
+
+    def V(self, name):
+        return self.env[name]
+
+    def symbol(self, name: str, idx) -> str:
+        plan = self.plan
+        if name == "loss.grad":
+            return f"∂E/∂{plan.prediction}{ix(idx)}"
+        if name in self.grad_out:
+            return f"∂E/∂{self.grad_out[name]}.out{ix(idx)}"
+        if name in self.grad_in:
+            r, k = self.grad_in[name]
+            x = plan.by_name[r].inputs[k]
+            via = f" (via {r})" if len(plan.readers.get(x, [])) > 1 else ""
+            return f"∂E/∂{x}{ix(idx)}{via}"
+        if name in self.param_grad:
+            L, p = self.param_grad[name]
+            return f"∂E/∂{L}.{p}{ix(idx)}"
+        return f"{name}{ix(idx)}"
+
+    def expand(self, name: str, idx) -> tuple[str, list[Term]]:
+        """(how, terms) of one gradient element: the rule of the op that computes it."""
+        plan = self.plan
+        idx = tuple(int(i) for i in idx)
+        if name == "loss.grad":
+            rule = losses.grad_rule(self.prog.scenario.loss, plan.prediction, self.V(plan.prediction),
+                                    self.V("target"), idx)
+            return f"backward loss: {rule.how}", rule.terms
+        if name in self.grad_out:
+            L = self.grad_out[name]
+            if L in self.sums:                           # a fork: one term per reader, per path
+                return (f"backward {L}: {L}.out is read by {len(self.sums[L])} layers, so its gradient is "
+                        f"the sum of what each sends back", [Term((), (c, idx)) for c in self.sums[L]])
+            readers = plan.readers.get(f"{L}.out", [])
+            if not readers:                              # the prediction
+                return self.expand("loss.grad", idx)
+            r, k = readers[0]
+            return self.expand(plan.grad_in_name(plan.by_name[r], k), idx)
+        if name in self.grad_in:
+            r, k = self.grad_in[name]
+            L = self.prog.layer[r]
+            rule = L.grad_rule("grad_in" if not plan.types[r].merge else f"grad_in.{k}", idx, self.V)
+            return f"backward {r}: {rule.how}", rule.terms
+        if name in self.param_grad:
+            r, p = self.param_grad[name]
+            rule = self.prog.layer[r].grad_rule(p, idx, self.V)
+            return f"backward {r}: {rule.how}", rule.terms
+        raise KeyError(name)
+
+    def inline(self, terms: list[Term]) -> list[Term]:
+        """Multiply single-term expansions into the term (a chain of element-wise layers is one
+        product), down to a sum or the loss."""
+        out = []
+        for t in terms:
+            seen = 0
+            while t.upstream is not None and seen < 64:
+                _, inner = self.expand(*t.upstream)
+                if len(inner) != 1 or inner[0].upstream is None:
+                    break
+                t = Term(inner[0].factors + t.factors, inner[0].upstream)   # from the loss down
+                seen += 1
+            out.append(t)
+        return out
+
+    def value(self, name: str, idx) -> float:
+        return float(np.asarray(self.env[name])[tuple(idx)])
+
+
+def _term_value(g: _Graph, t: Term) -> float:
+    v = 1.0
+    for f in t.factors:
+        v *= f.value
+    return v * (g.value(*t.upstream) if t.upstream is not None else 1.0)
+
+
+def _line(g: _Graph, name: str, idx, digits: int) -> Line:
+    how, terms = g.expand(name, idx)
+    if len(terms) == 1:                 # a product: the chain of single terms below it, multiplied in
+        terms = g.inline(terms)
+    sym = g.symbol(name, idx)
+    engine = g.value(name, idx)
+    f = lambda v: fmt(v, digits)  # noqa: E731
+    p = lambda v: factor(v, digits)  # noqa: E731
+    text = [f"{sym}   ({how})"]
+    shown = terms[:MAX_TERMS]
+    more = len(terms) - len(shown)
+    tail = f" + … ({more} more term{'s' if more != 1 else ''})" if more else ""
+    if not terms:
+        text.append("  = 0   (no term reaches it)")
+        return Line(name, tuple(idx), sym, how, text, engine, 0.0, abs(engine) <= 1e-300)
+    if len(terms) == 1:                              # a product: the textbook chain
+        t = terms[0]
+        syms = ([g.symbol(*t.upstream)] if t.upstream else []) + [fa.symbol for fa in t.factors]
+        nums = ([g.value(*t.upstream)] if t.upstream else []) + [fa.value for fa in t.factors]
+        text.append("  = " + " · ".join(syms))
+        text.append("  = " + " × ".join(p(v) for v in nums))
+        for fa in t.factors:
+            if fa.source and fa.source != "1":
+                text.append(f"      {fa.symbol} = {fa.source}" + ("" if fa.source[:1].isdigit() else
+                                                                   f" = {f(fa.value)}"))
+    else:
+        def sym_term(t):
+            parts = ([g.symbol(*t.upstream)] if t.upstream else []) + \
+                [fa.source if fa.source and not fa.source[:1].isdigit() or fa.source == "" else fa.symbol
+                 for fa in t.factors if fa.source != "1"]
+            return " · ".join(x for x in parts if x) or "1"
+
+        def num_term(t):
+            nums = ([g.value(*t.upstream)] if t.upstream else []) + [fa.value for fa in t.factors if fa.source != "1"]
+            return " × ".join(p(v) for v in nums)
+        text.append("  = " + " + ".join(sym_term(t) for t in shown) + tail)
+        text.append("  = " + " + ".join(num_term(t) for t in shown) + tail)
+        if any(t.factors and any(fa.source != "1" for fa in t.factors) for t in shown):
+            text.append("  = " + " + ".join(p(_term_value(g, t)) for t in shown) + tail)
+    total = math.fsum(_term_value(g, t) for t in terms)
+    scale = math.fsum(abs(_term_value(g, t)) for t in terms)
+    ok = (abs(total - engine) <= 1e-9 * scale + 1e-300) or (not math.isfinite(total) and not math.isfinite(engine))
+    text.append(f"  = {f(total)}")
+    ups = []
+    for t in terms:
+        if t.upstream is not None and t.upstream not in ups:
+            ups.append(t.upstream)
+    return Line(name, tuple(idx), sym, how, text, engine, total, ok, ups)
+
+
+def explain(session, tensor: str, index=None, step: int | None = None, digits: int = 9) -> Explanation:
+    """Explain ``tensor[index]`` as of ``step`` (default: the value the cursor shows: this step's
+    if the op writing it has run, else the previous step's). Raises KeyError for an unknown tensor
+    and IndexError for an index outside it."""
+    if tensor not in session.names:
+        from ..errors import did_you_mean
+        raise KeyError(f'unknown tensor "{tensor}"{did_you_mean(tensor, session.names)}')
+    w = _writer(session, tensor)
+    k, i = session.position
+    if step is None:
+        if w is None:                   # input, target, and parameters before any update
+            step = max(1, k if k <= session.N else session.N)
+        else:
+            step = k if (k <= session.N and w.index < i) else k - 1
+    ex = Explanation(tensor, (), step, None, None)
+    if step < 1:
+        op = w.name if w is not None else "?"
+        ex.lines = [f"{tensor} is computed by \"{op}\" (op {w.index + 1 if w else '?'}), which has not run yet.",
+                    "Step forward to it (n, s), and explain it then."]
         ex.ok = False
         return ex
-    G = np.asarray(G)
-    if len(index) != G.ndim or any(not (0 <= i < n) for i, n in zip(index, G.shape)):
-        raise IndexError(f"index {_idx(index)} is outside {gname}, shape {list(G.shape)}")
-    ex.value = float(G[index])
-    layers = session.program.layers
-    li = next(i for i, L in enumerate(layers) if L.name == layer_name)
-    L = layers[li]
-    if L.type == "linear":
-        _linear(session, ex, li, pname, index, digits)
+    if w is None or is_gradient(session, tensor):
+        env = session.env_at(step, session.program.stage_start.get("update", session.M))
     else:
-        _generic(session, ex, li, gname, index, digits)
+        rec = session.record_at(step, w.index)
+        env = {**rec.inputs, **rec.outputs}
+        env["__record__"] = rec
+    shape = np.shape(env.get(tensor)) if env.get(tensor) is not None else None
+    if shape is None:
+        ex.lines = [f"{tensor} has no value at step {step}."]
+        ex.ok = False
+        return ex
+    if index is None:
+        index = (0,) * len(shape) if int(np.prod(shape)) == 1 else None
+        if index is None:
+            raise IndexError(f"{tensor} has shape {list(shape)}: name one element, such as {tensor}{ix((0,) * len(shape))}")
+    index = tuple(int(v) for v in index)
+    if len(index) != len(shape) or any(not (0 <= v < n) for v, n in zip(index, shape)):
+        raise IndexError(f"index {ix(index)} is outside {tensor}, shape {list(shape)}")
+    ex.index = index
+    ex.engine_value = float(np.asarray(env[tensor])[index])
+    if w is not None and is_gradient(session, tensor):
+        _chain(session, ex, env, digits)
+    else:
+        _value(session, ex, w, env, digits)
     return ex
 
 
-def _upstream_chain(session, li: int):
-    """The element-wise layers directly above layer ``li`` (through which ∂E/∂net is a product)."""
-    layers = session.program.layers
-    chain = []
-    j = li + 1
-    while j < len(layers) and layers[j].elementwise:
-        chain.append(layers[j])
-        j += 1
-    return chain, j
-
-
-def _linear(session, ex: Explanation, li: int, pname: str, index, digits: int):
-    f = lambda v: fmt(v, digits)  # noqa: E731
-    p = lambda v: factor(v, digits)  # noqa: E731
-    prog = session.program
-    L = prog.layers[li]
-    n = L.name
-    xin_name = prog.in_name(li)
-    g_net = np.asarray(session.value(f"{n}.grad_out"))
-    x = np.asarray(session.value(xin_name))
-    g2 = g_net.reshape(-1, g_net.shape[-1])
-    x2 = x.reshape(-1, x.shape[-1])
-    rows = g2.shape[0]
-    o = index[0]
-    j = index[1] if pname == "weight" else None
-    chain, top = _upstream_chain(session, li)
-    top_grad = f"{chain[-1].name}.grad_out" if chain else f"{n}.grad_out"
-    # the element-wise product per row: ∂E/∂net[r, o] = ∂E/∂top[r, o] · Π local
-    up = np.asarray(session.value(top_grad)).reshape(rows, -1)[:, o] if chain else g2[:, o]
-    locs = [np.asarray(session.value(f"{E.name}.local")).reshape(rows, -1)[:, o] for E in reversed(chain)]
-    ex.lines.append(f"E = loss;  w = {n}.{pname}{_idx(index)};  net = {n}.out[·, {o}] "
-                    f"(the weighted sum {n}.out = {xin_name} @ {n}.weightᵀ + {n}.bias)")
-    # symbols of the chain, from the top down
-    outs = ["out"] if len(chain) == 1 else [f"out{len(chain) - m}" for m in range(len(chain))]
-    for m, E in enumerate(reversed(chain)):
-        ex.lines.append(f"{outs[m]} = {E.name}.out[·, {o}]  ({E.type} of "
-                        f"{'net' if m == len(chain) - 1 else outs[m + 1]})")
-    syms = []
-    if chain:
-        syms.append((f"∂E/∂{outs[0]}", top_grad))
-        for m, E in enumerate(reversed(chain)):
-            below = "net" if m == len(chain) - 1 else outs[m + 1]
-            syms.append((f"∂{outs[m]}/∂{below}", f"{E.name}.local"))
-    else:
-        syms.append(("∂E/∂net", f"{n}.grad_out"))
-    wsym = "w" if pname == "weight" else "b"
-    last_sym = f"∂net/∂{wsym}"
-    chain_txt = " · ".join(s for s, _ in syms) + f" · {last_sym}"
-
-    def factors_at(r):
-        vals = [up[r]] + [lv[r] for lv in locs]
-        last = x2[r, j] if j is not None else 1.0
-        return vals, last
-
-    if rows == 1:
-        vals, last = factors_at(0)
-        rix = (0, o)
-        ex.factors = [Factor(s, f"{t}{_idx(rix)}", float(v)) for (s, t), v in zip(syms, vals)]
-        ex.factors.append(Factor(last_sym, f"{xin_name}[0, {j}]" if j is not None else "1 (bias)", float(last)))
-        prod = float(np.prod([fa.value for fa in ex.factors]))
-        ex.recomputed = prod
-        ex.lines.append("")
-        ex.lines.append(f"∂E/∂{wsym} = {chain_txt}")
-        ex.lines.append("     = " + " × ".join(p(fa.value) for fa in ex.factors))
-        ex.lines.append(f"     = {f(ex.value)}")
-        ex.lines.append("")
-        for fa in ex.factors:
-            ex.lines.append(f"  {fa.symbol:<14} = {fa.tensor:<28} = {f(fa.value)}")
-    else:
-        terms = []
-        for r in range(rows):
-            vals, last = factors_at(r)
-            terms.append((float(np.prod(vals)), float(last)))
-        s = float(sum(a * b for a, b in terms))
-        ex.recomputed = s
-        ex.lines.append("")
-        if j is not None:
-            ex.lines.append(f"∂E/∂w = Σₙ ∂E/∂net[n] · ∂net[n]/∂w = Σₙ {n}.grad_out[n, {o}] · {xin_name}[n, {j}]"
-                            f"   ({rows} rows)")
-        else:
-            ex.lines.append(f"∂E/∂b = Σₙ ∂E/∂net[n] · 1 = Σₙ {n}.grad_out[n, {o}]   ({rows} rows)")
-        if chain:
-            ex.lines.append(f"  with ∂E/∂net[n] = {' · '.join(s for s, _ in syms)}")
-        shown = terms[:MAX_TERMS]
-        parts = [f"{p(a)} × {p(b)}" if j is not None else p(a) for a, b in shown]
-        more = f" + … ({rows - MAX_TERMS} more)" if rows > MAX_TERMS else ""
-        ex.lines.append("     = " + " + ".join(parts) + more)
-        ex.lines.append(f"     = {f(ex.value)}")
-        if chain:
-            ex.lines.append("")
-        for r in range(min(rows, 3)):
-            vals, last = factors_at(r)
-            detail = " × ".join(p(v) for v in vals)
-            if chain:
-                ex.lines.append(f"  n={r}: ∂E/∂net = {detail} = {f(np.prod(vals))}"
-                                + (f";  ∂net/∂w = {xin_name}[{r}, {j}] = {f(last)}" if j is not None else ""))
-    _hidden_expansion(session, ex, li, chain, top, o, rows, f)
-    _verdict(ex, f)
-
-
-def _hidden_expansion(session, ex: Explanation, li: int, chain, top: int, o: int, rows: int, f):
-    """∂E/∂out_h = Σ_o' ∂E/∂net'[o'] · W'[o', h] when a Linear layer sits right above the chain."""
-    layers = session.program.layers
-    if not chain or top >= len(layers) or layers[top].type != "linear" or rows != 1:
-        return
-    U = layers[top]
-    W = session.step_start_value(f"{U.name}.weight")
-    g_up = session.value(f"{U.name}.grad_out")
-    if W is None or g_up is None:
-        return
-    g_up = np.asarray(g_up).reshape(-1)
-    W = np.asarray(W)
-    top_sym = ex.factors[0].symbol if ex.factors else "∂E/∂out"
-    terms = [(float(g_up[p]), float(W[p, o])) for p in range(W.shape[0])]
+def _chain(session, ex: Explanation, env: dict, digits: int):
+    g = _Graph(session, env)
+    sc = session.scenario
+    ex.lines.append(f"E = loss of step {ex.step} ({sc.loss.type}, {sc.loss.reduction}"
+                    + (f", scale {sc.loss.scale:g}" if sc.loss.scale != 1 else "") + "); "
+                    "parameters as the backward pass read them (before this step's update)")
     ex.lines.append("")
-    ex.lines.append(f"and the upstream gradient {top_sym} comes from every unit of {U.name} it feeds:")
-    ex.lines.append(f"  {top_sym} = Σ_o ∂E/∂net_o · w_o = Σ_o {U.name}.grad_out[0, o] · {U.name}.weight[o, {o}]"
-                    "  (weights before this step's update)")
-    shown = terms[:MAX_TERMS]
-    more = f" + … ({len(terms) - MAX_TERMS} more)" if len(terms) > MAX_TERMS else ""
-    p = lambda v: f"({f(v)})" if f(v).startswith("-") else f(v)  # noqa: E731
-    ex.lines.append("     = " + " + ".join(f"{p(a)} × {p(b)}" for a, b in shown) + more
-                    + f" = {f(sum(a * b for a, b in terms))}")
-
-
-def _verdict(ex: Explanation, f):
-    if ex.recomputed is None or ex.value is None:
-        return
-    a, b = ex.recomputed, ex.value
-    ex.ok = bool(np.isclose(a, b, rtol=1e-9, atol=1e-12) or (not np.isfinite(a) and not np.isfinite(b)))
-    ex.lines.append("")
+    queue = [(ex.tensor, ex.index)]
+    done: set = set()
+    while queue and len(ex.chain) < MAX_LINES:
+        name, idx = queue.pop(0)
+        if (name, idx) in done:
+            continue
+        done.add((name, idx))
+        line = _line(g, name, idx, digits)
+        ex.chain.append(line)
+        ex.lines += line.text
+        ex.lines.append("")
+        queue += [u for u in line.upstream if u not in done]
+    left = [u for u in queue if u not in done]
+    if left:
+        ex.lines.append(f"… and {len(left)} more upstream element{'s' if len(left) != 1 else ''} expand the same way "
+                        f"(explain one of them, e.g. {g.symbol(*left[0])}: {left[0][0]}{ix(left[0][1])})")
+        ex.lines.append("")
+    top = ex.chain[0]
+    ex.value = top.recomputed
+    if len(ex.chain) and top.text and len(g.inline(g.expand(top.tensor, top.index)[1])) == 1:
+        ex._factors = list(g.inline(g.expand(top.tensor, top.index)[1])[0].factors)
+    ex.ok = all(ln.ok for ln in ex.chain)
     if ex.ok:
-        ex.lines.append(f"✓ the numbers shown combine to {f(a)}, the engine's {ex.param}.grad{_idx(ex.index)}.")
+        ex.lines.append(f"✓ the numbers shown combine to the engine's value on every line: "
+                        f"{ex.tensor}{ix(ex.index)} = {fmt(ex.engine_value, digits)}")
     else:
-        ex.lines.append(f"! The numbers shown give {f(a)}, but the engine's {ex.param}.grad{_idx(ex.index)} is {f(b)}.")
+        bad = next(ln for ln in ex.chain if not ln.ok)
+        ex.lines.append(f"! {bad.symbol}: the terms give {fmt(bad.recomputed, digits)}, but the engine's value is "
+                        f"{fmt(bad.engine, digits)}")
 
 
-def _generic(session, ex: Explanation, li: int, gname: str, index, digits: int):
+def _value(session, ex: Explanation, w, env: dict, digits: int):
+    """How a value was computed: its op's formula with the element's numbers."""
     f = lambda v: fmt(v, digits)  # noqa: E731
-    p = lambda v: factor(v, digits)  # noqa: E731
-    L = session.program.layers[li]
-    op = next(op for op in session.ops if gname in op.outputs)
-    ex.lines.append(f"{gname}{_idx(index)} is computed by \"{op.name}\" as a sum over the batch and positions:")
-    for part in op.formula.split(";  "):
-        ex.lines.append(f"  {part}")
+    name, idx = ex.tensor, ex.index
+    if w is None:
+        what = "the batch fed in this step" if name in ("input", "target") else "the initial value"
+        ex.lines = [f"{name}{ix(idx)} = {f(ex.engine_value)}   ({what}: no operation computes it)"]
+        ex.value = ex.engine_value
+        return
+    ex.lines.append(f"{name}{ix(idx)} is computed by \"{w.name}\" (op {w.index + 1}, step {ex.step}):")
+    L = session.program.layer.get(w.layer) if w.layer else None
+    rule = getattr(L, "value_rule", None) if w.kind == "forward" else None
+    if rule is not None and name == L.spec.t("out"):
+        terms, const, how = rule(idx, lambda n: env[n])
+        shown = terms[:MAX_TERMS]
+        more = len(terms) - len(shown)
+        tail = f" + … ({more} more)" if more else ""
+        ex.lines.append(f"  {name}{ix(idx)} = " + " + ".join(f"{a} · {b}" for (a, _), (b, _) in shown) + tail
+                        + (f" + {const[0]}" if const else "") + f"   ({how})")
+        ex.lines.append("  = " + " + ".join(f"{factor(va)} × {factor(vb)}" for (_, va), (_, vb) in shown) + tail
+                        + (f" + {factor(const[1])}" if const else ""))
+        total = math.fsum(va * vb for (_, va), (_, vb) in terms) + (const[1] if const else 0.0)
+        ex.value = total
+        ex.lines.append(f"  = {f(total)}")
+        ex.ok = abs(total - ex.engine_value) <= 1e-9 * (math.fsum(abs(va * vb) for (_, va), (_, vb) in terms)
+                                                         + abs(const[1] if const else 0.0)) + 1e-300
+    else:
+        # every tensor of the op with the element's own shape is taken at the element: exact for the
+        # element-wise ops (activations, updates, optimizer state), the whole tensor otherwise
+        shape = np.shape(env[name])
+        rec = env["__record__"]
+        before = {n: _at(v, shape, idx) for n, v in rec.inputs.items()}
+        after = {n: _at(v, shape, idx) for n, v in rec.outputs.items()}
+        for c in views(w.formula, before, after, step=ex.step, digits=digits):
+            ex.lines.append(f"  {c.text}")
+            if c.filled and c.numbers != c.text:
+                ex.lines.append(f"    {c.numbers}")
+        ex.value = ex.engine_value
     ex.lines.append("")
-    ex.lines.append(f"{gname}{_idx(index)} = {f(ex.value)}")
-    chain, _ = _upstream_chain(session, li)
-    if chain:
-        ex.lines.append(f"where {L.name}.grad_out = {chain[-1].name}.grad_out ⊙ "
-                        + " ⊙ ".join(f"{E.name}.local" for E in reversed(chain)) + " (upstream × local)")
+    ex.lines.append(f"{name}{ix(idx)} = {f(ex.engine_value)}" + ("" if ex.ok else "   ! the terms above do not add up to it"))
+
+
+def _at(v, shape, idx):
+    if v is None:
+        return None
+    a = np.asarray(v)
+    if a.shape == shape and a.ndim:
+        return a[idx]
+    return a

@@ -354,6 +354,45 @@ class Session:
         self._live(there, near=k)
         self._prune()
 
+    def env_at(self, step: int, index: int) -> dict:
+        """Every tensor of step ``step`` computed by its first ``index`` ops, and the persistent
+        state as it was then, without moving the cursor (recomputed from the nearest cached step
+        start, checkpoint or the cursor itself). Tensors of earlier steps may be absent."""
+        k, i = self._check_pos(step, index)
+        M = self.M
+        there, here = (k - 1) * M + i, self._lin()
+        if there == here:
+            return dict(self._env)
+        src, cost = None, math.inf
+        if here < there and self._k == k:
+            src, cost = ("here", self._k, self._i), there - here
+        for s0 in self._starts:
+            if s0 <= k and there - (s0 - 1) * M < cost:
+                src, cost = ("start", s0, 0), there - (s0 - 1) * M
+        c = max((c for c in self._ckpt if c <= k), default=1)
+        if there - (c - 1) * M < cost:
+            src = ("ckpt", c, 0)
+        how, k0, i0 = src
+        if how == "here":
+            env = dict(self._env)
+        elif how == "start":
+            env = dict(self._starts[k0][0])
+        else:
+            env = dict(self._ckpt[k0])
+            self.program.feed(env, k0)
+        self._loop(env, k0, i0, there, live=False)
+        return env
+
+    def record_at(self, step: int, index: int) -> OpRecord:
+        """The record of op ``index`` of step ``step`` (what it read and wrote), without moving the
+        cursor."""
+        env = self.env_at(step, index)
+        op = self.ops[index]
+        ins = {n: env.get(n) for n in op.inputs}
+        with np.errstate(all="ignore"):
+            self.program.fns[index](env, step)
+        return _record(op, step, ins, env)
+
     def back(self) -> Op | None:
         """Undo one operation, exactly. Returns the op undone, or None at (1, 0)."""
         if self.at_start:

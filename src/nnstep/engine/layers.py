@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..spec import catalog
+from .terms import Factor, Rule, Term, ix
 
 def erf(x: np.ndarray) -> np.ndarray:
     """erf to double precision (libm's math.erf), element-wise, as float64; numpy has none built in.
@@ -69,6 +70,24 @@ class Layer:
         """d out / d in for element-wise layers."""
         raise NotImplementedError
 
+    # --- one element at a time, for explain (the same derivative, written per element) ------------
+    def grad_rule(self, wrt: str, idx: tuple, V) -> Rule:
+        """The chain rule for one element of a gradient this layer's backward writes: ``wrt`` is
+        ``"grad_in"`` (``"grad_in.<k>"`` for a merge) or a parameter's name; ``V(name)`` gives the
+        tensors as the backward op read them. Terms multiply elements of ``<layer>.grad_out``."""
+        raise NotImplementedError(f"no element rule for {self.type}")
+
+    def _sym(self, what: str, idx) -> str:
+        return f"{what}{ix(idx)}"
+
+    @property
+    def _gname(self) -> str:
+        return self.spec.t("grad_out")
+
+    def _dout(self, r, wrt_sym: str) -> str:
+        """The symbol ∂out[r]/∂(something)."""
+        return f"∂{self.spec.t('out')}{ix(r)}/∂{wrt_sym}"
+
 
 # ------------------------------------------------------------------------------------------------
 class Linear(Layer):
@@ -89,6 +108,40 @@ class Linear(Layer):
         if "bias" in P:
             grads["bias"] = np.add.reduce(g.reshape(-1, g.shape[-1]), axis=0)
         return (g @ W if need_in else None), grads, None
+
+    def value_rule(self, idx, V):
+        """out[r, o] = Σ_j x[r, j]·W[o, j] + b[o], one element: ([(x, W) pairs], bias, how)."""
+        x_name, w_name = self.spec.inputs[0], self.spec.t("weight")
+        x, W = V(x_name), V(w_name)
+        r, o = tuple(idx[:-1]), idx[-1]
+        terms = [((f"{x_name}{ix(r + (j,))}", float(x[r + (j,)])), (f"{w_name}{ix((o, j))}", float(W[o, j])))
+                 for j in range(W.shape[1])]
+        b = None
+        if "bias" in self.spec.params:
+            b = (f"{self.spec.t('bias')}{ix((o,))}", float(V(self.spec.t("bias"))[o]))
+        return terms, b, f"Σ over the {W.shape[1]} inputs"
+
+    def grad_rule(self, wrt, idx, V):
+        x_name = self.spec.inputs[0]
+        x = V(x_name)
+        rows = list(np.ndindex(*x.shape[:-1]))
+        if wrt == "weight":                  # out[r, o] = Σ_j x[r, j]·W[o, j] + b[o]
+            o, j = idx
+            return Rule(f"Σ over the {len(rows)} row{'s' if len(rows) != 1 else ''} of the batch",
+                        [Term((Factor(self._dout(r + (o,), self._sym(self.spec.t("weight"), idx)),
+                                      self._sym(x_name, r + (j,)), float(x[r + (j,)])),), (self._gname, r + (o,)))
+                         for r in rows])
+        if wrt == "bias":
+            o, = idx
+            return Rule(f"Σ over the {len(rows)} row{'s' if len(rows) != 1 else ''} of the batch",
+                        [Term((Factor(self._dout(r + (o,), self._sym(self.spec.t("bias"), idx)), "1", 1.0),),
+                              (self._gname, r + (o,))) for r in rows])
+        W = V(self.spec.t("weight"))          # grad_in[r, j] = Σ_o g[r, o]·W[o, j]
+        r, j = tuple(idx[:-1]), idx[-1]
+        return Rule(f"Σₒ over the {W.shape[0]} outputs of {self.name}",
+                    [Term((Factor(self._dout(r + (o,), self._sym(x_name, idx)),
+                                  self._sym(self.spec.t("weight"), (o, j)), float(W[o, j])),), (self._gname, r + (o,)))
+                     for o in range(W.shape[0])])
 
 
 class _ConvNd(Layer):
@@ -148,6 +201,45 @@ class _ConvNd(Layer):
             gx = gx[(slice(None), slice(None)) + tuple(slice(p[d], p[d] + x.shape[2 + d]) for d in range(nd))]
         return np.ascontiguousarray(gx), grads, None
 
+    def grad_rule(self, wrt, idx, V):
+        nd = self.nd
+        k, s, p = self.tup(self.opts["kernel_size"]), self.tup(self.opts["stride"]), self.tup(self.opts["padding"])
+        x_name, w_name = self.spec.inputs[0], self.spec.t("weight")
+        x, g = V(x_name), V(self._gname)
+        N, osp = g.shape[0], g.shape[2:]
+        terms = []
+        if wrt in ("weight", "bias"):        # Σ over samples and output positions
+            o = idx[0]
+            for n in range(N):
+                for i in np.ndindex(*osp):
+                    if wrt == "bias":
+                        terms.append(Term((Factor(self._dout((n, o) + i, self._sym(self.spec.t("bias"), idx)), "1", 1.0),),
+                                          (self._gname, (n, o) + i)))
+                        continue
+                    c, kk = idx[1], idx[2:]
+                    j = tuple(s[d] * i[d] + kk[d] - p[d] for d in range(nd))
+                    if all(0 <= j[d] < x.shape[2 + d] for d in range(nd)):      # else it met a padding zero
+                        terms.append(Term((Factor(self._dout((n, o) + i, self._sym(w_name, idx)),
+                                                  self._sym(x_name, (n, c) + j), float(x[(n, c) + j])),),
+                                          (self._gname, (n, o) + i)))
+            return Rule("Σ over the samples and output positions (padding zeros contribute nothing)", terms)
+        W = V(w_name)                        # grad_in[n, c, j] = Σ_{o,k: s·i + k − p = j} g[n, o, i]·W[o, c, k]
+        n, c, j = idx[0], idx[1], idx[2:]
+        for o in range(W.shape[0]):
+            for kk in np.ndindex(*k):
+                i = []
+                for d in range(nd):
+                    q, rem = divmod(j[d] + p[d] - kk[d], s[d])
+                    if rem or not (0 <= q < osp[d]):
+                        break
+                    i.append(q)
+                else:
+                    i = tuple(i)
+                    terms.append(Term((Factor(self._dout((n, o) + i, self._sym(x_name, idx)),
+                                              self._sym(w_name, (o, c) + kk), float(W[(o, c) + kk])),),
+                                      (self._gname, (n, o) + i)))
+        return Rule("Σ over the output channels and the kernel offsets whose window covers this input", terms)
+
 
 class Conv1d(_ConvNd):
     type = "conv1d"
@@ -167,6 +259,11 @@ class Flatten(Layer):
 
     def backward(self, g, x, out, P, extras):
         return g.reshape(x.shape), {}, None
+
+    def grad_rule(self, wrt, idx, V):
+        x = V(self.spec.inputs[0])
+        flat = int(np.ravel_multi_index(idx[1:], x.shape[1:]))
+        return Rule("a reshape moves each number, unchanged", [Term((), (self._gname, (idx[0], flat)))])
 
 
 class BatchNorm(Layer):
@@ -216,6 +313,33 @@ class BatchNorm(Layer):
         gin = (invstd.reshape(b) / n) * (n * gh - s1 - xhat * s2)
         return gin, grads, None
 
+    def grad_rule(self, wrt, idx, V):
+        x_name = self.spec.inputs[0]
+        x, mean, var = V(x_name), V(self.spec.t("mean")), V(self.spec.t("var"))
+        c = idx[0] if wrt in ("weight", "bias") else idx[1]
+        invstd = 1.0 / np.sqrt(var[c] + self.opts["eps"])
+        xc = x[:, c]                                           # (N, *positions) of channel c
+        xhat = (xc - mean[c]) * invstd
+        cells = [(m,) + pos for m in range(x.shape[0]) for pos in np.ndindex(*x.shape[2:])]
+        full = lambda cell: (cell[0], c) + cell[1:]             # noqa: E731
+        if wrt == "weight":
+            return Rule("Σ over the samples and positions of channel " + str(c),
+                        [Term((Factor(self._dout(full(a), self._sym(self.spec.t("weight"), idx)), f"x̂{ix(full(a))}",
+                                      float(xhat[a])),), (self._gname, full(a))) for a in cells])
+        if wrt == "bias":
+            return Rule("Σ over the samples and positions of channel " + str(c),
+                        [Term((Factor(self._dout(full(a), self._sym(self.spec.t("bias"), idx)), "1", 1.0),),
+                              (self._gname, full(a))) for a in cells])
+        n = len(cells)
+        gamma = float(V(self.spec.t("weight"))[c]) if "weight" in self.spec.params else 1.0
+        b = (idx[0],) + tuple(idx[2:])
+        terms = []
+        for a in cells:                       # ∂out[a]/∂x[b] = γ/σ · (δ_ab − 1/n − x̂_a·x̂_b/n)
+            J = gamma * invstd * ((1.0 if a == b else 0.0) - 1.0 / n - xhat[a] * xhat[b] / n)
+            terms.append(Term((Factor(self._dout(full(a), self._sym(x_name, idx)),
+                                      "γ/σ·(δ − 1/n − x̂·x̂′/n)", float(J)),), (self._gname, full(a))))
+        return Rule(f"Σ over the {n} values of channel {c} that its batch statistics share", terms)
+
 
 class LayerNorm(Layer):
     """Normalizes over the last ``dims`` dimensions (default all non-batch ones, as torch's
@@ -254,12 +378,48 @@ class LayerNorm(Layer):
         gin = (invstd / D) * (D * gh - s1 - xhat * s2)
         return gin, grads, None
 
+    def grad_rule(self, wrt, idx, V):
+        x_name = self.spec.inputs[0]
+        x = V(x_name)
+        nd = len(self._axes(x))
+        lead_shape, norm_shape = x.shape[:x.ndim - nd], x.shape[x.ndim - nd:]
+        mean, var = V(self.spec.t("mean")), V(self.spec.t("var"))
+        if wrt in ("weight", "bias"):         # Σ over every leading index (samples, positions)
+            terms = []
+            for lead in np.ndindex(*lead_shape):
+                at = lead + tuple(idx)
+                if wrt == "weight":
+                    xh = float((x[at] - mean[lead]) / np.sqrt(var[lead] + self.opts["eps"]))
+                    f = Factor(self._dout(at, self._sym(self.spec.t("weight"), idx)), f"x̂{ix(at)}", xh)
+                else:
+                    f = Factor(self._dout(at, self._sym(self.spec.t("bias"), idx)), "1", 1.0)
+                terms.append(Term((f,), (self._gname, at)))
+            return Rule("Σ over the samples (and leading positions)", terms)
+        lead, bpos = tuple(idx[:x.ndim - nd]), tuple(idx[x.ndim - nd:])
+        invstd = 1.0 / np.sqrt(var[lead] + self.opts["eps"])
+        xhat = (x[lead] - mean[lead]) * invstd
+        D = xhat.size
+        gamma = V(self.spec.t("weight")) if "weight" in self.spec.params else None
+        terms = []
+        for a in np.ndindex(*norm_shape):     # ∂out[a]/∂x[b] = γ_a/σ · (δ_ab − 1/D − x̂_a·x̂_b/D)
+            ga = float(gamma[a]) if gamma is not None else 1.0
+            J = ga * invstd * ((1.0 if a == bpos else 0.0) - 1.0 / D - xhat[a] * xhat[bpos] / D)
+            terms.append(Term((Factor(self._dout(lead + a, self._sym(x_name, idx)), "γ/σ·(δ − 1/D − x̂·x̂′/D)",
+                                      float(J)),), (self._gname, lead + a)))
+        return Rule(f"Σ over the {D} values normalized together", terms)
+
 
 # --- element-wise activations --------------------------------------------------------------------
 class _Elementwise(Layer):
     def backward(self, g, x, out, P, extras):
         loc = self.local(x, out)
         return g * loc, {}, loc
+
+    def grad_rule(self, wrt, idx, V):
+        loc = V(self.spec.t("local"))
+        return Rule("element-wise: upstream × local", [Term(
+            (Factor(self._dout(idx, self._sym(self.spec.inputs[0], idx)), self._sym(self.spec.t("local"), idx),
+                    float(loc[tuple(idx)])),), (self._gname, tuple(idx)))])
 
     def forward(self, x, P):
         return self.f(x), {}, {}
@@ -364,6 +524,18 @@ class Softmax(Layer):
 
     def backward(self, g, x, out, P, extras):
         return out * (g - (g * out).sum(axis=self.opts.get("dim", -1), keepdims=True)), {}, None
+
+    def grad_rule(self, wrt, idx, V):
+        out = V(self.spec.t("out"))
+        d = self.opts.get("dim", -1) % out.ndim
+        i = idx[d]
+        terms = []
+        for j in range(out.shape[d]):         # ∂out_j/∂x_i = out_j·(δ_ij − out_i)
+            a = tuple(idx[:d]) + (j,) + tuple(idx[d + 1:])
+            J = float(out[a]) * ((1.0 if i == j else 0.0) - float(out[tuple(idx)]))
+            terms.append(Term((Factor(self._dout(a, self._sym(self.spec.inputs[0], idx)), "out_j·(δ_ij − out_i)", J),),
+                              (self._gname, a)))
+        return Rule(f"Σ over the {out.shape[d]} outputs of the softmax", terms)
 
 
 LAYERS: dict[str, type[Layer]] = {c.type: c for c in (

@@ -93,3 +93,53 @@ def log_softmax(x):
     m = x.max(axis=1, keepdims=True)
     s = x - m
     return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+
+
+def grad_rule(lo, pred: str, p: np.ndarray, y: np.ndarray, idx: tuple):
+    """dLoss/dpred at one element, as a product of factors (the same derivative as loss_backward,
+    written per element, for explain)."""
+    from .terms import Factor, Rule, Term, ix
+
+    idx = tuple(int(i) for i in idx)
+    at = ix(idx)
+    kind, s = lo.type, lo.scale
+    if kind == "cross_entropy":
+        n = p.size // p.shape[1]
+        c = s / _count(n, lo.reduction)
+        sm = float(np.exp(log_softmax(p)[idx]))
+        cls = idx[1]
+        rest = (idx[0],) + idx[2:]
+        if y.shape == p.shape:
+            tot = float(y[(idx[0], slice(None)) + idx[2:]].sum())
+            v = sm * tot - float(y[idx])
+            f = Factor(f"softmax({pred}){at}·Σ_c target − target{at}", "", v)
+        else:
+            hit = 1.0 if int(y[rest]) == cls else 0.0
+            v = sm - hit
+            f = Factor(f"softmax({pred}){at} − [target{ix(rest)} = {cls}]", f"{sm:.9g} − {hit:g}", v)
+        return Rule("the loss's derivative", [Term((Factor("s/N" if lo.reduction == "mean" else "s", "", c), f))])
+    c = s / _count(p.size, lo.reduction)
+    cs = "s/n" if lo.reduction == "mean" else "s"
+    pv, yv = float(p[idx]), float(y[idx])
+    d = pv - yv
+    dd = f"({pred}{at} − target{at})"
+    if kind == "mse":
+        return Rule("the loss's derivative", [Term((Factor("2·" + cs, "", 2.0 * c), Factor(dd, f"{pv:.9g} − {yv:.9g}", d)))])
+    if kind == "l1" or (kind == "smooth_l1" and lo.beta == 0):
+        return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(f"sign({dd})", "", float(np.sign(d)))))])
+    if kind == "smooth_l1":
+        v = d / lo.beta if abs(d) < lo.beta else float(np.sign(d))
+        return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(
+            f"d/β (|d| < β) else sign(d), d = {dd}", f"d = {d:.9g}", v)))])
+    if kind == "huber":
+        v = d if abs(d) <= lo.delta else lo.delta * float(np.sign(d))
+        return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(
+            f"d (|d| < δ) else δ·sign(d), d = {dd}", f"d = {d:.9g}", v)))])
+    if kind == "bce":
+        v = d / max((1.0 - pv) * pv, 1e-12)
+        return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(
+            f"{dd} / max((1 − ŷ)·ŷ, 1e−12)", "", v)))])
+    if kind == "bce_with_logits":
+        v = 1.0 / (1.0 + np.exp(-pv)) - yv
+        return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(f"σ({pred}{at}) − target{at}", "", float(v))))])
+    raise ValueError(kind)

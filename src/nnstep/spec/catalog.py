@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .formula import Const, Count, F, Formula, Ref, StepPow
+from .formula import Const, Count, F, Formula, Ref, StepPow, Sym
 
 
 class ShapeError(ValueError):
@@ -471,20 +471,21 @@ STATE_LABELS = {"buf": "momentum buf", "m": "m (1st moment)", "v": "v (2nd momen
 def update_formula(opt, P: str) -> Formula:
     kw = dict(P=Ref(P, "old"), Pn=Ref(P, "new"), G=Ref(f"{P}.grad", "grad_param"), lr=Const("lr", opt.lr),
               wd=Const("λ", opt.weight_decay))
+    kw["g"] = Sym("g")
     g = "{G}"
     pre = ""
     if opt.weight_decay:
-        pre = "g = {G} + {wd}·{P};  "
-        g = "g"
+        pre = "{g} = {G} + {wd}·{P};  "
+        g = "{g}"
     if opt.type == "adam":
         b1, b2 = opt.betas
         if not opt.weight_decay:
-            pre = "g = {G};  "
-            g = "g"
+            pre = "{g} = {G};  "
+            g = "{g}"
         kw.update(m=Ref(f"{P}.m", "state"), v=Ref(f"{P}.v", "state"), mh=Ref(f"{P}.m_hat", "state"),
                   vh=Ref(f"{P}.v_hat", "state"), b1=Const("β1", b1), b2=Const("β2", b2), eps=Const("ε", opt.eps))
         kw["t"] = StepPow()
-        return F(pre + "{m} = {b1}·{m} + (1 − {b1})·g;  {v} = {b2}·{v} + (1 − {b2})·g²;  "
+        return F(pre + "{m} = {b1}·{m} + (1 − {b1})·{g};  {v} = {b2}·{v} + (1 − {b2})·{g}²;  "
                  "{mh} = {m} / (1 − {b1}{t});  {vh} = {v} / (1 − {b2}{t});  "
                  "{Pn} ← {P} − {lr}·{mh} / (√{vh} + {eps})", **kw)
     if opt.momentum:
@@ -495,5 +496,5 @@ def update_formula(opt, P: str) -> Formula:
         return F(pre + "{buf} = " + g + " at step 1, else {mu}·{buf} + " + damp + g + ";  "
                  "{Pn} ← {P} − {lr}·" + step, **kw)
     if opt.weight_decay:
-        return F(pre + "{Pn} ← {P} − {lr}·g", **kw)
+        return F(pre + "{Pn} ← {P} − {lr}·{g}", **kw)
     return F("{Pn} ← {P} − {lr}·{G}", **kw)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
-from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -19,7 +18,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from ..debugger.explain import explain as explain_element
+from ..debugger.explain import computed_this_step, explain as explain_element, is_gradient
 from ..debugger.session import Session
 from ..scenario.model import Scenario
 from . import view
@@ -41,7 +40,7 @@ ACTIONS = [
     ("breakpoint", "Toggle breakpoint", "stop before the next operation in every step (b)"),
     ("goto", "Go to…", "a step and an operation, typed (g)"),
     ("restart", "Restart", "reload the scenario file and go back to the start (r)"),
-    ("explain", "Explain one number", "the chain rule for an element of a parameter's gradient (e)"),
+    ("explain", "Explain one number", "the chain rule for an element of a gradient, or how a value was computed (e)"),
     ("open_tensor", "Open tensor full-size", "the focused tensor with row and column indices (Enter)"),
     ("digits(1)", "More digits", "show more significant digits (+)"),
     ("digits(-1)", "Fewer digits", "show fewer significant digits (-)"),
@@ -78,12 +77,12 @@ class TensorCommands(Provider):
                 score = m.match(text)
                 if score > 0:
                     yield Hit(score, m.highlight(text), lambda n=name, c=cb: c(n), help="show this tensor full-size")
-        for p in app.session.scenario.initial:
-            text = f"explain {p}.grad"
+        for name in sorted(app.session.names):
+            text = f"explain {name}"
             score = m.match(text)
             if score > 0:
-                yield Hit(score, m.highlight(text), lambda p=p: app.explain_param(p),
-                          help="the chain rule for one element of this gradient")
+                yield Hit(score, m.highlight(text), lambda n=name: app.explain_tensor(n),
+                          help="the chain rule for one element (a gradient), or how it was computed")
 
 
 class NnstepApp(App):
@@ -126,7 +125,7 @@ class NnstepApp(App):
 
     @staticmethod
     def _intro(sc) -> str:
-        return ("n: next operation · s: next stage · S: end of step · c: continue · e: explain a gradient · "
+        return ("n: next operation · s: next stage · S: end of step · c: continue · e: explain a number · "
                 "?: all keys")
 
     def _index_writers(self):
@@ -398,49 +397,60 @@ class NnstepApp(App):
         self._open(name, v)
 
     def _open(self, name: str, value, index=None) -> None:
-        param = name[:-5] if name.endswith(".grad") and name[:-5] in self.session.scenario.initial else None
-        fn = None
-        if param is not None:
-            fn = lambda ix, p=param: explain_element(self.session, p, ix).text  # noqa: E731
-        self.push_screen(TensorScreen(name, value, self.digits, explain=fn, index=index,
-                                      note="select an element: its chain rule is below" if fn else ""))
+        """The tensor full-size; selecting an element explains it (the chain rule for a gradient,
+        its op's formula with the element's numbers for any other value)."""
+        s = self.session
+
+        def fn(ix, n=name):
+            try:
+                return explain_element(s, n, ix).text
+            except (KeyError, IndexError, ValueError) as e:
+                return str(e)
+        note = ("select an element: its chain rule is below" if is_gradient(s, name)
+                else "select an element: how it was computed is below")
+        self.push_screen(TensorScreen(name, value, self.digits, explain=fn, index=index, note=note))
 
     def action_explain(self) -> None:
+        """Explain the focused tensor, else the first gradient the last op wrote, else any gradient
+        this step has computed."""
+        s = self.session
         f = self.focused
+        if isinstance(f, TensorView) and f.tensor_name and f.value is not None:
+            self.explain_tensor(f.tensor_name)
+            return
         cands = []
-        if isinstance(f, TensorView) and f.tensor_name and f.tensor_name.endswith(".grad"):
-            cands.append(f.tensor_name[:-5])
-        rec = self.session.last_record
+        rec = s.last_record
         if rec is not None:
-            cands += [t[:-5] for t in rec.outputs if t.endswith(".grad") and t[:-5] in self.session.scenario.initial]
-            if rec.op.param:
-                cands += [f"{rec.op.layer}.weight", rec.op.param]
-        cands += list(self.session.scenario.initial)
-        from ..debugger.explain import computed_this_step
-        for p in cands:
-            if p in self.session.scenario.initial and computed_this_step(self.session, f"{p}.grad"):
-                self.explain_param(p)
+            cands += [t for t in rec.outputs if is_gradient(s, t)]
+            if rec.op.param:                 # after an update: its layer's weight gradient, then its own
+                cands += [f"{rec.op.layer}.weight.grad", f"{rec.op.param}.grad"]
+        cands += [f"{p}.grad" for p in s.scenario.initial]
+        cands = [t for t in cands if t in s.names]
+        for t in cands:
+            if computed_this_step(s, t):
+                self.explain_tensor(t)
                 return
-        self.explain_param(cands[0] if cands else None)
+        self.explain_tensor(cands[0] if cands else None)
 
     def explain_param(self, p: str | None) -> None:
-        from ..debugger.explain import computed_this_step
+        self.explain_tensor(None if p is None else f"{p}.grad")
+
+    def explain_tensor(self, name: str | None) -> None:
         s = self.session
-        if p is None:
+        if name is None:
             self.notify("this scenario has no parameters", severity="warning")
             return
-        g = f"{p}.grad"
-        if not computed_this_step(s, g):
+        if s.value(name) is None:
             k, i = s.position
             if i == 0 and k > 1:
                 s.back()
-                self._status = (f"went back one op, into step {k - 1}, where {g} is computed", "")
+                self._status = (f"went back one op, into step {k - 1}, where {name} is computed", "")
                 self.refresh_view()
             else:
-                self.notify(explain_element(s, p, (0,) * np.ndim(s.scenario.initial[p])).text,
-                            title="explain", severity="warning", timeout=8)
+                self.notify(explain_element(s, name).text, title="explain", severity="warning", timeout=8)
                 return
-        self._open(g, s.value(g), index=(0,) * np.ndim(s.value(g)))
+        v = s.value(name)
+        self._open(name, v, index=(0,) * np.ndim(v))
 
     # --- the continue worker ----------------------------------------------------------------------
     def _start_run(self, kind: str) -> None:
