@@ -154,3 +154,14 @@ def test_many_files_summarize_and_take_the_worst_exit(tmp_path, capsys):
     assert "expect[0]: missing key tensor" in err
     code, out, err = check(capsys, missing, ok)
     assert code == 2 and "no such file" in err and out.splitlines()[-1] == "2 files: 5 passed, 0 failed, 1 bad input"
+
+
+def test_check_says_where_run_would_stop_and_still_judges_past_it(tmp_path, capsys):
+    """The same detector as run: a condition that holds at step 1 is reported, and the
+    expectations of step 2 are still judged on the run continued past it."""
+    p = tmp_path / "bp.toml"
+    p.write_text(PASSING + '\n[[breakpoints]]\nwhen = "loss mean > 1"\n')
+    assert main(["check", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "note: `nnstep run` would stop here: stopped at step 1 after loss" in out
+    assert "5 passed, 0 failed" in out

@@ -102,3 +102,14 @@ def test_large_parameters_are_sampled(capsys, tmp_path):
     w1 = next(q for q in d["params"] if q["param"] == "linear1.weight")
     assert w1["checked"] == 16 and w1["shape"] == [40, 3]
     assert np.isfinite(w1["analytic"]) and w1["ok"]
+
+
+def test_a_network_without_parameters_has_nothing_to_check(tmp_path, capsys):
+    p = tmp_path / "none.toml"
+    p.write_text('[data]\nx = [[1.0, -2.0]]\ny = [[0.5, 0.0]]\n[[layers]]\ntype = "sigmoid"\n[loss]\ntype = "mse"\n')
+    assert main(["gradcheck", str(p)]) == 0
+    out = capsys.readouterr()
+    assert "no parameters: there is no gradient to check" in out.out and "Traceback" not in out.err
+    assert main(["gradcheck", str(p), "--json"]) == 0
+    import json
+    assert json.loads(capsys.readouterr().out)["params"] == []

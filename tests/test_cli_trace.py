@@ -151,3 +151,23 @@ def test_text_trace_and_subprocess():
     assert "[forward]  forward linear1" in r.stdout
     assert "update linear2.weight" in r.stdout
     assert "linear1.out = input @ linear1.weightᵀ + linear1.bias" in r.stdout
+
+
+def test_trace_stops_where_run_stops_at_a_condition(tmp_path, capsys):
+    """trace shares run's stop detector: it lists the ops up to and including the one after which
+    the condition holds, and says so, exit 1; --ignore-breakpoints runs on."""
+    import json as _json
+    p = tmp_path / "c.toml"
+    p.write_text(open(CLASSIC).read().replace("steps = 1", "steps = 3") +
+                 '\n[[breakpoints]]\nwhen = "loss mean < 0.29"\n')
+    assert main(["run", str(p), "--json"]) == 1
+    run = _json.loads(capsys.readouterr().out)["stopped"]
+    assert main(["trace", str(p), "--json"]) == 1
+    out = capsys.readouterr()
+    d = _json.loads(out.out)
+    assert d["stopped"] == run and run["op"] == "loss" and run["reason"] == "breakpoint"
+    last = d["ops"][-1]
+    assert (last["step"], last["name"]) == (run["step"], "loss")
+    assert "breakpoints[" in out.err and "loss mean" in out.err
+    assert main(["trace", str(p), "--json", "--ignore-breakpoints"]) == 0
+    assert "stopped" not in _json.loads(capsys.readouterr().out)

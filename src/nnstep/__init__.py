@@ -6,18 +6,26 @@ The scripting API (SPEC §4b)::
     sc = nnstep.load_scenario("net.toml")
     s = nnstep.Session(sc)
     s.step(); s.back(); s.goto(2, 0); s.value("linear1.out"); s.run()
+
+Everything but the error type is imported on first use, so that importing one layer of nnstep
+(the engine, say) does not import the others.
 """
 from .errors import ScenarioError
-from .scenario import load_scenario, loads_scenario
 
 __version__ = "0.1.0"
 
+_LAZY = {"load_scenario": ("scenario", "load_scenario"), "loads_scenario": ("scenario", "loads_scenario"),
+         "Session": ("debugger.session", "Session")}
+
 
 def __getattr__(name):
-    if name == "Session":
-        from .debugger.session import Session
-        return Session
-    raise AttributeError(name)
+    if name in _LAZY:
+        import importlib
+        mod, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{mod}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nnstep' has no attribute {name!r}")
 
 
 __all__ = ["ScenarioError", "Session", "load_scenario", "loads_scenario", "__version__"]

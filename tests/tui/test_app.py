@@ -294,6 +294,37 @@ async def test_long_continue_runs_in_a_worker_shows_progress_and_esc_interrupts(
         assert "running" not in text(app.query_one(HeaderBar))
 
 
+async def test_reverse_continue_runs_in_the_worker_shows_progress_and_esc_interrupts():
+    """C scans back from checkpoints in the worker: the status says which step the search has
+    reached, Esc interrupts it, and the cursor stays where it was."""
+    import time
+    app = make_app(sc("long.toml"), check_every=16)
+    async with app.run_test(size=SIZE) as pilot:
+        s = app.session
+        s.goto(40_000, 0)                      # the nearest checkpoints behind are mid-span and step 1
+        app.refresh_view()
+        real = s._loop
+
+        def slow(*a, **kw):                    # a scan that takes long, as on a big net: 5 ms a chunk
+            if not kw.get("live"):
+                time.sleep(0.005)
+            return real(*a, **kw)
+        s._loop = slow
+        await pilot.press("C")
+        assert app.running and app.check_action("interrupt", ()) is True
+        for _ in range(500):
+            await pilot.pause(0.02)
+            if "searching step" in text(app.query_one(StatusBar)):
+                break
+        assert "searching step" in text(app.query_one(StatusBar))
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert not app.running
+        assert app.session.last_stop.reason == "interrupted"
+        assert app.session.position == (40_000, 0)
+        assert "reverse-continue interrupted" in text(app.query_one(StatusBar))
+
+
 # --- the command palette ----------------------------------------------------------------------
 @pytest.mark.parametrize("action,title,help", ACTIONS)
 async def test_every_action_is_in_the_palette(action, title, help):

@@ -142,6 +142,7 @@ class Session:
         self.last_record: OpRecord | None = None
         self.last_stop: Stop | None = None
         self.ops_executed = 0               # every op run so far, re-runs included (for benchmarks)
+        self.scanning: tuple[int, int] | None = None   # where a reverse_run's scan is, while it runs
         self._reset()
 
     # --- state -----------------------------------------------------------------------------------
@@ -510,12 +511,16 @@ class Session:
             self.last_stop = Stop("until", self._k, self._i)
         return self.last_stop
 
-    def reverse_run(self, should_stop: Callable[[], bool] | None = None) -> Stop:
+    def reverse_run(self, should_stop: Callable[[], bool] | None = None, check_every: int = 64) -> Stop:
         """Back to the latest position before the cursor where run() would have stopped (a
         breakpoint or a NaN/Inf origin), or to (1, 0) if there is none. Rescans forward from the
-        checkpoints, nearest first; ``should_stop()`` is polled between segments."""
+        checkpoints, nearest first, in scratch environments: the cursor moves only once the stop is
+        found. ``should_stop()`` is polled every ``check_every`` ops (for interrupting from
+        another thread; the cursor then stays where it was); ``scanning`` says which step the scan
+        has reached, for progress."""
         M = self.M
         upper = self._lin()
+        self.scanning = None
         if upper == 0:
             self.last_stop = Stop("start", 1, 0)
             return self.last_stop
@@ -525,14 +530,22 @@ class Session:
             env = dict(self._ckpt[c])
             self.program.feed(env, c)
             found: list[Stop] = []
-            limit = hi
 
-            def sink(s: Stop) -> bool:
+            def sink(s: Stop, limit=hi) -> bool:
                 p = (s.step - 1) * M + s.index
                 if p < upper and p <= limit:
                     found.append(s)
                 return False
-            self._loop(env, c, 0, hi, live=False, check=True, sink=sink)
+            k, i = c, 0
+            while (k - 1) * M + i < hi:
+                step_end = hi if should_stop is None else min(hi, (k - 1) * M + i + max(1, check_every))
+                k, i, _, _ = self._loop(env, k, i, step_end, live=False, check=True, sink=sink)
+                self.scanning = (k, i)
+                if should_stop is not None and (k - 1) * M + i < hi and should_stop():
+                    self.scanning = None
+                    self.last_stop = Stop("interrupted", self._k, self._i)
+                    return self.last_stop
+            self.scanning = None
             if found:
                 s = found[-1]
                 self.goto(s.step, s.index)

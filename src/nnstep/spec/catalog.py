@@ -182,6 +182,24 @@ class _Norm(LayerType):
     symbols = {"weight": "γ", "bias": "β"}
     extras = ("mean", "var")
     init = {"weight": "ones", "bias": "zeros"}
+    psum = "Σ"                      # the sum over what the parameters are shared across
+    shared = ""                     # what the statistics' sums run over
+
+    @classmethod
+    def _count(cls, L, n) -> Count:
+        """How many values one mean and variance are taken over."""
+        raise NotImplementedError
+
+    @classmethod
+    def bwd_formula(cls, L, n):
+        t = "x̂ = ({x} − {mean}) / √({var} + {eps})"
+        if L.has("weight"):
+            t += ";  {Wg} = " + cls.psum + " {g} ⊙ x̂;  {bg} = " + cls.psum + " {g};  ĝ = {g} ⊙ {W}"
+        else:
+            t += ";  ĝ = {g}"
+        t += ";  {gin} = (1/{c}) / √({var} + {eps}) · ({c}·ĝ − Σĝ − x̂·Σ(ĝ ⊙ x̂));  (Σ over " + cls.shared + ")"
+        return F(t, x=n.x, mean=n.e("mean"), var=n.e("var"), eps=Const("ε", L.options["eps"]), g=n.g,
+                 Wg=n.pg("weight"), bg=n.pg("bias"), W=n.p("weight"), gin=n.gin, c=cls._count(L, n))
 
 
 class BatchNorm(_Norm):
@@ -199,8 +217,10 @@ class BatchNorm(_Norm):
                              f"{fmt_shape(s)}")
         return s, ({"weight": (s[0],), "bias": (s[0],)} if opts["affine"] else {})
 
+    shared = "n and positions, per channel"
+
     @classmethod
-    def _n(cls, L, n):
+    def _count(cls, L, n):
         return Count("n", n.x.name, (0,) + tuple(range(2, 1 + len(L.in_shape))))
 
     @classmethod
@@ -212,18 +232,7 @@ class BatchNorm(_Norm):
                  "{rm} ← (1 − {m})·{rm} + {m}·{mean};  {rv} ← (1 − {m})·{rv} + {m}·{var}·{n}/({n} − 1)",
                  mean=n.e("mean"), var=n.e("var"), x=n.x, out=n.out, W=n.p("weight"), b=n.p("bias"),
                  eps=Const("ε", L.options["eps"]), m=Const("m", L.options["momentum"]),
-                 rm=Ref(L.t("running_mean"), "state"), rv=Ref(L.t("running_var"), "state"), n=cls._n(L, n))
-
-    @classmethod
-    def bwd_formula(cls, L, n):
-        t = "x̂ = ({x} − {mean}) / √({var} + {eps})"
-        if L.has("weight"):
-            t += ";  {Wg} = Σ {g} ⊙ x̂;  {bg} = Σ {g};  ĝ = {g} ⊙ {W}"
-        else:
-            t += ";  ĝ = {g}"
-        t += ";  {gin} = (1/{n}) / √({var} + {eps}) · ({n}·ĝ − Σĝ − x̂·Σ(ĝ ⊙ x̂));  (Σ over n and positions, per channel)"
-        return F(t, x=n.x, mean=n.e("mean"), var=n.e("var"), eps=Const("ε", L.options["eps"]), g=n.g,
-                 Wg=n.pg("weight"), bg=n.pg("bias"), W=n.p("weight"), gin=n.gin, n=cls._n(L, n))
+                 rm=Ref(L.t("running_mean"), "state"), rv=Ref(L.t("running_var"), "state"), n=cls._count(L, n))
 
 
 class LayerNorm(_Norm):
@@ -246,8 +255,11 @@ class LayerNorm(_Norm):
         shp = tuple(s[len(s) - d:])
         return s, ({"weight": shp, "bias": shp} if opts["affine"] else {})
 
+    psum = "Σₙ"
+    shared = "the normalized values"
+
     @classmethod
-    def _D(cls, L, n):
+    def _count(cls, L, n):
         d = cls.ndims(L.options, L.in_shape)
         return Count("D", n.x.name, tuple(range(1 + len(L.in_shape) - d, 1 + len(L.in_shape))))
 
@@ -257,18 +269,7 @@ class LayerNorm(_Norm):
         return F("{mean} = mean {x} over its last {D} values;  {var} = mean ({x} − {mean})²;  "
                  "x̂ = ({x} − {mean}) / √({var} + {eps});  {out} = " + aff,
                  mean=n.e("mean"), var=n.e("var"), x=n.x, out=n.out, W=n.p("weight"), b=n.p("bias"),
-                 eps=Const("ε", L.options["eps"]), D=cls._D(L, n))
-
-    @classmethod
-    def bwd_formula(cls, L, n):
-        t = "x̂ = ({x} − {mean}) / √({var} + {eps})"
-        if L.has("weight"):
-            t += ";  {Wg} = Σₙ {g} ⊙ x̂;  {bg} = Σₙ {g};  ĝ = {g} ⊙ {W}"
-        else:
-            t += ";  ĝ = {g}"
-        t += ";  {gin} = (1/{D}) / √({var} + {eps}) · ({D}·ĝ − Σĝ − x̂·Σ(ĝ ⊙ x̂));  (Σ over the normalized values)"
-        return F(t, x=n.x, mean=n.e("mean"), var=n.e("var"), eps=Const("ε", L.options["eps"]), g=n.g,
-                 Wg=n.pg("weight"), bg=n.pg("bias"), W=n.p("weight"), gin=n.gin, D=cls._D(L, n))
+                 eps=Const("ε", L.options["eps"]), D=cls._count(L, n))
 
 
 # --- element-wise activations --------------------------------------------------------------------

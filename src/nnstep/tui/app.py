@@ -52,9 +52,11 @@ ACTIONS = [
 
 @dataclass
 class Progress(Message):
-    """Posted by the continue worker: a cheap snapshot of where it is."""
+    """Posted by the continue worker: a cheap snapshot of where it is (for a reverse-continue, the
+    step its scan has reached)."""
     position: tuple[int, int]
-    history: list
+    history: list | None
+    scanning: tuple[int, int] | None = None
 
 
 @dataclass
@@ -243,6 +245,9 @@ class NnstepApp(App):
         msg = stop.message
         if stop.reason == "interrupted":       # the screen counts ops from 1 (the session from 0)
             msg = f"interrupted (Esc) at step {stop.step}, before op {stop.index + 1}/{self.session.M}"
+            if getattr(self, "_run_kind", "") == "reverse":
+                msg = (f"reverse-continue interrupted (Esc) before it found an earlier stop; the cursor "
+                       f"stayed at step {stop.step}, op {stop.index + 1}/{self.session.M}")
         self._status = (f"■ stopped: {msg}", kind)
 
     def _check_record(self, rec) -> None:
@@ -457,8 +462,10 @@ class NnstepApp(App):
         if self.running:
             return
         self._interrupt.clear()
+        self._run_kind = kind
         self.running = True
-        self._status = ("running… (Esc interrupts)" if kind == "continue" else "running backwards…", "stop")
+        self._status = ("running… (Esc interrupts)" if kind == "continue" else "running backwards… (Esc interrupts)",
+                        "stop")
         self.query_one(StatusBar).show(*self._status)
         self.query_one(HeaderBar).show(self.session.scenario.name, *self._hdr(self.session.position),
                                        running=True)
@@ -479,12 +486,15 @@ class NnstepApp(App):
         def should_stop() -> bool:
             now = time.monotonic()
             if now - last[0] > last[1]:
-                hist = s.loss_history()
-                # long runs: post less often and at most ~2000 points (the curve is ~100 cells wide)
-                last[1] = 0.05 if len(hist) < 20_000 else 0.5
-                if len(hist) > 2000:
-                    hist = hist[:: len(hist) // 2000 + 1] + hist[-1:]
-                self.post_message(Progress(s.position, hist))
+                if kind == "continue":
+                    hist = s.loss_history()
+                    # long runs: post less often and at most ~2000 points (the curve is ~100 cells wide)
+                    last[1] = 0.05 if len(hist) < 20_000 else 0.5
+                    if len(hist) > 2000:
+                        hist = hist[:: len(hist) // 2000 + 1] + hist[-1:]
+                    self.post_message(Progress(s.position, hist))
+                elif s.scanning is not None:      # reverse: the cursor stays; say where the scan is
+                    self.post_message(Progress(s.position, None, scanning=s.scanning))
                 last[0] = time.monotonic()
             return self._interrupt.is_set()
 
@@ -492,7 +502,7 @@ class NnstepApp(App):
             if kind == "continue":
                 stop = s.run(should_stop=should_stop, check_every=self.check_every)
             else:
-                stop = s.reverse_run()
+                stop = s.reverse_run(should_stop=should_stop, check_every=self.check_every)
         except Exception as e:  # a bug, shown rather than lost
             self.post_message(RunDone(None, error=f"{type(e).__name__}: {e}"))
             return
@@ -500,6 +510,11 @@ class NnstepApp(App):
 
     def on_progress(self, msg: Progress) -> None:
         if not self.running:
+            return
+        if msg.scanning is not None:
+            sk, si = msg.scanning
+            self._status = (f"running backwards… searching step {sk} for an earlier stop (Esc interrupts)", "stop")
+            self.query_one(StatusBar).show(*self._status)
             return
         k, i = msg.position
         hist = msg.history
