@@ -182,3 +182,12 @@ def test_explain_never_imports_textual():
             "assert 'textual' not in sys.modules, 'textual imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_layer_without_bias_gets_no_bias_term(tmp_path):
+    p = tmp_path / "nb.toml"
+    p.write_text('[data]\nx = [[1.0, 2.0]]\ny = [[0.5]]\n[[layers]]\ntype = "linear"\nout = 1\nweight = [[0.5, -1.0]]\n'
+                 'bias = false\n[loss]\ntype = "mse"\n')
+    s = after_backward(str(p))
+    ex = explain(s, "linear1.out", (0, 0))
+    assert "bias" not in ex.text and "= 1 × 0.5 + 2 × (-1)" in ex.text and ex.value == -1.5 and ex.ok

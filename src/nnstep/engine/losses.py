@@ -124,7 +124,8 @@ def grad_rule(lo, pred: str, p: np.ndarray, y: np.ndarray, idx: tuple):
     d = pv - yv
     dd = f"({pred}{at} − target{at})"
     if kind == "mse":
-        return Rule("the loss's derivative", [Term((Factor("2·" + cs, "", 2.0 * c), Factor(dd, f"{pv:.9g} − {yv:.9g}", d)))])
+        yt = f"({yv:.9g})" if yv < 0 else f"{yv:.9g}"
+        return Rule("the loss's derivative", [Term((Factor("2·" + cs, "", 2.0 * c), Factor(dd, f"{pv:.9g} − {yt}", d)))])
     if kind == "l1" or (kind == "smooth_l1" and lo.beta == 0):
         return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(f"sign({dd})", "", float(np.sign(d)))))])
     if kind == "smooth_l1":

@@ -192,11 +192,12 @@ class Program:
         for L in self.layers:
             for s, v in L.initial_state(self.dtype).items():
                 env[f"{L.name}.{s}"] = v
-        if sc.optimizer.type == "adam":
-            # torch.optim.Adam starts exp_avg and exp_avg_sq at zeros; holding them from step 0 lets the
-            # first update show m = β1·0 + (1 − β1)·g with its real numbers (same values bit for bit)
-            for P in sc.trainable:
-                env[f"{P}.m"] = env[f"{P}.v"] = np.zeros_like(env[P])
+        # torch.optim.Adam starts exp_avg and exp_avg_sq at zeros; holding them from step 0 lets the
+        # first update show m = β1·0 + (1 − β1)·g with its real numbers (same values bit for bit)
+        zero = catalog.optimizer_zero_state(sc.optimizer)
+        for P in sc.trainable:
+            for st in zero:
+                env[f"{P}.{st}"] = np.zeros_like(env[P])
         return env
 
     def checkpoint(self, env: dict) -> dict:

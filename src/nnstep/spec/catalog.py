@@ -465,6 +465,12 @@ def optimizer_state(opt) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return (), ()
 
 
+def optimizer_zero_state(opt) -> tuple[str, ...]:
+    """The state that starts as zeros before step 1, as torch's (Adam's exp_avg and exp_avg_sq);
+    the rest starts at the first step (SGD's momentum buffer is the first gradient)."""
+    return ("m", "v") if opt.type == "adam" else ()
+
+
 STATE_LABELS = {"buf": "momentum buf", "m": "m (1st moment)", "v": "v (2nd moment)", "m_hat": "m̂ = m/(1−β1ᵗ)",
                 "v_hat": "v̂ = v/(1−β2ᵗ)"}
 
