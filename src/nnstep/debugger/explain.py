@@ -31,7 +31,7 @@ from ..spec.formula import views
 
 MAX_TERMS = 6          # terms written out per line (the rest are counted, and checked)
 MAX_LINES = 10         # gradient elements expanded
-GRAD_ROLES = ("upstream", "grad_in", "grad_param", "loss_grad")
+GRAD_ROLES = ("upstream", "grad_in", "grad_param", "grad", "loss_grad")
 
 
 @dataclass
@@ -124,20 +124,25 @@ def is_gradient(session, name: str) -> bool:
 
 
 class _Graph:
-    """Which rule expands which gradient tensor, from the plan."""
+    """Which rule expands which gradient tensor, from the plan's slots (their roles and what each
+    gradient is the gradient of)."""
 
     def __init__(self, session, env):
         prog = session.program
         self.prog, self.plan, self.env = prog, prog.plan, env
-        self.grad_in: dict[str, tuple[str, int]] = {}
-        self.param_grad: dict[str, tuple[str, str]] = {}
-        self.grad_out: dict[str, str] = {}
-        for L in self.plan.layers:
-            for k in range(len(L.inputs)):
-                self.grad_in[self.plan.grad_in_name(L, k)] = (L.name, k)
-            for p in L.params:
-                self.param_grad[L.t(f"{p}.grad")] = (L.name, p)
-            self.grad_out[L.t("grad_out")] = L.name
+        self.rule: dict[str, tuple[str, str]] = {}       # gradient -> (layer, what its rule is called)
+        self.of: dict[str, str] = {}
+        for op in self.plan.ops:
+            if op.stage != "backward" or op.layer is None:
+                continue
+            for sl in op.outs:
+                if sl.of:
+                    self.of[sl.name] = sl.of
+                if sl.role in ("grad_param", "grad"):
+                    self.rule[sl.name] = (op.layer, sl.of[len(op.layer) + 1:])
+                elif sl.role == "grad_in":
+                    self.rule[sl.name] = (op.layer, sl.name[len(op.layer) + 1:])
+        self.grad_out = {L.t("grad_out"): L.name for L in self.plan.layers}
         self.sums = {op.layer: op.sums for op in self.plan.ops if op.sums}
 
     def V(self, name):
@@ -149,23 +154,21 @@ class _Graph:
             return f"∂E/∂{plan.prediction}{ix(idx)}"
         if name in self.grad_out:
             return f"∂E/∂{self.grad_out[name]}.out{ix(idx)}"
-        if name in self.grad_in:
-            r, k = self.grad_in[name]
-            x = plan.by_name[r].inputs[k]
-            via = f" (via {r})" if len(plan.readers.get(x, [])) > 1 else ""
-            return f"∂E/∂{x}{ix(idx)}{via}"
-        if name in self.param_grad:
-            L, p = self.param_grad[name]
-            return f"∂E/∂{L}.{p}{ix(idx)}"
-        return f"{name}{ix(idx)}"
+        of = self.of.get(name, name)
+        via = ""
+        if name in self.rule and self.rule[name][1].startswith("grad_in") and len(plan.readers.get(of, [])) > 1:
+            via = f" (via {self.rule[name][0]})"
+        return f"∂E/∂{of}{ix(idx)}{via}"
 
     def expand(self, name: str, idx) -> tuple[str, list[Term]]:
         """(how, terms) of one gradient element: the rule of the op that computes it."""
         plan = self.plan
         idx = tuple(int(i) for i in idx)
         if name == "loss.grad":
-            rule = losses.grad_rule(self.prog.scenario.loss, plan.prediction, self.V(plan.prediction),
-                                    self.V("target"), idx)
+            lo = self.prog.scenario.loss
+            p, y, back = losses.class_first(lo, self.V(plan.prediction), self.V("target"))
+            at = idx if back is None else idx[:1] + (idx[back],) + tuple(v for d, v in enumerate(idx) if d not in (0, back))
+            rule = losses.grad_rule(lo, plan.prediction, p, y, at)
             return f"backward loss: {rule.how}", rule.terms
         if name in self.grad_out:
             L = self.grad_out[name]
@@ -177,14 +180,9 @@ class _Graph:
                 return self.expand("loss.grad", idx)
             r, k = readers[0]
             return self.expand(plan.grad_in_name(plan.by_name[r], k), idx)
-        if name in self.grad_in:
-            r, k = self.grad_in[name]
-            L = self.prog.layer[r]
-            rule = L.grad_rule("grad_in" if not plan.types[r].merge else f"grad_in.{k}", idx, self.V)
-            return f"backward {r}: {rule.how}", rule.terms
-        if name in self.param_grad:
-            r, p = self.param_grad[name]
-            rule = self.prog.layer[r].grad_rule(p, idx, self.V)
+        if name in self.rule:
+            r, wrt = self.rule[name]
+            rule = self.prog.layer[r].grad_rule(wrt, idx, self.V)
             return f"backward {r}: {rule.how}", rule.terms
         raise KeyError(name)
 
@@ -231,12 +229,12 @@ def _line(g: _Graph, name: str, idx, digits: int) -> Line:
         return Line(name, tuple(idx), sym, how, text, engine, 0.0, abs(engine) <= 1e-300)
     if len(terms) == 1:                              # a product: the textbook chain
         t = terms[0]
-        syms = ([g.symbol(*t.upstream)] if t.upstream else []) + [fa.symbol for fa in t.factors]
+        syms = ([g.symbol(*t.upstream)] if t.upstream else []) + [fa.symbol or fa.source for fa in t.factors]
         nums = ([g.value(*t.upstream)] if t.upstream else []) + [fa.value for fa in t.factors]
         text.append("  = " + " · ".join(syms))
         text.append("  = " + " × ".join(p(v) for v in nums))
         for fa in t.factors:
-            if fa.source and fa.source != "1":
+            if fa.source and fa.source != "1" and fa.symbol:
                 text.append(f"      {fa.symbol} = {fa.source}" + ("" if fa.source[:1].isdigit() else
                                                                    f" = {f(fa.value)}"))
     else:

@@ -43,11 +43,12 @@ class Layer:
             cls.options, cls.param_names, cls.state_names = d.options, d.params, d.states
             cls.extra_names, cls.elementwise = d.extras, d.elementwise
 
-    def __init__(self, name: str, opts: dict, in_shape: tuple[int, ...]):
+    def __init__(self, name: str, opts: dict, in_shape: tuple[int, ...], in_shapes=None):
         self.name = name
         self.opts = opts
         self.in_shape = tuple(in_shape)
-        out, pshapes = self.decl.infer(opts, [self.in_shape])
+        self.in_shapes = [tuple(s) for s in in_shapes] if in_shapes else [self.in_shape]
+        out, pshapes = self.decl.infer(opts, self.in_shapes)
         self.out_shape, self.param_shapes = tuple(out), pshapes
 
     def initial_state(self, dtype) -> dict[str, np.ndarray]:
@@ -541,3 +542,7 @@ class Softmax(Layer):
 LAYERS: dict[str, type[Layer]] = {c.type: c for c in (
     Linear, Conv1d, Conv2d, Flatten, BatchNorm, LayerNorm, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax,
     GELU, Identity)}
+
+from .layers_graph import GRAPH_LAYERS  # noqa: E402  (they build on Layer above)
+
+LAYERS.update(GRAPH_LAYERS)

@@ -144,3 +144,15 @@ def grad_rule(lo, pred: str, p: np.ndarray, y: np.ndarray, idx: tuple):
         v = 1.0 / (1.0 + np.exp(-pv)) - yv
         return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(f"σ({pred}{at}) − target{at}", "", float(v))))])
     raise ValueError(kind)
+
+
+def class_first(lo, p: np.ndarray, y: np.ndarray):
+    """cross_entropy with ``class_dim`` other than 1: the logits (and probability targets) with the
+    class dim moved to 1, as torch's ``cross_entropy(logits.movedim(class_dim, 1), targets)``.
+    Returns (p, y, dim to move the gradient back to, or None)."""
+    if lo.type != "cross_entropy":
+        return p, y, None
+    cd = lo.class_dim % p.ndim
+    if cd == 1:
+        return p, y, None
+    return np.moveaxis(p, cd, 1), (np.moveaxis(y, cd, 1) if y.shape == p.shape else y), cd

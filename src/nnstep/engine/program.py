@@ -23,6 +23,28 @@ from . import losses, optim
 from .layers import LAYERS, Layer
 
 
+def _with_sums_and_aliases(fn: Callable, op: Op) -> Callable:
+    """The plan's fork sum before the op (``grad_out = Σ contributions``) and its aliases after it
+    (the one reader of a tensor writes that tensor's grad_out: the same array)."""
+    sums, also, src = op.sums, op.also_writes, op.alias_src
+    if not sums and not also:
+        return fn
+    gname = next((s.name for s in op.outs if s.role == "upstream"), None) if sums else None
+
+    def run(env, k):
+        if sums:
+            g = env[sums[0]]
+            for c in sums[1:]:
+                g = g + env[c]
+            env[gname] = g
+        fn(env, k)
+        for a, s in zip(also, src):
+            v = env.get(s)
+            if v is not None:
+                env[a] = v
+    return run
+
+
 class Program:
     def __init__(self, sc: Scenario, skip: Iterable[str] = ()):
         """``skip``: names of tensors the caller will never read, which ops may then leave
@@ -36,7 +58,7 @@ class Program:
         self.layers: list[Layer] = []
         self.layer: dict[str, Layer] = {}
         for spec in sc.layers:
-            L = LAYERS[spec.type](spec.name, spec.options, spec.in_shape)
+            L = LAYERS[spec.type](spec.name, spec.options, spec.in_shape, spec.in_shapes)
             L.spec = spec
             self.layers.append(L)
             self.layer[spec.name] = L
@@ -50,28 +72,35 @@ class Program:
     # --- binding ------------------------------------------------------------------------------------
     def _bind(self, op: Op) -> Callable:
         if op.kind == "forward":
-            return self._fwd(op)
-        if op.kind == "backward":
-            return self._bwd(op)
-        if op.kind == "loss":
-            return self._loss(op)
-        if op.kind == "loss_backward":
-            return self._loss_bwd(op)
-        if op.kind == "update":
-            return self._upd(op)
-        raise ValueError(f"no math for an op of kind {op.kind!r}")
+            fn = self._fwd(op)
+        elif op.kind == "backward":
+            fn = self._bwd(op)
+        elif op.kind == "loss":
+            fn = self._loss(op)
+        elif op.kind == "loss_backward":
+            fn = self._loss_bwd(op)
+        elif op.kind == "update":
+            fn = self._upd(op)
+        elif op.kind.startswith("step:"):
+            fn = self._step(op)
+        else:
+            raise ValueError(f"no math for an op of kind {op.kind!r}")
+        return _with_sums_and_aliases(fn, op)
 
     def _fwd(self, op: Op):
         L = self.layer[op.layer]
         spec = L.spec
-        x = spec.inputs[0]
+        xs = spec.inputs
+        x = xs[0]
+        merge = L.decl.merge
         pkeys = [(p, spec.t(p)) for p in spec.params] + [(s, spec.t(s)) for s in L.state_names]
         outname = spec.t("out")
         extras = [(e, spec.t(e)) for e in L.extra_names]
         states = [(s, spec.t(s)) for s in L.state_names]
 
         def run(env, k):
-            out, ex, st = L.forward(env[x], {p: env[full] for p, full in pkeys})
+            xin = [env[n] for n in xs] if merge else env[x]
+            out, ex, st = L.forward(xin, {p: env[full] for p, full in pkeys})
             env[outname] = out
             for e, full in extras:
                 env[full] = ex[e]
@@ -82,36 +111,43 @@ class Program:
     def _bwd(self, op: Op):
         L = self.layer[op.layer]
         spec = L.spec
-        x = spec.inputs[0]
+        xs = spec.inputs
+        x = xs[0]
+        merge = L.decl.merge
         pkeys = [(p, spec.t(p)) for p in spec.params]
         extras = [(e, spec.t(e)) for e in L.extra_names]
         gname, oname, lname = spec.t("grad_out"), spec.t("out"), spec.t("local")
-        ginname = self.plan.grad_in_name(spec, 0)
+        gins = [self.plan.grad_in_name(spec, k) for k in range(len(xs))] if L.decl.grads_input else []
         gradnames = {p: spec.t(f"{p}.grad") for p in spec.params}
-        also = op.also_writes
-        sums = op.sums
         kw = {}
-        if ginname in self.skip and not also and "need_in" in inspect.signature(L.backward).parameters:
+        if (gins and all(g in self.skip for g in gins) and not op.also_writes
+                and "need_in" in inspect.signature(L.backward).parameters):
             kw = {"need_in": False}
 
         def run(env, k):
-            if sums:                      # a fork: grad_out is the sum of what its readers sent back
-                g = env[sums[0]]
-                for c in sums[1:]:
-                    g = g + env[c]
-                env[gname] = g
-            else:
-                g = env[gname]
-            gin, grads, local = L.backward(g, env[x], env[oname], {p: env[f] for p, f in pkeys},
+            xin = [env[n] for n in xs] if merge else env[x]
+            gin, grads, local = L.backward(env[gname], xin, env[oname], {p: env[f] for p, f in pkeys},
                                            {e: env[f] for e, f in extras}, **kw)
             if local is not None:
                 env[lname] = local
             for p, gr in grads.items():
                 env[gradnames[p]] = gr
-            if gin is not None:
-                env[ginname] = gin
-                for a in also:
-                    env[a] = gin
+            if gin is not None and gins:
+                if merge:
+                    for name, v in zip(gins, gin):
+                        env[name] = v
+                else:
+                    env[gins[0]] = gin
+        return run
+
+    def _step(self, op: Op):
+        """One operation of a layer that takes several (attention's sub-steps, an RNN's time
+        steps): the layer's method named by the step's kind, reading and writing env by name."""
+        L = self.layer[op.layer]
+        fn = getattr(L, op.kind.split(":", 1)[1])
+
+        def run(env, k):
+            fn(env, k)
         return run
 
     def _loss(self, op: Op):
@@ -121,30 +157,29 @@ class Program:
         memo = self._ce_memo                     # (pred, its log_softmax): backward loss reuses it
 
         def run(env, k):
-            p = env[pred]
+            p, y, _ = losses.class_first(lo, env[pred], env["target"])
             lp = None
             if ce:
                 lp = losses.log_softmax(p)
-                memo[0], memo[1] = p, lp
-            env["loss"] = losses.loss_forward(lo.type, p, env["target"], lo.reduction, lo.scale,
-                                              lo.beta, lo.delta, lp=lp)
+                memo[0], memo[1] = env[pred], lp
+            env["loss"] = losses.loss_forward(lo.type, p, y, lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp)
         return run
 
     def _loss_bwd(self, op: Op):
         lo = self.scenario.loss
         pred = self.plan.prediction
-        also = op.also_writes
         memo = self._ce_memo
 
         def run(env, k):
-            p = env[pred]
+            p0 = env[pred]
             # the same array object (values are never modified in place): its log_softmax is known
-            lp = memo[1] if memo[0] is p else None
+            lp = memo[1] if memo[0] is p0 else None
             memo[0] = memo[1] = None                      # taken once
-            g = losses.loss_backward(lo.type, p, env["target"], lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp)
+            p, y, back = losses.class_first(lo, p0, env["target"])
+            g = losses.loss_backward(lo.type, p, y, lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp)
+            if back is not None:
+                g = np.ascontiguousarray(np.moveaxis(g, 1, back))
             env["loss.grad"] = g
-            for a in also:
-                env[a] = g
         return run
 
     def _upd(self, op: Op):

@@ -14,7 +14,8 @@ from .limits import MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_KERNEL, MAX_LAYERS, MAX_T
 from .files import cast as _cast
 from .validate import NAME_RE, fmt_shape as _fmt_shape, opt_value as _opt, _show
 
-COMMON_LAYER_KEYS = ("type", "name", "frozen", "weight", "bias", "init", "in")
+COMMON_LAYER_KEYS = ("type", "name", "frozen", "init", "in", "input", "inputs")
+MERGES = ", ".join(t for t, c in catalog.LAYERS.items() if c.merge)
 
 
 def init_tensor(kind: str, shape, fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
@@ -31,6 +32,8 @@ def init_tensor(kind: str, shape, fan_in: int, fan_out: int, rng: np.random.Gene
         return rng.uniform(-bound, bound, size=shape)
     if kind == "xavier_normal":
         return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), size=shape)
+    if kind == "normal":                   # nn.Embedding: normal_(0, 1)
+        return rng.normal(0.0, 1.0, size=shape)
     if kind == "zeros":
         return np.zeros(shape)
     if kind == "ones":
@@ -49,7 +52,11 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
     names: dict[str, int] = {}
     specs: list[LayerSpec] = []
     initial: dict[str, np.ndarray] = {}
-    shape = tuple(x.shape[1:])
+    shapes: dict[str, tuple[int, ...]] = {"input": tuple(x.shape[1:])}   # every tensor a layer may read
+    later = {}                                                         # names of layers further down
+    for j, raw in enumerate(v):
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+            later.setdefault(raw["name"], j)
     total = 0
     acts = 0
     for i, raw in enumerate(v):
@@ -59,9 +66,17 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             raise ctx.err(where, f"missing key type (one of: {', '.join(catalog.LAYERS)})")
         typ = ctx.str_(t["type"], f"{where}.type", tuple(catalog.LAYERS))
         cls = catalog.LAYERS[typ]
-        allowed = COMMON_LAYER_KEYS + tuple(cls.options)
+        allowed = COMMON_LAYER_KEYS + tuple(cls.params) + tuple(cls.options)
+        if cls.params and "bias" not in allowed:
+            allowed += ("bias",)                  # bias = false removes the bias parameters
         if not cls.params:
-            allowed = tuple(k for k in allowed if k not in ("weight", "bias", "init", "frozen"))
+            allowed = tuple(k for k in allowed if k not in ("init", "frozen"))
+        if "inputs" in t and not cls.merge:
+            raise ctx.err(f"{where}.inputs", f"a {typ} layer reads one tensor: name it with input = \"<layer>\" "
+                                             f"(inputs = [...] is for the merge layers: {MERGES})")
+        if "input" in t and cls.merge:
+            raise ctx.err(f"{where}.input", f"a {typ} layer merges several tensors: name them with "
+                                            f"inputs = [\"<layer>\", \"<layer>\"]")
         ctx.known(t, allowed, where)
         counts[typ] = counts.get(typ, 0) + 1
         name = t.get("name", f"{typ}{counts[typ]}")
@@ -81,7 +96,10 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
                 raise ctx.err(where, f"missing key {k} (a {typ} layer needs it)")
             else:
                 opts[k] = default
-        prev = "the data" if i == 0 else f"layers[{i - 1}] ({specs[-1].name})"
+        inputs = _inputs(ctx, t, where, i, cls, typ, specs, names, later)
+        in_shapes = [shapes[x] for x in inputs]
+        shape = in_shapes[0]
+        prev = _describe(inputs[0], specs, names)
         if "in" in t:
             given = t["in"]
             want = shape[0] if typ not in ("linear",) else (shape[-1] if shape else None)
@@ -89,16 +107,22 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             if want != gin:
                 raise ctx.err(f"{where}.in", f"is {gin} but {prev} gives per-sample shape {_fmt_shape(shape)} "
                                              f"(so in = {want})")
+        if "bias" in cls.options:                 # attention: bias is an option of the layer
+            opts["bias"] = ctx.bool_(t.get("bias", True), f"{where}.bias")
         try:
-            out_shape, pshapes = cls.infer(opts, [shape])
+            out_shape, pshapes = cls.infer(opts, in_shapes)
         except ShapeError as e:
+            if cls.merge:
+                what = " and ".join(f"{_describe(x, specs, names)} {_fmt_shape(('N',) + tuple(shapes[x]))}"
+                                    for x in inputs)
+                raise ctx.err(where, f"{name} ({typ}) cannot merge {what}: {e}") from None
             raise ctx.err(where, f"{name} ({typ}) cannot take the output of {prev}, per-sample shape "
                                  f"{_fmt_shape(shape)}: {e}") from None
         present = list(pshapes)
         bias_v = t.get("bias")
-        if bias_v is False and "bias" in pshapes:
-            present.remove("bias")
-        elif isinstance(bias_v, bool):
+        if bias_v is False and any(b in pshapes for b in cls.bias_params):
+            present = [p for p in present if p not in cls.bias_params]
+        elif isinstance(bias_v, bool) and "bias" not in cls.options:
             if bias_v is not True or "bias" not in pshapes:
                 raise ctx.err(f"{where}.bias", f"expected an array of numbers or false, got {_show(bias_v)}")
         init = ctx.str_(t.get("init", "kaiming_uniform"), f"{where}.init", catalog.INITS)
@@ -110,7 +134,7 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
                                      f"count to {total}, over the limit of {MAX_TOTAL_PARAMS}")
         for p in present:
             full = f"{name}.{p}"
-            if p in t and t[p] is not True:
+            if p in t and t[p] is not True and not (p == "bias" and "bias" in cls.options):
                 a = ctx.array(t[p], f"{where}.{p}")
                 if a.shape != tuple(pshapes[p]):
                     lay = {"linear": " (out, in)", "conv1d": " (out_channels, in_channels, kernel)",
@@ -148,9 +172,66 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
                                      f"need at least 2, as in torch (use a larger batch_size or more samples)")
         specs.append(LayerSpec(index=i, type=typ, name=name, options=opts, in_shape=shape,
                                out_shape=tuple(out_shape), params=tuple(present), frozen=tuple(frozen),
-                               inputs=("input",) if i == 0 else (specs[-1].t("out"),), in_shapes=(shape,)))
-        shape = tuple(out_shape)
+                               inputs=tuple(inputs), in_shapes=tuple(tuple(s) for s in in_shapes)))
+        shapes[f"{name}.out"] = tuple(out_shape)
+    _dead_branches(ctx, specs)
     return specs, initial
+
+
+def _describe(tensor: str, specs, names) -> str:
+    if tensor == "input":
+        return "the data"
+    layer = tensor.rsplit(".", 1)[0]
+    return f"layers[{names[layer]}] ({layer})"
+
+
+def _inputs(ctx, t, where, i, cls, typ, specs, names, later) -> list[str]:
+    """The tensors a layer reads: the previous layer's output (the batch for the first layer),
+    ``input = "<layer>"`` or, for a merge, ``inputs = [...]``; only earlier layers or "input"."""
+    if cls.merge:
+        if "inputs" not in t:
+            raise ctx.err(where, f'missing key inputs (a {typ} layer reads two or more tensors: '
+                                 f'inputs = ["<layer>", "<layer>"])')
+        refs = t["inputs"]
+        lo, hi = cls.arity
+        if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+            raise ctx.err(f"{where}.inputs", f"expected an array of layer names, got {_show(refs)}")
+        if len(refs) < lo or (hi is not None and len(refs) > hi):
+            want = f"exactly {lo}" if hi == lo else f"at least {lo}"
+            raise ctx.err(f"{where}.inputs", f"a {typ} layer reads {want} tensors, got {len(refs)}")
+        wheres = [f"{where}.inputs[{k}]" for k in range(len(refs))]
+    elif "input" in t:
+        refs, wheres = [ctx.str_(t["input"], f"{where}.input")], [f"{where}.input"]
+    else:
+        return ["input"] if i == 0 else [specs[-1].t("out")]
+    out = []
+    for ref, w in zip(refs, wheres):
+        if ref == "input":
+            out.append("input")
+        elif ref in names and names[ref] < i:
+            out.append(f"{ref}.out")
+        elif ref in later and later[ref] >= i:
+            j = later[ref]
+            what = "itself" if j == i else f"layers[{j}] ({ref}), which comes later"
+            raise ctx.err(w, f'"{ref}" is {what}: a layer reads only the batch ("input") or layers above it '
+                             f"(list the layers in the order they run)")
+        else:
+            from ..errors import did_you_mean
+            raise ctx.err(w, f'unknown layer "{ref}"{did_you_mean(ref, list(names) + ["input"])}')
+    if cls.int_input and out[0] != "input":
+        raise ctx.err(wheres[0] if wheres else where, f"an {typ} layer reads token indices from the data "
+                                                      f"(input), not the output of another layer")
+    return out
+
+
+def _dead_branches(ctx, specs):
+    """Every layer but the last must be read by a later one (SPEC §7): a dead branch is bad input."""
+    read = {x for L in specs for x in L.inputs}
+    for L in specs[:-1]:
+        if L.t("out") not in read:
+            raise ctx.err(f"layers[{L.index}]", f"the output of {L.name} is read by no later layer (a dead branch): "
+                                                f"every layer but the last must feed another, and the last "
+                                                f"layer's output is the prediction")
 
 
 def _work_limits(ctx, where, name, typ, opts, in_shape, out_shape, batch: int):
@@ -184,8 +265,13 @@ def check_target(ctx, loss: LossSpec, layers: list[LayerSpec], x, y):
     if loss.type == "cross_entropy":
         if len(pred) < 2:
             raise ctx.err("loss.type", f"cross_entropy needs logits [N, C] but {who} gives {_fmt_shape(pred)}")
-        C = pred[1]
-        class_shape = (pred[0],) + pred[2:]
+        cd = loss.class_dim
+        if not (-len(pred) <= cd < len(pred)) or cd % len(pred) == 0:
+            raise ctx.err("loss.class_dim", f"{cd} is not a class dimension of the logits {_fmt_shape(pred)} "
+                                            f"(use 1 to {len(pred) - 1}, or -1; dim 0 is the batch)")
+        cd %= len(pred)
+        C = pred[cd]
+        class_shape = pred[:cd] + pred[cd + 1:]
         if y.shape == class_shape:
             yf = y.astype(np.float64)
             if not np.all(yf == np.round(yf)):

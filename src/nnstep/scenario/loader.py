@@ -92,6 +92,23 @@ def loads_scenario(text: str, path: str = "<string>", base_dir: str | None = Non
     return _build(doc, ctx, path, base_dir or os.getcwd(), text)
 
 
+def _token_data(ctx, layers, x):
+    """Data read by an embedding are token indices: whole numbers in [0, num), kept as integers."""
+    readers = [L for L in layers if catalog.LAYERS[L.type].int_input and L.inputs[0] == "input"]
+    if not readers:
+        return x
+    if not np.all(np.isfinite(x)) or not np.all(x == np.round(x)):
+        bad = x.reshape(-1)[np.flatnonzero(x.reshape(-1) != np.round(x.reshape(-1)))[0]]
+        raise ctx.err("data.x", f"{readers[0].name} (embedding) reads token indices, whole numbers, but data.x "
+                                f"holds {bad:g}")
+    for L in readers:
+        num = L.options["num"]
+        if x.min() < 0 or x.max() >= num:
+            v = x.min() if x.min() < 0 else x.max()
+            raise ctx.err("data.x", f"token index {int(v)} is outside [0, {num}): {L.name} has num = {num} rows")
+    return x.astype(np.int64)
+
+
 def _deep_position(text: str, limit: int = 64) -> tuple[int, int]:
     """Line and column (from 1) where brackets and braces first nest ``limit`` deep, skipping
     strings and comments; (0, 0) if they never do."""
@@ -158,7 +175,8 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
     loss = LossSpec(type=ltype, reduction=ctx.str_(lo.get("reduction", "mean"), "loss.reduction", ("mean", "sum")),
                     scale=ctx.num(lo.get("scale", 1.0), "loss.scale"),
                     beta=ctx.num(lo.get("beta", 1.0), "loss.beta", 0.0, desc="a non-negative number"),
-                    delta=ctx.num(lo.get("delta", 1.0), "loss.delta", 0.0, desc="a positive number", lo_open=True))
+                    delta=ctx.num(lo.get("delta", 1.0), "loss.delta", 0.0, desc="a positive number", lo_open=True),
+                    class_dim=ctx.int_(lo.get("class_dim", 1), "loss.class_dim"))
 
     # [optimizer]
     op = ctx.table(doc.get("optimizer", {"type": "sgd"}), "optimizer")
@@ -190,6 +208,7 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
     batch = x.shape[0] if train.batch_size <= 0 else min(x.shape[0], train.batch_size)
     layers, initial = _layers(doc["layers"], ctx, x, npdt, seed, batch)
     y = _check_target(ctx, loss, layers, x, y)
+    x = _token_data(ctx, layers, x)
 
     # weights file
     if "weights" in meta:

@@ -257,6 +257,21 @@ def opt_value(ctx: "Ctx", v, where, kind):
         return x
     if kind == "int":
         return ctx.int_(v, where)
+    if kind == "dimpair":
+        if not isinstance(v, list) or len(v) != 2:
+            raise ctx.err(where, f"expected two dimensions, such as [1, 2], got {_show(v)}")
+        return [ctx.int_(e, f"{where}[{j}]") for j, e in enumerate(v)]
+    if kind == "shape":
+        if not isinstance(v, list) or not v:
+            raise ctx.err(where, f"expected the per-sample shape as an array of positive integers (one may be "
+                                 f"-1), got {_show(v)}")
+        out = []
+        for j, e in enumerate(v):
+            d = ctx.int_(e, f"{where}[{j}]")
+            if d == 0 or d < -1:
+                raise ctx.err(f"{where}[{j}]", f"expected a positive integer or -1, got {d}")
+            out.append(d)
+        return out
     if kind == "nonnegint":
         return ctx.nonnegint(v, where)
     if kind == "bool":

@@ -13,6 +13,7 @@ Option kinds (checked by the loader): ``posint`` > 0, ``nonnegint`` >= 0, ``posf
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from .formula import Const, Count, F, Formula, Ref, StepPow, Sym
@@ -29,6 +30,19 @@ def fmt_shape(s) -> str:
 # =================================================================================================
 # Layers
 # =================================================================================================
+@dataclass(frozen=True)
+class Step:
+    """One operation of a layer that takes several (attention's sub-steps, an RNN's time steps):
+    ``forward <layer> <suffix>`` / ``backward <layer> <suffix>``. ``ins``/``outs`` are
+    (tensor, role) pairs; the engine binds ``kind`` to the layer's method of that name."""
+    suffix: str
+    kind: str
+    ins: tuple[tuple[str, str], ...]
+    outs: tuple[tuple[str, str], ...]
+    formula: Formula
+    labels: tuple[tuple[str, str], ...] = ()     # (tensor, label) where the role's default label is vague
+
+
 class LayerType:
     type: str = ""
     options: dict[str, tuple[Any, str]] = {}
@@ -40,6 +54,20 @@ class LayerType:
     merge = False                       # reads `inputs = [...]`, two or more tensors
     init: dict[str, str] = {"bias": "bias"}     # a parameter's default init; others take the layer's `init`
     needs_in_grad_work = False          # grad_in costs real work (linear, conv): `run` may skip it
+    grads_input = True                  # its backward sends a gradient to its input (not embedding's indices)
+    arity = (1, 1)                      # how many inputs it reads (merge layers: 2 or more)
+    bias_params: tuple[str, ...] = ("bias",)    # what `bias = false` removes
+    int_input = False                   # reads integer data (token indices)
+
+    @classmethod
+    def forward_steps(cls, L, n) -> list[Step] | None:
+        """Several forward operations instead of one (None: the one ``forward <layer>``)."""
+        return None
+
+    @classmethod
+    def backward_steps(cls, L, n) -> list[Step] | None:
+        """Several backward operations, in the order they run (None: the one ``backward <layer>``)."""
+        return None
 
     @classmethod
     def infer(cls, opts: dict, in_shapes: list[tuple[int, ...]]):
@@ -389,6 +417,10 @@ LAYERS: dict[str, type[LayerType]] = {c.type: c for c in (
 
 INITS = ("kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal", "zeros")
 
+from .catalog_graph import GRAPH_LAYERS  # noqa: E402  (they build on LayerType above)
+
+LAYERS.update(GRAPH_LAYERS)
+
 
 # =================================================================================================
 # Losses
@@ -397,6 +429,7 @@ LOSSES = ("mse", "l1", "smooth_l1", "huber", "cross_entropy", "bce", "bce_with_l
 LOSS_OPTIONS: dict[str, dict[str, tuple[Any, str]]] = {t: {} for t in LOSSES}
 LOSS_OPTIONS["smooth_l1"] = {"beta": (1.0, "nonnegfloat")}
 LOSS_OPTIONS["huber"] = {"delta": (1.0, "posfloat")}
+LOSS_OPTIONS["cross_entropy"] = {"class_dim": (1, "int")}
 LOSS_COMMON = {"reduction": ("mean", "choice:mean|sum"), "scale": (1.0, "float")}
 
 
@@ -409,7 +442,8 @@ def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple
     mean = lo.reduction == "mean"
     if lo.type == "cross_entropy":
         # cross_entropy's mean is over the batch and any spatial positions: the class dim is 1
-        n = Count("N", "target") if target_is_index else Count("N", pred, (0,) + tuple(range(2, pred_ndim)))
+        cd = lo.class_dim % pred_ndim
+        n = Count("N", "target") if target_is_index else Count("N", pred, tuple(a for a in range(pred_ndim) if a != cd))
     else:
         n = Count("n", pred)                   # every element
     div = " / {n}" if mean else ""
@@ -430,6 +464,8 @@ def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple
         return (F("d = {P} − {Y};  {L} = " + s + "Σ (0.5·d² where |d| < {delta}, else {delta}·(|d| − 0.5·{delta}))" + div, **kw),
                 F("d = {P} − {Y};  {G} = " + s + "(d where |d| < {delta}, else {delta}·sign(d))" + div, **kw))
     if t == "cross_entropy":
+        if lo.class_dim % pred_ndim != 1:
+            kw["P"] = Ref(pred, "prediction", f" (classes along dim {lo.class_dim})")
         if target_is_index:
             return (F("{L} = " + s + "Σₙ −log softmax({P})[{Y}]" + div + "   (log-sum-exp shifted by the max)", **kw),
                     F("{G} = " + s + "(softmax({P}) − onehot({Y}))" + div, **kw))

@@ -37,6 +37,7 @@ class LossSpec:
     scale: float = 1.0
     beta: float = 1.0                  # smooth_l1
     delta: float = 1.0                 # huber
+    class_dim: int = 1                 # cross_entropy: the class dimension of the logits (torch's is 1)
 
 
 @dataclass(frozen=True)

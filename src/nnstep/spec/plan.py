@@ -32,10 +32,12 @@ ROLE_LABELS = {
 
 @dataclass(frozen=True)
 class Slot:
-    """A tensor an operation reads or writes: its name, its role in the operation, a short label."""
+    """A tensor an operation reads or writes: its name, its role in the operation, a short label,
+    and for a gradient the tensor it is the gradient of (dLoss/d ``of``)."""
     name: str
     role: str
     label: str
+    of: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +51,7 @@ class Op:
     outs: tuple[Slot, ...]
     formula: Formula
     also_writes: tuple[str, ...] = ()          # aliases it writes too: the reading layer's grad_out
+    alias_src: tuple[str, ...] = ()            # ... each the same array as this output of the op
     param: str | None = None                   # update ops: the parameter
     sums: tuple[str, ...] = ()                 # a fork's backward: grad_out = Σ these, first
     inputs: tuple[str, ...] = field(init=False)
@@ -149,17 +152,50 @@ class Plan:
         return ROLE_LABELS.get(role, role)
 
     # --- building ---------------------------------------------------------------------------------
-    def _slot(self, name, role, L=None) -> Slot:
-        return Slot(name, role, self.label(role, name, L))
+    GRAD_ROLES = ("upstream", "grad_in", "grad_param", "grad", "loss_grad", "contribution")
+
+    def _slot(self, name, role, L=None, of: str = "") -> Slot:
+        return Slot(name, role, self.label(role, name, L), of or self._of(name, role, L))
+
+    def _of(self, name: str, role: str, L) -> str:
+        """The tensor a gradient is dLoss/d of, from the plan's own naming."""
+        if role == "loss_grad":
+            return self.prediction
+        if role == "upstream" and L is not None and name == L.t("grad_out"):
+            return L.t("out")
+        if role in ("grad_in", "contribution"):
+            r, k = self._grad_in_owner.get(name, (None, 0))
+            return self.by_name[r].inputs[k] if r else ""
+        if role in ("grad_param", "grad", "upstream") and name.endswith(".grad"):
+            return name[:-len(".grad")]
+        return ""
+
+    def _step_slot(self, name, role, L) -> Slot:
+        short = name[len(L.name) + 1:] if name.startswith(L.name + ".") else name
+        if role == "grad" or (role == "upstream" and name != L.t("grad_out")):
+            label = f"∂E/∂{short.removesuffix('.grad')}"
+        elif role in ("result", "input", "extra") and name.startswith(L.name + ".") and short != "out":
+            label = short
+        else:
+            label = self.label(role, name, L)
+        return Slot(name, role, label, self._of(name, role, L))
 
     def _add(self, **kw):
         self.ops.append(Op(index=len(self.ops), **kw))
 
     def _build(self):
         sc = self.scenario
+        self._grad_in_owner = {self.grad_in_name(L, k): (L.name, k) for L in self.layers for k in range(len(L.inputs))}
         for L in self.layers:
             T = self.types[L.name]
             n = Names(L, self)
+            steps = T.forward_steps(L, n)
+            if steps:
+                for st in steps:
+                    self._add(stage="forward", name=f"forward {L.name} {st.suffix}", layer=L.name, kind=f"step:{st.kind}",
+                              ins=tuple(self._step_slot(a, r, L) for a, r in st.ins),
+                              outs=tuple(self._step_slot(a, r, L) for a, r in st.outs), formula=st.formula)
+                continue
             ins = [self._slot(x, "input", L) for x in L.inputs]
             ins += [self._slot(L.t(p), "param", L) for p in L.params]
             ins += [self._slot(L.t(s), "state", L) for s in T.states]
@@ -176,37 +212,9 @@ class Plan:
                   formula=f_loss)
         self._add(stage="backward", name="backward loss", layer=None, kind="loss_backward", ins=lin,
                   outs=(self._slot("loss.grad", "loss_grad"),), formula=f_back,
-                  also_writes=(self.layers[-1].t("grad_out"),))
+                  also_writes=(self.layers[-1].t("grad_out"),), alias_src=("loss.grad",))
         for L in reversed(self.layers):
-            T = self.types[L.name]
-            n = Names(L, self)
-            gname = L.t("grad_out")
-            contrib = self.contributions(L.t("out"))
-            ins, outs, pre = [], [], ()
-            if len(contrib) > 1:                     # a fork: the sum of what its readers send back
-                ins += [self._slot(c, "contribution", L) for c in contrib]
-                outs.append(Slot(gname, "upstream", "upstream ∂E/∂out = Σ"))
-                parts: list = []
-                for j, c in enumerate(contrib):
-                    parts += ([" + "] if j else []) + [Ref(c, "contribution")]
-                pre = (Clause((Ref(gname, "upstream"),), tuple(parts), "="),)
-            else:
-                ins.append(self._slot(gname, "upstream", L))
-            ins += [self._slot(x, "input", L) for x in L.inputs]
-            ins.append(self._slot(L.t("out"), "output", L))
-            ins += [self._slot(L.t(p), "param", L) for p in L.params]
-            ins += [self._slot(L.t(e), "extra", L) for e in T.extras]
-            if T.elementwise:
-                outs.append(self._slot(L.t("local"), "local", L))
-            outs += [self._slot(L.t(f"{p}.grad"), "grad_param", L) for p in L.params]
-            outs += [self._slot(g.name, "grad_in", L) for g in n.gins]
-            also = []
-            for k, x in enumerate(L.inputs):       # the one reader of x writes x's grad_out
-                if x != "input" and len(self.readers.get(x, [])) == 1:
-                    also.append(x.rsplit(".", 1)[0] + ".grad_out")
-            self._add(stage="backward", name=f"backward {L.name}", layer=L.name, kind="backward", ins=tuple(ins),
-                      outs=tuple(outs), formula=pre + T.bwd_formula(L, n), also_writes=tuple(also),
-                      sums=tuple(contrib) if len(contrib) > 1 else ())
+            self._backward(L)
         keep, written = catalog.optimizer_state(sc.optimizer)
         for P in sc.trainable:
             L = self.by_name[P.rsplit(".", 1)[0]]
@@ -216,6 +224,54 @@ class Plan:
             outs += [self._slot(f"{P}.{s}", "state", L) for s in written]
             self._add(stage="update", name=f"update {P}", layer=L.name, kind="update", ins=tuple(ins),
                       outs=tuple(outs), formula=catalog.update_formula(sc.optimizer, P), param=P)
+
+    def _backward(self, L):
+        """The backward op(s) of layer L: the fork sum first (if L's output has several readers), the
+        aliases on the op that writes grad_in (the one reader of each input writes its grad_out)."""
+        T = self.types[L.name]
+        n = Names(L, self)
+        gname = L.t("grad_out")
+        contrib = self.contributions(L.t("out"))
+        fork = len(contrib) > 1
+        pre_ins, pre_outs, pre = [], [], ()
+        if fork:                                     # a fork: the sum of what its readers send back
+            pre_ins = [self._slot(c, "contribution", L) for c in contrib]
+            pre_outs = [Slot(gname, "upstream", "upstream ∂E/∂out = Σ", L.t("out"))]
+            parts: list = []
+            for j, c in enumerate(contrib):
+                parts += ([" + "] if j else []) + [Ref(c, "contribution")]
+            pre = (Clause((Ref(gname, "upstream"),), tuple(parts), "="),)
+        gins = [g.name for g in n.gins] if T.grads_input else []
+        aliases = [(x.rsplit(".", 1)[0] + ".grad_out", gins[k]) for k, x in enumerate(L.inputs)
+                   if gins and x != "input" and len(self.readers.get(x, [])) == 1]
+        steps = T.backward_steps(L, n)
+        if steps:
+            for j, st in enumerate(steps):
+                ins = [self._step_slot(a, r, L) for a, r in st.ins]
+                outs = [self._step_slot(a, r, L) for a, r in st.outs]
+                first = j == 0
+                if first and fork:
+                    ins = pre_ins + [s for s in ins if s.name != gname]
+                    outs = pre_outs + outs
+                mine = [(a, src) for a, src in aliases if src in {s.name for s in outs}]
+                self._add(stage="backward", name=f"backward {L.name} {st.suffix}", layer=L.name, kind=f"step:{st.kind}",
+                          ins=tuple(ins), outs=tuple(outs), formula=(pre if first else ()) + st.formula,
+                          also_writes=tuple(a for a, _ in mine), alias_src=tuple(s for _, s in mine),
+                          sums=tuple(contrib) if (first and fork) else ())
+            return
+        ins = pre_ins if fork else [self._slot(gname, "upstream", L)]
+        outs = list(pre_outs)
+        ins += [self._slot(x, "input", L) for x in L.inputs]
+        ins.append(self._slot(L.t("out"), "output", L))
+        ins += [self._slot(L.t(p), "param", L) for p in L.params]
+        ins += [self._slot(L.t(e), "extra", L) for e in T.extras]
+        if T.elementwise:
+            outs.append(self._slot(L.t("local"), "local", L))
+        outs += [self._slot(L.t(f"{p}.grad"), "grad_param", L) for p in L.params]
+        outs += [self._slot(g, "grad_in", L) for g in gins]
+        self._add(stage="backward", name=f"backward {L.name}", layer=L.name, kind="backward", ins=tuple(ins),
+                  outs=tuple(outs), formula=pre + T.bwd_formula(L, n), also_writes=tuple(a for a, _ in aliases),
+                  alias_src=tuple(s for _, s in aliases), sums=tuple(contrib) if fork else ())
 
 
 def build(sc) -> Plan:
