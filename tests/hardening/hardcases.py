@@ -260,3 +260,38 @@ CASES = [
          "nnstep run: argument --steps: expected a positive integer, got 0", argv=("run", "net.toml", "--steps", "0"),
          where="--steps"),
 ]
+
+# --- graph networks (SPEC §7, §8) ---
+GRAPH_BASE = '[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0, 0.0], [2.0, 1.0]]\n\n[[layers]]\ntype = "linear"\nout = 2\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "add"\ninputs = ["linear1", "relu1"]\n\n[loss]\ntype = "mse"\n'
+LM_BASE = '[data]\nx = [[0, 1, 2], [2, 1, 0]]\ny = [[1, 2, 0], [1, 0, 2]]\n\n[[layers]]\ntype = "embedding"\nnum = 3\ndim = 4\n\n[[layers]]\ntype = "attention"\nheads = 2\n\n[[layers]]\ntype = "linear"\nout = 3\n\n[loss]\ntype = "cross_entropy"\nclass_dim = -1\n'
+
+GRAPH_CASES = [
+    Case('graph-unknown-input', 'A layer reads an unknown layer', '[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0, 0.0], [2.0, 1.0]]\n\n[[layers]]\ntype = "linear"\nout = 2\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "add"\ninputs = ["linear1", "rleu1"]\n\n[loss]\ntype = "mse"\n',
+         'net.toml: layers[2].inputs[1]: unknown layer "rleu1" (did you mean "relu1"?)'),
+    Case('graph-later-input', 'A layer reads a layer that comes later', '[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0, 0.0], [2.0, 1.0]]\n\n[[layers]]\ntype = "linear"\nout = 2\n\n[[layers]]\ntype = "relu"\ninput = "add1"\n\n[[layers]]\ntype = "add"\ninputs = ["linear1", "relu1"]\n\n[loss]\ntype = "mse"\n',
+         'net.toml: layers[1].input: "add1" is layers[2] (add1), which comes later: a layer reads only the batch ("input") or layers above it (list the layers in the order they run)'),
+    Case('graph-inputs-on-one-input-layer', 'inputs on a layer that reads one tensor', '[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0, 0.0], [2.0, 1.0]]\n\n[[layers]]\ntype = "linear"\nout = 2\n\n[[layers]]\ntype = "relu"\ninputs = ["linear1"]\n\n[[layers]]\ntype = "add"\ninputs = ["linear1", "relu1"]\n\n[loss]\ntype = "mse"\n',
+         'net.toml: layers[1].inputs: a relu layer reads one tensor: name it with input = "<layer>" (inputs = [...] is for the merge layers: add, mul, concat, matmul)'),
+    Case('graph-input-on-merge', 'input on a merge layer', '[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0, 0.0], [2.0, 1.0]]\n\n[[layers]]\ntype = "linear"\nout = 2\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "add"\ninput = "linear1"\n\n[loss]\ntype = "mse"\n',
+         'net.toml: layers[2].input: an add layer merges several tensors: name them with inputs = ["<layer>", "<layer>"]'),
+    Case('graph-merge-one-input', 'A merge of one tensor', '[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0, 0.0], [2.0, 1.0]]\n\n[[layers]]\ntype = "linear"\nout = 2\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "add"\ninputs = ["relu1"]\n\n[loss]\ntype = "mse"\n',
+         'net.toml: layers[2].inputs: an add layer reads at least 2 tensors, got 1'),
+    Case('graph-add-shapes', 'add of two shapes', '[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0, 0.0], [2.0, 1.0]]\n\n[[layers]]\ntype = "linear"\nout = 2\n\n[[layers]]\ntype = "linear"\nout = 3\n\n[[layers]]\ntype = "add"\ninputs = ["linear1", "linear2"]\n\n[loss]\ntype = "mse"\n',
+         'net.toml: layers[2]: add1 (add) cannot merge layers[0] (linear1) [N, 2] and layers[1] (linear2) [N, 3]: add needs inputs of one shape, got [N, 2] and [N, 3]'),
+    Case('graph-concat-shapes', 'concat of shapes that differ off its dim', '[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0, 0.0, 1.0, 1.0], [2.0, 1.0, 1.0, 1.0]]\n\n[[layers]]\ntype = "linear"\nout = 2\n\n[[layers]]\ntype = "reshape"\nshape = [2, 1]\n\n[[layers]]\ntype = "concat"\ndim = 1\ninputs = ["linear1", "reshape1"]\n\n[loss]\ntype = "mse"\n',
+         'net.toml: layers[2]: concat1 (concat) cannot merge layers[0] (linear1) [N, 2] and layers[1] (reshape1) [N, 2, 1]: concat along dim 1 needs every other dimension equal, got [N, 2] and [N, 2, 1]'),
+    Case('graph-matmul-shapes', 'matmul of shapes that do not chain', '[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0, 0.0], [2.0, 1.0]]\n\n[[layers]]\ntype = "reshape"\nshape = [1, 2]\n\n[[layers]]\ntype = "reshape"\ninput = "input"\nshape = [1, 2]\n\n[[layers]]\ntype = "matmul"\ninputs = ["reshape1", "reshape2"]\n\n[loss]\ntype = "mse"\n',
+         "net.toml: layers[2]: matmul1 (matmul) cannot merge layers[0] (reshape1) [N, 1, 2] and layers[1] (reshape2) [N, 1, 2]: matmul (…, n, k) @ (…, k, m) needs a's last dimension to equal b's second-to-last, got [N, 1, 2] @ [N, 1, 2] (2 ≠ 1)"),
+    Case('graph-dead-branch', 'A dead branch', '[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0, 0.0], [2.0, 1.0]]\n\n[[layers]]\ntype = "linear"\nout = 2\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "add"\ninputs = ["linear1", "linear1"]\n\n[loss]\ntype = "mse"\n',
+         "net.toml: layers[1]: the output of relu1 is read by no later layer (a dead branch): every layer but the last must feed another, and the last layer's output is the prediction"),
+    Case('graph-heads', 'heads that do not divide E', '[data]\nx = [[0, 1, 2], [2, 1, 0]]\ny = [[1, 2, 0], [1, 0, 2]]\n\n[[layers]]\ntype = "embedding"\nnum = 3\ndim = 4\n\n[[layers]]\ntype = "attention"\nheads = 3\n\n[[layers]]\ntype = "linear"\nout = 3\n\n[loss]\ntype = "cross_entropy"\nclass_dim = -1\n',
+         'net.toml: layers[1]: attention1 (attention) cannot take the output of layers[0] (embedding1), per-sample shape [3, 4]: heads = 3 does not divide the embedding size E = 4'),
+    Case('graph-token-range', 'A token index outside [0, num)', '[data]\nx = [[0, 1, 3], [2, 1, 0]]\ny = [[1, 2, 0], [1, 0, 2]]\n\n[[layers]]\ntype = "embedding"\nnum = 3\ndim = 4\n\n[[layers]]\ntype = "attention"\nheads = 2\n\n[[layers]]\ntype = "linear"\nout = 3\n\n[loss]\ntype = "cross_entropy"\nclass_dim = -1\n',
+         'net.toml: data.x: token index 3 is outside [0, 3): embedding1 has num = 3 rows'),
+    Case('graph-token-fraction', 'Token data that are not whole numbers', '[data]\nx = [[0, 1, 2.5], [2, 1, 0]]\ny = [[1, 2, 0], [1, 0, 2]]\n\n[[layers]]\ntype = "embedding"\nnum = 3\ndim = 4\n\n[[layers]]\ntype = "attention"\nheads = 2\n\n[[layers]]\ntype = "linear"\nout = 3\n\n[loss]\ntype = "cross_entropy"\nclass_dim = -1\n',
+         'net.toml: data.x: embedding1 (embedding) reads token indices, whole numbers, but data.x holds 2.5'),
+    Case('graph-class-dim', 'A class_dim the logits do not have', '[data]\nx = [[0, 1, 2], [2, 1, 0]]\ny = [[1, 2, 0], [1, 0, 2]]\n\n[[layers]]\ntype = "embedding"\nnum = 3\ndim = 4\n\n[[layers]]\ntype = "attention"\nheads = 2\n\n[[layers]]\ntype = "linear"\nout = 3\n\n[loss]\ntype = "cross_entropy"\nclass_dim = 3\n',
+         'net.toml: loss.class_dim: 3 is not a class dimension of the logits [2, 3, 3] (use 1 to 2, or -1; dim 0 is the batch)'),
+]
+
+CASES += GRAPH_CASES

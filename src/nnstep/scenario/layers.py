@@ -53,10 +53,14 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
     specs: list[LayerSpec] = []
     initial: dict[str, np.ndarray] = {}
     shapes: dict[str, tuple[int, ...]] = {"input": tuple(x.shape[1:])}   # every tensor a layer may read
-    later = {}                                                         # names of layers further down
+    later = {}                             # every layer's name (given or "<type><k>"), for "comes later"
+    seen: dict[str, int] = {}
     for j, raw in enumerate(v):
-        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
-            later.setdefault(raw["name"], j)
+        if isinstance(raw, dict) and isinstance(raw.get("type"), str):
+            seen[raw["type"]] = seen.get(raw["type"], 0) + 1
+            nm = raw.get("name", f"{raw['type']}{seen[raw['type']]}")
+            if isinstance(nm, str):
+                later.setdefault(nm, j)
     total = 0
     acts = 0
     for i, raw in enumerate(v):
@@ -71,11 +75,12 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             allowed += ("bias",)                  # bias = false removes the bias parameters
         if not cls.params:
             allowed = tuple(k for k in allowed if k not in ("init", "frozen"))
+        allowed = tuple(k for k in allowed if k != ("input" if cls.merge else "inputs"))
         if "inputs" in t and not cls.merge:
-            raise ctx.err(f"{where}.inputs", f"a {typ} layer reads one tensor: name it with input = \"<layer>\" "
+            raise ctx.err(f"{where}.inputs", f"{_a(typ)} {typ} layer reads one tensor: name it with input = \"<layer>\" "
                                              f"(inputs = [...] is for the merge layers: {MERGES})")
         if "input" in t and cls.merge:
-            raise ctx.err(f"{where}.input", f"a {typ} layer merges several tensors: name them with "
+            raise ctx.err(f"{where}.input", f"{_a(typ)} {typ} layer merges several tensors: name them with "
                                             f"inputs = [\"<layer>\", \"<layer>\"]")
         ctx.known(t, allowed, where)
         counts[typ] = counts.get(typ, 0) + 1
@@ -178,6 +183,10 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
     return specs, initial
 
 
+def _a(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def _describe(tensor: str, specs, names) -> str:
     if tensor == "input":
         return "the data"
@@ -190,7 +199,7 @@ def _inputs(ctx, t, where, i, cls, typ, specs, names, later) -> list[str]:
     ``input = "<layer>"`` or, for a merge, ``inputs = [...]``; only earlier layers or "input"."""
     if cls.merge:
         if "inputs" not in t:
-            raise ctx.err(where, f'missing key inputs (a {typ} layer reads two or more tensors: '
+            raise ctx.err(where, f'missing key inputs ({_a(typ)} {typ} layer reads two or more tensors: '
                                  f'inputs = ["<layer>", "<layer>"])')
         refs = t["inputs"]
         lo, hi = cls.arity
@@ -198,7 +207,7 @@ def _inputs(ctx, t, where, i, cls, typ, specs, names, later) -> list[str]:
             raise ctx.err(f"{where}.inputs", f"expected an array of layer names, got {_show(refs)}")
         if len(refs) < lo or (hi is not None and len(refs) > hi):
             want = f"exactly {lo}" if hi == lo else f"at least {lo}"
-            raise ctx.err(f"{where}.inputs", f"a {typ} layer reads {want} tensors, got {len(refs)}")
+            raise ctx.err(f"{where}.inputs", f"{_a(typ)} {typ} layer reads {want} tensors, got {len(refs)}")
         wheres = [f"{where}.inputs[{k}]" for k in range(len(refs))]
     elif "input" in t:
         refs, wheres = [ctx.str_(t["input"], f"{where}.input")], [f"{where}.input"]
@@ -219,7 +228,7 @@ def _inputs(ctx, t, where, i, cls, typ, specs, names, later) -> list[str]:
             from ..errors import did_you_mean
             raise ctx.err(w, f'unknown layer "{ref}"{did_you_mean(ref, list(names) + ["input"])}')
     if cls.int_input and out[0] != "input":
-        raise ctx.err(wheres[0] if wheres else where, f"an {typ} layer reads token indices from the data "
+        raise ctx.err(wheres[0] if wheres else where, f"{_a(typ)} {typ} layer reads token indices from the data "
                                                       f"(input), not the output of another layer")
     return out
 
