@@ -20,7 +20,9 @@ MERGES = ", ".join(t for t, c in catalog.LAYERS.items() if c.merge)
 
 def init_tensor(kind: str, shape, fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
     """torch.nn.init, as the layers' reset_parameters() use it, in float64."""
-    if kind in ("kaiming_uniform", "bias"):
+    if kind in ("kaiming_uniform", "bias", "recurrent"):
+        # "recurrent": nn.RNN / nn.LSTM's reset_parameters, uniform(-1/sqrt(hidden), 1/sqrt(hidden))
+        # for every parameter; their fans are (hidden, hidden)
         # kaiming_uniform_(a=sqrt(5)) gives bound = gain*sqrt(3/fan_in) with gain = sqrt(2/(1+5)):
         # exactly 1/sqrt(fan_in); torch's bias init uses the same bound.
         bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
