@@ -99,11 +99,33 @@ def parse_element(text: str) -> tuple[str, tuple[int, ...] | None]:
     return m.group(1), idx
 
 
+def _writers(session, name: str) -> list:
+    return [op for op in session.ops if name in op.outputs or name in op.also_writes]
+
+
 def _writer(session, name: str):
-    for op in session.ops:
-        if name in op.outputs or name in op.also_writes:
-            return op
-    return None
+    """The op that completes ``name``: the last one writing it (an RNN's whole-sequence tensors and
+    parameter gradients are written by every time step's op, one time step at a time)."""
+    ws = _writers(session, name)
+    return ws[-1] if ws else None
+
+
+def _element_writer(session, name: str, step: int, index, last):
+    """Of several ops writing ``name``, the one that wrote this element: as its layer says
+    (``element_op``: an RNN's time step), else the earliest after which it no longer changes."""
+    ws = _writers(session, name)
+    L = session.program.layer.get(last.layer) if last.layer else None
+    op_name = L.element_op(name, tuple(index)) if hasattr(L, "element_op") else None
+    if op_name is not None:
+        return next(w for w in ws if w.name == op_name)
+    final = np.asarray(session.record_at(step, last.index).outputs[name])[index]
+    chosen = last
+    for w in reversed(ws[:-1]):
+        v = np.asarray(session.record_at(step, w.index).outputs[name])[index]
+        if not (v == final or (v != v and final != final)):
+            break
+        chosen = w
+    return chosen
 
 
 def computed_this_step(session, name: str) -> bool:
@@ -306,6 +328,11 @@ def explain(session, tensor: str, index=None, step: int | None = None, digits: i
     if w is not None and is_gradient(session, tensor):
         _chain(session, ex, env, digits)
     else:
+        if w is not None and len(_writers(session, tensor)) > 1:
+            w = _element_writer(session, tensor, step, index, w)
+            rec = session.record_at(step, w.index)
+            env = {**rec.inputs, **rec.outputs}
+            env["__record__"] = rec
         _value(session, ex, w, env, digits)
     return ex
 

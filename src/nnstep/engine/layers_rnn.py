@@ -84,6 +84,14 @@ class _Recurrent(Layer):
         return np.ascontiguousarray(g)
 
     # --- one element ---------------------------------------------------------------------------------
+    def element_op(self, name: str, idx: tuple) -> str | None:
+        """The op that wrote this element of a whole-sequence tensor (for explain): its time step's."""
+        if name in (self._n("out"), self._n("c"), self._n("gates")):
+            return f"forward {self.name} t{idx[1] + 1}"
+        if name == self._n("grad_in"):
+            return f"backward {self.name} t{idx[1] + 1}"
+        return None
+
     def _local_pre(self, V, k: int, n: int, r: int) -> tuple[str, str, float, tuple]:
         """d(whatever pre.t<k>[n, r] feeds)/d pre: (symbol, source, value, upstream)."""
         raise NotImplementedError
