@@ -24,7 +24,7 @@ up (or fill in) one time step per backward op, complete after ``backward <layer>
 from __future__ import annotations
 
 from .catalog import LayerType, ShapeError, Step, fmt_shape
-from .formula import F, Ref
+from .formula import F, Ref, Sym
 
 PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -60,7 +60,7 @@ class _Recurrent(LayerType):
         t = L.t
         j = k - 1
         return dict(x=Ref(n.x.name, "input", take=(1, j)), out=n.out, g=Ref(n.g.name, "upstream", take=(1, j)),
-                    gin=n.gin, Wih=n.p("weight_ih"), Whh=n.p("weight_hh"), bih=n.p("bias_ih"), bhh=n.p("bias_hh"),
+                    gin=n.gin, ginj=Ref(n.gin.name, "grad_in", take=(1, j)), Wih=n.p("weight_ih"), Whh=n.p("weight_hh"), bih=n.p("bias_ih"), bhh=n.p("bias_hh"),
                     Wihg=n.pg("weight_ih"), Whhg=n.pg("weight_hh"), bihg=n.pg("bias_ih"), bhhg=n.pg("bias_hh"),
                     pre=Ref(t(f"pre.t{k}"), "result"), h=Ref(t(f"h.t{k}"), "result"), hp=Ref(t(f"h.t{k - 1}"), "input"),
                     hg=Ref(t(f"h.t{k}.grad"), "grad"), pg=Ref(t(f"pre.t{k}.grad"), "grad"),
@@ -109,7 +109,7 @@ class _Recurrent(LayerType):
             names = (t("bias_ih.grad"), t("bias_hh.grad"))
             outs += [(nm, "grad_param") for nm in names]
             ins += [(nm, "grad_param") for nm in names] if acc else []
-        clauses.append("{gin}[:, %d] = {pg} @ {Wih}" % (k - 1))
+        clauses.append("{ginj} = {pg} @ {Wih}")
         outs.append((n.gin.name, "grad_in"))
         ins += [(n.gin.name, "grad_in")] if acc else []
         return clauses, ins, outs
@@ -124,7 +124,7 @@ class _Recurrent(LayerType):
 
     @classmethod
     def _hg_clause(cls, k, T) -> str:
-        return "{hg} = {g}" + (" + {pgn} @ {Whh}" if k < T else "   (the last time step: nothing comes back from later)")
+        return "{hg} = {g}" + (" + {pgn} @ {Whh}" if k < T else ";  (the last time step: nothing comes back from later)")
 
 
 class RNN(_Recurrent):
@@ -143,7 +143,7 @@ class RNN(_Recurrent):
             act = "max({pre}, 0)" if relu else "tanh({pre})"
             ins = cls._fwd_ins(L, n, k) + ([(n.out.name, "input")] if k > 1 else [])
             outs = [(t(f"pre.t{k}"), "result"), (t(f"h.t{k}"), "result"), (n.out.name, "result")]
-            f = F(cls._pre_clause(L, k) + ";  {h} = " + act + ";  {out}[:, %d] = {h}" % (k - 1), **r)
+            f = F(cls._pre_clause(L, k) + ";  {h} = " + act + ";  (stored as {out}[:, %d])" % (k - 1), **r)
             steps.append(Step(f"t{k}", "forward_t", tuple(ins), tuple(outs), f, arg=k - 1))
         return steps
 
@@ -177,7 +177,12 @@ class LSTM(_Recurrent):
     def _refs(cls, L, n, k):
         r = super()._refs(L, n, k)
         t = L.t
-        r.update(G=Ref(t(f"gates.t{k}"), "result"), c=Ref(t(f"c.t{k}"), "result"), cp=Ref(t(f"c.t{k - 1}"), "input"),
+        H = L.options["hidden"]
+        gates = Ref(t(f"gates.t{k}"), "result")
+        for j, s in enumerate("ifgo"):          # the four gates, as symbols that show their numbers
+            r["s" + s] = Sym(s, Ref(gates.name, "result", take=(1, j * H, (j + 1) * H)))
+        r["sfn"] = Sym("f₊₁", Ref(t(f"gates.t{k + 1}"), "input", take=(1, H, 2 * H)))
+        r.update(G=gates, c=Ref(t(f"c.t{k}"), "result"), cp=Ref(t(f"c.t{k - 1}"), "input"),
                  Gn=Ref(t(f"gates.t{k + 1}"), "input"), C=Ref(t("c"), "result"), GG=Ref(t("gates"), "result"),
                  cg=Ref(t(f"c.t{k}.grad"), "grad"), cgn=Ref(t(f"c.t{k + 1}.grad"), "upstream"),
                  Gg=Ref(t(f"gates.t{k}.grad"), "grad"))
@@ -197,10 +202,11 @@ class LSTM(_Recurrent):
                 ins += [(n.out.name, "input"), (t("c"), "input"), (t("gates"), "input")]
             outs = [(t(f"pre.t{k}"), "result"), (t(f"gates.t{k}"), "result"), (t(f"c.t{k}"), "result"),
                     (t(f"h.t{k}"), "result"), (n.out.name, "result"), (t("c"), "result"), (t("gates"), "result")]
-            cell = "{c} = f ⊙ {cp} + i ⊙ g" if k > 1 else "{c} = i ⊙ g   (c₀ is 0)"
-            f = F(cls._pre_clause(L, k) + ";  {G} = [σ(i) | σ(f) | tanh(g) | σ(o)] of the four H-wide blocks of {pre}"
-                  ";  " + cell + "   (i, f, g, o: the blocks of {G});  {h} = o ⊙ tanh({c})"
-                  ";  {out}[:, %d] = {h};  {C}[:, %d] = {c};  {GG}[:, %d] = {G}" % (j, j, j), **r)
+            cell = "{c} = {sf} ⊙ {cp} + {si} ⊙ {sg}" if k > 1 else "{c} = {si} ⊙ {sg}   (c₀ is 0)"
+            f = F(cls._pre_clause(L, k) + ";  {G} = [σ | σ | tanh | σ]({pre}), block by block: i, f, g, o"
+                  ";  " + cell + ";  {h} = {so} ⊙ tanh({c})"
+                  ";  (i, f, g, o: the four H-wide blocks of %s, in torch's order, stored at time position "
+                  "%d of %s, %s and %s)" % (t(f"gates.t{k}"), j, t("out"), t("c"), t("gates")), **r)
             steps.append(Step(f"t{k}", "forward_t", tuple(ins), tuple(outs), f, arg=j))
         return steps
 
@@ -221,11 +227,15 @@ class LSTM(_Recurrent):
             ins += pins
             outs = [(t(f"h.t{k}.grad"), "grad"), (t(f"c.t{k}.grad"), "grad"), (t(f"gates.t{k}.grad"), "grad"),
                     (t(f"pre.t{k}.grad"), "grad")] + pouts
-            cg = "{cg} = {hg} ⊙ o ⊙ (1 − tanh({c})²)" + (" + {cgn} ⊙ f of {Gn}" if k < T else "")
+            cg = "{cg} = {hg} ⊙ {so} ⊙ (1 − tanh({c})²)" + (" + {cgn} ⊙ {sfn}" if k < T else "")
             fg = "{cg} ⊙ {cp}" if k > 1 else "0"
-            f = F(";  ".join([cls._hg_clause(k, T), cg + "   (i, f, g, o: the blocks of {G})",
-                              "{Gg} = [{cg} ⊙ g | " + fg + " | {cg} ⊙ i | {hg} ⊙ tanh({c})]",
-                              "{pg} = {Gg} ⊙ [i(1 − i) | f(1 − f) | 1 − g² | o(1 − o)]"] + pclauses), **r)
+            note = (f"(i, f, g, o: the blocks of {t(f'gates.t{k}')}" + (f", f₊₁ the forget gate of {t(f'gates.t{k + 1}')}"
+                                                                       if k < T else "")
+                    + (", and c₀ is 0, so f gets no gradient at t1" if k == 1 else "") + ")")
+            f = F(";  ".join([cls._hg_clause(k, T), cg,
+                              "{Gg} = [{cg} ⊙ {sg} | " + fg + " | {cg} ⊙ {si} | {hg} ⊙ tanh({c})]",
+                              "{pg} = {Gg} ⊙ [{si}(1 − {si}) | {sf}(1 − {sf}) | 1 − {sg}² | {so}(1 − {so})]", note]
+                             + pclauses), **r)
             steps.append(Step(f"t{k}", "backward_t", tuple(ins), tuple(outs), f, arg=k - 1))
         return steps
 
