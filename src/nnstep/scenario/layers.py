@@ -100,7 +100,7 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             if k in t:
                 opts[k] = _opt(ctx, t[k], f"{where}.{k}", kind)
             elif default is None:
-                raise ctx.err(where, f"missing key {k} (a {typ} layer needs it)")
+                raise ctx.err(where, f"missing key {k} ({_a(typ)} {typ} layer needs it)")
             else:
                 opts[k] = default
         inputs = _inputs(ctx, t, where, i, cls, typ, specs, names, later)
@@ -146,6 +146,10 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
                 if a.shape != tuple(pshapes[p]):
                     lay = {"linear": " (out, in)", "conv1d": " (out_channels, in_channels, kernel)",
                            "conv2d": " (out_channels, in_channels, kh, kw)"}.get(typ, "") if p == "weight" else ""
+                    if typ in ("rnn", "lstm"):          # torch's layouts, gates stacked i, f, g, o
+                        G = "4·hidden" if typ == "lstm" else "hidden"
+                        lay = {"weight_ih": f" ({G}, input features)", "weight_hh": f" ({G}, hidden)"}.get(p, f" ({G},)")
+                        lay += ", the gates i, f, g, o stacked" if typ == "lstm" else ""
                     src = ""
                     if typ in ("linear", "conv1d", "conv2d") and p == "weight":
                         src = (f"; {'in' if typ == 'linear' else 'in_channels'} = "
@@ -186,7 +190,7 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
 
 
 def _a(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
+    return "an" if word[:1] in "aeiou" or word in ("rnn", "lstm") else "a"     # an RNN, an LSTM
 
 
 def _describe(tensor: str, specs, names) -> str:
