@@ -335,3 +335,51 @@ def test_float32_stays_float32():
     prog, env = engine_env(sc)
     for n in ("lstm1.out", "lstm1.c", "lstm1.gates.t2", "lstm1.h.t1.grad", "lstm1.weight_ih.grad", "lstm1.grad_in"):
         assert env[n].dtype == np.float32, n
+
+
+STACK = """
+[scenario]
+seed = 5
+[data]
+x = { random = "normal", shape = [2, 4, 3] }
+y = { random = "normal", shape = [2, 4, 2] }
+[[layers]]
+type = "linear"
+out = 3
+[[layers]]
+type = "lstm"
+hidden = 2
+[[layers]]
+type = "rnn"
+hidden = 2
+nonlinearity = "relu"
+[[layers]]
+type = "add"
+inputs = ["lstm1", "rnn1"]
+[loss]
+type = "mse"
+"""
+
+
+def test_stacked_and_forked_recurrent_layers():
+    """linear -> lstm -> rnn, with lstm1's output also added to rnn1's: lstm1's gradient arriving
+    from two readers is summed in its first backward op (tT), linear1 gets its grad_out from the
+    lstm's grad_in, and every parameter agrees with central differences; explain adds up."""
+    from nnstep.debugger.explain import explain, is_gradient
+    from nnstep.engine.gradcheck import gradcheck
+    sc = loads_scenario(STACK)
+    rows = gradcheck(sc)
+    assert len(rows) == 10 and all(r[3] < 1e-6 for r in rows), rows
+    prog = Program(sc)
+    op = next(o for o in prog.ops if o.name == "backward lstm1 t4")
+    assert op.sums == ("rnn1.grad_in", "add1.grad_in.0")
+    s = nnstep.Session(sc)
+    s.goto(1, s.program.stage_start["update"])
+    np.testing.assert_array_equal(s.value("linear1.grad_out"), s.value("lstm1.grad_in"))
+    n = 0
+    for name in sorted(s.names):
+        if is_gradient(s, name) and s.value(name) is not None:
+            for idx in list(np.ndindex(*np.shape(s.value(name))))[:2]:
+                assert explain(s, name, idx).ok, (name, idx)
+                n += 1
+    assert n > 60
