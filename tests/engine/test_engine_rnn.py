@@ -328,6 +328,13 @@ def test_explain_adds_up_on_every_gradient(case):
     ex = explain(s, "rnn1.out" if "rnn" in case else "lstm1.out", (1, 2, 0))
     assert 'by "forward' in ex.text and ' t3"' in ex.text
     assert ex.engine_value == float(s.value("rnn1.out" if "rnn" in case else "lstm1.out")[1, 2, 0])
+    L = "rnn1" if "rnn" in case else "lstm1"
+    assert ex.text.startswith(f"{L}.out[1, 2, 0] is {L}.h.t3[1, 0]:") and ex.value == ex.engine_value
+    # a time step's pre-activation as a sum of products that adds up to the engine's number
+    for k in (1, 3):
+        ex = explain(s, f"{L}.pre.t{k}", (1, 1))
+        assert ex.ok and "Σ over the 3 inputs at t%d" % k in ex.text, ex.text
+        assert abs(ex.value - float(s.value(f"{L}.pre.t{k}")[1, 1])) < 1e-12
 
 
 def test_float32_stays_float32():

@@ -84,6 +84,39 @@ class _Recurrent(Layer):
         return np.ascontiguousarray(g)
 
     # --- one element ---------------------------------------------------------------------------------
+    def step_value_rule(self, name: str, idx, V):
+        """pre.t<k>[n, r] = Σ_i x[n, t, i]·W_ih[r, i] + Σ_u h.t<k−1>[n, u]·W_hh[r, u] + b_ih[r] + b_hh[r],
+        as explain writes a sum of products: ([(a, b) pairs], (bias symbol, value) or None, how);
+        None for the other tensors (their clause is element-wise)."""
+        what, _, tk = name[len(self.name) + 1:].partition(".t")
+        if what != "pre" or not tk.isdigit():
+            return None
+        k = int(tk)
+        n, r = (int(v) for v in idx)
+        xname = self.spec.inputs[0]
+        x, Wih = V(xname), V(self._n("weight_ih"))
+        terms = [((f"{xname}{ix((n, k - 1, i))}", float(x[n, k - 1, i])), (f"{self._n('weight_ih')}{ix((r, i))}",
+                                                                          float(Wih[r, i]))) for i in range(self.I)]
+        if k > 1:
+            h, Whh = V(self._n(f"h.t{k - 1}")), V(self._n("weight_hh"))
+            terms += [((f"{self._n(f'h.t{k - 1}')}{ix((n, u))}", float(h[n, u])),
+                       (f"{self._n('weight_hh')}{ix((r, u))}", float(Whh[r, u]))) for u in range(self.H)]
+        const = None
+        if self._bias:
+            const = (f"{self._n('bias_ih')}{ix((r,))} + {self._n('bias_hh')}{ix((r,))}",
+                     float(V(self._n("bias_ih"))[r]) + float(V(self._n("bias_hh"))[r]))
+        how = f"Σ over the {self.I} inputs at t{k}" + (f" and the {self.H} hidden units of t{k - 1}" if k > 1 else
+                                                       " (h₀ = 0)")
+        return terms, const, how
+
+    def element_alias(self, name: str, idx: tuple):
+        """An element of out / c / gates as the time step's own tensor: out[n, t, u] is h.t<t+1>[n, u]."""
+        what = {self._n("out"): "h", self._n("c"): "c", self._n("gates"): "gates"}.get(name)
+        if what is None:
+            return None
+        n, j, u = (int(v) for v in idx)
+        return self._n(f"{what}.t{j + 1}"), (n, u)
+
     def element_op(self, name: str, idx: tuple) -> str | None:
         """The op that wrote this element of a whole-sequence tensor (for explain): its time step's."""
         if name in (self._n("out"), self._n("c"), self._n("gates")):
