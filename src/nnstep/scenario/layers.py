@@ -10,7 +10,7 @@ import numpy as np
 from ..spec import catalog
 from ..spec.catalog import ShapeError
 from ..spec.model import LayerSpec, LossSpec
-from .limits import MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_KERNEL, MAX_LAYERS, MAX_TOTAL_PARAMS
+from .limits import MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_KERNEL, MAX_LAYERS, MAX_RECURRENT_WORK, MAX_TOTAL_PARAMS
 from .files import cast as _cast
 from .validate import NAME_RE, fmt_shape as _fmt_shape, opt_value as _opt, _show
 
@@ -256,6 +256,15 @@ def _work_limits(ctx, where, name, typ, opts, in_shape, out_shape, batch: int):
     if n_out > MAX_ELEMENTS:
         raise ctx.err(where, f"the output of {name}, {_fmt_shape((batch,) + out_shape)} per batch, has "
                              f"{n_out} elements, over the limit of {MAX_ELEMENTS}")
+    if typ in ("rnn", "lstm"):
+        # each time step's op writes a new (N, T, ·) array (values are never changed in place):
+        # N·T²·width elements per forward pass, width = hidden (lstm: out, c and gates, 6·hidden)
+        T, H = in_shape[0], opts["hidden"]
+        work = batch * T * T * (H if typ == "rnn" else 6 * H)
+        if work > MAX_RECURRENT_WORK:
+            raise ctx.err(where, f"{name} over {T} time steps would copy {work} elements per batch, filling its "
+                                 f"(N, T, ·) tensors one time step at a time (N·T²·{'hidden' if typ == 'rnn' else '6·hidden'}), "
+                                 f"over the limit of {MAX_RECURRENT_WORK} (use fewer time steps or a smaller batch_size)")
     if typ in ("conv1d", "conv2d"):
         nd = 1 if typ == "conv1d" else 2
         tup = (lambda v: tuple(v) if isinstance(v, list) else (v,) * nd)
