@@ -1,0 +1,122 @@
+"""The graph-network lessons (scenarios/attention_primitives.toml, attention_layer.toml,
+tiny_lm.toml), run through the Session API.
+
+1. attention_layer.toml is attention_primitives.toml's head as one `attention` layer: after each of
+   the layer's ops, the primitives' session stopped after the op computing the same thing holds
+   the same tensors (forward values, gradients, parameters), to 1e-12, on every training step.
+2. The two lessons carry the same [[expect]] values on corresponding tensors.
+3. tiny_lm.toml's causal mask: the softmax weights above the diagonal are exactly 0 on every step,
+   and so is the score gradient there, while the gradient w.r.t. those masked weights is NOT 0
+   (the loss would change if they could move; the mask is what stops it reaching the scores).
+"""
+import os
+
+import numpy as np
+import pytest
+
+import nnstep
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios")
+
+
+def session(name):
+    return nnstep.Session(nnstep.load_scenario(os.path.join(ROOT, name)))
+
+
+def after(s, k, op_name):
+    """Put the cursor just after op ``op_name`` of step ``k``."""
+    i = next(op.index for op in s.ops if op.name == op_name)
+    s.goto(k, i + 1)
+
+
+# What the layer `head` computes, as functions of the primitives' tensors: (layer tensor, f(value)).
+# The layer's q/k/v/scores/weights carry a head dimension (N, heads = 1, T, ·).
+h1 = lambda name: (lambda P: P(name)[:, None])                 # noqa: E731
+STACK = lambda *names: (lambda P: np.concatenate([P(n) for n in names]))   # noqa: E731
+CHECKPOINTS = [
+    # (op of the layer, op of the primitives after which the same values exist, pairs)
+    ("forward head qkv", "forward v",
+     [("head.q", h1("q.out")), ("head.k", h1("k.out")), ("head.v", h1("v.out"))]),
+    ("forward head scores", "forward scores",
+     [("head.scores", h1("scores.out")),
+      ("head.scores", lambda P: 0.5 * P("qk.out")[:, None]),
+      ("head.k", lambda P: np.swapaxes(P("kT.out"), 1, 2)[:, None])]),
+    ("forward head softmax", "forward weights", [("head.weights", h1("weights.out"))]),
+    ("forward head context", "forward context", [("head.context", lambda P: P("context.out"))]),
+    ("forward head out", "forward out", [("head.out", lambda P: P("out.out"))]),
+    ("loss", "loss", [("loss", lambda P: P("loss"))]),
+    ("backward loss", "backward loss", [("loss.grad", lambda P: P("loss.grad")),
+                                        ("head.grad_out", lambda P: P("out.grad_out"))]),
+    ("backward head out", "backward out",
+     [("head.context.grad", lambda P: P("context.grad_out")),
+      ("head.out_proj_weight.grad", lambda P: P("out.weight.grad"))]),
+    ("backward head context", "backward context",
+     [("head.weights.grad", h1("weights.grad_out")), ("head.v.grad", h1("v.grad_out"))]),
+    ("backward head softmax", "backward weights", [("head.scores.grad", h1("scores.grad_out"))]),
+    ("backward head scores", "backward kT",
+     [("head.q.grad", h1("q.grad_out")), ("head.k.grad", h1("k.grad_out")),
+      ("head.scores.grad", lambda P: 2.0 * P("qk.grad_out")[:, None])]),
+    ("backward head qkv", "backward q",
+     [("head.in_proj_weight.grad", STACK("q.weight.grad", "k.weight.grad", "v.weight.grad")),
+      ("head.grad_in", lambda P: P("q.grad_in") + P("k.grad_in") + P("v.grad_in"))]),
+    ("update head.out_proj_weight", "update out.weight",
+     [("head.in_proj_weight", STACK("q.weight", "k.weight", "v.weight")),
+      ("head.out_proj_weight", lambda P: P("out.weight")),
+      ("head.in_proj_weight.delta", STACK("q.weight.delta", "k.weight.delta", "v.weight.delta"))]),
+]
+
+
+def test_the_attention_layer_lesson_equals_the_primitives_lesson_op_by_op():
+    lay, prim = session("attention_layer.toml"), session("attention_primitives.toml")
+    assert lay.N == prim.N >= 3
+    n = 0
+    for k in range(1, lay.N + 1):
+        for lay_op, prim_op, pairs in CHECKPOINTS:
+            after(lay, k, lay_op)
+            after(prim, k, prim_op)
+            for name, f in pairs:
+                got, want = lay.value(name), f(prim.value)
+                assert got.shape == want.shape, (k, name)
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=f"step {k}: {name}")
+                n += 1
+    # the lessons train: the parameters really move, so later steps compare new numbers
+    assert not np.allclose(lay.value("head.in_proj_weight"), lay.scenario.initial["head.in_proj_weight"])
+    assert n == lay.N * sum(len(p) for _, _, p in CHECKPOINTS)
+
+
+def test_the_two_attention_lessons_expect_the_same_numbers():
+    """Lesson 4 restates lesson 3's expectations on the layer's tensors, value for value."""
+    same = {"scores.out": "head.scores", "weights.out": "head.weights", "context.out": "head.context",
+            "out.out": "head.out", "loss": "loss", "weights.grad_out": "head.weights.grad",
+            "scores.grad_out": "head.scores.grad"}
+    prim = nnstep.load_scenario(os.path.join(ROOT, "attention_primitives.toml")).expects
+    lay = nnstep.load_scenario(os.path.join(ROOT, "attention_layer.toml")).expects
+    assert [same[e.tensor] for e in prim] == [e.tensor for e in lay]
+    for p, q in zip(prim, lay):
+        assert (p.step, p.atol, p.rtol) == (q.step, q.atol, q.rtol)
+        assert np.array_equal(p.value.reshape(-1), q.value.reshape(-1)), q.tensor
+
+
+def test_tiny_lm_mask_zeros_in_the_weights_and_the_score_gradients_not_the_weight_gradients():
+    s = session("tiny_lm.toml")
+    att = next(L.name for L in s.scenario.layers if L.type == "attention")
+    T = s.value("input").shape[1]
+    hidden = np.triu(np.ones((T, T), dtype=bool), 1)              # key j > query i
+    for k in range(1, s.N + 1):
+        s.goto(k + 1, 0) if k < s.N else s.goto(k, s.M)
+        W, S = s.value(f"{att}.weights"), s.value(f"{att}.scores")
+        Wg, Sg = s.value(f"{att}.weights.grad"), s.value(f"{att}.scores.grad")
+        assert W.shape[-2:] == (T, T) and W.shape[1] == 2               # two heads
+        assert np.all(W[..., hidden] == 0.0), k                        # exactly 0, not 1e-300
+        assert np.all(W[..., ~hidden] > 0.0), k
+        np.testing.assert_allclose(W.sum(-1), 1.0, rtol=1e-15)
+        assert np.all(np.isfinite(S)) and np.any(S[..., hidden] != 0)  # scores are before the mask
+        assert np.all(Sg[..., hidden] == 0.0), k                       # the mask stops the gradient here
+        assert np.all(Sg[..., 0, :] == 0.0), k                         # the first query sees 1 key: w = 1, no choice
+        assert np.count_nonzero(Wg[..., hidden]) == Wg[..., hidden].size, k   # ... but not here
+        # the gradient w.r.t. a masked weight is dL/dcontext_i · v_j, as if the weight were free
+        ctx_g = s.value(f"{att}.context.grad")
+        N, H = W.shape[:2]
+        d = ctx_g.shape[-1] // H
+        split = ctx_g.reshape(N, T, H, d).transpose(0, 2, 1, 3)
+        np.testing.assert_allclose(Wg, split @ np.swapaxes(s.value(f"{att}.v"), -1, -2), rtol=1e-12, atol=1e-15)
