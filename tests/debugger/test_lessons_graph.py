@@ -99,24 +99,43 @@ def test_the_two_attention_lessons_expect_the_same_numbers():
 
 def test_tiny_lm_mask_zeros_in_the_weights_and_the_score_gradients_not_the_weight_gradients():
     s = session("tiny_lm.toml")
-    att = next(L.name for L in s.scenario.layers if L.type == "attention")
     T = s.value("input").shape[1]
     hidden = np.triu(np.ones((T, T), dtype=bool), 1)              # key j > query i
     for k in range(1, s.N + 1):
-        s.goto(k + 1, 0) if k < s.N else s.goto(k, s.M)
-        W, S = s.value(f"{att}.weights"), s.value(f"{att}.scores")
-        Wg, Sg = s.value(f"{att}.weights.grad"), s.value(f"{att}.scores.grad")
-        assert W.shape[-2:] == (T, T) and W.shape[1] == 2               # two heads
+        s.goto(k, s.M)                                            # step k done
+        W, S = s.value("attn.weights"), s.value("attn.scores")
+        Wg, Sg = s.value("attn.weights.grad"), s.value("attn.scores.grad")
+        assert W.shape == (1, 2, T, T)                                 # two heads
         assert np.all(W[..., hidden] == 0.0), k                        # exactly 0, not 1e-300
         assert np.all(W[..., ~hidden] > 0.0), k
+        assert np.all(W[..., 0, 0] == 1.0), k                          # the first query sees one key
         np.testing.assert_allclose(W.sum(-1), 1.0, rtol=1e-15)
         assert np.all(np.isfinite(S)) and np.any(S[..., hidden] != 0)  # scores are before the mask
         assert np.all(Sg[..., hidden] == 0.0), k                       # the mask stops the gradient here
-        assert np.all(Sg[..., 0, :] == 0.0), k                         # the first query sees 1 key: w = 1, no choice
-        assert np.count_nonzero(Wg[..., hidden]) == Wg[..., hidden].size, k   # ... but not here
-        # the gradient w.r.t. a masked weight is dL/dcontext_i · v_j, as if the weight were free
-        ctx_g = s.value(f"{att}.context.grad")
-        N, H = W.shape[:2]
-        d = ctx_g.shape[-1] // H
-        split = ctx_g.reshape(N, T, H, d).transpose(0, 2, 1, 3)
-        np.testing.assert_allclose(Wg, split @ np.swapaxes(s.value(f"{att}.v"), -1, -2), rtol=1e-12, atol=1e-15)
+        assert np.all(Sg[..., 0, :] == 0.0), k                         # w = [1]: 1·(u₀ − u₀) = 0
+        assert np.all(s.value("attn.q.grad")[..., 0, :] == 0.0), k     # so the first query learns nothing
+        # ... but the gradient w.r.t. the masked weights is not 0: it is dL/dcontext_i · v_j for every
+        # j, masked or not (how the loss would change if query i could see key j)
+        assert np.count_nonzero(Wg[..., hidden]) > Wg[..., hidden].size // 2, k
+        ctx_g = s.value("attn.context.grad")
+        split = ctx_g.reshape(1, T, 2, -1).transpose(0, 2, 1, 3)      # (N, heads, T, d)
+        np.testing.assert_allclose(Wg, split @ np.swapaxes(s.value("attn.v"), -1, -2), rtol=1e-12, atol=1e-15)
+        # the embedding: tokens 3 and 4 are never read, token 0 twice (positions 0 and 3)
+        Eg, g = s.value("embed.weight.grad"), s.value("embed.grad_out")
+        assert np.all(Eg[3:] == 0.0), k
+        np.testing.assert_allclose(Eg[0], g[0, 0] + g[0, 3], rtol=1e-14, atol=1e-16)
+        np.testing.assert_allclose(g, s.value("attn.grad_in") + s.value("res.grad_in.0"), rtol=1e-14, atol=1e-16)
+    # step 1: head 2's queries are 0, so its keys get no gradient (k.grad = scores.gradᵀ·q/√d)
+    s.goto(1, s.M)
+    assert np.all(s.value("attn.k.grad")[:, 1] == 0.0) and np.any(s.value("attn.k.grad")[:, 0] != 0)
+
+
+def test_explain_shows_a_masked_scores_gradient_as_0_not_minus_0():
+    """The masked scores' gradient is w·(…) with w = 0, which IEEE may sign as -0: explain reads 0."""
+    from nnstep.debugger.explain import explain, fmt
+    assert fmt(-0.0) == "0" and fmt(-1e-300) == "-1e-300"
+    s = session("tiny_lm.toml")
+    s.goto(1, s.M)
+    ex = explain(s, "attn.scores.grad", (0, 0, 1, 3))
+    assert ex.ok and ex.value == 0.0
+    assert "-0" not in ex.text.replace("-0.", "")                    # no "-0" standing alone
