@@ -139,3 +139,21 @@ def test_explain_shows_a_masked_scores_gradient_as_0_not_minus_0():
     ex = explain(s, "attn.scores.grad", (0, 0, 1, 3))
     assert ex.ok and ex.value == 0.0
     assert "-0" not in ex.text.replace("-0.", "")                    # no "-0" standing alone
+
+
+@pytest.mark.parametrize("lesson,tensor,idx,w", [
+    ("attention_primitives.toml", "scores.grad_out", (0, 2, 2), "weights.out[0, 2, {j}]"),
+    ("attention_layer.toml", "head.scores.grad", (0, 0, 2, 2), "head.weights[0, 0, 2, {j}]")])
+def test_explain_names_the_softmax_weights_in_each_jacobian_factor(lesson, tensor, idx, w):
+    """∂w_j/∂s_i = w_j·(δ_ij − w_i), written with the elements it multiplies: for query 3 of the
+    attention lessons, w = [1/3, 1/3, 1/3], so the factors are −1/9, −1/9 and 2/9, and the upstream
+    u = [8, 8, 10]/3 gives (−8 − 8 + 20)/27 = 4/27 (derived in attention_primitives.toml)."""
+    from nnstep.debugger.explain import explain
+    s = session(lesson)
+    s.goto(1, s.M)
+    ex = explain(s, tensor, idx)
+    assert ex.ok and ex.value == pytest.approx(4 / 27, abs=1e-15)
+    first = ex.text.split("\n\n")[1]                 # the line of the element itself
+    for j, delta in ((0, 0), (1, 0), (2, 1)):
+        assert f"{w.format(j=j)}·({delta} − {w.format(j=2)})" in first, first
+    assert first.count("× (-0.111111111)") == 2 and first.count("× 0.222222222") == 1, first
