@@ -124,6 +124,8 @@ def cmd_run(path: str, steps: int | None, as_json: bool, save: str | None, honor
 
 def _fmt_array(a, precision: int = 6) -> str:
     a = np.asarray(a)
+    if a.dtype.kind == "f":
+        a = a + 0.0                       # −0 (a masked score's gradient) is printed as 0
     if a.ndim == 0:
         return f"{float(a):.{precision + 3}g}"
     s = np.array2string(a, precision=precision, threshold=64, edgeitems=3, max_line_width=100,

@@ -1,11 +1,11 @@
-"""The graph-network lessons (scenarios/attention_primitives.toml, attention_layer.toml,
-tiny_lm.toml), run through the Session API.
+"""The graph-network lessons (scenarios/attention-primitives.toml, attention-layer.toml,
+tiny-lm.toml), run through the Session API.
 
-1. attention_layer.toml is attention_primitives.toml's head as one `attention` layer: after each of
+1. attention-layer.toml is attention-primitives.toml's head as one `attention` layer: after each of
    the layer's ops, the primitives' session stopped after the op computing the same thing holds
    the same tensors (forward values, gradients, parameters), to 1e-12, on every training step.
 2. The two lessons carry the same [[expect]] values on corresponding tensors.
-3. tiny_lm.toml's causal mask: the softmax weights above the diagonal are exactly 0 on every step,
+3. tiny-lm.toml's causal mask: the softmax weights above the diagonal are exactly 0 on every step,
    and so is the score gradient there, while the gradient w.r.t. those masked weights is NOT 0
    (the loss would change if they could move; the mask is what stops it reaching the scores).
 """
@@ -67,7 +67,7 @@ CHECKPOINTS = [
 
 
 def test_the_attention_layer_lesson_equals_the_primitives_lesson_op_by_op():
-    lay, prim = session("attention_layer.toml"), session("attention_primitives.toml")
+    lay, prim = session("attention-layer.toml"), session("attention-primitives.toml")
     assert lay.N == prim.N >= 3
     n = 0
     for k in range(1, lay.N + 1):
@@ -89,8 +89,8 @@ def test_the_two_attention_lessons_expect_the_same_numbers():
     same = {"scores.out": "head.scores", "weights.out": "head.weights", "context.out": "head.context",
             "out.out": "head.out", "loss": "loss", "weights.grad_out": "head.weights.grad",
             "scores.grad_out": "head.scores.grad"}
-    prim = nnstep.load_scenario(os.path.join(ROOT, "attention_primitives.toml")).expects
-    lay = nnstep.load_scenario(os.path.join(ROOT, "attention_layer.toml")).expects
+    prim = nnstep.load_scenario(os.path.join(ROOT, "attention-primitives.toml")).expects
+    lay = nnstep.load_scenario(os.path.join(ROOT, "attention-layer.toml")).expects
     assert [same[e.tensor] for e in prim] == [e.tensor for e in lay]
     for p, q in zip(prim, lay):
         assert (p.step, p.atol, p.rtol) == (q.step, q.atol, q.rtol)
@@ -98,7 +98,7 @@ def test_the_two_attention_lessons_expect_the_same_numbers():
 
 
 def test_tiny_lm_mask_zeros_in_the_weights_and_the_score_gradients_not_the_weight_gradients():
-    s = session("tiny_lm.toml")
+    s = session("tiny-lm.toml")
     T = s.value("input").shape[1]
     hidden = np.triu(np.ones((T, T), dtype=bool), 1)              # key j > query i
     for k in range(1, s.N + 1):
@@ -134,7 +134,7 @@ def test_explain_shows_a_masked_scores_gradient_as_0_not_minus_0():
     """The masked scores' gradient is w·(…) with w = 0, which IEEE may sign as -0: explain reads 0."""
     from nnstep.debugger.explain import explain, fmt
     assert fmt(-0.0) == "0" and fmt(-1e-300) == "-1e-300"
-    s = session("tiny_lm.toml")
+    s = session("tiny-lm.toml")
     s.goto(1, s.M)
     ex = explain(s, "attn.scores.grad", (0, 0, 1, 3))
     assert ex.ok and ex.value == 0.0
@@ -142,12 +142,12 @@ def test_explain_shows_a_masked_scores_gradient_as_0_not_minus_0():
 
 
 @pytest.mark.parametrize("lesson,tensor,idx,w", [
-    ("attention_primitives.toml", "scores.grad_out", (0, 2, 2), "weights.out[0, 2, {j}]"),
-    ("attention_layer.toml", "head.scores.grad", (0, 0, 2, 2), "head.weights[0, 0, 2, {j}]")])
+    ("attention-primitives.toml", "scores.grad_out", (0, 2, 2), "weights.out[0, 2, {j}]"),
+    ("attention-layer.toml", "head.scores.grad", (0, 0, 2, 2), "head.weights[0, 0, 2, {j}]")])
 def test_explain_names_the_softmax_weights_in_each_jacobian_factor(lesson, tensor, idx, w):
     """∂w_j/∂s_i = w_j·(δ_ij − w_i), written with the elements it multiplies: for query 3 of the
     attention lessons, w = [1/3, 1/3, 1/3], so the factors are −1/9, −1/9 and 2/9, and the upstream
-    u = [8, 8, 10]/3 gives (−8 − 8 + 20)/27 = 4/27 (derived in attention_primitives.toml)."""
+    u = [8, 8, 10]/3 gives (−8 − 8 + 20)/27 = 4/27 (derived in attention-primitives.toml)."""
     from nnstep.debugger.explain import explain
     s = session(lesson)
     s.goto(1, s.M)
