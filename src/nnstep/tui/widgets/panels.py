@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 from rich.segment import Segment
 from rich.style import Style
@@ -228,6 +230,50 @@ class LossCurve(Vertical):
         lab.update(t, layout=False)
         sp.display = len(finite) >= 2
         sp.data = data if len(data) >= 2 else [0.0, 0.0]
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def grad_norm_text(steps, names, norms, width: int) -> Text:
+    """Per layer, its parameter-gradient norm over the steps taken, as a sparkline on one log scale
+    shared by every layer (so a vanishing gradient is a low row, an exploding one a high row),
+    then the last value. ``norms[step, layer]`` comes from the session."""
+    t = Text(no_wrap=True, overflow="ellipsis")
+    if len(steps) == 0:
+        t.append("no backward pass yet" if names else "no trainable parameters", "dim")
+        return t
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log10(norms)
+    fin = logs[np.isfinite(logs)]
+    lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 0.0)
+    nw = min(8, max(len(n) for n in names))
+    room = max(4, width - nw - 10)
+    t.append(f"log scale 1e{math.floor(lo)} … 1e{math.ceil(hi)}, step {int(steps[-1])}\n", "dim")
+    cols = logs[-room:] if len(logs) > room else logs
+    for j, name in enumerate(names):
+        t.append(f"{name[:nw]:<{nw}} ", "bold")
+        for v in cols[:, j]:
+            if not np.isfinite(v):
+                t.append("!" if v != -np.inf else " ", NONFINITE if v != -np.inf else "")
+                continue
+            lev = 0 if hi <= lo else int(round((v - lo) / (hi - lo) * (len(SPARK) - 1)))
+            t.append(SPARK[lev], "cyan")
+        t.append(" " * (room - len(cols)) + f" {num(float(norms[-1, j]), 2)}")
+        if j < len(names) - 1:
+            t.append("\n")
+    return t
+
+
+class GradNorms(Static):
+    """The per-layer gradient-norm plot (toggled with G in place of the loss curve)."""
+
+    def show(self, steps, names, norms):
+        key = (len(steps), int(steps[-1]) if len(steps) else None, self.size.width)
+        if key == getattr(self, "_key", None):
+            return
+        self._key = key
+        self.update(grad_norm_text(steps, names, norms, max(20, self.size.width)), layout=False)
 
 
 class OpPanel(Vertical):
