@@ -18,19 +18,19 @@ import numpy as np
 
 from ..errors import ScenarioError
 from ..spec import catalog
-from ..spec.model import LossSpec, OptimizerSpec, Scenario, TrainSpec
+from ..spec.model import LossSpec, OptimizerSpec, Scenario, ScheduleSpec, TrainSpec
 from ..spec.plan import Plan
 from . import conditions
 from .files import data as _data, weights_file as _weights_file
 from .layers import check_target as _check_target, layers as _layers
 from .limits import *  # noqa: F401,F403  (the limits, by their old names)
 from .limits import MAX_SCENARIO_BYTES, MAX_STEPS
-from .validate import Ctx, _show, clean
+from .validate import Ctx, _show, clean, opt_value
 
 _Ctx = Ctx
 LOSSES = catalog.LOSSES
 LOSS_KEYS = {t: ("type",) + tuple(catalog.LOSS_COMMON) + tuple(catalog.LOSS_OPTIONS[t]) for t in LOSSES}
-OPT_KEYS = {t: ("type",) + tuple(o) for t, o in catalog.OPTIMIZERS.items()}
+OPT_KEYS = {t: ("type",) + tuple(o) + tuple(catalog.OPTIMIZER_COMMON) for t, o in catalog.OPTIMIZERS.items()}
 TOP_KEYS = ("scenario", "data", "layers", "loss", "optimizer", "train", "breakpoints", "expect")
 DTYPES = ("float64", "float32")
 
@@ -90,6 +90,30 @@ def loads_scenario(text: str, path: str = "<string>", base_dir: str | None = Non
         raise ScenarioError("TOML syntax: arrays or tables nested too deeply",
                             file=f"{path_shown}:{line}:{col}" if line else path_shown) from None
     return _build(doc, ctx, path, base_dir or os.getcwd(), text)
+
+
+def _schedule(ctx, v) -> ScheduleSpec:
+    """[optimizer.schedule]: a torch.optim.lr_scheduler by type, with its options (catalog.SCHEDULES)."""
+    where = "optimizer.schedule"
+    t = ctx.table(v, where)
+    types = tuple(catalog.SCHEDULES)
+    if "type" not in t:
+        raise ctx.err(where, f"missing key type (one of: {', '.join(types)})")
+    st = ctx.str_(t["type"], f"{where}.type", types)
+    opts = catalog.SCHEDULES[st]
+    ctx.known(t, ("type",) + tuple(opts), where)
+    kw: dict[str, Any] = {"type": st}
+    for k, (default, kind) in opts.items():
+        if k not in t and default is None:
+            raise ctx.err(where, f"missing key {k} ({catalog.SCHEDULE_TORCH[st]} needs it)")
+        kw[k] = opt_value(ctx, t.get(k, default), f"{where}.{k}", kind)
+    if st == "linear":
+        # as torch.optim.lr_scheduler.LinearLR's constructor
+        if not 0 < kw["start_factor"] <= 1:
+            raise ctx.err(f"{where}.start_factor", f"expected a number in (0, 1], got {kw['start_factor']:g}")
+        if kw["end_factor"] > 1:
+            raise ctx.err(f"{where}.end_factor", f"expected a number in [0, 1], got {kw['end_factor']:g}")
+    return ScheduleSpec(**kw)
 
 
 def _token_data(ctx, layers, x):
@@ -182,8 +206,9 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
     op = ctx.table(doc.get("optimizer", {"type": "sgd"}), "optimizer")
     otype = ctx.str_(op.get("type", "sgd"), "optimizer.type", tuple(OPT_KEYS))
     ctx.known(op, OPT_KEYS[otype], "optimizer")
-    kw: dict[str, Any] = {"type": otype, "lr": ctx.num(op.get("lr", 0.001), "optimizer.lr", 0.0, desc="a non-negative number"),
-                          "weight_decay": ctx.num(op.get("weight_decay", 0.0), "optimizer.weight_decay", 0.0,
+    odef = catalog.OPTIMIZERS[otype]
+    kw: dict[str, Any] = {"type": otype, "lr": ctx.num(op.get("lr", odef["lr"][0]), "optimizer.lr", 0.0, desc="a non-negative number"),
+                          "weight_decay": ctx.num(op.get("weight_decay", odef["weight_decay"][0]), "optimizer.weight_decay", 0.0,
                                                   desc="a non-negative number")}
     if otype == "sgd":
         kw["momentum"] = ctx.num(op.get("momentum", 0.0), "optimizer.momentum", 0.0, desc="a non-negative number")
@@ -191,6 +216,11 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
         kw["nesterov"] = ctx.bool_(op.get("nesterov", False), "optimizer.nesterov")
         if kw["nesterov"] and (kw["momentum"] <= 0 or kw["dampening"] != 0):
             raise ctx.err("optimizer.nesterov", "nesterov needs momentum > 0 and dampening = 0 (as torch.optim.SGD)")
+    elif otype == "rmsprop":
+        kw["alpha"] = ctx.num(op.get("alpha", 0.99), "optimizer.alpha", 0.0, 1.0, "a number in [0, 1]")
+        kw["eps"] = ctx.num(op.get("eps", 1e-8), "optimizer.eps", 0.0, desc="a non-negative number")
+        kw["momentum"] = ctx.num(op.get("momentum", 0.0), "optimizer.momentum", 0.0, desc="a non-negative number")
+        kw["centered"] = ctx.bool_(op.get("centered", False), "optimizer.centered")
     else:
         b = op.get("betas", [0.9, 0.999])
         if not isinstance(b, list) or len(b) != 2:
@@ -199,6 +229,11 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
         if kw["betas"][0] >= 1 or kw["betas"][1] >= 1:
             raise ctx.err("optimizer.betas", "each beta must be below 1")
         kw["eps"] = ctx.num(op.get("eps", 1e-8), "optimizer.eps", 0.0, desc="a non-negative number")
+    if "clip_grad_norm" in op:
+        kw["clip_grad_norm"] = ctx.num(op["clip_grad_norm"], "optimizer.clip_grad_norm", 0.0,
+                                       desc="a positive number", lo_open=True)
+    if "schedule" in op:
+        kw["schedule"] = _schedule(ctx, op["schedule"])
     optimizer = OptimizerSpec(**kw)
 
     # [data]

@@ -186,7 +186,8 @@ class NnstepApp(App):
         loss = hist[-1][1] if hist else None
         narrow = getattr(self, "_narrow", False)
         with self.batch_update():
-            self.query_one(HeaderBar).show(s.scenario.name, k, N, s.stage, i, M, cur.name if cur else "", loss)
+            lr = float(s.value("lr")) if s.scenario.optimizer.schedule is not None and not at_end else None
+            self.query_one(HeaderBar).show(s.scenario.name, k, N, s.stage, i, M, cur.name if cur else "", loss, lr=lr)
             text, kind = self._status
             if not text:
                 text, kind = self._intro(s.scenario), ""

@@ -31,13 +31,16 @@ NONFINITE = "bold white on red"
 
 
 class HeaderBar(Static):
-    def show(self, name: str, k: int, N: int, stage: str, i: int, M: int, opname: str, loss, running=False):
+    def show(self, name: str, k: int, N: int, stage: str, i: int, M: int, opname: str, loss, running=False,
+             lr=None):
+        """``lr``: the learning rate in force this step (a schedule's ``lr`` tensor), or None."""
         t = Text(no_wrap=True, overflow="ellipsis")
         width = self.app.size.width
         if width >= 100:
             t.append(" nnstep ", "bold reverse")
+        lr_text = f" │ lr {num(lr, 6)}" if lr is not None else ""
         # the name gives way first, so step, stage, op and the loss always fit (80 columns included)
-        fixed = len(t.plain) + len(f"│ step {k}/{N} │ {stage} │ op {i + 1}/{M} │ loss ") + 12 + 2
+        fixed = len(t.plain) + len(f"│ step {k}/{N} │ {stage} │ op {i + 1}/{M} │ loss ") + 12 + 2 + len(lr_text)
         room = max(8, width - fixed)
         if len(name) > room:
             name = name[:room - 1] + "…"
@@ -51,6 +54,8 @@ class HeaderBar(Static):
         t.append(" │ loss ")
         bad = loss is not None and (loss != loss or loss in (float("inf"), float("-inf")))
         t.append(num(loss, 9) if loss is not None else "—", NONFINITE if bad else "bold")
+        if lr_text:
+            t.append(lr_text)
         if k <= N and opname:
             t.append(f" │ next: {opname}")
         if running:
