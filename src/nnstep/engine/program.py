@@ -166,7 +166,9 @@ class Program:
             if ce:
                 lp = losses.log_softmax(p)
                 memo[0], memo[1] = env[pred], lp
-            env["loss"] = losses.loss_forward(lo.type, p, y, lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp)
+            env["loss"] = losses.loss_forward(lo.type, p, y, lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp,
+                                              weight=lo.weight, label_smoothing=lo.label_smoothing,
+                                              pos_weight=lo.pos_weight)
         return run
 
     def _loss_bwd(self, op: Op):
@@ -180,7 +182,8 @@ class Program:
             lp = memo[1] if memo[0] is p0 else None
             memo[0] = memo[1] = None                      # taken once
             p, y, back = losses.class_first(lo, p0, env["target"])
-            g = losses.loss_backward(lo.type, p, y, lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp)
+            g = losses.loss_backward(lo.type, p, y, lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp,
+                                     weight=lo.weight, label_smoothing=lo.label_smoothing, pos_weight=lo.pos_weight)
             if back is not None:
                 g = np.ascontiguousarray(np.moveaxis(g, 1, back))
             env["loss.grad"] = g

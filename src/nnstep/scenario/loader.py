@@ -92,6 +92,35 @@ def loads_scenario(text: str, path: str = "<string>", base_dir: str | None = Non
     return _build(doc, ctx, path, base_dir or os.getcwd(), text)
 
 
+def _weights(ctx, lo: dict, key: str):
+    """loss.weight (cross_entropy's class weights) or loss.pos_weight (bce_with_logits'): a list of
+    non-negative numbers, checked against the logits' shape once the layers are known."""
+    if key not in lo:
+        return None
+    v = lo[key]
+    where = f"loss.{key}"
+    if not isinstance(v, list) or not v:
+        raise ctx.err(where, f"expected an array of non-negative numbers, got {_show(v)}")
+    return tuple(ctx.num(e, f"{where}[{i}]", 0.0, desc="a non-negative number") for i, e in enumerate(v))
+
+
+def _check_loss_weights(ctx, loss: LossSpec, layers, x):
+    """One class weight per class (torch's weight has size C); pos_weight broadcast over the last dim."""
+    last = layers[-1]
+    pred = (x.shape[0],) + tuple(last.out_shape)
+    who = f"layers[{last.index}] ({last.name})"
+    if loss.weight is not None:
+        C = pred[loss.class_dim % len(pred)]
+        if len(loss.weight) != C:
+            raise ctx.err("loss.weight", f"expected {C} class weights, one per class ({who} gives {C} classes), "
+                                         f"got {len(loss.weight)}")
+    if loss.pos_weight is not None:
+        C = pred[-1]
+        if len(loss.pos_weight) not in (1, C):
+            raise ctx.err("loss.pos_weight", f"expected {C} weights, one per output along the last dim of {who}'s "
+                                             f"{list(pred)} (or 1 for all), got {len(loss.pos_weight)}")
+
+
 def _schedule(ctx, v) -> ScheduleSpec:
     """[optimizer.schedule]: a torch.optim.lr_scheduler by type, with its options (catalog.SCHEDULES)."""
     where = "optimizer.schedule"
@@ -200,7 +229,10 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
                     scale=ctx.num(lo.get("scale", 1.0), "loss.scale"),
                     beta=ctx.num(lo.get("beta", 1.0), "loss.beta", 0.0, desc="a non-negative number"),
                     delta=ctx.num(lo.get("delta", 1.0), "loss.delta", 0.0, desc="a positive number", lo_open=True),
-                    class_dim=ctx.int_(lo.get("class_dim", 1), "loss.class_dim"))
+                    class_dim=ctx.int_(lo.get("class_dim", 1), "loss.class_dim"),
+                    label_smoothing=ctx.num(lo.get("label_smoothing", 0.0), "loss.label_smoothing", 0.0, 1.0,
+                                            "a number in [0, 1]"),
+                    weight=_weights(ctx, lo, "weight"), pos_weight=_weights(ctx, lo, "pos_weight"))
 
     # [optimizer]
     op = ctx.table(doc.get("optimizer", {"type": "sgd"}), "optimizer")
@@ -243,6 +275,7 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
     batch = x.shape[0] if train.batch_size <= 0 else min(x.shape[0], train.batch_size)
     layers, initial = _layers(doc["layers"], ctx, x, npdt, seed, batch)
     y = _check_target(ctx, loss, layers, x, y)
+    _check_loss_weights(ctx, loss, layers, x)
     x = _token_data(ctx, layers, x)
 
     # weights file

@@ -429,7 +429,8 @@ LOSSES = ("mse", "l1", "smooth_l1", "huber", "cross_entropy", "bce", "bce_with_l
 LOSS_OPTIONS: dict[str, dict[str, tuple[Any, str]]] = {t: {} for t in LOSSES}
 LOSS_OPTIONS["smooth_l1"] = {"beta": (1.0, "nonnegfloat")}
 LOSS_OPTIONS["huber"] = {"delta": (1.0, "posfloat")}
-LOSS_OPTIONS["cross_entropy"] = {"class_dim": (1, "int")}
+LOSS_OPTIONS["cross_entropy"] = {"class_dim": (1, "int"), "label_smoothing": (0.0, "prob"), "weight": (None, "weights")}
+LOSS_OPTIONS["bce_with_logits"] = {"pos_weight": (None, "weights")}
 LOSS_COMMON = {"reduction": ("mean", "choice:mean|sum"), "scale": (1.0, "float")}
 
 
@@ -466,6 +467,8 @@ def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple
     if t == "cross_entropy":
         if lo.class_dim % pred_ndim != 1:
             kw["P"] = Ref(pred, "prediction", f" (classes along dim {lo.class_dim})")
+        if lo.weight is not None or lo.label_smoothing:
+            return _ce_weighted_formulas(lo, kw, s, mean, target_is_index, div)
         if target_is_index:
             return (F("{L} = " + s + "Σₙ −log softmax({P})[{Y}]" + div + "   (log-sum-exp shifted by the max)", **kw),
                     F("{G} = " + s + "(softmax({P}) − onehot({Y}))" + div, **kw))
@@ -474,10 +477,35 @@ def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple
     if t == "bce":
         return (F("{L} = " + s + "Σ −({Y}·max(log {P}, −100) + (1 − {Y})·max(log(1 − {P}), −100))" + div, **kw),
                 F("{G} = " + s + "({P} − {Y}) / max((1 − {P})·{P}, 1e−12)" + div, **kw))
+    if t == "bce_with_logits" and lo.pos_weight is not None:
+        kw["pw"] = Sym("pw")
+        note = f"   (pw = pos_weight = [{', '.join(f'{w:g}' for w in lo.pos_weight)}] along the last dim)"
+        return (F("{L} = " + s + "Σ ((1 − {Y})·{P} − (1 + ({pw} − 1)·{Y})·log σ({P}))" + div + note, **kw),
+                F("{G} = " + s + "((1 + ({pw} − 1)·{Y})·σ({P}) − {pw}·{Y})" + div, **kw))
     if t == "bce_with_logits":
         return (F("{L} = " + s + "Σ ((1 − {Y})·{P} + log(1 + e^(−{P})))" + div + "   (computed stably)", **kw),
                 F("{G} = " + s + "(σ({P}) − {Y})" + div, **kw))
     raise ValueError(t)
+
+
+def _ce_weighted_formulas(lo, kw, s, mean, target_is_index, div):
+    """cross_entropy with class weights w and/or label smoothing ε, as ATen computes it."""
+    eps = lo.label_smoothing
+    kw.update(eps=Const("ε", eps), C=Count("C", kw["P"].name, (1,)))
+    wtxt = f"w = [{', '.join(f'{w:g}' for w in lo.weight)}]" if lo.weight is not None else "w = 1"
+    if not target_is_index:
+        t = "t = {Y}·(1 − {eps}) + {eps}/{C};  " if eps else "t = {Y};  "
+        return (F(t + "{L} = " + s + "Σₙ −Σ_c w_c·t_c·log softmax({P})_c" + div + f"   ({wtxt}, class probabilities)", **kw),
+                F(t + "{G} = " + s + "(softmax({P})·Σ_c w_c·t_c − w·t)" + div, **kw))
+    D = " / Σₙ w[{Y}ₙ]" if mean else ""
+    nll = "w[{Y}]·(−log softmax({P})[{Y}])"
+    if eps:
+        return (F("{L} = " + s + "((1 − {eps})·Σₙ " + nll + " + {eps}/{C}·Σₙ Σ_c −w_c·log softmax({P})_c)" + D
+                  + f"   ({wtxt})", **kw),
+                F("{G} = " + s + "((1 − {eps})·w[{Y}]·(softmax({P}) − onehot({Y})) + {eps}/{C}·(Σ_c w_c·softmax({P}) − w))"
+                  + D, **kw))
+    return (F("{L} = " + s + "Σₙ " + nll + D + f"   ({wtxt})", **kw),
+            F("{G} = " + s + "w[{Y}]·(softmax({P}) − onehot({Y}))" + D, **kw))
 
 
 # =================================================================================================
