@@ -117,8 +117,9 @@ def _check_loss_weights(ctx, loss: LossSpec, layers, x):
     if loss.pos_weight is not None:
         C = pred[-1]
         if len(loss.pos_weight) not in (1, C):
-            raise ctx.err("loss.pos_weight", f"expected {C} weights, one per output along the last dim of {who}'s "
-                                             f"{list(pred)} (or 1 for all), got {len(loss.pos_weight)}")
+            n = len(loss.pos_weight)
+            raise ctx.err("loss.pos_weight", f"{n} weights do not fit the last dim of {who}'s output {list(pred)}, "
+                                             f"of size {C}: give one weight per output there, or a single one for all")
 
 
 def _schedule(ctx, v) -> ScheduleSpec:
