@@ -100,7 +100,7 @@ CASES = [
     Case("unknown-table", "Unknown top-level table", BASE + "\n[trian]\nsteps = 3\n",
          'net.toml: trian: unknown table (did you mean "train"?)'),
     Case("key-of-other-type", "A key that belongs to another type", sub('type = "sgd"', 'type = "adam"\nmomentum = 0.9'),
-         "net.toml: optimizer.momentum: unknown key (expected one of: betas, eps, lr, type, weight_decay)"),
+         "net.toml: optimizer.momentum: unknown key (expected one of: betas, clip_grad_norm, eps, lr, schedule, type, weight_decay)"),
     Case("unknown-layer-type", "Unknown layer type", sub('type = "relu"', 'type = "rellu"'),
          'net.toml: layers[1].type: unknown value "rellu" (did you mean "relu"?)'),
     Case("unknown-loss-type", "Unknown loss type", sub('type = "mse"', 'type = "mean_squared"'),
