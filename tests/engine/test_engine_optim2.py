@@ -426,7 +426,7 @@ def test_update_formula_shows_this_steps_lr():
     assert "− 0.025·" in vs[-1].numbers
     sop = prog.ops[-1]
     vs = views(sop.formula, {"lr": np.asarray(0.025)}, {"lr": np.asarray(0.0125)}, step=3)
-    assert vs[0].numbers == "0.0125 ← 0.5·0.025 if 3 mod 1 = 0, else 0.025   (StepLR)"
+    assert vs[1].numbers == "0.0125 ← 0.5·0.025 if 3 mod 1 = 0, else 0.025"
 
 
 # --- losses ------------------------------------------------------------------------------------------

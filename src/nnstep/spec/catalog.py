@@ -625,11 +625,21 @@ def update_formula(opt, P: str) -> Formula:
     return F("{Pn} ← {P} − {lr}·{G}", **kw)
 
 
-def clip_formula(opt, n_params: int) -> Formula:
-    """torch.nn.utils.clip_grad_norm_(params, c): the op at the start of the update stage."""
+def clip_formula(opt, params: list[str]) -> Formula:
+    """torch.nn.utils.clip_grad_norm_(params, c): the op at the start of the update stage. Up to
+    four parameters are written out one by one (so their numbers show), more as a sum over P."""
     kw = dict(N=Ref("grad_norm", "result"), c=Ref("clip_coef", "result"), Nc=Ref("clipped_norm", "result"),
               mx=Const("max_norm", opt.clip_grad_norm))
-    return F(f"{{N}} = √(Σ_P ‖P.grad‖²)   (P: the {n_params} trainable parameters);  "
+    if len(params) <= 4:
+        for j, P in enumerate(params):
+            kw[f"g{j}"] = Ref(f"{P}.grad", "grad_param")
+            kw[f"k{j}"] = Ref(f"{P}.grad.clipped", "result")
+        norm = " + ".join(f"‖{{g{j}}}‖²" for j in range(len(params)))
+        after = " + ".join(f"‖{{k{j}}}‖²" for j in range(len(params)))
+        each = "".join(f"{{k{j}}} = {{c}}·{{g{j}}};  " for j in range(len(params)))
+        return F(f"{{N}} = √({norm});  {{c}} = min(1, {{mx}} / ({{N}} + 1e−6));  " + each
+                 + f"{{Nc}} = √({after});  (the updates read the clipped gradients, P.grad stays the raw one)", **kw)
+    return F(f"{{N}} = √(Σ_P ‖P.grad‖²)   (P: the {len(params)} trainable parameters);  "
              "{c} = min(1, {mx} / ({N} + 1e−6));  P.grad.clipped = {c}·P.grad   (every P, P.grad stays raw);  "
              "{Nc} = √(Σ_P ‖P.grad.clipped‖²)", **kw)
 
@@ -639,19 +649,20 @@ def schedule_formula(opt) -> Formula:
     (t: this step, the scheduler's new last_epoch)."""
     s = opt.schedule
     kw = dict(lr=Ref("lr", "state"), t=StepNum())
-    name = SCHEDULE_TORCH[s.type]
+    head = f"({SCHEDULE_TORCH[s.type]}.step() after the updates, t = this step: the next step's lr);  "
     if s.type == "step":
         kw.update(g=Const("γ", s.gamma), n=Const("step_size", s.step_size))
-        return F("{lr} ← {g}·{lr} if {t} mod {n} = 0, else {lr}   (" + name + ")", **kw)
+        return F(head + "{lr} ← {g}·{lr} if {t} mod {n} = 0, else {lr}", **kw)
     if s.type == "exponential":
         kw.update(g=Const("γ", s.gamma))
-        return F("{lr} ← {g}·{lr}   (" + name + ")", **kw)
+        return F(head + "{lr} ← {g}·{lr}", **kw)
     if s.type == "cosine":
-        kw.update(T=Const("T_max", s.t_max), e=Const("η_min", s.eta_min), b=Const("lr₀", opt.lr))
-        return F("{lr} ← {e} + ({lr} − {e})·(1 + cos(π·{t}/{T})) / (1 + cos(π·({t} − 1)/{T}))   (" + name + ");  "
-                 "(when t − 1 ≡ T_max mod 2·T_max, torch adds (lr₀ − η_min)·(1 − cos(π/T_max))/2 to lr instead)", **kw)
+        kw.update(T=Const("T_max", s.t_max), e=Const("η_min", s.eta_min), b=Const("lr₀", opt.lr),
+                  T2=Const("2·T_max", 2 * s.t_max))
+        return F(head + "{lr} ← {lr} + ({b} − {e})·(1 − cos(π/{T}))/2 if ({t} − 1) mod {T2} = {T}, "
+                 "else {e} + ({lr} − {e})·(1 + cos(π·{t}/{T})) / (1 + cos(π·({t} − 1)/{T}))", **kw)
     if s.type == "linear":
         kw.update(a=Const("start", s.start_factor), z=Const("end", s.end_factor), n=Const("total_iters", s.total_iters))
-        return F("{lr} ← {lr}·(1 + ({z} − {a}) / ({n}·{a} + ({t} − 1)·({z} − {a}))) if {t} ≤ {n}, else {lr}   ("
-                 + name + ", whose lr at step 1 is start·lr₀)", **kw)
+        return F(head + "{lr} ← {lr}·(1 + ({z} − {a}) / ({n}·{a} + ({t} − 1)·({z} − {a}))) if {t} ≤ {n}, else {lr};  "
+                 "(the lr of step 1 is start·lr₀, set by LinearLR's constructor)", **kw)
     raise ValueError(s.type)

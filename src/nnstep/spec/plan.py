@@ -233,7 +233,7 @@ class Plan:
                     Slot("clipped_norm", "result", "‖g‖ after clipping"))
             outs += tuple(Slot(f"{P}.grad.clipped", "result", f"clipped {P}.grad") for P in sc.trainable)
             self._add(stage="update", name=catalog.CLIP_OP, layer=None, kind="clip", ins=ins, outs=outs,
-                      formula=catalog.clip_formula(opt, len(sc.trainable)))
+                      formula=catalog.clip_formula(opt, list(sc.trainable)))
         lr_in = (Slot("lr", "state", "lr in force"),) if opt.schedule is not None else ()
         for P in sc.trainable:
             L = owner[P]
