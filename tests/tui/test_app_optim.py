@@ -1,0 +1,62 @@
+"""The TUI on the optimizer lessons: the header shows the lr in force with a schedule, AdamW's
+update panel shows the decoupled decay and still the change and the new value, the clip op shows
+the norm, the factor and the clipped gradient."""
+import os
+
+from nnstep.tui import make_app
+from nnstep.tui.widgets.panels import HeaderBar
+from nnstep.tui.widgets.tensor import TensorView
+
+LESSONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scenarios")
+SIZE = (120, 40)
+
+
+def text(widget) -> str:
+    return str(widget.render())
+
+
+def shown(app):
+    return [v.tensor_name for v in app.query(TensorView) if v.display and v.tensor_name]
+
+
+async def test_header_shows_the_lr_in_force():
+    """lr_cosine.toml: lr₀ = 0.4, T_max = 4: 0.4 during step 1, 0.2·(1 + √2/2) = 0.341421 during
+    step 2 (the `lr schedule` op at the end of step 1 wrote it), and no lr without a schedule."""
+    app = make_app(os.path.join(LESSONS, "lr_cosine.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        assert "lr 0.4 " in text(app.query_one(HeaderBar))
+        await pilot.press("S")                      # stops at the lesson's breakpoint, update
+        assert app.session.position == (1, 4)
+        assert "lr 0.4 " in text(app.query_one(HeaderBar))
+        await pilot.press("S")
+        assert app.session.position == (2, 0)
+        assert "lr 0.341421" in text(app.query_one(HeaderBar))
+        assert app.session.ops[-1].name == "lr schedule"
+    app = make_app(os.path.join(LESSONS, "optim-adam.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        assert "│ lr" not in text(app.query_one(HeaderBar))
+
+
+async def test_adamw_update_panel_shows_the_decay_and_the_change():
+    app = make_app(os.path.join(LESSONS, "adam_vs_adamw.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("c")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.session.current_op.name == "update linear1.weight"
+        await pilot.press("n")
+        names = shown(app)
+        assert names[:3] == ["linear1.weight", "linear1.weight.grad", "linear1.weight.decayed"]
+        assert names[-2:] == ["linear1.weight.delta", "linear1.weight"]       # never crowded out
+
+
+async def test_clip_op_panel():
+    app = make_app(os.path.join(LESSONS, "clipping.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("c")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.session.current_op.name == "clip grad norm"
+        await pilot.press("n")
+        assert shown(app) == ["linear1.weight.grad", "grad_norm", "clip_coef", "clipped_norm",
+                              "linear1.weight.grad.clipped"]
