@@ -547,3 +547,33 @@ def test_loss_options_loaded_and_checked():
         loads_scenario(base.replace("weight = [1, 2]", "weight = [1, 2, 3]"))
     with pytest.raises(ScenarioError, match=r"loss.pos_weight: unknown key"):
         loads_scenario(base.replace("weight = [1, 2]", "pos_weight = [1, 2]"))
+
+
+def test_cross_entropy_weight_with_class_dim_last_through_the_program():
+    """Logits (N, T, C) with class_dim = -1, class weights and smoothing: the program's loss is
+    torch's cross_entropy(logits.movedim(-1, 1), targets, weight, label_smoothing), and the loss
+    formula counts C along the class dim."""
+    text = """
+[scenario]
+seed = 2
+[data]
+x = { random = "normal", shape = [3, 4, 2] }
+y = [[0, 2, 1, 1], [2, 2, 0, 1], [1, 0, 0, 2]]
+[[layers]]
+type = "linear"
+out = 3
+[loss]
+type = "cross_entropy"
+class_dim = -1
+weight = [0.5, 2.0, 1.0]
+label_smoothing = 0.2
+"""
+    sc = loads_scenario(text)
+    prog = Program(sc)
+    env = prog.initial_env()
+    prog.run_until(env, 1, "backward")
+    logits = env["linear1.out"]
+    want = ref_ce(np.moveaxis(logits, -1, 1), sc.y, "mean", (0.5, 2.0, 1.0), 0.2)
+    assert float(env["loss"]) == pytest.approx(want, rel=1e-13)
+    op = next(o for o in prog.ops if o.name == "loss")
+    assert "0.2/3·" in views(op.formula, {n: env[n] for n in op.inputs}, {"loss": env["loss"]})[0].numbers   # C = 3, not T = 4

@@ -468,7 +468,7 @@ def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple
         if lo.class_dim % pred_ndim != 1:
             kw["P"] = Ref(pred, "prediction", f" (classes along dim {lo.class_dim})")
         if lo.weight is not None or lo.label_smoothing:
-            return _ce_weighted_formulas(lo, kw, s, mean, target_is_index, div)
+            return _ce_weighted_formulas(lo, kw, s, mean, target_is_index, div, lo.class_dim % pred_ndim)
         if target_is_index:
             return (F("{L} = " + s + "Σₙ −log softmax({P})[{Y}]" + div + "   (log-sum-exp shifted by the max)", **kw),
                     F("{G} = " + s + "(softmax({P}) − onehot({Y}))" + div, **kw))
@@ -488,10 +488,11 @@ def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple
     raise ValueError(t)
 
 
-def _ce_weighted_formulas(lo, kw, s, mean, target_is_index, div):
-    """cross_entropy with class weights w and/or label smoothing ε, as ATen computes it."""
+def _ce_weighted_formulas(lo, kw, s, mean, target_is_index, div, cd):
+    """cross_entropy with class weights w and/or label smoothing ε, as ATen computes it (``cd``:
+    the class dim of the logits)."""
     eps = lo.label_smoothing
-    kw.update(eps=Const("ε", eps), C=Count("C", kw["P"].name, (1,)))
+    kw.update(eps=Const("ε", eps), C=Count("C", kw["P"].name, (cd,)))
     wtxt = f"w = [{', '.join(f'{w:g}' for w in lo.weight)}]" if lo.weight is not None else "w = 1"
     if not target_is_index:
         t = "t = {Y}·(1 − {eps}) + {eps}/{C};  " if eps else "t = {Y};  "
