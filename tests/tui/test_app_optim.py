@@ -60,3 +60,26 @@ async def test_clip_op_panel():
         await pilot.press("n")
         assert shown(app) == ["linear1.weight.grad", "grad_norm", "clip_coef", "clipped_norm",
                               "linear1.weight.grad.clipped"]
+
+
+async def test_lr_curve_under_the_loss_curve():
+    """The session logs the engine's `lr` as each step's loss op runs: lr_warmup.toml's LinearLR
+    gives 0.1, 0.2, 0.3 for steps 1-3 (0.4·(0.25 + 0.75·(k − 1)/3)); the curve's label shows the
+    last; without a schedule there is neither log nor curve."""
+    from nnstep.tui.widgets.panels import LossCurve
+    app = make_app(os.path.join(LESSONS, "lr_warmup.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(3):
+            await pilot.press("c")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        ks, lrs = app.session.lr_arrays()
+        assert ks.tolist() == [1, 2, 3]
+        assert lrs.tolist() == [0.1, 0.2, 0.30000000000000004]     # 0.2·1.5 in float64
+        curve = app.query_one(LossCurve)
+        assert curve.has_class("-lr") and "lr 0.3" in text(curve.query_one("#lr-label"))
+    app = make_app(os.path.join(LESSONS, "optim-adam.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("S")
+        assert app.session.lr_arrays() is None
+        assert not app.query_one(LossCurve).has_class("-lr")

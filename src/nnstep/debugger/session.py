@@ -139,6 +139,9 @@ class Session:
         size = min(self.N + 2, 1024)                     # grown by doubling as steps are reached
         self._loss = np.full(size, np.nan)               # loss of step k, once computed
         self._has_loss = np.zeros(size, dtype=bool)
+        # with a schedule: the lr in force at step k (the tensor `lr` as the loss op ran), logged
+        # alongside the loss for the TUI's curve; None without a schedule
+        self._lr = np.full(size, np.nan) if scenario.optimizer.schedule is not None else None
         self.last_record: OpRecord | None = None
         self.last_stop: Stop | None = None
         self.ops_executed = 0               # every op run so far, re-runs included (for benchmarks)
@@ -221,11 +224,22 @@ class Session:
         ks = np.flatnonzero(self._has_loss[1:done + 1]) + 1
         return ks, self._loss[ks]
 
+    def lr_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(steps, lr in force) for the steps of loss_arrays(), or None without a schedule."""
+        if self._lr is None:
+            return None
+        ks, _ = self.loss_arrays()
+        return ks, self._lr[ks]
+
     def _grow_loss_log(self, k: int):
         size = min(self.N + 2, max(2 * len(self._loss), k + 1))
         loss, has = np.full(size, np.nan), np.zeros(size, dtype=bool)
         loss[:len(self._loss)], has[:len(self._has_loss)] = self._loss, self._has_loss
         self._loss, self._has_loss = loss, has
+        if self._lr is not None:
+            lr = np.full(size, np.nan)
+            lr[:len(self._lr)] = self._lr
+            self._lr = lr
 
     # --- checkpoint policy -----------------------------------------------------------------------
     def _keep(self, c: int, k: int) -> bool:
@@ -273,6 +287,8 @@ class Session:
                         losses._grow_loss_log(kk)
                     losses._loss[kk] = env["loss"]
                     losses._has_loss[kk] = True
+                    if losses._lr is not None:
+                        losses._lr[kk] = env["lr"]
 
             def on_boundary(kk):
                 if near is None:            # the cursor itself moves: policy relative to it
@@ -566,7 +582,7 @@ class Session:
         loss log) beyond the live environment."""
         live = {id(v) for v in self._env.values()}
         seen = set()
-        total = self._loss.nbytes + self._has_loss.nbytes
+        total = self._loss.nbytes + self._has_loss.nbytes + (self._lr.nbytes if self._lr is not None else 0)
         dicts = list(self._ckpt.values()) + [env for env, _ in self._starts.values()]
         recs = [r for _, r in self._starts.values() if r is not None] + \
             ([self.last_record] if self.last_record is not None else [])

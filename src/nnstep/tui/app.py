@@ -194,7 +194,8 @@ class NnstepApp(App):
             self.query_one(StatusBar).show(text, kind)
             bps = {b.op for b in s.breakpoints if b.op}
             self.query_one(ProgramView).show(s.ops, i, at_end, bps, rec.index if rec else None)
-            self.query_one(LossCurve).show(hist)
+            lra = s.lr_arrays()
+            self.query_one(LossCurve).show(hist, None if lra is None else lra[1].tolist())
             written = set(rec.outputs) | set(rec.op.also_writes) if rec else set()
             if rec is not None:
                 ins, outs = rec.inputs, dict(rec.outputs)
@@ -523,7 +524,7 @@ class NnstepApp(App):
         with self.batch_update():
             h = self._hdr((k, i))
             self.query_one(HeaderBar).show(self.session.scenario.name, *h[:-1], loss, running=True)
-            self.query_one(LossCurve).show(hist)
+            self.query_one(LossCurve).show(hist, LossCurve.KEEP)
 
     def on_run_done(self, msg: RunDone) -> None:
         self.running = False
