@@ -20,9 +20,9 @@ def shown(app):
 
 
 async def test_header_shows_the_lr_in_force():
-    """lr_cosine.toml: lr₀ = 0.4, T_max = 4: 0.4 during step 1, 0.2·(1 + √2/2) = 0.341421 during
+    """lr-cosine.toml: lr₀ = 0.4, T_max = 4: 0.4 during step 1, 0.2·(1 + √2/2) = 0.341421 during
     step 2 (the `lr schedule` op at the end of step 1 wrote it), and no lr without a schedule."""
-    app = make_app(os.path.join(LESSONS, "lr_cosine.toml"))
+    app = make_app(os.path.join(LESSONS, "lr-cosine.toml"))
     async with app.run_test(size=SIZE) as pilot:
         assert "lr 0.4 " in text(app.query_one(HeaderBar))
         await pilot.press("S")                      # stops at the lesson's breakpoint, update
@@ -38,7 +38,7 @@ async def test_header_shows_the_lr_in_force():
 
 
 async def test_adamw_update_panel_shows_the_decay_and_the_change():
-    app = make_app(os.path.join(LESSONS, "adam_vs_adamw.toml"))
+    app = make_app(os.path.join(LESSONS, "adam-vs-adamw.toml"))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("c")
         await app.workers.wait_for_complete()
@@ -63,11 +63,11 @@ async def test_clip_op_panel():
 
 
 async def test_lr_curve_under_the_loss_curve():
-    """The session logs the engine's `lr` as each step's loss op runs: lr_warmup.toml's LinearLR
+    """The session logs the engine's `lr` as each step's loss op runs: lr-warmup.toml's LinearLR
     gives 0.1, 0.2, 0.3 for steps 1-3 (0.4·(0.25 + 0.75·(k − 1)/3)); the curve's label shows the
     last; without a schedule there is neither log nor curve."""
     from nnstep.tui.widgets.panels import LossCurve
-    app = make_app(os.path.join(LESSONS, "lr_warmup.toml"))
+    app = make_app(os.path.join(LESSONS, "lr-warmup.toml"))
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(3):
             await pilot.press("c")
