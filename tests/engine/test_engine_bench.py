@@ -15,3 +15,15 @@ def test_bench_run_smoke():
     assert any(ln.startswith("784-128-10 relu, batch 64, float32") for ln in lines)
     assert any(ln.startswith("2-2-2 classic") for ln in lines)
     assert "headless ratio" in lines[-1]
+
+
+def test_bench_pty_smoke():
+    """The real-terminal benchmark drives nnstep and the trivial app in a pty (no timing asserted)."""
+    import pytest
+    pytest.importorskip("pyte")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_pty.py"), "--smoke",
+                        os.path.join(ROOT, "scenarios", "classic.toml")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "trivial Textual app" in out and "scenarios/classic.toml" in out and "targets (SPEC §6)" in out

@@ -59,3 +59,18 @@ def test_80x24(snap_compare):
 
 def test_explain_view(snap_compare):
     assert snap_compare(make_app(sc("classic.toml")), press=["S", "e"], terminal_size=(120, 40))
+
+
+def test_attention_weights_per_head_with_the_diagram(snap_compare):
+    # the tiny causal LM after "forward attention1 softmax": each head's T×T weights side by side,
+    # zeros above the diagonal; the network diagram in place of the program, attention1 marked
+    assert snap_compare(make_app(sc("lm.toml")), press=["d", "n", "n", "n", "n"], terminal_size=(120, 40))
+
+
+def test_fork_sum_in_the_program_and_the_op_panel(snap_compare):
+    # "backward embedding1": what attention1 and add1 sent back, and their sum, side by side
+    assert snap_compare(make_app(sc("lm.toml")), run_before=keys("g", *"1 21", "enter"), terminal_size=(120, 40))
+
+
+def test_diagram_at_80x24(snap_compare):
+    assert snap_compare(make_app(sc("lm.toml")), press=["d", "n", "n"], terminal_size=(80, 24))

@@ -75,7 +75,7 @@ class Explanation:
 
 
 def fmt(v: float, digits: int = 9) -> str:
-    v = float(v)
+    v = float(v) + 0.0                    # + 0.0 turns IEEE's -0 (a masked score's gradient) into 0
     if not math.isfinite(v):
         return "NaN" if v != v else ("+Inf" if v > 0 else "-Inf")
     return f"{v:.{digits}g}"

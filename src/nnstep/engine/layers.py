@@ -534,7 +534,9 @@ class Softmax(Layer):
         for j in range(out.shape[d]):         # ∂out_j/∂x_i = out_j·(δ_ij − out_i)
             a = tuple(idx[:d]) + (j,) + tuple(idx[d + 1:])
             J = float(out[a]) * ((1.0 if i == j else 0.0) - float(out[tuple(idx)]))
-            terms.append(Term((Factor(self._dout(a, self._sym(self.spec.inputs[0], idx)), "out_j·(δ_ij − out_i)", J),),
+            o = self.spec.t("out")                # out_j·(δ_ij − out_i), with the elements named
+            src = f"{self._sym(o, a)}·({1 if i == j else 0} − {self._sym(o, idx)})"
+            terms.append(Term((Factor(self._dout(a, self._sym(self.spec.inputs[0], idx)), src, J),),
                               (self._gname, a)))
         return Rule(f"Σ over the {out.shape[d]} outputs of the softmax", terms)
 

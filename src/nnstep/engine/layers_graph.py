@@ -339,7 +339,8 @@ class Attention(Layer):
             n, h, i, j = idx
             A = V(n_("weights"))
             return Rule("the softmax's Jacobian: Σ over the keys", [Term(
-                (Factor("", "A_j′·(δ − A_j)", float(A[n, h, i, jj]) * ((1.0 if jj == j else 0.0) - float(A[n, h, i, j]))),),
+                (Factor("", f"{sym(n_('weights'), (n, h, i, jj))}·({1 if jj == j else 0} − {sym(n_('weights'), (n, h, i, j))})",
+                        float(A[n, h, i, jj]) * ((1.0 if jj == j else 0.0) - float(A[n, h, i, j]))),),
                 (n_("weights.grad"), (n, h, i, jj))) for jj in range(self.T)])
         if wrt in ("q", "k"):
             n, h, a, c = idx

@@ -27,11 +27,22 @@ def absmax(a) -> float:
         return float(np.max(np.abs(a)))
 
 
+# below this sum of squares, squares of small elements may have underflowed: take the scaled path
+_TINY_SQ = 1e-280
+
+
 def norm(a) -> float:
-    """The 2-norm, scaled by the largest magnitude first so that no square overflows."""
+    """The 2-norm, overflow- and underflow-safe: the plain sum of squares when it is finite and not
+    tiny (one pass, no copy: a run prints |grad| every step), else scaled by the largest magnitude
+    first so that no square overflows or underflows."""
     a = _f64(a)
     if a.size == 0:
         return 0.0
+    r = a.ravel()
+    with np.errstate(all="ignore"):
+        sq = float(np.dot(r, r))
+    if _TINY_SQ < sq < math.inf:
+        return math.sqrt(sq)
     scale = absmax(a)
     if scale == 0.0 or not math.isfinite(scale):
         return scale                      # 0, inf or nan: what the norm is then

@@ -24,7 +24,7 @@ from ..scenario.model import Scenario
 from . import view
 from .screens.dialogs import GotoScreen, HelpScreen
 from .screens.tensor import TensorScreen
-from .widgets.panels import HeaderBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
+from .widgets.panels import DiagramView, HeaderBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
 from .widgets.tensor import MAX_NUMBERS, TensorView, has_nonfinite
 
 THEME = "textual-dark"
@@ -40,6 +40,7 @@ ACTIONS = [
     ("breakpoint", "Toggle breakpoint", "stop before the next operation in every step (b)"),
     ("goto", "Go to…", "a step and an operation, typed (g)"),
     ("restart", "Restart", "reload the scenario file and go back to the start (r)"),
+    ("diagram", "Network diagram", "show the network as a graph in place of the program, and back (d)"),
     ("explain", "Explain one number", "the chain rule for an element of a gradient, or how a value was computed (e)"),
     ("open_tensor", "Open tensor full-size", "the focused tensor with row and column indices (Enter)"),
     ("digits(1)", "More digits", "show more significant digits (+)"),
@@ -102,6 +103,7 @@ class NnstepApp(App):
         Binding("b", "breakpoint", "break"),
         Binding("g", "goto", "goto"),
         Binding("e", "explain", "explain"),
+        Binding("d", "diagram", "graph"),
         Binding("enter", "open_tensor", "open", show=False),
         Binding("plus,equals_sign", "digits(1)", "digits+", show=False),
         Binding("minus", "digits(-1)", "digits-", show=False),
@@ -119,6 +121,7 @@ class NnstepApp(App):
         self.path = path
         self.session = Session(scenario)
         self.digits = 6
+        self.show_diagram = False
         self.check_every = check_every
         self._interrupt = threading.Event()
         self._status = (self._intro(scenario), "")
@@ -143,6 +146,7 @@ class NnstepApp(App):
         with Horizontal(id="main"):
             with Vertical(id="left"):
                 yield ProgramView(id="program")
+                yield DiagramView(id="diagram")
                 yield LossCurve(id="loss")
             with Vertical(id="right"):
                 yield OpPanel(id="op")
@@ -151,6 +155,8 @@ class NnstepApp(App):
 
     def on_mount(self) -> None:
         self.query_one("#program").border_title = "program"
+        self.query_one("#diagram").border_title = "network (d: program)"
+        self.query_one("#program").border_subtitle = "d: network"
         self.query_one("#loss").border_title = "loss curve"
         self.query_one("#op").border_title = "operation"
         self.query_one("#layers").border_title = ("layers: output · local ∂out/∂in · upstream ∂E/∂out · "
@@ -193,7 +199,11 @@ class NnstepApp(App):
                 text, kind = self._intro(s.scenario), ""
             self.query_one(StatusBar).show(text, kind)
             bps = {b.op for b in s.breakpoints if b.op}
-            self.query_one(ProgramView).show(s.ops, i, at_end, bps, rec.index if rec else None)
+            if self.show_diagram:
+                from .diagram import current_node
+                self.query_one(DiagramView).show(s.scenario, current_node(rec.op if rec else cur))
+            else:
+                self.query_one(ProgramView).show(s.ops, i, at_end, bps, rec.index if rec else None)
             lra = s.lr_arrays()
             self.query_one(LossCurve).show(hist, None if lra is None else lra[1].tolist())
             written = set(rec.outputs) | set(rec.op.also_writes) if rec else set()
@@ -372,6 +382,12 @@ class NnstepApp(App):
     def action_digits(self, d: int) -> None:
         self.digits = min(15, max(2, self.digits + d))
         self._status = (f"{self.digits} significant digits", "")
+        self.refresh_view()
+
+    def action_diagram(self) -> None:
+        self.show_diagram = not self.show_diagram
+        self.query_one(ProgramView).display = not self.show_diagram
+        self.query_one(DiagramView).display = self.show_diagram
         self.refresh_view()
 
     def action_help(self) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 from ..spec.formula import num as _num
 from ..spec.stats import nonfinite_counts, norm, summary
 
-__all__ = ["num", "shape_str", "as_2d", "nonfinite_counts", "stats_line", "nonfinite_text", "compact", "norm"]
+__all__ = ["num", "shape_str", "as_2d", "grid_2d", "nonfinite_counts", "stats_line", "nonfinite_text", "compact", "norm"]
 
 
 def num(v, digits: int = 6) -> str:
@@ -27,6 +27,18 @@ def as_2d(a) -> np.ndarray:
     if a.ndim == 1:
         return a.reshape(1, -1)
     return a.reshape(-1, a.shape[-1])
+
+
+def grid_2d(a) -> tuple[np.ndarray, int]:
+    """How the operation panel lays a tensor out: as :func:`as_2d`, except that a 4-D tensor
+    ``(N, h, T, d)`` (attention's q, k, v, scores, weights, per head) has its heads side by side:
+    row ``n·T + i``, column block ``h`` holds ``a[n, h, i, :]``, so each head is a T×d (T×T) grid.
+    Returns the layout and the width of a column block (0: no blocks)."""
+    a = np.asarray(a)
+    if a.ndim == 4:
+        N, h, T, d = a.shape
+        return a.transpose(0, 2, 1, 3).reshape(N * T, h * d), (d if h > 1 else 0)
+    return as_2d(a), 0
 
 
 def stats_line(a) -> str:

@@ -14,7 +14,8 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
-from ..format import as_2d, compact, num
+from .. import diagram
+from ..format import as_2d, compact, grid_2d, num
 from .tensor import TensorView, has_nonfinite, natural_size
 
 def _update(widget: Static, content, key) -> None:
@@ -111,6 +112,19 @@ class ProgramLines(Widget):
         return self._strips[y] if y < len(self._strips) else self._blank
 
 
+def graph_mark(op) -> str:
+    """Where the graph forks and merges, in the program: a fork's backward sums what its readers
+    sent back (Σ of n); a merge's ops read (forward) or send back to (backward) several layers."""
+    n = sum(1 for s in op.ins if s.role == "contribution")
+    if n:
+        return f" Σ{n}"
+    if op.stage == "forward" and sum(1 for s in op.ins if s.role == "input") > 1:
+        return " ⊕"
+    if op.stage == "backward" and any(s.name.endswith(".grad_in.1") for s in op.outs):
+        return " ⊕"
+    return ""
+
+
 class ProgramView(VerticalScroll):
     """Every op of the step grouped by stage; ✓ done, ▶ next, ● breakpoint."""
 
@@ -139,11 +153,42 @@ class ProgramView(VerticalScroll):
                 mark, style = " ", ""
             if just_ran == op.index:
                 style = WRITTEN
-            lines.append([(bp, "bold red"), (f"{mark}{op.index + 1:>3} {op.name}", style)])
+            lines.append([(bp, "bold red"), (f"{mark}{op.index + 1:>3} {op.name}", style)]
+                         + ([(graph_mark(op), "dim" if style != WRITTEN else style)] if graph_mark(op) else []))
         self.query_one(ProgramLines).set_lines(lines)
         h = self.size.height
         if h and not (self.scroll_y <= line_of_current < self.scroll_y + h - 1):
             self.scroll_to(y=max(0, line_of_current - h // 2), animate=False)
+
+    def text(self) -> str:
+        return "\n".join("".join(t for t, _ in parts) for parts in self.query_one(ProgramLines).lines)
+
+
+class DiagramView(VerticalScroll):
+    """The network as a graph (tui.diagram): boxes for layers, lanes for skips and merges, the
+    current op's layer marked; a one-line-per-layer list when the panel is too narrow or short."""
+
+    def compose(self) -> ComposeResult:
+        yield ProgramLines(id="diagram-text")
+
+    def show(self, scenario, current: str | None):
+        W, H = self.size.width, self.size.height
+        key = (id(scenario), current, W, H)
+        if key == getattr(self, "_key", None):
+            return
+        self._key = key
+        self._args = (scenario, current)
+        n = len(scenario.layers) + 2
+        as_graph = W >= diagram.graph_width(scenario) + 14 and 2 * n - 1 <= H
+        lines, cur = (diagram.graph_lines if as_graph else diagram.list_lines)(scenario, current)
+        self.as_graph = as_graph
+        self.query_one(ProgramLines).set_lines(lines)
+        if H and not (self.scroll_y <= cur < self.scroll_y + H - 1):
+            self.scroll_to(y=max(0, cur - H // 2), animate=False)
+
+    def on_resize(self) -> None:
+        if getattr(self, "_args", None):
+            self.show(*self._args)
 
     def text(self) -> str:
         return "\n".join("".join(t for t, _ in parts) for parts in self.query_one(ProgramLines).lines)
@@ -270,7 +315,7 @@ class OpPanel(Vertical):
         def heat_need(j):                 # a heatmap's rows two to a line, its stats, legend, border
             if j >= len(slots) or slots[j][2] is None:
                 return self.MIN_HEAT_H
-            return max(self.MIN_HEAT_H, min(self.MAX_HEAT_H, (as_2d(slots[j][2]).shape[0] + 1) // 2 + 4))
+            return max(self.MIN_HEAT_H, min(self.MAX_HEAT_H, (grid_2d(slots[j][2])[0].shape[0] + 1) // 2 + 4))
         heat_needs = [max(heat_need(j) for j, sz in r if sz is None) for r in heat_rows]
         t_need = fixed_h + sum(heat_needs)
         # the panel: border 2 + title 1 + formula + tensors, within max_h; the formula first

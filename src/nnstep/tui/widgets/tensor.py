@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ..format import as_2d, nonfinite_counts, nonfinite_text, num, shape_str, stats_line
+from ..format import as_2d, grid_2d, nonfinite_counts, nonfinite_text, num, shape_str, stats_line
 
 # coolwarm-like diverging scale: blue (negative) -> grey (0) -> red (positive)
 _NEG = np.array([59, 76, 192])
@@ -129,7 +129,7 @@ def natural_size(name: str | None, value, role: str, digits: int, max_width: int
         w = max(frame, len("· not computed yet") if name else 0)
         return min(max_width, w + 2), 4
     a = np.asarray(value)
-    a2 = as_2d(a)
+    a2, _ = grid_2d(a)
     R, C = a2.shape
     if a.size > MAX_NUMBERS or R > MAX_NUMBER_ROWS:
         return None
@@ -219,7 +219,7 @@ class TensorView(Widget, can_focus=True):
             lines.append(Strip([Segment("· not computed yet" if self.tensor_name else "", base + dim)]))
             return [s.crop(0, W).adjust_cell_length(W, base) for s in lines]
         a = self.value
-        a2 = as_2d(a)
+        a2, block = grid_2d(a)
         H0 = H + len(lines)
         bad = nonfinite_text(a)
         R, C = a2.shape
@@ -242,8 +242,8 @@ class TensorView(Widget, can_focus=True):
             for row in cells:
                 segs = []
                 for j, s in enumerate(row):
-                    if j:
-                        segs.append(Segment(" ", st))
+                    if j:                          # heads side by side: │ between their grids
+                        segs.append(Segment("│", base + dim) if block and j % block == 0 else Segment(" ", st))
                     segs.append(Segment(s.rjust(wcol), BAD_STYLE if s in ("NaN", "+Inf", "-Inf") else st))
                 lines.append(Strip(segs))
         else:

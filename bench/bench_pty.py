@@ -1,0 +1,166 @@
+"""TUI latency in a real terminal (SPEC §6): the app in a pty, its output fed to a terminal
+emulator (pyte), a key timed from the moment it is written to the pty to the moment the emulated
+screen shows its effect.
+
+    python bench/bench_pty.py                       # the 2-2-2 lesson and the 784-256-128-10 MLP
+    python bench/bench_pty.py bench/residual_12x256.toml bench/mlp_784_256_128_10.toml
+    python bench/bench_pty.py --presses 40 --rounds 3 --smoke
+
+For each scenario, and for a trivial Textual app (one label updated per key, bench/trivial_app.py:
+the floor of Textual plus the terminal), it starts the program in a pty at 120x40 and measures:
+
+* start: from the spawn to the first full screen (the footer's last key and the header drawn);
+* a key: ``n`` (next op), or ``p`` now and then, written to the pty; the time until the header line
+  on the emulated screen changes (the op counter; for the trivial app, its counter). Then it waits
+  for the output to go quiet before the next key, so keys never queue.
+
+Programs are measured in rounds, alternated (trivial, A, B, trivial, A, B, ...), because the
+machine is shared and noisy; the ratios against the trivial app of the same run are the figures.
+Needs ``pyte`` (``pip install pyte``); it is a benchmark dependency, not nnstep's.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import statistics
+import struct
+import sys
+import time
+
+try:
+    import pyte
+except ImportError:                     # pragma: no cover
+    sys.exit("bench_pty needs pyte: pip install pyte")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+COLS, ROWS = 120, 40
+TRIVIAL = os.path.join(HERE, "trivial_app.py")
+
+
+class Term:
+    """A program in a pty, its screen emulated."""
+
+    def __init__(self, argv: list[str], env: dict | None = None):
+        import fcntl
+        import pty
+        import termios
+        self.t0 = time.perf_counter()
+        pid, fd = pty.fork()
+        if pid == 0:                                  # the child: the program, on the pty
+            os.environ.update(env or {})
+            os.environ["TERM"] = "xterm-256color"
+            os.environ["COLUMNS"], os.environ["LINES"] = str(COLS), str(ROWS)
+            os.execvp(argv[0], argv)
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        self.pid, self.fd = pid, fd
+        self.screen = pyte.Screen(COLS, ROWS)
+        self.stream = pyte.ByteStream(self.screen)
+
+    def pump(self, timeout: float) -> bool:
+        """Feed what the program wrote within ``timeout`` s; False if it wrote nothing."""
+        r, _, _ = select.select([self.fd], [], [], timeout)
+        if not r:
+            return False
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except OSError:
+            raise SystemExit("the program exited")
+        self.stream.feed(data)
+        # answer the terminal queries Textual makes (cursor position, device attributes)
+        if b"\x1b[6n" in data:
+            os.write(self.fd, b"\x1b[1;1R")
+        if b"\x1b[c" in data:
+            os.write(self.fd, b"\x1b[?62;22c")
+        return True
+
+    def line(self, y: int) -> str:
+        return self.screen.display[y]
+
+    def wait(self, cond, limit: float = 20.0) -> float:
+        """Pump until cond(); the time it took (s)."""
+        t = time.perf_counter()
+        while not cond():
+            if time.perf_counter() - t > limit:
+                raise SystemExit("timed out waiting for the screen:\n" + "\n".join(self.screen.display))
+            self.pump(0.05)
+        return time.perf_counter() - t
+
+    def quiet(self, gap: float = 0.04, limit: float = 5.0):
+        t = time.perf_counter()
+        while self.pump(gap) and time.perf_counter() - t < limit:
+            pass
+
+    def close(self):
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(self.fd)
+
+
+def full_screen(term: Term, trivial: bool):
+    if trivial:
+        return lambda: "count 0" in term.line(0)
+    return lambda: "op 1/" in term.line(0) and "quit" in term.line(ROWS - 1)
+
+
+def measure(argv, trivial: bool, presses: int) -> tuple[float, list[float]]:
+    env = {"OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
+    term = Term(argv, env)
+    try:
+        term.wait(full_screen(term, trivial))
+        start = time.perf_counter() - term.t0
+        term.quiet(0.15)
+        times = []
+        for j in range(presses):
+            key = b"p" if (j % 10 == 9 and not trivial) else b"n"
+            before = term.line(0)
+            t = time.perf_counter()
+            os.write(term.fd, key)
+            term.wait(lambda: term.line(0) != before, limit=30)
+            times.append((time.perf_counter() - t) * 1000)
+            term.quiet()
+        return start * 1000, times
+    finally:
+        term.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("scenarios", nargs="*", default=[os.path.join(ROOT, "scenarios", "classic.toml"),
+                                                     os.path.join(HERE, "mlp_784_256_128_10.toml")])
+    ap.add_argument("--presses", type=int, default=40, help="keys per program per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="one round of 8 keys: checks it runs")
+    a = ap.parse_args()
+    if a.smoke:
+        a.rounds, a.presses = 1, 8
+    nnstep = os.path.join(os.path.dirname(sys.executable), "nnstep")
+    progs = [("trivial Textual app", [sys.executable, TRIVIAL], True)]
+    progs += [(os.path.relpath(s, ROOT), [nnstep, s], False) for s in a.scenarios]
+    keys = {name: [] for name, *_ in progs}
+    starts = {name: [] for name, *_ in progs}
+    for _ in range(a.rounds):
+        for name, argv, trivial in progs:
+            s, t = measure(argv, trivial, a.presses)
+            starts[name].append(s)
+            keys[name] += t
+    base = statistics.median(keys[progs[0][0]])
+    base_start = statistics.median(starts[progs[0][0]])
+    print(f"pty {COLS}x{ROWS}, {a.rounds} rounds x {a.presses} keys, alternated; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'program':<34} {'key median':>10} {'p90':>8} {'ratio':>6} {'start':>8} {'+start':>8}")
+    for name, *_ in progs:
+        v = sorted(keys[name])
+        med, p90 = statistics.median(v), v[int(0.9 * (len(v) - 1))]
+        st = statistics.median(starts[name])
+        print(f"{name:<34} {med:8.1f}ms {p90:6.1f}ms {med / base:5.2f}x {st:6.0f}ms {st - base_start:+6.0f}ms")
+    print("targets (SPEC §6): key median <= 2x the trivial app, p90 < 50 ms; start within +250 ms of it")
+
+
+if __name__ == "__main__":
+    main()
