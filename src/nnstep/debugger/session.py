@@ -149,6 +149,9 @@ class Session:
         st = self.program.stage_start
         self._gnorm_at = (st["update"] if "update" in st else self.M) - 1
         self._gnorm = np.full((size, len(self.grad_layers)), np.nan)
+        # with a schedule: the lr in force at step k (the tensor `lr` as the loss op ran), logged
+        # alongside the loss for the TUI's curve; None without a schedule
+        self._lr = np.full(size, np.nan) if scenario.optimizer.schedule is not None else None
         self.last_record: OpRecord | None = None
         self.last_stop: Stop | None = None
         self.ops_executed = 0               # every op run so far, re-runs included (for benchmarks)
@@ -239,6 +242,12 @@ class Session:
         ks = np.flatnonzero(~np.isnan(self._gnorm[1:done + 1, 0]) if self.grad_layers else
                             np.zeros(0, dtype=bool)) + 1
         return ks, [n for n, _ in self.grad_layers], self._gnorm[ks]
+    def lr_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(steps, lr in force) for the steps of loss_arrays(), or None without a schedule."""
+        if self._lr is None:
+            return None
+        ks, _ = self.loss_arrays()
+        return ks, self._lr[ks]
 
     def _grow_loss_log(self, k: int):
         size = min(self.N + 2, max(2 * len(self._loss), k + 1))
@@ -247,6 +256,10 @@ class Session:
         g = np.full((size, self._gnorm.shape[1]), np.nan)
         g[:len(self._gnorm)] = self._gnorm
         self._loss, self._has_loss, self._gnorm = loss, has, g
+        if self._lr is not None:
+            lr = np.full(size, np.nan)
+            lr[:len(self._lr)] = self._lr
+            self._lr = lr
 
     # --- checkpoint policy -----------------------------------------------------------------------
     def _keep(self, c: int, k: int) -> bool:
@@ -295,6 +308,8 @@ class Session:
                         losses._grow_loss_log(kk)
                     losses._loss[kk] = env["loss"]
                     losses._has_loss[kk] = True
+                    if losses._lr is not None:
+                        losses._lr[kk] = env["lr"]
                 if op.index == gnorm_at and grad_layers:
                     if kk >= len(losses._gnorm):
                         losses._grow_loss_log(kk)
@@ -592,7 +607,7 @@ class Session:
         loss log) beyond the live environment."""
         live = {id(v) for v in self._env.values()}
         seen = set()
-        total = self._loss.nbytes + self._has_loss.nbytes
+        total = self._loss.nbytes + self._has_loss.nbytes + (self._lr.nbytes if self._lr is not None else 0)
         dicts = list(self._ckpt.values()) + [env for env, _ in self._starts.values()]
         recs = [r for _, r in self._starts.values() if r is not None] + \
             ([self.last_record] if self.last_record is not None else [])

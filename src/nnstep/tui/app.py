@@ -197,7 +197,8 @@ class NnstepApp(App):
         loss = hist[-1][1] if hist else None
         narrow = getattr(self, "_narrow", False)
         with self.batch_update():
-            self.query_one(HeaderBar).show(s.scenario.name, k, N, s.stage, i, M, cur.name if cur else "", loss)
+            lr = float(s.value("lr")) if s.scenario.optimizer.schedule is not None and not at_end else None
+            self.query_one(HeaderBar).show(s.scenario.name, k, N, s.stage, i, M, cur.name if cur else "", loss, lr=lr)
             text, kind = self._status
             if not text:
                 text, kind = self._intro(s.scenario), ""
@@ -211,7 +212,8 @@ class NnstepApp(App):
             if self.show_gradnorms:
                 self.query_one(GradNorms).show(*s.grad_norm_arrays())
             else:
-                self.query_one(LossCurve).show(hist)
+                lra = s.lr_arrays()
+                self.query_one(LossCurve).show(hist, None if lra is None else lra[1].tolist())
             written = set(rec.outputs) | set(rec.op.also_writes) if rec else set()
             if rec is not None:
                 ins, outs = rec.inputs, dict(rec.outputs)
@@ -554,10 +556,8 @@ class NnstepApp(App):
         with self.batch_update():
             h = self._hdr((k, i))
             self.query_one(HeaderBar).show(self.session.scenario.name, *h[:-1], loss, running=True)
-            if self.show_gradnorms:
-                self.query_one(GradNorms).show(*s.grad_norm_arrays())
-            else:
-                self.query_one(LossCurve).show(hist)
+            if not self.show_gradnorms:         # the norms plot is redrawn when the run ends
+                self.query_one(LossCurve).show(hist, LossCurve.KEEP)
 
     def on_run_done(self, msg: RunDone) -> None:
         self.running = False

@@ -34,13 +34,16 @@ NONFINITE = "bold white on red"
 
 
 class HeaderBar(Static):
-    def show(self, name: str, k: int, N: int, stage: str, i: int, M: int, opname: str, loss, running=False):
+    def show(self, name: str, k: int, N: int, stage: str, i: int, M: int, opname: str, loss, running=False,
+             lr=None):
+        """``lr``: the learning rate in force this step (a schedule's ``lr`` tensor), or None."""
         t = Text(no_wrap=True, overflow="ellipsis")
         width = self.app.size.width
         if width >= 100:
             t.append(" nnstep ", "bold reverse")
+        lr_text = f" │ lr {num(lr, 6)}" if lr is not None else ""
         # the name gives way first, so step, stage, op and the loss always fit (80 columns included)
-        fixed = len(t.plain) + len(f"│ step {k}/{N} │ {stage} │ op {i + 1}/{M} │ loss ") + 12 + 2
+        fixed = len(t.plain) + len(f"│ step {k}/{N} │ {stage} │ op {i + 1}/{M} │ loss ") + 12 + 2 + len(lr_text)
         room = max(8, width - fixed)
         if len(name) > room:
             name = name[:room - 1] + "…"
@@ -54,6 +57,8 @@ class HeaderBar(Static):
         t.append(" │ loss ")
         bad = loss is not None and (loss != loss or loss in (float("inf"), float("-inf")))
         t.append(num(loss, 9) if loss is not None else "—", NONFINITE if bad else "bold")
+        if lr_text:
+            t.append(lr_text)
         if k <= N and opname:
             t.append(f" │ next: {opname}")
         if running:
@@ -197,12 +202,23 @@ class LossCurve(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(id="loss-label")
         yield Sparkline([], id="loss-spark")
+        yield Static(id="lr-label")
+        yield Sparkline([], id="lr-spark")
 
-    def show(self, history: list[tuple[int, float]]):
+    KEEP = object()
+
+    def show(self, history: list[tuple[int, float]], lrs=None):
+        """``lrs``: with a schedule, the lr in force at each step of ``history`` (the engine's
+        tensor `lr`, logged by the session), plotted under the loss; None hides that part, KEEP
+        leaves it as it is (the progress of a run)."""
         key = (len(history), history[-1] if history else None)
+        if lrs is not self.KEEP:
+            key += (None if lrs is None else len(lrs),)
         if key == getattr(self, "_key", None):
             return
         self._key = key
+        if lrs is not self.KEEP:
+            self._show_lr(lrs)
         lab = self.query_one("#loss-label", Static)
         sp = self.query_one("#loss-spark", Sparkline)
         if not history:
@@ -220,7 +236,7 @@ class LossCurve(Vertical):
         log = len(finite) >= 2 and min(finite) > 0 and max(finite) / min(finite) > 1000
         if log:
             data = [math.log10(v) for v in data]
-        self.border_title = "loss curve (log scale)" if log else "loss curve"
+        self.border_title = ("loss curve (log scale)" if log else "loss curve") + (" · lr" if self.has_class("-lr") else "")
         if len(finite) < len(vals):
             t.append(" NaN/Inf!", NONFINITE)
         if len(vals) > 1:                     # a second line: the left column is narrow
@@ -229,6 +245,27 @@ class LossCurve(Vertical):
                 t.append(f" · min {num(min(finite), 4)}", "dim")
         lab.update(t, layout=False)
         sp.display = len(finite) >= 2
+        sp.data = data if len(data) >= 2 else [0.0, 0.0]
+
+    def _show_lr(self, lrs):
+        lab = self.query_one("#lr-label", Static)
+        sp = self.query_one("#lr-spark", Sparkline)
+        self.set_class(lrs is not None, "-lr")
+        lab.display = sp.display = lrs is not None
+        if lrs is None:
+            return
+        vals = [float(v) for v in lrs if v == v]
+        if not vals:
+            lab.update(Text("lr: no step yet", style="dim"), layout=False)
+            sp.display = False
+            return
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append("lr ", "")
+        t.append(num(vals[-1], 5), "bold")
+        t.append(f"  (min {num(min(vals), 3)} · max {num(max(vals), 3)})", "dim")
+        lab.update(t, layout=False)
+        data = vals if len(vals) <= 2000 else vals[:: len(vals) // 2000 + 1] + vals[-1:]
+        sp.display = len(vals) >= 2
         sp.data = data if len(data) >= 2 else [0.0, 0.0]
 
 
