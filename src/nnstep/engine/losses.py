@@ -19,6 +19,8 @@ def loss_forward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale:
                  lp=None):
     """The scalar loss. For cross_entropy, ``lp`` may pass log_softmax(p) when already computed."""
     dt = p.dtype
+    if kind == "nll":
+        return np.asarray(_reduce(-_picked(p, y), reduction) * scale, dtype=dt)
     if kind == "cross_entropy":
         if lp is None:
             lp = log_softmax(p)
@@ -57,6 +59,11 @@ def loss_forward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale:
 def loss_backward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale: float, beta=1.0, delta=1.0,
                   lp=None):
     """dLoss/dpred. For cross_entropy, ``lp`` may pass log_softmax(p) when already computed."""
+    if kind == "nll":                                 # −1 at each target class (scaled), 0 elsewhere
+        g = np.zeros_like(p)
+        idx = np.expand_dims(y.astype(np.int64, copy=False), 1)
+        np.put_along_axis(g, idx, -scale / _count(p.size // p.shape[1], reduction), axis=1)
+        return g
     if kind == "cross_entropy":
         n = p.size // p.shape[1]
         g = np.exp(log_softmax(p) if lp is None else lp)     # softmax, a fresh array
@@ -88,6 +95,12 @@ def loss_backward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale
     raise ValueError(kind)
 
 
+def _picked(p, y):
+    """p[n, y[n, ...], ...]: each target's entry along the class dim 1 (nll)."""
+    idx = np.expand_dims(y.astype(np.int64, copy=False), 1)
+    return np.take_along_axis(p, idx, axis=1)[:, 0]
+
+
 def log_softmax(x):
     """Over dim 1 (the class dim), max-shifted."""
     m = x.max(axis=1, keepdims=True)
@@ -103,6 +116,12 @@ def grad_rule(lo, pred: str, p: np.ndarray, y: np.ndarray, idx: tuple):
     idx = tuple(int(i) for i in idx)
     at = ix(idx)
     kind, s = lo.type, lo.scale
+    if kind == "nll":
+        c = s / _count(p.size // p.shape[1], lo.reduction)
+        rest = (idx[0],) + idx[2:]
+        hit = 1.0 if int(y[rest]) == idx[1] else 0.0
+        return Rule("the loss's derivative", [Term((Factor("s/N" if lo.reduction == "mean" else "s", "", c),
+                                                    Factor(f"−[target{ix(rest)} = {idx[1]}]", "", -hit)))])
     if kind == "cross_entropy":
         n = p.size // p.shape[1]
         c = s / _count(n, lo.reduction)
@@ -150,7 +169,7 @@ def class_first(lo, p: np.ndarray, y: np.ndarray):
     """cross_entropy with ``class_dim`` other than 1: the logits (and probability targets) with the
     class dim moved to 1, as torch's ``cross_entropy(logits.movedim(class_dim, 1), targets)``.
     Returns (p, y, dim to move the gradient back to, or None)."""
-    if lo.type != "cross_entropy":
+    if lo.type not in ("cross_entropy", "nll"):
         return p, y, None
     cd = lo.class_dim % p.ndim
     if cd == 1:

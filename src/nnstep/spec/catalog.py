@@ -421,15 +421,20 @@ from .catalog_graph import GRAPH_LAYERS  # noqa: E402  (they build on LayerType 
 
 LAYERS.update(GRAPH_LAYERS)
 
+from .catalog_pool import POOL_LAYERS, nll_formulas  # noqa: E402  (pooling, dropout, log_softmax; nll)
+
+LAYERS.update(POOL_LAYERS)
+
 
 # =================================================================================================
 # Losses
 # =================================================================================================
-LOSSES = ("mse", "l1", "smooth_l1", "huber", "cross_entropy", "bce", "bce_with_logits")
+LOSSES = ("mse", "l1", "smooth_l1", "huber", "cross_entropy", "bce", "bce_with_logits", "nll")
 LOSS_OPTIONS: dict[str, dict[str, tuple[Any, str]]] = {t: {} for t in LOSSES}
 LOSS_OPTIONS["smooth_l1"] = {"beta": (1.0, "nonnegfloat")}
 LOSS_OPTIONS["huber"] = {"delta": (1.0, "posfloat")}
 LOSS_OPTIONS["cross_entropy"] = {"class_dim": (1, "int")}
+LOSS_OPTIONS["nll"] = {"class_dim": (1, "int")}
 LOSS_COMMON = {"reduction": ("mean", "choice:mean|sum"), "scale": (1.0, "float")}
 
 
@@ -449,6 +454,8 @@ def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple
     div = " / {n}" if mean else ""
     kw = dict(P=P, Y=Y, L=L, G=G, s=Const("s", lo.scale), n=n, beta=Const("β", lo.beta), delta=Const("δ", lo.delta))
     t = lo.type
+    if t == "nll":
+        return nll_formulas(lo, pred, pred_ndim, kw)
     if t == "mse":
         return (F("{L} = " + s + "Σ ({P} − {Y})²" + div, **kw), F("{G} = " + s + "2·({P} − {Y})" + div, **kw))
     if t == "l1":
