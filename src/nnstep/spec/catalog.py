@@ -162,7 +162,7 @@ class _Conv(LayerType):
         st, p = (_opts_tuple(L.options[o], cls.nd) for o in ("stride", "padding"))
         one = lambda v: str(v[0]) if len(set(v)) == 1 else "(" + ", ".join(map(str, v)) + ")"  # noqa: E731
         dims = "" if cls.nd == 1 else ", i and k over each of the 2 spatial dims"
-        return f"(cross-correlation; stride s = {one(st)}, padding p = {one(p)} zeros on each side{dims})"
+        return f"(cross-correlation, stride s = {one(st)}, padding p = {one(p)} zeros on each side{dims})"
 
     @classmethod
     def fwd_formula(cls, L, n):

@@ -77,26 +77,26 @@ class _MaxPool(_Pool):
     @classmethod
     def fwd_formula(cls, L, n):
         return F("{out}[n, c, i] = max_k {x}[n, c, s·i + k − p];  {arg}[n, c, i] = where in {x} that max is "
-                 "(the flat index of its position; the first one on a tie, as torch);  " + cls._geometry(L),
+                 "(the flat index of its position, the first one on a tie, as torch);  " + cls._geometry(L),
                  out=n.out, x=n.x, arg=n.e("argmax"))
 
     @classmethod
     def bwd_formula(cls, L, n):
         return F("{gin}[n, c, j] = Σ_i {g}[n, c, i] · [{arg}[n, c, i] = j];  (each window sends its whole "
-                 "gradient to the input that won it; the others in the window get 0)",
+                 "gradient to the input that won it, and 0 to the others)",
                  gin=n.gin, g=n.g, arg=n.e("argmax"))
 
 
 class _AvgPool(_Pool):
     @classmethod
     def fwd_formula(cls, L, n):
-        return F("{out}[n, c, i] = (1/{K}) · Σ_k {x}[n, c, s·i + k − p];  (K = the kernel's elements, padding "
-                 "zeros included);  " + cls._geometry(L), out=n.out, x=n.x, K=Const("K", cls.kernel_elements(L)))
+        return F("{out}[n, c, i] = (1/{K}) · Σ_k {x}[n, c, s·i + k − p];  (K = " + str(cls.kernel_elements(L))
+                 + ", the kernel's elements, padding zeros included);  " + cls._geometry(L), out=n.out, x=n.x, K=Const("K", cls.kernel_elements(L)))
 
     @classmethod
     def bwd_formula(cls, L, n):
         return F("{gin}[n, c, j] = Σ_i {g}[n, c, i] / {K} over the windows i that cover j;  (each of a "
-                 "window's K inputs gets 1/K of its gradient)", gin=n.gin, g=n.g,
+                 "window's K = " + str(cls.kernel_elements(L)) + " inputs gets 1/K of its gradient)", gin=n.gin, g=n.g,
                  K=Const("K", cls.kernel_elements(L)))
 
 
