@@ -550,3 +550,13 @@ reduction = "sum"
     assert won.value == 4.0 and lost.value == 0.0          # 2·(3 − 1) = 4 to the winner
     assert "[maxpool2d1.argmax[0, 0, 0, 0] = 0]" in won.text
     assert "[maxpool2d1.argmax[0, 0, 0, 0] = 1]" in lost.text
+
+
+def test_maxpool_window_of_minus_infinity_names_a_position_inside_the_input():
+    """x = [−∞, −∞, 3], kernel 2, padding 1, stride 2: window 0 = [pad, −∞] ties; torch's index is
+    the first position inside the input, 0 (not the padding), and the backward stays inside."""
+    L = make_layer("maxpool1d", (1, 3), kernel_size=2, stride=2, padding=1)
+    x = np.array([[[-np.inf, -np.inf, 3.0]]])
+    out, ex, _ = L.forward(x, {})
+    assert out.tolist() == [[[-np.inf, 3.0]]] and ex["argmax"].tolist() == [[[0, 2]]]
+    assert L.backward(np.array([[[1.0, 2.0]]]), x, out, {}, ex)[0].tolist() == [[[1.0, 0.0, 2.0]]]

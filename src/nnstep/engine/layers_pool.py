@@ -29,12 +29,13 @@ class _PoolNd(Layer):
     def geometry(self):
         return pool_geometry(self.opts, self.nd)
 
-    def _windows(self, x):
+    def _windows(self, x, fill=None):
         """(N, C, *out_spatial, *kernel), a view of the padded input."""
         nd = self.nd
         k, s, p = self.geometry()
         if any(p):
-            x = np.pad(x, [(0, 0), (0, 0)] + [(pi, pi) for pi in p], constant_values=self.fill)
+            x = np.pad(x, [(0, 0), (0, 0)] + [(pi, pi) for pi in p],
+                       constant_values=self.fill if fill is None else fill)
         w = np.lib.stride_tricks.sliding_window_view(x, k, axis=tuple(range(2, 2 + nd)))
         return w[(slice(None), slice(None)) + tuple(slice(None, None, si) for si in s)]
 
@@ -68,6 +69,13 @@ class _MaxPoolNd(_PoolNd):
         if nan.any():                                     # torch: a NaN wins (the last one in the window)
             last = flat.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
             kidx = np.where(nan.any(axis=-1), last, kidx)
+        if any(p):
+            # a window whose values are all −∞ ties with its padding: torch then names the window's
+            # first position inside the input (its maximum starts there), never the padding
+            inside = self._windows(np.ones((1, 1) + x.shape[2:], dtype=bool), fill=False)
+            inside = inside.reshape((1, 1) + lead[2:] + (-1,))
+            first = np.argmax(inside, axis=-1)
+            kidx = np.where(np.take_along_axis(inside, kidx[..., None], axis=-1)[..., 0], kidx, first)
         out = np.take_along_axis(flat, kidx[..., None], axis=-1)[..., 0]
         # where that maximum is in the (unpadded) input: j_d = s_d·i_d + k_d − p_d, flattened row-major
         offs = np.unravel_index(kidx, k)

@@ -90,8 +90,9 @@ class _MaxPool(_Pool):
 class _AvgPool(_Pool):
     @classmethod
     def fwd_formula(cls, L, n):
-        return F("{out}[n, c, i] = (1/{K}) · Σ_k {x}[n, c, s·i + k − p];  (K = " + str(cls.kernel_elements(L))
-                 + ", the kernel's elements, padding zeros included);  " + cls._geometry(L), out=n.out, x=n.x, K=Const("K", cls.kernel_elements(L)))
+        K = cls.kernel_elements(L)
+        return F("{out}[n, c, i] = (1/{K}) · Σ_k {x}[n, c, s·i + k − p];  (K = " + str(K) + ", the kernel's "
+                 "elements, padding zeros included);  " + cls._geometry(L), out=n.out, x=n.x, K=Const("K", K))
 
     @classmethod
     def bwd_formula(cls, L, n):
