@@ -283,10 +283,10 @@ def test_dropout_mask_is_reproducible_through_the_session():
 
 def test_dropout_mask_is_the_same_in_run_and_trace():
     import json
+    import os
     import subprocess
     import sys
     import tempfile
-    import os
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "drop.toml")
         open(path, "w").write(DROP)
@@ -294,7 +294,14 @@ def test_dropout_mask_is_the_same_in_run_and_trace():
                            text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         ops = json.loads(r.stdout)["ops"]
+        r = subprocess.run([sys.executable, "-m", "nnstep", "run", path, "--json"], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        losses_run = [st["loss"] for st in json.loads(r.stdout)["steps"]]
     s = nnstep.Session(loads_scenario(DROP))
+    for k, loss in enumerate(losses_run, 1):             # `run` (which skips what it never reports) too
+        s.goto(k, s.program.stage_start["backward"])
+        assert float(s.value("loss")) == loss
     for op in ops:
         if op["name"] == "forward dropout1":
             s.goto(op["step"], op["index"] + 1)
