@@ -567,3 +567,28 @@ def test_maxpool_window_of_minus_infinity_names_a_position_inside_the_input():
     out, ex, _ = L.forward(x, {})
     assert out.tolist() == [[[-np.inf, 3.0]]] and ex["argmax"].tolist() == [[[0, 2]]]
     assert L.backward(np.array([[[1.0, 2.0]]]), x, out, {}, ex)[0].tolist() == [[[1.0, 0.0, 2.0]]]
+
+
+def test_explain_shows_a_pooled_value_from_its_window():
+    """The pooling lesson's window (0, 1) = [[2, 0], [4, 4]]: max 4, the first of the tied 4s (flat
+    index 6); average (2 + 0 + 4 + 4)/4 = 2.5. And every pooled element of the nets adds up."""
+    import os
+    from nnstep.debugger.explain import explain
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    s = nnstep.Session(nnstep.load_scenario(os.path.join(root, "scenarios", "pooling_routing.toml")))
+    s.goto(1, s.program.stage_start["update"])
+    mx = explain(s, "maxpool2d1.out", (0, 0, 0, 1))
+    assert mx.ok and mx.value == 4.0
+    assert "gain.out[0, 0, 1, 3] = 4" in mx.text
+    assert "= 4, at gain.out[0, 0, 1, 2] (maxpool2d1.argmax[0, 0, 0, 1] = 6: the first of the tied maxima" in mx.text
+    av = explain(s, "avgpool2d1.out", (0, 0, 0, 1))
+    assert av.ok and av.value == 2.5 and "= (1/4) · (2 + 0 + 4 + 4)" in av.text
+    for net in NETS.values():
+        s = nnstep.Session(loads_scenario(net))
+        s.goto(1, s.program.stage_start["backward"])
+        for op in s.program.ops:
+            if op.kind == "forward" and "pool" in s.program.layer[op.layer].type:
+                name = op.layer + ".out"
+                for idx in np.ndindex(*np.shape(s.value(name))):
+                    ex = explain(s, name, idx)
+                    assert ex.ok and ex.value == pytest.approx(ex.engine_value, rel=1e-13, abs=1e-15), ex.text

@@ -360,7 +360,12 @@ def _value(session, ex: Explanation, w, env: dict, digits: int):
     ex.lines.append(f"{name}{ix(idx)} is computed by \"{w.name}\" (op {w.index + 1}, step {ex.step}):")
     L = session.program.layer.get(w.layer) if w.layer else None
     rule = getattr(L, "value_rule", None) if w.kind == "forward" else None
-    if rule is not None and name == L.spec.t("out"):
+    window = getattr(L, "value_window", None) if w.kind == "forward" else None
+    if window is not None and name == L.spec.t("out"):           # pooling: the element's window
+        lines, ex.value, scale = window(idx, lambda n: env[n], lambda v: fmt(v, digits))
+        ex.lines += ["  " + ln for ln in lines]
+        ex.ok = ex.value == ex.engine_value or abs(ex.value - ex.engine_value) <= 1e-12 * scale + 1e-300
+    elif rule is not None and name == L.spec.t("out"):
         terms, const, how = rule(idx, lambda n: env[n])
         shown = terms[:MAX_TERMS]
         more = len(terms) - len(shown)

@@ -55,6 +55,25 @@ class _PoolNd(Layer):
         return sorted(out)
 
 
+    def value_window(self, idx, V, fmt):
+        """For explain: one output element from its window's numbers, as (lines, value, scale),
+        ``fmt`` formatting a number; scale bounds the rounding (the window's largest magnitude)."""
+        k, s, p = self.geometry()
+        x_name = self.spec.inputs[0]
+        x = V(x_name)
+        n, c, i = idx[0], idx[1], tuple(idx[2:])
+        cells = []
+        for kk in np.ndindex(*k):
+            j = tuple(s[d] * i[d] + kk[d] - p[d] for d in range(self.nd))
+            if all(0 <= j[d] < x.shape[2 + d] for d in range(self.nd)):
+                cells.append((f"{x_name}{ix((n, c) + j)}", float(x[(n, c) + j]), j))
+            else:
+                cells.append(("padding", self.fill, None))
+        scale = max((abs(v) for _, v, j in cells if j is not None), default=0.0)
+        lines, value = self._window_lines(idx, cells, V, fmt)
+        return lines, value, scale
+
+
 class _MaxPoolNd(_PoolNd):
     fill = -np.inf
 
@@ -86,6 +105,19 @@ class _MaxPoolNd(_PoolNd):
             arg = arg * sp[d] + (s[d] * i_d + offs[d] - p[d])
         return np.ascontiguousarray(out), {"argmax": arg}, {}
 
+    def _window_lines(self, idx, cells, V, fmt):
+        a = int(V(self.spec.t("argmax"))[tuple(idx)])
+        x = V(self.spec.inputs[0])
+        at = np.unravel_index(a, x.shape[2:])
+        val = float(x[(idx[0], idx[1]) + tuple(int(v) for v in at)])
+        tie = sum(1 for _, v, j in cells if j is not None and v == val) > 1
+        out = f"{self.spec.t('out')}{ix(idx)}"
+        return ([f"{out} = max over its window of " + ", ".join(f"{nm} = {fmt(v)}" if j is not None
+                                                               else "padding −∞" for nm, v, j in cells),
+                 f"  = {fmt(val)}, at {self.spec.inputs[0]}{ix((idx[0], idx[1]) + tuple(int(v) for v in at))}"
+                 f" ({self.spec.t('argmax')}{ix(idx)} = {a}" + (": the first of the tied maxima, as torch" if tie else "")
+                 + ")"], val)
+
     def backward(self, g, x, out, P, extras):
         N, C = x.shape[:2]
         S = math.prod(x.shape[2:])
@@ -115,6 +147,14 @@ class _AvgPoolNd(_PoolNd):
         K = math.prod(self.geometry()[0])
         win = self._windows(x)
         return np.ascontiguousarray(win.sum(axis=tuple(range(2 + nd, 2 + 2 * nd))) / K), {}, {}
+
+    def _window_lines(self, idx, cells, V, fmt):
+        K = len(cells)
+        total = math.fsum(v for _, v, _j in cells)
+        out = f"{self.spec.t('out')}{ix(idx)}"
+        return ([f"{out} = (1/{K}) · (" + " + ".join(nm if j is not None else "0 (padding)" for nm, _v, j in cells) + ")",
+                 "  = (1/%d) · (%s)" % (K, " + ".join(fmt(v) for _, v, _j in cells)),
+                 f"  = {fmt(total)} / {K} = {fmt(total / K)}"], total / K)
 
     def backward(self, g, x, out, P, extras):
         nd = self.nd
