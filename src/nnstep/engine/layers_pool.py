@@ -248,7 +248,7 @@ class LogSoftmax(Layer):
         terms = []
         for j in range(out.shape[d]):         # ∂out_j/∂x_i = δ_ij − softmax_i = δ_ij − e^(out_i)
             a = tuple(idx[:d]) + (j,) + tuple(idx[d + 1:])
-            terms.append(Term((Factor(self._dout(a, self._sym(self.spec.inputs[0], idx)), "δ_ij − e^out_i",
+            terms.append(Term((Factor(self._dout(a, self._sym(self.spec.inputs[0], idx)), "(δ_ij − e^out_i)",
                                       (1.0 if i == j else 0.0) - sm),), (self._gname, a)))
         return Rule(f"Σ over the {out.shape[d]} outputs of the log_softmax", terms)
 
