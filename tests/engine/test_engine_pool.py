@@ -592,3 +592,18 @@ def test_explain_shows_a_pooled_value_from_its_window():
                 for idx in np.ndindex(*np.shape(s.value(name))):
                     ex = explain(s, name, idx)
                     assert ex.ok and ex.value == pytest.approx(ex.engine_value, rel=1e-13, abs=1e-15), ex.text
+
+
+@pytest.mark.parametrize("net", list(NETS))
+def test_formulas_name_their_tensors(net):
+    """Every op's formula renders with real tensor names: no template key left in braces, and the
+    backward of max pooling reads the argmax it routes by, average pooling names K's value."""
+    prog = Program(loads_scenario(NETS[net]))
+    for op in prog.ops:
+        assert "{" not in op.formula_text and "}" not in op.formula_text, (op.name, op.formula_text)
+    for op in prog.ops:
+        if op.kind == "backward" and prog.layer[op.layer].type.startswith("maxpool"):
+            assert op.layer + ".argmax" in op.inputs and op.layer + ".argmax" in op.formula_text
+        if op.kind == "backward" and prog.layer[op.layer].type.startswith("avgpool"):
+            K = math.prod(prog.layer[op.layer].geometry()[0])
+            assert f"K = {K}" in op.formula_text

@@ -173,5 +173,6 @@ def nll_formulas(lo, pred: str, pred_ndim: int, kw: dict) -> tuple[Formula, Form
     div = " / {n}" if lo.reduction == "mean" else ""
     if lo.class_dim % pred_ndim != 1:
         kw["P"] = Ref(pred, "prediction", f" (classes along dim {lo.class_dim})")
-    return (F("{L} = " + s + "Σₙ −{P}[{Y}]" + div + "   (the log-probability of each target class)", **kw),
+    return (F("{L} = " + s + "Σₙ −{P}[n, yₙ]" + div + "   (y = {Y}: minus the log-probability of each target class)",
+              **kw),
             F("{G} = " + s + "−onehot({Y})" + div + "   (−1 at each target class, 0 elsewhere)", **kw))
