@@ -183,7 +183,7 @@ def test_pool_stride_defaults_to_the_kernel(typ):
 
 
 # --- dropout --------------------------------------------------------------------------------------
-def test_dropout-mask_is_zero_or_the_scale_and_out_is_in_times_mask():
+def test_dropout_mask_is_zero_or_the_scale_and_out_is_in_times_mask():
     L = make_layer("dropout", (50, 40), p=0.3)
     x = rng(5).standard_normal((4, 50, 40))
     out, ex, _ = L.forward(x, {}, rng=layer_rng(7, 3, 2))
@@ -251,7 +251,7 @@ batch_size = 2
 """
 
 
-def test_dropout-mask_is_reproducible_through_the_session():
+def test_dropout_mask_is_reproducible_through_the_session():
     """The Session shows the same mask going forward, back and forward again, after a jump, and in a
     fresh session; a different step draws a different mask; and it is the documented draw."""
     sc = loads_scenario(DROP)
@@ -281,7 +281,7 @@ def test_dropout-mask_is_reproducible_through_the_session():
     assert not np.array_equal(other.value("dropout1.mask"), m3)
 
 
-def test_dropout-mask_is_the_same_in_run_and_trace():
+def test_dropout_mask_is_the_same_in_run_and_trace():
     import json
     import os
     import subprocess

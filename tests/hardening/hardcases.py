@@ -338,7 +338,7 @@ OPTIM_CASES = [
          "net.toml: optimizer.schedule: missing key step_size (StepLR needs it)"),
     Case("schedule-other-option", "An option of another schedule type",
          BASE + '\n[optimizer.schedule]\ntype = "cosine"\nt_max = 10\ngamma = 0.5\n',
-         "net.toml: optimizer.schedule.gamma: unknown key (expected one of: eta_min, t_max, type)"),
+         "net.toml: optimizer.schedule.gamma: unknown key (expected one of: eta_min, t_max, type, warmup, warmup_start)"),
     Case("schedule-linear-factor", "A LinearLR start_factor above 1",
          BASE + '\n[optimizer.schedule]\ntype = "linear"\nstart_factor = 2\n',
          "net.toml: optimizer.schedule.start_factor: expected a number in (0, 1], got 2"),
@@ -388,3 +388,12 @@ POOL_CASES = [
 ]
 
 CASES += POOL_CASES
+
+# the cosine's warm-up (SequentialLR of LinearLR and CosineAnnealingLR)
+WARMUP_CASES = [
+    Case("schedule-warmup-start", "A warm-up start above 1",
+         BASE + '\n[optimizer.schedule]\ntype = "cosine"\nt_max = 10\nwarmup = 3\nwarmup_start = 1.5\n',
+         "net.toml: optimizer.schedule.warmup_start: expected a number in (0, 1], got 1.5"),
+]
+
+CASES += WARMUP_CASES

@@ -543,7 +543,10 @@ OPTIMIZER_COMMON = {"clip_grad_norm": (None, "posfloat"), "schedule": (None, "ta
 SCHEDULES: dict[str, dict[str, tuple[Any, str]]] = {
     "step": {"step_size": (None, "posint"), "gamma": (0.1, "nonnegfloat")},
     "exponential": {"gamma": (None, "nonnegfloat")},
-    "cosine": {"t_max": (None, "posint"), "eta_min": (0.0, "nonnegfloat")},
+    "cosine": {"t_max": (None, "posint"), "eta_min": (0.0, "nonnegfloat"),
+               # a warm-up first: SequentialLR([LinearLR(start_factor=warmup_start, total_iters=warmup),
+               # CosineAnnealingLR(t_max, eta_min)], milestones=[warmup]); 0: none
+               "warmup": (0, "nonnegint"), "warmup_start": (1.0 / 3, "posfloat")},
     "linear": {"start_factor": (1.0 / 3, "posfloat"), "end_factor": (1.0, "nonnegfloat"), "total_iters": (5, "posint")},
 }
 SCHEDULE_TORCH = {"step": "StepLR", "exponential": "ExponentialLR", "cosine": "CosineAnnealingLR", "linear": "LinearLR"}
@@ -671,6 +674,16 @@ def schedule_formula(opt) -> Formula:
     if s.type == "exponential":
         kw.update(g=Const("γ", s.gamma))
         return F(head + "{lr} ← {g}·{lr}", **kw)
+    if s.type == "cosine" and s.warmup:
+        kw.update(T=Const("T_max", s.t_max), e=Const("η_min", s.eta_min), b=Const("lr₀", opt.lr),
+                  T2=Const("2·T_max", 2 * s.t_max), W=Const("W", s.warmup), a=Const("start", s.warmup_start))
+        head = ("(SequentialLR.step() after the updates, t = this step: the next step's lr; a linear warm-up "
+                "over W steps, then the cosine from lr₀, counted from u = t − W);  ")
+        return F(head + "{lr} ← {lr}·(1 + (1 − {a}) / ({W}·{a} + ({t} − 1)·(1 − {a}))) if {t} < {W};  "
+                 "{lr} ← {b} if {t} = {W};  "
+                 "{lr} ← {lr} + ({b} − {e})·(1 − cos(π/{T}))/2 if u − 1 ≡ {T} mod {T2}, "
+                 "else {e} + ({lr} − {e})·(1 + cos(π·u/{T})) / (1 + cos(π·(u − 1)/{T})), if {t} > {W};  "
+                 "(the lr of step 1 is start·lr₀, set by the warm-up's constructor)", **kw)
     if s.type == "cosine":
         kw.update(T=Const("T_max", s.t_max), e=Const("η_min", s.eta_min), b=Const("lr₀", opt.lr),
                   T2=Const("2·T_max", 2 * s.t_max))
