@@ -677,8 +677,8 @@ def schedule_formula(opt) -> Formula:
     if s.type == "cosine" and s.warmup:
         kw.update(T=Const("T_max", s.t_max), e=Const("η_min", s.eta_min), b=Const("lr₀", opt.lr),
                   T2=Const("2·T_max", 2 * s.t_max), W=Const("W", s.warmup), a=Const("start", s.warmup_start))
-        head = ("(SequentialLR.step() after the updates, t = this step: the next step's lr; a linear warm-up "
-                "over W steps, then the cosine from lr₀, counted from u = t − W);  ")
+        head = ("(SequentialLR.step() after the updates, t = this step: the next step's lr, after a linear "
+                "warm-up over W steps the cosine from lr₀, counted from u = t − W);  ")
         return F(head + "{lr} ← {lr}·(1 + (1 − {a}) / ({W}·{a} + ({t} − 1)·(1 − {a}))) if {t} < {W};  "
                  "{lr} ← {b} if {t} = {W};  "
                  "{lr} ← {lr} + ({b} − {e})·(1 − cos(π/{T}))/2 if u − 1 ≡ {T} mod {T2}, "
