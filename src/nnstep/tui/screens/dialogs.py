@@ -18,6 +18,7 @@ HELP = [
         ("C", "reverse-continue: back to the previous breakpoint or NaN/Inf"),
         ("L", "the layers table on or off (off by default at 80x24, so the operation has the room)"),
         ("G", "each layer's gradient norm over the steps (log scale) in place of the loss curve"),
+        ("f", "with --compare MINE.npz: the next op whose outputs differ from yours (each cell: nnstep≠yours)"),
         ("d", "the network as a graph in place of the program (d again: back)"),
         ("g", "go to a step and op, typed as \"step op\" (op counts from 1)"),
         ("r", "restart: reload the scenario file and go back to the start"),

@@ -135,8 +135,10 @@ class ProgramView(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield ProgramLines(id="program-text")
 
-    def show(self, ops, i: int, done_all: bool, breakpoints: set[str], just_ran: int | None):
-        key = (i, done_all, frozenset(breakpoints), just_ran, len(ops))
+    def show(self, ops, i: int, done_all: bool, breakpoints: set[str], just_ran: int | None,
+             differs: frozenset = frozenset()):
+        """``differs``: indices of this step's ops whose outputs differ from the user's (compare)."""
+        key = (i, done_all, frozenset(breakpoints), just_ran, len(ops), differs)
         if key == getattr(self, "_key", None):
             return
         self._key = key
@@ -158,7 +160,8 @@ class ProgramView(VerticalScroll):
             if just_ran == op.index:
                 style = WRITTEN
             lines.append([(bp, "bold red"), (f"{mark}{op.index + 1:>3} {op.name}", style)]
-                         + ([(graph_mark(op), "dim" if style != WRITTEN else style)] if graph_mark(op) else []))
+                         + ([(graph_mark(op), "dim" if style != WRITTEN else style)] if graph_mark(op) else [])
+                         + ([(" ≠ yours", "bold red")] if op.index in differs else []))
         self.query_one(ProgramLines).set_lines(lines)
         h = self.size.height
         if h and not (self.scroll_y <= line_of_current < self.scroll_y + h - 1):
@@ -336,12 +339,14 @@ class OpPanel(Vertical):
         self._placed = None
 
     def show(self, title: Text, clauses: list, slots: list[tuple], digits: int,
-             n_boxes: int = 0, stage: str = "", room: tuple[int, int] = (80, 19), big: bool = False):
+             n_boxes: int = 0, stage: str = "", room: tuple[int, int] = (80, 19), big: bool = False,
+             compare: dict | None = None):
         """``room``: (inner width, most rows the panel may take, borders included). ``big``: a
         network with parameters too big for numbers: its boxes are laid out side by side, as many
         as the most any op of this stage needs (``n_boxes``), at a constant height, so that stepping
         within a stage never changes the layout (a relayout per key is what costs on such nets)."""
         _update(self.query_one("#op-title", Static), title, title.plain)
+        self._compare = compare or {}
         W, max_h = room
         f = formula_text(clauses)
         f_lines = len(f.wrap(self.app.console, max(10, W))) if W > 0 else 1
@@ -350,7 +355,7 @@ class OpPanel(Vertical):
         if big:
             self._show_uniform(f, f_lines, short, short_lines, slots, digits, n_boxes, W, max_h)
             return
-        boxes = [natural_size(name, value, role, digits, W) if name else None
+        boxes = [natural_size(name, value, role, digits, W, self._compare.get(name)) if name else None
                  for role, name, value, _ in slots]
         numeric_only = all(b is not None for b in boxes)
         n_show = len(slots)
@@ -446,7 +451,8 @@ class OpPanel(Vertical):
             v: TensorView = self.query_one(f"#slot{k}", TensorView)
             if k < len(slots):
                 role, name, value, written = slots[k]
-                v.show(name, value, role=role, written=written, digits=digits)
+                v.show(name, value, role=role, written=written, digits=digits,
+                       compare=getattr(self, "_compare", {}).get(name))
             else:
                 v.show(None, None)
 
