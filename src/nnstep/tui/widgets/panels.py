@@ -85,33 +85,51 @@ class ProgramLines(Widget):
 
     def set_lines(self, lines):
         resize = len(lines) != len(self.lines)
+        if resize or self._strips is None:
+            self.lines = lines
+            self._strips = None
+            self.refresh(layout=resize)
+            return
+        # one step moves a marker or two: repaint only the lines that changed (a whole-widget
+        # refresh re-renders every line through Textual's styles cache, per key)
+        changed = [y for y, (a, b) in enumerate(zip(self.lines, lines)) if a != b]
         self.lines = lines
-        self._strips = None
-        self.refresh(layout=resize)
+        if not changed:
+            return
+        from textual.geometry import Region
+        W = self.size.width
+        for y in changed:
+            self._strips[y] = None
+        self.refresh(*(Region(0, y, W, 1) for y in changed))
 
     def get_content_height(self, container, viewport, width: int) -> int:
         return len(self.lines)
 
+    def _strip(self, parts, W: int) -> Strip:
+        base = self.rich_style
+        cache = self._style_cache
+
+        def st(name):
+            if name not in cache:
+                cache[name] = base + Style.parse(name) if name else base
+            return cache[name]
+        strip = Strip([Segment(t, st(sty)) for t, sty in parts])
+        if strip.cell_length > W:
+            strip = strip.crop(0, max(0, W - 1)) + Strip([Segment("…", base)])
+        return strip.adjust_cell_length(W, base)
+
     def render_line(self, y: int) -> Strip:
         W = self.size.width
         if self._strips is None or self._built_for != W:
-            base = self.rich_style
-            cache: dict[str, Style] = {}
-
-            def st(name):
-                if name not in cache:
-                    cache[name] = base + Style.parse(name) if name else base
-                return cache[name]
-            out = []
-            for parts in self.lines:
-                segs = [Segment(t, st(sty)) for t, sty in parts]
-                strip = Strip(segs)
-                if strip.cell_length > W:
-                    strip = strip.crop(0, max(0, W - 1)) + Strip([Segment("…", base)])
-                out.append(strip.adjust_cell_length(W, base))
-            self._strips, self._built_for = out, W
-            self._blank = Strip.blank(W, base)
-        return self._strips[y] if y < len(self._strips) else self._blank
+            self._style_cache: dict[str, Style] = {}
+            self._strips, self._built_for = [self._strip(p, W) for p in self.lines], W
+            self._blank = Strip.blank(W, self.rich_style)
+        if y >= len(self._strips):
+            return self._blank
+        s = self._strips[y]
+        if s is None:
+            s = self._strips[y] = self._strip(self.lines[y], W)
+        return s
 
 
 def graph_mark(op) -> str:
