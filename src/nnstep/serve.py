@@ -56,7 +56,7 @@ def bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(h, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP,
                                    flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError) as e:
-        raise ScenarioError(f"serve: --host {host}: not an address of this machine ({_reason(e)})") from None
+        raise ScenarioError(f"serve: --host {host}: no such host ({_reason(e)})") from None
     last: OSError | None = None
     for family, type_, proto, _, addr in infos:
         s = socket.socket(family, type_, proto)
@@ -79,6 +79,9 @@ def bind(host: str, port: int) -> socket.socket:
     if last is not None and last.errno == errno.EACCES:
         raise ScenarioError(f"serve: --port {port}: not allowed to listen on {h}:{port} "
                             "(ports below 1024 need root; choose another --port)")
+    if last is not None and last.errno == errno.EADDRNOTAVAIL:
+        raise ScenarioError(f"serve: --host {host}: not an address of this machine "
+                            "(127.0.0.1: this machine only; 0.0.0.0: all its networks)")
     raise ScenarioError(f"serve: --host {host}: cannot listen there ({_reason(last)})")
 
 
@@ -97,6 +100,7 @@ def cmd_serve(path: str, host: str, port: int) -> int:
     from .tui.launch import _load
     sc = _load(path)                        # a bad scenario: ScenarioError, exit 2, nothing listens
     try:
+        from textual_serve import server as ts_server
         from textual_serve.server import Server
         from aiohttp import web
         from aiohttp.web_runner import GracefulExit
@@ -111,6 +115,15 @@ def cmd_serve(path: str, host: str, port: int) -> int:
     loopback = is_loopback(host)
     name = sc.name or os.path.basename(path)
 
+    visitors: set = set()
+
+    class VisitorApp(ts_server.AppService):
+        """One visitor's `nnstep tui` process, remembered so that stopping the server stops it."""
+
+        async def start(self, width: int, height: int) -> None:
+            await super().start(width, height)
+            visitors.add(self)
+
     class NnstepServer(Server):
         """textual-serve's server, listening on our socket, printing our own lines."""
 
@@ -118,6 +131,25 @@ def cmd_serve(path: str, host: str, port: int) -> int:
 
         async def on_startup(self, app) -> None:      # textual-serve prints a logo here
             pass
+
+        async def on_shutdown(self, app) -> None:
+            """Before the loop closes: tell each visitor's process to quit, and wait for it (so
+            that no process outlives the server, and none exits after the loop is gone)."""
+            import asyncio
+            await asyncio.gather(*(v.stop() for v in visitors), return_exceptions=True)
+            for v in list(visitors):
+                proc = getattr(v, "_process", None)
+                if proc is None:
+                    continue
+                try:
+                    await asyncio.wait_for(proc.wait(), 5)
+                except (asyncio.TimeoutError, ProcessLookupError):
+                    try:
+                        proc.kill()
+                        await proc.wait()
+                    except ProcessLookupError:
+                        pass
+            visitors.clear()
 
         async def handle_index(self, request):
             # The page holds the websocket's absolute URL: build it from the address the
@@ -152,6 +184,7 @@ def cmd_serve(path: str, host: str, port: int) -> int:
         sys.stderr.write(f"nnstep: warning: --host {host} is not loopback: anyone who can reach this "
                          f"machine on port {port} can open the TUI (use --host 127.0.0.1 to keep it local)\n")
         sys.stderr.flush()
+    ts_server.AppService = VisitorApp       # the class textual-serve makes for each websocket
     server = NnstepServer(tui_command(path), host=host, port=port, title=f"nnstep: {name}")
     try:
         server.serve()
