@@ -355,3 +355,43 @@ def test_host_that_is_not_this_machines(serve):
     assert s.wait() == 2
     assert s.err.startswith("nnstep: error: serve: --host nosuch.invalid: no such host (")
     assert s.err.count("\n") == 1 and s.out == ""
+
+
+def test_sigint_to_the_server_alone_stops_its_visitors(serve):
+    """`kill -INT PID` (not a terminal's Ctrl-C to the whole group): the server itself tells each
+    visitor's process to quit and waits for it. A visitor here is a websocket opened as the page's
+    JS opens it (aiohttp's client), which makes the server start one `nnstep tui`."""
+    import asyncio
+
+    import aiohttp
+
+    s = serve(CLASSIC, "--port", "0")
+    url = s.url()
+
+    async def visit():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(url.replace("http", "ws") + "/ws?width=100&height=30") as ws:
+                got = b""
+                while b"op 1/12" not in got:          # the TUI's first frame, as terminal bytes
+                    msg = await asyncio.wait_for(ws.receive(), 30)
+                    assert msg.type == aiohttp.WSMsgType.BINARY, msg
+                    got += msg.data
+                assert re.findall(r"^\s*\d+ \S*python\S* -m nnstep tui ", _group_commands(s.pgid), re.M)
+                os.kill(s.proc.pid, signal.SIGINT)
+                stopped.append(time.monotonic())
+                while (await asyncio.wait_for(ws.receive(), 30)).type not in (
+                        aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                    pass
+
+    stopped: list[float] = []
+    asyncio.run(visit())
+    assert s.wait() == 130
+    took = time.monotonic() - stopped[0]
+    print(f"stopped in {took:.2f} s")
+    assert took < 2.5, took     # it stops its visitors itself, before aiohttp's 3 s shutdown_timeout
+    assert s.err == "nnstep: interrupted\n"
+    assert "Traceback" not in s.out
+    t = time.monotonic()
+    while s.group_alive() and time.monotonic() - t < 10:
+        time.sleep(0.1)
+    assert not s.group_alive(), _group_commands(s.pgid)
