@@ -388,7 +388,9 @@ def test_sigint_to_the_server_alone_stops_its_visitors(serve):
     assert s.wait() == 130
     took = time.monotonic() - stopped[0]
     print(f"stopped in {took:.2f} s")
-    assert took < 2.5, took     # it stops its visitors itself, before aiohttp's 3 s shutdown_timeout
+    # Left to aiohttp, the visitor's handler would be cancelled only after its shutdown_timeout
+    # (3 s, set in serve.py), 6 s in all: under 3 s, the server stopped its visitors itself.
+    assert took < 3.0, took
     assert s.err == "nnstep: interrupted\n"
     assert "Traceback" not in s.out
     t = time.monotonic()
