@@ -358,7 +358,7 @@ def test_host_that_is_not_this_machines(serve):
 
 
 def test_sigint_to_the_server_alone_stops_its_visitors(serve):
-    """`kill -INT PID` (not a terminal's Ctrl-C to the whole group): the server itself tells each
+    """`kill -INT PID` (not a terminal's Ctrl-C to the whole group), twice: the server itself tells each
     visitor's process to quit and waits for it. A visitor here is a websocket opened as the page's
     JS opens it (aiohttp's client), which makes the server start one `nnstep tui`."""
     import asyncio
@@ -379,6 +379,11 @@ def test_sigint_to_the_server_alone_stops_its_visitors(serve):
                 assert re.findall(r"^\s*\d+ \S*python\S* -m nnstep tui ", _group_commands(s.pgid), re.M)
                 os.kill(s.proc.pid, signal.SIGINT)
                 stopped.append(time.monotonic())
+                time.sleep(0.05)
+                try:
+                    os.kill(s.proc.pid, signal.SIGINT)      # an impatient second Ctrl-C while it stops
+                except ProcessLookupError:
+                    pass
                 while (await asyncio.wait_for(ws.receive(), 30)).type not in (
                         aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
                     pass

@@ -166,6 +166,8 @@ def cmd_serve(path: str, host: str, port: int) -> int:
             out.flush()
 
         def stop(self, code: int) -> None:
+            if self.exit_code:              # a second Ctrl-C while stopping: the first one is enough
+                return                      # (stopping takes at most ~8 s: 5 to quit, 3 for aiohttp)
             self.exit_code = code
             raise GracefulExit()
 
