@@ -40,7 +40,7 @@ HELP = [
         ("dim", "values left from the previous step, not yet recomputed in this one"),
         ("heatmap", "blue < 0 < red, scaled to the largest |value| shown in the legend"),
         ("N ∞", "NaN and ±Inf, in white on red or magenta/yellow/cyan in heatmaps"),
-        ("a≠b", "with --compare: nnstep's value a beside yours, b, where they differ"),
+        ("a≠b", "--compare: nnstep's a beside your b, where they differ"),
     ]),
 ]
 
