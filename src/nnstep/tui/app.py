@@ -16,7 +16,6 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from ..debugger.explain import computed_this_step, explain as explain_element, is_gradient
 from ..debugger.session import Session
@@ -24,7 +23,7 @@ from ..scenario.model import Scenario
 from . import view
 from .screens.dialogs import GotoScreen, HelpScreen
 from .screens.tensor import TensorScreen
-from .widgets.panels import DiagramView, GradNorms, HeaderBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
+from .widgets.panels import DiagramView, GradNorms, HeaderBar, KeyBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
 from .widgets.tensor import MAX_NUMBERS, TensorView, has_nonfinite
 
 THEME = "textual-dark"
@@ -163,7 +162,7 @@ class NnstepApp(App):
             with Vertical(id="right"):
                 yield OpPanel(id="op")
                 yield LayersTable(id="layers")
-        yield Footer(id="footer", compact=True)
+        yield KeyBar(id="footer")
 
     def on_mount(self) -> None:
         self.query_one("#program").border_title = "program"
@@ -186,7 +185,8 @@ class NnstepApp(App):
         w, h = size or self.size
         self._narrow = w < 100
         try:
-            self.query_one(Footer).show_command_palette = w >= 100     # ctrl+p still works
+            self.query_one(KeyBar).show_command_palette = w >= 100     # ctrl+p still works
+            self._binding_state = None
         except Exception:
             pass
         self.screen.set_class(w < 100, "-narrow")
@@ -277,11 +277,15 @@ class NnstepApp(App):
         return max(10, right - 2), max(8, col - layers)
 
     def _bindings_changed(self) -> None:
-        """Refresh the footer only when an action's availability changed (a refresh recomposes it)."""
+        """The footer's keys, dim where the action cannot run now; redrawn only when that changes."""
         state = tuple(self.check_action(b.action.split("(")[0], ()) for b in self.BINDINGS)
         if state != getattr(self, "_binding_state", None):
             self._binding_state = state
-            self.refresh_bindings()
+            self.refresh_bindings()            # the command palette's view of the same
+            # as Textual's Footer: an action that says False is hidden, None is dimmed
+            self.query_one(KeyBar).set_keys([({"escape": "esc"}.get(b.key, b.key_display or b.key), b.description,
+                                              bool(on)) for b, on in zip(self.BINDINGS, state)
+                                             if b.show and on is not False])
 
     # --- status -----------------------------------------------------------------------------------
     def _set_stop(self, stop) -> None:

@@ -66,6 +66,54 @@ class HeaderBar(Static):
         _update(self, t, t.plain + str(self.app.size))
 
 
+class KeyBar(Widget):
+    """The footer of keys, one line drawn here: Textual's Footer is a widget per key, measured on
+    every relayout and recomposed whenever an action's availability changes (an eighth of the
+    app's time per key, py-spy). Keys the app cannot run now are dim; what does not fit is cut
+    from the end (the order of the bindings puts the least needed last)."""
+
+    DEFAULT_CSS = "KeyBar { height: 1; width: 100%; }"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._state = None
+        self._strip = None
+        self.show_command_palette = True
+
+    def set_keys(self, keys: list[tuple[str, str, bool]]):
+        """(key as shown, what it does, available now)."""
+        state = (tuple(keys), self.show_command_palette)
+        if state != self._state:
+            self._state = state
+            self._strip = None
+            self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        W = self.size.width
+        base = self.rich_style
+        if y > 0 or self._state is None:
+            return Strip.blank(W, base)
+        if self._strip is None or self._strip.cell_length != W:
+            keys, palette = self._state
+            key_on, key_off = Style(bold=True, color="#ffa62b"), Style(dim=True, color="#ffa62b")
+            right = [Segment("▏", Style(dim=True)), Segment("^p", key_on), Segment(" palette ", base)] if palette else []
+            room = W - sum(len(s.text) for s in right)
+            # "n next p prev ...", or "nnext pprev ..." on a narrow screen (Textual's compact footer),
+            # so that help and quit stay in reach at 80 columns
+            gap = " " if W >= 100 else ""
+            segs, used = [], 0
+            for k, what, on in keys:
+                cell = [Segment(k, key_on if on else key_off), Segment(f"{gap}{what} ", base if on else base + Style(dim=True))]
+                n = len(k) + len(what) + 1 + len(gap)
+                if used + n > room:
+                    break
+                segs += cell
+                used += n
+            segs.append(Segment(" " * max(0, room - used), base))
+            self._strip = Strip(segs + right).crop(0, W).adjust_cell_length(W, base)
+        return self._strip
+
+
 class StatusBar(Static):
     def show(self, text: str, kind: str = ""):
         style = {"stop": "bold yellow", "bad": NONFINITE, "error": "bold red"}.get(kind, "italic")
@@ -540,8 +588,20 @@ class LayersTable(Widget):
             return
         self._key = key
         self._rows, self._narrow = rows, narrow
-        self._strips = None
-        self.refresh()
+        W = self.size.width
+        old = self._strips
+        if old is None or self._built_for != W or not W:
+            self._strips = None
+            self.refresh()
+            return
+        # a step writes a cell or two: repaint only the rows that changed
+        new = self._build(W)
+        self._strips = new
+        changed = [y for y in range(max(len(old), len(new)))
+                   if y >= len(old) or y >= len(new) or old[y] != new[y]]
+        if changed:
+            from textual.geometry import Region
+            self.refresh(*(Region(0, y, W, 1) for y in changed))
 
     def _build(self, W: int) -> list[Strip]:
         base = self.rich_style
