@@ -1,0 +1,471 @@
+"""`nnstep export FILE --torch` against real PyTorch (SPEC §9): every shipped scenario, and
+scenarios written here to reach every layer type, loss, optimizer option and batch order, is
+exported; the scripts run in ONE process (torch imported once, tests/export/torchrun.py); each
+prints its `run --json` document, which must agree with `nnstep run --json` to 1e-9 relative
+(1e-12 absolute; float32 scenarios to float32's precision) on every number. A failure lists
+the tensors that differ.
+
+Needs torch (the `torch` extra: pip install -e '.[torch]'); skipped without it. The tests of
+the refusals and of the script's text need no torch.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nnstep.errors import ScenarioError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHIPPED = sorted(glob.glob(os.path.join(ROOT, "scenarios", "*.toml")) +
+                 glob.glob(os.path.join(ROOT, "scenarios", "*", "*.toml")))
+
+# Scenarios that reach what the shipped lessons do not: every layer type and option, every loss,
+# SGD's and Adam's options, mini-batches in order and shuffled, float32.
+EXTRA = {
+    "conv1d-bn1d-nesterov": """
+[scenario]
+seed = 3
+[data]
+x = { random = "normal", shape = [7, 2, 6] }
+y = { random = "normal", shape = [7, 3] }
+[[layers]]
+type = "conv1d"
+out_channels = 3
+kernel_size = 3
+stride = 2
+padding = 1
+bias = false
+[[layers]]
+type = "batchnorm"
+eps = 1e-3
+momentum = 0.2
+[[layers]]
+type = "leaky_relu"
+negative_slope = 0.1
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "linear"
+out = 3
+[[layers]]
+type = "gelu"
+approximate = "tanh"
+[loss]
+type = "huber"
+delta = 0.5
+[optimizer]
+type = "sgd"
+lr = 0.05
+momentum = 0.9
+nesterov = true
+weight_decay = 0.01
+[train]
+steps = 5
+batch_size = 3
+shuffle = true
+""",
+    "conv2d-bn2d-adam-bce": """
+[scenario]
+seed = 5
+[data]
+x = { random = "uniform", low = -1.0, high = 1.0, shape = [4, 2, 4, 5] }
+y = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]
+[[layers]]
+type = "conv2d"
+out_channels = 2
+kernel_size = [2, 3]
+stride = [1, 2]
+padding = [1, 0]
+[[layers]]
+type = "batchnorm"
+affine = false
+[[layers]]
+type = "tanh"
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "layernorm"
+eps = 1e-4
+[[layers]]
+type = "gelu"
+[[layers]]
+type = "linear"
+out = 2
+init = "xavier_normal"
+[[layers]]
+type = "sigmoid"
+[loss]
+type = "bce"
+[optimizer]
+type = "adam"
+lr = 0.01
+betas = [0.8, 0.99]
+eps = 1e-6
+weight_decay = 0.1
+[train]
+steps = 3
+batch_size = 3
+""",
+    "graph-ops": """
+[scenario]
+seed = 7
+[data]
+x = { random = "normal", shape = [3, 4, 2] }
+y = { random = "normal", shape = [3, 4, 4] }
+[[layers]]
+name = "a"
+type = "linear"
+out = 2
+[[layers]]
+name = "b"
+type = "layernorm"
+input = "input"
+dims = 1
+[[layers]]
+name = "cat"
+type = "concat"
+inputs = ["a", "b"]
+dim = -1
+[[layers]]
+name = "t"
+type = "transpose"
+dims = [1, 2]
+[[layers]]
+name = "m"
+type = "matmul"
+inputs = ["cat", "t"]
+[[layers]]
+name = "s"
+type = "scale"
+by = 0.3
+[[layers]]
+name = "sm"
+type = "softmax"
+dim = 1
+[[layers]]
+name = "id"
+type = "identity"
+input = "m"
+[[layers]]
+name = "prod"
+type = "mul"
+inputs = ["sm", "id"]
+[[layers]]
+name = "r"
+type = "reshape"
+input = "prod"
+shape = [16]
+[[layers]]
+name = "back"
+type = "reshape"
+shape = [4, 4]
+[[layers]]
+name = "sum"
+type = "add"
+inputs = ["back", "prod", "id"]
+[[layers]]
+name = "train"
+type = "relu"
+[loss]
+type = "smooth_l1"
+beta = 0.5
+reduction = "sum"
+[optimizer]
+type = "sgd"
+lr = 0.01
+momentum = 0.5
+dampening = 0.25
+[train]
+steps = 3
+""",
+    "ce-probabilities": """
+[scenario]
+seed = 11
+[data]
+x = { random = "normal", shape = [5, 3] }
+y = [[0.2, 0.8, 0.0], [1.0, 0.0, 0.0], [0.1, 0.1, 0.8], [0.5, 0.25, 0.25], [0.0, 0.0, 1.0]]
+[[layers]]
+type = "linear"
+out = 4
+init = "kaiming_normal"
+[[layers]]
+type = "relu"
+[[layers]]
+type = "linear"
+out = 3
+bias = false
+[loss]
+type = "cross_entropy"
+reduction = "sum"
+scale = 2.0
+[optimizer]
+type = "sgd"
+lr = 0.1
+[train]
+steps = 4
+batch_size = 2
+""",
+    "lm-attention-bias-false-float32": """
+[scenario]
+seed = 2
+dtype = "float32"
+[data]
+x = [[0, 1, 2, 3], [3, 2, 1, 0], [1, 1, 2, 2]]
+y = [[1, 2, 3, 0], [2, 1, 0, 3], [1, 2, 2, 1]]
+[[layers]]
+type = "embedding"
+num = 4
+dim = 4
+[[layers]]
+type = "attention"
+heads = 2
+bias = false
+[[layers]]
+type = "attention"
+heads = 1
+causal = true
+[[layers]]
+type = "linear"
+out = 4
+[loss]
+type = "cross_entropy"
+class_dim = -1
+# not Adam: the key bias's gradient is exactly 0 in exact arithmetic (softmax ignores a shift shared
+# by every key), so it is rounding noise, which Adam would normalize to steps of size lr
+[optimizer]
+type = "sgd"
+lr = 0.5
+momentum = 0.9
+[train]
+steps = 3
+shuffle = true
+batch_size = 2
+""",
+    "smooth-l1-beta0-l1-softmax": """
+[scenario]
+seed = 4
+[data]
+x = { random = "normal", shape = [4, 3] }
+y = { random = "uniform", shape = [4, 3] }
+[[layers]]
+type = "linear"
+out = 3
+init = "xavier_uniform"
+[[layers]]
+type = "softmax"
+[loss]
+type = "smooth_l1"
+beta = 0.0
+[optimizer]
+type = "adam"
+lr = 0.1
+[train]
+steps = 2
+""",
+    "bce-logits-mse-mean-l1": """
+[data]
+x = [[1.0, -2.0], [0.5, 0.25], [-1.5, 3.0]]
+y = [[1.0], [0.0], [1.0]]
+[[layers]]
+type = "linear"
+out = 1
+weight = [[0.3, -0.2]]
+bias = [0.1]
+[loss]
+type = "bce_with_logits"
+[optimizer]
+type = "sgd"
+lr = 0.5
+weight_decay = 0.1
+[train]
+steps = 3
+batch_size = 2
+""",
+}
+
+
+def nnstep_run_json(path: str) -> dict:
+    from nnstep.headless import cmd_run
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cmd_run(path, None, True, None, honor_breakpoints=False)
+    doc = json.loads(buf.getvalue())
+    assert rc in (0, 1)
+    return doc
+
+
+def differences(ref: dict, got: dict, rtol: float, atol: float) -> list[str]:
+    """Every number of two `run --json` documents compared; a list of what differs."""
+    out = []
+    for k in ("scenario", "dtype"):
+        if ref.get(k) != got.get(k):
+            out.append(f"{k}: nnstep {ref.get(k)!r}, torch {got.get(k)!r}")
+
+    def arr(v):
+        return np.array(v, dtype=object).astype(str).astype(np.float64) if v is not None else None
+
+    def cmp(what, a, b):
+        if a is None or b is None:
+            out.append(f"{what}: missing in {'torch' if b is None else 'nnstep'}")
+            return
+        a, b = arr(a), arr(b)
+        if a.shape != b.shape:
+            out.append(f"{what}: shape nnstep {list(a.shape)}, torch {list(b.shape)}")
+            return
+        with np.errstate(all="ignore"):
+            ok = (a == b) | (np.isnan(a) & np.isnan(b)) | (np.abs(a - b) <= atol + rtol * np.abs(a))
+        if not ok.all():
+            j = np.unravel_index(int(np.argmax(np.where(ok, 0, np.abs(a - b) + 1))), a.shape)
+            out.append(f"{what}{[int(i) for i in j]}: nnstep {float(a[j])!r}, torch {float(b[j])!r}")
+
+    ri, gi = ref.get("initial", {}), got.get("initial", {})
+    if sorted(ri) != sorted(gi):
+        out.append(f"initial: nnstep has {sorted(ri)}, torch {sorted(gi)}")
+    for p in ri:
+        cmp(f"initial {p}", ri[p], gi.get(p))
+    rs, gs = ref.get("steps", []), got.get("steps", [])
+    if len(rs) != len(gs):
+        out.append(f"steps: nnstep {len(rs)}, torch {len(gs)}")
+    for r, g in zip(rs, gs):
+        k = r["step"]
+        if g.get("step") != k:
+            out.append(f"step numbers: nnstep {k}, torch {g.get('step')}")
+        cmp(f"step {k} loss", r["loss"], g.get("loss"))
+        for part in ("grads", "params"):
+            if sorted(r[part]) != sorted(g.get(part, {})):
+                out.append(f"step {k} {part}: nnstep has {sorted(r[part])}, torch {sorted(g.get(part, {}))}")
+            for p in r[part]:
+                cmp(f"step {k} {part} {p}", r[part][p], g.get(part, {}).get(p))
+    rst, gst = ref.get("stopped"), got.get("stopped")
+    if (rst is None) != (gst is None) or (rst and (rst["step"], rst["reason"]) != (gst["step"], gst["reason"])):
+        out.append(f"stopped: nnstep {rst}, torch {gst}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """{case: (scenario path, exported script, the script's JSON output)}: one torch process."""
+    pytest.importorskip("torch")
+    from nnstep.export_torch import cmd_export
+
+    d = tmp_path_factory.mktemp("export")
+    cases = {}
+    for path in SHIPPED:
+        cases[os.path.relpath(path, ROOT)] = path
+    for name, text in EXTRA.items():
+        p = d / f"{name}.toml"
+        p.write_text(text)
+        cases[name] = str(p)
+    scripts = {}
+    for i, (case, path) in enumerate(cases.items()):
+        out = str(d / f"ref{i}.py")
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert cmd_export(path, out) == 0
+        scripts[case] = out
+    r = subprocess.run([sys.executable, os.path.join(HERE, "torchrun.py"), *scripts.values()],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    outs = json.loads(r.stdout)
+    return {case: (cases[case], scripts[case], outs[scripts[case]]) for case in cases}
+
+
+CASES = [os.path.relpath(p, ROOT) for p in SHIPPED] + list(EXTRA)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_exported_script_agrees_with_nnstep_run(case, exported):
+    path, script, out = exported[case]
+    assert not out.startswith("ERROR"), f"{script} failed:\n{out}"
+    got = json.loads(out)
+    ref = nnstep_run_json(path)
+    f32 = ref["dtype"] == "float32"
+    diff = differences(ref, got, rtol=2e-4 if f32 else 1e-9, atol=1e-6 if f32 else 1e-12)
+    assert not diff, f"{case}: the exported script ({script}) differs from nnstep run --json in:\n  " + \
+        "\n  ".join(diff[:40])
+    assert ref["steps"], "a scenario that trains no step compares nothing"
+
+
+def test_the_comparison_can_fail(exported):
+    """The check above is not vacuous: one changed number in torch's document is found."""
+    path, _, out = exported["scenarios/classic.toml"]
+    got = json.loads(out)
+    got["steps"][0]["grads"]["linear1.weight"][1][0] *= 1 + 1e-8
+    diff = differences(nnstep_run_json(path), got, 1e-9, 1e-12)
+    assert len(diff) == 1 and diff[0].startswith("step 1 grads linear1.weight[1, 0]"), diff
+
+
+def test_extra_scenarios_reach_every_layer_loss_and_optimizer():
+    """The cases above cover everything the exporter writes (a type added to it and to no case
+    fails here)."""
+    from nnstep.export_torch import LAYER_OPTIONS, LOSSES
+    from nnstep.scenario import load_scenario, loads_scenario
+
+    types, losses, opts = set(), set(), set()
+    for path in SHIPPED:
+        sc = load_scenario(path)
+        types |= {L.type for L in sc.layers}
+        losses.add(sc.loss.type)
+    for text in EXTRA.values():
+        sc = loads_scenario(text)
+        types |= {L.type for L in sc.layers}
+        losses.add(sc.loss.type)
+        o = sc.optimizer
+        opts |= {f"{o.type}.{k}" for k in ("momentum", "dampening", "nesterov", "weight_decay") if getattr(o, k)}
+    assert set(LAYER_OPTIONS) <= types, set(LAYER_OPTIONS) - types
+    assert set(LOSSES) <= losses, set(LOSSES) - losses
+    assert {"sgd.momentum", "sgd.dampening", "sgd.nesterov", "sgd.weight_decay", "adam.weight_decay"} <= opts
+
+
+# --- no torch needed --------------------------------------------------------------------------------
+def test_weights_and_data_are_written_exactly(tmp_path):
+    """Numbers that print long (1/3, 0.1 + 0.2, 2^-1074, -0.0) read back bit for bit."""
+    from nnstep.export_torch import _lit
+
+    a = np.array([[1 / 3, 0.1 + 0.2, 5e-324], [-0.0, 1e308, -123456789.123456789]])
+    back = np.array(eval(_lit(a, 0)))  # noqa: S307 - our own output, numbers only
+    assert back.tobytes() == a.tobytes()
+
+
+def test_a_type_the_exporter_does_not_write_is_refused(monkeypatch, tmp_path):
+    """Rather than a wrong script: a located error, exit 2, no file written."""
+    import nnstep.export_torch as ex
+    from nnstep.cli import main
+
+    monkeypatch.delitem(ex.LAYER_OPTIONS, "tanh")
+    src = os.path.join(ROOT, "scenarios", "xor-tanh.toml")
+    out = tmp_path / "ref.py"
+    with pytest.raises(ScenarioError) as e:
+        ex.script(__import__("nnstep").load_scenario(src), src)
+    assert "layers[1].type: export --torch does not write a tanh layer yet" in str(e.value)
+    assert main(["export", src, "--torch", "-o", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_export_never_imports_torch():
+    """nnstep itself never imports torch: run, compare and export in one fresh interpreter."""
+    code = f"""
+import sys, contextlib, io, numpy as np
+from nnstep.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    main(["run", {os.path.join(ROOT, "scenarios", "tiny-lm.toml")!r}])
+    main(["export", {os.path.join(ROOT, "scenarios", "tiny-lm.toml")!r}, "--torch", "-o", sys.argv[1]])
+    import nnstep
+    nnstep.compare({os.path.join(ROOT, "scenarios", "classic.toml")!r}, {{"loss": np.array(0.3)}})
+print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+"""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run([sys.executable, "-c", code, os.path.join(d, "ref.py")], capture_output=True, text=True,
+                           timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
