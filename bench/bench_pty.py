@@ -10,9 +10,10 @@ For each scenario, and for a trivial Textual app (one label updated per key, ben
 the floor of Textual plus the terminal), it starts the program in a pty at 120x40 and measures:
 
 * start: from the spawn to the first full screen (the footer's last key and the header drawn);
-* a key: ``n`` (next op), or ``p`` now and then, written to the pty; the time until the header line
-  on the emulated screen changes (the op counter; for the trivial app, its counter). Then it waits
-  for the output to go quiet before the next key, so keys never queue.
+* a key: ``n`` (next op) up to the end of training, then ``p`` back to the start, written to the
+  pty; the time until the header line on the emulated screen changes (the op counter; for the
+  trivial app, its counter) and the last write of that repaint has arrived (then nothing for
+  40 ms: the header can be painted before the panels). Keys never queue.
 
 Programs are measured in rounds, alternated (trivial, A, B, trivial, A, B, ...), because the
 machine is shared and noisy; the ratios against the trivial app of the same run are the figures.
@@ -88,10 +89,12 @@ class Term:
             self.pump(0.05)
         return time.perf_counter() - t
 
-    def quiet(self, gap: float = 0.04, limit: float = 5.0):
-        t = time.perf_counter()
+    def quiet(self, gap: float = 0.04, limit: float = 5.0) -> float:
+        """Pump until the program writes nothing for ``gap`` s; the time of its last write."""
+        t = last = time.perf_counter()
         while self.pump(gap) and time.perf_counter() - t < limit:
-            pass
+            last = time.perf_counter()
+        return last
 
     def close(self):
         try:
@@ -116,14 +119,23 @@ def measure(argv, trivial: bool, presses: int) -> tuple[float, list[float]]:
         start = time.perf_counter() - term.t0
         term.quiet(0.15)
         times = []
+        back = False
         for j in range(presses):
-            key = b"p" if (j % 10 == 9 and not trivial) else b"n"
+            head = term.line(0)
+            if not trivial:                     # n to the end of training, then p back, and again
+                if "end of training" in head:
+                    back = True
+                elif back and "step 1/" in head and "op 1/" in head:
+                    back = False
+            key = b"p" if back else b"n"
             before = term.line(0)
             t = time.perf_counter()
             os.write(term.fd, key)
             term.wait(lambda: term.line(0) != before, limit=30)
-            times.append((time.perf_counter() - t) * 1000)
-            term.quiet()
+            # the header may be painted before the rest: the screen shows the key's effect when the
+            # last write of the repaint has arrived (then nothing for 40 ms)
+            done = term.quiet()
+            times.append((done - t) * 1000)
         return start * 1000, times
     finally:
         term.close()

@@ -295,3 +295,34 @@ GRAPH_CASES = [
 ]
 
 CASES += GRAPH_CASES
+
+# --- recurrent layers (SPEC §8) ---
+RNN_BASE = ('[data]\nx = [[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]]\ny = [[[1.0], [2.0], [3.0]]]\n\n'
+            '[[layers]]\ntype = "rnn"\nhidden = 1\n\n[loss]\ntype = "mse"\n')
+
+RNN_CASES = [
+    Case("rnn-hidden-missing", "An rnn without hidden", sub("hidden = 1\n", "", RNN_BASE),
+         "net.toml: layers[0]: missing key hidden (an rnn layer needs it)"),
+    Case("rnn-hidden-zero", "An rnn with hidden = 0", sub("hidden = 1", "hidden = 0", RNN_BASE),
+         "net.toml: layers[0].hidden: expected a positive integer, got 0"),
+    Case("rnn-nonlinearity", "An rnn nonlinearity torch does not have", sub("hidden = 1", 'hidden = 1\nnonlinearity = "sigmoid"', RNN_BASE),
+         'net.toml: layers[0].nonlinearity: unknown value "sigmoid" (expected one of: relu, tanh)'),
+    Case("rnn-not-a-sequence", "An rnn on data that is not (N, T, I)",
+         '[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0], [2.0]]\n\n[[layers]]\ntype = "rnn"\nhidden = 1\n\n[loss]\ntype = "mse"\n',
+         "net.toml: layers[0]: rnn1 (rnn) cannot take the output of the data, per-sample shape [2]: rnn expects input "
+         "(N, T, I): a per-sample shape of 2 dims (time steps, features), got [2]"),
+    Case("lstm-nonlinearity", "An lstm with a nonlinearity", sub('type = "rnn"\nhidden = 1', 'type = "lstm"\nhidden = 1\nnonlinearity = "relu"', RNN_BASE),
+         "net.toml: layers[0].nonlinearity: unknown key (expected one of: bias, bias_hh, bias_ih, frozen, hidden, in, "
+         "init, input, name, type, weight_hh, weight_ih)"),
+    Case("rnn-work-limit", "An rnn over too many time steps for its batch",
+         sub("x = [[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]]\ny = [[[1.0], [2.0], [3.0]]]",
+             'x = { random = "normal", shape = [64, 2000, 1] }\ny = { random = "normal", shape = [64, 2000, 8] }',
+             RNN_BASE).replace("hidden = 1", "hidden = 8"),
+         "net.toml: layers[0]: rnn1 over 2000 time steps would copy 2048000000 elements per batch, filling its "
+         "(N, T, ·) tensors one time step at a time (N·T²·hidden), over the limit of 1000000000 (use fewer time "
+         "steps or a smaller batch_size)"),
+    Case("lstm-weight-shape", "An lstm weight in the wrong layout", sub('type = "rnn"\nhidden = 1', 'type = "lstm"\nhidden = 1\nweight_hh = [[1.0, 0.5]]', RNN_BASE),
+         "net.toml: layers[0].weight_hh: expected shape [4, 1] (4·hidden, hidden), the gates i, f, g, o stacked, got [1, 2]"),
+]
+
+CASES += RNN_CASES

@@ -99,11 +99,33 @@ def parse_element(text: str) -> tuple[str, tuple[int, ...] | None]:
     return m.group(1), idx
 
 
+def _writers(session, name: str) -> list:
+    return [op for op in session.ops if name in op.outputs or name in op.also_writes]
+
+
 def _writer(session, name: str):
-    for op in session.ops:
-        if name in op.outputs or name in op.also_writes:
-            return op
-    return None
+    """The op that completes ``name``: the last one writing it (an RNN's whole-sequence tensors and
+    parameter gradients are written by every time step's op, one time step at a time)."""
+    ws = _writers(session, name)
+    return ws[-1] if ws else None
+
+
+def _element_writer(session, name: str, step: int, index, last):
+    """Of several ops writing ``name``, the one that wrote this element: as its layer says
+    (``element_op``: an RNN's time step), else the earliest after which it no longer changes."""
+    ws = _writers(session, name)
+    L = session.program.layer.get(last.layer) if last.layer else None
+    op_name = L.element_op(name, tuple(index)) if hasattr(L, "element_op") else None
+    if op_name is not None:
+        return next(w for w in ws if w.name == op_name)
+    final = np.asarray(session.record_at(step, last.index).outputs[name])[index]
+    chosen = last
+    for w in reversed(ws[:-1]):
+        v = np.asarray(session.record_at(step, w.index).outputs[name])[index]
+        if not (v == final or (v != v and final != final)):
+            break
+        chosen = w
+    return chosen
 
 
 def computed_this_step(session, name: str) -> bool:
@@ -306,6 +328,18 @@ def explain(session, tensor: str, index=None, step: int | None = None, digits: i
     if w is not None and is_gradient(session, tensor):
         _chain(session, ex, env, digits)
     else:
+        L = session.program.layer.get(w.layer) if w is not None and w.layer else None
+        alias = L.element_alias(tensor, index) if hasattr(L, "element_alias") else None
+        if alias is not None:            # one time step's element of a whole-sequence tensor
+            sub = explain(session, alias[0], alias[1], step=step, digits=digits)
+            ex.lines = [f"{tensor}{ix(index)} is {alias[0]}{ix(alias[1])}:"] + sub.lines
+            ex.value, ex.ok = sub.value, sub.ok
+            return ex
+        if w is not None and len(_writers(session, tensor)) > 1:
+            w = _element_writer(session, tensor, step, index, w)
+            rec = session.record_at(step, w.index)
+            env = {**rec.inputs, **rec.outputs}
+            env["__record__"] = rec
         _value(session, ex, w, env, digits)
     return ex
 
@@ -359,9 +393,12 @@ def _value(session, ex: Explanation, w, env: dict, digits: int):
         return
     ex.lines.append(f"{name}{ix(idx)} is computed by \"{w.name}\" (op {w.index + 1}, step {ex.step}):")
     L = session.program.layer.get(w.layer) if w.layer else None
-    rule = getattr(L, "value_rule", None) if w.kind == "forward" else None
-    if rule is not None and name == L.spec.t("out"):
-        terms, const, how = rule(idx, lambda n: env[n])
+    rule = getattr(L, "value_rule", None) if w.kind == "forward" and name == L.spec.t("out") else None
+    if L is not None and w.kind.startswith("step:") and hasattr(L, "step_value_rule"):
+        rule = (lambda i, V: L.step_value_rule(name, i, V))         # a time step's sum (an RNN's pre.t<k>)
+    got = rule(idx, lambda n: env[n]) if rule is not None else None
+    if got is not None:
+        terms, const, how = got
         shown = terms[:MAX_TERMS]
         more = len(terms) - len(shown)
         tail = f" + … ({more} more)" if more else ""
@@ -379,9 +416,18 @@ def _value(session, ex: Explanation, w, env: dict, digits: int):
         # element-wise ops (activations, updates, optimizer state), the whole tensor otherwise
         shape = np.shape(env[name])
         rec = env["__record__"]
-        before = {n: _at(v, shape, idx) for n, v in rec.inputs.items()}
+        formula = w.formula
+        inputs = rec.inputs
+        if w.kind.startswith("step:"):
+            # an op of several clauses (an RNN's time step): the clauses writing this tensor, the
+            # values written by the others taken as they came out of the op
+            mine = tuple(c for c in formula if c.arrow and any(getattr(p, "name", None) == name for p in c.lhs))
+            if mine:
+                formula = mine
+                inputs = {**{n: v for n, v in rec.outputs.items() if n not in rec.inputs and n != name}, **rec.inputs}
+        before = {n: _at(v, shape, idx) for n, v in inputs.items()}
         after = {n: _at(v, shape, idx) for n, v in rec.outputs.items()}
-        for c in views(w.formula, before, after, step=ex.step, digits=digits):
+        for c in views(formula, before, after, step=ex.step, digits=digits):
             ex.lines.append(f"  {c.text}")
             if c.filled and c.numbers != c.text:
                 ex.lines.append(f"    {c.numbers}")

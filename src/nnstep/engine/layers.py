@@ -548,3 +548,7 @@ LAYERS: dict[str, type[Layer]] = {c.type: c for c in (
 from .layers_graph import GRAPH_LAYERS  # noqa: E402  (they build on Layer above)
 
 LAYERS.update(GRAPH_LAYERS)
+
+from .layers_rnn import RNN_LAYERS  # noqa: E402
+
+LAYERS.update(RNN_LAYERS)

@@ -142,13 +142,14 @@ class Program:
 
     def _step(self, op: Op):
         """One operation of a layer that takes several (attention's sub-steps, an RNN's time
-        steps): the layer's method named by the step's kind, reading and writing env by name."""
+        steps): the layer's method named by the step's kind, reading and writing env by name, with
+        the step's argument when it has one (an RNN's time index)."""
         L = self.layer[op.layer]
         fn = getattr(L, op.kind.split(":", 1)[1])
-
-        def run(env, k):
-            fn(env, k)
-        return run
+        arg = op.arg
+        if arg is None:
+            return lambda env, k: fn(env, k)
+        return lambda env, k: fn(env, k, arg)
 
     def _loss(self, op: Op):
         lo = self.scenario.loss

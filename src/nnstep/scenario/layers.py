@@ -10,7 +10,7 @@ import numpy as np
 from ..spec import catalog
 from ..spec.catalog import ShapeError
 from ..spec.model import LayerSpec, LossSpec
-from .limits import MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_KERNEL, MAX_LAYERS, MAX_TOTAL_PARAMS
+from .limits import MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_KERNEL, MAX_LAYERS, MAX_RECURRENT_WORK, MAX_TOTAL_PARAMS
 from .files import cast as _cast
 from .validate import NAME_RE, fmt_shape as _fmt_shape, opt_value as _opt, _show
 
@@ -20,7 +20,9 @@ MERGES = ", ".join(t for t, c in catalog.LAYERS.items() if c.merge)
 
 def init_tensor(kind: str, shape, fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
     """torch.nn.init, as the layers' reset_parameters() use it, in float64."""
-    if kind in ("kaiming_uniform", "bias"):
+    if kind in ("kaiming_uniform", "bias", "recurrent"):
+        # "recurrent": nn.RNN / nn.LSTM's reset_parameters, uniform(-1/sqrt(hidden), 1/sqrt(hidden))
+        # for every parameter; their fans are (hidden, hidden)
         # kaiming_uniform_(a=sqrt(5)) gives bound = gain*sqrt(3/fan_in) with gain = sqrt(2/(1+5)):
         # exactly 1/sqrt(fan_in); torch's bias init uses the same bound.
         bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
@@ -98,7 +100,7 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             if k in t:
                 opts[k] = _opt(ctx, t[k], f"{where}.{k}", kind)
             elif default is None:
-                raise ctx.err(where, f"missing key {k} (a {typ} layer needs it)")
+                raise ctx.err(where, f"missing key {k} ({_a(typ)} {typ} layer needs it)")
             else:
                 opts[k] = default
         inputs = _inputs(ctx, t, where, i, cls, typ, specs, names, later)
@@ -144,6 +146,10 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
                 if a.shape != tuple(pshapes[p]):
                     lay = {"linear": " (out, in)", "conv1d": " (out_channels, in_channels, kernel)",
                            "conv2d": " (out_channels, in_channels, kh, kw)"}.get(typ, "") if p == "weight" else ""
+                    if typ in ("rnn", "lstm"):          # torch's layouts, gates stacked i, f, g, o
+                        G = "4·hidden" if typ == "lstm" else "hidden"
+                        lay = {"weight_ih": f" ({G}, input features)", "weight_hh": f" ({G}, hidden)"}.get(p, f" ({G},)")
+                        lay += ", the gates i, f, g, o stacked" if typ == "lstm" else ""
                     src = ""
                     if typ in ("linear", "conv1d", "conv2d") and p == "weight":
                         src = (f"; {'in' if typ == 'linear' else 'in_channels'} = "
@@ -184,7 +190,7 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
 
 
 def _a(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
+    return "an" if word[:1] in "aeiou" or word in ("rnn", "lstm") else "a"     # an RNN, an LSTM
 
 
 def _describe(tensor: str, specs, names) -> str:
@@ -250,6 +256,15 @@ def _work_limits(ctx, where, name, typ, opts, in_shape, out_shape, batch: int):
     if n_out > MAX_ELEMENTS:
         raise ctx.err(where, f"the output of {name}, {_fmt_shape((batch,) + out_shape)} per batch, has "
                              f"{n_out} elements, over the limit of {MAX_ELEMENTS}")
+    if typ in ("rnn", "lstm"):
+        # each time step's op writes a new (N, T, ·) array (values are never changed in place):
+        # N·T²·width elements per forward pass, width = hidden (lstm: out, c and gates, 6·hidden)
+        T, H = in_shape[0], opts["hidden"]
+        work = batch * T * T * (H if typ == "rnn" else 6 * H)
+        if work > MAX_RECURRENT_WORK:
+            raise ctx.err(where, f"{name} over {T} time steps would copy {work} elements per batch, filling its "
+                                 f"(N, T, ·) tensors one time step at a time (N·T²·{'hidden' if typ == 'rnn' else '6·hidden'}), "
+                                 f"over the limit of {MAX_RECURRENT_WORK} (use fewer time steps or a smaller batch_size)")
     if typ in ("conv1d", "conv2d"):
         nd = 1 if typ == "conv1d" else 2
         tup = (lambda v: tuple(v) if isinstance(v, list) else (v,) * nd)

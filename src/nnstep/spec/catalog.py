@@ -34,13 +34,16 @@ def fmt_shape(s) -> str:
 class Step:
     """One operation of a layer that takes several (attention's sub-steps, an RNN's time steps):
     ``forward <layer> <suffix>`` / ``backward <layer> <suffix>``. ``ins``/``outs`` are
-    (tensor, role) pairs; the engine binds ``kind`` to the layer's method of that name."""
+    (tensor, role) pairs; the engine binds ``kind`` to the layer's method of that name, called as
+    ``method(env, k)``, or ``method(env, k, arg)`` when the step carries an ``arg`` (an RNN's time
+    index: one method for every time step)."""
     suffix: str
     kind: str
     ins: tuple[tuple[str, str], ...]
     outs: tuple[tuple[str, str], ...]
     formula: Formula
     labels: tuple[tuple[str, str], ...] = ()     # (tensor, label) where the role's default label is vague
+    arg: Any = None                              # passed to the method (None: not passed)
 
 
 class LayerType:
@@ -420,6 +423,10 @@ INITS = ("kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal",
 from .catalog_graph import GRAPH_LAYERS  # noqa: E402  (they build on LayerType above)
 
 LAYERS.update(GRAPH_LAYERS)
+
+from .catalog_rnn import RNN_LAYERS  # noqa: E402
+
+LAYERS.update(RNN_LAYERS)
 
 
 # =================================================================================================

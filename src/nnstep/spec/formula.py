@@ -30,6 +30,9 @@ class Ref:
     role: str = ""
     index: str = ""          # "[n, o, i]": an element in index notation, never filled with numbers
     T: bool = False          # transposed
+    take: tuple[int, ...] | None = None   # (axis, i): the slice at i along axis, filled with its numbers
+                                          # (an RNN's time step: x[:, 2]), written "[:, 2]"; (axis, a, b):
+                                          # positions a..b−1 along axis, written "[:, a:b]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,7 @@ class Count:
 @dataclass(frozen=True, slots=True)
 class Sym:
     text: str
+    of: "Ref | None" = None      # the tensor (slice) it stands for: its numbers fill it in (an LSTM's gate f)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +103,7 @@ def _parts(s: str, given: dict) -> tuple[Part, ...]:
             raise KeyError(f"formula template names {{{key}}}, which was not given")
         p = given[key]
         if isinstance(p, Ref) and (m.group(2) or m.group(3)):
-            p = Ref(p.name, p.role, m.group(3) or p.index, bool(m.group(2)) or p.T)
+            p = Ref(p.name, p.role, m.group(3) or p.index, bool(m.group(2)) or p.T, p.take)
         elif m.group(2) or m.group(3):
             p = _text(p) + (m.group(2) or "") + (m.group(3) or "")
         out.append(p)
@@ -132,7 +136,8 @@ def _text(p: Part) -> str:
     if isinstance(p, str):
         return p
     if isinstance(p, Ref):
-        return p.name + p.index + ("ᵀ" if p.T else "")
+        at = "" if p.take is None else "[" + ":, " * p.take[0] + ":".join(map(str, p.take[1:])) + "]"
+        return p.name + at + p.index + ("ᵀ" if p.T else "")
     if isinstance(p, (Const, Count)):
         return p.symbol
     if isinstance(p, Sym):
@@ -221,7 +226,7 @@ def views(formula: Formula, before: Mapping, after: Mapping, step: int | None = 
         # a local symbol that stands for one tensor ("g = linear1.weight.grad") takes its value
         rhs_refs = [p for p in c.rhs if not (isinstance(p, str) and not p.strip())]
         if (c.arrow and len(c.lhs) == 1 and isinstance(c.lhs[0], Sym) and len(rhs_refs) == 1
-                and isinstance(rhs_refs[0], Ref) and not rhs_refs[0].index):
+                and isinstance(rhs_refs[0], Ref) and not rhs_refs[0].index and rhs_refs[0].take is None):
             v = current.get(rhs_refs[0].name)
             if v is not None:
                 syms[c.lhs[0].text] = v
@@ -232,14 +237,17 @@ def views(formula: Formula, before: Mapping, after: Mapping, step: int | None = 
             for p in parts:
                 prev = "".join(buf).rstrip()
                 if isinstance(p, Ref):
-                    v = None if p.index else source.get(p.name)
+                    v = None if p.index else _taken(p, source.get(p.name))
                     if v is None or np.asarray(v).size > max_size or np.ndim(v) > 2:
                         buf.append(_text(p))
                         continue
                     buf.append(_paren(_value_text(v, p.T, digits), prev))
                     filled[0] = True
-                elif isinstance(p, Sym) and not is_lhs and p.text in syms:
-                    v = syms[p.text]
+                elif isinstance(p, Sym) and not is_lhs and (p.text in syms or p.of is not None):
+                    v = syms.get(p.text) if p.of is None else _taken(p.of, source.get(p.of.name))
+                    if v is None:
+                        buf.append(p.text)
+                        continue
                     if np.asarray(v).size <= max_size and np.ndim(v) <= 2:
                         buf.append(_paren(_value_text(v, False, digits), prev))
                         filled[0] = True
@@ -264,10 +272,20 @@ def views(formula: Formula, before: Mapping, after: Mapping, step: int | None = 
         rhs_num = render(c.rhs, current, False)
         lhs_num = render(c.lhs, after, True) if c.arrow else render(c.lhs, current, False)
         for p in c.lhs:
-            if isinstance(p, Ref) and not p.index and after.get(p.name) is not None:
+            if isinstance(p, Ref) and not p.index and p.take is None and after.get(p.name) is not None:
                 current[p.name] = after[p.name]
         out.append(ClauseView(side_text(c.lhs), c.arrow, side_text(c.rhs), lhs_num, rhs_num, filled[0]))
     return out
+
+
+def _taken(p: Ref, v):
+    """A Ref's value: the tensor, or its slice when the Ref takes one."""
+    if v is None or p.take is None:
+        return v
+    a = np.asarray(v)
+    if len(p.take) == 2:
+        return np.take(a, p.take[1], axis=p.take[0])
+    return np.take(a, range(p.take[1], p.take[2]), axis=p.take[0])
 
 
 def numbers(formula: Formula, before: Mapping, after: Mapping, **kw) -> str | None:

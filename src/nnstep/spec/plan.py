@@ -54,6 +54,7 @@ class Op:
     alias_src: tuple[str, ...] = ()            # ... each the same array as this output of the op
     param: str | None = None                   # update ops: the parameter
     sums: tuple[str, ...] = ()                 # a fork's backward: grad_out = Σ these, first
+    arg: object = None                         # a layer step's argument (Step.arg): an RNN's time index
     inputs: tuple[str, ...] = field(init=False)
     outputs: tuple[str, ...] = field(init=False)
 
@@ -194,7 +195,8 @@ class Plan:
                 for st in steps:
                     self._add(stage="forward", name=f"forward {L.name} {st.suffix}", layer=L.name, kind=f"step:{st.kind}",
                               ins=tuple(self._step_slot(a, r, L) for a, r in st.ins),
-                              outs=tuple(self._step_slot(a, r, L) for a, r in st.outs), formula=st.formula)
+                              outs=tuple(self._step_slot(a, r, L) for a, r in st.outs), formula=st.formula,
+                              arg=st.arg)
                 continue
             ins = [self._slot(x, "input", L) for x in L.inputs]
             ins += [self._slot(L.t(p), "param", L) for p in L.params]
@@ -257,7 +259,7 @@ class Plan:
                 self._add(stage="backward", name=f"backward {L.name} {st.suffix}", layer=L.name, kind=f"step:{st.kind}",
                           ins=tuple(ins), outs=tuple(outs), formula=(pre if first else ()) + st.formula,
                           also_writes=tuple(a for a, _ in mine), alias_src=tuple(s for _, s in mine),
-                          sums=tuple(contrib) if (first and fork) else ())
+                          sums=tuple(contrib) if (first and fork) else (), arg=st.arg)
             return
         ins = pre_ins if fork else [self._slot(gname, "upstream", L)]
         outs = list(pre_outs)

@@ -113,7 +113,9 @@ def graph_mark(op) -> str:
     n = sum(1 for s in op.ins if s.role == "contribution")
     if n:
         return f" Σ{n}"
-    if op.stage == "forward" and sum(1 for s in op.ins if s.role == "input") > 1:
+    own = f"{op.layer}."
+    if op.stage == "forward" and len({s.name for s in op.ins if s.role == "input" and not s.name.startswith(own)
+                                      and (s.name == "input" or s.name.endswith(".out"))}) > 1:
         return " ⊕"
     if op.stage == "backward" and any(s.name.endswith(".grad_in.1") for s in op.outs):
         return " ⊕"
