@@ -42,6 +42,7 @@ LAYER_OPTIONS = {
     "identity": set(), "softmax": {"dim"},
     "add": set(), "mul": set(), "concat": {"dim"}, "matmul": set(), "transpose": {"dims"}, "reshape": {"shape"},
     "scale": {"by"}, "embedding": {"num", "dim"}, "attention": {"heads", "causal", "bias"},
+    "rnn": {"hidden", "nonlinearity", "bias"}, "lstm": {"hidden", "bias"},
 }
 LOSSES = {"mse": "MSELoss", "l1": "L1Loss", "smooth_l1": "SmoothL1Loss", "huber": "HuberLoss",
           "cross_entropy": "CrossEntropyLoss", "bce": "BCELoss", "bce_with_logits": "BCEWithLogitsLoss"}
@@ -187,6 +188,11 @@ def _module(L) -> tuple[str | None, str]:
         bias = "" if o["bias"] else ", bias=False"
         return (f"nn.MultiheadAttention({E}, num_heads={o['heads']}{bias}, batch_first=True)",
                 "self-attention: query = key = value = its input")
+    if t in ("rnn", "lstm"):
+        bias = "" if o["bias"] else ", bias=False"
+        nl = f', nonlinearity="{o["nonlinearity"]}"' if t == "rnn" else ""
+        return (f"nn.{t.upper()}({L.in_shape[-1]}, {o['hidden']}{nl}{bias}, batch_first=True)",
+                "one layer, h0 = 0" + (" and c0 = 0" if t == "lstm" else "") + "; its output: every hidden state")
     return None, ""
 
 
@@ -218,6 +224,8 @@ def _forward_line(L, names: _Names) -> list[str]:
             return [f"mask = torch.triu(torch.ones({T}, {T}, dtype=torch.bool), diagonal=1)   # True: key j > query i, hidden",
                     f"{out}, _ = {me}({a}, {a}, {a}, need_weights=False, attn_mask=mask)"]
         return [f"{out}, _ = {me}({a}, {a}, {a}, need_weights=False)"]
+    if t in ("rnn", "lstm"):
+        return [f"{out}, _ = {me}({a})"]
     return [f"{out} = {me}({a})"]
 
 
@@ -225,6 +233,8 @@ def _param_ref(L, p: str, names: _Names) -> str:
     me = f"net.{names.attr[L.name]}"
     if L.type == "attention" and p.startswith("out_proj_"):
         return f"{me}.out_proj.{p[len('out_proj_'):]}"
+    if L.type in ("rnn", "lstm"):
+        return f"{me}.{p}_l0"                 # torch numbers the layers of a stacked RNN: this is layer 0
     return f"{me}.{p}"
 
 

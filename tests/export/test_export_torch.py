@@ -250,6 +250,32 @@ steps = 3
 shuffle = true
 batch_size = 2
 """,
+    "rnn-relu-lstm-no-bias": """
+[scenario]
+seed = 9
+[data]
+x = { random = "normal", shape = [3, 4, 2] }
+y = { random = "normal", shape = [3, 4, 2] }
+[[layers]]
+type = "rnn"
+hidden = 3
+nonlinearity = "relu"
+[[layers]]
+type = "lstm"
+hidden = 2
+bias = false
+[[layers]]
+type = "rnn"
+hidden = 2
+[loss]
+type = "mse"
+[optimizer]
+type = "adam"
+lr = 0.01
+[train]
+steps = 3
+batch_size = 2
+""",
     "smooth-l1-beta0-l1-softmax": """
 [scenario]
 seed = 4
