@@ -460,7 +460,16 @@ def cmd_export(path: str, output: str) -> int:
     from .fileio import atomic_write_text
     from .scenario import load_scenario
 
+    import os
+
     sc = load_scenario(path)
+    d = os.path.dirname(output)
+    if d and not os.path.isdir(d):
+        raise ScenarioError(f'no such folder "{d}"', file=output)
+    if os.path.exists(output) and os.path.samefile(output, path):
+        from .scenario.validate import clean
+        raise ScenarioError(f'"{clean(output)}" is the scenario itself: write the script to another file (-o ref.py)',
+                            where="-o")
     text = script(sc, path)
     atomic_write_text(output, text)
     import sys

@@ -423,7 +423,11 @@ def load_tensors(path: str) -> dict:
     out = {}
     with zf:
         for key in _npz_keys(zf):
-            out[key] = _npz_load(ctx, f'"{key}"', path, zf, key)
+            try:
+                out[key] = _npz_load(ctx, None, path, zf, key)
+            except ScenarioError as e:        # the file is named once, as the location
+                what = e.what[len(f'"{path}": '):] if e.what.startswith(f'"{path}": ') else e.what
+                raise ScenarioError(what, file=path) from None
     return out
 
 
