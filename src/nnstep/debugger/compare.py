@@ -237,6 +237,8 @@ def compare(sc: Scenario, tensors: dict, rtol: float = RTOL, atol: float = ATOL,
             for r, a in wanted.get((k, op.index), ()):
                 nb = int(env["input"].shape[0])
                 _judge(sc, r, a, env[r.tensor], rtol, atol, source, batch=nb, n_pred=nb * per_pred)
+                if r.status == "differs" and r.tensor.endswith(".grad_in"):
+                    _hint_local(plan, r, env, rtol, atol)
             if op.index == ustart - 1 and k in steps_wanted:
                 snap[k] = dict(env)            # after the backward pass, before the update
 
@@ -326,6 +328,20 @@ def _hints(sc, name, mine, ref, rtol, atol, batch, n_pred) -> list[str]:
             and _close(mine.T, ref, rtol, atol).all()):
         hints.append("yours is the transpose of nnstep's: torch's weight layout is (out, in), out = in @ W.T + b")
     return hints
+
+
+def _hint_local(plan, r: TensorResult, env, rtol, atol):
+    """An element-wise layer's grad_in that equals its grad_out: the local derivative never
+    multiplied in."""
+    layer = r.tensor[:-len(".grad_in")]
+    T = plan.types.get(layer)
+    g = env.get(f"{layer}.grad_out")
+    if T is None or not T.elementwise or g is None or np.shape(g) != r.yours.shape:
+        return
+    if _close(r.yours, np.asarray(g, dtype=np.float64), rtol, atol).all():
+        r.hints.insert(0, f"yours = {layer}.grad_out, the gradient arriving at {layer}: the local derivative "
+                          f"{layer}.local (d out/d in of the {T.type}) was never multiplied in: "
+                          f"grad_in = grad_out ⊙ local")
 
 
 def _hint_updated(prog, sc, snap, env, k, late, bstart, ustart, rtol, atol):
