@@ -219,3 +219,17 @@ def test_a_pickle_npz_is_never_loaded(tmp_path):
     np.savez(p, loss=np.array([{"code": "boom"}], dtype=object))
     with pytest.raises(ScenarioError, match="holds Python objects, which nnstep never loads"):
         nnstep.compare(NET, p)
+
+
+def test_readme_compare_example(monkeypatch, capsys):
+    """The README's compare example runs as written, its comments hold, and it ends in the
+    AssertionError it promises."""
+    import re
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "nnstep.compare(" in b)
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(AssertionError) as e:
+        exec(compile(block, "README.md#compare", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "(1, 6) sigmoid1.grad_in"
+    assert "first difference: step 1, op 7/12" in str(e.value)
