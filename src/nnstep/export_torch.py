@@ -164,7 +164,7 @@ def _module(L) -> tuple[str | None, str]:
         d = o.get("dims") or len(L.in_shape)
         shp = list(L.in_shape[len(L.in_shape) - d:])
         aff = "" if o["affine"] else ", elementwise_affine=False"
-        return f"nn.LayerNorm({shp}, eps={_f(o['eps'])}{aff})", f"over the last {d} dim{'s' if d != 1 else ''}"
+        return f"nn.LayerNorm({shp}, eps={_f(o['eps'])}{aff})", ("over the last dim" if d == 1 else f"over the last {d} dims")
     if t == "relu":
         return "nn.ReLU()", ""
     if t == "leaky_relu":
@@ -182,7 +182,7 @@ def _module(L) -> tuple[str | None, str]:
     if t == "flatten":
         return "nn.Flatten()", "(N, ...) -> (N, -1)"
     if t == "embedding":
-        return f"nn.Embedding({o['num']}, {o['dim']})", "row i of the weight for token i"
+        return f"nn.Embedding({o['num']}, {o['dim']})", "token i -> row i of the weight"
     if t == "attention":
         E = L.in_shape[-1]
         bias = "" if o["bias"] else ", bias=False"
@@ -294,7 +294,9 @@ def script(sc: Scenario, source: str) -> str:
     w("")
     w("")
     w("net = Net()")
-    w("net.train()                          # batchnorm uses the batch's statistics")
+    bn = any(L.type == "batchnorm" for L in sc.layers)
+    w("net.train()                          # training mode, as nnstep steps it" +
+      (": batchnorm normalizes with the batch's statistics" if bn else ""))
     w("")
     w("# nnstep's parameter names (SPEC §3) and the torch tensors they are")
     w("PARAMS = {")
@@ -390,7 +392,8 @@ def script(sc: Scenario, source: str) -> str:
         w("    idx = torch.tensor(ORDER[p][b * BATCH_SIZE:(b + 1) * BATCH_SIZE])")
         w("    return X[idx], Y[idx]")
     elif B == 1:
-        w(f"# train.batch_size = {tr.batch_size}: every step takes all {N} samples, in order")
+        w(f"# train.batch_size = {tr.batch_size}: every step takes the whole data, " +
+          (f"all {N} samples in order" if N > 1 else "its one sample"))
         w("def batch(k):")
         w("    return X, Y")
     else:
