@@ -89,7 +89,10 @@ def cmd_run(path: str, steps: int | None, as_json: bool, save: str | None, honor
     if not as_json:
         _out(f"{sc.name}: {n} step{'s' if n != 1 else ''}, {sc.dtype}, {len(sc.layers)} layer{'s' if len(sc.layers) != 1 else ''}, "
              f"{sc.loss.type} loss, {sc.optimizer.type} (lr {sc.optimizer.lr:g})")
-        _out(f"{'step':>6}  {'loss':>22}  {'|grad|':>12}")
+        _out(f"{'step':>6}  {'loss':>22}  {'|grad|':>12}" + (f"  {'lr':>12}" if sc.optimizer.schedule else ""))
+
+    sched = sc.optimizer.schedule is not None
+    lr_now = [float(env["lr"])] if sched else [None]   # the lr in force; `lr schedule` writes the next one
 
     def step_done(k1: int):                 # step k1 - 1 has finished (its update included)
         k = k1 - 1
@@ -98,9 +101,13 @@ def cmd_run(path: str, steps: int | None, as_json: bool, save: str | None, honor
             rows.append({"step": k, "loss": jsonio.num(loss),
                          "grads": {p: jsonio.arr(env[f"{p}.grad"]) for p in params},
                          "params": {p: jsonio.arr(env[p]) for p in params}})
+            if sched:
+                rows[-1]["lr"] = jsonio.num(lr_now[0])
         else:
             g = global_norm([env[f"{p}.grad"] for p in params])
-            _out(f"{k:>6}  {loss:>22.15g}  {g:>12.6g}")
+            _out(f"{k:>6}  {loss:>22.15g}  {g:>12.6g}" + (f"  {lr_now[0]:>12.6g}" if sched else ""))
+        if sched:
+            lr_now[0] = float(env["lr"])
 
     stops: list[Stop] = []
     advance(prog, env, 1, 0, n * len(prog.ops), n, det, sink=_first_stop(stops), on_boundary=step_done)

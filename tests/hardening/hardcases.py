@@ -100,7 +100,7 @@ CASES = [
     Case("unknown-table", "Unknown top-level table", BASE + "\n[trian]\nsteps = 3\n",
          'net.toml: trian: unknown table (did you mean "train"?)'),
     Case("key-of-other-type", "A key that belongs to another type", sub('type = "sgd"', 'type = "adam"\nmomentum = 0.9'),
-         "net.toml: optimizer.momentum: unknown key (expected one of: betas, eps, lr, type, weight_decay)"),
+         "net.toml: optimizer.momentum: unknown key (expected one of: betas, clip_grad_norm, eps, lr, schedule, type, weight_decay)"),
     Case("unknown-layer-type", "Unknown layer type", sub('type = "relu"', 'type = "rellu"'),
          'net.toml: layers[1].type: unknown value "rellu" (did you mean "relu"?)'),
     Case("unknown-loss-type", "Unknown loss type", sub('type = "mse"', 'type = "mean_squared"'),
@@ -326,6 +326,34 @@ RNN_CASES = [
 ]
 
 CASES += RNN_CASES
+# Optimizers, clipping, schedules and the loss options of SPEC §8
+CE3 = sub("out = 1", "out = 3", sub("y = [[1.0], [2.0]]", "y = [0, 2]"))
+BCE = sub("y = [[1.0], [2.0]]", "y = [[1.0], [0.0]]")
+OPTIM_CASES = [
+    Case("clip-nonpositive", "clip_grad_norm that is not positive", sub("lr = 0.1", "lr = 0.1\nclip_grad_norm = 0"),
+         "net.toml: optimizer.clip_grad_norm: expected a positive number, got 0"),
+    Case("schedule-unknown-type", "An unknown schedule type", BASE + '\n[optimizer.schedule]\ntype = "cosin"\nt_max = 5\n',
+         'net.toml: optimizer.schedule.type: unknown value "cosin" (did you mean "cosine"?)'),
+    Case("schedule-missing-option", "A schedule without its required option", BASE + '\n[optimizer.schedule]\ntype = "step"\n',
+         "net.toml: optimizer.schedule: missing key step_size (StepLR needs it)"),
+    Case("schedule-other-option", "An option of another schedule type",
+         BASE + '\n[optimizer.schedule]\ntype = "cosine"\nt_max = 10\ngamma = 0.5\n',
+         "net.toml: optimizer.schedule.gamma: unknown key (expected one of: eta_min, t_max, type)"),
+    Case("schedule-linear-factor", "A LinearLR start_factor above 1",
+         BASE + '\n[optimizer.schedule]\ntype = "linear"\nstart_factor = 2\n',
+         "net.toml: optimizer.schedule.start_factor: expected a number in (0, 1], got 2"),
+    Case("rmsprop-other-key", "A key of another optimizer", sub('type = "sgd"', 'type = "rmsprop"\nbetas = [0.9, 0.999]'),
+         "net.toml: optimizer.betas: unknown key (expected one of: alpha, centered, clip_grad_norm, eps, lr, momentum, schedule, type, weight_decay)"),
+    Case("ce-weight-length", "Class weights of the wrong length", sub('type = "mse"', 'type = "cross_entropy"\nweight = [1.0, 2.0]', CE3),
+         "net.toml: loss.weight: expected 3 class weights, one per class (layers[2] (linear2) gives 3 classes), got 2"),
+    Case("label-smoothing-range", "label_smoothing outside [0, 1]", sub('type = "mse"', 'type = "cross_entropy"\nlabel_smoothing = 1.5', CE3),
+         "net.toml: loss.label_smoothing: expected a number in [0, 1], got 1.5"),
+    Case("pos-weight-length", "pos_weight of the wrong shape", sub('type = "mse"', 'type = "bce_with_logits"\npos_weight = [1.0, 2.0]', BCE),
+         "net.toml: loss.pos_weight: 2 weights do not fit the last dim of layers[2] (linear2)'s output [2, 1], of size 1: give one weight per output there, or a single one for all"),
+]
+
+CASES += OPTIM_CASES
+
 
 # --- compare and export (SPEC §9) ---
 def mine_npz(**arrays):

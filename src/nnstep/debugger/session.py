@@ -70,6 +70,7 @@ import numpy as np
 from ..engine.program import Op, Program
 from ..engine.runner import Detector, Stop, advance
 from ..spec.model import Breakpoint, Scenario
+from ..spec.stats import global_norm
 
 RING = 4
 NEAR_SPAN = 16
@@ -139,6 +140,18 @@ class Session:
         size = min(self.N + 2, 1024)                     # grown by doubling as steps are reached
         self._loss = np.full(size, np.nan)               # loss of step k, once computed
         self._has_loss = np.zeros(size, dtype=bool)
+        # per layer with trainable parameters, the 2-norm of its parameter gradients at each step,
+        # taken once when the backward stage ends (the TUI's gradient-norm plot)
+        tr = set(scenario.trainable)
+        self.grad_layers: list[tuple[str, tuple[str, ...]]] = [
+            (L.name, ps) for L in scenario.layers
+            if (ps := tuple(f"{L.name}.{p}.grad" for p in L.params if f"{L.name}.{p}" in tr))]
+        st = self.program.stage_start
+        self._gnorm_at = (st["update"] if "update" in st else self.M) - 1
+        self._gnorm = np.full((size, len(self.grad_layers)), np.nan)
+        # with a schedule: the lr in force at step k (the tensor `lr` as the loss op ran), logged
+        # alongside the loss for the TUI's curve; None without a schedule
+        self._lr = np.full(size, np.nan) if scenario.optimizer.schedule is not None else None
         self.last_record: OpRecord | None = None
         self.last_stop: Stop | None = None
         self.ops_executed = 0               # every op run so far, re-runs included (for benchmarks)
@@ -221,11 +234,32 @@ class Session:
         ks = np.flatnonzero(self._has_loss[1:done + 1]) + 1
         return ks, self._loss[ks]
 
+    def grad_norm_arrays(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """(steps, layer names, norms[step, layer]) for every step whose backward stage has run as
+        of the cursor: per layer, the 2-norm over its trainable parameters' gradients."""
+        k = self._k
+        done = k if (k <= self.N and self._i > self._gnorm_at) else k - 1
+        ks = np.flatnonzero(~np.isnan(self._gnorm[1:done + 1, 0]) if self.grad_layers else
+                            np.zeros(0, dtype=bool)) + 1
+        return ks, [n for n, _ in self.grad_layers], self._gnorm[ks]
+    def lr_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(steps, lr in force) for the steps of loss_arrays(), or None without a schedule."""
+        if self._lr is None:
+            return None
+        ks, _ = self.loss_arrays()
+        return ks, self._lr[ks]
+
     def _grow_loss_log(self, k: int):
         size = min(self.N + 2, max(2 * len(self._loss), k + 1))
         loss, has = np.full(size, np.nan), np.zeros(size, dtype=bool)
         loss[:len(self._loss)], has[:len(self._has_loss)] = self._loss, self._has_loss
-        self._loss, self._has_loss = loss, has
+        g = np.full((size, self._gnorm.shape[1]), np.nan)
+        g[:len(self._gnorm)] = self._gnorm
+        self._loss, self._has_loss, self._gnorm = loss, has, g
+        if self._lr is not None:
+            lr = np.full(size, np.nan)
+            lr[:len(self._lr)] = self._lr
+            self._lr = lr
 
     # --- checkpoint policy -----------------------------------------------------------------------
     def _keep(self, c: int, k: int) -> bool:
@@ -265,6 +299,7 @@ class Session:
         on_op = on_boundary = None
         if live:
             loss_at, losses = self._loss_at, self
+            gnorm_at, grad_layers = self._gnorm_at, self.grad_layers
 
             def on_op(op, kk, ins):
                 last[0] = (op, kk, ins)
@@ -273,6 +308,12 @@ class Session:
                         losses._grow_loss_log(kk)
                     losses._loss[kk] = env["loss"]
                     losses._has_loss[kk] = True
+                    if losses._lr is not None:
+                        losses._lr[kk] = env["lr"]
+                if op.index == gnorm_at and grad_layers:
+                    if kk >= len(losses._gnorm):
+                        losses._grow_loss_log(kk)
+                    losses._gnorm[kk] = [global_norm([env[g] for g in gs]) for _, gs in grad_layers]
 
             def on_boundary(kk):
                 if near is None:            # the cursor itself moves: policy relative to it
@@ -566,7 +607,7 @@ class Session:
         loss log) beyond the live environment."""
         live = {id(v) for v in self._env.values()}
         seen = set()
-        total = self._loss.nbytes + self._has_loss.nbytes
+        total = self._loss.nbytes + self._has_loss.nbytes + (self._lr.nbytes if self._lr is not None else 0)
         dicts = list(self._ckpt.values()) + [env for env, _ in self._starts.values()]
         recs = [r for _, r in self._starts.values() if r is not None] + \
             ([self.last_record] if self.last_record is not None else [])

@@ -15,13 +15,53 @@ def _count(n: int, reduction: str) -> float:
     return 1.0 if reduction == "sum" else float(n)
 
 
+def _class_view(w, p):
+    """Class weights shaped to broadcast along dim 1 of p, as torch's weight.view(1, C, 1, ...)."""
+    return np.asarray(w, dtype=p.dtype).reshape((1, -1) + (1,) * (p.ndim - 2))
+
+
+def _ce_weighted(p, y, lp, reduction, w, eps):
+    """cross_entropy with class weights ``w`` (or None) and label smoothing ``eps``, as ATen's
+    cross_entropy_loss_label_smoothing (class indices: (1 − ε)·nll + ε/C·Σ_c −w_c·log p_c, the mean
+    dividing both by Σₙ w[yₙ]) and cross_entropy_loss_prob_target (probabilities: the target
+    smoothed to t·(1 − ε) + ε/C, the mean dividing by the number of positions, weights or not).
+    Returns (loss before scale, gradient before scale)."""
+    C = p.shape[1]
+    sm = np.exp(lp)
+    wb = np.ones((1, C) + (1,) * (p.ndim - 2), dtype=p.dtype) if w is None else _class_view(w, p)
+    if y.shape == p.shape:
+        t = y * (1 - eps) + eps / C if eps else y
+        wt = wb * t
+        elem = -(lp * wt).sum()
+        n = 1.0 if reduction == "sum" else float(p.size // C)
+        g = sm * wt.sum(axis=1, keepdims=True) - wt
+        return elem / n, g / n
+    idx = np.expand_dims(y.astype(np.int64, copy=False), 1)
+    wvec = wb.reshape(-1)
+    wy = wvec[idx]                                           # w[yₙ], shape (N, 1, ...)
+    nll = -(np.take_along_axis(lp, idx, axis=1) * wy).sum()
+    D = 1.0 if reduction == "sum" else float(wy.sum())
+    smooth = -(lp * wb).sum()
+    loss = (1 - eps) * (nll / D) + (smooth / D) * (eps / C) if eps else nll / D
+    onehot = np.zeros_like(p)
+    np.put_along_axis(onehot, idx, 1.0, axis=1)
+    g = (1 - eps) * wy * (sm - onehot)
+    if eps:
+        g = g + (eps / C) * (wvec.sum() * sm - wb)
+    return loss, g / D
+
+
 def loss_forward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale: float, beta=1.0, delta=1.0,
-                 lp=None):
-    """The scalar loss. For cross_entropy, ``lp`` may pass log_softmax(p) when already computed."""
+                 lp=None, weight=None, label_smoothing=0.0, pos_weight=None):
+    """The scalar loss. For cross_entropy, ``lp`` may pass log_softmax(p) when already computed;
+    ``weight`` (class weights) and ``label_smoothing`` are cross_entropy's, ``pos_weight``
+    bce_with_logits' (over the last dim)."""
     dt = p.dtype
     if kind == "cross_entropy":
         if lp is None:
             lp = log_softmax(p)
+        if weight is not None or label_smoothing:
+            return np.asarray(_ce_weighted(p, y, lp, reduction, weight, label_smoothing)[0] * scale, dtype=dt)
         if y.shape == p.shape:                       # class probabilities
             elem = -(y * lp).sum(axis=1)
         elif p.ndim == 2:
@@ -35,8 +75,13 @@ def loss_forward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale:
         # accurate for a small p
         elem = (y - 1.0) * np.maximum(np.log1p(-p), -100.0) - y * np.maximum(np.log(p), -100.0)
     elif kind == "bce_with_logits":
-        # as torch: (1 − y)·x − log σ(x), with log σ(x) = min(x, 0) − log1p(e^(−|x|)), stable both ways
-        elem = (1.0 - y) * p - (np.minimum(p, 0) - np.log1p(np.exp(-np.abs(p))))
+        # as torch: (1 − y)·x − log σ(x), with log σ(x) = min(x, 0) − log1p(e^(−|x|)), stable both ways;
+        # with pos_weight: (1 − y)·x − (1 + (pos_weight − 1)·y)·log σ(x)
+        logsig = np.minimum(p, 0) - np.log1p(np.exp(-np.abs(p)))
+        if pos_weight is not None:
+            elem = (1.0 - y) * p - ((np.asarray(pos_weight, dtype=dt) - 1) * y + 1) * logsig
+        else:
+            elem = (1.0 - y) * p - logsig
     else:
         d = p - y
         if kind == "mse":
@@ -55,8 +100,11 @@ def loss_forward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale:
 
 
 def loss_backward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale: float, beta=1.0, delta=1.0,
-                  lp=None):
+                  lp=None, weight=None, label_smoothing=0.0, pos_weight=None):
     """dLoss/dpred. For cross_entropy, ``lp`` may pass log_softmax(p) when already computed."""
+    if kind == "cross_entropy" and (weight is not None or label_smoothing):
+        g = _ce_weighted(p, y, log_softmax(p) if lp is None else lp, reduction, weight, label_smoothing)[1]
+        return g * scale
     if kind == "cross_entropy":
         n = p.size // p.shape[1]
         g = np.exp(log_softmax(p) if lp is None else lp)     # softmax, a fresh array
@@ -73,7 +121,11 @@ def loss_backward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale
     if kind == "bce":
         return (p - y) / np.maximum((1.0 - p) * p, 1e-12) * c
     if kind == "bce_with_logits":
-        return (1.0 / (1.0 + np.exp(-p)) - y) * c
+        sig = 1.0 / (1.0 + np.exp(-p))
+        if pos_weight is not None:
+            pw = np.asarray(pos_weight, dtype=p.dtype)
+            return (((pw - 1) * y + 1) * sig - pw * y) * c
+        return (sig - y) * c
     d = p - y
     if kind == "mse":
         return 2.0 * d * c
@@ -103,6 +155,30 @@ def grad_rule(lo, pred: str, p: np.ndarray, y: np.ndarray, idx: tuple):
     idx = tuple(int(i) for i in idx)
     at = ix(idx)
     kind, s = lo.type, lo.scale
+    if kind == "cross_entropy" and (lo.weight is not None or lo.label_smoothing):
+        C = p.shape[1]
+        eps = lo.label_smoothing
+        w = np.ones(C) if lo.weight is None else np.asarray(lo.weight, dtype=np.float64)
+        sm = float(np.exp(log_softmax(p)[idx]))
+        cls = idx[1]
+        rest = (idx[0],) + idx[2:]
+        if y.shape == p.shape:
+            t = y[(idx[0], slice(None)) + idx[2:]] * (1 - eps) + eps / C
+            wt = w * t
+            v = sm * float(wt.sum()) - float(wt[cls])
+            D = 1.0 if lo.reduction == "sum" else float(p.size // C)
+            f = Factor(f"softmax({pred}){at}·Σ_c w_c·t_c − w_{cls}·t_{cls}   (t = target·(1 − ε) + ε/C)", "", v)
+            dl = "s/N" if lo.reduction == "mean" else "s"
+        else:
+            yi = y.astype(np.int64)
+            hit = 1.0 if int(yi[rest]) == cls else 0.0
+            wy = float(w[int(yi[rest])])
+            v = (1 - eps) * wy * (sm - hit) + eps / C * (float(w.sum()) * sm - float(w[cls]))
+            D = 1.0 if lo.reduction == "sum" else float(w[yi].sum())
+            f = Factor(f"(1 − ε)·w[target{ix(rest)}]·(softmax({pred}){at} − [target{ix(rest)} = {cls}]) "
+                       f"+ ε/C·(Σ_c w_c·softmax({pred}){at} − w_{cls})", f"ε = {eps:g}, C = {C}", v)
+            dl = "s/Σₙ w[targetₙ]" if lo.reduction == "mean" else "s"
+        return Rule("the loss's derivative", [Term((Factor(dl, "", s / D), f))])
     if kind == "cross_entropy":
         n = p.size // p.shape[1]
         c = s / _count(n, lo.reduction)
@@ -140,6 +216,13 @@ def grad_rule(lo, pred: str, p: np.ndarray, y: np.ndarray, idx: tuple):
         v = d / max((1.0 - pv) * pv, 1e-12)
         return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(
             f"{dd} / max((1 − ŷ)·ŷ, 1e−12)", "", v)))])
+    if kind == "bce_with_logits" and lo.pos_weight is not None:
+        pw = np.broadcast_to(np.asarray(lo.pos_weight, dtype=np.float64), p.shape[-1:])
+        pj = float(pw[idx[-1]])
+        sg = 1.0 / (1.0 + np.exp(-pv))
+        v = (1 + (pj - 1) * yv) * sg - pj * yv
+        return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(
+            f"(1 + (pos_weight − 1)·target{at})·σ({pred}{at}) − pos_weight·target{at}", f"pos_weight = {pj:g}", float(v))))])
     if kind == "bce_with_logits":
         v = 1.0 / (1.0 + np.exp(-pv)) - yv
         return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(f"σ({pred}{at}) − target{at}", "", float(v))))])

@@ -1,4 +1,6 @@
-"""torch.optim.SGD and torch.optim.Adam, one parameter at a time, out of place.
+"""torch.optim.SGD, Adam, AdamW and RMSprop, one parameter at a time, out of place; torch's
+clip_grad_norm_ and the four learning-rate schedules (StepLR, ExponentialLR, CosineAnnealingLR,
+LinearLR) in their recursive ("chainable") form, as their ``step()`` computes them.
 
 Each update returns the new parameter and the optimizer state it used and wrote, by name suffix
 (the names are the catalogue's, spec.catalog.optimizer_state), so the screen can show the momentum
@@ -13,33 +15,117 @@ import numpy as np
 from ..spec.model import OptimizerSpec
 
 
-def update(opt: OptimizerSpec, t: int, p: np.ndarray, grad: np.ndarray, state: dict):
+def _lerp(a, b, w):
+    """torch.lerp(a, b, w): a + w·(b − a) for |w| < 0.5, else b − (b − a)·(1 − w)."""
+    return a + w * (b - a) if abs(w) < 0.5 else b - (b - a) * (1 - w)
+
+
+def _zeros(state, key, like):
+    v = state.get(key)
+    return np.zeros_like(like) if v is None else v
+
+
+def update(opt: OptimizerSpec, t: int, p: np.ndarray, grad: np.ndarray, state: dict, lr: float | None = None):
     """Return (new_p, written) where written maps suffixes to the values written (state and
-    derived quantities). ``t`` is the 1-based step count; ``state`` maps suffix -> previous value."""
+    derived quantities). ``t`` is the 1-based step count; ``state`` maps suffix -> previous value;
+    ``lr`` the learning rate in force (a schedule's), else the optimizer's."""
+    lr = opt.lr if lr is None else float(lr)
+    if opt.type == "adamw":
+        # torch.optim.AdamW: param.mul_(1 − lr·λ), then Adam's step on the raw gradient
+        decayed = p * (1 - lr * opt.weight_decay)
+        new, w = _adam(opt, t, decayed, grad, state, lr)
+        return new, {"decayed": decayed, **w}
     g = grad + opt.weight_decay * p if opt.weight_decay else grad
     if opt.type == "adam":
-        b1, b2 = opt.betas
-        # torch starts exp_avg and exp_avg_sq at zeros (the program holds them from step 0)
-        m_old = state.get("m")
-        v_old = state.get("v")
-        if m_old is None:
-            m_old = np.zeros_like(g)
-        if v_old is None:
-            v_old = np.zeros_like(g)
-        # as torch's single-tensor Adam: exp_avg.lerp_(g, 1 − β1); exp_avg_sq.mul_(β2).addcmul_(g, g,
-        # value=1 − β2). lerp(a, b, w) is a + w·(b − a) for |w| < 0.5, else b − (b − a)·(1 − w).
-        w = 1 - b1
-        m = m_old + w * (g - m_old) if abs(w) < 0.5 else g - (g - m_old) * (1 - w)
-        v = v_old * b2 + (1 - b2) * g * g
-        bc1 = 1 - b1 ** t
-        bc2 = 1 - b2 ** t
-        step_size = opt.lr / bc1
-        denom = np.sqrt(v) / math.sqrt(bc2) + opt.eps   # math.sqrt: a Python float keeps float32 float32
-        new = p - step_size * (m / denom)
-        return new, {"m": m, "v": v, "m_hat": m / bc1, "v_hat": v / bc2}
+        return _adam(opt, t, p, g, state, lr)
+    if opt.type == "rmsprop":
+        # torch.optim.RMSprop (single tensor): square_avg.mul_(α).addcmul_(g, g, value=1 − α);
+        # centered: grad_avg.lerp_(g, 1 − α), avg = sqrt(square_avg − grad_avg²); else sqrt(square_avg);
+        # avg += eps; momentum: buf.mul_(μ).addcdiv_(g, avg), p −= lr·buf; else p −= lr·g/avg
+        a = opt.alpha
+        sq = _zeros(state, "square_avg", g) * a + (1 - a) * g * g
+        out = {"square_avg": sq}
+        if opt.centered:
+            ga = _lerp(_zeros(state, "grad_avg", g), g, 1 - a)
+            out["grad_avg"] = ga
+            avg = np.sqrt(sq - ga * ga) + opt.eps
+        else:
+            avg = np.sqrt(sq) + opt.eps
+        if opt.momentum:
+            buf = _zeros(state, "buf", g) * opt.momentum + g / avg
+            out["buf"] = buf
+            return p - lr * buf, out
+        return p - lr * (g / avg), out
     if opt.momentum:
         b_old = state.get("buf")
         buf = g if b_old is None else opt.momentum * b_old + (1 - opt.dampening) * g
         d = g + opt.momentum * buf if opt.nesterov else buf
-        return p - opt.lr * d, {"buf": buf}
-    return p - opt.lr * g, {}
+        return p - lr * d, {"buf": buf}
+    return p - lr * g, {}
+
+
+def _adam(opt: OptimizerSpec, t: int, p: np.ndarray, g: np.ndarray, state: dict, lr: float):
+    b1, b2 = opt.betas
+    # torch starts exp_avg and exp_avg_sq at zeros (the program holds them from step 0)
+    m_old = state.get("m")
+    v_old = state.get("v")
+    if m_old is None:
+        m_old = np.zeros_like(g)
+    if v_old is None:
+        v_old = np.zeros_like(g)
+    # as torch's single-tensor Adam: exp_avg.lerp_(g, 1 − β1); exp_avg_sq.mul_(β2).addcmul_(g, g,
+    # value=1 − β2). lerp(a, b, w) is a + w·(b − a) for |w| < 0.5, else b − (b − a)·(1 − w).
+    m = _lerp(m_old, g, 1 - b1)
+    v = v_old * b2 + (1 - b2) * g * g
+    bc1 = 1 - b1 ** t
+    bc2 = 1 - b2 ** t
+    step_size = lr / bc1
+    denom = np.sqrt(v) / math.sqrt(bc2) + opt.eps   # math.sqrt: a Python float keeps float32 float32
+    new = p - step_size * (m / denom)
+    return new, {"m": m, "v": v, "m_hat": m / bc1, "v_hat": v / bc2}
+
+
+def clip_grad_norm(grads: list[np.ndarray], max_norm: float):
+    """torch.nn.utils.clip_grad_norm_(params, max_norm) (norm_type 2): the total norm is the 2-norm
+    of the per-tensor 2-norms; clip_coef = max_norm / (total + 1e-6), clamped to at most 1, and every
+    gradient is multiplied by it (even when it is 1). Returns (total, coef, clipped grads, their
+    total norm)."""
+    dt = grads[0].dtype if grads else np.dtype(np.float64)
+    norms = [np.sqrt(np.sum(np.square(g, dtype=np.float64))) for g in grads]
+    total = np.sqrt(np.sum(np.square(np.array(norms, dtype=np.float64))))
+    coef = min(max_norm / (total + 1e-6), 1.0)
+    clipped = [g * np.asarray(coef, dtype=g.dtype) for g in grads]
+    after = np.sqrt(sum(float(np.sum(np.square(c, dtype=np.float64))) for c in clipped))
+    return np.asarray(total, dtype=dt), np.asarray(coef, dtype=dt), clipped, np.asarray(after, dtype=dt)
+
+
+def initial_lr(opt: OptimizerSpec) -> float:
+    """The learning rate in force at step 1: the optimizer's, or LinearLR's start_factor times it
+    (a scheduler's constructor takes its first step, epoch 0, at once)."""
+    s = opt.schedule
+    if s is not None and s.type == "linear":
+        return opt.lr * s.start_factor
+    return opt.lr
+
+
+def next_lr(opt: OptimizerSpec, lr: float, epoch: int) -> float:
+    """The lr after ``scheduler.step()`` takes the schedule to ``epoch`` (≥ 1), from the lr in force,
+    in torch's recursive form (each get_lr(), not _get_closed_form_lr())."""
+    s = opt.schedule
+    base = opt.lr
+    if s.type == "step":
+        return lr * s.gamma if epoch % s.step_size == 0 else lr
+    if s.type == "exponential":
+        return lr * s.gamma
+    if s.type == "cosine":
+        T, eta = s.t_max, s.eta_min
+        if (epoch - 1 - T) % (2 * T) == 0:
+            return lr + (base - eta) * (1 - math.cos(math.pi / T)) / 2
+        return ((1 + math.cos(math.pi * epoch / T)) / (1 + math.cos(math.pi * (epoch - 1) / T))
+                * (lr - eta) + eta)
+    if s.type == "linear":
+        if epoch > s.total_iters:
+            return lr
+        return lr * (1.0 + (s.end_factor - s.start_factor)
+                     / (s.total_iters * s.start_factor + (epoch - 1) * (s.end_factor - s.start_factor)))
+    raise ValueError(s.type)

@@ -81,6 +81,10 @@ class Program:
             fn = self._loss_bwd(op)
         elif op.kind == "update":
             fn = self._upd(op)
+        elif op.kind == "clip":
+            fn = self._clip(op)
+        elif op.kind == "schedule":
+            fn = self._schedule(op)
         elif op.kind.startswith("step:"):
             fn = self._step(op)
         else:
@@ -163,7 +167,9 @@ class Program:
             if ce:
                 lp = losses.log_softmax(p)
                 memo[0], memo[1] = env[pred], lp
-            env["loss"] = losses.loss_forward(lo.type, p, y, lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp)
+            env["loss"] = losses.loss_forward(lo.type, p, y, lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp,
+                                              weight=lo.weight, label_smoothing=lo.label_smoothing,
+                                              pos_weight=lo.pos_weight)
         return run
 
     def _loss_bwd(self, op: Op):
@@ -177,7 +183,8 @@ class Program:
             lp = memo[1] if memo[0] is p0 else None
             memo[0] = memo[1] = None                      # taken once
             p, y, back = losses.class_first(lo, p0, env["target"])
-            g = losses.loss_backward(lo.type, p, y, lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp)
+            g = losses.loss_backward(lo.type, p, y, lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp,
+                                     weight=lo.weight, label_smoothing=lo.label_smoothing, pos_weight=lo.pos_weight)
             if back is not None:
                 g = np.ascontiguousarray(np.moveaxis(g, 1, back))
             env["loss.grad"] = g
@@ -187,18 +194,40 @@ class Program:
         opt = self.scenario.optimizer
         P = op.param
         skeys = [(s, f"{P}.{s}") for s in self.opt_state]
-        gname, dname = f"{P}.grad", f"{P}.delta"
+        gname, dname = catalog.grad_for_update(opt, P), f"{P}.delta"
         delta = dname not in self.skip
         wnames = {s: f"{P}.{s}" for s in self.opt_written}
+        sched = opt.schedule is not None
 
         def run(env, k):
             old = env[P]
-            new, written = optim.update(opt, k, old, env[gname], {s: env.get(f) for s, f in skeys})
+            new, written = optim.update(opt, k, old, env[gname], {s: env.get(f) for s, f in skeys},
+                                        lr=float(env["lr"]) if sched else None)
             env[P] = new
             if delta:
                 env[dname] = new - old
             for s, v in written.items():
                 env[wnames[s]] = v
+        return run
+
+    def _clip(self, op: Op):
+        """torch.nn.utils.clip_grad_norm_ over every trainable gradient (P.grad stays raw)."""
+        params = self.scenario.trainable
+        c = self.scenario.optimizer.clip_grad_norm
+
+        def run(env, k):
+            total, coef, clipped, after = optim.clip_grad_norm([env[f"{P}.grad"] for P in params], c)
+            env["grad_norm"], env["clip_coef"], env["clipped_norm"] = total, coef, after
+            for P, g in zip(params, clipped):
+                env[f"{P}.grad.clipped"] = g
+        return run
+
+    def _schedule(self, op: Op):
+        """scheduler.step() after the updates of step k: the lr of step k + 1."""
+        opt = self.scenario.optimizer
+
+        def run(env, k):
+            env["lr"] = np.asarray(optim.next_lr(opt, float(env["lr"]), k), dtype=np.float64)
         return run
 
     # --- data -------------------------------------------------------------------------------------
@@ -234,6 +263,10 @@ class Program:
         for P in sc.trainable:
             for st in zero:
                 env[f"{P}.{st}"] = np.zeros_like(env[P])
+        if sc.optimizer.schedule is not None:
+            # the lr in force at step 1 (a Python float in torch, so float64 here): the scheduler's
+            # constructor has already taken its epoch-0 step (LinearLR: start_factor·lr)
+            env["lr"] = np.asarray(optim.initial_lr(sc.optimizer), dtype=np.float64)
         return env
 
     def checkpoint(self, env: dict) -> dict:

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .formula import Const, Count, F, Formula, Ref, StepPow, Sym
+from .formula import Const, Count, F, Formula, Ref, StepNum, StepPow, Sym
 
 
 class ShapeError(ValueError):
@@ -436,7 +436,8 @@ LOSSES = ("mse", "l1", "smooth_l1", "huber", "cross_entropy", "bce", "bce_with_l
 LOSS_OPTIONS: dict[str, dict[str, tuple[Any, str]]] = {t: {} for t in LOSSES}
 LOSS_OPTIONS["smooth_l1"] = {"beta": (1.0, "nonnegfloat")}
 LOSS_OPTIONS["huber"] = {"delta": (1.0, "posfloat")}
-LOSS_OPTIONS["cross_entropy"] = {"class_dim": (1, "int")}
+LOSS_OPTIONS["cross_entropy"] = {"class_dim": (1, "int"), "label_smoothing": (0.0, "prob"), "weight": (None, "weights")}
+LOSS_OPTIONS["bce_with_logits"] = {"pos_weight": (None, "weights")}
 LOSS_COMMON = {"reduction": ("mean", "choice:mean|sum"), "scale": (1.0, "float")}
 
 
@@ -473,6 +474,8 @@ def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple
     if t == "cross_entropy":
         if lo.class_dim % pred_ndim != 1:
             kw["P"] = Ref(pred, "prediction", f" (classes along dim {lo.class_dim})")
+        if lo.weight is not None or lo.label_smoothing:
+            return _ce_weighted_formulas(lo, kw, s, mean, target_is_index, div, lo.class_dim % pred_ndim)
         if target_is_index:
             return (F("{L} = " + s + "Σₙ −log softmax({P})[{Y}]" + div + "   (log-sum-exp shifted by the max)", **kw),
                     F("{G} = " + s + "(softmax({P}) − onehot({Y}))" + div, **kw))
@@ -481,10 +484,36 @@ def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple
     if t == "bce":
         return (F("{L} = " + s + "Σ −({Y}·max(log {P}, −100) + (1 − {Y})·max(log(1 − {P}), −100))" + div, **kw),
                 F("{G} = " + s + "({P} − {Y}) / max((1 − {P})·{P}, 1e−12)" + div, **kw))
+    if t == "bce_with_logits" and lo.pos_weight is not None:
+        kw["pw"] = Sym("pw")
+        note = f"   (pw = pos_weight = [{', '.join(f'{w:g}' for w in lo.pos_weight)}] along the last dim)"
+        return (F("{L} = " + s + "Σ ((1 − {Y})·{P} − (1 + ({pw} − 1)·{Y})·log σ({P}))" + div + note, **kw),
+                F("{G} = " + s + "((1 + ({pw} − 1)·{Y})·σ({P}) − {pw}·{Y})" + div, **kw))
     if t == "bce_with_logits":
         return (F("{L} = " + s + "Σ ((1 − {Y})·{P} + log(1 + e^(−{P})))" + div + "   (computed stably)", **kw),
                 F("{G} = " + s + "(σ({P}) − {Y})" + div, **kw))
     raise ValueError(t)
+
+
+def _ce_weighted_formulas(lo, kw, s, mean, target_is_index, div, cd):
+    """cross_entropy with class weights w and/or label smoothing ε, as ATen computes it (``cd``:
+    the class dim of the logits)."""
+    eps = lo.label_smoothing
+    kw.update(eps=Const("ε", eps), C=Count("C", kw["P"].name, (cd,)))
+    wtxt = f"w = [{', '.join(f'{w:g}' for w in lo.weight)}]" if lo.weight is not None else "w = 1"
+    if not target_is_index:
+        t = "t = {Y}·(1 − {eps}) + {eps}/{C};  " if eps else "t = {Y};  "
+        return (F(t + "{L} = " + s + "Σₙ −Σ_c w_c·t_c·log softmax({P})_c" + div + f"   ({wtxt}, class probabilities)", **kw),
+                F(t + "{G} = " + s + "(softmax({P})·Σ_c w_c·t_c − w·t)" + div, **kw))
+    D = " / Σₙ w[{Y}ₙ]" if mean else ""
+    nll = "w[{Y}]·(−log softmax({P})[{Y}])"
+    if eps:
+        return (F("{L} = " + s + "((1 − {eps})·Σₙ " + nll + " + {eps}/{C}·Σₙ Σ_c −w_c·log softmax({P})_c)" + D
+                  + f"   ({wtxt})", **kw),
+                F("{G} = " + s + "((1 − {eps})·w[{Y}]·(softmax({P}) − onehot({Y})) + {eps}/{C}·(Σ_c w_c·softmax({P}) − w))"
+                  + D, **kw))
+    return (F("{L} = " + s + "Σₙ " + nll + D + f"   ({wtxt})", **kw),
+            F("{G} = " + s + "w[{Y}]·(softmax({P}) − onehot({Y}))" + D, **kw))
 
 
 # =================================================================================================
@@ -495,7 +524,25 @@ OPTIMIZERS: dict[str, dict[str, tuple[Any, str]]] = {
             "nesterov": (False, "bool"), "weight_decay": (0.0, "nonnegfloat")},
     "adam": {"lr": (0.001, "nonnegfloat"), "betas": ((0.9, 0.999), "betas"), "eps": (1e-8, "nonnegfloat"),
              "weight_decay": (0.0, "nonnegfloat")},
+    "adamw": {"lr": (0.001, "nonnegfloat"), "betas": ((0.9, 0.999), "betas"), "eps": (1e-8, "nonnegfloat"),
+              "weight_decay": (0.01, "nonnegfloat")},
+    "rmsprop": {"lr": (0.01, "nonnegfloat"), "alpha": (0.99, "nonnegfloat"), "eps": (1e-8, "nonnegfloat"),
+                "momentum": (0.0, "nonnegfloat"), "centered": (False, "bool"), "weight_decay": (0.0, "nonnegfloat")},
 }
+# keys every optimizer takes: clipping before the update, and [optimizer.schedule]
+OPTIMIZER_COMMON = {"clip_grad_norm": (None, "posfloat"), "schedule": (None, "table")}
+
+# [optimizer.schedule]: torch.optim.lr_scheduler's StepLR, ExponentialLR, CosineAnnealingLR, LinearLR
+SCHEDULES: dict[str, dict[str, tuple[Any, str]]] = {
+    "step": {"step_size": (None, "posint"), "gamma": (0.1, "nonnegfloat")},
+    "exponential": {"gamma": (None, "nonnegfloat")},
+    "cosine": {"t_max": (None, "posint"), "eta_min": (0.0, "nonnegfloat")},
+    "linear": {"start_factor": (1.0 / 3, "posfloat"), "end_factor": (1.0, "nonnegfloat"), "total_iters": (5, "posint")},
+}
+SCHEDULE_TORCH = {"step": "StepLR", "exponential": "ExponentialLR", "cosine": "CosineAnnealingLR", "linear": "LinearLR"}
+CLIP_OP = "clip grad norm"
+SCHEDULE_OP = "lr schedule"
+
 
 # The one list of optimizer state names: (persistent across steps, written by the update op)
 def optimizer_state(opt) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -503,41 +550,77 @@ def optimizer_state(opt) -> tuple[tuple[str, ...], tuple[str, ...]]:
     parameter's name (``linear1.weight.buf``)."""
     if opt.type == "adam":
         return ("m", "v"), ("m", "v", "m_hat", "v_hat")
+    if opt.type == "adamw":
+        return ("m", "v"), ("decayed", "m", "v", "m_hat", "v_hat")
+    if opt.type == "rmsprop":
+        keep = ("square_avg",) + (("grad_avg",) if opt.centered else ()) + (("buf",) if opt.momentum else ())
+        return keep, keep
     if opt.momentum != 0:
         return ("buf",), ("buf",)
     return (), ()
 
 
 def optimizer_zero_state(opt) -> tuple[str, ...]:
-    """The state that starts as zeros before step 1, as torch's (Adam's exp_avg and exp_avg_sq);
-    the rest starts at the first step (SGD's momentum buffer is the first gradient)."""
-    return ("m", "v") if opt.type == "adam" else ()
+    """The state that starts as zeros before step 1, as torch's (Adam's exp_avg and exp_avg_sq,
+    RMSprop's square_avg, grad_avg and momentum_buffer); the rest starts at the first step (SGD's
+    momentum buffer is the first gradient)."""
+    if opt.type in ("adam", "adamw"):
+        return ("m", "v")
+    if opt.type == "rmsprop":
+        return optimizer_state(opt)[0]
+    return ()
 
 
 STATE_LABELS = {"buf": "momentum buf", "m": "m (1st moment)", "v": "v (2nd moment)", "m_hat": "m̂ = m/(1−β1ᵗ)",
-                "v_hat": "v̂ = v/(1−β2ᵗ)"}
+                "v_hat": "v̂ = v/(1−β2ᵗ)", "decayed": "decayed P·(1−lr·λ)", "square_avg": "square avg of g²",
+                "grad_avg": "avg of g", "lr": "lr in force"}
+
+
+def grad_for_update(opt, P: str) -> str:
+    """The gradient the update of P reads: clipped when [optimizer] clip_grad_norm is set (``P.grad``
+    stays the raw gradient)."""
+    return f"{P}.grad.clipped" if opt.clip_grad_norm is not None else f"{P}.grad"
 
 
 def update_formula(opt, P: str) -> Formula:
-    kw = dict(P=Ref(P, "old"), Pn=Ref(P, "new"), G=Ref(f"{P}.grad", "grad_param"), lr=Const("lr", opt.lr),
+    lr = Ref("lr", "state") if opt.schedule is not None else Const("lr", opt.lr)
+    kw = dict(P=Ref(P, "old"), Pn=Ref(P, "new"), G=Ref(grad_for_update(opt, P), "grad_param"), lr=lr,
               wd=Const("λ", opt.weight_decay))
     kw["g"] = Sym("g")
     g = "{G}"
     pre = ""
-    if opt.weight_decay:
+    if opt.weight_decay and opt.type != "adamw":
         pre = "{g} = {G} + {wd}·{P};  "
         g = "{g}"
-    if opt.type == "adam":
+    if opt.type in ("adam", "adamw"):
         b1, b2 = opt.betas
-        if not opt.weight_decay:
+        if not pre:
             pre = "{g} = {G};  "
             g = "{g}"
+        start = "{P}"
+        if opt.type == "adamw":                # decoupled: the decay acts on the parameter, first
+            kw["dec"] = Ref(f"{P}.decayed", "state")
+            pre = "{dec} = {P}·(1 − {lr}·{wd});  " + pre
+            start = "{dec}"
         kw.update(m=Ref(f"{P}.m", "state"), v=Ref(f"{P}.v", "state"), mh=Ref(f"{P}.m_hat", "state"),
                   vh=Ref(f"{P}.v_hat", "state"), b1=Const("β1", b1), b2=Const("β2", b2), eps=Const("ε", opt.eps))
         kw["t"] = StepPow()
         return F(pre + "{m} = {b1}·{m} + (1 − {b1})·{g};  {v} = {b2}·{v} + (1 − {b2})·{g}²;  "
                  "{mh} = {m} / (1 − {b1}{t});  {vh} = {v} / (1 − {b2}{t});  "
-                 "{Pn} ← {P} − {lr}·{mh} / (√{vh} + {eps})", **kw)
+                 "{Pn} ← " + start + " − {lr}·{mh} / (√{vh} + {eps})", **kw)
+    if opt.type == "rmsprop":
+        kw.update(sq=Ref(f"{P}.square_avg", "state"), ga=Ref(f"{P}.grad_avg", "state"), buf=Ref(f"{P}.buf", "state"),
+                  a=Const("α", opt.alpha), eps=Const("ε", opt.eps), mu=Const("μ", opt.momentum), avg=Sym("a"))
+        body = "{sq} = {a}·{sq} + (1 − {a})·" + g + "²;  "
+        if opt.centered:
+            body += "{ga} = {a}·{ga} + (1 − {a})·" + g + ";  {avg} = √({sq} − {ga}²) + {eps};  "
+        else:
+            body += "{avg} = √{sq} + {eps};  "
+        if opt.momentum:
+            body += "{buf} = {mu}·{buf} + " + g + " / {avg};  {Pn} ← {P} − {lr}·{buf}"
+        else:
+            body += "{Pn} ← {P} − {lr}·" + g + " / {avg}"
+        return F(pre + body, **kw)
     if opt.momentum:
         kw.update(buf=Ref(f"{P}.buf", "state"), mu=Const("μ", opt.momentum), tau=Const("τ", opt.dampening))
         damp = "(1 − {tau})·" if opt.dampening else ""
@@ -548,3 +631,46 @@ def update_formula(opt, P: str) -> Formula:
     if opt.weight_decay:
         return F(pre + "{Pn} ← {P} − {lr}·{g}", **kw)
     return F("{Pn} ← {P} − {lr}·{G}", **kw)
+
+
+def clip_formula(opt, params: list[str]) -> Formula:
+    """torch.nn.utils.clip_grad_norm_(params, c): the op at the start of the update stage. Up to
+    four parameters are written out one by one (so their numbers show), more as a sum over P."""
+    kw = dict(N=Ref("grad_norm", "result"), c=Ref("clip_coef", "result"), Nc=Ref("clipped_norm", "result"),
+              mx=Const("max_norm", opt.clip_grad_norm))
+    if len(params) <= 4:
+        for j, P in enumerate(params):
+            kw[f"g{j}"] = Ref(f"{P}.grad", "grad_param")
+            kw[f"k{j}"] = Ref(f"{P}.grad.clipped", "result")
+        norm = " + ".join(f"‖{{g{j}}}‖²" for j in range(len(params)))
+        after = " + ".join(f"‖{{k{j}}}‖²" for j in range(len(params)))
+        each = "".join(f"{{k{j}}} = {{c}}·{{g{j}}};  " for j in range(len(params)))
+        return F(f"{{N}} = √({norm});  {{c}} = min(1, {{mx}} / ({{N}} + 1e−6));  " + each
+                 + f"{{Nc}} = √({after});  (the updates read the clipped gradients, P.grad stays the raw one)", **kw)
+    return F(f"{{N}} = √(Σ_P ‖P.grad‖²)   (P: the {len(params)} trainable parameters);  "
+             "{c} = min(1, {mx} / ({N} + 1e−6));  P.grad.clipped = {c}·P.grad   (every P, P.grad stays raw);  "
+             "{Nc} = √(Σ_P ‖P.grad.clipped‖²)", **kw)
+
+
+def schedule_formula(opt) -> Formula:
+    """scheduler.step() after this step's updates: the lr of the next step, torch's recursive form
+    (t: this step, the scheduler's new last_epoch)."""
+    s = opt.schedule
+    kw = dict(lr=Ref("lr", "state"), t=StepNum())
+    head = f"({SCHEDULE_TORCH[s.type]}.step() after the updates, t = this step: the next step's lr);  "
+    if s.type == "step":
+        kw.update(g=Const("γ", s.gamma), n=Const("step_size", s.step_size))
+        return F(head + "{lr} ← {g}·{lr} if {t} mod {n} = 0, else {lr}", **kw)
+    if s.type == "exponential":
+        kw.update(g=Const("γ", s.gamma))
+        return F(head + "{lr} ← {g}·{lr}", **kw)
+    if s.type == "cosine":
+        kw.update(T=Const("T_max", s.t_max), e=Const("η_min", s.eta_min), b=Const("lr₀", opt.lr),
+                  T2=Const("2·T_max", 2 * s.t_max))
+        return F(head + "{lr} ← {lr} + ({b} − {e})·(1 − cos(π/{T}))/2 if ({t} − 1) mod {T2} = {T}, "
+                 "else {e} + ({lr} − {e})·(1 + cos(π·{t}/{T})) / (1 + cos(π·({t} − 1)/{T}))", **kw)
+    if s.type == "linear":
+        kw.update(a=Const("start", s.start_factor), z=Const("end", s.end_factor), n=Const("total_iters", s.total_iters))
+        return F(head + "{lr} ← {lr}·(1 + ({z} − {a}) / ({n}·{a} + ({t} − 1)·({z} − {a}))) if {t} ≤ {n}, else {lr};  "
+                 "(the lr of step 1 is start·lr₀, set by LinearLR's constructor)", **kw)
+    raise ValueError(s.type)

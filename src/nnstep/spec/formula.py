@@ -9,6 +9,7 @@ for an update), and each side a tuple of parts:
 * :class:`Count`: a size read off a tensor's shape (the batch size ``N`` of this step's batch);
 * :class:`Sym`: a symbol local to the formula (``x̂``, ``g``, ``d``);
 * :class:`StepPow`: the exponent ``t`` of Adam's bias corrections (the step number);
+* :class:`StepNum`: the step number ``t`` itself (a learning-rate schedule's epoch);
 * a plain ``str``: operators and words.
 
 The UI, ``trace`` and ``explain`` all render from this structure: :func:`text` gives the formula
@@ -60,7 +61,13 @@ class StepPow:
     """``ᵗ``: the step number as an exponent (Adam's 1 − β1ᵗ)."""
 
 
-Part = Union[Ref, Const, Count, Sym, StepPow, str]
+@dataclass(frozen=True, slots=True)
+class StepNum:
+    """``t``: the step number itself (a schedule's epoch), written as a number with the values."""
+    symbol: str = "t"
+
+
+Part = Union[Ref, Const, Count, Sym, StepPow, StepNum, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +151,8 @@ def _text(p: Part) -> str:
         return p.text
     if isinstance(p, StepPow):
         return "ᵗ"
+    if isinstance(p, StepNum):
+        return p.symbol
     raise TypeError(p)
 
 
@@ -265,6 +274,8 @@ def views(formula: Formula, before: Mapping, after: Mapping, step: int | None = 
                         buf.append(str(int(np.prod([shp[a] for a in axes]))))
                 elif isinstance(p, StepPow):
                     buf.append(str(step).translate(_SUPER) if step is not None else "ᵗ")
+                elif isinstance(p, StepNum):
+                    buf.append(str(step) if step is not None else p.symbol)
                 else:
                     buf.append(_text(p))
             return "".join(buf)

@@ -38,6 +38,9 @@ class LossSpec:
     beta: float = 1.0                  # smooth_l1
     delta: float = 1.0                 # huber
     class_dim: int = 1                 # cross_entropy: the class dimension of the logits (torch's is 1)
+    label_smoothing: float = 0.0       # cross_entropy
+    weight: tuple[float, ...] | None = None      # cross_entropy: class weights
+    pos_weight: tuple[float, ...] | None = None  # bce_with_logits: over the last dim
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,23 @@ class OptimizerSpec:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    alpha: float = 0.99                # rmsprop
+    centered: bool = False             # rmsprop
+    clip_grad_norm: float | None = None            # torch.nn.utils.clip_grad_norm_ before the update
+    schedule: "ScheduleSpec | None" = None
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A torch.optim.lr_scheduler, stepped once after each training step's update."""
+    type: str                          # step | exponential | cosine | linear
+    step_size: int = 1                 # step
+    gamma: float = 0.1                 # step, exponential
+    t_max: int = 1                     # cosine
+    eta_min: float = 0.0               # cosine
+    start_factor: float = 1.0 / 3      # linear
+    end_factor: float = 1.0            # linear
+    total_iters: int = 5               # linear
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,8 @@ class Plan:
             self.persistent += [L.t(s) for s in self.types[L.name].states]
         for P in sc.trainable:
             self.persistent += [f"{P}.{s}" for s in keep]
+        if sc.optimizer.schedule is not None:
+            self.persistent.append("lr")              # the lr in force, a schedule's state
         self.stage_start: dict[str, int] = {}
         for op in self.ops:
             self.stage_start.setdefault(op.stage, op.index)
@@ -217,15 +219,41 @@ class Plan:
                   also_writes=(self.layers[-1].t("grad_out"),), alias_src=("loss.grad",))
         for L in reversed(self.layers):
             self._backward(L)
-        keep, written = catalog.optimizer_state(sc.optimizer)
+        self._update_stage()
+
+    def _update_stage(self):
+        """[optimizer] clip_grad_norm's op first (it reads every trainable P.grad and writes the
+        clipped P.grad.clipped the updates read), one update per trainable parameter, and a
+        schedule's ``lr schedule`` last (scheduler.step() after the updates: the next step's lr)."""
+        sc = self.scenario
+        opt = sc.optimizer
+        keep, written = catalog.optimizer_state(opt)
+        owner = {P: self.by_name[P.rsplit(".", 1)[0]] for P in sc.trainable}
+        if opt.clip_grad_norm is not None and sc.trainable:
+            ins = tuple(self._slot(f"{P}.grad", "grad_param", owner[P]) for P in sc.trainable)
+            outs = (Slot("grad_norm", "result", "total norm ‖g‖"), Slot("clip_coef", "result", "factor"),
+                    Slot("clipped_norm", "result", "‖g‖ after clipping"))
+            outs += tuple(Slot(f"{P}.grad.clipped", "result", f"clipped {P}.grad") for P in sc.trainable)
+            self._add(stage="update", name=catalog.CLIP_OP, layer=None, kind="clip", ins=ins, outs=outs,
+                      formula=catalog.clip_formula(opt, list(sc.trainable)))
+        lr_in = (Slot("lr", "state", "lr in force"),) if opt.schedule is not None else ()
         for P in sc.trainable:
-            L = self.by_name[P.rsplit(".", 1)[0]]
-            ins = [self._slot(P, "old", L), self._slot(f"{P}.grad", "grad_param", L)]
+            L = owner[P]
+            G = catalog.grad_for_update(opt, P)
+            gslot = self._slot(G, "grad_param", L)
+            if G != f"{P}.grad":
+                sym = self.types[L.name].symbols.get(P[len(L.name) + 1:], P[len(L.name) + 1:])
+                gslot = Slot(G, "grad_param", f"clipped ∂E/∂{sym}")
+            ins = [self._slot(P, "old", L), gslot]
             ins += [self._slot(f"{P}.{s}", "state", L) for s in keep]
             outs = [self._slot(P, "new", L), self._slot(f"{P}.delta", "delta", L)]
             outs += [self._slot(f"{P}.{s}", "state", L) for s in written]
-            self._add(stage="update", name=f"update {P}", layer=L.name, kind="update", ins=tuple(ins),
-                      outs=tuple(outs), formula=catalog.update_formula(sc.optimizer, P), param=P)
+            self._add(stage="update", name=f"update {P}", layer=L.name, kind="update", ins=tuple(ins) + lr_in,
+                      outs=tuple(outs), formula=catalog.update_formula(opt, P), param=P)
+        if opt.schedule is not None:
+            self._add(stage="update", name=catalog.SCHEDULE_OP, layer=None, kind="schedule",
+                      ins=(Slot("lr", "state", "lr in force"),), outs=(Slot("lr", "state", "next step's lr"),),
+                      formula=catalog.schedule_formula(opt))
 
     def _backward(self, L):
         """The backward op(s) of layer L: the fork sum first (if L's output has several readers), the

@@ -24,7 +24,7 @@ from ..scenario.model import Scenario
 from . import view
 from .screens.dialogs import GotoScreen, HelpScreen
 from .screens.tensor import TensorScreen
-from .widgets.panels import DiagramView, HeaderBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
+from .widgets.panels import DiagramView, GradNorms, HeaderBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
 from .widgets.tensor import MAX_NUMBERS, TensorView, has_nonfinite
 
 THEME = "textual-dark"
@@ -41,6 +41,7 @@ ACTIONS = [
     ("goto", "Go to…", "a step and an operation, typed (g)"),
     ("restart", "Restart", "reload the scenario file and go back to the start (r)"),
     ("diagram", "Network diagram", "show the network as a graph in place of the program, and back (d)"),
+    ("gradnorms", "Gradient norms per layer", "plot each layer's gradient norm over the steps, log scale, in place of the loss curve (G)"),
     ("explain", "Explain one number", "the chain rule for an element of a gradient, or how a value was computed (e)"),
     ("open_tensor", "Open tensor full-size", "the focused tensor with row and column indices (Enter)"),
     ("digits(1)", "More digits", "show more significant digits (+)"),
@@ -104,6 +105,7 @@ class NnstepApp(App):
         Binding("g", "goto", "goto"),
         Binding("e", "explain", "explain"),
         Binding("d", "diagram", "graph"),
+        Binding("G", "gradnorms", "norms", key_display="G"),
         Binding("enter", "open_tensor", "open", show=False),
         Binding("plus,equals_sign", "digits(1)", "digits+", show=False),
         Binding("minus", "digits(-1)", "digits-", show=False),
@@ -122,6 +124,7 @@ class NnstepApp(App):
         self.session = Session(scenario)
         self.digits = 6
         self.show_diagram = False
+        self.show_gradnorms = False
         self.check_every = check_every
         self._interrupt = threading.Event()
         self._status = (self._intro(scenario), "")
@@ -148,6 +151,7 @@ class NnstepApp(App):
                 yield ProgramView(id="program")
                 yield DiagramView(id="diagram")
                 yield LossCurve(id="loss")
+                yield GradNorms(id="gradnorms")
             with Vertical(id="right"):
                 yield OpPanel(id="op")
                 yield LayersTable(id="layers")
@@ -158,6 +162,7 @@ class NnstepApp(App):
         self.query_one("#diagram").border_title = "network (d: program)"
         self.query_one("#program").border_subtitle = "d: network"
         self.query_one("#loss").border_title = "loss curve"
+        self.query_one("#gradnorms").border_title = "‖∂E/∂params‖ per layer (G)"
         self.query_one("#op").border_title = "operation"
         self.query_one("#layers").border_title = ("layers: output · local ∂out/∂in · upstream ∂E/∂out · "
                                                   "∂E/∂param · update Δ = new − old")
@@ -192,7 +197,8 @@ class NnstepApp(App):
         loss = hist[-1][1] if hist else None
         narrow = getattr(self, "_narrow", False)
         with self.batch_update():
-            self.query_one(HeaderBar).show(s.scenario.name, k, N, s.stage, i, M, cur.name if cur else "", loss)
+            lr = float(s.value("lr")) if s.scenario.optimizer.schedule is not None and not at_end else None
+            self.query_one(HeaderBar).show(s.scenario.name, k, N, s.stage, i, M, cur.name if cur else "", loss, lr=lr)
             text, kind = self._status
             if not text:
                 text, kind = self._intro(s.scenario), ""
@@ -203,7 +209,11 @@ class NnstepApp(App):
                 self.query_one(DiagramView).show(s.scenario, current_node(rec.op if rec else cur))
             else:
                 self.query_one(ProgramView).show(s.ops, i, at_end, bps, rec.index if rec else None)
-            self.query_one(LossCurve).show(hist)
+            if self.show_gradnorms:
+                self.query_one(GradNorms).show(*s.grad_norm_arrays())
+            else:
+                lra = s.lr_arrays()
+                self.query_one(LossCurve).show(hist, None if lra is None else lra[1].tolist())
             written = set(rec.outputs) | set(rec.op.also_writes) if rec else set()
             if rec is not None:
                 ins, outs = rec.inputs, dict(rec.outputs)
@@ -388,6 +398,14 @@ class NnstepApp(App):
         self.query_one(DiagramView).display = self.show_diagram
         self.refresh_view()
 
+    def action_gradnorms(self) -> None:
+        self.show_gradnorms = not self.show_gradnorms
+        g = self.query_one(GradNorms)
+        g.styles.height = min(14, 3 + len(self.session.grad_layers))
+        self.query_one(LossCurve).display = not self.show_gradnorms
+        g.display = self.show_gradnorms
+        self.refresh_view()
+
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss(None)
@@ -538,7 +556,8 @@ class NnstepApp(App):
         with self.batch_update():
             h = self._hdr((k, i))
             self.query_one(HeaderBar).show(self.session.scenario.name, *h[:-1], loss, running=True)
-            self.query_one(LossCurve).show(hist)
+            if not self.show_gradnorms:         # the norms plot is redrawn when the run ends
+                self.query_one(LossCurve).show(hist, LossCurve.KEEP)
 
     def on_run_done(self, msg: RunDone) -> None:
         self.running = False

@@ -29,13 +29,15 @@ def op_slots(op, ins: dict, outs: dict, written: set) -> list[tuple]:
     if contributions:                              # a fork: what each reader sent, and their sum
         out += [box(s, ins) for s in contributions]
         out += [box(s, outs) for s in out_by_role.get("upstream", [])]
-    if op.stage == "update":
+    if op.stage == "update" and op.param:
         order = ["old", "grad_param"]
         out += [box(in_roles[r], ins) for r in order if r in in_roles]
-        out += [box(s, outs) for s in out_by_role.get("state", [])]
-        out += [box(s, outs) for s in out_by_role.get("delta", [])]
-        out += [box(s, outs) for s in out_by_role.get("new", [])]
-        return out[:SLOTS]
+        tail = [box(s, outs) for s in out_by_role.get("delta", []) + out_by_role.get("new", [])]
+        # the state boxes give way first, so the change and the new value always show
+        out += [box(s, outs) for s in out_by_role.get("state", [])][:max(0, SLOTS - len(out) - len(tail))]
+        return (out + tail)[:SLOTS]
+    if op.stage == "update" and op.kind == "schedule":
+        return [box(op.ins[0], ins), box(op.outs[0], outs)]
     if "local" in out_by_role:                     # element-wise: upstream × local = result
         if not contributions:
             out.append(box(in_roles["upstream"], ins))

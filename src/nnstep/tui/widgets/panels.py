@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 from rich.segment import Segment
 from rich.style import Style
@@ -32,13 +34,16 @@ NONFINITE = "bold white on red"
 
 
 class HeaderBar(Static):
-    def show(self, name: str, k: int, N: int, stage: str, i: int, M: int, opname: str, loss, running=False):
+    def show(self, name: str, k: int, N: int, stage: str, i: int, M: int, opname: str, loss, running=False,
+             lr=None):
+        """``lr``: the learning rate in force this step (a schedule's ``lr`` tensor), or None."""
         t = Text(no_wrap=True, overflow="ellipsis")
         width = self.app.size.width
         if width >= 100:
             t.append(" nnstep ", "bold reverse")
+        lr_text = f" │ lr {num(lr, 6)}" if lr is not None else ""
         # the name gives way first, so step, stage, op and the loss always fit (80 columns included)
-        fixed = len(t.plain) + len(f"│ step {k}/{N} │ {stage} │ op {i + 1}/{M} │ loss ") + 12 + 2
+        fixed = len(t.plain) + len(f"│ step {k}/{N} │ {stage} │ op {i + 1}/{M} │ loss ") + 12 + 2 + len(lr_text)
         room = max(8, width - fixed)
         if len(name) > room:
             name = name[:room - 1] + "…"
@@ -52,6 +57,8 @@ class HeaderBar(Static):
         t.append(" │ loss ")
         bad = loss is not None and (loss != loss or loss in (float("inf"), float("-inf")))
         t.append(num(loss, 9) if loss is not None else "—", NONFINITE if bad else "bold")
+        if lr_text:
+            t.append(lr_text)
         if k <= N and opname:
             t.append(f" │ next: {opname}")
         if running:
@@ -195,12 +202,23 @@ class LossCurve(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(id="loss-label")
         yield Sparkline([], id="loss-spark")
+        yield Static(id="lr-label")
+        yield Sparkline([], id="lr-spark")
 
-    def show(self, history: list[tuple[int, float]]):
+    KEEP = object()
+
+    def show(self, history: list[tuple[int, float]], lrs=None):
+        """``lrs``: with a schedule, the lr in force at each step of ``history`` (the engine's
+        tensor `lr`, logged by the session), plotted under the loss; None hides that part, KEEP
+        leaves it as it is (the progress of a run)."""
         key = (len(history), history[-1] if history else None)
+        if lrs is not self.KEEP:
+            key += (None if lrs is None else len(lrs),)
         if key == getattr(self, "_key", None):
             return
         self._key = key
+        if lrs is not self.KEEP:
+            self._show_lr(lrs)
         lab = self.query_one("#loss-label", Static)
         sp = self.query_one("#loss-spark", Sparkline)
         if not history:
@@ -218,7 +236,7 @@ class LossCurve(Vertical):
         log = len(finite) >= 2 and min(finite) > 0 and max(finite) / min(finite) > 1000
         if log:
             data = [math.log10(v) for v in data]
-        self.border_title = "loss curve (log scale)" if log else "loss curve"
+        self.border_title = ("loss curve (log scale)" if log else "loss curve") + (" · lr" if self.has_class("-lr") else "")
         if len(finite) < len(vals):
             t.append(" NaN/Inf!", NONFINITE)
         if len(vals) > 1:                     # a second line: the left column is narrow
@@ -228,6 +246,71 @@ class LossCurve(Vertical):
         lab.update(t, layout=False)
         sp.display = len(finite) >= 2
         sp.data = data if len(data) >= 2 else [0.0, 0.0]
+
+    def _show_lr(self, lrs):
+        lab = self.query_one("#lr-label", Static)
+        sp = self.query_one("#lr-spark", Sparkline)
+        self.set_class(lrs is not None, "-lr")
+        lab.display = sp.display = lrs is not None
+        if lrs is None:
+            return
+        vals = [float(v) for v in lrs if v == v]
+        if not vals:
+            lab.update(Text("lr: no step yet", style="dim"), layout=False)
+            sp.display = False
+            return
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append("lr ", "")
+        t.append(num(vals[-1], 5), "bold")
+        t.append(f"  (min {num(min(vals), 3)} · max {num(max(vals), 3)})", "dim")
+        lab.update(t, layout=False)
+        data = vals if len(vals) <= 2000 else vals[:: len(vals) // 2000 + 1] + vals[-1:]
+        sp.display = len(vals) >= 2
+        sp.data = data if len(data) >= 2 else [0.0, 0.0]
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def grad_norm_text(steps, names, norms, width: int) -> Text:
+    """Per layer, its parameter-gradient norm over the steps taken, as a sparkline on one log scale
+    shared by every layer (so a vanishing gradient is a low row, an exploding one a high row),
+    then the last value. ``norms[step, layer]`` comes from the session."""
+    t = Text(no_wrap=True, overflow="ellipsis")
+    if len(steps) == 0:
+        t.append("no backward pass yet" if names else "no trainable parameters", "dim")
+        return t
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log10(norms)
+    fin = logs[np.isfinite(logs)]
+    lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 0.0)
+    nw = min(8, max(len(n) for n in names))
+    room = max(4, width - nw - 10)
+    t.append(f"log scale 1e{math.floor(lo)} … 1e{math.ceil(hi)}, step {int(steps[-1])}\n", "dim")
+    cols = logs[-room:] if len(logs) > room else logs
+    for j, name in enumerate(names):
+        t.append(f"{name[:nw]:<{nw}} ", "bold")
+        for v in cols[:, j]:
+            if not np.isfinite(v):
+                t.append("!" if v != -np.inf else " ", NONFINITE if v != -np.inf else "")
+                continue
+            lev = 0 if hi <= lo else int(round((v - lo) / (hi - lo) * (len(SPARK) - 1)))
+            t.append(SPARK[lev], "cyan")
+        t.append(" " * (room - len(cols)) + f" {num(float(norms[-1, j]), 2)}")
+        if j < len(names) - 1:
+            t.append("\n")
+    return t
+
+
+class GradNorms(Static):
+    """The per-layer gradient-norm plot (toggled with G in place of the loss curve)."""
+
+    def show(self, steps, names, norms):
+        key = (len(steps), int(steps[-1]) if len(steps) else None, self.size.width)
+        if key == getattr(self, "_key", None):
+            return
+        self._key = key
+        self.update(grad_norm_text(steps, names, norms, max(20, self.size.width)), layout=False)
 
 
 class OpPanel(Vertical):

@@ -1,0 +1,47 @@
+"""The per-layer gradient-norm log (Session.grad_norm_arrays) and its plot (G)."""
+import os
+
+import numpy as np
+
+from nnstep.debugger.session import Session
+from nnstep.tui import make_app
+from nnstep.tui.widgets.panels import GradNorms, LossCurve, grad_norm_text
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+SC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios")
+
+
+def test_the_log_holds_each_layers_gradient_norm_when_the_backward_stage_ends():
+    s = Session(os.path.join(SC, "xor-tanh.toml"))
+    upd = s.program.stage_start["update"]
+    expected = []
+    for k in range(1, 4):
+        s.goto(k, upd)                                    # backward done, update not yet run
+        expected.append([np.sqrt(sum(np.sum(s.value(g) ** 2) for g in gs)) for _, gs in s.grad_layers])
+        ks, names, g = s.grad_norm_arrays()
+        assert list(ks) == list(range(1, k + 1)) and names == [n for n, _ in s.grad_layers]
+        np.testing.assert_allclose(g, expected, rtol=1e-13)
+    s.goto(2, 0)                                          # back: the log is cut at the cursor
+    assert list(s.grad_norm_arrays()[0]) == [1]
+
+
+def test_vanishing_lesson_the_first_layers_norm_is_the_smallest():
+    s = Session(os.path.join(ROOT, "scenarios", "vanishing-gradients.toml"))
+    s.run()
+    ks, names, g = s.grad_norm_arrays()
+    assert names[0] == "linear1" and g[-1, 0] == g[-1].min() and g[-1, -1] == g[-1].max()
+    text = grad_norm_text(ks, names, g, 31).plain.splitlines()
+    assert text[0].startswith("log scale 1e-4 … 1e0") and text[1].startswith("linear1 ▁")
+    assert text[-1].startswith("linear5 █")
+
+
+async def test_G_toggles_the_plot_in_place_of_the_loss_curve():
+    app = make_app(os.path.join(SC, "xor-tanh.toml"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("G", "S", "S")
+        await pilot.pause()
+        g = app.query_one(GradNorms)
+        assert g.display and not app.query_one(LossCurve).display
+        assert "step 2" in str(g.render())
+        await pilot.press("G")
+        assert app.query_one(LossCurve).display and not g.display
