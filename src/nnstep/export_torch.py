@@ -46,9 +46,15 @@ LAYER_OPTIONS = {
 }
 LOSSES = {"mse": "MSELoss", "l1": "L1Loss", "smooth_l1": "SmoothL1Loss", "huber": "HuberLoss",
           "cross_entropy": "CrossEntropyLoss", "bce": "BCELoss", "bce_with_logits": "BCEWithLogitsLoss"}
-_LOSS_FIELDS = {"type", "reduction", "scale", "beta", "delta", "class_dim"}
-_OPT_FIELDS = {"sgd": {"type", "lr", "momentum", "dampening", "nesterov", "weight_decay"},
-               "adam": {"type", "lr", "betas", "eps", "weight_decay"}}
+_LOSS_FIELDS = {"type", "reduction", "scale", "beta", "delta", "class_dim", "label_smoothing", "weight", "pos_weight"}
+_OPT_COMMON = {"type", "lr", "weight_decay", "clip_grad_norm", "schedule"}
+_OPT_FIELDS = {"sgd": {"momentum", "dampening", "nesterov"}, "adam": {"betas", "eps"}, "adamw": {"betas", "eps"},
+               "rmsprop": {"alpha", "eps", "momentum", "centered"}}
+SCHEDULES = {"step": ("StepLR", {"step_size": "step_size", "gamma": "gamma"}),
+             "exponential": ("ExponentialLR", {"gamma": "gamma"}),
+             "cosine": ("CosineAnnealingLR", {"t_max": "T_max", "eta_min": "eta_min"}),
+             "linear": ("LinearLR", {"start_factor": "start_factor", "end_factor": "end_factor",
+                                     "total_iters": "total_iters"})}
 _TRAIN_FIELDS = {"steps", "batch_size", "shuffle"}
 
 
@@ -113,8 +119,17 @@ def check_exportable(sc: Scenario) -> None:
         _refuse(sc, "optimizer.type", f"export --torch does not write a {sc.optimizer.type} optimizer yet: no "
                                       "script is written rather than a wrong one")
     _check_fields(sc, sc.loss, _LOSS_FIELDS | ({"beta"} if sc.loss.type == "smooth_l1" else set()), "loss", "the loss's")
-    _check_fields(sc, sc.optimizer, _OPT_FIELDS[sc.optimizer.type] | {"momentum", "dampening", "nesterov", "betas", "eps"},
-                  "optimizer", "the optimizer's")
+    # an option of another optimizer type keeps its default (the loader refuses it), so only the
+    # fields nobody here knows are checked
+    known = _OPT_COMMON | set().union(*_OPT_FIELDS.values())
+    _check_fields(sc, sc.optimizer, known, "optimizer", "the optimizer's")
+    s = sc.optimizer.schedule
+    if s is not None:
+        if s.type not in SCHEDULES:
+            _refuse(sc, "optimizer.schedule.type", f'export --torch does not write a "{s.type}" schedule yet: no '
+                                                   "script is written rather than a wrong one")
+        _check_fields(sc, s, {"type"} | set().union(*(m for _, m in SCHEDULES.values())), "optimizer.schedule",
+                      "the schedule's")
     _check_fields(sc, sc.train, _TRAIN_FIELDS, "train", "train")
 
 
@@ -328,6 +343,12 @@ def script(sc: Scenario, source: str) -> str:
         kw.append(f"beta={_f(lo.beta)}")
     if lo.type == "huber":
         kw.append(f"delta={_f(lo.delta)}")
+    if lo.type == "cross_entropy" and lo.weight is not None:
+        kw.append(f"weight=torch.tensor({_lit(np.asarray(lo.weight, dtype=np.float64), 0)})")
+    if lo.type == "cross_entropy" and lo.label_smoothing:
+        kw.append(f"label_smoothing={_f(lo.label_smoothing)}")
+    if lo.type == "bce_with_logits" and lo.pos_weight is not None:
+        kw.append(f"pos_weight=torch.tensor({_lit(np.asarray(lo.pos_weight, dtype=np.float64), 0)})")
     w(f"loss_fn = nn.{LOSSES[lo.type]}({', '.join(kw)})")
     pred_nd = 1 + len(sc.layers[-1].out_shape)
     cd = lo.class_dim % pred_nd if lo.type == "cross_entropy" else 1
@@ -351,23 +372,34 @@ def script(sc: Scenario, source: str) -> str:
     # --- optimizer ----------------------------------------------------------------------------------
     w("# --- the optimizer (foreach=False: one parameter at a time, the loop torch documents) ----------")
     params = "[PARAMS[name] for name in TRAINABLE]"
+    okw = [f"lr={_f(opt.lr)}"]
     if opt.type == "sgd":
-        okw = [f"lr={_f(opt.lr)}"]
+        cls = "SGD"
         if opt.momentum:
             okw.append(f"momentum={_f(opt.momentum)}")
         if opt.dampening:
             okw.append(f"dampening={_f(opt.dampening)}")
         if opt.nesterov:
             okw.append("nesterov=True")
-        if opt.weight_decay:
-            okw.append(f"weight_decay={_f(opt.weight_decay)}")
-        w(f"optimizer = torch.optim.SGD({params}, {', '.join(okw)}, foreach=False)")
-    else:
+    elif opt.type in ("adam", "adamw"):
+        cls = "Adam" if opt.type == "adam" else "AdamW"
         b1, b2 = opt.betas
-        okw = [f"lr={_f(opt.lr)}", f"betas=({_f(b1)}, {_f(b2)})", f"eps={_f(opt.eps)}"]
-        if opt.weight_decay:
-            okw.append(f"weight_decay={_f(opt.weight_decay)}")
-        w(f"optimizer = torch.optim.Adam({params}, {', '.join(okw)}, foreach=False)")
+        okw += [f"betas=({_f(b1)}, {_f(b2)})", f"eps={_f(opt.eps)}"]
+    else:
+        cls = "RMSprop"
+        okw += [f"alpha={_f(opt.alpha)}", f"eps={_f(opt.eps)}"]
+        if opt.momentum:
+            okw.append(f"momentum={_f(opt.momentum)}")
+        if opt.centered:
+            okw.append("centered=True")
+    if opt.weight_decay or opt.type == "adamw":       # AdamW's default (0.01) is written out too
+        okw.append(f"weight_decay={_f(opt.weight_decay)}")
+    w(f"optimizer = torch.optim.{cls}({params}, {', '.join(okw)}, foreach=False)")
+    sch = opt.schedule
+    if sch is not None:
+        tname, opts = SCHEDULES[sch.type]
+        skw = ", ".join(f"{tk}={_f(getattr(sch, k))}" for k, tk in opts.items())
+        w(f"scheduler = torch.optim.lr_scheduler.{tname}(optimizer, {skw})   # stepped after each update")
     w("")
     # --- batches ------------------------------------------------------------------------------------
     w("# --- the batches ---------------------------------------------------------------------------------")
@@ -433,8 +465,14 @@ def script(sc: Scenario, source: str) -> str:
     w("    optimizer.zero_grad()")
     w("    loss = loss_of(net(x), y)                    # forward and loss")
     w("    loss.backward()                              # backward: every .grad")
-    w("    grads = {name: PARAMS[name].grad.clone() for name in TRAINABLE}")
+    w("    grads = {name: PARAMS[name].grad.clone() for name in TRAINABLE}   # reported before any clipping")
+    if opt.clip_grad_norm is not None:
+        w(f"    torch.nn.utils.clip_grad_norm_({params}, {_f(opt.clip_grad_norm)}, foreach=False)")
+    if sch is not None:
+        w('    lr = optimizer.param_groups[0]["lr"]          # the lr in force for this step')
     w("    optimizer.step()                             # update")
+    if sch is not None:
+        w("    scheduler.step()                             # the next step's lr")
     w("    # nnstep stops at the first operation that produces a NaN/Inf; that step is not reported")
     w("    bad = next((what for what, ok in [(\"loss\", finite(loss))]")
     w("                + [(name + \".grad\", finite(g)) for name, g in grads.items()]")
@@ -445,6 +483,8 @@ def script(sc: Scenario, source: str) -> str:
     w('    doc["steps"].append({"step": k, "loss": as_json(loss),')
     w('                         "grads": {name: as_json(g) for name, g in grads.items()},')
     w('                         "params": {name: as_json(PARAMS[name]) for name in TRAINABLE}})')
+    if sch is not None:
+        w('    doc["steps"][-1]["lr"] = lr')
     w("print(json.dumps(doc))")
     return "\n".join(W) + "\n"
 

@@ -276,6 +276,105 @@ lr = 0.01
 steps = 3
 batch_size = 2
 """,
+    "rmsprop-centered-clip-step-lr-ce-weights": """
+[scenario]
+seed = 13
+[data]
+x = { random = "normal", shape = [6, 3] }
+y = [0, 2, 1, 2, 0, 1]
+[[layers]]
+type = "linear"
+out = 5
+[[layers]]
+type = "tanh"
+[[layers]]
+type = "linear"
+out = 3
+[loss]
+type = "cross_entropy"
+weight = [1.0, 2.5, 0.5]
+label_smoothing = 0.1
+[optimizer]
+type = "rmsprop"
+lr = 0.02
+alpha = 0.9
+eps = 1e-6
+momentum = 0.5
+centered = true
+weight_decay = 0.01
+clip_grad_norm = 0.5
+[optimizer.schedule]
+type = "step"
+step_size = 2
+gamma = 0.5
+[train]
+steps = 5
+batch_size = 4
+""",
+    "rmsprop-plain-exponential": """
+[scenario]
+seed = 14
+[data]
+x = { random = "normal", shape = [4, 2] }
+y = { random = "normal", shape = [4, 1] }
+[[layers]]
+type = "linear"
+out = 1
+[loss]
+type = "mse"
+[optimizer]
+type = "rmsprop"
+[optimizer.schedule]
+type = "exponential"
+gamma = 0.9
+[train]
+steps = 3
+""",
+    "adamw-pos-weight-ce-last-dim": """
+[scenario]
+seed = 15
+[data]
+x = { random = "normal", shape = [4, 3] }
+y = [[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+[[layers]]
+type = "linear"
+out = 2
+[loss]
+type = "bce_with_logits"
+pos_weight = [3.0, 0.5]
+[optimizer]
+type = "adamw"
+lr = 0.05
+[optimizer.schedule]
+type = "cosine"
+t_max = 2
+eta_min = 0.001
+[train]
+steps = 5
+""",
+    "ce-class-dim-weighted-smoothed": """
+[scenario]
+seed = 16
+[data]
+x = { random = "normal", shape = [2, 3, 4] }
+y = [[0, 1, 2], [2, 2, 0]]
+[[layers]]
+type = "linear"
+out = 3
+[loss]
+type = "cross_entropy"
+class_dim = -1
+weight = [0.5, 1.0, 2.0]
+label_smoothing = 0.2
+reduction = "mean"
+[optimizer]
+type = "adamw"
+lr = 0.1
+weight_decay = 0.3
+clip_grad_norm = 1.0
+[train]
+steps = 3
+""",
     "smooth-l1-beta0-l1-softmax": """
 [scenario]
 seed = 4
@@ -367,6 +466,8 @@ def differences(ref: dict, got: dict, rtol: float, atol: float) -> list[str]:
         if g.get("step") != k:
             out.append(f"step numbers: nnstep {k}, torch {g.get('step')}")
         cmp(f"step {k} loss", r["loss"], g.get("loss"))
+        if "lr" in r or "lr" in g:
+            cmp(f"step {k} lr", r.get("lr"), g.get("lr"))
         for part in ("grads", "params"):
             if sorted(r[part]) != sorted(g.get(part, {})):
                 out.append(f"step {k} {part}: nnstep has {sorted(r[part])}, torch {sorted(g.get(part, {}))}")
@@ -436,20 +537,23 @@ def test_extra_scenarios_reach_every_layer_loss_and_optimizer():
     from nnstep.export_torch import LAYER_OPTIONS, LOSSES
     from nnstep.scenario import load_scenario, loads_scenario
 
-    types, losses, opts = set(), set(), set()
-    for path in SHIPPED:
-        sc = load_scenario(path)
+    types, losses, opts, seen = set(), set(), set(), set()
+    for sc in [load_scenario(p) for p in SHIPPED] + [loads_scenario(t) for t in EXTRA.values()]:
         types |= {L.type for L in sc.layers}
         losses.add(sc.loss.type)
-    for text in EXTRA.values():
-        sc = loads_scenario(text)
-        types |= {L.type for L in sc.layers}
-        losses.add(sc.loss.type)
-        o = sc.optimizer
-        opts |= {f"{o.type}.{k}" for k in ("momentum", "dampening", "nesterov", "weight_decay") if getattr(o, k)}
+        o, lo = sc.optimizer, sc.loss
+        opts |= {f"{o.type}.{k}" for k in ("momentum", "dampening", "nesterov", "weight_decay") if getattr(o, k, None)}
+        seen.add(o.type)
+        seen |= {o.schedule.type} if o.schedule else set()
+        seen |= {"clip"} if o.clip_grad_norm else set()
+        seen |= {"centered"} if getattr(o, "centered", False) else set()
+        seen |= {k for k in ("label_smoothing", "weight", "pos_weight") if getattr(lo, k, None)}
     assert set(LAYER_OPTIONS) <= types, set(LAYER_OPTIONS) - types
     assert set(LOSSES) <= losses, set(LOSSES) - losses
-    assert {"sgd.momentum", "sgd.dampening", "sgd.nesterov", "sgd.weight_decay", "adam.weight_decay"} <= opts
+    assert {"sgd.momentum", "sgd.dampening", "sgd.nesterov", "sgd.weight_decay", "adam.weight_decay",
+            "rmsprop.momentum", "rmsprop.weight_decay", "adamw.weight_decay"} <= opts
+    assert {"sgd", "adam", "adamw", "rmsprop", "step", "exponential", "cosine", "linear", "clip", "centered",
+            "label_smoothing", "weight", "pos_weight"} <= seen
 
 
 # --- no torch needed --------------------------------------------------------------------------------
