@@ -43,9 +43,13 @@ LAYER_OPTIONS = {
     "add": set(), "mul": set(), "concat": {"dim"}, "matmul": set(), "transpose": {"dims"}, "reshape": {"shape"},
     "scale": {"by"}, "embedding": {"num", "dim"}, "attention": {"heads", "causal", "bias"},
     "rnn": {"hidden", "nonlinearity", "bias"}, "lstm": {"hidden", "bias"},
+    "maxpool1d": {"kernel_size", "stride", "padding"}, "maxpool2d": {"kernel_size", "stride", "padding"},
+    "avgpool1d": {"kernel_size", "stride", "padding"}, "avgpool2d": {"kernel_size", "stride", "padding"},
+    "dropout": {"p"}, "log_softmax": {"dim"},
 }
 LOSSES = {"mse": "MSELoss", "l1": "L1Loss", "smooth_l1": "SmoothL1Loss", "huber": "HuberLoss",
-          "cross_entropy": "CrossEntropyLoss", "bce": "BCELoss", "bce_with_logits": "BCEWithLogitsLoss"}
+          "cross_entropy": "CrossEntropyLoss", "bce": "BCELoss", "bce_with_logits": "BCEWithLogitsLoss",
+          "nll": "NLLLoss"}
 _LOSS_FIELDS = {"type", "reduction", "scale", "beta", "delta", "class_dim", "label_smoothing", "weight", "pos_weight"}
 _OPT_COMMON = {"type", "lr", "weight_decay", "clip_grad_norm", "schedule"}
 _OPT_FIELDS = {"sgd": {"momentum", "dampening", "nesterov"}, "adam": {"betas", "eps"}, "adamw": {"betas", "eps"},
@@ -203,6 +207,17 @@ def _module(L) -> tuple[str | None, str]:
         bias = "" if o["bias"] else ", bias=False"
         return (f"nn.MultiheadAttention({E}, num_heads={o['heads']}{bias}, batch_first=True)",
                 "self-attention: query = key = value = its input")
+    if t in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"):
+        kind = "Max" if t.startswith("max") else "Avg"
+        st = "" if o.get("stride", "kernel_size") == "kernel_size" else f", stride={_one(o['stride'])}"
+        note = ("the largest of each window (padding is −inf)" if kind == "Max"
+                else "the mean of each window, padding's zeros counted (count_include_pad=True)")
+        return f"nn.{kind}Pool{t[-2]}d(kernel_size={_one(o['kernel_size'])}{st}, padding={_one(o['padding'])})", note
+    if t == "dropout":
+        return (f"NnstepDropout(MASKS[{L.name!r}])",
+                f"nn.Dropout(p={_f(o['p'])}) with nnstep's masks (see NnstepDropout)")
+    if t == "log_softmax":
+        return f"nn.LogSoftmax(dim={o.get('dim', -1)})", ""
     if t in ("rnn", "lstm"):
         bias = "" if o["bias"] else ", bias=False"
         nl = f', nonlinearity="{o["nonlinearity"]}"' if t == "rnn" else ""
@@ -289,6 +304,35 @@ def script(sc: Scenario, source: str) -> str:
     w(f"X = torch.tensor({_lit(sc.x, 0)}, dtype={xdt})" + ("   # token indices" if xdt == "torch.long" else ""))
     w(f"Y = torch.tensor({_lit(sc.y, 0)}, dtype={ydt})" + ("   # class indices" if ydt == "torch.long" else ""))
     w("")
+    drop = [L for L in sc.layers if L.type == "dropout"]
+    if drop:
+        masks = _dropout_masks(sc, drop)
+        w("# --- dropout's masks, as nnstep drew them ---------------------------------------------------")
+        w("# nnstep draws each step's mask from the scenario's seed, the step and the layer (numpy's")
+        w("# PCG64), so that every replay shows the same one; torch's generator would draw others. So the")
+        w("# masks are data here: MASKS[layer][k - 1] is step k's, 0 (dropped) or 1/(1 − p) (kept).")
+        w("MASKS = {")
+        for L in drop:
+            w(f"    {L.name!r}: [")
+            for k, m in enumerate(masks[L.name], 1):
+                w(f"        # step {k}")
+                w(f"        {_lit(m, 8)},")
+            w("    ],")
+        w("}")
+        w("")
+        w("")
+        w("class NnstepDropout(nn.Module):")
+        w('    """nn.Dropout in training mode (out = in · mask), with the mask of the step being trained."""')
+        w("    step = 1                             # set by the training loop")
+        w("")
+        w("    def __init__(self, masks):")
+        w("        super().__init__()")
+        w("        self.masks = masks")
+        w("")
+        w("    def forward(self, x):")
+        w("        return x * torch.tensor(self.masks[NnstepDropout.step - 1], dtype=x.dtype)")
+        w("")
+        w("")
     # --- the network --------------------------------------------------------------------------------
     w("# --- the network: one attribute per [[layers]] entry, named as in the scenario ---------------")
     w("class Net(nn.Module):")
@@ -351,14 +395,14 @@ def script(sc: Scenario, source: str) -> str:
         kw.append(f"pos_weight=torch.tensor({_lit(np.asarray(lo.pos_weight, dtype=np.float64), 0)})")
     w(f"loss_fn = nn.{LOSSES[lo.type]}({', '.join(kw)})")
     pred_nd = 1 + len(sc.layers[-1].out_shape)
-    cd = lo.class_dim % pred_nd if lo.type == "cross_entropy" else 1
+    cd = lo.class_dim % pred_nd if lo.type in ("cross_entropy", "nll") else 1
     probs = lo.type == "cross_entropy" and sc.y.dtype.kind == "f"
     w("")
     w("")
     w("def loss_of(pred, y):")
     p_expr, y_expr = "pred", "y"
     if cd != 1:
-        w(f"    # the classes are along dim {lo.class_dim} of the logits; torch's cross_entropy wants them at dim 1")
+        w(f"    # the classes are along dim {lo.class_dim} of the prediction; torch's {LOSSES[lo.type]} wants them at dim 1")
         p_expr = f"pred.movedim({cd}, 1)"
         if probs:
             y_expr = f"y.movedim({cd}, 1)"
@@ -462,6 +506,8 @@ def script(sc: Scenario, source: str) -> str:
     w('       "initial": {name: as_json(p) for name, p in PARAMS.items()}, "steps": []}')
     w("for k in range(1, STEPS + 1):")
     w("    x, y = batch(k)")
+    if drop:
+        w("    NnstepDropout.step = k")
     w("    optimizer.zero_grad()")
     w("    loss = loss_of(net(x), y)                    # forward and loss")
     w("    loss.backward()                              # backward: every .grad")
@@ -487,6 +533,25 @@ def script(sc: Scenario, source: str) -> str:
         w('    doc["steps"][-1]["lr"] = lr')
     w("print(json.dumps(doc))")
     return "\n".join(W) + "\n"
+
+
+def _dropout_masks(sc: Scenario, layers) -> dict:
+    """Every step's mask of each dropout layer, as the engine draws them (one run of the program:
+    the mask of step k depends on the step and the batch's shape only)."""
+    from .engine.program import Program
+    from .engine.runner import advance
+
+    prog = Program(sc)
+    env = prog.initial_env()
+    out = {L.name: [] for L in layers}
+
+    def step_done(k1):
+        for L in layers:
+            out[L.name].append(np.asarray(env[L.t("mask")], dtype=np.float64))
+
+    prog.feed(env, 1)
+    advance(prog, env, 1, 0, sc.train.steps * len(prog.ops), sc.train.steps, None, on_boundary=step_done)
+    return out
 
 
 def json_str(s: str) -> str:

@@ -418,6 +418,92 @@ batch_size = 2
 }
 
 
+# pooling, dropout, log_softmax and nll (SPEC §8): written by the exporter, run here once the
+# catalogue has them
+POOL_EXTRA = {
+    "pool-dropout-logsoftmax-nll": """
+[scenario]
+seed = 21
+[data]
+x = { random = "normal", shape = [5, 2, 6, 7] }
+y = [0, 2, 1, 1, 2]
+[[layers]]
+type = "conv2d"
+out_channels = 2
+kernel_size = 3
+padding = 1
+[[layers]]
+type = "maxpool2d"
+kernel_size = [2, 3]
+stride = [2, 2]
+padding = [1, 1]
+[[layers]]
+type = "dropout"
+p = 0.3
+[[layers]]
+type = "avgpool2d"
+kernel_size = 2
+stride = 1
+padding = 1
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "linear"
+out = 3
+[[layers]]
+type = "log_softmax"
+[loss]
+type = "nll"
+reduction = "sum"
+[optimizer]
+type = "sgd"
+lr = 0.05
+[train]
+steps = 3
+batch_size = 2
+shuffle = true
+""",
+    "pool1d-nll-class-dim": """
+[scenario]
+seed = 22
+[data]
+x = { random = "normal", shape = [3, 2, 9] }
+y = [[0, 1, 2], [2, 2, 1], [1, 0, 0]]
+[[layers]]
+type = "maxpool1d"
+kernel_size = 3
+[[layers]]
+type = "avgpool1d"
+kernel_size = 2
+stride = 1
+padding = 1
+[[layers]]
+type = "dropout"
+[[layers]]
+type = "transpose"
+dims = [1, 2]
+[[layers]]
+type = "linear"
+out = 3
+[[layers]]
+type = "log_softmax"
+dim = -1
+[loss]
+type = "nll"
+class_dim = -1
+[optimizer]
+type = "adam"
+lr = 0.05
+[train]
+steps = 3
+""",
+}
+from nnstep.spec.catalog import LAYERS as _CATALOG  # noqa: E402
+
+if all(t in _CATALOG for t in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d", "dropout", "log_softmax")):
+    EXTRA.update(POOL_EXTRA)
+
+
 def nnstep_run_json(path: str) -> dict:
     from nnstep.headless import cmd_run
 
@@ -548,8 +634,10 @@ def test_extra_scenarios_reach_every_layer_loss_and_optimizer():
         seen |= {"clip"} if o.clip_grad_norm else set()
         seen |= {"centered"} if getattr(o, "centered", False) else set()
         seen |= {k for k in ("label_smoothing", "weight", "pos_weight") if getattr(lo, k, None)}
-    assert set(LAYER_OPTIONS) <= types, set(LAYER_OPTIONS) - types
-    assert set(LOSSES) <= losses, set(LOSSES) - losses
+    from nnstep.spec.catalog import LAYERS, LOSSES as CATALOG_LOSSES
+    # every type of the catalogue is exported, or refused (test_every_catalogue_type_is_written_or_refused)
+    assert set(LAYER_OPTIONS) & set(LAYERS) <= types, (set(LAYER_OPTIONS) & set(LAYERS)) - types
+    assert set(LOSSES) & set(CATALOG_LOSSES) <= losses, (set(LOSSES) & set(CATALOG_LOSSES)) - losses
     assert {"sgd.momentum", "sgd.dampening", "sgd.nesterov", "sgd.weight_decay", "adam.weight_decay",
             "rmsprop.momentum", "rmsprop.weight_decay", "adamw.weight_decay"} <= opts
     assert {"sgd", "adam", "adamw", "rmsprop", "step", "exponential", "cosine", "linear", "clip", "centered",
@@ -557,6 +645,18 @@ def test_extra_scenarios_reach_every_layer_loss_and_optimizer():
 
 
 # --- no torch needed --------------------------------------------------------------------------------
+def test_every_catalogue_type_is_written():
+    """The exporter knows every layer type, loss and optimizer of the catalogue (a new one is
+    refused by export until it is written, and this test says which)."""
+    from nnstep.export_torch import LAYER_OPTIONS, LOSSES, _OPT_FIELDS, SCHEDULES
+    from nnstep.spec import catalog
+
+    assert set(catalog.LAYERS) - set(LAYER_OPTIONS) == set()
+    assert set(catalog.LOSSES) - set(LOSSES) == set()
+    assert set(catalog.OPTIMIZERS) - set(_OPT_FIELDS) == set()
+    assert set(catalog.SCHEDULES) - set(SCHEDULES) == set()
+    for t, cls in catalog.LAYERS.items():
+        assert set(cls.options) <= LAYER_OPTIONS[t], (t, set(cls.options) - LAYER_OPTIONS[t])
 def test_weights_and_data_are_written_exactly(tmp_path):
     """Numbers that print long (1/3, 0.1 + 0.2, 2^-1074, -0.0) read back bit for bit."""
     from nnstep.export_torch import _lit
