@@ -468,7 +468,7 @@ shuffle = true
 seed = 22
 [data]
 x = { random = "normal", shape = [3, 2, 9] }
-y = [[0, 1, 2], [2, 2, 1], [1, 0, 0]]
+y = [[0, 1, 2, 1], [2, 2, 1, 0], [1, 0, 0, 2]]
 [[layers]]
 type = "maxpool1d"
 kernel_size = 3
