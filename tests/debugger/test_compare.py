@@ -233,3 +233,34 @@ def test_readme_compare_example(monkeypatch, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "(1, 6) sigmoid1.grad_in"
     assert "first difference: step 1, op 7/12" in str(e.value)
+
+
+SHIPPED = sorted(__import__("glob").glob(os.path.join(ROOT, "scenarios", "*.toml")) +
+                 __import__("glob").glob(os.path.join(ROOT, "scenarios", "*", "*.toml")))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[os.path.relpath(p, os.path.join(ROOT, "scenarios")) for p in SHIPPED])
+def test_every_tensor_trace_prints_agrees_exactly(path):
+    """For every shipped scenario, every tensor of steps 1-2 as `trace --json` prints it (the last
+    value each step writes) is given back to compare with zero tolerance: all agree, and the op
+    compare names for it is the op trace shows writing it last."""
+    import contextlib
+    import io
+
+    from nnstep.headless import cmd_trace
+
+    sc = nnstep.load_scenario(path)
+    n = min(2, sc.train.steps)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
+        cmd_trace(path, n, True, honor_breakpoints=False)
+    last: dict[str, tuple] = {}
+    for op in json.loads(buf.getvalue())["ops"]:
+        for t, v in op["outputs"].items():
+            a = np.array(v, dtype=object)
+            a = np.vectorize(float)(a) if a.size else a.astype(float)
+            last[t if op["step"] == 1 else f"{op['step']}/{t}"] = (a, op["name"])
+    rep = nnstep.compare(sc, {k: a for k, (a, _) in last.items()}, rtol=0.0, atol=0.0)
+    assert rep.ok, rep.text
+    for r in rep.results:
+        assert r.op == last[r.key][1], (r.key, r.op, last[r.key][1])
