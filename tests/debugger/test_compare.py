@@ -183,6 +183,9 @@ def test_hint_batch_size_and_elements():
     assert any("4 is the number of elements of the prediction" in h for h in rep.first.hints)
     rep = nnstep.compare(NET, {"loss.grad": 3 * G2})
     assert rep.first.hints == []
+    # the lesson's loss has no ½ (scale 1): a textbook ½·Σ(y − ŷ)² gives half of nnstep's gradient
+    rep = nnstep.compare(NET, {"loss.grad": G2 / 2})
+    assert any("the ½ of the textbook's E = ½·Σ(target − out)²?" in h for h in rep.first.hints)
 
 
 def test_hint_the_half_and_the_sign():
@@ -194,7 +197,10 @@ def test_hint_the_half_and_the_sign():
     g = s.value("loss.grad")
     np.testing.assert_allclose(g, [[0.75136507 - 0.01, 0.77292847 - 0.99]], atol=1e-8)
     rep = nnstep.compare(sc, {"loss.grad": 2 * g})
-    assert any("the ½ of ½·Σ(target − out)² forgotten? (this scenario's loss has scale = 0.5" in h for h in rep.first.hints)
+    assert any("the ½ of E = ½·Σ(target − out)² forgotten? (this scenario's loss has scale = 0.5" in h
+               for h in rep.first.hints)
+    rep = nnstep.compare(sc, {"loss.grad": g / 2})
+    assert any("a ½ too many?" in h for h in rep.first.hints)
     rep = nnstep.compare(sc, {"loss.grad": -g})
     assert any("a sign flipped" in h for h in rep.first.hints)
 
@@ -264,3 +270,27 @@ def test_every_tensor_trace_prints_agrees_exactly(path):
     assert rep.ok, rep.text
     for r in rep.results:
         assert r.op == last[r.key][1], (r.key, r.op, last[r.key][1])
+
+
+def test_the_tutorial_shows_what_compare_prints(tmp_path, monkeypatch, capsys):
+    """docs/tutorial.md section 7 walks through the lesson: every line it shows of `nnstep compare`
+    and `nnstep explain` is a line they print (the "..." lines stand for lines left out)."""
+    import re
+    doc = open(os.path.join(ROOT, "docs", "tutorial.md"), encoding="utf-8").read()
+    sec = doc[doc.index("## 7. Check your own backprop"):doc.index("## Where next")]
+    blocks = re.findall(r"```console\n(.*?)```", sec, re.S)
+    shown_compare = blocks[0].split("$ nnstep compare net.toml mine.npz\n", 1)[1].splitlines()
+    shown_explain = blocks[1].split("\n", 1)[1].splitlines()
+    assert "$ python mine.py" in blocks[0]
+    npz = run_mine(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    import shutil
+    shutil.copy(NET, tmp_path / "net.toml")
+    assert os.path.basename(npz) == "mine.npz"
+    assert main(["compare", "net.toml", "mine.npz"]) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert [ln for ln in shown_compare if ln != "  ..."] == [ln for ln in printed if ln in shown_compare]
+    assert main(["explain", "net.toml", "sigmoid1.grad_in[1, 0]"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert all(ln in printed for ln in shown_explain if ln != "..."), shown_explain
+    assert FIX.strip() in sec

@@ -314,11 +314,17 @@ def _hints(sc, name, mine, ref, rtol, atol, batch, n_pred) -> list[str]:
         else:
             factors.append((1.0 / n, f"yours = nnstep's / {n}, and {n} is {what}: a mean where the scenario "
                                      f"sums? (its loss has reduction = \"sum\")"))
-    half = ("this scenario's loss has scale = 0.5, E = ½·Σ(target − out)², whose ½ cancels the 2 of the "
-            "square's derivative" if scale == 0.5 else f"this scenario's loss has scale = {scale:g}")
-    factors += [(2.0, f"yours = 2 × nnstep's: the ½ of ½·Σ(target − out)² forgotten? ({half})"),
-                (0.5, f"yours = ½ × nnstep's: the derivative of (out − target)² is 2·(out − target): a ½ too "
-                      f"many? ({half})"),
+    if scale == 0.5:
+        two = ("yours = 2 × nnstep's: the ½ of E = ½·Σ(target − out)² forgotten? (this scenario's loss has "
+               "scale = 0.5, whose ½ cancels the 2 of the square's derivative)")
+        half = ("yours = ½ × nnstep's: a ½ too many? (E = ½·Σ(target − out)² has the derivative out − target: "
+                "its ½ cancels the square's 2)")
+    else:
+        two = (f"yours = 2 × nnstep's: a factor 2 too many? (this scenario's loss has scale = {scale:g}; the "
+               "square's derivative 2·(out − target) has just one 2)")
+        half = (f"yours = ½ × nnstep's: the ½ of the textbook's E = ½·Σ(target − out)²? (this scenario's loss has "
+                f"scale = {scale:g}, no ½, so its derivative keeps the square's 2: 2·(out − target))")
+    factors += [(2.0, two), (0.5, half),
                 (-1.0, "yours = −1 × nnstep's: a sign flipped? (dLoss/dout of the squared error is "
                        "out − target, not target − out; the update subtracts lr·grad)")]
     for c, text in factors:
@@ -375,8 +381,9 @@ def _at(r: TensorResult) -> str:
 
 
 def render(rep: Report) -> str:
-    L = [f"{rep.scenario}: {len(rep.results)} tensor{'s' if len(rep.results) != 1 else ''} from {rep.source} "
-         f"against nnstep (rtol {rep.rtol:g}, atol {rep.atol:g})"]
+    n = f"{len(rep.results)} tensor{'s' if len(rep.results) != 1 else ''}"
+    given = f"{n} given" if rep.source == "tensors" else f"{n} from {rep.source}"
+    L = [f"{rep.scenario}: {given} against nnstep (rtol {rep.rtol:g}, atol {rep.atol:g})"]
     f = rep.first
     if f is not None:
         where = ("the initial parameters (step 0)" if f.op_index is None
@@ -384,7 +391,8 @@ def render(rep: Report) -> str:
         L.append(f"first difference: {where}")
         L.append(f"  {f.tensor}{_at(f)}: yours {_n(f.your_value)}, nnstep {_n(f.nnstep_value)}, "
                  f"error {abs(f.your_value - f.nnstep_value) if f.your_value is not None else float('nan'):.3g}"
-                 f" ({int(f.mask.sum())} of {f.mask.size} element{'s' if f.mask.size != 1 else ''} differ)")
+                 f" ({int(f.mask.sum())} of {f.mask.size} element{'s' if f.mask.size != 1 else ''} "
+                 f"differ{'s' if int(f.mask.sum()) == 1 else ''})")
         for h in f.hints:
             L.append(f"  hint: {h}")
         later = [r for r in rep.differing if r is not f]
