@@ -155,6 +155,10 @@ def test_bad_input_raises_located_errors():
         nnstep.compare(NET, {"sigmoid1.out": np.zeros(3)})
     with pytest.raises(ScenarioError, match=r'step 0 has only the initial parameters, not "loss"'):
         nnstep.compare(NET, {"0/loss": np.array(1.0)})
+    with pytest.raises(ScenarioError, match="holds no arrays"):             # a check that cannot fail
+        nnstep.assert_matches(NET, {})
+    with pytest.raises(ScenarioError, match="rtol: expected a non-negative number"):
+        nnstep.compare(NET, {"loss": 0.828125}, rtol=-1.0)
     with pytest.raises(ScenarioError, match="expected numbers"):
         nnstep.compare(NET, {"loss": np.array("0.8")})
 

@@ -372,6 +372,10 @@ COMPARE_CASES = [
          'mine.npz: "mine.npz" is not a .npz file (not a zip archive as numpy.savez writes)',
          files={"mine.npz": "linear1.out = [1, 2, 3]\n"}, argv=_CMP),
     Case("compare-no-file", "compare: the .npz does not exist", BASE, "mine.npz: no such file", argv=_CMP),
+    Case("compare-empty", "compare: a .npz with no arrays", BASE,
+         "mine.npz: holds no arrays: save your values under nnstep's tensor names, e.g. "
+         'numpy.savez("mine.npz", **{"linear1.out": out1})',
+         files={"mine.npz": mine_npz()}, argv=_CMP),
     Case("compare-unknown-tensor", "compare: a name that is not a tensor", BASE,
          'mine.npz: "linear1.outt": no tensor of this scenario is named "linear1.outt" (did you mean "linear1.out"?)',
          files={"mine.npz": mine_npz(**{"linear1.outt": np.zeros((2, 3))})}, argv=_CMP),

@@ -32,10 +32,16 @@ import numpy as np
 from ..engine.program import Program
 from ..engine.runner import advance
 from ..errors import ScenarioError
-from ..scenario.validate import clean
 from ..spec.model import Scenario
 
 RTOL, ATOL = 1e-6, 1e-9
+
+
+def clean(s: str) -> str:
+    """Text from the user's file, safe to print (the scenario loader's rule: control characters
+    shown as escapes)."""
+    from ..scenario.validate import clean as _clean
+    return _clean(s)
 _KEY = re.compile(r"^(?:(\d+)/)?(.+)$")
 
 
@@ -179,6 +185,12 @@ def compare(sc: Scenario, tensors: dict, rtol: float = RTOL, atol: float = ATOL,
     tensor name is no error here: its result says "unknown" (and the report's exit code is 2)."""
     from ..spec.plan import Plan
 
+    for what, v in (("rtol", rtol), ("atol", atol)):
+        if not (isinstance(v, (int, float)) and 0 <= v < float("inf")):
+            raise ScenarioError(f"expected a non-negative number, got {v!r}", where=what)
+    if not tensors:
+        raise ScenarioError("holds no arrays: save your values under nnstep's tensor names, "
+                            'e.g. numpy.savez("mine.npz", **{"linear1.out": out1})', file=source)
     plan = Plan(sc)
     names = plan.names | set(sc.param_names)
     M = len(plan.ops)
