@@ -414,7 +414,7 @@ def script(sc: Scenario, source: str) -> str:
     w("")
     w("")
     # --- optimizer ----------------------------------------------------------------------------------
-    w("# --- the optimizer (foreach=False: one parameter at a time, the loop torch documents) ----------")
+    w("# --- the optimizer (foreach=False: one parameter at a time, the loop torch's documentation shows) --")
     params = "[PARAMS[name] for name in TRAINABLE]"
     okw = [f"lr={_f(opt.lr)}"]
     if opt.type == "sgd":
@@ -495,10 +495,6 @@ def script(sc: Scenario, source: str) -> str:
     w("    return fix(t.detach().to(torch.float64).tolist())")
     w("")
     w("")
-    w("def finite(*tensors):")
-    w("    return all(bool(torch.isfinite(t).all()) for t in tensors)")
-    w("")
-    w("")
     # --- training -----------------------------------------------------------------------------------
     w("# --- training: the steps nnstep steps through --------------------------------------------------")
     w(f"STEPS = {n}")
@@ -511,7 +507,8 @@ def script(sc: Scenario, source: str) -> str:
     w("    optimizer.zero_grad()")
     w("    loss = loss_of(net(x), y)                    # forward and loss")
     w("    loss.backward()                              # backward: every .grad")
-    w("    grads = {name: PARAMS[name].grad.clone() for name in TRAINABLE}   # reported before any clipping")
+    w("    grads = {name: PARAMS[name].grad.clone() for name in TRAINABLE}" +
+      ("   # reported before clipping" if opt.clip_grad_norm is not None else ""))
     if opt.clip_grad_norm is not None:
         w(f"    torch.nn.utils.clip_grad_norm_({params}, {_f(opt.clip_grad_norm)}, foreach=False)")
     if sch is not None:
@@ -519,12 +516,12 @@ def script(sc: Scenario, source: str) -> str:
     w("    optimizer.step()                             # update")
     if sch is not None:
         w("    scheduler.step()                             # the next step's lr")
-    w("    # nnstep stops at the first operation that produces a NaN/Inf; that step is not reported")
-    w("    bad = next((what for what, ok in [(\"loss\", finite(loss))]")
-    w("                + [(name + \".grad\", finite(g)) for name, g in grads.items()]")
-    w("                + [(name, finite(PARAMS[name])) for name in TRAINABLE] if not ok), None)")
-    w("    if bad is not None:")
-    w('        doc["stopped"] = {"step": k, "op": None, "tensor": bad, "reason": "nonfinite"}')
+    w("    # nnstep stops at the first operation that produces a NaN/Inf, and that step is not reported")
+    w('    computed = {"loss": loss, **{name + ".grad": g for name, g in grads.items()},')
+    w("                **{name: PARAMS[name] for name in TRAINABLE}}")
+    w("    bad = [name for name, t in computed.items() if not torch.isfinite(t).all()]")
+    w("    if bad:")
+    w('        doc["stopped"] = {"step": k, "op": None, "tensor": bad[0], "reason": "nonfinite"}')
     w("        break")
     w('    doc["steps"].append({"step": k, "loss": as_json(loss),')
     w('                         "grads": {name: as_json(g) for name, g in grads.items()},')
