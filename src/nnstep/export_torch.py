@@ -268,11 +268,48 @@ def _param_ref(L, p: str, names: _Names) -> str:
     return f"{me}.{p}"
 
 
+# above this many numbers (data, initial parameters, dropout masks, shuffled orders), they go to an
+# .npz beside the script instead of into it
+INLINE_LIMIT = 200_000
+
+
+def size_of(sc: Scenario) -> int:
+    """How many numbers the script would hold inline."""
+    n = sc.x.size + sc.y.size + sum(int(np.asarray(v).size) for v in sc.initial.values())
+    n += sum(sc.train.steps * sc.batch_size * math.prod(L.in_shape) for L in sc.layers if L.type == "dropout")
+    if sc.train.shuffle:
+        n += -(-sc.train.steps // sc.n_batches) * sc.n_samples
+    return int(n)
+
+
+class _Arrays:
+    """Where the script's arrays live: written inline as exact literals, or (``npz`` names a file)
+    stored in that .npz beside the script and read from it by name."""
+
+    def __init__(self, npz: str | None):
+        self.npz = npz
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def __call__(self, key: str, a, indent: int) -> str:
+        a = np.asarray(a)
+        if self.npz is None:
+            return _lit(a, indent)
+        self.arrays[key] = a
+        return f'ARRAYS["{key}"]'
+
+
 def script(sc: Scenario, source: str) -> str:
-    """The PyTorch script for ``sc`` (``source``: the scenario's path, named in its docstring)."""
+    """The PyTorch script for ``sc``, every number inline (``source``: the scenario's path, named in
+    its docstring)."""
+    return build(sc, source, None)[0]
+
+
+def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
+    """(the script, the arrays of the .npz ``npz`` beside it; empty when ``npz`` is None)."""
     from .engine.program import Program
 
     check_exportable(sc)
+    A = _Arrays(npz)
     names = _Names(sc)
     dt = "torch.float64" if sc.dtype == "float64" else "torch.float32"
     lo, opt, tr = sc.loss, sc.optimizer, sc.train
@@ -283,7 +320,10 @@ def script(sc: Scenario, source: str) -> str:
     w(f"Written by `nnstep export {_doc(source)} --torch`. Run it with torch installed: it trains the same")
     w("network on the same data, batches, loss and optimizer, and prints the document that")
     w(f"`nnstep run {_doc(source)} --json` prints (SPEC §4), so the two can be compared number by number.")
-    w("Every number below is written exactly (Python's repr of a float64 reads back as the same float).")
+    if npz is None:
+        w("Every number below is written exactly (Python's repr of a float64 reads back as the same float).")
+    else:
+        w(f"The data and initial parameters are in {_doc(npz)} beside it, exactly (float64 .npy arrays).")
     if any(bp.when is not None and bp.when.kind == "compare" for bp in sc.breakpoints):
         w("The scenario's `when` breakpoints are the debugger's: this script runs every step (compare it")
         w("with `nnstep run --json --ignore-breakpoints`).")
@@ -291,9 +331,16 @@ def script(sc: Scenario, source: str) -> str:
     w("import json")
     w("import math")
     w("")
+    if npz is not None:
+        w("import os")
+        w("")
+        w("import numpy as np                   # only to read the arrays file beside this script")
     w("import torch")
     w("from torch import nn")
     w("")
+    if npz is not None:
+        w(f"ARRAYS = np.load(os.path.join(os.path.dirname(os.path.abspath(__file__)), {npz!r}), allow_pickle=False)")
+        w("")
     w(f"DTYPE = {dt}")
     w("torch.set_default_dtype(DTYPE)       # parameters made below are " + sc.dtype)
     w("")
@@ -301,8 +348,8 @@ def script(sc: Scenario, source: str) -> str:
     w("# --- the data: every sample, batch dimension first ------------------------------------------")
     xdt = "torch.long" if sc.x.dtype.kind in "biu" else "DTYPE"
     ydt = "torch.long" if sc.y.dtype.kind in "biu" else "DTYPE"
-    w(f"X = torch.tensor({_lit(sc.x, 0)}, dtype={xdt})" + ("   # token indices" if xdt == "torch.long" else ""))
-    w(f"Y = torch.tensor({_lit(sc.y, 0)}, dtype={ydt})" + ("   # class indices" if ydt == "torch.long" else ""))
+    w(f"X = torch.tensor({A('x', sc.x, 0)}, dtype={xdt})" + ("   # token indices" if xdt == "torch.long" else ""))
+    w(f"Y = torch.tensor({A('y', sc.y, 0)}, dtype={ydt})" + ("   # class indices" if ydt == "torch.long" else ""))
     w("")
     drop = [L for L in sc.layers if L.type == "dropout"]
     if drop:
@@ -316,7 +363,7 @@ def script(sc: Scenario, source: str) -> str:
             w(f"    {L.name!r}: [")
             for k, m in enumerate(masks[L.name], 1):
                 w(f"        # step {k}")
-                w(f"        {_lit(m, 8)},")
+                w(f"        {A(f'mask/{L.name}/{k}', m, 8)},")
             w("    ],")
         w("}")
         w("")
@@ -367,7 +414,7 @@ def script(sc: Scenario, source: str) -> str:
     w("# --- the initial parameters, exactly the scenario's --------------------------------------------")
     w("INITIAL = {")
     for name in sc.param_names:
-        w(f'    "{name}": {_lit(np.asarray(sc.initial[name], dtype=np.float64), 4)},')
+        w(f'    "{name}": {A("initial/" + name, np.asarray(sc.initial[name], dtype=np.float64), 4)},')
     w("}")
     w("with torch.no_grad():")
     w("    for name, value in INITIAL.items():")
@@ -455,11 +502,15 @@ def script(sc: Scenario, source: str) -> str:
         w(f"# {N} samples in batches of {bs}: step k takes batch b = (k − 1) mod {B} of pass p = (k − 1) // {B}.")
         w("# shuffle = true: nnstep draws each pass's order from the seed (numpy's PCG64, which torch")
         w("# does not have), so the orders are written out here, one list of sample indices per pass.")
-        w("ORDER = [")
-        for p in range(passes):
-            idx = np.concatenate([np.asarray(prog.batch_indices(p * B + b + 1)) for b in range(B)])
-            w(f"    {idx.tolist()!r},   # pass {p + 1}")
-        w("]")
+        orders = [np.concatenate([np.asarray(prog.batch_indices(p * B + b + 1)) for b in range(B)])
+                  for p in range(passes)]
+        if npz is None:
+            w("ORDER = [")
+            for p, idx in enumerate(orders):
+                w(f"    {idx.tolist()!r},   # pass {p + 1}")
+            w("]")
+        else:
+            w(f"ORDER = {A('order', np.stack(orders), 0)}   # row p - 1: pass p's order")
         w(f"BATCH_SIZE, N_BATCHES = {bs}, {B}")
         w("")
         w("")
@@ -529,7 +580,7 @@ def script(sc: Scenario, source: str) -> str:
     if sch is not None:
         w('    doc["steps"][-1]["lr"] = lr')
     w("print(json.dumps(doc))")
-    return "\n".join(W) + "\n"
+    return "\n".join(W) + "\n", A.arrays
 
 
 def _dropout_masks(sc: Scenario, layers) -> dict:
@@ -575,9 +626,16 @@ def cmd_export(path: str, output: str) -> int:
         from .scenario.validate import clean
         raise ScenarioError(f'"{clean(output)}" is the scenario itself: write the script to another file (-o ref.py)',
                             where="-o")
-    text = script(sc, path)
+    npz = None
+    if size_of(sc) > INLINE_LIMIT:
+        npz = os.path.splitext(os.path.basename(output))[0] + ".arrays.npz"
+    text, arrays = build(sc, path, npz)
+    if npz is not None:
+        from .fileio import save_npz
+        save_npz(os.path.join(os.path.dirname(output), npz), arrays)
     atomic_write_text(output, text)
     import sys
-    sys.stdout.write(f"wrote {output}: {sc.name} in PyTorch ({len(sc.layers)} layers, {sc.train.steps} "
+    beside = f" and its arrays, {os.path.join(os.path.dirname(output), npz)}," if npz else ""
+    sys.stdout.write(f"wrote {output}{beside}: {sc.name} in PyTorch ({len(sc.layers)} layers, {sc.train.steps} "
                      f"step{'s' if sc.train.steps != 1 else ''}); run it with `python {output}`\n")
     return 0

@@ -585,6 +585,21 @@ def exported(tmp_path_factory):
         with contextlib.redirect_stdout(io.StringIO()):
             assert cmd_export(path, out) == 0
         scripts[case] = out
+    # large scenarios keep their arrays in an .npz beside the script: the same cases that way
+    import nnstep.export_torch as ex
+    for case in NPZ_CASES:
+        if case not in cases:
+            continue
+        out = str(d / f"npz{len(scripts)}.py")
+        limit, ex.INLINE_LIMIT = ex.INLINE_LIMIT, 0
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                assert cmd_export(cases[case], out) == 0
+        finally:
+            ex.INLINE_LIMIT = limit
+        assert os.path.exists(out[:-3] + ".arrays.npz") and "ARRAYS = np.load(" in open(out).read()
+        cases[case + " (npz)"] = cases[case]
+        scripts[case + " (npz)"] = out
     r = subprocess.run([sys.executable, os.path.join(HERE, "torchrun.py"), *scripts.values()],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -592,7 +607,9 @@ def exported(tmp_path_factory):
     return {case: (cases[case], scripts[case], outs[scripts[case]]) for case in cases}
 
 
+NPZ_CASES = ["scenarios/classic.toml", "conv1d-bn1d-nesterov", "pool-dropout-logsoftmax-nll"]
 CASES = [os.path.relpath(p, ROOT) for p in SHIPPED] + list(EXTRA)
+CASES += [c + " (npz)" for c in NPZ_CASES if c in CASES]
 
 
 @pytest.mark.parametrize("case", CASES)
