@@ -635,7 +635,7 @@ def cmd_export(path: str, output: str) -> int:
         save_npz(os.path.join(os.path.dirname(output), npz), arrays)
     atomic_write_text(output, text)
     import sys
-    beside = f" and its arrays, {os.path.join(os.path.dirname(output), npz)}," if npz else ""
+    beside = f" (and its arrays, {os.path.join(os.path.dirname(output), npz)})" if npz else ""
     sys.stdout.write(f"wrote {output}{beside}: {sc.name} in PyTorch ({len(sc.layers)} layers, {sc.train.steps} "
                      f"step{'s' if sc.train.steps != 1 else ''}); run it with `python {output}`\n")
     return 0
