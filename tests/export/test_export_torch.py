@@ -716,3 +716,21 @@ print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
                            timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[os.path.relpath(p, ROOT) for p in SHIPPED])
+def test_the_script_is_standalone(path, tmp_path, capsys):
+    """Valid Python importing json, math and torch only (nothing of nnstep's, no file read), from
+    the command line as a user runs it."""
+    import ast
+
+    from nnstep.cli import main
+
+    out = tmp_path / "ref.py"
+    assert main(["export", path, "--torch", "-o", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}: ")
+    tree = ast.parse(out.read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported == {"json", "math", "torch"}
+    assert "open(" not in out.read_text() and not (tmp_path / "ref.arrays.npz").exists()
