@@ -77,6 +77,16 @@ class Term:
             os.write(self.fd, b"\x1b[?62;22c")
         return True
 
+    def cpu(self) -> float:
+        """CPU seconds the program has used (user + system, from /proc): less sensitive to the
+        machine's other load than the wall clock."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
     def line(self, y: int) -> str:
         return self.screen.display[y]
 
@@ -111,7 +121,7 @@ def full_screen(term: Term, trivial: bool):
     return lambda: "op 1/" in term.line(0) and "quit" in term.line(ROWS - 1)
 
 
-def measure(argv, trivial: bool, presses: int) -> tuple[float, list[float]]:
+def measure(argv, trivial: bool, presses: int) -> tuple[float, list[float], float]:
     env = {"OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
     term = Term(argv, env)
     try:
@@ -120,6 +130,7 @@ def measure(argv, trivial: bool, presses: int) -> tuple[float, list[float]]:
         term.quiet(0.15)
         times = []
         back = False
+        cpu0 = term.cpu()
         for j in range(presses):
             head = term.line(0)
             if not trivial:                     # n to the end of training, then p back, and again
@@ -136,7 +147,7 @@ def measure(argv, trivial: bool, presses: int) -> tuple[float, list[float]]:
             # last write of the repaint has arrived (then nothing for 40 ms)
             done = term.quiet()
             times.append((done - t) * 1000)
-        return start * 1000, times
+        return start * 1000, times, (term.cpu() - cpu0) * 1000 / max(1, presses)
     finally:
         term.close()
 
@@ -156,22 +167,27 @@ def main():
     progs += [(os.path.relpath(s, ROOT), [nnstep, s], False) for s in a.scenarios]
     keys = {name: [] for name, *_ in progs}
     starts = {name: [] for name, *_ in progs}
+    cpus = {name: [] for name, *_ in progs}
     for _ in range(a.rounds):
         for name, argv, trivial in progs:
-            s, t = measure(argv, trivial, a.presses)
+            s, t, c = measure(argv, trivial, a.presses)
             starts[name].append(s)
+            cpus[name].append(c)
             keys[name] += t
     base = statistics.median(keys[progs[0][0]])
     base_start = statistics.median(starts[progs[0][0]])
     print(f"pty {COLS}x{ROWS}, {a.rounds} rounds x {a.presses} keys, alternated; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'program':<34} {'key median':>10} {'p90':>8} {'ratio':>6} {'start':>8} {'+start':>8}")
+    print(f"{'program':<34} {'key median':>10} {'p90':>8} {'ratio':>6} {'start':>8} {'+start':>8} {'CPU/key':>8}")
     for name, *_ in progs:
         v = sorted(keys[name])
         med, p90 = statistics.median(v), v[int(0.9 * (len(v) - 1))]
         st = statistics.median(starts[name])
-        print(f"{name:<34} {med:8.1f}ms {p90:6.1f}ms {med / base:5.2f}x {st:6.0f}ms {st - base_start:+6.0f}ms")
+        cpu = statistics.median(cpus[name])
+        print(f"{name:<34} {med:8.1f}ms {p90:6.1f}ms {med / base:5.2f}x {st:6.0f}ms {st - base_start:+6.0f}ms "
+              f"{cpu:6.1f}ms")
     print("targets (SPEC §6): key median <= 2x the trivial app, p90 < 50 ms; start within +250 ms of it")
+    print("CPU/key: the program's own CPU time per key (user + system), the figure to profile against")
 
 
 if __name__ == "__main__":

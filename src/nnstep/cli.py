@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keys", default="", help='keys to press first, e.g. "n n s"')
     s.add_argument("--size", default="120x40", help="terminal size WxH (default 120x40)")
     s.add_argument("-o", "--output", required=True, metavar="OUT.svg")
+    s.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                   help="longest a key's run (c, C) may take before it is interrupted as Esc would (default 10)")
 
     u = sub.add_parser("tui", help="open FILE in the TUI (same as `nnstep FILE`)")
     u.add_argument("file", nargs="?")
@@ -174,7 +176,7 @@ def _dispatch(a) -> int:
             return cmd_new(a.file, a.template, a.force, a.list)
         if a.command == "screenshot":
             from .tui.launch import cmd_screenshot
-            return cmd_screenshot(a.file, a.keys, a.size, a.output)
+            return cmd_screenshot(a.file, a.keys, a.size, a.output, a.wait)
         if a.command == "tui" or a.command is None:
             from .tui.launch import cmd_tui
             return cmd_tui(getattr(a, "file", None) or demo_path())

@@ -22,7 +22,11 @@ def ref_elements(kind, p, y, beta=1.0, delta=1.0):
     MSELoss (x−y)²; L1Loss |x−y|; SmoothL1Loss 0.5(x−y)²/β if |x−y| < β else |x−y| − 0.5β;
     HuberLoss 0.5(x−y)² if |x−y| < δ else δ(|x−y| − 0.5δ); BCELoss −[y·log x + (1−y)·log(1−x)] with
     each log clamped to ≥ −100; BCEWithLogitsLoss −[y·log σ(x) + (1−y)·log(1 − σ(x))];
-    CrossEntropyLoss −log softmax(x)[class] or −Σ_c y_c·log softmax(x)_c over dim 1."""
+    CrossEntropyLoss −log softmax(x)[class] or −Σ_c y_c·log softmax(x)_c over dim 1; NLLLoss
+    −x[class] (x holds log-probabilities), one per target."""
+    if kind == "nll":
+        q = np.moveaxis(p, 1, -1).reshape(-1, p.shape[1])
+        return [-float(z[int(c)]) for z, c in zip(q, y.reshape(-1))]
     if kind == "cross_entropy":
         p = np.moveaxis(p, 1, -1)                         # (N, ..., C)
         rows = p.reshape(-1, p.shape[-1])
@@ -54,7 +58,7 @@ def ref_elements(kind, p, y, beta=1.0, delta=1.0):
 
 def _data(kind, shape, r, spatial=False):
     p = r.standard_normal(shape)
-    if kind == "cross_entropy":
+    if kind in ("cross_entropy", "nll"):
         C = shape[1]
         cls_shape = (shape[0],) + shape[2:]
         return p, r.integers(0, C, size=cls_shape)

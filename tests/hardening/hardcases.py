@@ -105,7 +105,7 @@ CASES = [
          'net.toml: layers[1].type: unknown value "rellu" (did you mean "relu"?)'),
     Case("unknown-loss-type", "Unknown loss type", sub('type = "mse"', 'type = "mean_squared"'),
          'net.toml: loss.type: unknown value "mean_squared" (expected one of: bce, bce_with_logits, '
-         'cross_entropy, huber, l1, mse, smooth_l1)'),
+         'cross_entropy, huber, l1, mse, nll, smooth_l1)'),
     Case("wrong-type", "Wrong type", sub("out = 3", 'out = "3"'),
          'net.toml: layers[0].out: expected a positive integer, got a string "3"'),
     Case("wrong-type-table", "A value where a table belongs", "optimizer = 0.1\n" + BASE.split("[optimizer]")[0],
@@ -338,7 +338,7 @@ OPTIM_CASES = [
          "net.toml: optimizer.schedule: missing key step_size (StepLR needs it)"),
     Case("schedule-other-option", "An option of another schedule type",
          BASE + '\n[optimizer.schedule]\ntype = "cosine"\nt_max = 10\ngamma = 0.5\n',
-         "net.toml: optimizer.schedule.gamma: unknown key (expected one of: eta_min, t_max, type)"),
+         "net.toml: optimizer.schedule.gamma: unknown key (expected one of: eta_min, t_max, type, warmup, warmup_start)"),
     Case("schedule-linear-factor", "A LinearLR start_factor above 1",
          BASE + '\n[optimizer.schedule]\ntype = "linear"\nstart_factor = 2\n',
          "net.toml: optimizer.schedule.start_factor: expected a number in (0, 1], got 2"),
@@ -354,6 +354,49 @@ OPTIM_CASES = [
 
 CASES += OPTIM_CASES
 
+
+# --- pooling, dropout, nll (SPEC §8) ---
+POOL_BASE = ('[data]\nx = [[[[1.0, 2.0, 0.0], [3.0, 4.0, 1.0], [0.0, 1.0, 2.0]]]]\ny = [[[[1.0]]]]\n\n'
+             '[[layers]]\ntype = "maxpool2d"\nkernel_size = 2\n\n[loss]\ntype = "mse"\n')
+DROP_BASE = ('[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0], [2.0]]\n\n[[layers]]\ntype = "linear"\nout = 3\n\n'
+             '[[layers]]\ntype = "dropout"\np = 0.5\n\n[[layers]]\ntype = "linear"\nout = 1\n\n[loss]\ntype = "mse"\n')
+NLL_BASE = ('[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [0, 2]\n\n[[layers]]\ntype = "linear"\nout = 3\n\n'
+            '[[layers]]\ntype = "log_softmax"\n\n[loss]\ntype = "nll"\n')
+
+POOL_CASES = [
+    Case("dropout-p-one", "Dropout with p = 1", sub("p = 0.5", "p = 1.0", DROP_BASE),
+         "net.toml: layers[1].p: expected a number in [0, 1), got 1"),
+    Case("dropout-p-negative", "Dropout with a negative p", sub("p = 0.5", "p = -0.1", DROP_BASE),
+         "net.toml: layers[1].p: expected a number in [0, 1), got -0.1"),
+    Case("pool-window", "A pooling window larger than its padded input", sub("kernel_size = 2", "kernel_size = 4", POOL_BASE),
+         "net.toml: layers[0]: maxpool2d1 (maxpool2d) cannot take the output of the data, per-sample shape [1, 3, 3]: "
+         "kernel_size [4, 4] is larger than the padded input [3, 3]"),
+    Case("pool-padding", "Pooling padding over half the kernel", sub("kernel_size = 2", "kernel_size = 2\npadding = 2", POOL_BASE),
+         "net.toml: layers[0]: maxpool2d1 (maxpool2d) cannot take the output of the data, per-sample shape [1, 3, 3]: "
+         "padding [2, 2] is more than half of kernel_size [2, 2] (as torch: pad should be at most half of effective "
+         "kernel size)"),
+    Case("pool-flat-input", "Pooling fed a flat tensor", sub('type = "dropout"\np = 0.5', 'type = "maxpool1d"\nkernel_size = 2', DROP_BASE),
+         "net.toml: layers[1]: maxpool1d1 (maxpool1d) cannot take the output of layers[0] (linear1), per-sample shape [3]: "
+         "maxpool1d expects input (N, C, L), so a per-sample shape of 2 dims, got [3]"),
+    Case("nll-class-range", "An nll target outside the classes", sub("y = [0, 2]", "y = [0, 3]", NLL_BASE),
+         "net.toml: data.y: class index 3 is out of range: layers[1] (log_softmax1) gives 3 classes (0 to 2)"),
+    Case("nll-class-fraction", "nll targets that are not whole numbers", sub("y = [0, 2]", "y = [0, 1.5]", NLL_BASE),
+         "net.toml: data.y: nll targets are class indices, whole numbers, but data.y holds 1.5"),
+    Case("nll-target-shape", "nll targets that are not one class index per sample",
+         sub("y = [0, 2]", "y = [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]", NLL_BASE),
+         "net.toml: data.y: nll needs class indices of shape [2] (one per sample), got [2, 3]"),
+]
+
+CASES += POOL_CASES
+
+# the cosine's warm-up (SequentialLR of LinearLR and CosineAnnealingLR)
+WARMUP_CASES = [
+    Case("schedule-warmup-start", "A warm-up start above 1",
+         BASE + '\n[optimizer.schedule]\ntype = "cosine"\nt_max = 10\nwarmup = 3\nwarmup_start = 1.5\n',
+         "net.toml: optimizer.schedule.warmup_start: expected a number in (0, 1], got 1.5"),
+]
+
+CASES += WARMUP_CASES
 
 # --- compare and export (SPEC §9) ---
 def mine_npz(**arrays):

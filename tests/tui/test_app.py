@@ -399,6 +399,28 @@ def test_screenshot_writes_the_svg(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
+def test_screenshot_of_a_continue_that_would_run_for_ever_is_cut_at_wait(tmp_path, capsys):
+    from nnstep.cli import main
+    out = tmp_path / "x.svg"
+    rc = main(["screenshot", sc("long.toml"), "--keys", "c", "--wait", "0.5", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0 and out.read_text().startswith("<svg")
+    assert "was still going after --wait 0.5 s and was interrupted" in err
+    assert main(["screenshot", sc("long.toml"), "--wait", "0", "-o", str(out)]) == 2
+    assert "--wait: expected a number of seconds above 0" in capsys.readouterr().err
+
+
+async def test_L_hides_the_layers_table_and_it_starts_hidden_at_80x24():
+    from nnstep.tui.widgets.panels import LayersTable
+    for size, shown in (((120, 40), True), ((80, 24), False)):
+        app = make_app(sc("classic.toml"))
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            assert app.query_one(LayersTable).display is shown
+            await pilot.press("L")
+            assert app.query_one(LayersTable).display is (not shown)
+
+
 def test_screenshot_bad_size_and_bad_file(tmp_path, capsys):
     from nnstep.cli import main
     assert main(["screenshot", sc("classic.toml"), "--size", "big", "-o", str(tmp_path / "x.svg")]) == 2

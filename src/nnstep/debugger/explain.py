@@ -396,8 +396,13 @@ def _value(session, ex: Explanation, w, env: dict, digits: int):
     rule = getattr(L, "value_rule", None) if w.kind == "forward" and name == L.spec.t("out") else None
     if L is not None and w.kind.startswith("step:") and hasattr(L, "step_value_rule"):
         rule = (lambda i, V: L.step_value_rule(name, i, V))         # a time step's sum (an RNN's pre.t<k>)
-    got = rule(idx, lambda n: env[n]) if rule is not None else None
-    if got is not None:
+    window = getattr(L, "value_window", None) if w.kind == "forward" and name == L.spec.t("out") else None
+    got = rule(idx, lambda n: env[n]) if rule is not None and window is None else None
+    if window is not None:                                          # pooling: the element's window
+        lines, ex.value, scale = window(idx, lambda n: env[n], lambda v: fmt(v, digits))
+        ex.lines += ["  " + ln for ln in lines]
+        ex.ok = ex.value == ex.engine_value or abs(ex.value - ex.engine_value) <= 1e-12 * scale + 1e-300
+    elif got is not None:
         terms, const, how = got
         shown = terms[:MAX_TERMS]
         more = len(terms) - len(shown)

@@ -552,3 +552,7 @@ LAYERS.update(GRAPH_LAYERS)
 from .layers_rnn import RNN_LAYERS  # noqa: E402
 
 LAYERS.update(RNN_LAYERS)
+
+from .layers_pool import POOL_LAYERS  # noqa: E402
+
+LAYERS.update(POOL_LAYERS)

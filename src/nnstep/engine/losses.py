@@ -57,6 +57,8 @@ def loss_forward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale:
     ``weight`` (class weights) and ``label_smoothing`` are cross_entropy's, ``pos_weight``
     bce_with_logits' (over the last dim)."""
     dt = p.dtype
+    if kind == "nll":
+        return np.asarray(_reduce(-_picked(p, y), reduction) * scale, dtype=dt)
     if kind == "cross_entropy":
         if lp is None:
             lp = log_softmax(p)
@@ -105,6 +107,11 @@ def loss_backward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale
     if kind == "cross_entropy" and (weight is not None or label_smoothing):
         g = _ce_weighted(p, y, log_softmax(p) if lp is None else lp, reduction, weight, label_smoothing)[1]
         return g * scale
+    if kind == "nll":                                 # −1 at each target class (scaled), 0 elsewhere
+        g = np.zeros_like(p)
+        idx = np.expand_dims(y.astype(np.int64, copy=False), 1)
+        np.put_along_axis(g, idx, -scale / _count(p.size // p.shape[1], reduction), axis=1)
+        return g
     if kind == "cross_entropy":
         n = p.size // p.shape[1]
         g = np.exp(log_softmax(p) if lp is None else lp)     # softmax, a fresh array
@@ -138,6 +145,12 @@ def loss_backward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale
     if kind == "huber":
         return np.where(d < -delta, -delta, np.where(d > delta, delta, d)) * c
     raise ValueError(kind)
+
+
+def _picked(p, y):
+    """p[n, y[n, ...], ...]: each target's entry along the class dim 1 (nll)."""
+    idx = np.expand_dims(y.astype(np.int64, copy=False), 1)
+    return np.take_along_axis(p, idx, axis=1)[:, 0]
 
 
 def log_softmax(x):
@@ -179,6 +192,12 @@ def grad_rule(lo, pred: str, p: np.ndarray, y: np.ndarray, idx: tuple):
                        f"+ ε/C·(Σ_c w_c·softmax({pred}){at} − w_{cls})", f"ε = {eps:g}, C = {C}", v)
             dl = "s/Σₙ w[targetₙ]" if lo.reduction == "mean" else "s"
         return Rule("the loss's derivative", [Term((Factor(dl, "", s / D), f))])
+    if kind == "nll":
+        c = s / _count(p.size // p.shape[1], lo.reduction)
+        rest = (idx[0],) + idx[2:]
+        hit = 1.0 if int(y[rest]) == idx[1] else 0.0
+        return Rule("the loss's derivative", [Term((Factor("s/N" if lo.reduction == "mean" else "s", "", c),
+                                                    Factor(f"−[target{ix(rest)} = {idx[1]}]", "", -hit)))])
     if kind == "cross_entropy":
         n = p.size // p.shape[1]
         c = s / _count(n, lo.reduction)
@@ -233,7 +252,7 @@ def class_first(lo, p: np.ndarray, y: np.ndarray):
     """cross_entropy with ``class_dim`` other than 1: the logits (and probability targets) with the
     class dim moved to 1, as torch's ``cross_entropy(logits.movedim(class_dim, 1), targets)``.
     Returns (p, y, dim to move the gradient back to, or None)."""
-    if lo.type != "cross_entropy":
+    if lo.type not in ("cross_entropy", "nll"):
         return p, y, None
     cd = lo.class_dim % p.ndim
     if cd == 1:

@@ -105,6 +105,8 @@ def initial_lr(opt: OptimizerSpec) -> float:
     s = opt.schedule
     if s is not None and s.type == "linear":
         return opt.lr * s.start_factor
+    if s is not None and s.type == "cosine" and s.warmup:
+        return opt.lr * s.warmup_start          # SequentialLR's first scheduler, LinearLR, constructed
     return opt.lr
 
 
@@ -117,6 +119,17 @@ def next_lr(opt: OptimizerSpec, lr: float, epoch: int) -> float:
         return lr * s.gamma if epoch % s.step_size == 0 else lr
     if s.type == "exponential":
         return lr * s.gamma
+    if s.type == "cosine" and s.warmup:
+        # SequentialLR([LinearLR(start_factor=warmup_start, total_iters=warmup), cosine], [warmup]):
+        # LinearLR's step() before the milestone; at it, the cosine's step(0), its closed form at
+        # epoch 0 (= lr₀); after it, the cosine's own recursive step() from there
+        W = s.warmup
+        if epoch < W:
+            a = s.warmup_start
+            return lr * (1.0 + (1.0 - a) / (W * a + (epoch - 1) * (1.0 - a)))
+        if epoch == W:
+            return s.eta_min + (base - s.eta_min) * (1 + math.cos(0.0)) / 2
+        epoch -= W
     if s.type == "cosine":
         T, eta = s.t_max, s.eta_min
         if (epoch - 1 - T) % (2 * T) == 0:

@@ -45,6 +45,13 @@ def _with_sums_and_aliases(fn: Callable, op: Op) -> Callable:
     return run
 
 
+def layer_rng(seed: int, k: int, index: int) -> np.random.Generator:
+    """The random numbers of layer ``index`` (its position in [[layers]], from 0) at step k:
+    ``numpy.random.default_rng([seed, 4, k, index])`` (streams 0-3 are the initialization, random
+    data, shuffling and gradcheck's sampling)."""
+    return np.random.default_rng([seed, 4, k, index])
+
+
 class Program:
     def __init__(self, sc: Scenario, skip: Iterable[str] = ()):
         """``skip``: names of tensors the caller will never read, which ops may then leave
@@ -102,9 +109,15 @@ class Program:
         extras = [(e, spec.t(e)) for e in L.extra_names]
         states = [(s, spec.t(s)) for s in L.state_names]
 
+        # a layer that draws random numbers (dropout) takes ``rng``: a generator seeded from the
+        # scenario's seed, the step and the layer's index, so every replay of step k draws the same
+        seeded = "rng" in inspect.signature(L.forward).parameters
+        seed, index = self.scenario.seed, spec.index
+
         def run(env, k):
             xin = [env[n] for n in xs] if merge else env[x]
-            out, ex, st = L.forward(xin, {p: env[full] for p, full in pkeys})
+            kw = {"rng": layer_rng(seed, k, index)} if seeded else {}
+            out, ex, st = L.forward(xin, {p: env[full] for p, full in pkeys}, **kw)
             env[outname] = out
             for e, full in extras:
                 env[full] = ex[e]

@@ -37,7 +37,7 @@ def data(d, ctx, base: str, npdt, loss, seed: int):
     # targets are cast to the scenario's dtype so float32 stays float32; cross_entropy's are
     # settled in _check_target (class indices become integers, probabilities the dtype)
     yc = cast(ctx, "data.y", y, npdt, "")
-    if loss.type != "cross_entropy":
+    if loss.type not in ("cross_entropy", "nll"):
         y = yc
     return x, y
 

@@ -265,8 +265,8 @@ def _work_limits(ctx, where, name, typ, opts, in_shape, out_shape, batch: int):
             raise ctx.err(where, f"{name} over {T} time steps would copy {work} elements per batch, filling its "
                                  f"(N, T, ·) tensors one time step at a time (N·T²·{'hidden' if typ == 'rnn' else '6·hidden'}), "
                                  f"over the limit of {MAX_RECURRENT_WORK} (use fewer time steps or a smaller batch_size)")
-    if typ in ("conv1d", "conv2d"):
-        nd = 1 if typ == "conv1d" else 2
+    if typ in ("conv1d", "conv2d") or typ.endswith(("pool1d", "pool2d")):     # the same kernel options
+        nd = 1 if typ.endswith("1d") else 2
         tup = (lambda v: tuple(v) if isinstance(v, list) else (v,) * nd)
         k, p = tup(opts["kernel_size"]), tup(opts["padding"])
         if math.prod(k) > MAX_KERNEL:
@@ -286,6 +286,8 @@ def check_target(ctx, loss: LossSpec, layers: list[LayerSpec], x, y):
     last = layers[-1]
     pred = (x.shape[0],) + tuple(last.out_shape)
     who = f"layers[{last.index}] ({last.name})"
+    if loss.type == "nll":
+        return _nll_target(ctx, loss, who, pred, y)
     if loss.type == "cross_entropy":
         if len(pred) < 2:
             raise ctx.err("loss.type", f"cross_entropy needs logits [N, C] but {who} gives {_fmt_shape(pred)}")
@@ -323,3 +325,27 @@ def check_target(ctx, loss: LossSpec, layers: list[LayerSpec], x, y):
             bad = yf.min() if yf.min() < 0 else yf.max()
             raise ctx.err("data.y", f"{loss.type} targets must lie in [0, 1], got {bad:g}")
     return y
+
+
+def _nll_target(ctx, loss: LossSpec, who: str, pred: tuple[int, ...], y):
+    """nll (nn.NLLLoss): the prediction holds log-probabilities with the classes along
+    ``class_dim``, the targets are class indices, one per prediction without its class dim."""
+    if len(pred) < 2:
+        raise ctx.err("loss.type", f"nll needs log-probabilities [N, C] but {who} gives {_fmt_shape(pred)}")
+    cd = loss.class_dim
+    if not (-len(pred) <= cd < len(pred)) or cd % len(pred) == 0:
+        raise ctx.err("loss.class_dim", f"{cd} is not a class dimension of the log-probabilities {_fmt_shape(pred)} "
+                                        f"(use 1 to {len(pred) - 1}, or -1; dim 0 is the batch)")
+    cd %= len(pred)
+    C, class_shape = pred[cd], pred[:cd] + pred[cd + 1:]
+    if y.shape != class_shape:
+        raise ctx.err("data.y", f"nll needs class indices of shape {_fmt_shape(class_shape)} (one per sample"
+                                f"{'' if len(class_shape) == 1 else ' and position'}), got {_fmt_shape(y.shape)}")
+    yf = y.astype(np.float64)
+    if not np.all(yf == np.round(yf)):
+        bad = yf.reshape(-1)[np.flatnonzero(yf.reshape(-1) != np.round(yf.reshape(-1)))[0]]
+        raise ctx.err("data.y", f"nll targets are class indices, whole numbers, but data.y holds {bad:g}")
+    if yf.min() < 0 or yf.max() >= C:
+        bad = yf.min() if yf.min() < 0 else yf.max()
+        raise ctx.err("data.y", f"class index {int(bad)} is out of range: {who} gives {C} classes (0 to {C - 1})")
+    return y.astype(np.int64)

@@ -143,6 +143,8 @@ def _schedule(ctx, v) -> ScheduleSpec:
             raise ctx.err(f"{where}.start_factor", f"expected a number in (0, 1], got {kw['start_factor']:g}")
         if kw["end_factor"] > 1:
             raise ctx.err(f"{where}.end_factor", f"expected a number in [0, 1], got {kw['end_factor']:g}")
+    if st == "cosine" and not 0 < kw["warmup_start"] <= 1:
+        raise ctx.err(f"{where}.warmup_start", f"expected a number in (0, 1], got {kw['warmup_start']:g}")
     return ScheduleSpec(**kw)
 
 

@@ -165,7 +165,7 @@ class _Conv(LayerType):
         st, p = (_opts_tuple(L.options[o], cls.nd) for o in ("stride", "padding"))
         one = lambda v: str(v[0]) if len(set(v)) == 1 else "(" + ", ".join(map(str, v)) + ")"  # noqa: E731
         dims = "" if cls.nd == 1 else ", i and k over each of the 2 spatial dims"
-        return f"(cross-correlation; stride s = {one(st)}, padding p = {one(p)} zeros on each side{dims})"
+        return f"(cross-correlation, stride s = {one(st)}, padding p = {one(p)} zeros on each side{dims})"
 
     @classmethod
     def fwd_formula(cls, L, n):
@@ -428,16 +428,21 @@ from .catalog_rnn import RNN_LAYERS  # noqa: E402
 
 LAYERS.update(RNN_LAYERS)
 
+from .catalog_pool import POOL_LAYERS, nll_formulas  # noqa: E402  (pooling, dropout, log_softmax; nll)
+
+LAYERS.update(POOL_LAYERS)
+
 
 # =================================================================================================
 # Losses
 # =================================================================================================
-LOSSES = ("mse", "l1", "smooth_l1", "huber", "cross_entropy", "bce", "bce_with_logits")
+LOSSES = ("mse", "l1", "smooth_l1", "huber", "cross_entropy", "bce", "bce_with_logits", "nll")
 LOSS_OPTIONS: dict[str, dict[str, tuple[Any, str]]] = {t: {} for t in LOSSES}
 LOSS_OPTIONS["smooth_l1"] = {"beta": (1.0, "nonnegfloat")}
 LOSS_OPTIONS["huber"] = {"delta": (1.0, "posfloat")}
 LOSS_OPTIONS["cross_entropy"] = {"class_dim": (1, "int"), "label_smoothing": (0.0, "prob"), "weight": (None, "weights")}
 LOSS_OPTIONS["bce_with_logits"] = {"pos_weight": (None, "weights")}
+LOSS_OPTIONS["nll"] = {"class_dim": (1, "int")}
 LOSS_COMMON = {"reduction": ("mean", "choice:mean|sum"), "scale": (1.0, "float")}
 
 
@@ -457,6 +462,8 @@ def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple
     div = " / {n}" if mean else ""
     kw = dict(P=P, Y=Y, L=L, G=G, s=Const("s", lo.scale), n=n, beta=Const("β", lo.beta), delta=Const("δ", lo.delta))
     t = lo.type
+    if t == "nll":
+        return nll_formulas(lo, pred, pred_ndim, kw)
     if t == "mse":
         return (F("{L} = " + s + "Σ ({P} − {Y})²" + div, **kw), F("{G} = " + s + "2·({P} − {Y})" + div, **kw))
     if t == "l1":
@@ -536,7 +543,10 @@ OPTIMIZER_COMMON = {"clip_grad_norm": (None, "posfloat"), "schedule": (None, "ta
 SCHEDULES: dict[str, dict[str, tuple[Any, str]]] = {
     "step": {"step_size": (None, "posint"), "gamma": (0.1, "nonnegfloat")},
     "exponential": {"gamma": (None, "nonnegfloat")},
-    "cosine": {"t_max": (None, "posint"), "eta_min": (0.0, "nonnegfloat")},
+    "cosine": {"t_max": (None, "posint"), "eta_min": (0.0, "nonnegfloat"),
+               # a warm-up first: SequentialLR([LinearLR(start_factor=warmup_start, total_iters=warmup),
+               # CosineAnnealingLR(t_max, eta_min)], milestones=[warmup]); 0: none
+               "warmup": (0, "nonnegint"), "warmup_start": (1.0 / 3, "posfloat")},
     "linear": {"start_factor": (1.0 / 3, "posfloat"), "end_factor": (1.0, "nonnegfloat"), "total_iters": (5, "posint")},
 }
 SCHEDULE_TORCH = {"step": "StepLR", "exponential": "ExponentialLR", "cosine": "CosineAnnealingLR", "linear": "LinearLR"}
@@ -664,6 +674,16 @@ def schedule_formula(opt) -> Formula:
     if s.type == "exponential":
         kw.update(g=Const("γ", s.gamma))
         return F(head + "{lr} ← {g}·{lr}", **kw)
+    if s.type == "cosine" and s.warmup:
+        kw.update(T=Const("T_max", s.t_max), e=Const("η_min", s.eta_min), b=Const("lr₀", opt.lr),
+                  T2=Const("2·T_max", 2 * s.t_max), W=Const("W", s.warmup), a=Const("start", s.warmup_start))
+        head = ("(SequentialLR.step() after the updates, t = this step: the next step's lr, after a linear "
+                "warm-up over W steps the cosine from lr₀, counted from u = t − W);  ")
+        return F(head + "{lr} ← {lr}·(1 + (1 − {a}) / ({W}·{a} + ({t} − 1)·(1 − {a}))) if {t} < {W};  "
+                 "{lr} ← {b} if {t} = {W};  "
+                 "{lr} ← {lr} + ({b} − {e})·(1 − cos(π/{T}))/2 if u − 1 ≡ {T} mod {T2}, "
+                 "else {e} + ({lr} − {e})·(1 + cos(π·u/{T})) / (1 + cos(π·(u − 1)/{T})), if {t} > {W};  "
+                 "(the lr of step 1 is start·lr₀, set by the warm-up's constructor)", **kw)
     if s.type == "cosine":
         kw.update(T=Const("T_max", s.t_max), e=Const("η_min", s.eta_min), b=Const("lr₀", opt.lr),
                   T2=Const("2·T_max", 2 * s.t_max))

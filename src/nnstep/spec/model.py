@@ -70,6 +70,8 @@ class ScheduleSpec:
     start_factor: float = 1.0 / 3      # linear
     end_factor: float = 1.0            # linear
     total_iters: int = 5               # linear
+    warmup: int = 0                    # cosine: steps of linear warm-up first (SequentialLR)
+    warmup_start: float = 1.0 / 3      # cosine: the warm-up's start_factor
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ ACTIONS = [
     ("goto", "Go to…", "a step and an operation, typed (g)"),
     ("restart", "Restart", "reload the scenario file and go back to the start (r)"),
     ("diagram", "Network diagram", "show the network as a graph in place of the program, and back (d)"),
+    ("layers", "Layers table", "show or hide the layers table (hidden by default on a short screen such as 80x24) (L)"),
     ("gradnorms", "Gradient norms per layer", "plot each layer's gradient norm over the steps, log scale, in place of the loss curve (G)"),
     ("explain", "Explain one number", "the chain rule for an element of a gradient, or how a value was computed (e)"),
     ("open_tensor", "Open tensor full-size", "the focused tensor with row and column indices (Enter)"),
@@ -104,15 +105,16 @@ class NnstepApp(App):
         Binding("b", "breakpoint", "break"),
         Binding("g", "goto", "goto"),
         Binding("e", "explain", "explain"),
-        Binding("d", "diagram", "graph"),
-        Binding("G", "gradnorms", "norms", key_display="G"),
         Binding("enter", "open_tensor", "open", show=False),
         Binding("plus,equals_sign", "digits(1)", "digits+", show=False),
         Binding("minus", "digits(-1)", "digits-", show=False),
         Binding("escape", "interrupt", "stop", priority=True),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "quit", "quit"),
-        Binding("r", "restart", "reload"),        # last: the first to be cut off in a narrow footer
+        Binding("r", "restart", "reload"),
+        Binding("d", "diagram", "graph"),
+        Binding("G", "gradnorms", "norms", key_display="G"),
+        Binding("L", "layers", "layers", key_display="L"),   # last: the first cut off in a narrow footer
     ]
 
     running: reactive[bool] = reactive(False, bindings=True)
@@ -125,6 +127,7 @@ class NnstepApp(App):
         self.digits = 6
         self.show_diagram = False
         self.show_gradnorms = False
+        self.layers_toggled = False         # L: the layers table off (tall screens) or on (short)
         self.check_every = check_every
         self._interrupt = threading.Event()
         self._status = (self._intro(scenario), "")
@@ -183,6 +186,18 @@ class NnstepApp(App):
             pass
         self.screen.set_class(w < 100, "-narrow")
         self.screen.set_class(h < 32, "-short")
+        self._short = h < 32
+        self._apply_layers_shown()
+
+    def _apply_layers_shown(self):
+        """A short screen (80x24) gives the whole right column to the operation, its formula and
+        boxes; the layers table comes back with L (and L hides it on a tall one)."""
+        shown = self.layers_toggled == getattr(self, "_short", False)
+        try:
+            self.query_one(LayersTable).display = shown
+        except Exception:
+            pass
+        self._layers_shown = shown
 
     # --- drawing ----------------------------------------------------------------------------------
     def refresh_view(self) -> None:
@@ -237,6 +252,12 @@ class NnstepApp(App):
                                              note=" ".join(s.scenario.description.split()))
         self._bindings_changed()
 
+    def action_layers(self) -> None:
+        self.layers_toggled = not self.layers_toggled
+        self._apply_layers_shown()
+        self.query_one(OpPanel)._placed = None
+        self.refresh_view()
+
     def _op_room(self, layer_rows: int) -> tuple[int, int]:
         """(inner width, most rows) of the operation panel, from the screen size (app.tcss: the left
         column is 33 wide, 25 when narrow; header 1, status 2 or 1 when short, footer 1). The layers
@@ -244,7 +265,7 @@ class NnstepApp(App):
         w, h = self.size
         right = w - (33 if w >= 100 else 25)
         col = h - 1 - (1 if h < 32 else 2) - 1
-        layers = min(3 + layer_rows, max(5, col // 3))
+        layers = min(3 + layer_rows, max(5, col // 3)) if getattr(self, "_layers_shown", True) else 0
         return max(10, right - 2), max(8, col - layers)
 
     def _bindings_changed(self) -> None:

@@ -3,6 +3,7 @@ exit 2 before any screen appears), then import Textual."""
 from __future__ import annotations
 
 import asyncio
+import time
 import re
 import sys
 
@@ -36,7 +37,7 @@ def parse_keys(keys: str) -> list[str]:
     return out
 
 
-def cmd_screenshot(path: str, keys: str, size: str, output: str) -> int:
+def cmd_screenshot(path: str, keys: str, size: str, output: str, wait: float = 10.0) -> int:
     m = _SIZE.match(size or "")
     if not m:
         raise ScenarioError(f"--size: expected WIDTHxHEIGHT such as 120x40, got {size!r}")
@@ -45,6 +46,8 @@ def cmd_screenshot(path: str, keys: str, size: str, output: str) -> int:
         raise ScenarioError(f"--size: {w}x{h} is outside 20x5 .. 1000x500")
     if not output:
         raise ScenarioError("-o: an output file is required")
+    if not (wait > 0):
+        raise ScenarioError(f"--wait: expected a number of seconds above 0, got {wait!r}")
     sc = _load(path)
     press = parse_keys(keys)
     from ..fileio import atomic_write_text
@@ -52,18 +55,34 @@ def cmd_screenshot(path: str, keys: str, size: str, output: str) -> int:
 
     app = NnstepApp(sc, path=path)
 
+    cut: list[str] = []
+
+    async def settle(key: str):
+        """Let a continue run, for at most ``wait`` seconds; then interrupt it, as Esc would."""
+        t = time.monotonic()
+        while app.running and time.monotonic() - t < wait:
+            await asyncio.sleep(0.02)
+        if app.running:
+            app.action_interrupt()
+            cut.append(key)
+        await app.workers.wait_for_complete()
+
     async def shoot() -> str:
         async with app.run_test(size=(w, h), notifications=True) as pilot:
             await pilot.pause()
             for k in press:
                 await pilot.press(k)
-                await app.workers.wait_for_complete()
+                await settle(k)
                 await pilot.pause()
-            await app.workers.wait_for_complete()
+            await settle("")
             await pilot.pause()
             return app.export_screenshot()
 
     svg = asyncio.run(shoot())
     atomic_write_text(output, svg)
+    if cut:
+        k, i = app.session.position
+        sys.stderr.write(f"nnstep: a run was still going after --wait {wait:g} s and was interrupted, as Esc "
+                         f"would, at step {k}, op {i + 1}\n")
     sys.stderr.write(f"wrote {output} ({w}x{h}, keys: {' '.join(press) or 'none'})\n")
     return 0

@@ -16,6 +16,7 @@ HELP = [
         ("S", "run to the end of this training step"),
         ("c", "continue to a breakpoint, a NaN/Inf, or the end (Esc interrupts)"),
         ("C", "reverse-continue: back to the previous breakpoint or NaN/Inf"),
+        ("L", "the layers table on or off (off by default at 80x24, so the operation has the room)"),
         ("G", "each layer's gradient norm over the steps (log scale) in place of the loss curve"),
         ("d", "the network as a graph in place of the program (d again: back)"),
         ("g", "go to a step and op, typed as \"step op\" (op counts from 1)"),
