@@ -132,8 +132,8 @@ def check_exportable(sc: Scenario) -> None:
         if s.type not in SCHEDULES:
             _refuse(sc, "optimizer.schedule.type", f'export --torch does not write a "{s.type}" schedule yet: no '
                                                    "script is written rather than a wrong one")
-        _check_fields(sc, s, {"type"} | set().union(*(m for _, m in SCHEDULES.values())), "optimizer.schedule",
-                      "the schedule's")
+        _check_fields(sc, s, {"type", "warmup", "warmup_start"} | set().union(*(m for _, m in SCHEDULES.values())),
+                      "optimizer.schedule", "the schedule's")
     _check_fields(sc, sc.train, _TRAIN_FIELDS, "train", "train")
 
 
@@ -490,7 +490,15 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
     if sch is not None:
         tname, opts = SCHEDULES[sch.type]
         skw = ", ".join(f"{tk}={_f(getattr(sch, k))}" for k, tk in opts.items())
-        w(f"scheduler = torch.optim.lr_scheduler.{tname}(optimizer, {skw})   # stepped after each update")
+        if sch.type == "cosine" and sch.warmup:
+            w("# a linear warm-up, then the cosine: torch's SequentialLR switches at the milestone")
+            w(f"warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor={_f(sch.warmup_start)}, "
+              f"total_iters={sch.warmup})")
+            w(f"cosine = torch.optim.lr_scheduler.{tname}(optimizer, {skw})")
+            w(f"scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[{sch.warmup}])"
+              "   # stepped after each update")
+        else:
+            w(f"scheduler = torch.optim.lr_scheduler.{tname}(optimizer, {skw})   # stepped after each update")
     w("")
     # --- batches ------------------------------------------------------------------------------------
     w("# --- the batches ---------------------------------------------------------------------------------")

@@ -352,6 +352,30 @@ eta_min = 0.001
 [train]
 steps = 5
 """,
+    "cosine-warmup-rmsprop": """
+[scenario]
+seed = 17
+[data]
+x = { random = "normal", shape = [4, 2] }
+y = { random = "normal", shape = [4, 2] }
+[[layers]]
+type = "linear"
+out = 2
+[loss]
+type = "mse"
+[optimizer]
+type = "sgd"
+lr = 0.1
+momentum = 0.9
+[optimizer.schedule]
+type = "cosine"
+t_max = 3
+eta_min = 0.01
+warmup = 2
+warmup_start = 0.1
+[train]
+steps = 9
+""",
     "ce-class-dim-weighted-smoothed": """
 [scenario]
 seed = 16
@@ -648,6 +672,7 @@ def test_extra_scenarios_reach_every_layer_loss_and_optimizer():
         opts |= {f"{o.type}.{k}" for k in ("momentum", "dampening", "nesterov", "weight_decay") if getattr(o, k, None)}
         seen.add(o.type)
         seen |= {o.schedule.type} if o.schedule else set()
+        seen |= {"warmup"} if o.schedule and getattr(o.schedule, "warmup", 0) else set()
         seen |= {"clip"} if o.clip_grad_norm else set()
         seen |= {"centered"} if getattr(o, "centered", False) else set()
         seen |= {k for k in ("label_smoothing", "weight", "pos_weight") if getattr(lo, k, None)}
@@ -657,7 +682,7 @@ def test_extra_scenarios_reach_every_layer_loss_and_optimizer():
     assert set(LOSSES) & set(CATALOG_LOSSES) <= losses, (set(LOSSES) & set(CATALOG_LOSSES)) - losses
     assert {"sgd.momentum", "sgd.dampening", "sgd.nesterov", "sgd.weight_decay", "adam.weight_decay",
             "rmsprop.momentum", "rmsprop.weight_decay", "adamw.weight_decay"} <= opts
-    assert {"sgd", "adam", "adamw", "rmsprop", "step", "exponential", "cosine", "linear", "clip", "centered",
+    assert {"sgd", "adam", "adamw", "rmsprop", "step", "exponential", "cosine", "linear", "warmup", "clip", "centered",
             "label_smoothing", "weight", "pos_weight"} <= seen
 
 
