@@ -247,6 +247,9 @@ def compare(sc: Scenario, tensors: dict, rtol: float = RTOL, atol: float = ATOL,
 
         def on_op(op, k, ins):
             for r, a in wanted.get((k, op.index), ()):
+                if env.get(r.tensor) is None:
+                    raise ScenarioError(f"nnstep computes no value of {r.tensor} in step {k}", file=source,
+                                        where=f'"{clean(r.key)}"')
                 nb = int(env["input"].shape[0])
                 _judge(sc, r, a, env[r.tensor], rtol, atol, source, batch=nb, n_pred=nb * per_pred)
                 if r.status == "differs" and r.tensor.endswith(".grad_in"):
