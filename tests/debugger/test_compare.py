@@ -107,6 +107,7 @@ def test_report_answers_what_a_front_end_asks():
     # grad_out[0, 2] = 0, so 0 · local = 0 agrees there and nowhere else
     np.testing.assert_array_equal(r.mask, [[True, True, False], [True, True, True]])
     assert [x.tensor for x in rep.at_op(1, 6)] == ["sigmoid1.grad_in"]
+    assert rep.differing_positions == [(1, 6)]
     assert rep.get(1, "linear2.weight.grad").ok and rep.get(2, "loss") is None
 
 

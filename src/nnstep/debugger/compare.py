@@ -135,6 +135,12 @@ class Report:
         f = self.first
         return None if f is None else f.position
 
+    @property
+    def differing_positions(self) -> list[tuple[int, int]]:
+        """Every (step, op index) that wrote a differing tensor, in program order (a UI's "next
+        difference" walks these)."""
+        return sorted({r.position for r in self.differing if r.position is not None})
+
     def get(self, step: int, tensor: str) -> TensorResult | None:
         for r in self.results:
             if r.step == step and r.tensor == tensor and r.status != "unknown":
