@@ -463,6 +463,10 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
     # --- optimizer ----------------------------------------------------------------------------------
     w("# --- the optimizer (foreach=False: one parameter at a time, the loop torch's documentation shows) --")
     params = "[PARAMS[name] for name in TRAINABLE]"
+    if not sc.trainable:
+        w("# nothing to train here, but torch's optimizers (and so the schedules) need one parameter:")
+        w("# an empty tensor stands in for it")
+        params = "[torch.zeros(0, requires_grad=True)]"
     okw = [f"lr={_f(opt.lr)}"]
     if opt.type == "sgd":
         cls = "SGD"
@@ -565,7 +569,8 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
         w("    NnstepDropout.step = k")
     w("    optimizer.zero_grad()")
     w("    loss = loss_of(net(x), y)                    # forward and loss")
-    w("    loss.backward()                              # backward: every .grad")
+    if sc.trainable:
+        w("    loss.backward()                              # backward: every .grad")
     w("    grads = {name: PARAMS[name].grad.clone() for name in TRAINABLE}" +
       ("   # reported before clipping" if opt.clip_grad_norm is not None else ""))
     if opt.clip_grad_norm is not None:

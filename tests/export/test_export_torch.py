@@ -399,6 +399,39 @@ clip_grad_norm = 1.0
 [train]
 steps = 3
 """,
+    "no-parameters-with-a-schedule": """
+[data]
+x = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
+y = [[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]]
+[[layers]]
+type = "softmax"
+[loss]
+type = "mse"
+[optimizer]
+type = "adam"
+[optimizer.schedule]
+type = "exponential"
+gamma = 0.5
+[train]
+steps = 2
+""",
+    "all-frozen": """
+[data]
+x = [[1.0, 2.0]]
+y = [[0.5]]
+[[layers]]
+type = "linear"
+out = 1
+frozen = ["weight", "bias"]
+[loss]
+type = "l1"
+[optimizer]
+type = "sgd"
+lr = 0.1
+clip_grad_norm = 1.0
+[train]
+steps = 2
+""",
     "smooth-l1-beta0-l1-softmax": """
 [scenario]
 seed = 4
