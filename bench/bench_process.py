@@ -89,10 +89,17 @@ for step in range(1, int(sys.argv[1]) + 1):
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
+CPU: list[float] = []                    # the CPU time (user + system) of each timed child, in order
+
+
 def timed(argv, cwd, extra_env=None) -> tuple[float, str]:
+    import resource
     t = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=dict(ENV, **(extra_env or {})))
     dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if r.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed:\n{r.stderr}")
     return dt, r.stdout
@@ -162,6 +169,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--before", metavar="SRC", help="also time `nnstep run` from another source tree (e.g. a "
+                    "checkout of an older commit's src/), in the same rounds: a before/after in one run")
     ap.add_argument("--without-mallopt", action="store_true",
                     help="also time nnstep run without its allocator settings, in the same rounds")
     a = ap.parse_args()
@@ -173,7 +182,12 @@ def main():
         timed([nnstep, "run", "mlp.toml", "--steps", "1"], d)          # writes the bytecode caches
         run = [nnstep, "run", "mlp.toml", "--steps", str(a.steps)]
         hand = [sys.executable, "hand.py", str(a.steps)]
-        ratios, tn, th, raw = [], [], [], []
+        old = None
+        if a.before:
+            old = [sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.abspath(a.before)!r}); "
+                   "from nnstep.cli import main; sys.exit(main())", "run", "mlp.toml", "--steps", str(a.steps)]
+            timed(old, d)
+        ratios, tn, th, raw, before = [], [], [], [], []
         for r in range(a.rounds):
             if r % 2:
                 h, oh = timed(hand, d); n, on = timed(run, d)
@@ -181,6 +195,8 @@ def main():
                 n, on = timed(run, d); h, oh = timed(hand, d)
             if a.without_mallopt:
                 raw.append(timed(run, d, {"NNSTEP_NO_MALLOPT": "1"})[0] / h)
+            if old is not None:
+                before.append(timed(old, d)[0] / h)
             ln, lh = last_loss(on), last_loss(oh)
             if abs(ln - lh) > 1e-9 * abs(lh):
                 sys.exit(f"the two runs disagree: nnstep {ln!r}, hand {lh!r}")
@@ -192,14 +208,24 @@ def main():
         print(f"  ratio (median of rounds) {statistics.median(ratios):.2f}x   target 1.20x (stretch 1.05x)")
         if raw:
             print(f"  without the allocator settings (NNSTEP_NO_MALLOPT=1): {statistics.median(raw):.2f}x")
+        if before:
+            print(f"  before ({a.before}): {statistics.median(before):.2f}x")
         one = [nnstep, "run", "mlp.toml", "--steps", "1"]
         imp = [sys.executable, "-c", "import numpy"]
-        t1, ti = [], []
+        t1, ti, c1, ci, t0, c0 = [], [], [], [], [], []
         for r in range(a.rounds):
-            t1.append(timed(one, d)[0]); ti.append(timed(imp, d)[0])
+            t1.append(timed(one, d)[0]); c1.append(CPU[-1])
+            ti.append(timed(imp, d)[0]); ci.append(CPU[-1])
+            if old is not None:
+                t0.append(timed(old[:-1] + ["1"], d)[0]); c0.append(CPU[-1])
         print(f"start-up: run --steps 1 median {statistics.median(t1) * 1000:.0f} ms, import numpy "
               f"{statistics.median(ti) * 1000:.0f} ms: +{(statistics.median(t1) - statistics.median(ti)) * 1000:.0f} ms"
               f"   target +60 ms")
+        print(f"  in CPU time (user + system, less sensitive to load): +"
+              f"{(statistics.median(c1) - statistics.median(ci)) * 1000:.0f} ms")
+        if t0:
+            print(f"  before ({a.before}): +{(statistics.median(t0) - statistics.median(ti)) * 1000:.0f} ms, "
+                  f"in CPU time +{(statistics.median(c0) - statistics.median(ci)) * 1000:.0f} ms")
         tr, ts = session_vs_run(d, a.steps)
         print(f"session stepping: Session.run() {ts * 1000:.2f} ms/step, run {tr * 1000:.2f} ms/step: "
               f"{ts / tr:.2f}x   target 1.30x")

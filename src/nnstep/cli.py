@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-COMMANDS = ("run", "check", "trace", "gradcheck", "explain", "compare", "export", "screenshot", "tui", "new")
+COMMANDS = ("run", "check", "trace", "gradcheck", "explain", "compare", "export", "screenshot", "tui", "new", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +50,16 @@ def _nonneg_float(s: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a non-negative number, got {s!r}") from None
     if not v >= 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a non-negative number, got {s}")
+    return v
+
+
+def _port(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {s!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {v}")
     return v
 
 
@@ -119,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("tui", help="open FILE in the TUI (same as `nnstep FILE`)")
     u.add_argument("file", nargs="?")
 
+    w = sub.add_parser("serve", help="serve the TUI as a web page (each browser tab its own session)")
+    w.add_argument("file")
+    w.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: every network)")
+    w.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free port)")
+
     n = sub.add_parser("new", help="write a starter scenario")
     n.add_argument("file", nargs="?")
     n.add_argument("--template", default=None, help="template name (see --list)")
@@ -177,6 +193,9 @@ def _dispatch(a) -> int:
         if a.command == "screenshot":
             from .tui.launch import cmd_screenshot
             return cmd_screenshot(a.file, a.keys, a.size, a.output, a.wait)
+        if a.command == "serve":
+            from .serve import cmd_serve
+            return cmd_serve(a.file, a.host, a.port)
         if a.command == "tui" or a.command is None:
             from .tui.launch import cmd_tui
             return cmd_tui(getattr(a, "file", None) or demo_path())

@@ -27,3 +27,13 @@ def test_bench_pty_smoke():
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     assert "trivial Textual app" in out and "scenarios/classic.toml" in out and "targets (SPEC §6)" in out
+
+
+def test_bench_process_smoke():
+    """The whole-process benchmark runs nnstep and the hand-written script and checks they agree on
+    the final loss (it exits non-zero if not); no timing is asserted."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_process.py"), "--smoke"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "ratio (median of rounds)" in out and "start-up: run --steps 1" in out and "session stepping" in out

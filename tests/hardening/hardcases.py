@@ -446,3 +446,12 @@ COMPARE_CASES = [
 ]
 
 CASES += COMPARE_CASES
+# `nnstep serve` (SPEC §10). Only the cases that fail before a socket is bound run in-process here;
+# a port in use, a foreign host and the missing extra are in tests/test_serve.py (real processes).
+SERVE_CASES = [
+    Case("serve-port-range", "A port out of range", BASE,
+         "nnstep serve: argument --port: expected a port number 0..65535, got 70000",
+         argv=("serve", "net.toml", "--port", "70000")),
+]
+
+CASES += SERVE_CASES

@@ -21,7 +21,7 @@ def data(d, ctx, base: str, npdt, loss, seed: int):
     for k in ("x", "y"):
         if k not in d:
             raise ctx.err("data", f"missing key {k}")
-    rng = np.random.default_rng([seed, 1])
+    rng = _LazyRng([seed, 1])
     x = _one_data(d["x"], "data.x", ctx, base, rng)
     y = _one_data(d["y"], "data.y", ctx, base, rng)
     if x.ndim == 0:
@@ -40,6 +40,18 @@ def data(d, ctx, base: str, npdt, loss, seed: int):
     if loss.type not in ("cross_entropy", "nll"):
         y = yc
     return x, y
+
+
+class _LazyRng:
+    """default_rng(seed), made at its first draw: data read from files needs no numpy.random."""
+
+    def __init__(self, seed):
+        self._seed, self._rng = seed, None
+
+    def __getattr__(self, name):
+        if self._rng is None:
+            self._rng = np.random.default_rng(self._seed)
+        return getattr(self._rng, name)
 
 
 def _one_data(v, where, ctx, base: str, rng) -> np.ndarray:

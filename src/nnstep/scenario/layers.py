@@ -43,13 +43,35 @@ def init_tensor(kind: str, shape, fan_in: int, fan_out: int, rng: np.random.Gene
     raise ValueError(kind)
 
 
+class PendingInit:
+    """A parameter to draw from torch's default init once it is known that some draw is needed:
+    when a weights file supplies every parameter the scenario does not give inline, nothing is drawn
+    (and numpy.random is never imported: a start-up cost of `nnstep run`). Whenever any draw is
+    needed, every pending parameter is drawn, in layer order, so each value is what it always was."""
+    __slots__ = ("kind", "shape", "fans", "dtype")
+
+    def __init__(self, kind, shape, fans, dtype):
+        self.kind, self.shape, self.fans, self.dtype = kind, tuple(shape), fans, dtype
+
+
+def draw_pending(initial: dict, order: list, seed: int) -> None:
+    """Replace the PendingInit placeholders of ``initial`` (see there) by their draws."""
+    if not any(isinstance(initial.get(name), PendingInit) for name, _ in order):
+        return
+    rng = np.random.default_rng([seed, 0])
+    for name, p in order:                       # the same stream as drawing in the layers' loop
+        a = init_tensor(p.kind, p.shape, *p.fans, rng).astype(p.dtype)
+        if isinstance(initial.get(name), PendingInit):
+            initial[name] = a
+
+
 def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
     """[[layers]] -> (LayerSpecs, initial parameters by name)."""
     if not isinstance(v, list) or not v:
         raise ctx.err("layers", "expected at least one [[layers]] table")
     if len(v) > MAX_LAYERS:
         raise ctx.err("layers", f"{len(v)} layers is over the limit of {MAX_LAYERS}")
-    rng = np.random.default_rng([seed, 0])
+    pending: list[tuple[str, PendingInit]] = []
     counts: dict[str, int] = {}
     names: dict[str, int] = {}
     specs: list[LayerSpec] = []
@@ -158,7 +180,8 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
                                                   f"{_fmt_shape(a.shape)}{src}")
                 initial[full] = _cast(ctx, f"{where}.{p}", a, npdt, "")
             else:
-                initial[full] = init_tensor(cls.init.get(p, init), pshapes[p], *cls.fans(opts, shape), rng).astype(npdt)
+                initial[full] = PendingInit(cls.init.get(p, init), pshapes[p], cls.fans(opts, shape), npdt)
+                pending.append((full, initial[full]))
         frozen = t.get("frozen", [])
         if isinstance(frozen, str):
             frozen = [frozen]
@@ -186,7 +209,7 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
                                inputs=tuple(inputs), in_shapes=tuple(tuple(s) for s in in_shapes)))
         shapes[f"{name}.out"] = tuple(out_shape)
     _dead_branches(ctx, specs)
-    return specs, initial
+    return specs, initial, pending
 
 
 def _a(word: str) -> str:

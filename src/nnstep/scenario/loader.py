@@ -22,7 +22,7 @@ from ..spec.model import LossSpec, OptimizerSpec, Scenario, ScheduleSpec, TrainS
 from ..spec.plan import Plan
 from . import conditions
 from .files import data as _data, weights_file as _weights_file
-from .layers import check_target as _check_target, layers as _layers
+from .layers import check_target as _check_target, draw_pending as _draw_pending, layers as _layers
 from .limits import *  # noqa: F401,F403  (the limits, by their old names)
 from .limits import MAX_SCENARIO_BYTES, MAX_STEPS
 from .validate import Ctx, _show, clean, opt_value
@@ -276,7 +276,7 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
 
     # [[layers]]
     batch = x.shape[0] if train.batch_size <= 0 else min(x.shape[0], train.batch_size)
-    layers, initial = _layers(doc["layers"], ctx, x, npdt, seed, batch)
+    layers, initial, pending = _layers(doc["layers"], ctx, x, npdt, seed, batch)
     y = _check_target(ctx, loss, layers, x, y)
     _check_loss_weights(ctx, loss, layers, x)
     x = _token_data(ctx, layers, x)
@@ -284,6 +284,7 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
     # weights file
     if "weights" in meta:
         _weights_file(ctx, meta["weights"], base, layers, initial, npdt)
+    _draw_pending(initial, pending, seed)
 
     sc = Scenario(path=path, name=name, description=desc, seed=seed, dtype=dtype, x=x, y=y, layers=layers,
                   loss=loss, optimizer=optimizer, train=train, initial=initial, source=text)

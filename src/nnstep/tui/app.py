@@ -40,6 +40,7 @@ ACTIONS = [
     ("breakpoint", "Toggle breakpoint", "stop before the next operation in every step (b)"),
     ("goto", "Go to…", "a step and an operation, typed (g)"),
     ("restart", "Restart", "reload the scenario file and go back to the start (r)"),
+    ("next_difference", "Next difference from yours", "with --compare MINE.npz: go to the next op whose outputs differ from your values (f)"),
     ("diagram", "Network diagram", "show the network as a graph in place of the program, and back (d)"),
     ("layers", "Layers table", "show or hide the layers table (hidden by default on a short screen such as 80x24) (L)"),
     ("gradnorms", "Gradient norms per layer", "plot each layer's gradient norm over the steps, log scale, in place of the loss curve (G)"),
@@ -112,6 +113,7 @@ class NnstepApp(App):
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "quit", "quit"),
         Binding("r", "restart", "reload"),
+        Binding("f", "next_difference", "≠next", show=False),
         Binding("d", "diagram", "graph"),
         Binding("G", "gradnorms", "norms", key_display="G"),
         Binding("L", "layers", "layers", key_display="L"),   # last: the first cut off in a narrow footer
@@ -119,18 +121,21 @@ class NnstepApp(App):
 
     running: reactive[bool] = reactive(False, bindings=True)
 
-    def __init__(self, scenario: Scenario, path: str | None = None, check_every: int = 64, **kw):
+    def __init__(self, scenario: Scenario, path: str | None = None, check_every: int = 64, compare=None, **kw):
         super().__init__(**kw)
         self.scenario = scenario
         self.path = path
         self.session = Session(scenario)
         self.digits = 6
         self.show_diagram = False
+        self.compare = compare              # a debugger.compare.Report: the user's own values
         self.show_gradnorms = False
         self.layers_toggled = False         # L: the layers table off (tall screens) or on (short)
         self.check_every = check_every
         self._interrupt = threading.Event()
         self._status = (self._intro(scenario), "")
+        if compare is not None:
+            self._status = (self._compare_status(), "stop")
         self._index_writers()
         self.theme = THEME
 
@@ -223,7 +228,8 @@ class NnstepApp(App):
                 from .diagram import current_node
                 self.query_one(DiagramView).show(s.scenario, current_node(rec.op if rec else cur))
             else:
-                self.query_one(ProgramView).show(s.ops, i, at_end, bps, rec.index if rec else None)
+                self.query_one(ProgramView).show(s.ops, i, at_end, bps, rec.index if rec else None,
+                                                 self._differs(rec.step if rec is not None and rec.step != k else k))
             if self.show_gradnorms:
                 self.query_one(GradNorms).show(*s.grad_norm_arrays())
             else:
@@ -245,7 +251,9 @@ class NnstepApp(App):
             # Adam's bias corrections: t is the step number (SPEC §1: 1 − β^t)
             clauses = view.formula_views(op, ins, outs, step=rec.step if rec is not None else k)
             rows = view.layer_rows(s, self.writer, written)
+            theirs = self._theirs(rec.step, op.index) if rec is not None else None
             self.query_one(OpPanel).show(title, clauses, view.op_slots(op, ins, outs, written), self.digits,
+                                         compare=theirs,
                                          n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage,
                                          room=self._op_room(len(rows)), big=self._big)
             self.query_one(LayersTable).show(rows, self.digits, narrow,
@@ -411,6 +419,53 @@ class NnstepApp(App):
     def action_digits(self, d: int) -> None:
         self.digits = min(15, max(2, self.digits + d))
         self._status = (f"{self.digits} significant digits", "")
+        self.refresh_view()
+
+    # --- nnstep FILE --compare MINE.npz ----------------------------------------------------------------
+    def _differs(self, step: int) -> frozenset:
+        """Indices of step's ops that wrote a tensor differing from the user's."""
+        if self.compare is None:
+            return frozenset()
+        return frozenset(i for k, i in self.compare.differing_positions if k == step)
+
+    def _theirs(self, step: int, index: int) -> dict | None:
+        """{tensor: (the user's value, where it differs)} for what this op wrote."""
+        if self.compare is None:
+            return None
+        return {r.tensor: (r.yours, r.mask) for r in self.compare.at_op(step, index)
+                if r.status == "differs" and r.yours is not None}
+
+    def _compare_status(self) -> str:
+        f = self.compare.first
+        if f is None:
+            return f"compare: every one of the {len(self.compare.results)} tensors given agrees with nnstep"
+        el = "[" + ", ".join(map(str, f.element)) + "]" if f.element else ""
+        where = f"step {f.step}, op {f.op_index + 1} {f.op}" if f.op_index is not None else "the initial values"
+        return (f"≠ first difference: {f.tensor}{el} at {where}: yours {f.your_value:.6g}, nnstep "
+                f"{f.nnstep_value:.6g} · f: go to the next difference")
+
+    def action_next_difference(self) -> None:
+        """The cursor just after the next op (cyclically) that wrote a tensor differing from the
+        user's: the op panel shows it, each differing cell with both values."""
+        if self.compare is None:
+            self._status = ("no comparison: open with nnstep FILE --compare MINE.npz", "")
+            self.refresh_view()
+            return
+        pos = self.compare.differing_positions
+        if not pos:
+            self._status = (self._compare_status(), "")
+            self.refresh_view()
+            return
+        rec = self.session.last_record
+        here = (rec.step, rec.op.index) if rec is not None else (0, -1)
+        nxt = next((p for p in pos if p > here), pos[0])
+        k, i = nxt
+        self.session.goto(k, i + 1) if i + 1 < self.session.M else self.session.goto(k + 1, 0)
+        n = pos.index(nxt) + 1
+        diffs = [r for r in self.compare.at_op(k, i) if r.status == "differs"]
+        what = ", ".join(f"{r.tensor} ({int(r.mask.sum())} of {r.mask.size})" for r in diffs)
+        self._status = (f"≠ difference {n} of {len(pos)}: step {k}, op {i + 1} {self.session.ops[i].name}: {what} "
+                        f"differ from yours (nnstep≠yours in each cell) · f: next", "stop")
         self.refresh_view()
 
     def action_diagram(self) -> None:

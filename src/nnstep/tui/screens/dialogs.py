@@ -16,9 +16,7 @@ HELP = [
         ("S", "run to the end of this training step"),
         ("c", "continue to a breakpoint, a NaN/Inf, or the end (Esc interrupts)"),
         ("C", "reverse-continue: back to the previous breakpoint or NaN/Inf"),
-        ("L", "the layers table on or off (off by default at 80x24, so the operation has the room)"),
-        ("G", "each layer's gradient norm over the steps (log scale) in place of the loss curve"),
-        ("d", "the network as a graph in place of the program (d again: back)"),
+        ("f", "with --compare MINE.npz: to the next op that differs from yours"),
         ("g", "go to a step and op, typed as \"step op\" (op counts from 1)"),
         ("r", "restart: reload the scenario file and go back to the start"),
     ]),
@@ -28,6 +26,9 @@ HELP = [
         ("Tab", "move between the tensors of the current operation"),
         ("Enter", "open the focused tensor full-size, with row and column indices"),
         ("e", "explain one number: the chain rule for one element of a gradient"),
+        ("d", "the network as a graph in place of the program (d again: back)"),
+        ("G", "each layer's gradient norm, log scale, in place of the loss curve"),
+        ("L", "the layers table on / off (off at first on a short screen)"),
         ("+ / -", "more / fewer significant digits"),
         ("ctrl+p", "command palette: every action, and \"open <tensor>\" for any tensor"),
         ("?", "this help"),
@@ -39,6 +40,7 @@ HELP = [
         ("dim", "values left from the previous step, not yet recomputed in this one"),
         ("heatmap", "blue < 0 < red, scaled to the largest |value| shown in the legend"),
         ("N ∞", "NaN and ±Inf, in white on red or magenta/yellow/cyan in heatmaps"),
+        ("a≠b", "--compare: nnstep's a beside your b, where they differ"),
     ]),
 ]
 

@@ -85,33 +85,51 @@ class ProgramLines(Widget):
 
     def set_lines(self, lines):
         resize = len(lines) != len(self.lines)
+        if resize or self._strips is None:
+            self.lines = lines
+            self._strips = None
+            self.refresh(layout=resize)
+            return
+        # one step moves a marker or two: repaint only the lines that changed (a whole-widget
+        # refresh re-renders every line through Textual's styles cache, per key)
+        changed = [y for y, (a, b) in enumerate(zip(self.lines, lines)) if a != b]
         self.lines = lines
-        self._strips = None
-        self.refresh(layout=resize)
+        if not changed:
+            return
+        from textual.geometry import Region
+        W = self.size.width
+        for y in changed:
+            self._strips[y] = None
+        self.refresh(*(Region(0, y, W, 1) for y in changed))
 
     def get_content_height(self, container, viewport, width: int) -> int:
         return len(self.lines)
 
+    def _strip(self, parts, W: int) -> Strip:
+        base = self.rich_style
+        cache = self._style_cache
+
+        def st(name):
+            if name not in cache:
+                cache[name] = base + Style.parse(name) if name else base
+            return cache[name]
+        strip = Strip([Segment(t, st(sty)) for t, sty in parts])
+        if strip.cell_length > W:
+            strip = strip.crop(0, max(0, W - 1)) + Strip([Segment("…", base)])
+        return strip.adjust_cell_length(W, base)
+
     def render_line(self, y: int) -> Strip:
         W = self.size.width
         if self._strips is None or self._built_for != W:
-            base = self.rich_style
-            cache: dict[str, Style] = {}
-
-            def st(name):
-                if name not in cache:
-                    cache[name] = base + Style.parse(name) if name else base
-                return cache[name]
-            out = []
-            for parts in self.lines:
-                segs = [Segment(t, st(sty)) for t, sty in parts]
-                strip = Strip(segs)
-                if strip.cell_length > W:
-                    strip = strip.crop(0, max(0, W - 1)) + Strip([Segment("…", base)])
-                out.append(strip.adjust_cell_length(W, base))
-            self._strips, self._built_for = out, W
-            self._blank = Strip.blank(W, base)
-        return self._strips[y] if y < len(self._strips) else self._blank
+            self._style_cache: dict[str, Style] = {}
+            self._strips, self._built_for = [self._strip(p, W) for p in self.lines], W
+            self._blank = Strip.blank(W, self.rich_style)
+        if y >= len(self._strips):
+            return self._blank
+        s = self._strips[y]
+        if s is None:
+            s = self._strips[y] = self._strip(self.lines[y], W)
+        return s
 
 
 def graph_mark(op) -> str:
@@ -135,8 +153,10 @@ class ProgramView(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield ProgramLines(id="program-text")
 
-    def show(self, ops, i: int, done_all: bool, breakpoints: set[str], just_ran: int | None):
-        key = (i, done_all, frozenset(breakpoints), just_ran, len(ops))
+    def show(self, ops, i: int, done_all: bool, breakpoints: set[str], just_ran: int | None,
+             differs: frozenset = frozenset()):
+        """``differs``: indices of this step's ops whose outputs differ from the user's (compare)."""
+        key = (i, done_all, frozenset(breakpoints), just_ran, len(ops), differs)
         if key == getattr(self, "_key", None):
             return
         self._key = key
@@ -158,7 +178,8 @@ class ProgramView(VerticalScroll):
             if just_ran == op.index:
                 style = WRITTEN
             lines.append([(bp, "bold red"), (f"{mark}{op.index + 1:>3} {op.name}", style)]
-                         + ([(graph_mark(op), "dim" if style != WRITTEN else style)] if graph_mark(op) else []))
+                         + ([(graph_mark(op), "dim" if style != WRITTEN else style)] if graph_mark(op) else [])
+                         + ([(" ≠ yours", "bold red")] if op.index in differs else []))
         self.query_one(ProgramLines).set_lines(lines)
         h = self.size.height
         if h and not (self.scroll_y <= line_of_current < self.scroll_y + h - 1):
@@ -336,12 +357,14 @@ class OpPanel(Vertical):
         self._placed = None
 
     def show(self, title: Text, clauses: list, slots: list[tuple], digits: int,
-             n_boxes: int = 0, stage: str = "", room: tuple[int, int] = (80, 19), big: bool = False):
+             n_boxes: int = 0, stage: str = "", room: tuple[int, int] = (80, 19), big: bool = False,
+             compare: dict | None = None):
         """``room``: (inner width, most rows the panel may take, borders included). ``big``: a
         network with parameters too big for numbers: its boxes are laid out side by side, as many
         as the most any op of this stage needs (``n_boxes``), at a constant height, so that stepping
         within a stage never changes the layout (a relayout per key is what costs on such nets)."""
         _update(self.query_one("#op-title", Static), title, title.plain)
+        self._compare = compare or {}
         W, max_h = room
         f = formula_text(clauses)
         f_lines = len(f.wrap(self.app.console, max(10, W))) if W > 0 else 1
@@ -350,7 +373,7 @@ class OpPanel(Vertical):
         if big:
             self._show_uniform(f, f_lines, short, short_lines, slots, digits, n_boxes, W, max_h)
             return
-        boxes = [natural_size(name, value, role, digits, W) if name else None
+        boxes = [natural_size(name, value, role, digits, W, self._compare.get(name)) if name else None
                  for role, name, value, _ in slots]
         numeric_only = all(b is not None for b in boxes)
         n_show = len(slots)
@@ -446,7 +469,8 @@ class OpPanel(Vertical):
             v: TensorView = self.query_one(f"#slot{k}", TensorView)
             if k < len(slots):
                 role, name, value, written = slots[k]
-                v.show(name, value, role=role, written=written, digits=digits)
+                v.show(name, value, role=role, written=written, digits=digits,
+                       compare=getattr(self, "_compare", {}).get(name))
             else:
                 v.show(None, None)
 

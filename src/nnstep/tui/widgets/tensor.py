@@ -110,8 +110,24 @@ def heat_strips(codes: np.ndarray, width: int, bg: Style) -> list[Strip]:
     return out
 
 
-def number_lines(a2: np.ndarray, digits: int) -> list[list[str]]:
-    return [[num(v, digits) for v in row] for row in a2]
+def number_lines(a2: np.ndarray, digits: int, theirs=None) -> list[list[str]]:
+    """Every number as text; with ``theirs`` = (the user's values, the mask where they differ), both
+    laid out as ``a2``: a differing cell reads ``nnstep≠yours`` (nnstep compare)."""
+    if theirs is None:
+        return [[num(v, digits) for v in row] for row in a2]
+    y2, m2 = theirs
+    return [[num(v, digits) + ("≠" + num(y2[r, c], digits) if m2[r, c] else "") for c, v in enumerate(row)]
+            for r, row in enumerate(a2)]
+
+
+def compare_2d(value, compare):
+    """The user's values and the differing mask, laid out as grid_2d lays ``value`` out."""
+    if compare is None or value is None:
+        return None
+    yours, mask = compare
+    if np.shape(yours) != np.shape(value) or np.shape(mask) != np.shape(value):
+        return None
+    return grid_2d(np.asarray(yours, dtype=np.float64))[0], grid_2d(np.asarray(mask, dtype=bool))[0]
 
 
 # a tensor is drawn as numbers (never a heatmap) when it is at most this big: every tensor of the
@@ -120,7 +136,8 @@ MAX_NUMBERS = 64
 MAX_NUMBER_ROWS = 16
 
 
-def natural_size(name: str | None, value, role: str, digits: int, max_width: int) -> tuple[int, int] | None:
+def natural_size(name: str | None, value, role: str, digits: int, max_width: int,
+                 compare=None) -> tuple[int, int] | None:
     """The box (width, height, borders included) that shows every number of ``value`` with its name
     and role, at ``digits`` significant digits or fewer (down to 3) to fit ``max_width``; None when the
     tensor is too big for numbers (it is drawn as a heatmap in a box of any size instead)."""
@@ -133,8 +150,9 @@ def natural_size(name: str | None, value, role: str, digits: int, max_width: int
     R, C = a2.shape
     if a.size > MAX_NUMBERS or R > MAX_NUMBER_ROWS:
         return None
+    theirs = compare_2d(a, compare)
     for d in range(digits, min(digits, 3) - 1, -1):
-        cells = number_lines(a2, d)
+        cells = number_lines(a2, d, theirs)
         wcol = max(len(s) for row in cells for s in row)
         w = max(frame, C * (wcol + 1) - 1) + 2
         if w <= max_width:
@@ -170,8 +188,11 @@ class TensorView(Widget, can_focus=True):
         self._built_for = None
 
     def show(self, name: str | None, value, role: str = "", written: bool = False, digits: int = 6,
-             stale: bool = False) -> None:
-        key = (name, id(value), role, written, digits, stale)
+             stale: bool = False, compare=None) -> None:
+        """``compare``: (the user's values, where they differ) from nnstep compare: each differing
+        cell shows both, marked."""
+        key = (name, id(value), role, written, digits, stale, None if compare is None else id(compare[0]))
+        self.compare = compare
         if key == getattr(self, "_key", None) and (value is None or value is self.value):
             return                        # the same array (arrays are never modified in place)
         self._key = key
@@ -227,8 +248,9 @@ class TensorView(Widget, can_focus=True):
         cells = None
         if R <= H and a.size <= max(H * 16, MAX_NUMBERS) and not self.force_heatmap:
             # the chosen precision, or fewer digits (down to 3) before giving up on numbers
+            theirs = compare_2d(a, getattr(self, "compare", None))
             for d in range(self.digits, min(self.digits, 3) - 1, -1):
-                cells = number_lines(a2, d)
+                cells = number_lines(a2, d, theirs)
                 wcol = max(len(s) for row in cells for s in row)
                 if C * (wcol + 1) - 1 <= W:
                     break
@@ -244,11 +266,14 @@ class TensorView(Widget, can_focus=True):
                 for j, s in enumerate(row):
                     if j:                          # heads side by side: │ between their grids
                         segs.append(Segment("│", base + dim) if block and j % block == 0 else Segment(" ", st))
-                    segs.append(Segment(s.rjust(wcol), BAD_STYLE if s in ("NaN", "+Inf", "-Inf") else st))
+                    segs.append(Segment(s.rjust(wcol), BAD_STYLE if s in ("NaN", "+Inf", "-Inf") or "≠" in s else st))
                 lines.append(Strip(segs))
         else:
             self._mode = "heatmap"
             head = H >= 3
+            theirs = compare_2d(a, getattr(self, "compare", None))
+            if theirs is not None and theirs[1].any():
+                bad = f"≠ {int(theirs[1].sum())} of {a.size} differ from yours (Enter: full size)"
             if head:
                 lines.append(Strip([Segment(_fit(bad or stats_line(a), W), base + (BAD_STYLE if bad else dim))]))
             avail = H0 - len(lines) - (1 if H >= 4 else 0)
