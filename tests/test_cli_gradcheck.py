@@ -16,7 +16,7 @@ from nnstep.engine.gradcheck import gradcheck
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSIC = os.path.join(ROOT, "scenarios", "classic.toml")
-SHIPPED = sorted(glob.glob(os.path.join(ROOT, "scenarios", "*.toml")))
+SHIPPED = sorted(glob.glob(os.path.join(ROOT, "scenarios", "*.toml")) + glob.glob(os.path.join(ROOT, "scenarios", "*", "*.toml")))
 
 
 def test_classic_subprocess():

@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-COMMANDS = ("run", "check", "trace", "gradcheck", "explain", "screenshot", "tui", "new", "serve")
+COMMANDS = ("run", "check", "trace", "gradcheck", "explain", "compare", "export", "screenshot", "tui", "new", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +40,16 @@ def _positive_float(s: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
     if not v > 0 or v != v or v == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {s}")
+    return v
+
+
+def _nonneg_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {s!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {s}")
     return v
 
 
@@ -93,6 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-elements", type=_positive_int, default=64,
                    help="elements checked per parameter: all if fewer, else the largest half and a seeded sample")
     g.add_argument("--json", action="store_true")
+
+    m = sub.add_parser("compare", help="your own values (a .npz by nnstep's tensor names) against nnstep's: the "
+                       "first op that differs, then every tensor")
+    m.add_argument("file")
+    m.add_argument("mine", metavar="MINE.npz", help='arrays named "<tensor>" (step 1) or "<step>/<tensor>"')
+    m.add_argument("--json", action="store_true", help="one JSON document")
+    m.add_argument("--rtol", type=_nonneg_float, default=1e-6, help="relative tolerance (default 1e-6)")
+    m.add_argument("--atol", type=_nonneg_float, default=1e-9, help="absolute tolerance (default 1e-9)")
+
+    x = sub.add_parser("export", help="write a standalone PyTorch script that rebuilds the scenario and prints "
+                       "the `run --json` document")
+    x.add_argument("file")
+    x.add_argument("--torch", action="store_true", required=True, help="as a PyTorch script (the one format)")
+    x.add_argument("-o", "--output", required=True, metavar="OUT.py")
 
     s = sub.add_parser("screenshot", help="the TUI after some keys, as SVG")
     s.add_argument("file")
@@ -154,6 +178,12 @@ def _dispatch(a) -> int:
         if a.command == "explain":
             from .headless import cmd_explain
             return cmd_explain(a.file, a.element, a.step, a.json)
+        if a.command == "compare":
+            from .headless import cmd_compare
+            return cmd_compare(a.file, a.mine, a.json, a.rtol, a.atol)
+        if a.command == "export":
+            from .export_torch import cmd_export
+            return cmd_export(a.file, a.output)
         if a.command == "gradcheck":
             from .headless import cmd_gradcheck
             return cmd_gradcheck(a.file, a.tol, a.eps, a.max_elements, a.json)

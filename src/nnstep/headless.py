@@ -297,3 +297,26 @@ def cmd_explain(path: str, element: str, step: int, as_json: bool) -> int:
     else:
         _out(ex.text)
     return 0 if ex.ok else 1
+
+
+# --- compare -------------------------------------------------------------------------------------
+def cmd_compare(path: str, mine: str, as_json: bool, rtol: float, atol: float) -> int:
+    """`nnstep compare FILE MINE.npz [--json] [--rtol R --atol A]` (SPEC §9): exit 0 all agree, 1 a
+    difference, 2 bad input (an unknown tensor name among them, after the report is printed)."""
+    from .debugger.compare import compare, load_tensors
+
+    sc = load_scenario(path)
+    tensors = load_tensors(mine)
+    rep = compare(sc, tensors, rtol=rtol, atol=atol, source=mine)
+    if as_json:
+        json.dump(rep.as_json(), sys.stdout)
+        _out()
+    else:
+        _out(rep.text)
+    if rep.unknown:
+        u = rep.unknown[0]
+        hint = f' (did you mean "{u.suggestion}"?)' if u.suggestion else ""
+        from .scenario.validate import clean
+        raise ScenarioError(f'no tensor of this scenario is named "{clean(u.tensor)}"{hint}', file=mine,
+                            where=f'"{clean(u.key)}"')
+    return rep.exit_code

@@ -76,7 +76,7 @@ def test_every_gradient_element_of_every_shipped_lesson_adds_up():
     gradient tensor of every shipped scenario, its first and last elements (and all of a small
     tensor) are expanded, and each line's terms must sum to the engine's value."""
     checked = 0
-    for path in sorted(glob.glob(os.path.join(ROOT, "scenarios", "*.toml"))):
+    for path in sorted(glob.glob(os.path.join(ROOT, "scenarios", "*.toml")) + glob.glob(os.path.join(ROOT, "scenarios", "*", "*.toml"))):
         s = after_backward(path)
         for name in sorted(s.names):
             if not is_gradient(s, name) or s.value(name) is None:

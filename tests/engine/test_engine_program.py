@@ -396,7 +396,8 @@ def test_bias_false():
     assert "conv1d1.bias.grad" not in env
 
 
-SHIPPED = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "scenarios", "*.toml")))
+SHIPPED = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "scenarios", "*.toml")) +
+                 glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "scenarios", "*", "*.toml")))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[os.path.basename(p) for p in SHIPPED])

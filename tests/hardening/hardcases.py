@@ -398,6 +398,54 @@ WARMUP_CASES = [
 
 CASES += WARMUP_CASES
 
+# --- compare and export (SPEC §9) ---
+def mine_npz(**arrays):
+    """A user's own values as `nnstep compare` reads them."""
+    def make(path):
+        np.savez(path, **arrays)
+    return make
+
+
+_CMP = ("compare", "net.toml", "mine.npz")
+COMPARE_CASES = [
+    Case("compare-npz-objects", "compare: a .npz holding Python objects (pickle)", BASE,
+         'mine.npz: array "linear1.out" holds Python objects, which nnstep never loads (it would need pickle)',
+         files={"mine.npz": mine_npz(**{"linear1.out": np.array([{"a": 1}, None], dtype=object)})}, argv=_CMP),
+    Case("compare-not-npz", "compare: a file that is not a .npz", BASE,
+         'mine.npz: "mine.npz" is not a .npz file (not a zip archive as numpy.savez writes)',
+         files={"mine.npz": "linear1.out = [1, 2, 3]\n"}, argv=_CMP),
+    Case("compare-no-file", "compare: the .npz does not exist", BASE, "mine.npz: no such file", argv=_CMP),
+    Case("compare-empty", "compare: a .npz with no arrays", BASE,
+         "mine.npz: holds no arrays: save your values under nnstep's tensor names, e.g. "
+         'numpy.savez("mine.npz", **{"linear1.out": out1})',
+         files={"mine.npz": mine_npz()}, argv=_CMP),
+    Case("compare-unknown-tensor", "compare: a name that is not a tensor", BASE,
+         'mine.npz: "linear1.outt": no tensor of this scenario is named "linear1.outt" (did you mean "linear1.out"?)',
+         files={"mine.npz": mine_npz(**{"linear1.outt": np.zeros((2, 3))})}, argv=_CMP),
+    Case("compare-shape", "compare: a shape that does not match", BASE,
+         'mine.npz: "linear1.out": shape [3] does not match linear1.out, which has shape [2, 3]',
+         files={"mine.npz": mine_npz(**{"linear1.out": np.zeros(3)})}, argv=_CMP),
+    Case("compare-transposed", "compare: a weight in the (in, out) layout", BASE,
+         'mine.npz: "linear1.weight.grad": shape [2, 3] does not match linear1.weight.grad, which has shape '
+         "[3, 2]: yours is its transpose (torch's layout is (out, in): out = in @ W.T + b)",
+         files={"mine.npz": mine_npz(**{"linear1.weight.grad": np.zeros((2, 3))})}, argv=_CMP),
+    Case("compare-step", "compare: a step beyond train.steps", BASE,
+         'mine.npz: "2/loss": step 2 is beyond train.steps = 1',
+         files={"mine.npz": mine_npz(**{"2/loss": np.array(1.0)})}, argv=_CMP),
+    Case("compare-step-0", "compare: step 0 of a tensor that is no parameter", BASE,
+         'mine.npz: "0/linear1.out": step 0 has only the initial parameters, not "linear1.out"',
+         files={"mine.npz": mine_npz(**{"0/linear1.out": np.zeros((2, 3))})}, argv=_CMP),
+    Case("compare-tolerance", "compare: a negative tolerance", BASE,
+         "nnstep compare: argument --rtol: expected a non-negative number, got -1",
+         files={"mine.npz": mine_npz(loss=np.array(1.0))}, argv=_CMP + ("--rtol", "-1"), where="--rtol"),
+    Case("export-no-folder", "export: the output folder does not exist", BASE,
+         'out/ref.py: no such folder "out"', argv=("export", "net.toml", "--torch", "-o", "out/ref.py")),
+    Case("export-over-scenario", "export: the output is the scenario itself", BASE,
+         '-o: "net.toml" is the scenario itself: write the script to another file (-o ref.py)', where="-o",
+         argv=("export", "net.toml", "--torch", "-o", "net.toml")),
+]
+
+CASES += COMPARE_CASES
 # `nnstep serve` (SPEC §10). Only the cases that fail before a socket is bound run in-process here;
 # a port in use, a foreign host and the missing extra are in tests/test_serve.py (real processes).
 SERVE_CASES = [

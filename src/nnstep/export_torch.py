@@ -1,0 +1,654 @@
+"""`nnstep export FILE --torch -o ref.py` (SPEC §9): a standalone PyTorch script that rebuilds the
+scenario (the same layers, initial weights, data, batches, loss, optimizer and steps) and prints
+the `run --json` document of SPEC §4, so nnstep's numbers can be checked against torch's.
+
+nnstep never imports torch: this module writes Python source text. Every number is written
+exactly: Python's ``repr`` of a float64 is the shortest text that reads back as the same float.
+The batch order comes from the engine (:meth:`Program.batch_indices`, the one place that decides
+it), written out as lists of sample indices when `shuffle` draws it from the seed.
+
+A scenario this module cannot write faithfully (a layer type, loss or optimizer option it does not
+know) is refused with a located error, never written approximately.
+"""
+from __future__ import annotations
+
+import dataclasses
+import keyword
+import math
+
+import numpy as np
+
+from .errors import ScenarioError
+from .spec.model import Scenario
+
+# nn.Module's own attribute names (torch 2.13): a layer of one of these names gets an attribute
+# with a trailing underscore, so `self.train` never hides Module.train
+_MODULE_ATTRS = frozenset("""T_destination add_module apply bfloat16 buffers call_super_init children compile
+cpu cuda double dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter
+get_submodule half ipu load_state_dict modules mtia named_buffers named_children named_modules
+named_parameters parameters register_backward_hook register_buffer register_forward_hook
+register_forward_pre_hook register_full_backward_hook register_full_backward_pre_hook
+register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module register_parameter
+register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule
+share_memory state_dict to to_empty train type xpu zero_grad training""".split())
+_LOCAL_NAMES = frozenset({"x", "self", "torch", "nn", "json", "math", "mask"})
+
+# what this exporter writes: layer type -> the options it knows (anything else is refused)
+LAYER_OPTIONS = {
+    "linear": {"out"}, "conv1d": {"out_channels", "kernel_size", "stride", "padding"},
+    "conv2d": {"out_channels", "kernel_size", "stride", "padding"}, "flatten": set(),
+    "batchnorm": {"eps", "momentum", "affine"}, "layernorm": {"eps", "affine", "dims"},
+    "relu": set(), "leaky_relu": {"negative_slope"}, "sigmoid": set(), "tanh": set(), "gelu": {"approximate"},
+    "identity": set(), "softmax": {"dim"},
+    "add": set(), "mul": set(), "concat": {"dim"}, "matmul": set(), "transpose": {"dims"}, "reshape": {"shape"},
+    "scale": {"by"}, "embedding": {"num", "dim"}, "attention": {"heads", "causal", "bias"},
+    "rnn": {"hidden", "nonlinearity", "bias"}, "lstm": {"hidden", "bias"},
+    "maxpool1d": {"kernel_size", "stride", "padding"}, "maxpool2d": {"kernel_size", "stride", "padding"},
+    "avgpool1d": {"kernel_size", "stride", "padding"}, "avgpool2d": {"kernel_size", "stride", "padding"},
+    "dropout": {"p"}, "log_softmax": {"dim"},
+}
+LOSSES = {"mse": "MSELoss", "l1": "L1Loss", "smooth_l1": "SmoothL1Loss", "huber": "HuberLoss",
+          "cross_entropy": "CrossEntropyLoss", "bce": "BCELoss", "bce_with_logits": "BCEWithLogitsLoss",
+          "nll": "NLLLoss"}
+_LOSS_FIELDS = {"type", "reduction", "scale", "beta", "delta", "class_dim", "label_smoothing", "weight", "pos_weight"}
+_OPT_COMMON = {"type", "lr", "weight_decay", "clip_grad_norm", "schedule"}
+_OPT_FIELDS = {"sgd": {"momentum", "dampening", "nesterov"}, "adam": {"betas", "eps"}, "adamw": {"betas", "eps"},
+               "rmsprop": {"alpha", "eps", "momentum", "centered"}}
+SCHEDULES = {"step": ("StepLR", {"step_size": "step_size", "gamma": "gamma"}),
+             "exponential": ("ExponentialLR", {"gamma": "gamma"}),
+             "cosine": ("CosineAnnealingLR", {"t_max": "T_max", "eta_min": "eta_min"}),
+             "linear": ("LinearLR", {"start_factor": "start_factor", "end_factor": "end_factor",
+                                     "total_iters": "total_iters"})}
+_TRAIN_FIELDS = {"steps", "batch_size", "shuffle"}
+
+
+def _f(v) -> str:
+    """A number as exact Python source."""
+    if isinstance(v, bool):
+        return repr(v)
+    if isinstance(v, (int, np.integer)):
+        return repr(int(v))
+    v = float(v)
+    if math.isnan(v):
+        return 'float("nan")'
+    if math.isinf(v):
+        return 'float("inf")' if v > 0 else '-float("inf")'
+    return repr(v)
+
+
+def _lit(a: np.ndarray, indent: int) -> str:
+    """An array as a nested list literal, exact, one innermost row per line."""
+    a = np.asarray(a)
+    if a.ndim == 0:
+        return _f(a.item())
+    if a.ndim == 1:
+        return "[" + ", ".join(_f(v) for v in a.tolist()) + "]"
+    pad = " " * (indent + 4)
+    rows = [pad + _lit(r, indent + 4) for r in a]
+    return "[\n" + ",\n".join(rows) + ",\n" + " " * indent + "]"
+
+
+def _refuse(sc: Scenario, where: str, what: str):
+    raise ScenarioError(what, file=sc.path, where=where)
+
+
+def _check_fields(sc: Scenario, obj, known: set, where: str, what: str):
+    for f in dataclasses.fields(obj):
+        if f.name in known:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        v = getattr(obj, f.name)
+        if v != default and v is not None and not (isinstance(v, (tuple, list, dict)) and not v):
+            _refuse(sc, f"{where}.{f.name}", f"export --torch does not write {what} {f.name} yet: "
+                                             "no script is written rather than a wrong one")
+
+
+def check_exportable(sc: Scenario) -> None:
+    """Raise a located ScenarioError for anything the exporter would not write faithfully."""
+    for L in sc.layers:
+        where = f"layers[{L.index}]"
+        if L.type not in LAYER_OPTIONS:
+            _refuse(sc, f"{where}.type", f'export --torch does not write a {L.type} layer yet (it writes: '
+                                         + ", ".join(sorted(LAYER_OPTIONS)) + "): no script is written rather "
+                                         "than a wrong one")
+        for o in L.options:
+            if o not in LAYER_OPTIONS[L.type]:
+                _refuse(sc, f"{where}.{o}", f"export --torch does not write a {L.type} layer's {o} yet: no "
+                                            "script is written rather than a wrong one")
+    if sc.loss.type not in LOSSES:
+        _refuse(sc, "loss.type", f'export --torch does not write a {sc.loss.type} loss yet: no script is written '
+                                 "rather than a wrong one")
+    if sc.optimizer.type not in _OPT_FIELDS:
+        _refuse(sc, "optimizer.type", f"export --torch does not write a {sc.optimizer.type} optimizer yet: no "
+                                      "script is written rather than a wrong one")
+    _check_fields(sc, sc.loss, _LOSS_FIELDS | ({"beta"} if sc.loss.type == "smooth_l1" else set()), "loss", "the loss's")
+    # an option of another optimizer type keeps its default (the loader refuses it), so only the
+    # fields nobody here knows are checked
+    known = _OPT_COMMON | set().union(*_OPT_FIELDS.values())
+    _check_fields(sc, sc.optimizer, known, "optimizer", "the optimizer's")
+    s = sc.optimizer.schedule
+    if s is not None:
+        if s.type not in SCHEDULES:
+            _refuse(sc, "optimizer.schedule.type", f'export --torch does not write a "{s.type}" schedule yet: no '
+                                                   "script is written rather than a wrong one")
+        _check_fields(sc, s, {"type", "warmup", "warmup_start"} | set().union(*(m for _, m in SCHEDULES.values())),
+                      "optimizer.schedule", "the schedule's")
+    _check_fields(sc, sc.train, _TRAIN_FIELDS, "train", "train")
+
+
+class _Names:
+    """Python names for layers: attributes of the module and locals of forward()."""
+
+    def __init__(self, sc: Scenario):
+        self.attr, self.var = {}, {}
+        for L in sc.layers:
+            n = L.name
+            self.attr[n] = n + "_" if (n in _MODULE_ATTRS or keyword.iskeyword(n) or n.startswith("_")) else n
+            self.var[n] = n + "_" if (n in _LOCAL_NAMES or keyword.iskeyword(n)) else n
+
+    def of(self, tensor: str) -> str:
+        if tensor == "input":
+            return "x"
+        return self.var[tensor[:-len(".out")]]
+
+
+def _dims(v, nd):
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,) * nd
+
+
+def _one(v):
+    """A conv option as torch takes it: an int when all equal, else a tuple."""
+    v = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+    return str(v[0]) if len(set(v)) == 1 else "(" + ", ".join(map(str, v)) + ")"
+
+
+def _module(L) -> tuple[str | None, str]:
+    """(constructor source or None, comment) for a layer that is an nn.Module."""
+    o, t = L.options, L.type
+    if t == "linear":
+        bias = "" if L.has("bias") else ", bias=False"
+        return f"nn.Linear({L.in_shape[-1]}, {o['out']}{bias})", "out = in @ W.T + b"
+    if t in ("conv1d", "conv2d"):
+        bias = "" if L.has("bias") else ", bias=False"
+        nd = 1 if t == "conv1d" else 2
+        return (f"nn.Conv{nd}d({L.in_shape[0]}, {o['out_channels']}, kernel_size={_one(o['kernel_size'])}, "
+                f"stride={_one(o['stride'])}, padding={_one(o['padding'])}{bias})", "cross-correlation, as torch's")
+    if t == "batchnorm":
+        nd = 2 if len(L.in_shape) == 3 else 1
+        aff = "" if o["affine"] else ", affine=False"
+        return (f"nn.BatchNorm{nd}d({L.in_shape[0]}, eps={_f(o['eps'])}, momentum={_f(o['momentum'])}{aff})",
+                "training mode: the batch's statistics (biased variance)")
+    if t == "layernorm":
+        d = o.get("dims") or len(L.in_shape)
+        shp = list(L.in_shape[len(L.in_shape) - d:])
+        aff = "" if o["affine"] else ", elementwise_affine=False"
+        return f"nn.LayerNorm({shp}, eps={_f(o['eps'])}{aff})", ("over the last dim" if d == 1 else f"over the last {d} dims")
+    if t == "relu":
+        return "nn.ReLU()", ""
+    if t == "leaky_relu":
+        return f"nn.LeakyReLU(negative_slope={_f(o['negative_slope'])})", ""
+    if t == "sigmoid":
+        return "nn.Sigmoid()", ""
+    if t == "tanh":
+        return "nn.Tanh()", ""
+    if t == "gelu":
+        return f'nn.GELU(approximate="{o["approximate"]}")', ""
+    if t == "identity":
+        return "nn.Identity()", ""
+    if t == "softmax":
+        return f"nn.Softmax(dim={o.get('dim', -1)})", ""
+    if t == "flatten":
+        return "nn.Flatten()", "(N, ...) -> (N, -1)"
+    if t == "embedding":
+        return f"nn.Embedding({o['num']}, {o['dim']})", "token i -> row i of the weight"
+    if t == "attention":
+        E = L.in_shape[-1]
+        bias = "" if o["bias"] else ", bias=False"
+        return (f"nn.MultiheadAttention({E}, num_heads={o['heads']}{bias}, batch_first=True)",
+                "self-attention: query = key = value = its input")
+    if t in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"):
+        kind = "Max" if t.startswith("max") else "Avg"
+        st = "" if o.get("stride", "kernel_size") == "kernel_size" else f", stride={_one(o['stride'])}"
+        note = ("the largest of each window (padding is −inf)" if kind == "Max"
+                else "the mean of each window, padding's zeros counted (count_include_pad=True)")
+        return f"nn.{kind}Pool{t[-2]}d(kernel_size={_one(o['kernel_size'])}{st}, padding={_one(o['padding'])})", note
+    if t == "dropout":
+        return (f"NnstepDropout(MASKS[{L.name!r}])",
+                f"nn.Dropout(p={_f(o['p'])}) with nnstep's masks (see NnstepDropout)")
+    if t == "log_softmax":
+        return f"nn.LogSoftmax(dim={o.get('dim', -1)})", ""
+    if t in ("rnn", "lstm"):
+        bias = "" if o["bias"] else ", bias=False"
+        nl = f', nonlinearity="{o["nonlinearity"]}"' if t == "rnn" else ""
+        return (f"nn.{t.upper()}({L.in_shape[-1]}, {o['hidden']}{nl}{bias}, batch_first=True)",
+                "one layer, h0 = 0" + (" and c0 = 0" if t == "lstm" else "") + "; its output: every hidden state")
+    return None, ""
+
+
+def _forward_line(L, names: _Names) -> list[str]:
+    """The statement(s) of forward() computing this layer's output."""
+    o, t = L.options, L.type
+    out = names.var[L.name]
+    ins = [names.of(i) for i in L.inputs]
+    a = ins[0]
+    me = f"self.{names.attr[L.name]}"
+    if t == "add":
+        return [f"{out} = " + " + ".join(ins)]
+    if t == "mul":
+        return [f"{out} = " + " * ".join(ins)]
+    if t == "concat":
+        return [f"{out} = torch.cat([{', '.join(ins)}], dim={o['dim']})"]
+    if t == "matmul":
+        return [f"{out} = torch.matmul({ins[0]}, {ins[1]})"]
+    if t == "transpose":
+        d0, d1 = o["dims"]
+        return [f"{out} = torch.transpose({a}, {d0}, {d1})"]
+    if t == "reshape":
+        return [f"{out} = {a}.reshape({a}.shape[0], {', '.join(str(s) for s in L.out_shape)})"]
+    if t == "scale":
+        return [f"{out} = {a} * {_f(o['by'])}"]
+    if t == "attention":
+        T = L.in_shape[0]
+        if o["causal"]:
+            return [f"mask = torch.triu(torch.ones({T}, {T}, dtype=torch.bool), diagonal=1)   # True: key j > query i, hidden",
+                    f"{out}, _ = {me}({a}, {a}, {a}, need_weights=False, attn_mask=mask)"]
+        return [f"{out}, _ = {me}({a}, {a}, {a}, need_weights=False)"]
+    if t in ("rnn", "lstm"):
+        return [f"{out}, _ = {me}({a})"]
+    return [f"{out} = {me}({a})"]
+
+
+def _param_ref(L, p: str, names: _Names) -> str:
+    me = f"net.{names.attr[L.name]}"
+    if L.type == "attention" and p.startswith("out_proj_"):
+        return f"{me}.out_proj.{p[len('out_proj_'):]}"
+    if L.type in ("rnn", "lstm"):
+        return f"{me}.{p}_l0"                 # torch numbers the layers of a stacked RNN: this is layer 0
+    return f"{me}.{p}"
+
+
+# above this many numbers (data, initial parameters, dropout masks, shuffled orders), they go to an
+# .npz beside the script instead of into it
+INLINE_LIMIT = 200_000
+
+
+def size_of(sc: Scenario) -> int:
+    """How many numbers the script would hold inline."""
+    n = sc.x.size + sc.y.size + sum(int(np.asarray(v).size) for v in sc.initial.values())
+    n += sum(sc.train.steps * sc.batch_size * math.prod(L.in_shape) for L in sc.layers if L.type == "dropout")
+    if sc.train.shuffle:
+        n += -(-sc.train.steps // sc.n_batches) * sc.n_samples
+    return int(n)
+
+
+class _Arrays:
+    """Where the script's arrays live: written inline as exact literals, or (``npz`` names a file)
+    stored in that .npz beside the script and read from it by name."""
+
+    def __init__(self, npz: str | None):
+        self.npz = npz
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def __call__(self, key: str, a, indent: int) -> str:
+        a = np.asarray(a)
+        if self.npz is None:
+            return _lit(a, indent)
+        self.arrays[key] = a
+        return f'ARRAYS["{key}"]'
+
+
+def script(sc: Scenario, source: str) -> str:
+    """The PyTorch script for ``sc``, every number inline (``source``: the scenario's path, named in
+    its docstring)."""
+    return build(sc, source, None)[0]
+
+
+def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
+    """(the script, the arrays of the .npz ``npz`` beside it; empty when ``npz`` is None)."""
+    from .engine.program import Program
+
+    check_exportable(sc)
+    A = _Arrays(npz)
+    names = _Names(sc)
+    dt = "torch.float64" if sc.dtype == "float64" else "torch.float32"
+    lo, opt, tr = sc.loss, sc.optimizer, sc.train
+    W = []
+    w = W.append
+    w(f'"""{_doc(sc.name)}: the scenario {_doc(source)}, rebuilt in PyTorch.')
+    w("")
+    w(f"Written by `nnstep export {_doc(source)} --torch`. Run it with torch installed: it trains the same")
+    w("network on the same data, batches, loss and optimizer, and prints the document that")
+    w(f"`nnstep run {_doc(source)} --json` prints (SPEC §4), so the two can be compared number by number.")
+    if npz is None:
+        w("Every number below is written exactly (Python's repr of a float64 reads back as the same float).")
+    else:
+        w(f"The data and initial parameters are in {_doc(npz)} beside it, exactly (float64 .npy arrays).")
+    if any(bp.when is not None and bp.when.kind == "compare" for bp in sc.breakpoints):
+        w("The scenario's `when` breakpoints are the debugger's: this script runs every step (compare it")
+        w("with `nnstep run --json --ignore-breakpoints`).")
+    w('"""')
+    w("import json")
+    w("import math")
+    w("")
+    if npz is not None:
+        w("import os")
+        w("")
+        w("import numpy as np                   # only to read the arrays file beside this script")
+    w("import torch")
+    w("from torch import nn")
+    w("")
+    if npz is not None:
+        w(f"ARRAYS = np.load(os.path.join(os.path.dirname(os.path.abspath(__file__)), {npz!r}), allow_pickle=False)")
+        w("")
+    w(f"DTYPE = {dt}")
+    w("torch.set_default_dtype(DTYPE)       # parameters made below are " + sc.dtype)
+    w("")
+    # --- data ---------------------------------------------------------------------------------------
+    w("# --- the data: every sample, batch dimension first ------------------------------------------")
+    xdt = "torch.long" if sc.x.dtype.kind in "biu" else "DTYPE"
+    ydt = "torch.long" if sc.y.dtype.kind in "biu" else "DTYPE"
+    w(f"X = torch.tensor({A('x', sc.x, 0)}, dtype={xdt})" + ("   # token indices" if xdt == "torch.long" else ""))
+    w(f"Y = torch.tensor({A('y', sc.y, 0)}, dtype={ydt})" + ("   # class indices" if ydt == "torch.long" else ""))
+    w("")
+    drop = [L for L in sc.layers if L.type == "dropout"]
+    if drop:
+        masks = _dropout_masks(sc, drop)
+        w("# --- dropout's masks, as nnstep drew them ---------------------------------------------------")
+        w("# nnstep draws each step's mask from the scenario's seed, the step and the layer (numpy's")
+        w("# PCG64), so that every replay shows the same one; torch's generator would draw others. So the")
+        w("# masks are data here: MASKS[layer][k - 1] is step k's, 0 (dropped) or 1/(1 − p) (kept).")
+        w("MASKS = {")
+        for L in drop:
+            w(f"    {L.name!r}: [")
+            for k, m in enumerate(masks[L.name], 1):
+                w(f"        # step {k}")
+                w(f"        {A(f'mask/{L.name}/{k}', m, 8)},")
+            w("    ],")
+        w("}")
+        w("")
+        w("")
+        w("class NnstepDropout(nn.Module):")
+        w('    """nn.Dropout in training mode (out = in · mask), with the mask of the step being trained."""')
+        w("    step = 1                             # set by the training loop")
+        w("")
+        w("    def __init__(self, masks):")
+        w("        super().__init__()")
+        w("        self.masks = masks")
+        w("")
+        w("    def forward(self, x):")
+        w("        return x * torch.tensor(self.masks[NnstepDropout.step - 1], dtype=x.dtype)")
+        w("")
+        w("")
+    # --- the network --------------------------------------------------------------------------------
+    w("# --- the network: one attribute per [[layers]] entry, named as in the scenario ---------------")
+    w("class Net(nn.Module):")
+    w("    def __init__(self):")
+    w("        super().__init__()")
+    for L in sc.layers:
+        ctor, note = _module(L)
+        if ctor is not None:
+            w(f"        self.{names.attr[L.name]} = {ctor}" + (f"   # {note}" if note else ""))
+    if not any(_module(L)[0] for L in sc.layers):
+        w("        pass")
+    w("")
+    w("    def forward(self, x):")
+    for L in sc.layers:
+        for line in _forward_line(L, names):
+            w(f"        {line}")
+    w(f"        return {names.var[sc.layers[-1].name]}")
+    w("")
+    w("")
+    w("net = Net()")
+    bn = any(L.type == "batchnorm" for L in sc.layers)
+    w("net.train()                          # training mode, as nnstep steps it" +
+      (": batchnorm normalizes with the batch's statistics" if bn else ""))
+    w("")
+    w("# nnstep's parameter names (SPEC §3) and the torch tensors they are")
+    w("PARAMS = {")
+    for L in sc.layers:
+        for p in L.params:
+            w(f'    "{L.name}.{p}": {_param_ref(L, p, names)},')
+    w("}")
+    w("")
+    w("# --- the initial parameters, exactly the scenario's --------------------------------------------")
+    w("INITIAL = {")
+    for name in sc.param_names:
+        w(f'    "{name}": {A("initial/" + name, np.asarray(sc.initial[name], dtype=np.float64), 4)},')
+    w("}")
+    w("with torch.no_grad():")
+    w("    for name, value in INITIAL.items():")
+    w("        PARAMS[name].copy_(torch.tensor(value, dtype=DTYPE))")
+    frozen = [p for p in sc.param_names if p not in sc.trainable]
+    if frozen:
+        w("")
+        w("# frozen parameters: their gradient is still computed by nnstep, but they are never updated")
+        w(f"for name in {frozen!r}:")
+        w("    PARAMS[name].requires_grad_(False)")
+    w(f"TRAINABLE = {sc.trainable!r}")
+    w("")
+    # --- loss ---------------------------------------------------------------------------------------
+    w("# --- the loss -----------------------------------------------------------------------------------")
+    kw = [f'reduction="{lo.reduction}"']
+    if lo.type == "smooth_l1":
+        kw.append(f"beta={_f(lo.beta)}")
+    if lo.type == "huber":
+        kw.append(f"delta={_f(lo.delta)}")
+    if lo.type == "cross_entropy" and lo.weight is not None:
+        kw.append(f"weight=torch.tensor({_lit(np.asarray(lo.weight, dtype=np.float64), 0)})")
+    if lo.type == "cross_entropy" and lo.label_smoothing:
+        kw.append(f"label_smoothing={_f(lo.label_smoothing)}")
+    if lo.type == "bce_with_logits" and lo.pos_weight is not None:
+        kw.append(f"pos_weight=torch.tensor({_lit(np.asarray(lo.pos_weight, dtype=np.float64), 0)})")
+    w(f"loss_fn = nn.{LOSSES[lo.type]}({', '.join(kw)})")
+    pred_nd = 1 + len(sc.layers[-1].out_shape)
+    cd = lo.class_dim % pred_nd if lo.type in ("cross_entropy", "nll") else 1
+    probs = lo.type == "cross_entropy" and sc.y.dtype.kind == "f"
+    w("")
+    w("")
+    w("def loss_of(pred, y):")
+    p_expr, y_expr = "pred", "y"
+    if cd != 1:
+        w(f"    # the classes are along dim {lo.class_dim} of the prediction; torch's {LOSSES[lo.type]} wants them at dim 1")
+        p_expr = f"pred.movedim({cd}, 1)"
+        if probs:
+            y_expr = f"y.movedim({cd}, 1)"
+    call = f"loss_fn({p_expr}, {y_expr})"
+    if lo.scale != 1:
+        w(f"    return {call} * {_f(lo.scale)}   # loss.scale")
+    else:
+        w(f"    return {call}")
+    w("")
+    w("")
+    # --- optimizer ----------------------------------------------------------------------------------
+    w("# --- the optimizer (foreach=False: one parameter at a time, the loop torch's documentation shows) --")
+    params = "[PARAMS[name] for name in TRAINABLE]"
+    if not sc.trainable:
+        w("# nothing to train here, but torch's optimizers (and so the schedules) need one parameter:")
+        w("# an empty tensor stands in for it")
+        params = "[torch.zeros(0, requires_grad=True)]"
+    okw = [f"lr={_f(opt.lr)}"]
+    if opt.type == "sgd":
+        cls = "SGD"
+        if opt.momentum:
+            okw.append(f"momentum={_f(opt.momentum)}")
+        if opt.dampening:
+            okw.append(f"dampening={_f(opt.dampening)}")
+        if opt.nesterov:
+            okw.append("nesterov=True")
+    elif opt.type in ("adam", "adamw"):
+        cls = "Adam" if opt.type == "adam" else "AdamW"
+        b1, b2 = opt.betas
+        okw += [f"betas=({_f(b1)}, {_f(b2)})", f"eps={_f(opt.eps)}"]
+    else:
+        cls = "RMSprop"
+        okw += [f"alpha={_f(opt.alpha)}", f"eps={_f(opt.eps)}"]
+        if opt.momentum:
+            okw.append(f"momentum={_f(opt.momentum)}")
+        if opt.centered:
+            okw.append("centered=True")
+    if opt.weight_decay or opt.type == "adamw":       # AdamW's default (0.01) is written out too
+        okw.append(f"weight_decay={_f(opt.weight_decay)}")
+    w(f"optimizer = torch.optim.{cls}({params}, {', '.join(okw)}, foreach=False)")
+    sch = opt.schedule
+    if sch is not None:
+        tname, opts = SCHEDULES[sch.type]
+        skw = ", ".join(f"{tk}={_f(getattr(sch, k))}" for k, tk in opts.items())
+        if sch.type == "cosine" and sch.warmup:
+            w("# a linear warm-up, then the cosine: torch's SequentialLR switches at the milestone")
+            w(f"warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor={_f(sch.warmup_start)}, "
+              f"total_iters={sch.warmup})")
+            w(f"cosine = torch.optim.lr_scheduler.{tname}(optimizer, {skw})")
+            w(f"scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[{sch.warmup}])"
+              "   # stepped after each update")
+        else:
+            w(f"scheduler = torch.optim.lr_scheduler.{tname}(optimizer, {skw})   # stepped after each update")
+    w("")
+    # --- batches ------------------------------------------------------------------------------------
+    w("# --- the batches ---------------------------------------------------------------------------------")
+    B, bs, N = sc.n_batches, sc.batch_size, sc.n_samples
+    n = tr.steps
+    if tr.shuffle:
+        prog = Program(sc)
+        passes = -(-n // B)
+        w(f"# {N} samples in batches of {bs}: step k takes batch b = (k − 1) mod {B} of pass p = (k − 1) // {B}.")
+        w("# shuffle = true: nnstep draws each pass's order from the seed (numpy's PCG64, which torch")
+        w("# does not have), so the orders are written out here, one list of sample indices per pass.")
+        orders = [np.concatenate([np.asarray(prog.batch_indices(p * B + b + 1)) for b in range(B)])
+                  for p in range(passes)]
+        if npz is None:
+            w("ORDER = [")
+            for p, idx in enumerate(orders):
+                w(f"    {idx.tolist()!r},   # pass {p + 1}")
+            w("]")
+        else:
+            w(f"ORDER = {A('order', np.stack(orders), 0)}   # row p - 1: pass p's order")
+        w(f"BATCH_SIZE, N_BATCHES = {bs}, {B}")
+        w("")
+        w("")
+        w("def batch(k):")
+        w("    b, p = (k - 1) % N_BATCHES, (k - 1) // N_BATCHES")
+        w("    idx = torch.tensor(ORDER[p][b * BATCH_SIZE:(b + 1) * BATCH_SIZE])")
+        w("    return X[idx], Y[idx]")
+    elif B == 1:
+        w(f"# train.batch_size = {tr.batch_size}: every step takes the whole data, " +
+          (f"all {N} samples in order" if N > 1 else "its one sample"))
+        w("def batch(k):")
+        w("    return X, Y")
+    else:
+        w(f"# {N} samples in batches of {bs}: step k takes the consecutive slice b = (k − 1) mod {B}")
+        w(f"# (the last may be smaller)")
+        w(f"BATCH_SIZE, N_BATCHES = {bs}, {B}")
+        w("")
+        w("")
+        w("def batch(k):")
+        w("    b = (k - 1) % N_BATCHES")
+        w("    return X[b * BATCH_SIZE:(b + 1) * BATCH_SIZE], Y[b * BATCH_SIZE:(b + 1) * BATCH_SIZE]")
+    w("")
+    w("")
+    # --- JSON ---------------------------------------------------------------------------------------
+    w("def as_json(t):")
+    w('    """A tensor as nested lists of floats; a non-finite number as "nan", "inf" or "-inf" (SPEC §4)."""')
+    w("    def fix(v):")
+    w("        if isinstance(v, list):")
+    w("            return [fix(e) for e in v]")
+    w("        if math.isfinite(v):")
+    w("            return v")
+    w('        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")')
+    w("    return fix(t.detach().to(torch.float64).tolist())")
+    w("")
+    w("")
+    # --- training -----------------------------------------------------------------------------------
+    w("# --- training: the steps nnstep steps through --------------------------------------------------")
+    w(f"STEPS = {n}")
+    w(f'doc = {{"scenario": {json_str(sc.name)}, "dtype": "{sc.dtype}",')
+    w('       "initial": {name: as_json(p) for name, p in PARAMS.items()}, "steps": []}')
+    w("for k in range(1, STEPS + 1):")
+    w("    x, y = batch(k)")
+    if drop:
+        w("    NnstepDropout.step = k")
+    w("    optimizer.zero_grad()")
+    w("    loss = loss_of(net(x), y)                    # forward and loss")
+    if sc.trainable:
+        w("    loss.backward()                              # backward: every .grad")
+    w("    grads = {name: PARAMS[name].grad.clone() for name in TRAINABLE}" +
+      ("   # reported before clipping" if opt.clip_grad_norm is not None else ""))
+    if opt.clip_grad_norm is not None:
+        w(f"    torch.nn.utils.clip_grad_norm_({params}, {_f(opt.clip_grad_norm)}, foreach=False)")
+    if sch is not None:
+        w('    lr = optimizer.param_groups[0]["lr"]          # the lr in force for this step')
+    w("    optimizer.step()                             # update")
+    if sch is not None:
+        w("    scheduler.step()                             # the next step's lr")
+    w("    # nnstep stops at the first operation that produces a NaN/Inf, and that step is not reported")
+    w('    computed = {"loss": loss, **{name + ".grad": g for name, g in grads.items()},')
+    w("                **{name: PARAMS[name] for name in TRAINABLE}}")
+    w("    bad = [name for name, t in computed.items() if not torch.isfinite(t).all()]")
+    w("    if bad:")
+    w('        doc["stopped"] = {"step": k, "op": None, "tensor": bad[0], "reason": "nonfinite"}')
+    w("        break")
+    w('    doc["steps"].append({"step": k, "loss": as_json(loss),')
+    w('                         "grads": {name: as_json(g) for name, g in grads.items()},')
+    w('                         "params": {name: as_json(PARAMS[name]) for name in TRAINABLE}})')
+    if sch is not None:
+        w('    doc["steps"][-1]["lr"] = lr')
+    w("print(json.dumps(doc))")
+    return "\n".join(W) + "\n", A.arrays
+
+
+def _dropout_masks(sc: Scenario, layers) -> dict:
+    """Every step's mask of each dropout layer, as the engine draws them (one run of the program:
+    the mask of step k depends on the step and the batch's shape only)."""
+    from .engine.program import Program
+    from .engine.runner import advance
+
+    prog = Program(sc)
+    env = prog.initial_env()
+    out = {L.name: [] for L in layers}
+
+    def step_done(k1):
+        for L in layers:
+            out[L.name].append(np.asarray(env[L.t("mask")], dtype=np.float64))
+
+    prog.feed(env, 1)
+    advance(prog, env, 1, 0, sc.train.steps * len(prog.ops), sc.train.steps, None, on_boundary=step_done)
+    return out
+
+
+def json_str(s: str) -> str:
+    import json
+    return json.dumps(s)
+
+
+def _doc(s: str) -> str:
+    """Text safe inside a triple-quoted docstring."""
+    return s.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+
+
+def cmd_export(path: str, output: str) -> int:
+    from .fileio import atomic_write_text
+    from .scenario import load_scenario
+
+    import os
+
+    sc = load_scenario(path)
+    d = os.path.dirname(output)
+    if d and not os.path.isdir(d):
+        raise ScenarioError(f'no such folder "{d}"', file=output)
+    if os.path.exists(output) and os.path.samefile(output, path):
+        from .scenario.validate import clean
+        raise ScenarioError(f'"{clean(output)}" is the scenario itself: write the script to another file (-o ref.py)',
+                            where="-o")
+    npz = None
+    if size_of(sc) > INLINE_LIMIT:
+        npz = os.path.splitext(os.path.basename(output))[0] + ".arrays.npz"
+    text, arrays = build(sc, path, npz)
+    if npz is not None:
+        from .fileio import save_npz
+        save_npz(os.path.join(os.path.dirname(output), npz), arrays)
+    atomic_write_text(output, text)
+    import sys
+    beside = f" (and its arrays, {os.path.join(os.path.dirname(output), npz)})" if npz else ""
+    sys.stdout.write(f"wrote {output}{beside}: {sc.name} in PyTorch ({len(sc.layers)} layers, {sc.train.steps} "
+                     f"step{'s' if sc.train.steps != 1 else ''}); run it with `python {output}`\n")
+    return 0
