@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("tui", help="open FILE in the TUI (same as `nnstep FILE`)")
     u.add_argument("file", nargs="?")
+    u.add_argument("--compare", metavar="MINE.npz", default=None,
+                   help="your own values (as for `nnstep compare`): the first differing op marked, f walks them")
+    u.add_argument("--rtol", type=_nonneg_float, default=1e-6, help="with --compare: relative tolerance (1e-6)")
+    u.add_argument("--atol", type=_nonneg_float, default=1e-9, help="with --compare: absolute tolerance (1e-9)")
 
     w = sub.add_parser("serve", help="serve the TUI as a web page (each browser tab its own session)")
     w.add_argument("file")
@@ -198,7 +202,8 @@ def _dispatch(a) -> int:
             return cmd_serve(a.file, a.host, a.port)
         if a.command == "tui" or a.command is None:
             from .tui.launch import cmd_tui
-            return cmd_tui(getattr(a, "file", None) or demo_path())
+            return cmd_tui(getattr(a, "file", None) or demo_path(), getattr(a, "compare", None),
+                           getattr(a, "rtol", 1e-6), getattr(a, "atol", 1e-9))
     except ScenarioError as e:
         sys.stderr.write(f"nnstep: error: {e}\n")
         return 2

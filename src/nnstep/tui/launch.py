@@ -15,10 +15,21 @@ def _load(path: str):
     return load_scenario(path)
 
 
-def cmd_tui(path: str) -> int:
+def cmd_tui(path: str, compare: str | None = None, rtol: float = 1e-6, atol: float = 1e-9) -> int:
     sc = _load(path)               # raises ScenarioError: the CLI prints it and exits 2
+    report = None
+    if compare is not None:        # every bad input of `nnstep compare` is refused before the TUI opens
+        from ..debugger.compare import compare as run_compare, load_tensors
+        from ..errors import ScenarioError
+        report = run_compare(sc, load_tensors(compare), rtol=rtol, atol=atol, source=compare)
+        if report.unknown:
+            u = report.unknown[0]
+            hint = f' (did you mean "{u.suggestion}"?)' if u.suggestion else ""
+            from ..scenario.validate import clean
+            raise ScenarioError(f'no tensor of this scenario is named "{clean(u.tensor)}"{hint}', file=compare,
+                                where=f'"{clean(u.key)}"')
     from .app import NnstepApp
-    app = NnstepApp(sc, path=path)
+    app = NnstepApp(sc, path=path, compare=report)
     app.run()
     return 0 if app.return_code is None else app.return_code
 
