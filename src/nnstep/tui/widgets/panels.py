@@ -445,14 +445,16 @@ class OpPanel(Vertical):
             f_h = max(1, min(f_lines, budget - min(t_need, 4)))
         t_h = min(t_need, budget - f_h)
         panel_h = 3 + f_h + t_h
-        if heat_rows:
-            # a big network: keep the height needed so far, so that stepping does not move the
-            # screen (and costs no relayout); a small one takes only what its numbers need, so the
-            # layers table and the lesson's text below keep their room
-            key = (W, max_h)
-            panel_h = min(max_h, max(panel_h, self._stage_h.get(key, 0)))
-            self._stage_h[key] = panel_h
-            t_h = panel_h - 3 - f_h
+        # keep the height needed so far (a big network: over the run; a small one: within the
+        # stage), so that stepping does not move the layers table below (a relayout and a repaint
+        # of the whole table per key); a small network's panel still shrinks at the next stage,
+        # so the layers table and the lesson's text keep their room
+        key = (W, max_h) if heat_rows else (W, max_h, stage)
+        panel_h = min(max_h, max(panel_h, self._stage_h.get(key, 0)))
+        if not heat_rows:
+            self._stage_h = {k: v for k, v in self._stage_h.items() if len(k) == 2 or k[2] == stage}
+        self._stage_h[key] = panel_h
+        t_h = panel_h - 3 - f_h
         _update(self.query_one("#op-formula", Static), f, f.plain)
         # place the boxes
         heat_h = (max(self.MIN_HEAT_H, (t_h - fixed_h) // len(heat_rows)) if heat_rows else 0)
