@@ -386,7 +386,7 @@ class Softmax(LayerType):
     def infer(cls, opts, in_shapes):
         s = in_shapes[0]
         if len(s) < 1:
-            raise ShapeError("softmax needs a feature dimension")
+            raise ShapeError(f"{cls.type} needs a feature dimension")
         _check_dim(opts["dim"], s)
         return s, {}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from .catalog import LayerType, ShapeError, _check_dim, _dim_text, fmt_shape
+from .catalog import LayerType, ShapeError, Softmax, _check_dim, _dim_text, fmt_shape
 from .formula import Const, Count, F, Formula, Ref
 
 SAME = "kernel_size"          # the default stride: the kernel size, as torch's stride=None
@@ -139,17 +139,9 @@ class Dropout(LayerType):
                  gin=n.gin, g=n.g, mask=n.e("mask"))
 
 
-class LogSoftmax(LayerType):
+class LogSoftmax(Softmax):
+    """softmax's option (dim) and shape rule; its own formulas."""
     type = "log_softmax"
-    options = {"dim": (-1, "int")}
-
-    @classmethod
-    def infer(cls, opts, in_shapes):
-        s = in_shapes[0]
-        if len(s) < 1:
-            raise ShapeError("log_softmax needs a feature dimension")
-        _check_dim(opts["dim"], s)
-        return s, {}
 
     @classmethod
     def fwd_formula(cls, L, n):
