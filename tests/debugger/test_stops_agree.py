@@ -81,3 +81,41 @@ def test_run_trace_and_session_stop_at_the_same_place(tmp_path, capsys):
         assert rc == (1 if run else 0)
         fired += run is not None
     assert fired >= 30                   # most of them fire somewhere, so the comparison says something
+
+
+GRAD_IN_OVERFLOW = """
+[data]
+x = [[1e-250, 1e-250]]
+y = [[0.0]]
+[[layers]]
+type = "linear"
+out = 1
+weight = [[1e200, 1e200]]
+bias = false
+[loss]
+type = "mse"
+scale = 1e200
+[optimizer]
+type = "sgd"
+lr = 0.0
+[train]
+steps = 8
+"""
+
+
+def test_an_inf_born_in_the_batchs_gradient_stops_run_and_the_session_alike(tmp_path):
+    """dLoss/d(input) of the first layer is left out by `run` and by a long continue (nothing reads
+    it); where it could overflow it is computed all the same, so both stop where it is born:
+    g = 1e200·2·(ŷ − y) with ŷ = 2e-50, and g·W = 4e150·1e200 = 4e350 > 1.8e308."""
+    import json
+    import subprocess
+    import sys
+    p = tmp_path / "net.toml"
+    p.write_text(GRAD_IN_OVERFLOW)
+    s = nnstep.Session(str(p))
+    stop = s.run()
+    assert (stop.reason, stop.op, stop.tensor) == ("nonfinite", "backward linear1", "linear1.grad_in")
+    r = subprocess.run([sys.executable, "-m", "nnstep", "run", str(p), "--json"], capture_output=True, text=True)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and doc["stopped"]["op"] == "backward linear1"
+    assert doc["stopped"]["tensor"] == "linear1.grad_in"

@@ -115,7 +115,7 @@ class OpRecord:
 
 def _record(op: Op, k: int, ins: dict, env: dict) -> OpRecord:
     """The record of ``op``, run in step k, whose outputs are (still) in ``env``."""
-    return OpRecord(k, op.index, op, ins, {n: env[n] for n in op.outputs})
+    return OpRecord(k, op.index, op, ins, {n: env[n] for n in op.outputs if n in env})  # (a lean run: some left out)
 
 
 class Session:
@@ -283,7 +283,8 @@ class Session:
 
     # --- the one loop every move goes through -----------------------------------------------------
     def _loop(self, env: dict, k: int, i: int, end: int, *, live: bool, near: int | None = None,
-              check: bool = False, first: bool = False, sink: Callable[[Stop], bool] | None = None):
+              check: bool = False, first: bool = False, sink: Callable[[Stop], bool] | None = None,
+              fast: tuple | None = None):
         """Run ops from (k, i) in ``env`` until linear position ``end``, through the one op runner.
 
         ``live``: ``env`` is the cursor's; record losses, make checkpoints and step-start
@@ -294,6 +295,9 @@ class Session:
         that op are still in ``env`` when this returns (nothing has run since), so the caller builds
         its record from them."""
         M, prog = self.M, self.program
+        detector = self._detector
+        if fast is not None:                # (a Program that leaves out what no later op reads, its detector)
+            prog, detector = fast
         start = (k - 1) * M + i
         last = [None]
         on_op = on_boundary = None
@@ -327,7 +331,7 @@ class Session:
                         self._ckpt[kk] = prog.checkpoint(env)
                     if kk >= near - 1:
                         self._starts[kk] = (dict(env), _record(*last[0], env))
-        k, i, halted = advance(prog, env, k, i, end, self.N, self._detector if check else None, first=first,
+        k, i, halted = advance(prog, env, k, i, end, self.N, detector if check else None, first=first,
                                sink=sink, on_op=on_op, on_boundary=on_boundary)
         self.ops_executed += (k - 1) * M + i - start
         return k, i, last[0], halted
@@ -474,6 +478,23 @@ class Session:
 
     def _index_breakpoints(self):
         self._detector = Detector(self.ops, self.breakpoints, nonfinite=self._nonfinite)
+        self._fast = None                   # rebuilt on demand: it depends on the breakpoints
+
+    def _fast_program(self):
+        """For a long continue: (a Program that leaves out dLoss/d(the batch) of the layers reading
+        it, as `nnstep run` does, unless a `when` condition reads it; its Detector), or None. Where
+        that gradient could be born Inf or NaN it is computed all the same, so the stops are the
+        ones full stepping finds."""
+        if self._fast is None:
+            sc = self.scenario
+            skip = {L.t("grad_in") for L in sc.layers if L.inputs == ("input",)}
+            skip -= {bp.when.tensor for bp in self.breakpoints if bp.when is not None and bp.when.kind == "compare"}
+            if not skip:
+                self._fast = False
+            else:
+                prog = Program(sc, skip=skip)
+                self._fast = (prog, Detector(prog.ops, self.breakpoints, nonfinite=self._nonfinite))
+        return self._fast or None
 
     def has_op_breakpoint(self, op_name: str) -> bool:
         return op_name in self._detector.op_names
@@ -533,17 +554,24 @@ class Session:
         def sink(s: Stop) -> bool:
             found.append(s)
             return True
+        # a long continue runs the lean program and then re-derives the last two steps with the
+        # whole one, so that where it stops every tensor is what stepping there gives, bit for bit;
+        # the step-start copies made on the way are dropped (they lack what the lean program leaves
+        # out), the checkpoints kept (they hold only the persistent state, the same either way)
+        fast = self._fast_program() if end - self._lin() > 3 * M else None
         first = True
         while self._lin() < end:
             here = self._lin()
             chunk_end = end if should_stop is None else min(end, here + max(1, check_every))
-            self._live(chunk_end, check=True, first=first, sink=sink)
+            self._live(chunk_end, check=True, first=first, sink=sink, fast=fast)
             first = False
             if found:
                 break
             if should_stop is not None and self._lin() < end and should_stop():
                 found.append(Stop("interrupted", self._k, self._i))
                 break
+        if fast is not None:
+            self._rederive()
         if found:
             self.last_stop = found[0]
         elif self.at_end:
@@ -551,6 +579,23 @@ class Session:
         else:
             self.last_stop = Stop("until", self._k, self._i)
         return self.last_stop
+
+    def _rederive(self):
+        """After a lean run: the cursor's position re-run with the whole program from the latest
+        checkpoint at or before the step before it (at most two steps of work)."""
+        k, i = self._k, self._i
+        there = (k - 1) * self.M + i
+        c = max(c for c in self._ckpt if c <= max(1, k - 1))
+        self._starts = {}
+        env = dict(self._ckpt[c])
+        self.program.feed(env, c)
+        self._env = env
+        self._k, self._i = c, 0
+        self.last_record = None
+        if c == 1:
+            self._starts[1] = (dict(env), None)
+        self._live(there, near=k)
+        self._prune()
 
     def reverse_run(self, should_stop: Callable[[], bool] | None = None, check_every: int = 64) -> Stop:
         """Back to the latest position before the cursor where run() would have stopped (a

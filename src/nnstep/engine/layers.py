@@ -91,6 +91,16 @@ class Layer:
 
 
 # ------------------------------------------------------------------------------------------------
+def may_overflow(g, W, terms: int) -> bool:
+    """Whether a sum of ``terms`` products of elements of g and W could leave the dtype's range.
+    A grad_in nothing reads (``need_in=False``) is still computed then, so that an Inf or NaN it
+    would be born with is still found where it is born (the stop detector checks what is written)."""
+    with np.errstate(all="ignore"):
+        a, b = float(np.max(np.abs(g))) if g.size else 0.0, float(np.max(np.abs(W))) if W.size else 0.0
+    big = float(np.finfo(g.dtype).max) if g.dtype.kind == "f" else math.inf
+    return not (a * b * terms < big / 4)
+
+
 class Linear(Layer):
     type = "linear"
 
@@ -108,6 +118,8 @@ class Linear(Layer):
             grads = {"weight": g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])}
         if "bias" in P:
             grads["bias"] = np.add.reduce(g.reshape(-1, g.shape[-1]), axis=0)
+        if not need_in and may_overflow(g, W, W.shape[0]):
+            need_in = True
         return (g @ W if need_in else None), grads, None
 
     def value_rule(self, idx, V):
@@ -185,7 +197,7 @@ class _ConvNd(Layer):
         grads = {"weight": gW}
         if "bias" in P:
             grads["bias"] = g.sum(axis=tuple([0] + sp_axes))
-        if not need_in:
+        if not need_in and not may_overflow(g, W, W.size // max(1, W.shape[1])):
             return None, grads, None
         # grad_in: scatter g through every kernel offset
         padded = tuple(x.shape[2 + d] + 2 * p[d] for d in range(nd))

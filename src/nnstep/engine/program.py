@@ -155,6 +155,9 @@ class Program:
                         env[name] = v
                 else:
                     env[gins[0]] = gin
+            elif kw:                        # left out: no older value may stand in for it
+                for name in gins:
+                    env.pop(name, None)
         return run
 
     def _step(self, op: Op):

@@ -133,7 +133,9 @@ class Detector:
             if bps:
                 self.after[op.index] = bps
         # what each op's NaN/Inf check looks at: the outputs it computes
-        self.checked = [tuple(t for t in op.outputs if t not in skip) for op in ops]
+        # every output, left-out ones included: a Program that leaves a tensor out writes none (a
+        # stale value is removed), and computes it anyway where it could be born non-finite
+        self.checked = [tuple(op.outputs) for op in ops]
         # inputs an op overwrites (update P reads and writes P): their old values are kept to judge
         # whether the op's inputs were finite
         self.overwritten = [tuple(t for t in op.inputs if t in op.outputs) for op in ops]
