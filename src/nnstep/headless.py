@@ -3,7 +3,6 @@ runner (:func:`nnstep.engine.runner.advance`) and the one stop detector that the
 uses too, so they stop where the TUI stops. No Textual here (a test proves it)."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -75,9 +74,10 @@ def keep_freed_memory() -> None:
 
 
 def cmd_run(path: str, steps: int | None, as_json: bool, save: str | None, honor_breakpoints: bool = True) -> int:
-    keep_freed_memory()
     sc = load_scenario(path)
     n = _steps(sc, steps)
+    if n > 10:                      # worth it over many steps; a short run saves importing ctypes
+        keep_freed_memory()
     prog = Program(sc, skip=run_skip(sc, honor_breakpoints))
     env = prog.initial_env()
     prog.feed(env, 1)
@@ -118,6 +118,7 @@ def cmd_run(path: str, steps: int | None, as_json: bool, save: str | None, honor
                "initial": {p: jsonio.arr(v) for p, v in initial.items()}, "steps": rows}
         if stopped is not None:
             doc["stopped"] = stopped.as_json()
+        import json
         json.dump(doc, sys.stdout)
         _out()
     if stopped is not None:
@@ -179,6 +180,7 @@ def cmd_trace(path: str, steps: int | None, as_json: bool, honor_breakpoints: bo
         doc = {"scenario": sc.name, "ops": ops_out}
         if stopped:
             doc["stopped"] = stopped.as_json()
+        import json
         json.dump(doc, sys.stdout)
         _out()
     if stopped:
@@ -247,6 +249,7 @@ def cmd_gradcheck(path: str, tol: float, eps: float, max_elements: int, as_json:
     rows = gradcheck(sc, eps=eps, max_elements=max_elements)
     fail = [r for r in rows if not (r[3] <= tol)]
     if as_json:
+        import json
         json.dump({"scenario": sc.name, "tolerance": tol, "eps": eps, "params": [
             {"param": r[0], "shape": list(r[1]), "checked": r[2], "worst_error": jsonio.num(r[3]), "index": list(r[4]),
              "analytic": jsonio.num(r[5]), "numeric": jsonio.num(r[6]), "ok": r[3] <= tol} for r in rows]}, sys.stdout)
@@ -292,6 +295,7 @@ def cmd_explain(path: str, element: str, step: int, as_json: bool) -> int:
         d = ex.as_json()
         d["value"] = jsonio.num(d["value"]) if d["value"] is not None else None
         d["engine_value"] = jsonio.num(d["engine_value"]) if d["engine_value"] is not None else None
+        import json
         json.dump(d, sys.stdout)
         _out()
     else:
@@ -309,6 +313,7 @@ def cmd_compare(path: str, mine: str, as_json: bool, rtol: float, atol: float) -
     tensors = load_tensors(mine)
     rep = compare(sc, tensors, rtol=rtol, atol=atol, source=mine)
     if as_json:
+        import json
         json.dump(rep.as_json(), sys.stdout)
         _out()
     else:
