@@ -213,9 +213,13 @@ def main():
         one = [nnstep, "run", "mlp.toml", "--steps", "1"]
         imp = [sys.executable, "-c", "import numpy"]
         t1, ti, c1, ci, t0, c0 = [], [], [], [], [], []
-        for r in range(a.rounds):
-            t1.append(timed(one, d)[0]); c1.append(CPU[-1])
-            ti.append(timed(imp, d)[0]); ci.append(CPU[-1])
+        for r in range(max(15, 3 * a.rounds) if not a.smoke else 2):     # cheap: more samples, alternated
+            if r % 2:
+                ti.append(timed(imp, d)[0]); ci.append(CPU[-1])
+                t1.append(timed(one, d)[0]); c1.append(CPU[-1])
+            else:
+                t1.append(timed(one, d)[0]); c1.append(CPU[-1])
+                ti.append(timed(imp, d)[0]); ci.append(CPU[-1])
             if old is not None:
                 t0.append(timed(old[:-1] + ["1"], d)[0]); c0.append(CPU[-1])
         print(f"start-up: run --steps 1 median {statistics.median(t1) * 1000:.0f} ms, import numpy "

@@ -19,8 +19,9 @@ the bare loop over the ops' functions that `nnstep run` needs.
 """
 from __future__ import annotations
 
+from ..spec.records import record
+
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -31,7 +32,7 @@ from ..spec.stats import all_finite, first_nonfinite
 REASONS = ("breakpoint", "nonfinite", "until", "end", "start", "interrupted")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Stop:
     """Why the cursor stopped: where, which breakpoint (its key path in the scenario and what it
     watches), which op triggered it, and for a condition or a NaN/Inf which tensor and value (the

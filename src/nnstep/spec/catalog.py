@@ -12,8 +12,9 @@ Option kinds (checked by the loader): ``posint`` > 0, ``nonnegint`` >= 0, ``posf
 """
 from __future__ import annotations
 
+from .records import record
+
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from .formula import Const, Count, F, Formula, Ref, StepNum, StepPow, Sym
@@ -30,7 +31,7 @@ def fmt_shape(s) -> str:
 # =================================================================================================
 # Layers
 # =================================================================================================
-@dataclass(frozen=True)
+@record(frozen=True)
 class Step:
     """One operation of a layer that takes several (attention's sub-steps, an RNN's time steps):
     ``forward <layer> <suffix>`` / ``backward <layer> <suffix>``. ``ins``/``outs`` are

@@ -18,14 +18,15 @@ written in the catalogue with :func:`F`, from a template of nnstep's own (never 
 """
 from __future__ import annotations
 
+from .records import record
+
 import re
-from dataclasses import dataclass
 from typing import Mapping, Union
 
 import numpy as np
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Ref:
     name: str
     role: str = ""
@@ -36,13 +37,13 @@ class Ref:
                                           # positions a..b−1 along axis, written "[:, a:b]"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Const:
     symbol: str
     value: float
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Count:
     """A size of this step's tensor ``tensor``: the product of its ``axes`` (None: every axis)."""
     symbol: str
@@ -50,18 +51,18 @@ class Count:
     axes: tuple[int, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Sym:
     text: str
     of: "Ref | None" = None      # the tensor (slice) it stands for: its numbers fill it in (an LSTM's gate f)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class StepPow:
     """``ᵗ``: the step number as an exponent (Adam's 1 − β1ᵗ)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class StepNum:
     """``t``: the step number itself (a schedule's epoch), written as a number with the values."""
     symbol: str = "t"
@@ -70,7 +71,7 @@ class StepNum:
 Part = Union[Ref, Const, Count, Sym, StepPow, StepNum, str]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Clause:
     lhs: tuple[Part, ...]
     rhs: tuple[Part, ...] = ()
@@ -200,7 +201,7 @@ def _const(v: float) -> str:
     return f"{v:g}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ClauseView:
     """One clause, as text and with the numbers: ``lhs arrow rhs`` and ``num_lhs arrow num_rhs``.
     ``filled``: some tensor of it was written as numbers (else the numbers line says nothing new)."""

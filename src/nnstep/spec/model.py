@@ -3,13 +3,15 @@ inferred, missing parameters are initialized, data is loaded. The scenario loade
 the engine consumes it; this module imports neither."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from .records import Factory, record
+
 from typing import Any
 
 import numpy as np
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LayerSpec:
     index: int
     type: str
@@ -81,7 +83,7 @@ class TrainSpec:
     shuffle: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Condition:
     """`<tensor> <stat> <op> <number>` or `nonfinite`. Parsed, never evaluated."""
     kind: str                          # "compare" | "nonfinite"
@@ -101,7 +103,7 @@ class Condition:
         return bool(ok), s
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Breakpoint:
     where: str                         # key path, e.g. "breakpoints[1]"
     op: str | None = None
@@ -116,7 +118,7 @@ class Breakpoint:
         return f'when "{self.when.text}"'
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Expect:
     where: str                         # key path, e.g. "expect[0]"
     step: int
@@ -127,7 +129,7 @@ class Expect:
     line: int | None = None
 
 
-@dataclass
+@record
 class Scenario:
     path: str                          # the file as the user named it ("<string>" when loaded from text)
     name: str
@@ -141,8 +143,8 @@ class Scenario:
     optimizer: OptimizerSpec
     train: TrainSpec
     initial: dict[str, np.ndarray]     # every parameter by name "<layer>.<param>", frozen included
-    breakpoints: list[Breakpoint] = field(default_factory=list)
-    expects: list[Expect] = field(default_factory=list)
+    breakpoints: list[Breakpoint] = Factory(list)
+    expects: list[Expect] = Factory(list)
     source: str = ""                   # the TOML text, for reloading and display
 
     @property
