@@ -155,7 +155,7 @@ async def abuse(src: str, workdir, n_keys: int, seed: int, label: str) -> dict:
                     w, h = forced.get(j) or rng.choice(SIZES)
                     log.append(f"<{w}x{h}>")
                     await asyncio.wait_for(pilot.resize_terminal(w, h), 30)
-                    await pilot.pause()
+                    await asyncio.wait_for(pilot.pause(), 30)
                     assert tuple(app.size) == (w, h), where()
                     fig["resizes"] += 1
                 if rng.random() < 0.005:
@@ -180,7 +180,10 @@ async def abuse(src: str, workdir, n_keys: int, seed: int, label: str) -> dict:
                     raise AssertionError(f"the app raised {app._exception!r}: {where()}") from app._exception
                 assert app.is_running, f"the app exited: {where()}"
                 if j % 100 == 99:
-                    await pilot.pause()             # a real idle wait, now and then
+                    try:                            # a real idle wait, now and then
+                        await asyncio.wait_for(pilot.pause(), 30)
+                    except asyncio.TimeoutError:
+                        raise AssertionError(f"the app never went idle: {where()}") from None
                 status = _text(app.query_one(StatusBar))
                 assert "error while running" not in status, f"{status}: {where()}"
                 fig["nonfinite_seen"] |= "non-finite" in status or "NaN" in status or "Inf" in status
@@ -201,10 +204,13 @@ async def abuse(src: str, workdir, n_keys: int, seed: int, label: str) -> dict:
                     if k <= N:
                         assert f"op {i + 1}/{M}" in head, f"header {head!r}: {where()}"
             # stop whatever is running (Esc interrupts), let the worker finish, close any modal
-            for _ in range(6):
-                await pilot.press("escape")
-            await app.workers.wait_for_complete()
-            await pilot.pause()
+            try:                                # a hang fails here, with where it was, within a minute
+                for _ in range(6):
+                    await asyncio.wait_for(pilot.press("escape"), 30)
+                await asyncio.wait_for(app.workers.wait_for_complete(), 60)
+                await asyncio.wait_for(pilot.pause(), 30)
+            except asyncio.TimeoutError:
+                raise AssertionError(f"stopping the app hung: {where()}") from None
             assert not app.running and app.screen is app.screen_stack[0], where()
             assert app._exception is None, where()
             # nothing the keys did left the session's values differing from a fresh session's at
