@@ -1,4 +1,4 @@
-"""The baseline of bench_pty.py: a trivial Textual app, one label updated per key (the floor of
+"""The baseline of bench_tui.py: a trivial Textual app, one label updated per key (the floor of
 Textual plus the terminal). Its first line reads ``count N``."""
 from textual.app import App, ComposeResult
 from textual.widgets import Label

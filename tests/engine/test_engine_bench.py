@@ -17,11 +17,11 @@ def test_bench_run_smoke():
     assert "headless ratio" in lines[-1]
 
 
-def test_bench_pty_smoke():
+def test_bench_tui_smoke():
     """The real-terminal benchmark drives nnstep and the trivial app in a pty (no timing asserted)."""
     import pytest
     pytest.importorskip("pyte")
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_pty.py"), "--smoke",
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_tui.py"), "--smoke",
                         os.path.join(ROOT, "scenarios", "classic.toml")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

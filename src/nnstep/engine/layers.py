@@ -95,9 +95,14 @@ def may_overflow(g, W, terms: int) -> bool:
     """Whether a sum of ``terms`` products of elements of g and W could leave the dtype's range.
     A grad_in nothing reads (``need_in=False``) is still computed then, so that an Inf or NaN it
     would be born with is still found where it is born (the stop detector checks what is written)."""
-    with np.errstate(all="ignore"):
-        a, b = float(np.max(np.abs(g))) if g.size else 0.0, float(np.max(np.abs(W))) if W.size else 0.0
+    if not g.size or not W.size:
+        return False
     big = float(np.finfo(g.dtype).max) if g.dtype.kind == "f" else math.inf
+    with np.errstate(all="ignore"):            # max and min: no |·| copy on the hot path
+        a = max(float(g.max()), -float(g.min()))
+        if a * terms < 0.25:                   # |W| ≤ big (finite), so the sum stays under big/4:
+            return False                       # no need to look at W (the usual case)
+        b = max(float(W.max()), -float(W.min()))
     return not (a * b * terms < big / 4)
 
 
