@@ -558,7 +558,8 @@ class Session:
         # whole one, so that where it stops every tensor is what stepping there gives, bit for bit;
         # the step-start copies made on the way are dropped (they lack what the lean program leaves
         # out), the checkpoints kept (they hold only the persistent state, the same either way)
-        fast = self._fast_program() if end - self._lin() > 3 * M else None
+        # off: one CI run in two hung in the random-key TUI test since this went in (not diagnosed)
+        fast = None
         first = True
         while self._lin() < end:
             here = self._lin()
