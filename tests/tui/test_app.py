@@ -12,7 +12,7 @@ from nnstep.tui.app import ACTIONS, NnstepApp
 from nnstep.tui.screens.dialogs import GotoScreen, HelpScreen
 from nnstep.tui.screens.tensor import TensorGrid, TensorScreen
 from nnstep.tui.widgets.panels import HeaderBar, StatusBar
-from nnstep.tui.widgets.tensor import TensorView
+from nnstep.tui.widgets.tensor import TensorCanvas
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZE = (120, 40)
@@ -128,7 +128,7 @@ async def test_nan_stop_names_the_op_and_tensor():
         st = text(app.query_one(StatusBar))
         assert "forward linear1" in st and "linear1.out" in st and "non-finite" in st
         assert app.session.last_stop.reason == "nonfinite"
-        out = [v for v in app.query(TensorView) if v.tensor_name == "linear1.out"][0]
+        out = [v for v in app.query_one(TensorCanvas).visible() if v.tensor_name == "linear1.out"][0]
         assert "+Inf" in "".join(out.render_line(y).text for y in range(out.size.height))
 
 
@@ -148,11 +148,11 @@ async def test_adam_breakpoint_from_the_file_then_update_op_panel():
         assert app.session.current_op.name == "update linear1.weight"
         assert "breakpoints[0]" in text(app.query_one(StatusBar))
         await pilot.press("n")
-        names = [v.tensor_name for v in app.query(TensorView) if v.display and v.tensor_name]
+        names = [v.tensor_name for v in app.query_one(TensorCanvas).visible() if v.display and v.tensor_name]
         assert names == ["linear1.weight", "linear1.weight.grad", "linear1.weight.m", "linear1.weight.v",
                          "linear1.weight.m_hat", "linear1.weight.v_hat", "linear1.weight.delta",
                          "linear1.weight"]
-        roles = [v.border_title for v in app.query(TensorView) if v.display and v.tensor_name]
+        roles = [v.border_title for v in app.query_one(TensorCanvas).visible() if v.display and v.tensor_name]
         assert roles[0] == "old" and roles[-1] == "new" and roles[-2] == "change Δ"
 
 
@@ -214,7 +214,7 @@ async def test_digits_keys_change_the_precision():
         assert app.digits == d + 1
         await pilot.press("minus", "minus")
         assert app.digits == d - 1
-        v = [v for v in app.query(TensorView) if v.tensor_name == "linear1.out"][0]
+        v = [v for v in app.query_one(TensorCanvas).visible() if v.tensor_name == "linear1.out"][0]
         assert v.digits == d - 1
 
 
@@ -223,9 +223,14 @@ async def test_enter_opens_the_focused_tensor_with_indices():
     app = make_app(sc("large.toml"))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("n")
-        views = [v for v in app.query(TensorView) if v.display]
+        views = [v for v in app.query_one(TensorCanvas).visible() if v.display]
         assert any(v.mode() == "heatmap" for v in views)
-        views[1].focus()                       # linear1.weight, 32x48
+        canvas = app.query_one(TensorCanvas)
+        canvas.focus()                          # Tab onto the tensors, then right: the second box
+        await pilot.pause()
+        assert canvas.selected_box() is views[0]
+        await pilot.press("right")
+        assert canvas.selected_box() is views[1]   # linear1.weight, 32x48
         await pilot.press("enter")
         assert isinstance(app.screen, TensorScreen) and app.screen.tname == "linear1.weight"
         g = app.screen.query_one(TensorGrid)
@@ -241,7 +246,7 @@ async def test_small_tensors_show_numbers_and_nan_is_marked_in_the_grid():
     app = make_app(sc("nan.toml"))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("n")
-        v = [v for v in app.query(TensorView) if v.tensor_name == "input"][0]
+        v = [v for v in app.query_one(TensorCanvas).visible() if v.tensor_name == "input"][0]
         assert v.mode() == "numbers"
         app.open_tensor_by_name("linear1.out")
         await pilot.pause()
@@ -368,7 +373,7 @@ async def test_resize_to_80x24_and_back():
         await pilot.resize_terminal(80, 24)
         await pilot.pause()
         assert app.screen.has_class("-narrow") and app.screen.has_class("-short")
-        v = [v for v in app.query(TensorView) if v.display and v.tensor_name]
+        v = [v for v in app.query_one(TensorCanvas).visible() if v.display and v.tensor_name]
         assert all(w.size.width > 0 and w.size.height > 0 for w in v)
         assert all(w.mode() == "numbers" for w in v)         # tiny tensors still show numbers
         await pilot.press("n")
@@ -467,7 +472,7 @@ async def test_small_net_backward_op_shows_every_number_and_full_titles():
             for _ in range(8):
                 await pilot.press("n")
             await pilot.pause()
-            views = [v for v in app.query(TensorView) if v.display and v.tensor_name]
+            views = [v for v in app.query_one(TensorCanvas).visible() if v.display and v.tensor_name]
             assert len(views) == 6
             for v in views:
                 assert v.mode() == "numbers"

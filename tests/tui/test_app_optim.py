@@ -5,7 +5,7 @@ import os
 
 from nnstep.tui import make_app
 from nnstep.tui.widgets.panels import HeaderBar
-from nnstep.tui.widgets.tensor import TensorView
+from nnstep.tui.widgets.tensor import TensorCanvas
 
 LESSONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scenarios")
 SIZE = (120, 40)
@@ -16,7 +16,7 @@ def text(widget) -> str:
 
 
 def shown(app):
-    return [v.tensor_name for v in app.query(TensorView) if v.display and v.tensor_name]
+    return [v.tensor_name for v in app.query_one(TensorCanvas).visible() if v.display and v.tensor_name]
 
 
 async def test_header_shows_the_lr_in_force():

@@ -11,7 +11,7 @@ from nnstep.debugger.compare import compare, load_tensors
 from nnstep.scenario import load_scenario
 from nnstep.tui import make_app
 from nnstep.tui.widgets.panels import ProgramView, StatusBar
-from nnstep.tui.widgets.tensor import TensorView
+from nnstep.tui.widgets.tensor import TensorCanvas
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LESSON = os.path.join(ROOT, "scenarios", "your-own-backprop")
@@ -43,7 +43,7 @@ async def test_the_differing_ops_are_marked_and_f_goes_to_each_with_both_values(
         await pilot.pause()
         k, i = app.session.position
         assert (k, i - 1) == first.position                        # the op just ran is the first difference
-        box = next(v for v in app.query(TensorView) if v.display and v.tensor_name == "sigmoid1.grad_in")
+        box = next(v for v in app.query_one(TensorCanvas).visible() if v.display and v.tensor_name == "sigmoid1.grad_in")
         lines = [s.text for s in box._strips] if box._strips else []
         text = "\n".join(lines)
         # nnstep's 0.28125 beside the user's 1.125 (sigmoid1.grad_out: the local derivative left out)

@@ -24,7 +24,7 @@ from . import view
 from .screens.dialogs import GotoScreen, HelpScreen
 from .screens.tensor import TensorScreen
 from .widgets.panels import DiagramView, GradNorms, HeaderBar, KeyBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
-from .widgets.tensor import MAX_NUMBERS, TensorView, has_nonfinite
+from .widgets.tensor import MAX_NUMBERS, TensorCanvas, has_nonfinite
 
 THEME = "textual-dark"
 
@@ -263,7 +263,7 @@ class NnstepApp(App):
     def action_layers(self) -> None:
         self.layers_toggled = not self.layers_toggled
         self._apply_layers_shown()
-        self.query_one(OpPanel)._placed = None
+        self.query_one(OpPanel)._heights = None
         self.refresh_view()
 
     def _op_room(self, layer_rows: int) -> tuple[int, int]:
@@ -494,19 +494,19 @@ class NnstepApp(App):
 
     # --- tensors and explanations -----------------------------------------------------------------
     def action_open_tensor(self) -> None:
-        f = self.focused
-        view = f if isinstance(f, TensorView) and f.tensor_name else None
-        if view is None:
-            views = [v for v in self.query(TensorView) if v.display and v.tensor_name and v.value is not None]
-            view = views[0] if views else None
-        if view is None or view.value is None:
+        canvas = self.query_one(TensorCanvas)
+        box = canvas.selected_box()
+        if box is None:
+            boxes = [b for b in canvas.visible() if b.tensor_name and b.value is not None]
+            box = boxes[0] if boxes else None
+        if box is None or box.value is None:
             self.notify("no tensor to open here", severity="warning")
             return
-        self._open(view.tensor_name, view.value)
+        self._open(box.tensor_name, box.value)
 
-    def on_tensor_view_open(self, message: TensorView.Open) -> None:
-        if message.view.value is not None and not self.running:
-            self._open(message.view.tensor_name, message.view.value)
+    def on_tensor_canvas_open(self, message: TensorCanvas.Open) -> None:
+        if message.box.value is not None and not self.running:
+            self._open(message.box.tensor_name, message.box.value)
 
     def open_tensor_by_name(self, name: str) -> None:
         v = self.session.value(name)
@@ -533,8 +533,8 @@ class NnstepApp(App):
         """Explain the focused tensor, else the first gradient the last op wrote, else any gradient
         this step has computed."""
         s = self.session
-        f = self.focused
-        if isinstance(f, TensorView) and f.tensor_name and f.value is not None:
+        f = self.query_one(TensorCanvas).selected_box()
+        if f is not None and f.value is not None:
             self.explain_tensor(f.tensor_name)
             return
         cands = []

@@ -11,14 +11,14 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Container, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
 from .. import diagram
 from ..format import as_2d, compact, grid_2d, num
-from .tensor import TensorView, has_nonfinite, natural_size
+from .tensor import TensorCanvas, has_nonfinite, natural_size
 
 def _update(widget: Static, content, key) -> None:
     """Static.update without a new layout, skipped when nothing changed."""
@@ -394,10 +394,7 @@ class OpPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(id="op-title")
         yield Static(id="op-formula")
-        with VerticalScroll(id="op-tensors"):
-            with Container(id="op-canvas"):
-                for k in range(self.SLOTS):
-                    yield TensorView(id=f"slot{k}")
+        yield TensorCanvas(self.SLOTS, id="op-tensors")
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -495,34 +492,30 @@ class OpPanel(Vertical):
         self._fill(slots, digits)
 
     def _apply(self, panel_h, f_h, canvas_h, placed):
-        layout = (panel_h, f_h, canvas_h, placed)
-        if layout == self._placed:
-            return
-        self._placed = layout
-        self.styles.height = panel_h
-        self.query_one("#op-formula").styles.height = f_h
-        self.query_one("#op-canvas").styles.height = max(1, canvas_h)
-        shown = {j: (x, yy, w, h) for j, x, yy, w, h in placed}
-        for k in range(self.SLOTS):
-            v = self.query_one(f"#slot{k}", TensorView)
-            if k in shown:
-                x, yy, w, h = shown[k]
-                v.styles.offset = (x, yy)
-                v.styles.width = w
-                v.styles.height = h
-                v.display = True
-            elif v.display:
-                v.display = False
+        """Heights (a relayout only when one changes: at a new stage, rarely within one) and the
+        boxes' places on the canvas (never a relayout)."""
+        heights = (panel_h, f_h)
+        if heights != getattr(self, "_heights", None):
+            self._heights = heights
+            self.styles.height = panel_h
+            self.query_one("#op-formula").styles.height = f_h
+        self._placed = (panel_h, f_h, canvas_h, placed)
+        self.query_one(TensorCanvas).place(placed)
 
     def _fill(self, slots, digits):
-        for k in range(self.SLOTS):
-            v: TensorView = self.query_one(f"#slot{k}", TensorView)
+        canvas = self.query_one(TensorCanvas)
+        compare = getattr(self, "_compare", {})
+        for k, box in enumerate(canvas.boxes):
             if k < len(slots):
                 role, name, value, written = slots[k]
-                v.show(name, value, role=role, written=written, digits=digits,
-                       compare=getattr(self, "_compare", {}).get(name))
+                box.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name))
             else:
-                v.show(None, None)
+                box.show(None, None)
+        canvas.redraw()
+
+    def boxes(self) -> list:
+        """The tensor boxes shown now (TensorBox), in slot order."""
+        return self.query_one(TensorCanvas).visible()
 
 
 

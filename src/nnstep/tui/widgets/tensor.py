@@ -1,16 +1,18 @@
-"""TensorView: one tensor in a box, as numbers when they fit, else a colour heatmap.
+"""TensorBox: one tensor in a box, as numbers when they fit, else a colour heatmap.
 
-A Line-API widget: the lines are built once per (tensor, size, precision) into cached Strips and
-render_line only indexes them (STYLE.md: ~2 ms per repaint instead of ~12 ms through Static).
+TensorBox builds a tensor's lines once per (tensor, size, precision) into cached Strips;
+TensorCanvas draws every box of the operation panel, frames included, on one Line-API widget.
 """
 from __future__ import annotations
 
 import numpy as np
 from rich.segment import Segment
 from rich.style import Style
+from textual.binding import Binding
+from textual.geometry import Region, Size
 from textual.message import Message
+from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widget import Widget
 
 from ..format import as_2d, grid_2d, nonfinite_counts, nonfinite_text, num, shape_str, stats_line
 
@@ -160,32 +162,35 @@ def natural_size(name: str | None, value, role: str, digits: int, max_width: int
     return None
 
 
-class TensorView(Widget, can_focus=True):
-    """A tensor in a titled box. ``show(name, value, ...)`` swaps what it shows."""
+class TensorBox:
+    """One tensor of the operation panel: its name, role, value and the lines that show it (numbers
+    when they fit, else a heatmap), built once per (tensor, size, precision) into cached Strips. Not
+    a widget: the panel's one TensorCanvas draws every box with its frame (a widget per box costs a
+    relayout per key, as the boxes are sized to their tensors)."""
 
-    DEFAULT_CSS = """
-    TensorView { height: 1fr; width: 1fr; border: round $panel-lighten-2; padding: 0 0; }
-    TensorView:focus { border: round $accent; }
-    TensorView.-written { border: heavy $warning; }
-    TensorView.-written:focus { border: heavy $accent; }
-    TensorView.-stale { color: $text-muted; }
-    TensorView.-empty { border: round transparent; }
-    """
-
-    class Open(Message):
-        def __init__(self, view: "TensorView"):
-            super().__init__()
-            self.view = view
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
+    def __init__(self, slot: int):
+        self.slot = slot
         self.tensor_name: str | None = None
         self.value = None
         self.digits = 6
         self.stale = False
+        self.written = False
         self.force_heatmap = False
+        self.compare = None
+        self.border_title = ""            # the role ("upstream ∂E/∂out", "new", ...)
+        self.border_subtitle = ""         # the shape
+        self.display = False              # placed on the canvas now
+        self.region = Region(0, 0, 0, 0)  # on the canvas, frame included
+        self.base = Style()
         self._strips: list[Strip] | None = None
         self._built_for = None
+        self._key = None
+        self.version = 0                  # bumped whenever what it shows changes
+
+    @property
+    def size(self) -> Size:
+        """The inside of the frame."""
+        return Size(max(0, self.region.width - 2), max(0, self.region.height - 2))
 
     def show(self, name: str | None, value, role: str = "", written: bool = False, digits: int = 6,
              stale: bool = False, compare=None) -> None:
@@ -193,40 +198,40 @@ class TensorView(Widget, can_focus=True):
         cell shows both, marked."""
         key = (name, id(value), role, written, digits, stale, None if compare is None else id(compare[0]))
         self.compare = compare
-        if key == getattr(self, "_key", None) and (value is None or value is self.value):
+        if key == self._key and (value is None or value is self.value):
             return                        # the same array (arrays are never modified in place)
         self._key = key
         self.tensor_name = name
         self.value = None if value is None else np.asarray(value)
         self.digits = digits
         self.stale = stale
+        self.written = written
         self.border_title = role
         self.border_subtitle = shape_str(self.value) if self.value is not None else ""
-        self.set_class(written, "-written")
-        self.set_class(name is None, "-empty")
-        self.can_focus = name is not None
-        self.set_class(stale, "-stale")
         self._strips = None
-        self.refresh()
+        self.version += 1
 
-    def on_click(self) -> None:
-        self.post_message(self.Open(self))
-
-    # --- rendering --------------------------------------------------------------------------------
     def mode(self) -> str:
         """'numbers' or 'heatmap' for the current size (for tests and the help text)."""
         self._ensure()
         return self._mode
 
     def _ensure(self):
-        key = (self.size.width, self.size.height)
+        key = (self.size.width, self.size.height, self.base)
         if self._strips is None or self._built_for != key:
-            self._strips = self._build(*key)
-            self._blank = Strip.blank(key[0], self.rich_style)
+            self._strips = self._build(*key[:2])
+            self._blank = Strip.blank(key[0], self.base)
             self._built_for = key
 
+    def render_line(self, y: int) -> Strip:
+        """Line ``y`` of the inside of the frame."""
+        self._ensure()
+        if y < len(self._strips):
+            return self._strips[y]
+        return self._blank
+
     def _build(self, W: int, H: int) -> list[Strip]:
-        base = self.rich_style
+        base = self.base
         dim = Style(dim=True)
         self._mode = "empty"
         if W <= 0 or H <= 0:
@@ -248,7 +253,7 @@ class TensorView(Widget, can_focus=True):
         cells = None
         if R <= H and a.size <= max(H * 16, MAX_NUMBERS) and not self.force_heatmap:
             # the chosen precision, or fewer digits (down to 3) before giving up on numbers
-            theirs = compare_2d(a, getattr(self, "compare", None))
+            theirs = compare_2d(a, self.compare)
             for d in range(self.digits, min(self.digits, 3) - 1, -1):
                 cells = number_lines(a2, d, theirs)
                 wcol = max(len(s) for row in cells for s in row)
@@ -271,7 +276,7 @@ class TensorView(Widget, can_focus=True):
         else:
             self._mode = "heatmap"
             head = H >= 3
-            theirs = compare_2d(a, getattr(self, "compare", None))
+            theirs = compare_2d(a, self.compare)
             if theirs is not None and theirs[1].any():
                 bad = f"≠ {int(theirs[1].sum())} of {a.size} differ from yours (Enter: full size)"
             if head:
@@ -298,11 +303,272 @@ class TensorView(Widget, can_focus=True):
                 lines.append(Strip(legend))
         return [s.crop(0, W).adjust_cell_length(W, base) for s in lines[:H0]]
 
+
+# frames: (top-left, horizontal, top-right, vertical, bottom-left, bottom-right)
+ROUND = ("╭", "─", "╮", "│", "╰", "╯")
+HEAVY = ("┏", "━", "┓", "┃", "┗", "┛")
+
+
+def frame_edges(w: int, title: str, subtitle: str, chars) -> tuple[str, str]:
+    """A box's top and bottom edges, ``w`` cells wide: the title after one rule cell at the top
+    left, the subtitle before one at the bottom right (as Textual draws border titles)."""
+    tl, hz, tr, _, bl, br = chars
+    inner = max(0, w - 2)
+
+    def label(text, room):
+        if not text or room < 3:
+            return ""
+        text = f" {text} "
+        return text if len(text) <= room else text[: max(0, room - 2)] + "… "
+    t = label(title, inner - 1)
+    top = tl + (hz + t + hz * (inner - 1 - len(t)) if t else hz * inner) + tr
+    b = label(subtitle, inner - 1)
+    bottom = bl + (hz * (inner - 1 - len(b)) + b + hz if b else hz * inner) + br
+    return top[:w], bottom[:w]
+
+
+class TensorCanvas(ScrollView, can_focus=True):
+    """The operation panel's tensors: every box drawn here, frames included, as cached Strips on one
+    Line-API canvas. Stepping changes the boxes' sizes and contents but never the widget's own
+    geometry (so no relayout), and only the canvas lines that changed are repainted.
+
+    Focus: Tab and the arrow keys select a box (Tab past the last one moves focus on), Enter opens
+    the selected tensor full-size, e explains it; a click opens the box under the mouse."""
+
+    COMPONENT_CLASSES = {"tensor-canvas--frame", "tensor-canvas--written", "tensor-canvas--selected",
+                         "tensor-canvas--selected-written"}
+    DEFAULT_CSS = """
+    TensorCanvas { height: 1fr; scrollbar-size-vertical: 1; }
+    TensorCanvas > .tensor-canvas--frame { color: $panel-lighten-2; }
+    TensorCanvas > .tensor-canvas--written { color: $warning; }
+    TensorCanvas > .tensor-canvas--selected { color: $accent; }
+    TensorCanvas > .tensor-canvas--selected-written { color: $accent; }
+    """
+    BINDINGS = [
+        Binding("tab", "select(1)", "next tensor", show=False),
+        Binding("shift+tab", "select(-1)", "previous tensor", show=False),
+        Binding("right", "select(1)", show=False),
+        Binding("left", "select(-1)", show=False),
+        Binding("down", "select_row(1)", show=False),
+        Binding("up", "select_row(-1)", show=False),
+    ]
+
+    class Open(Message):
+        """A box was clicked: open its tensor."""
+
+        def __init__(self, box: TensorBox):
+            super().__init__()
+            self.box = box
+
+    def __init__(self, slots: int = 8, **kw):
+        super().__init__(**kw)
+        self.boxes = [TensorBox(k) for k in range(slots)]
+        self.selected: int | None = None      # a slot
+        self._lines: list[Strip] = []
+        self._width = 0
+        self._frames: dict = {}
+        self._styles: dict | None = None
+
+    # --- what it shows ----------------------------------------------------------------------------
+    def place(self, placed: tuple) -> None:
+        """``placed``: (slot, x, y, width, height) per box shown, frames included."""
+        shown = {}
+        for j, x, y, w, h in placed:
+            shown[j] = Region(x, y, w, h)
+        for b in self.boxes:
+            b.display = b.slot in shown
+            if b.display and b.region != shown[b.slot]:
+                b.region = shown[b.slot]
+        height = max((r.bottom for r in shown.values()), default=0)
+        width = max((r.right for r in shown.values()), default=0)
+        self._width = width
+        if self.virtual_size != Size(width, height):
+            self.virtual_size = Size(width, height)
+        if self.selected is not None and not self._selectable(self.selected):
+            self.selected = None
+
+    def visible(self) -> list[TensorBox]:
+        """The boxes on the canvas now, in reading order."""
+        return [b for b in self.boxes if b.display]
+
+    def selected_box(self) -> TensorBox | None:
+        if self.selected is None or not self.has_focus:
+            return None
+        b = self.boxes[self.selected]
+        return b if b.display and b.tensor_name else None
+
+    def redraw(self) -> None:
+        """Compose the lines from the boxes; repaint only the lines that changed."""
+        new = self._compose_lines()
+        old = self._lines
+        self._lines = new
+        if len(old) != len(new):
+            self.refresh()
+            return
+        y = 0
+        n = len(new)
+        while y < n:
+            if old[y] is new[y] or old[y] == new[y]:
+                y += 1
+                continue
+            y0 = y
+            while y < n and not (old[y] is new[y] or old[y] == new[y]):
+                y += 1
+            self.refresh_lines(y0, y - y0)
+
+    # --- drawing ----------------------------------------------------------------------------------
+    def _style(self, kind: str) -> Style:
+        if self._styles is None:
+            base = self.rich_style
+            self._styles = {"base": base}
+            for k in ("frame", "written", "selected", "selected-written"):
+                self._styles[k] = base + self.get_component_rich_style(f"tensor-canvas--{k}", partial=True)
+        return self._styles[kind]
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles = None
+        self._frames = {}
+        if self.is_mounted:
+            self._lines = self._compose_lines()
+
+    def _frame(self, b: TensorBox, selected: bool):
+        """(top, bottom, left/right edge) Strips of a box's frame."""
+        r = b.region
+        empty = not b.tensor_name
+        kind = ("selected-written" if b.written else "selected") if selected else ("written" if b.written else "frame")
+        key = (r.width, b.border_title, b.border_subtitle, kind, empty)
+        hit = self._frames.get(key)
+        if hit is None:
+            if empty:                            # an empty slot of a constant layout: a blank frame
+                blank = Strip.blank(r.width, self._style("base"))
+                hit = (blank, blank, Segment(" ", self._style("base")))
+            else:
+                chars = HEAVY if b.written else ROUND
+                st = self._style(kind)
+                top, bottom = frame_edges(r.width, b.border_title, b.border_subtitle, chars)
+                hit = (Strip([Segment(top, st)]), Strip([Segment(bottom, st)]), Segment(chars[3], st))
+            if len(self._frames) > 256:
+                self._frames.clear()
+            self._frames[key] = hit
+        return hit
+
+    def _compose_lines(self) -> list[Strip]:
+        base = self._style("base")
+        boxes = [b for b in self.boxes if b.display]
+        H = max((b.region.bottom for b in boxes), default=0)
+        W = self._width
+        rows: list[list] = [[] for _ in range(H)]
+        sel = self.selected if self.has_focus else None
+        for b in sorted(boxes, key=lambda b: b.region.x):
+            b.base = base
+            r = b.region
+            top, bottom, edge = self._frame(b, b.slot == sel)
+            for y in range(r.y, r.bottom):
+                dy = y - r.y
+                if dy == 0:
+                    rows[y].append((r.x, top))
+                elif dy == r.height - 1:
+                    rows[y].append((r.x, bottom))
+                else:
+                    inner = b.render_line(dy - 1)
+                    rows[y].append((r.x, Strip([edge, *inner, edge], r.width)))
+        out = []
+        for parts in rows:
+            segs: list[Segment] = []
+            x = 0
+            for bx, strip in parts:
+                if bx > x:
+                    segs.append(Segment(" " * (bx - x), base))
+                    x = bx
+                segs.extend(strip)
+                x += strip.cell_length
+            if x < W:
+                segs.append(Segment(" " * (W - x), base))
+            out.append(Strip(segs, max(W, x)))
+        return out
+
     def render_line(self, y: int) -> Strip:
-        self._ensure()
-        if y < len(self._strips):
-            return self._strips[y]
-        return self._blank
+        W = self.size.width
+        y += self.scroll_offset.y
+        if y < len(self._lines):
+            line = self._lines[y]
+            return line if line.cell_length == W else line.crop(0, W).adjust_cell_length(W, self._style("base"))
+        return Strip.blank(W, self._style("base"))
+
+    # --- focus and keys ---------------------------------------------------------------------------
+    def _selectable(self, j: int) -> bool:
+        b = self.boxes[j]
+        return b.display and bool(b.tensor_name)
+
+    def _order(self) -> list[int]:
+        return [b.slot for b in sorted((b for b in self.boxes if self._selectable(b.slot)),
+                                       key=lambda b: (b.region.y, b.region.x))]
+
+    def select(self, slot: int | None) -> None:
+        """Select a box (it is drawn with the accent frame while the canvas has focus)."""
+        if slot == self.selected:
+            return
+        self.selected = slot
+        self.redraw()
+        if slot is not None:
+            self.scroll_to_region(self.boxes[slot].region, animate=False, immediate=True)
+
+    def action_select(self, d: int) -> None:
+        order = self._order()
+        if not order:
+            (self.screen.focus_next() if d > 0 else self.screen.focus_previous())
+            return
+        if self.selected not in order:
+            self.select(order[0] if d > 0 else order[-1])
+            return
+        j = order.index(self.selected) + d
+        if 0 <= j < len(order):
+            self.select(order[j])
+        else:                                     # past the last box (or before the first): move on
+            self.screen.focus_next() if d > 0 else self.screen.focus_previous()
+
+    def action_select_row(self, d: int) -> None:
+        order = self._order()
+        if not order:
+            return
+        if self.selected not in order:
+            self.select(order[0])
+            return
+        cur = self.boxes[self.selected].region
+        cx = cur.x + cur.width // 2
+        rows = sorted({self.boxes[j].region.y for j in order})
+        ri = rows.index(cur.y) + d
+        if not 0 <= ri < len(rows):
+            return
+        cands = [j for j in order if self.boxes[j].region.y == rows[ri]]
+        self.select(min(cands, key=lambda j: abs(self.boxes[j].region.x + self.boxes[j].region.width // 2 - cx)))
+
+    def on_focus(self) -> None:
+        if self.selected is None or not self._selectable(self.selected):
+            order = self._order()
+            self.selected = order[0] if order else None
+        self.redraw()
+
+    def on_blur(self) -> None:
+        self.redraw()
+
+    def box_at(self, x: int, y: int) -> TensorBox | None:
+        """The box under a point of the widget (scrolling counted)."""
+        y += self.scroll_offset.y
+        for b in self.boxes:
+            if b.display and b.tensor_name and b.region.contains(x, y):
+                return b
+        return None
+
+    def on_click(self, event) -> None:
+        b = self.box_at(event.x, event.y)
+        if b is None:
+            return
+        self.selected = b.slot
+        self.focus()
+        self.redraw()
+        self.post_message(self.Open(b))
 
 
 def _fit(text: str, W: int) -> str:
