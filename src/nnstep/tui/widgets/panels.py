@@ -441,16 +441,16 @@ class OpPanel(Vertical):
             f, f_lines = short, short_lines
             f_h = max(1, min(f_lines, budget - min(t_need, 4)))
         t_h = min(t_need, budget - f_h)
-        panel_h = 3 + f_h + t_h
-        # keep the height needed so far (a big network: over the run; a small one: within the
-        # stage), so that stepping does not move the layers table below (a relayout and a repaint
-        # of the whole table per key); a small network's panel still shrinks at the next stage,
-        # so the layers table and the lesson's text keep their room
-        key = (W, max_h) if heat_rows else (W, max_h, stage)
-        panel_h = min(max_h, max(panel_h, self._stage_h.get(key, 0)))
-        if not heat_rows:
-            self._stage_h = {k: v for k, v in self._stage_h.items() if len(k) == 2 or k[2] == stage}
-        self._stage_h[key] = panel_h
+        # keep the heights needed so far at this size (the formula's and the panel's), so that
+        # stepping does not move the panel's parts or the layers table below: a new height is a
+        # relayout and a repaint of the whole screen, the most a key costs. After the first step
+        # has shown every op, the panel never changes size again.
+        key = (W, max_h)
+        seen_panel, seen_f = self._stage_h.get(key, (0, 0))
+        if f_h < seen_f and 3 + seen_f + t_h <= max_h:
+            f_h = seen_f
+        panel_h = min(max_h, max(3 + f_h + t_h, seen_panel))
+        self._stage_h[key] = (panel_h, max(f_h, seen_f))
         t_h = panel_h - 3 - f_h
         _update(self.query_one("#op-formula", Static), f, f.plain)
         # place the boxes
@@ -500,7 +500,7 @@ class OpPanel(Vertical):
             self.styles.height = panel_h
             self.query_one("#op-formula").styles.height = f_h
         self._placed = (panel_h, f_h, canvas_h, placed)
-        self.query_one(TensorCanvas).place(placed)
+        self.query_one(TensorCanvas).place(placed, (0, panel_h - 3 - f_h))   # its height to be
 
     def _fill(self, slots, digits):
         canvas = self.query_one(TensorCanvas)

@@ -370,8 +370,9 @@ class TensorCanvas(ScrollView, can_focus=True):
         self._styles: dict | None = None
 
     # --- what it shows ----------------------------------------------------------------------------
-    def place(self, placed: tuple) -> None:
-        """``placed``: (slot, x, y, width, height) per box shown, frames included."""
+    def place(self, placed: tuple, room: tuple[int, int] | None = None) -> None:
+        """``placed``: (slot, x, y, width, height) per box shown, frames included. ``room``: the
+        canvas's (width, height) once the layout in progress is done, if its owner knows it."""
         shown = {}
         for j, x, y, w, h in placed:
             shown[j] = Region(x, y, w, h)
@@ -382,8 +383,17 @@ class TensorCanvas(ScrollView, can_focus=True):
         height = max((r.bottom for r in shown.values()), default=0)
         width = max((r.right for r in shown.values()), default=0)
         self._width = width
-        if self.virtual_size != Size(width, height):
-            self.virtual_size = Size(width, height)
+        # virtual_size is a layout reactive: a new value relayouts the whole screen. Content that
+        # fits the canvas needs no scrolling, so it gets one stable value (0x0) and the step costs
+        # no layout; only content larger than the canvas (a big network's heatmaps, a small
+        # terminal) sets its real size. A resize places the boxes again (refresh_view).
+        room_w, room_h = room or self.size
+        fits = 0 < width <= (self.size.width or room_w) and 0 < height <= room_h or not shown
+        virtual = Size(0, 0) if fits else Size(width, height)
+        if self.virtual_size != virtual:
+            self.virtual_size = virtual
+        if fits and (self.scroll_x or self.scroll_y):
+            self.scroll_to(0, 0, animate=False)
         if self.selected is not None and not self._selectable(self.selected):
             self.selected = None
 
