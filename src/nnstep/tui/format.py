@@ -7,7 +7,7 @@ import numpy as np
 from ..spec.formula import num as _num
 from ..spec.stats import nonfinite_counts, norm, summary
 
-__all__ = ["num", "shape_str", "as_2d", "grid_2d", "nonfinite_counts", "stats_line", "nonfinite_text", "compact", "norm"]
+__all__ = ["by_array", "num", "shape_str", "as_2d", "grid_2d", "nonfinite_counts", "stats_line", "nonfinite_text", "compact", "norm"]
 
 
 def num(v, digits: int = 6) -> str:
@@ -41,7 +41,44 @@ def grid_2d(a) -> tuple[np.ndarray, int]:
     return as_2d(a), 0
 
 
+class by_array:
+    """A small cache of what is derived from an array, keyed by the array's identity and the other
+    arguments. Arrays the session hands out are never modified in place, and each entry keeps a
+    reference to its array, so an id cannot be reused while it is cached. Stepping shows the same
+    arrays again and again (an op's inputs were the last op's outputs; a step back shows what was
+    shown): their statistics, heatmaps and lines are computed once. Least recently used entries
+    go first."""
+
+    def __init__(self, size: int = 256):
+        from collections import OrderedDict
+        self.size = size
+        self.d: OrderedDict = OrderedDict()
+
+    def get(self, a, key):
+        hit = self.d.get((id(a), key))
+        if hit is not None and hit[0] is a:
+            self.d.move_to_end((id(a), key))
+            return hit[1]
+        return None
+
+    def put(self, a, key, value):
+        self.d[(id(a), key)] = (a, value)
+        if len(self.d) > self.size:
+            self.d.popitem(last=False)
+        return value
+
+
+_TEXT = by_array(512)
+
+
 def stats_line(a) -> str:
+    hit = _TEXT.get(a, "stats")
+    if hit is None:
+        hit = _TEXT.put(a, "stats", _stats_line(a))
+    return hit
+
+
+def _stats_line(a) -> str:
     a = np.asarray(a)
     if a.size == 0:
         return "empty"
@@ -52,6 +89,13 @@ def stats_line(a) -> str:
 
 
 def nonfinite_text(a) -> str:
+    hit = _TEXT.get(a, "bad")
+    if hit is None:
+        hit = _TEXT.put(a, "bad", _nonfinite_text(a))
+    return hit
+
+
+def _nonfinite_text(a) -> str:
     nan, pinf, ninf = nonfinite_counts(a)
     parts = [f"{n} {w}" for n, w in ((nan, "NaN"), (pinf, "+Inf"), (ninf, "-Inf")) if n]
     return ("⚠ " + ", ".join(parts)) if parts else ""
@@ -65,4 +109,7 @@ def compact(a, digits: int = 4, max_numbers: int = 2) -> str:
     bad = nonfinite_text(a)
     if bad:
         return f"{shape_str(a)} {bad}"
-    return f"{shape_str(a)} ‖{num(norm(a), 3)}‖"
+    n = _TEXT.get(a, "norm")
+    if n is None:
+        n = _TEXT.put(a, "norm", norm(a))
+    return f"{shape_str(a)} ‖{num(n, 3)}‖"

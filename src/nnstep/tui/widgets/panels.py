@@ -17,8 +17,8 @@ from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
 from .. import diagram
-from ..format import as_2d, compact, grid_2d, num
-from .tensor import TensorCanvas, has_nonfinite, natural_size
+from ..format import as_2d, compact, grid_2d, nonfinite_text, num
+from .tensor import TensorCanvas, natural_size
 
 def _update(widget: Static, content, key) -> None:
     """Static.update without a new layout, skipped when nothing changed."""
@@ -716,13 +716,12 @@ def _compact_cached(value, digits: int = 4, max_numbers: int = 2) -> str:
     if len(_COMPACT) > 512:
         _COMPACT.clear()
     txt = compact(value, digits=digits, max_numbers=max_numbers)
-    _COMPACT[key] = (value, txt, has_nonfinite(value))
+    _COMPACT[key] = (value, txt)
     return txt
 
 
 def _bad_cached(value) -> bool:
-    _compact_cached(value)
-    return _COMPACT[(id(value), 4, 2)][2]
+    return bool(nonfinite_text(value))          # cached per array (format.by_array)
 
 
 def op_title(prefix: str, op, M: int) -> Text:

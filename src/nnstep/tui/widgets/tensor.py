@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..format import as_2d, grid_2d, nonfinite_counts, nonfinite_text, num, shape_str, stats_line
+from ..format import as_2d, by_array, grid_2d, nonfinite_counts, nonfinite_text, num, shape_str, stats_line
 
 # coolwarm-like diverging scale: blue (negative) -> grey (0) -> red (positive)
 _NEG = np.array([59, 76, 192])
@@ -162,6 +162,9 @@ def natural_size(name: str | None, value, role: str, digits: int, max_width: int
     return None
 
 
+_BUILT = by_array(128)     # a box's lines, by (array, size, style, name, precision, ...)
+
+
 class TensorBox:
     """One tensor of the operation panel: its name, role, value and the lines that show it (numbers
     when they fit, else a heatmap), built once per (tensor, size, precision) into cached Strips. Not
@@ -219,7 +222,16 @@ class TensorBox:
     def _ensure(self):
         key = (self.size.width, self.size.height, self.base)
         if self._strips is None or self._built_for != key:
-            self._strips = self._build(*key[:2])
+            # the same array at the same size was drawn before (a step back, the next op's input)
+            full = key + (self.tensor_name, self.digits, self.stale, self.force_heatmap,
+                          None if self.compare is None else id(self.compare[0]))
+            hit = _BUILT.get(self.value, full) if self.value is not None else None
+            if hit is None:
+                strips = self._build(*key[:2])
+                hit = (strips, self._mode)
+                if self.value is not None:
+                    _BUILT.put(self.value, full, hit)
+            self._strips, self._mode = hit
             self._blank = Strip.blank(key[0], self.base)
             self._built_for = key
 
