@@ -292,7 +292,7 @@ class LossCurve(Vertical):
         sp = self.query_one("#loss-spark", Sparkline)
         if not history:
             lab.update(Text("no loss computed yet", style="dim"), layout=False)
-            sp.display = False
+            sp.data = []                      # blank, but in place: showing it later is no relayout
             return
         vals = [v for _, v in history]
         finite = [v for v in vals if v == v and abs(v) != float("inf")]
@@ -313,8 +313,7 @@ class LossCurve(Vertical):
             if finite:
                 t.append(f" · min {num(min(finite), 4)}", "dim")
         lab.update(t, layout=False)
-        sp.display = len(finite) >= 2
-        sp.data = data if len(data) >= 2 else [0.0, 0.0]
+        sp.data = data if len(finite) >= 2 else []
 
     def _show_lr(self, lrs):
         lab = self.query_one("#lr-label", Static)
