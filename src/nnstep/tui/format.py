@@ -67,15 +67,17 @@ class by_array:
             self.d.popitem(last=False)
         return value
 
+    def memo(self, a, key, compute):
+        """What ``compute()`` gives for ``a`` under ``key``, computed on the first call only."""
+        hit = self.get(a, key)
+        return self.put(a, key, compute()) if hit is None else hit
+
 
 _TEXT = by_array(512)
 
 
 def stats_line(a) -> str:
-    hit = _TEXT.get(a, "stats")
-    if hit is None:
-        hit = _TEXT.put(a, "stats", _stats_line(a))
-    return hit
+    return _TEXT.memo(a, "stats", lambda: _stats_line(a))
 
 
 def _stats_line(a) -> str:
@@ -89,10 +91,7 @@ def _stats_line(a) -> str:
 
 
 def nonfinite_text(a) -> str:
-    hit = _TEXT.get(a, "bad")
-    if hit is None:
-        hit = _TEXT.put(a, "bad", _nonfinite_text(a))
-    return hit
+    return _TEXT.memo(a, "bad", lambda: _nonfinite_text(a))
 
 
 def _nonfinite_text(a) -> str:
@@ -109,7 +108,4 @@ def compact(a, digits: int = 4, max_numbers: int = 2) -> str:
     bad = nonfinite_text(a)
     if bad:
         return f"{shape_str(a)} {bad}"
-    n = _TEXT.get(a, "norm")
-    if n is None:
-        n = _TEXT.put(a, "norm", norm(a))
-    return f"{shape_str(a)} ‖{num(n, 3)}‖"
+    return f"{shape_str(a)} ‖{num(_TEXT.memo(a, 'norm', lambda: norm(a)), 3)}‖"

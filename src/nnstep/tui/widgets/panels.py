@@ -17,7 +17,7 @@ from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
 from .. import diagram
-from ..format import as_2d, compact, grid_2d, nonfinite_text, num
+from ..format import as_2d, by_array, compact, grid_2d, nonfinite_text, num
 from .tensor import TensorCanvas, natural_size
 
 def _update(widget: Static, content, key) -> None:
@@ -397,8 +397,8 @@ class OpPanel(Vertical):
 
     def __init__(self, **kw):
         super().__init__(**kw)
-        self._stage_h: dict = {}
-        self._placed = None
+        self._seen_h: dict = {}          # (width, most rows) -> (panel, formula) heights needed so far
+        self._heights = None             # the (panel, formula) heights set now
 
     def show(self, title: Text, clauses: list, slots: list[tuple], digits: int,
              n_boxes: int = 0, stage: str = "", room: tuple[int, int] = (80, 19), big: bool = False,
@@ -445,11 +445,11 @@ class OpPanel(Vertical):
         # relayout and a repaint of the whole screen, the most a key costs. After the first step
         # has shown every op, the panel never changes size again.
         key = (W, max_h)
-        seen_panel, seen_f = self._stage_h.get(key, (0, 0))
+        seen_panel, seen_f = self._seen_h.get(key, (0, 0))
         if f_h < seen_f and 3 + seen_f + t_h <= max_h:
             f_h = seen_f
         panel_h = min(max_h, max(3 + f_h + t_h, seen_panel))
-        self._stage_h[key] = (panel_h, max(f_h, seen_f))
+        self._seen_h[key] = (panel_h, max(f_h, seen_f))
         t_h = panel_h - 3 - f_h
         _update(self.query_one("#op-formula", Static), f, f.plain)
         # place the boxes
@@ -472,7 +472,7 @@ class OpPanel(Vertical):
                 placed.append((j, x, y, w, rh))
                 x += w
             y += rh
-        self._apply(panel_h, f_h, y, tuple(placed))
+        self._apply(panel_h, f_h, tuple(placed))
         self._fill(slots, digits)
 
     def _show_uniform(self, f, f_lines, short, short_lines, slots, digits, n_boxes, W, max_h):
@@ -487,19 +487,19 @@ class OpPanel(Vertical):
         t_h = panel_h - 3 - f_h
         bw = W // max(1, n_show)
         placed = tuple((j, j * bw, 0, bw if j < n_show - 1 else W - j * bw, t_h) for j in range(n_show))
-        self._apply(panel_h, f_h, t_h, placed)
+        self._apply(panel_h, f_h, placed)
         self._fill(slots, digits)
 
-    def _apply(self, panel_h, f_h, canvas_h, placed):
-        """Heights (a relayout only when one changes: at a new stage, rarely within one) and the
-        boxes' places on the canvas (never a relayout)."""
+    def _apply(self, panel_h, f_h, placed):
+        """Heights (a relayout only when one changes: while the first step shows ops taller than
+        any before, or at a new screen size) and the boxes' places on the canvas (never a
+        relayout)."""
         heights = (panel_h, f_h)
-        if heights != getattr(self, "_heights", None):
+        if heights != self._heights:
             self._heights = heights
             self.styles.height = panel_h
             self.query_one("#op-formula").styles.height = f_h
-        self._placed = (panel_h, f_h, canvas_h, placed)
-        self.query_one(TensorCanvas).place(placed, (0, panel_h - 3 - f_h))   # its height to be
+        self.query_one(TensorCanvas).place(placed, panel_h - 3 - f_h)   # the canvas's height to be
 
     def _fill(self, slots, digits):
         canvas = self.query_one(TensorCanvas)
@@ -702,21 +702,12 @@ class LayersTable(Widget):
         return self._strips[y] if y < len(self._strips) else self._blank
 
 
-_COMPACT: dict[int, tuple] = {}
+_CELLS = by_array(512)
 
 
 def _compact_cached(value, digits: int = 4, max_numbers: int = 2) -> str:
-    """compact() and the NaN check of an array, once per array (arrays are never modified in place;
-    the cache keeps a reference, so an id is never reused while cached)."""
-    key = (id(value), digits, max_numbers)
-    hit = _COMPACT.get(key)
-    if hit is not None and hit[0] is value:
-        return hit[1]
-    if len(_COMPACT) > 512:
-        _COMPACT.clear()
-    txt = compact(value, digits=digits, max_numbers=max_numbers)
-    _COMPACT[key] = (value, txt)
-    return txt
+    """compact() of an array, once per array and precision (format.by_array)."""
+    return _CELLS.memo(value, (digits, max_numbers), lambda: compact(value, digits=digits, max_numbers=max_numbers))
 
 
 def _bad_cached(value) -> bool:

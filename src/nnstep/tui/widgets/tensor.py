@@ -188,7 +188,6 @@ class TensorBox:
         self._strips: list[Strip] | None = None
         self._built_for = None
         self._key = None
-        self.version = 0                  # bumped whenever what it shows changes
 
     @property
     def size(self) -> Size:
@@ -212,7 +211,6 @@ class TensorBox:
         self.border_title = role
         self.border_subtitle = shape_str(self.value) if self.value is not None else ""
         self._strips = None
-        self.version += 1
 
     def mode(self) -> str:
         """'numbers' or 'heatmap' for the current size (for tests and the help text)."""
@@ -382,9 +380,10 @@ class TensorCanvas(ScrollView, can_focus=True):
         self._styles: dict | None = None
 
     # --- what it shows ----------------------------------------------------------------------------
-    def place(self, placed: tuple, room: tuple[int, int] | None = None) -> None:
-        """``placed``: (slot, x, y, width, height) per box shown, frames included. ``room``: the
-        canvas's (width, height) once the layout in progress is done, if its owner knows it."""
+    def place(self, placed: tuple, height_to_be: int | None = None) -> None:
+        """``placed``: (slot, x, y, width, height) per box shown, frames included.
+        ``height_to_be``: the canvas's height once the layout in progress is done, if its owner
+        knows it (the panel sets it)."""
         shown = {}
         for j, x, y, w, h in placed:
             shown[j] = Region(x, y, w, h)
@@ -399,8 +398,8 @@ class TensorCanvas(ScrollView, can_focus=True):
         # fits the canvas needs no scrolling, so it gets one stable value (0x0) and the step costs
         # no layout; only content larger than the canvas (a big network's heatmaps, a small
         # terminal) sets its real size. A resize places the boxes again (refresh_view).
-        room_w, room_h = room or self.size
-        fits = 0 < width <= (self.size.width or room_w) and 0 < height <= room_h or not shown
+        room_h = self.size.height if height_to_be is None else height_to_be
+        fits = not shown or (0 < width <= self.size.width and 0 < height <= room_h)
         virtual = Size(0, 0) if fits else Size(width, height)
         if self.virtual_size != virtual:
             self.virtual_size = virtual
