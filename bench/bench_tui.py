@@ -10,10 +10,12 @@ For each scenario, and for a trivial Textual app (one label updated per key, ben
 the floor of Textual plus the terminal), it starts the program in a pty at 120x40 and measures:
 
 * start: from the spawn to the first full screen (the footer's last key and the header drawn);
-* a key: ``n`` (next op) up to the end of training, then ``p`` back to the start, written to the
-  pty; the time until the header line on the emulated screen changes (the op counter; for the
-  trivial app, its counter) and the last write of that repaint has arrived (then nothing for
-  40 ms: the header can be painted before the panels). Keys never queue.
+* a key (``--keys``: np, s, S, g or all; see ``measure``), written to the pty: the time until the
+  header line on the emulated screen changes (the op counter; for the trivial app, its counter)
+  and the last write of that repaint has been read from the pty (then nothing for 40 ms: the
+  header can be painted before the panels). The time is taken when the bytes are read, before
+  pyte parses them: pyte is Python, a real terminal parses a repaint in well under a millisecond.
+  Keys never queue. out/key: the bytes the program wrote per key.
 
 Programs are measured in rounds, alternated (trivial, A, B, trivial, A, B, ...), because the
 machine is shared and noisy; the ratios against the trivial app of the same run are the figures.
@@ -59,6 +61,8 @@ class Term:
         self.pid, self.fd = pid, fd
         self.screen = pyte.Screen(COLS, ROWS)
         self.stream = pyte.ByteStream(self.screen)
+        self.last_read = 0.0
+        self.bytes = 0
 
     def pump(self, timeout: float) -> bool:
         """Feed what the program wrote within ``timeout`` s; False if it wrote nothing."""
@@ -69,6 +73,8 @@ class Term:
             data = os.read(self.fd, 1 << 16)
         except OSError:
             raise SystemExit("the program exited")
+        self.last_read = time.perf_counter()      # the bytes are at the terminal (before pyte parses)
+        self.bytes += len(data)
         self.stream.feed(data)
         # answer the terminal queries Textual makes (cursor position, device attributes)
         if b"\x1b[6n" in data:
@@ -100,10 +106,13 @@ class Term:
         return time.perf_counter() - t
 
     def quiet(self, gap: float = 0.04, limit: float = 5.0) -> float:
-        """Pump until the program writes nothing for ``gap`` s; the time of its last write."""
-        t = last = time.perf_counter()
+        """Pump until the program writes nothing for ``gap`` s; the time its last write was read
+        from the pty (pyte's own parsing, in Python, is this driver's cost: a real terminal parses
+        a repaint in well under a millisecond)."""
+        t = time.perf_counter()
+        last = self.last_read
         while self.pump(gap) and time.perf_counter() - t < limit:
-            last = time.perf_counter()
+            last = self.last_read
         return last
 
     def close(self):
@@ -121,33 +130,75 @@ def full_screen(term: Term, trivial: bool):
     return lambda: "op 1/" in term.line(0) and "quit" in term.line(ROWS - 1)
 
 
-def measure(argv, trivial: bool, presses: int) -> tuple[float, list[float], float]:
+def _header_pos(head: str) -> tuple[int, int, int, int] | None:
+    """(k, N, i, M) from nnstep's header ("step k/N ... op i/M"), None at the end of training."""
+    import re
+    m = re.search(r"step (\d+)/(\d+) .* op (\d+)/(\d+)", head)
+    return tuple(map(int, m.groups())) if m else None
+
+
+def measure(argv, trivial: bool, presses: int, mode: str = "np") -> tuple[float, list[float], float, float]:
+    """Start the program, then time ``presses`` keys of ``mode``:
+
+    * ``np``: n up to the end of training, then p back to the start, and again;
+    * ``s`` / ``S``: the next stage / the end of the step, up to the end of training, then back to
+      the start with g (not timed);
+    * ``g``: go to a position typed in the go-to box, timed from Enter: alternately the middle of
+      step 2 (the last op of step 1 on a one-step lesson) and step 1, op 1.
+
+    The trivial app counts any key. Returns (start ms, key ms, CPU ms per key, bytes per key)."""
     env = {"OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
     term = Term(argv, env)
+
+    def press(keys: bytes, timed: bool = True):
+        before = term.line(0)
+        t = time.perf_counter()
+        os.write(term.fd, keys)
+        if not timed:
+            term.quiet(0.1)
+            return None
+        term.wait(lambda: term.line(0) != before, limit=30)
+        # the header may be painted before the rest: the screen shows the key's effect when the
+        # last write of the repaint has arrived (then nothing for 40 ms)
+        return (term.quiet() - t) * 1000
+
+    def goto(k: int, i: int, timed: bool):
+        press(b"g", timed=False)
+        press(f"{k} {i}".encode(), timed=False)
+        return press(b"\r", timed=timed)
     try:
         term.wait(full_screen(term, trivial))
         start = time.perf_counter() - term.t0
         term.quiet(0.15)
         times = []
         back = False
-        cpu0 = term.cpu()
+        flip = False
+        cpu0, bytes0 = term.cpu(), term.bytes
         for j in range(presses):
             head = term.line(0)
-            if not trivial:                     # n to the end of training, then p back, and again
+            if trivial:
+                times.append(press(b"g" if mode == "g" else mode[0].encode()))
+                continue
+            pos = _header_pos(head)
+            if mode == "np":                     # n to the end of training, then p back, and again
                 if "end of training" in head:
                     back = True
-                elif back and "step 1/" in head and "op 1/" in head:
+                elif back and pos and pos[0] == 1 and pos[2] == 1:
                     back = False
-            key = b"p" if back else b"n"
-            before = term.line(0)
-            t = time.perf_counter()
-            os.write(term.fd, key)
-            term.wait(lambda: term.line(0) != before, limit=30)
-            # the header may be painted before the rest: the screen shows the key's effect when the
-            # last write of the repaint has arrived (then nothing for 40 ms)
-            done = term.quiet()
-            times.append((done - t) * 1000)
-        return start * 1000, times, (term.cpu() - cpu0) * 1000 / max(1, presses)
+                times.append(press(b"p" if back else b"n"))
+            elif mode in ("s", "S"):
+                if "end of training" in head:
+                    goto(1, 1, timed=False)
+                times.append(press(mode.encode()))
+            elif mode == "g":
+                if pos is None:
+                    goto(1, 1, timed=False)
+                    pos = _header_pos(term.line(0))
+                k, N, i, M = pos
+                flip = not flip
+                times.append(goto(*((2, max(1, M // 2)) if N >= 2 else (1, M)) if flip else (1, 1), timed=True))
+        n = max(1, presses)
+        return start * 1000, times, (term.cpu() - cpu0) * 1000 / n, (term.bytes - bytes0) / n
     finally:
         term.close()
 
@@ -159,33 +210,40 @@ def main():
     ap.add_argument("--presses", type=int, default=40, help="keys per program per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--smoke", action="store_true", help="one round of 8 keys: checks it runs")
+    ap.add_argument("--keys", default="np", help="comma-separated modes: np (n then p), s, S, g, or all")
     a = ap.parse_args()
+    modes = ["np", "s", "S", "g"] if a.keys == "all" else a.keys.split(",")
     if a.smoke:
         a.rounds, a.presses = 1, 8
     nnstep = os.path.join(os.path.dirname(sys.executable), "nnstep")
     progs = [("trivial Textual app", [sys.executable, TRIVIAL], True)]
     progs += [(os.path.relpath(s, ROOT), [nnstep, s], False) for s in a.scenarios]
-    keys = {name: [] for name, *_ in progs}
+    keys = {(name, m): [] for name, *_ in progs for m in modes}
     starts = {name: [] for name, *_ in progs}
-    cpus = {name: [] for name, *_ in progs}
+    cpus = {(name, m): [] for name, *_ in progs for m in modes}
+    out = {(name, m): [] for name, *_ in progs for m in modes}
     for _ in range(a.rounds):
-        for name, argv, trivial in progs:
-            s, t, c = measure(argv, trivial, a.presses)
-            starts[name].append(s)
-            cpus[name].append(c)
-            keys[name] += t
-    base = statistics.median(keys[progs[0][0]])
+        for m in modes:
+            for name, argv, trivial in progs:
+                s, t, c, b = measure(argv, trivial, a.presses, m)
+                starts[name].append(s)
+                cpus[name, m].append(c)
+                out[name, m].append(b)
+                keys[name, m] += t
     base_start = statistics.median(starts[progs[0][0]])
     print(f"pty {COLS}x{ROWS}, {a.rounds} rounds x {a.presses} keys, alternated; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'program':<34} {'key median':>10} {'p90':>8} {'ratio':>6} {'start':>8} {'+start':>8} {'CPU/key':>8}")
-    for name, *_ in progs:
-        v = sorted(keys[name])
-        med, p90 = statistics.median(v), v[int(0.9 * (len(v) - 1))]
-        st = statistics.median(starts[name])
-        cpu = statistics.median(cpus[name])
-        print(f"{name:<34} {med:8.1f}ms {p90:6.1f}ms {med / base:5.2f}x {st:6.0f}ms {st - base_start:+6.0f}ms "
-              f"{cpu:6.1f}ms")
+    print(f"{'program':<34} {'key':>3} {'median':>8} {'p90':>8} {'ratio':>6} {'start':>8} {'+start':>8} "
+          f"{'CPU/key':>8} {'out/key':>8}")
+    for m in modes:
+        base = statistics.median(keys[progs[0][0], m])
+        for name, *_ in progs:
+            v = sorted(keys[name, m])
+            med, p90 = statistics.median(v), v[int(0.9 * (len(v) - 1))]
+            st = statistics.median(starts[name])
+            cpu = statistics.median(cpus[name, m])
+            print(f"{name:<34} {m:>3} {med:6.1f}ms {p90:6.1f}ms {med / base:5.2f}x {st:6.0f}ms "
+                  f"{st - base_start:+6.0f}ms {cpu:6.1f}ms {statistics.median(out[name, m]) / 1024:6.1f}kB")
     print("targets (SPEC §6): key median <= 2x the trivial app, p90 < 50 ms; start within +250 ms of it")
     print("CPU/key: the program's own CPU time per key (user + system), the figure to profile against")
 

@@ -42,6 +42,72 @@ async def test_the_second_step_relayouts_nothing(name):
         assert layouts == [], f"full layouts at {layouts}"
 
 
+async def _settled(app, pilot):
+    """Until the app has measured the first step (it does so after the first paint) and painted."""
+    for _ in range(50):
+        await pilot.pause()
+        if app._presized is not None and not app._presize_pending:
+            break
+    await pilot.pause()
+
+
+def _count_layouts(app, screen):
+    layouts = []
+    orig = type(screen)._refresh_layout
+
+    def counting(self, size=None, scroll=False):
+        if self._layout_required:
+            layouts.append(app.session.position)
+        return orig(self, size, scroll)
+    screen._refresh_layout = counting.__get__(screen)
+    return layouts
+
+
+@pytest.mark.parametrize("name,size", [("classic.toml", (120, 40)), ("adam.toml", (120, 40)),
+                                       ("lm.toml", (120, 40)), ("conv2d-flatten-linear.toml", (120, 40)),
+                                       ("classic.toml", (80, 24))])
+async def test_the_first_step_relayouts_nothing(name, size):
+    """The app measures the first step's ops after the first paint (NnstepApp._presize), so the
+    operation panel has its height before the user steps: the first pass through a step, which
+    grew the panel op by op (two full layouts each time), costs no layout either."""
+    app = make_app(sc(name))
+    async with app.run_test(size=size) as pilot:
+        await _settled(app, pilot)
+        layouts = _count_layouts(app, app.screen)
+        height = app.query_one("#op").outer_size.height
+        for _ in range(app.session.M):
+            await pilot.press("n")
+            await pilot.pause()
+            assert app.query_one("#op").outer_size.height == height, app.session.position
+        assert layouts == [], f"full layouts at {layouts}"
+
+
+async def test_a_new_size_or_scenario_is_measured_again(tmp_path):
+    """After a resize, and after r reloads a file that now holds another network, the first step
+    again costs no layout (the heights are measured for the new size, the new scenario)."""
+    import shutil
+    path = tmp_path / "net.toml"
+    shutil.copyfile(sc("classic.toml"), path)
+    app = make_app(str(path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.resize_terminal(100, 30)
+        await _settled(app, pilot)
+        layouts = _count_layouts(app, app.screen)
+        for _ in range(app.session.M):
+            await pilot.press("n")
+            await pilot.pause()
+        assert layouts == [], f"after a resize: full layouts at {layouts}"
+        shutil.copyfile(sc("adam.toml"), path)
+        await pilot.press("r")
+        await _settled(app, pilot)
+        layouts.clear()
+        for _ in range(app.session.M):
+            await pilot.press("n")
+            await pilot.pause()
+        assert layouts == [], f"after a reload: full layouts at {layouts}"
+
+
 def test_by_array_is_by_identity_and_keeps_the_array():
     cache = by_array(2)
     a = np.array([1.0, 2.0])

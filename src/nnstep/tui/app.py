@@ -136,6 +136,8 @@ class NnstepApp(App):
         if compare is not None:
             self._status = (self._compare_status(), "stop")
         self._index_writers()
+        self._presized = None                 # (session, size, digits, layers shown) measured for
+        self._presize_pending = False
         self.theme = THEME
 
     @staticmethod
@@ -236,34 +238,68 @@ class NnstepApp(App):
                 lra = s.lr_arrays()
                 self.query_one(LossCurve).show(hist, None if lra is None else lra[1].tolist())
             written = set(rec.outputs) | set(rec.op.also_writes) if rec else set()
-            if rec is not None:
-                ins, outs = rec.inputs, dict(rec.outputs)
-                op = rec.op
-                where = "just ran" if rec.step == k else f"just ran (step {rec.step})"
-                title = op_title(where, op, M)
-                if cur is not None:
-                    title.append(f"   next: {cur.name}", "dim")
-            else:
-                op = cur
-                ins = {n: s.value(n) for n in op.inputs}
-                outs = {n: None for n in op.outputs}
-                title = op_title("next", op, M)
-            # Adam's bias corrections: t is the step number (SPEC §1: 1 − β^t)
-            clauses = view.formula_views(op, ins, outs, step=rec.step if rec is not None else k)
             rows = view.layer_rows(s, self.writer, written)
-            theirs = self._theirs(rec.step, op.index) if rec is not None else None
-            self.query_one(OpPanel).show(title, clauses, view.op_slots(op, ins, outs, written), self.digits,
-                                         compare=theirs,
-                                         n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage,
+            self.query_one(OpPanel).show(**self._op_view(s, rec, written), digits=self.digits,
                                          room=self._op_room(len(rows)), big=self._big)
             self.query_one(LayersTable).show(rows, self.digits, narrow,
                                              note=" ".join(s.scenario.description.split()))
         self._bindings_changed()
+        if not self._big and not self._presize_pending and self._presized != self._presize_key():
+            self._presize_pending = True           # a new scenario, size, precision or layout
+            self.call_after_refresh(self._presize)
+
+    def _op_view(self, s: Session, rec, written: set) -> dict:
+        """What the operation panel shows at the session's position: the op just run (or the next
+        one, at the start), its formula with the numbers and its tensors."""
+        k, M = s.position[0], s.M
+        cur = s.current_op
+        if rec is not None:
+            ins, outs = rec.inputs, dict(rec.outputs)
+            op = rec.op
+            where = "just ran" if rec.step == k else f"just ran (step {rec.step})"
+            title = op_title(where, op, M)
+            if cur is not None:
+                title.append(f"   next: {cur.name}", "dim")
+        else:
+            op = cur
+            ins = {n: s.value(n) for n in op.inputs}
+            outs = {n: None for n in op.outputs}
+            title = op_title("next", op, M)
+        # Adam's bias corrections: t is the step number (SPEC §1: 1 − β^t)
+        clauses = view.formula_views(op, ins, outs, step=rec.step if rec is not None else k)
+        return dict(title=title, clauses=clauses, slots=view.op_slots(op, ins, outs, written),
+                    compare=self._theirs(rec.step, op.index) if rec is not None else None,
+                    n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage)
+
+    def _presize_key(self):
+        return (self.session, tuple(self.size), self.digits, getattr(self, "_layers_shown", True))
+
+    def _presize(self) -> None:
+        """Measure every op of the first step at this screen size, in a session of its own, so that
+        the operation panel takes the height the tallest needs now: stepping through the first
+        step then never grows it (each growth is a relayout of the whole screen, the slowest a key
+        gets). Runs after the first paint; a big network's panel has one constant height anyway."""
+        self._presize_pending = False
+        key = self._presize_key()
+        if self._big or self._presized == key or not self.is_running:
+            return
+        self._presized = key
+        s = Session(self.scenario)
+        panel = self.query_one(OpPanel)
+        room = self._op_room(len(view.layer_rows(s, self.writer, set())))
+        for _ in range(s.M):
+            rec = s.step()
+            if rec is None:
+                break
+            written = set(rec.outputs) | set(rec.op.also_writes)
+            panel.show(**self._op_view(s, rec, written), digits=self.digits, room=room, measure=True)
+        if not self.running:
+            self.refresh_view()
 
     def action_layers(self) -> None:
         self.layers_toggled = not self.layers_toggled
         self._apply_layers_shown()
-        self.query_one(OpPanel)._heights = None
+        self.query_one(OpPanel)._height = None
         self.refresh_view()
 
     def _op_room(self, layer_rows: int) -> tuple[int, int]:
@@ -414,6 +450,7 @@ class NnstepApp(App):
                 if name in ops and not self.session.has_op_breakpoint(name):
                     self.session.toggle_breakpoint(name)
             self._index_writers()
+            self.query_one(OpPanel).forget_heights()   # the heights the old scenario needed
             self._status = (f"reloaded {self.path}; back at the start", "")
         else:
             self.session.restart()

@@ -28,12 +28,87 @@ def _update(widget: Static, content, key) -> None:
     widget.update(content, layout=False)
 
 
+class TextLines(Widget):
+    """Rich Text drawn from cached Strips (Line API): wrapped once per text and width, and only the
+    lines that changed are repainted. A Static renders its Content again through Textual's styles
+    cache on every repaint (about a third of a millisecond a line here, per key, py-spy)."""
+
+    DEFAULT_CSS = "TextLines { height: auto; width: 100%; }"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._text = Text()
+        self._key = None
+        self._wrapped = None             # (width, rich Lines) given by the owner, who wrapped them already
+        self._strips: list[Strip] | None = None
+        self._built_for = None
+
+    def render(self) -> Text:
+        """What it shows (the pipeline draws render_line; this is for tests and screen readers)."""
+        return self._text
+
+    def set_text(self, text: Text, key=None, wrapped=None) -> None:
+        """Show ``text``; ``key`` says when it is the same as before (default: its text and
+        spans); ``wrapped``: (width, rich Lines) if the caller has wrapped it at that width."""
+        if key is None:
+            key = (text.plain, tuple(text.spans), str(text.style))
+        if key == self._key:
+            return
+        self._key = key
+        self._text = text
+        self._wrapped = wrapped
+        old = self._strips
+        self._strips = None
+        W = self.size.width
+        if old is None or not W or not self.is_mounted:
+            self.refresh()
+            return
+        new = self._build(W)
+        if len(new) != len(old):
+            self.refresh()
+            return
+        from textual.geometry import Region
+        changed = [Region(0, y, W, 1) for y, (a, b) in enumerate(zip(old, new)) if a != b]
+        if changed:
+            self.refresh(*changed)
+
+    def wrap(self, text: Text, width: int):
+        return text.wrap(self.app.console, max(1, width))
+
+    def _build(self, W: int) -> list[Strip]:
+        base = self.rich_style
+        if self._wrapped is not None and self._wrapped[0] == W:
+            lines = self._wrapped[1]
+        else:
+            lines = self.wrap(self._text, W)
+        console = self.app.console
+        # Text.render leaves out the Text's own style (rich applies it in __rich_console__)
+        strips = [Strip(line.render(console)).apply_style(base + console.get_style(line.style) if line.style else base)
+                  .crop(0, W).adjust_cell_length(W, base) for line in lines]
+        self._strips, self._built_for = strips, (W, base)
+        self._blank = Strip.blank(W, base)
+        return strips
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return len(self.wrap(self._text, width))
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips = None
+
+    def render_line(self, y: int) -> Strip:
+        W = self.size.width
+        if self._strips is None or self._built_for != (W, self.rich_style):
+            self._build(W)
+        return self._strips[y] if y < len(self._strips) else self._blank
+
+
 STAGE_ICON = {"forward": "→", "loss": "Σ", "backward": "←", "update": "Δ"}
 WRITTEN = "bold black on #e0b040"
 NONFINITE = "bold white on red"
 
 
-class HeaderBar(Static):
+class HeaderBar(TextLines):
     def show(self, name: str, k: int, N: int, stage: str, i: int, M: int, opname: str, loss, running=False,
              lr=None):
         """``lr``: the learning rate in force this step (a schedule's ``lr`` tensor), or None."""
@@ -63,7 +138,7 @@ class HeaderBar(Static):
             t.append(f" │ next: {opname}")
         if running:
             t.append("  ● running (Esc stops)", "bold yellow")
-        _update(self, t, t.plain + str(self.app.size))
+        self.set_text(t, (t.plain, width))
 
 
 class KeyBar(Widget):
@@ -114,10 +189,10 @@ class KeyBar(Widget):
         return self._strip
 
 
-class StatusBar(Static):
+class StatusBar(TextLines):
     def show(self, text: str, kind: str = ""):
         style = {"stop": "bold yellow", "bad": NONFINITE, "error": "bold red"}.get(kind, "italic")
-        _update(self, Text(text, style=style, overflow="ellipsis"), (text, kind))
+        self.set_text(Text(text, style=style, overflow="ellipsis"), (text, kind))
 
 
 class ProgramLines(Widget):
@@ -391,33 +466,43 @@ class OpPanel(Vertical):
     MAX_HEAT_H = 14                     # taller shows no more to the eye, and costs more per key
 
     def compose(self) -> ComposeResult:
-        yield Static(id="op-title")
-        yield Static(id="op-formula")
+        yield TextLines(id="op-title")
         yield TensorCanvas(self.SLOTS, id="op-tensors")
 
     def __init__(self, **kw):
         super().__init__(**kw)
-        self._seen_h: dict = {}          # (width, most rows) -> (panel, formula) heights needed so far
-        self._heights = None             # the (panel, formula) heights set now
+        self._seen_h: dict = {}          # (width, most rows) -> (the panel's, its canvas content's) heights needed so far
+        self._height = None              # the panel's height set now
 
     def show(self, title: Text, clauses: list, slots: list[tuple], digits: int,
              n_boxes: int = 0, stage: str = "", room: tuple[int, int] = (80, 19), big: bool = False,
-             compare: dict | None = None):
+             compare: dict | None = None, measure: bool = False):
         """``room``: (inner width, most rows the panel may take, borders included). ``big``: a
         network with parameters too big for numbers: its boxes are laid out side by side, as many
         as the most any op of this stage needs (``n_boxes``), at a constant height, so that stepping
-        within a stage never changes the layout (a relayout per key is what costs on such nets)."""
-        _update(self.query_one("#op-title", Static), title, title.plain)
-        self._compare = compare or {}
-        W, max_h = room
-        f = formula_text(clauses)
-        f_lines = len(f.wrap(self.app.console, max(10, W))) if W > 0 else 1
-        short = formula_text(clauses, compact=True)
-        short_lines = len(short.wrap(self.app.console, max(10, W))) if W > 0 else 1
-        if big:
-            self._show_uniform(f, f_lines, short, short_lines, slots, digits, n_boxes, W, max_h)
+        within a stage never changes the layout (a relayout per key is what costs on such nets).
+        ``measure``: only note the heights this op needs at this size, draw nothing (the app
+        measures a step's ops before the user steps through them, so the panel never grows)."""
+        if big and measure:
             return
-        boxes = [natural_size(name, value, role, digits, W, self._compare.get(name)) if name else None
+        if not measure:
+            self.query_one("#op-title", TextLines).set_text(title)
+            self._compare = compare or {}
+        theirs = compare or {}
+        W, max_h = room
+        fw = max(10, W)
+        f = formula_text(clauses)
+        f_wrapped = _wrapped(f, fw, self.app.console)
+        f_lines = len(f_wrapped) if W > 0 else 1
+
+        def short():
+            t = formula_text(clauses, compact=True)
+            lines = _wrapped(t, fw, self.app.console)
+            return t, lines, (len(lines) if W > 0 else 1)
+        if big:
+            self._show_uniform(f, f_wrapped, f_lines, short, slots, digits, n_boxes, W, max_h)
+            return
+        boxes = [natural_size(name, value, role, digits, W, theirs.get(name)) if name else None
                  for role, name, value, _ in slots]
         numeric_only = all(b is not None for b in boxes)
         n_show = len(slots)
@@ -437,27 +522,34 @@ class OpPanel(Vertical):
         budget = max(4, max_h - 3)
         f_h = max(1, min(f_lines, budget - min(t_need, 4)))
         if f_h < f_lines:                  # no room for both lines of each clause: one line each
-            f, f_lines = short, short_lines
+            f, f_wrapped, f_lines = short()
             f_h = max(1, min(f_lines, budget - min(t_need, 4)))
         t_h = min(t_need, budget - f_h)
-        # keep the heights needed so far at this size (the formula's and the panel's), so that
-        # stepping does not move the panel's parts or the layers table below: a new height is a
-        # relayout and a repaint of the whole screen, the most a key costs. After the first step
-        # has shown every op, the panel never changes size again.
+        # keep the height needed so far at this size, so that stepping does not move the layers
+        # table below: a new height is a relayout and a repaint of the whole screen, the most a
+        # key costs. The app measures the first step's ops before they are shown (its _presize),
+        # so the panel never changes size while stepping.
         key = (W, max_h)
-        seen_panel, seen_f = self._seen_h.get(key, (0, 0))
-        if f_h < seen_f and 3 + seen_f + t_h <= max_h:
-            f_h = seen_f
+        seen_panel, seen_content = self._seen_h.get(key, (0, 0))
         panel_h = min(max_h, max(3 + f_h + t_h, seen_panel))
-        self._seen_h[key] = (panel_h, max(f_h, seen_f))
         t_h = panel_h - 3 - f_h
-        _update(self.query_one("#op-formula", Static), f, f.plain)
-        # place the boxes
         heat_h = (max(self.MIN_HEAT_H, (t_h - fixed_h) // len(heat_rows)) if heat_rows else 0)
-        if heat_rows and fixed_h + heat_h * len(heat_rows) > t_h:
-            W -= 1                                 # a scrollbar will be there
+        # the canvas's content: the formula, then the boxes; the tallest so far at this size is
+        # the canvas's scrolling height for every op (a new one relayouts the screen)
+        content = max(f_h + fixed_h + heat_h * len(heat_rows), seen_content)
+        self._seen_h[key] = (panel_h, content)
+        if measure:
+            return
+        if content > panel_h - 3:
+            W -= 1                                 # a scrollbar will be there: the formula wraps
+            f_wrapped = _wrapped(f, max(10, W), self.app.console)       # one column narrower
+            grown = min(len(f_wrapped), budget) - f_h
+            if grown > 0:
+                f_h += grown
+                content = max(content, f_h + fixed_h + heat_h * len(heat_rows))
+                self._seen_h[key] = (panel_h, content)
         placed = []
-        y = 0
+        y = f_h
         for r in rows:
             heat = [j for j, sz in r if sz is None]
             rh = heat_h if heat else max(sz[1] for _, sz in r)
@@ -472,34 +564,35 @@ class OpPanel(Vertical):
                 placed.append((j, x, y, w, rh))
                 x += w
             y += rh
-        self._apply(panel_h, f_h, tuple(placed))
+        self._apply(panel_h, tuple(placed), f_wrapped if len(f_wrapped) <= f_h else f_wrapped[:f_h], content)
         self._fill(slots, digits)
 
-    def _show_uniform(self, f, f_lines, short, short_lines, slots, digits, n_boxes, W, max_h):
+    def forget_heights(self) -> None:
+        """A new scenario: the heights the old one needed no longer apply."""
+        self._seen_h.clear()
+
+    def _show_uniform(self, f, f_wrapped, f_lines, short, slots, digits, n_boxes, W, max_h):
         f_h = 4
         if f_lines > f_h:
-            f = short
-        _update(self.query_one("#op-formula", Static), f, f.plain)
+            f, f_wrapped, _ = short()
         n_show = len(slots)
         if n_boxes * self.MIN_HEAT_W <= W:
             n_show = min(self.SLOTS, max(n_boxes, len(slots)))
         panel_h = min(max_h, 3 + f_h + 12)
         t_h = panel_h - 3 - f_h
         bw = W // max(1, n_show)
-        placed = tuple((j, j * bw, 0, bw if j < n_show - 1 else W - j * bw, t_h) for j in range(n_show))
-        self._apply(panel_h, f_h, placed)
+        placed = tuple((j, j * bw, f_h, bw if j < n_show - 1 else W - j * bw, t_h) for j in range(n_show))
+        self._apply(panel_h, placed, f_wrapped if len(f_wrapped) <= f_h else f_wrapped[:f_h])
         self._fill(slots, digits)
 
-    def _apply(self, panel_h, f_h, placed):
-        """Heights (a relayout only when one changes: while the first step shows ops taller than
-        any before, or at a new screen size) and the boxes' places on the canvas (never a
-        relayout)."""
-        heights = (panel_h, f_h)
-        if heights != self._heights:
-            self._heights = heights
+    def _apply(self, panel_h, placed, formula, content=0):
+        """The panel's height (a relayout only when it changes: at a new screen size, a new
+        scenario), the formula's lines and the boxes' places on the canvas (a relayout only when
+        the content, at its tallest so far, outgrows the canvas)."""
+        if panel_h != self._height:
+            self._height = panel_h
             self.styles.height = panel_h
-            self.query_one("#op-formula").styles.height = f_h
-        self.query_one(TensorCanvas).place(placed, panel_h - 3 - f_h)   # the canvas's height to be
+        self.query_one(TensorCanvas).place(placed, panel_h - 3, head=formula, tallest=content)
 
     def _fill(self, slots, digits):
         canvas = self.query_one(TensorCanvas)
@@ -516,6 +609,21 @@ class OpPanel(Vertical):
         """The tensor boxes shown now (TensorBox), in slot order."""
         return self.query_one(TensorCanvas).visible()
 
+
+
+_WRAPS: dict = {}
+
+
+def _wrapped(text: Text, width: int, console):
+    """``text`` wrapped at ``width`` (rich Lines), remembered: stepping back and forth shows the
+    same formulas again, and wrapping is most of what a formula costs."""
+    key = (text.plain, tuple(text.spans), width)
+    hit = _WRAPS.get(key)
+    if hit is None:
+        if len(_WRAPS) > 512:
+            _WRAPS.clear()
+        hit = _WRAPS[key] = text.wrap(console, max(1, width))
+    return hit
 
 
 def formula_text(clauses, compact: bool = False) -> Text:

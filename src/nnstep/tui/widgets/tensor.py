@@ -376,14 +376,23 @@ class TensorCanvas(ScrollView, can_focus=True):
         self.selected: int | None = None      # a slot
         self._lines: list[Strip] = []
         self._width = 0
+        self._height = 0
+        self._head_src = ()                   # the lines above the boxes (rich Text), as given
+        self._head: list[Strip] | None = None  # ... and drawn
         self._frames: dict = {}
         self._styles: dict | None = None
 
     # --- what it shows ----------------------------------------------------------------------------
-    def place(self, placed: tuple, height_to_be: int | None = None) -> None:
+    def place(self, placed: tuple, height_to_be: int | None = None, head=(), tallest: int = 0) -> None:
         """``placed``: (slot, x, y, width, height) per box shown, frames included.
         ``height_to_be``: the canvas's height once the layout in progress is done, if its owner
-        knows it (the panel sets it)."""
+        knows it (the panel sets it). ``head``: lines of rich Text drawn at the top, above the
+        boxes (the panel's formula; the boxes are placed below them). ``tallest``: the content's
+        height at its tallest at this size, if the owner knows it: the scrolling height kept for
+        every op (a new virtual size relayouts the screen)."""
+        if head is not self._head_src:
+            self._head_src = head
+            self._head = None
         shown = {}
         for j, x, y, w, h in placed:
             shown[j] = Region(x, y, w, h)
@@ -391,7 +400,7 @@ class TensorCanvas(ScrollView, can_focus=True):
             b.display = b.slot in shown
             if b.display and b.region != shown[b.slot]:
                 b.region = shown[b.slot]
-        height = max((r.bottom for r in shown.values()), default=0)
+        height = max(max((r.bottom for r in shown.values()), default=0), len(head))
         width = max((r.right for r in shown.values()), default=0)
         self._width = width
         # virtual_size is a layout reactive: a new value relayouts the whole screen. Content that
@@ -399,8 +408,12 @@ class TensorCanvas(ScrollView, can_focus=True):
         # no layout; only content larger than the canvas (a big network's heatmaps, a small
         # terminal) sets its real size. A resize places the boxes again (refresh_view).
         room_h = self.size.height if height_to_be is None else height_to_be
-        fits = not shown or (0 < width <= self.size.width and 0 < height <= room_h)
-        virtual = Size(0, 0) if fits else Size(width, height)
+        tall = max(height, tallest)
+        fits = not shown or (0 < width <= self.size.width and 0 < tall <= room_h)
+        self._height = height
+        # (no horizontal scrolling while the boxes fit across: the width, which varies from op to
+        # op, would be a new virtual size each time)
+        virtual = Size(0, 0) if fits else Size(width if width > self.outer_size.width - 1 else 0, tall)
         if self.virtual_size != virtual:
             self.virtual_size = virtual
         if fits and (self.scroll_x or self.scroll_y):
@@ -450,6 +463,7 @@ class TensorCanvas(ScrollView, can_focus=True):
         super().notify_style_update()
         self._styles = None
         self._frames = {}
+        self._head = None
         if self.is_mounted:
             self._lines = self._compose_lines()
 
@@ -474,12 +488,23 @@ class TensorCanvas(ScrollView, can_focus=True):
             self._frames[key] = hit
         return hit
 
+    def _head_strips(self) -> list[Strip]:
+        if self._head is None:
+            base = self._style("base")
+            console = self.app.console               # (wrapped to the panel's width by the panel)
+            self._head = [Strip(line.render(console))
+                          .apply_style(base + console.get_style(line.style) if line.style else base)
+                          for line in self._head_src]
+        return self._head
+
     def _compose_lines(self) -> list[Strip]:
         base = self._style("base")
         boxes = [b for b in self.boxes if b.display]
-        H = max((b.region.bottom for b in boxes), default=0)
+        H = max(max((b.region.bottom for b in boxes), default=0), len(self._head_src))
         W = self._width
         rows: list[list] = [[] for _ in range(H)]
+        for y, strip in enumerate(self._head_strips()):
+            rows[y].append((0, strip))
         sel = self.selected if self.has_focus else None
         for b in sorted(boxes, key=lambda b: b.region.x):
             b.base = base
