@@ -22,7 +22,7 @@ import pytest
 
 from nnstep.debugger.session import Session
 from nnstep.tui import make_app
-from nnstep.tui.screens.dialogs import GotoScreen, HelpScreen
+from nnstep.tui.screens.dialogs import HelpScreen
 from nnstep.tui.screens.tensor import TensorScreen
 from nnstep.tui.widgets.panels import HeaderBar, StatusBar
 
@@ -41,7 +41,7 @@ MAIN = [("n", 12), ("space", 6), ("p", 10), ("s", 5), ("S", 4), ("c", 3), ("C", 
         ("equals_sign", 1), ("minus", 2), ("escape", 3), ("tab", 4), ("shift+tab", 2), ("up", 2),
         ("down", 2), ("left", 1), ("right", 1), ("home", 1), ("end", 1), ("pageup", 1),
         ("pagedown", 1)]
-# the go-to modal: digits, separators, junk text, editing keys, Enter, Escape
+# the go-to prompt (g, in the status line): digits, separators, junk text, editing keys, Enter, Escape
 GOTO = ([(d, 3) for d in "0123456789"] + [("space", 4), ("comma", 1), ("minus", 1), ("full_stop", 1),
         ("backspace", 3), ("enter", 8), ("escape", 3)] + [(ch, 1) for ch in "xqnSe"] + [("left", 1),
         ("home", 1), ("tab", 1)])
@@ -59,8 +59,8 @@ def _pick(rng: random.Random, table):
 
 def _pool(app):
     scr = app.screen
-    if isinstance(scr, GotoScreen):
-        return GOTO
+    if scr is app.screen_stack[0] and app.query_one(StatusBar).prompting:
+        return GOTO                   # g: the status line takes the keys
     if isinstance(scr, TensorScreen):
         return TENSOR
     if isinstance(scr, HelpScreen):

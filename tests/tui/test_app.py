@@ -9,7 +9,7 @@ import pytest
 import nnstep
 from nnstep.tui import make_app
 from nnstep.tui.app import ACTIONS, NnstepApp
-from nnstep.tui.screens.dialogs import GotoScreen, HelpScreen
+from nnstep.tui.screens.dialogs import HelpScreen
 from nnstep.tui.screens.tensor import TensorGrid, TensorScreen
 from nnstep.tui.widgets.panels import HeaderBar, StatusBar
 from nnstep.tui.widgets.tensor import TensorCanvas
@@ -160,18 +160,53 @@ async def test_adam_breakpoint_from_the_file_then_update_op_panel():
 async def test_goto_typed_and_errors():
     app = make_app(sc("classic.toml"))
     async with app.run_test(size=SIZE, notifications=True) as pilot:
+        status = app.query_one(StatusBar)
         await pilot.press("g")
-        assert isinstance(app.screen, GotoScreen)
-        await pilot.press(*"2 5", "enter")
+        assert status.prompting and "go to:" in text(status)
+        await pilot.press(*"2 5")
+        assert "go to: 2 5" in text(status)
+        assert app.session.position == (1, 0)                  # typing runs nothing (n, p... are text here)
+        await pilot.press("enter")
+        assert not status.prompting
         assert app.session.position == (2, 4)
+        assert "went to step 2, op 5" in text(status)
         await pilot.press("g", *"9 1", "enter")
         assert app.session.position == (2, 4)                  # unchanged
         assert any("no position" in n.message for n in app._notifications)
         await pilot.press("g", *"x", "enter")
         assert any("two numbers" in n.message for n in app._notifications)
-        await pilot.press("g", "escape")
-        assert not isinstance(app.screen, GotoScreen)
-        assert app.session.position == (2, 4)
+        await pilot.press("g", *"13", "backspace", "enter")     # backspace edits: "1" is step 1, op 1
+        assert app.session.position == (1, 0)
+        await pilot.press("g", *"2 3", "escape")
+        assert not status.prompting and "go to" not in text(status)
+        assert app.session.position == (1, 0)
+        await pilot.press("n")                                  # the keys are the app's again
+        assert app.session.position == (1, 1)
+
+
+async def test_goto_costs_no_layout():
+    """g, typing and Enter repaint the status line and the views, but lay nothing out again (a
+    dialog screen did: a full layout and repaint of the main screen when it closed)."""
+    app = make_app(sc("classic.toml"))
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(30):
+            await pilot.pause()
+            if app._presized is not None and not app._presize_pending:
+                break
+        await pilot.pause()
+        layouts = []
+        screen = app.screen
+        orig = type(screen)._refresh_layout
+
+        def counting(self, size=None, scroll=False):
+            if self._layout_required:
+                layouts.append(app.session.position)
+            return orig(self, size, scroll)
+        screen._refresh_layout = counting.__get__(screen)
+        await pilot.press("g", *"1 5", "enter")
+        await pilot.pause()
+        assert app.session.position == (1, 4)
+        assert app.screen is screen and layouts == []
 
 
 async def test_restart_reloads_and_a_broken_file_keeps_the_session(tmp_path):

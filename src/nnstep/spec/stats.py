@@ -38,7 +38,7 @@ def norm(a) -> float:
     a = _f64(a)
     if a.size == 0:
         return 0.0
-    r = a.ravel()
+    r = a.ravel("K")                      # in memory order: no copy of a transposed view
     with np.errstate(all="ignore"):
         sq = float(np.dot(r, r))
     if _TINY_SQ < sq < math.inf:
@@ -125,4 +125,15 @@ def summary(a) -> dict | None:
     f = a if all_finite(a) else a[np.isfinite(a)]
     if f.size == 0:
         return None
-    return {"min": float(f.min()), "max": float(f.max()), "mean": mean(f), "norm": norm(f)}
+    lo, hi = float(f.min()), float(f.max())
+    # the mean from the plain sum when it is finite (one pass, no copy: this is drawn per key for
+    # every new tensor on screen), else scaled by the largest magnitude (which min and max give)
+    with np.errstate(all="ignore"):
+        total = float(np.add.reduce(f.ravel("K")))
+    if math.isfinite(total):
+        m = total / f.size
+    else:
+        scale = max(-lo, hi)
+        with np.errstate(all="ignore"):
+            m = scale * float(np.mean(f / scale))
+    return {"min": lo, "max": hi, "mean": m, "norm": norm(f)}

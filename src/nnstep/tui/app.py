@@ -21,7 +21,7 @@ from ..debugger.explain import computed_this_step, explain as explain_element, i
 from ..debugger.session import Session
 from ..scenario.model import Scenario
 from . import view
-from .screens.dialogs import GotoScreen, HelpScreen
+from .screens.dialogs import HelpScreen
 from .screens.tensor import TensorScreen
 from .widgets.panels import DiagramView, GradNorms, HeaderBar, KeyBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
 from .widgets.tensor import MAX_NUMBERS, TensorCanvas, has_nonfinite
@@ -405,7 +405,10 @@ class NnstepApp(App):
         self.refresh_view()
 
     def action_goto(self) -> None:
-        self.push_screen(GotoScreen(self.session.N, self.session.M), self._goto_typed)
+        N, M = self.session.N, self.session.M
+        self.query_one(StatusBar).prompt("go to: ", f"step (1..{N}) and op (1..{M}), e.g. \"{min(2, N)} {min(3, M)}\"; "
+                                         f"\"{min(2, N)}\" alone is op 1 of step {min(2, N)} · Enter: go · Esc: cancel",
+                                         self._goto_typed)
 
     def _goto_typed(self, text: str | None) -> None:
         if not text or not text.strip():

@@ -1,12 +1,12 @@
-"""Small modal screens: help and go-to."""
+"""The help screen (go-to is typed into the status line: widgets.panels.StatusBar)."""
 from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Input, Static
+from textual.widgets import Static
 
 HELP = [
     ("Stepping", [
@@ -66,29 +66,4 @@ class HelpScreen(ModalScreen[None]):
             yield Static(t)
 
     def action_dismiss(self) -> None:
-        self.dismiss(None)
-
-
-class GotoScreen(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
-    DEFAULT_CSS = """
-    GotoScreen { align: center middle; }
-    GotoScreen > Vertical { width: 60; max-width: 100%; height: auto; border: round $accent;
-        background: $surface; padding: 0 1; }
-    """
-
-    def __init__(self, N: int, M: int):
-        super().__init__()
-        self.N, self.M = N, M
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(f"Go to: step (1..{self.N}) and op (1..{self.M}); the cursor stops before that op. "
-                         f"\"3\" alone is op 1 of step 3.")
-            yield Input(placeholder="step op", id="goto-input")
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value)
-
-    def action_cancel(self) -> None:
         self.dismiss(None)

@@ -42,6 +42,7 @@ class TextLines(Widget):
         self._wrapped = None             # (width, rich Lines) given by the owner, who wrapped them already
         self._strips: list[Strip] | None = None
         self._built_for = None
+        self._base = None
 
     def render(self) -> Text:
         """What it shows (the pipeline draws render_line; this is for tests and screen readers)."""
@@ -76,11 +77,16 @@ class TextLines(Widget):
         return text.wrap(self.app.console, max(1, width))
 
     def _build(self, W: int) -> list[Strip]:
-        base = self.rich_style
+        if self._base is None:
+            self._base = self.rich_style          # (it walks the ancestors' styles: kept)
+        base = self._base
+        text = self._text
         if self._wrapped is not None and self._wrapped[0] == W:
             lines = self._wrapped[1]
+        elif "\n" not in text.plain and text.cell_len <= W:
+            lines = [text]                        # one line that fits: nothing to wrap
         else:
-            lines = self.wrap(self._text, W)
+            lines = self.wrap(text, W)
         console = self.app.console
         # Text.render leaves out the Text's own style (rich applies it in __rich_console__)
         strips = [Strip(line.render(console)).apply_style(base + console.get_style(line.style) if line.style else base)
@@ -95,10 +101,11 @@ class TextLines(Widget):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._strips = None
+        self._base = None
 
     def render_line(self, y: int) -> Strip:
         W = self.size.width
-        if self._strips is None or self._built_for != (W, self.rich_style):
+        if self._strips is None or self._built_for[0] != W:
             self._build(W)
         return self._strips[y] if y < len(self._strips) else self._blank
 
@@ -190,9 +197,77 @@ class KeyBar(Widget):
 
 
 class StatusBar(TextLines):
+    """The status line, and the prompt that ``g`` types into (a line editor of its own: a dialog
+    screen relayouts and repaints the whole main screen when it closes, about 100 ms here)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._shown = ("", "")
+        self._prompt = None           # [label, what is typed, callback, the focus before]
+
+    @property
+    def prompting(self) -> bool:
+        return self._prompt is not None
+
     def show(self, text: str, kind: str = ""):
+        self._shown = (text, kind)
+        if self._prompt is None:
+            self._draw(text, kind)
+
+    def _draw(self, text: str, kind: str):
         style = {"stop": "bold yellow", "bad": NONFINITE, "error": "bold red"}.get(kind, "italic")
         self.set_text(Text(text, style=style, overflow="ellipsis"), (text, kind))
+
+    def prompt(self, label: str, hint: str, done) -> None:
+        """Take the keys until Enter (``done(typed)``) or Esc (``done(None)``); ``label`` is shown
+        before what is typed, ``hint`` after it."""
+        self._prompt = [label, "", done, self.screen.focused, hint]
+        self.can_focus = True
+        self.focus()
+        self._draw_prompt()
+
+    def _draw_prompt(self) -> None:
+        label, typed, _, _, hint = self._prompt
+        t = Text(overflow="ellipsis", no_wrap=True)
+        t.append(label, "bold")
+        t.append(typed, "bold reverse" if not typed else "bold")
+        t.append("▏", "bold")
+        t.append(f"   {hint}", "dim")
+        self.set_text(t, ("prompt", label, typed, hint))
+
+    def on_key(self, event) -> None:
+        if self._prompt is None:
+            return
+        event.stop()                  # while typing, no key reaches the app's bindings
+        event.prevent_default()
+        if event.key == "enter":
+            self._finish(True)
+            return
+        if event.key == "escape":
+            self._finish(False)
+            return
+        if event.key == "backspace":
+            self._prompt[1] = self._prompt[1][:-1]
+        elif event.key == "ctrl+u":
+            self._prompt[1] = ""
+        elif event.is_printable and event.character and len(self._prompt[1]) < 40:
+            self._prompt[1] += event.character
+        self._draw_prompt()
+
+    def on_blur(self) -> None:
+        if self._prompt is not None:  # focus went elsewhere (a click): the prompt is cancelled
+            self._finish(False)
+
+    def _finish(self, ok: bool) -> None:
+        _, typed, done, before, _ = self._prompt
+        self._prompt = None
+        self.can_focus = False
+        if before is not None and before.is_attached and before.screen is self.screen:
+            before.focus()
+        else:
+            self.screen.set_focus(None)
+        self._draw(*self._shown)
+        done(typed if ok else None)
 
 
 class ProgramLines(Widget):
@@ -228,8 +303,12 @@ class ProgramLines(Widget):
     def get_content_height(self, container, viewport, width: int) -> int:
         return len(self.lines)
 
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips = None                # built again with the new style
+
     def _strip(self, parts, W: int) -> Strip:
-        base = self.rich_style
+        base = self._base                  # rich_style walks the ancestors' styles: kept
         cache = self._style_cache
 
         def st(name):
@@ -245,8 +324,9 @@ class ProgramLines(Widget):
         W = self.size.width
         if self._strips is None or self._built_for != W:
             self._style_cache: dict[str, Style] = {}
+            self._base = self.rich_style
             self._strips, self._built_for = [self._strip(p, W) for p in self.lines], W
-            self._blank = Strip.blank(W, self.rich_style)
+            self._blank = Strip.blank(W, self._base)
         if y >= len(self._strips):
             return self._blank
         s = self._strips[y]
@@ -681,6 +761,9 @@ class LayersTable(Widget):
         self._narrow = False
         self._strips: list[Strip] | None = None
         self._built_for = None
+        self._base = None                        # rich_style, kept (it walks the ancestors' styles)
+        self._row_cache = (None, {})             # ((width, style, column widths), {cells: Strip})
+        self._note_strips = (None, [])
 
     def show(self, rows: list[dict], digits: int, narrow: bool = False, note: str = ""):
         self._note = note
@@ -706,7 +789,9 @@ class LayersTable(Widget):
             self.refresh(*(Region(0, y, W, 1) for y in changed))
 
     def _build(self, W: int) -> list[Strip]:
-        base = self.rich_style
+        if self._base is None:
+            self._base = self.rich_style
+        base = self._base
         cols = [("layer", "layer"), ("out", "output"), ("local", "local"), ("up", "upstream"),
                 ("param", "p"), ("grad", "∂E/∂param"), ("delta", "update Δ")]
         if self._narrow:
@@ -790,22 +875,34 @@ class LayersTable(Widget):
                     segs.append(Segment(" " * (w - len(txt)), base))
             return Strip(segs).crop(0, W).adjust_cell_length(W, base)
 
-        out = [strip([(t, "bold") for _, t in cols])]
-        out += [strip(line) for line in texts]
+        # a row that did not change is the Strip it was (most rows, at each step)
+        old_rows = self._row_cache if self._row_cache[0] == (W, base, tuple(widths)) else None
+        rows = {}
+        out = []
+        for line in [tuple((t, "bold") for _, t in cols)] + [tuple(line) for line in texts]:
+            hit = old_rows[1].get(line) if old_rows else None
+            rows[line] = hit if hit is not None else strip(line)
+            out.append(rows[line])
+        self._row_cache = ((W, base, tuple(widths)), rows)
         note = getattr(self, "_note", "")
         if note and W > 10:
-            import textwrap
-            out.append(Strip.blank(W, base))
-            dim = st("dim italic")
-            for ln in textwrap.wrap(note, W):
-                out.append(Strip([Segment(ln, dim)]).adjust_cell_length(W, base))
+            if self._note_strips[0] != (note, W, base):
+                import textwrap
+                dim = st("dim italic")
+                self._note_strips = ((note, W, base), [Strip.blank(W, base)] + [
+                    Strip([Segment(ln, dim)]).adjust_cell_length(W, base) for ln in textwrap.wrap(note, W)])
+            out += self._note_strips[1]
         return out
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._base = None
 
     def render_line(self, y: int) -> Strip:
         W = self.size.width
         if self._strips is None or self._built_for != W:
             self._strips = self._build(W)
-            self._blank = Strip.blank(W, self.rich_style)
+            self._blank = Strip.blank(W, self._base)
             self._built_for = W
         return self._strips[y] if y < len(self._strips) else self._blank
 

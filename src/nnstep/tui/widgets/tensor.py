@@ -188,6 +188,7 @@ class TensorBox:
         self._strips: list[Strip] | None = None
         self._built_for = None
         self._key = None
+        self._framed = None               # (frame key, the strips framed, the lines): TensorCanvas._framed
 
     @property
     def size(self) -> Size:
@@ -377,6 +378,7 @@ class TensorCanvas(ScrollView, can_focus=True):
         self._lines: list[Strip] = []
         self._width = 0
         self._height = 0
+        self._line_cache: dict = {}           # (width, the strips of a line and where) -> (those, the line)
         self._head_src = ()                   # the lines above the boxes (rich Text), as given
         self._head: list[Strip] | None = None  # ... and drawn
         self._frames: dict = {}
@@ -507,20 +509,21 @@ class TensorCanvas(ScrollView, can_focus=True):
             rows[y].append((0, strip))
         sel = self.selected if self.has_focus else None
         for b in sorted(boxes, key=lambda b: b.region.x):
-            b.base = base
             r = b.region
-            top, bottom, edge = self._frame(b, b.slot == sel)
-            for y in range(r.y, r.bottom):
-                dy = y - r.y
-                if dy == 0:
-                    rows[y].append((r.x, top))
-                elif dy == r.height - 1:
-                    rows[y].append((r.x, bottom))
-                else:
-                    inner = b.render_line(dy - 1)
-                    rows[y].append((r.x, Strip([edge, *inner, edge], r.width)))
+            for dy, strip in enumerate(self._framed(b, b.slot == sel, base)):
+                rows[r.y + dy].append((r.x, strip))
+        # a line made of the same strips at the same places is the Strip it was (most lines of a
+        # step: the boxes that did not change, the formula when it did not)
+        old = self._line_cache
+        cache = {}
         out = []
         for parts in rows:
+            key = (W, tuple((bx, id(strip)) for bx, strip in parts))
+            hit = old.get(key)
+            if hit is not None and all(a is b for (_, a), (_, b) in zip(hit[0], parts)):
+                cache[key] = hit
+                out.append(hit[1])
+                continue
             segs: list[Segment] = []
             x = 0
             for bx, strip in parts:
@@ -531,8 +534,28 @@ class TensorCanvas(ScrollView, can_focus=True):
                 x += strip.cell_length
             if x < W:
                 segs.append(Segment(" " * (W - x), base))
-            out.append(Strip(segs, max(W, x)))
+            line = Strip(segs, max(W, x))
+            cache[key] = (parts, line)
+            out.append(line)
+        self._line_cache = cache
         return out
+
+    def _framed(self, b: TensorBox, selected: bool, base: Style) -> list[Strip]:
+        """A box's lines with its frame, kept with the box until its lines or frame change."""
+        b.base = base
+        b._ensure()
+        top, bottom, edge = self._frame(b, selected)
+        key = (b.region.width, b.region.height, top, edge)
+        hit = b._framed
+        if hit is not None and hit[0] == key and hit[1] is b._strips:
+            return hit[2]
+        r = b.region
+        lines = [top] + [Strip([edge, *b.render_line(dy), edge], r.width) for dy in range(r.height - 2)]
+        if r.height > 1:
+            lines.append(bottom)
+        lines = lines[:r.height]
+        b._framed = (key, b._strips, lines)
+        return lines
 
     def render_line(self, y: int) -> Strip:
         W = self.size.width
