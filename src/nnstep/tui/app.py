@@ -179,12 +179,16 @@ class NnstepApp(App):
         self.refresh_view()
 
     def on_resize(self, event) -> None:
+        size = tuple(event.size)
+        if size == getattr(self, "_drawn_at", None) == getattr(self, "_classes_at", None):
+            return                    # the first Resize, at the size on_mount drew for
         self._size_classes(event.size)
         if not self.running:
             self.refresh_view()
 
     def _size_classes(self, size=None):
         w, h = size or self.size
+        self._classes_at = (w, h)
         self._narrow = w < 100
         try:
             self.query_one(KeyBar).show_command_palette = w >= 100     # ctrl+p still works
@@ -209,6 +213,7 @@ class NnstepApp(App):
     # --- drawing ----------------------------------------------------------------------------------
     def refresh_view(self) -> None:
         """Redraw every panel from the session (UI thread, never while a worker runs)."""
+        self._drawn_at = tuple(self.size)
         s = self.session
         k, i = s.position
         N, M = s.N, s.M
