@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ...spec.stats import all_finite
 from ..format import as_2d, by_array, grid_2d, nonfinite_counts, nonfinite_text, num, shape_str, stats_line
 
 # coolwarm-like diverging scale: blue (negative) -> grey (0) -> red (positive)
@@ -63,17 +64,16 @@ def heat_codes(a2: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, float]
     a2 = np.asarray(a2, dtype=np.float64)
     R, C = a2.shape
     rows, cols = max(1, min(rows, R)), max(1, min(cols, C))
-    finite = np.isfinite(a2)
-    allf = bool(finite.all())
-    z = a2 if allf else np.where(finite, a2, 0.0)
+    allf = all_finite(a2)
+    z = a2 if allf else np.where(np.isfinite(a2), a2, 0.0)
     rb, cb = _bins(R, rows), _bins(C, cols)
     if rows == R and cols == C:
         m = z
     else:
         s = np.add.reduceat(np.add.reduceat(z, rb, axis=0), cb, axis=1)
-        cnt = np.add.reduceat(np.add.reduceat(np.ones_like(z), rb, axis=0), cb, axis=1)
+        cnt = np.outer(np.diff(np.append(rb, R)), np.diff(np.append(cb, C)))   # each block's size
         m = s / cnt
-    scale = float(np.abs(z).max()) if z.size else 0.0
+    scale = max(float(z.max()), -float(z.min())) if z.size else 0.0     # max |z|, no |z| copy
     q = np.zeros(m.shape, dtype=np.int64) + LEVELS
     if scale > 0:
         q = np.rint(m / scale * LEVELS).astype(np.int64) + LEVELS
@@ -86,29 +86,42 @@ def heat_codes(a2: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, float]
     return q, scale
 
 
+_HEAT_SEGS: dict[tuple[int, int, int], Segment] = {}
+
+
+def _heat_segment(t: int, b: int, n: int) -> Segment:
+    """``n`` cells of top code ``t`` over bottom code ``b`` (-1: no bottom row), one Segment."""
+    key = (t, b, n)
+    seg = _HEAT_SEGS.get(key)
+    if seg is None:
+        if b < 0:
+            seg = (Segment(_BAD[t] * n, _cell_style(t, t)) if t > 2 * LEVELS
+                   else Segment("▀" * n, Style(color=PALETTE[t])))
+        elif t > 2 * LEVELS or b > 2 * LEVELS:
+            seg = Segment(_BAD[t if t > 2 * LEVELS else b] * n, _cell_style(t, b))
+        else:
+            seg = Segment("▀" * n, _cell_style(t, b))
+        if len(_HEAT_SEGS) > 20000:
+            _HEAT_SEGS.clear()
+        _HEAT_SEGS[key] = seg
+    return seg
+
+
 def heat_strips(codes: np.ndarray, width: int, bg: Style) -> list[Strip]:
-    """Two rows of codes per line with the upper half block."""
+    """Two rows of codes per line with the upper half block; runs of the same pair of colours are
+    one Segment (every cell is one column wide)."""
     out = []
-    R = codes.shape[0]
+    R, C = codes.shape
     for r in range(0, R, 2):
         top = codes[r]
-        bot = codes[r + 1] if r + 1 < R else None
-        segs = []
-        for c in range(codes.shape[1]):
-            t = int(top[c])
-            if bot is None:
-                b = -1
-                if t > 2 * LEVELS:
-                    segs.append(Segment(_BAD[t], _cell_style(t, t)))
-                else:
-                    segs.append(Segment("▀", Style(color=PALETTE[t])))
-                continue
-            b = int(bot[c])
-            if t > 2 * LEVELS or b > 2 * LEVELS:
-                segs.append(Segment(_BAD[t if t > 2 * LEVELS else b], _cell_style(t, b)))
-            else:
-                segs.append(Segment("▀", _cell_style(t, b)))
-        out.append(Strip(Segment.simplify(segs)).adjust_cell_length(width, bg))
+        bot = codes[r + 1] if r + 1 < R else np.full(C, -1, dtype=codes.dtype)
+        # where the (top, bottom) pair changes along the line: the runs
+        change = np.flatnonzero((top[1:] != top[:-1]) | (bot[1:] != bot[:-1])) + 1
+        starts = [0, *change.tolist()]
+        ends = [*change.tolist(), C]
+        tl, bl = top.tolist(), bot.tolist()
+        segs = [_heat_segment(tl[a], bl[a], e - a) for a, e in zip(starts, ends)]
+        out.append(Strip(segs, C).adjust_cell_length(width, bg))
     return out
 
 
