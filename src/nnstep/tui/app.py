@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
@@ -408,6 +408,27 @@ class NnstepApp(App):
         on = s.toggle_breakpoint(op.name)
         self._status = (f"breakpoint {'set before' if on else 'removed from'} \"{op.name}\"", "")
         self.refresh_view()
+
+    async def on_event(self, event) -> None:
+        # while g's prompt is open in the status line, it takes every key (before any binding or
+        # focused widget sees it), and a click anywhere cancels it
+        if isinstance(event, (events.Key, events.MouseDown)) and self.screen_stack and \
+                self.screen is self.screen_stack[0]:
+            bar = self._status_bar()
+            if bar is not None and bar.prompting:
+                if isinstance(event, events.Key):
+                    event.stop()
+                    bar.prompt_key(event)
+                    return
+                bar.end_prompt(False)
+        await super().on_event(event)
+
+    def _status_bar(self):
+        from textual.css.query import NoMatches
+        try:
+            return self.query_one(StatusBar)
+        except NoMatches:                  # not composed yet, or shutting down
+            return None
 
     def action_goto(self) -> None:
         N, M = self.session.N, self.session.M

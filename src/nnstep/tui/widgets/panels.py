@@ -203,7 +203,7 @@ class StatusBar(TextLines):
     def __init__(self, **kw):
         super().__init__(**kw)
         self._shown = ("", "")
-        self._prompt = None           # [label, what is typed, callback, the focus before]
+        self._prompt = None           # [label, what is typed, callback, hint]
 
     @property
     def prompting(self) -> bool:
@@ -219,32 +219,29 @@ class StatusBar(TextLines):
         self.set_text(Text(text, style=style, overflow="ellipsis"), (text, kind))
 
     def prompt(self, label: str, hint: str, done) -> None:
-        """Take the keys until Enter (``done(typed)``) or Esc (``done(None)``); ``label`` is shown
-        before what is typed, ``hint`` after it."""
-        self._prompt = [label, "", done, self.screen.focused, hint]
-        self.can_focus = True
-        self.focus()
+        """Take the keys (the app passes them on: ``prompt_key``) until Enter (``done(typed)``)
+        or Esc (``done(None)``); ``label`` is shown before what is typed, ``hint`` after it. Focus
+        does not move: a focus change repaints the whole screen (Screen.focused is a repainting
+        reactive)."""
+        self._prompt = [label, "", done, hint]
         self._draw_prompt()
 
     def _draw_prompt(self) -> None:
-        label, typed, _, _, hint = self._prompt
+        label, typed, _, hint = self._prompt
         t = Text(overflow="ellipsis", no_wrap=True)
         t.append(label, "bold")
-        t.append(typed, "bold reverse" if not typed else "bold")
+        t.append(typed, "bold")
         t.append("▏", "bold")
         t.append(f"   {hint}", "dim")
         self.set_text(t, ("prompt", label, typed, hint))
 
-    def on_key(self, event) -> None:
-        if self._prompt is None:
-            return
-        event.stop()                  # while typing, no key reaches the app's bindings
-        event.prevent_default()
+    def prompt_key(self, event) -> None:
+        """A key while prompting: Enter, Esc, Backspace, Ctrl+U (clear), or a character typed."""
         if event.key == "enter":
-            self._finish(True)
+            self.end_prompt(True)
             return
         if event.key == "escape":
-            self._finish(False)
+            self.end_prompt(False)
             return
         if event.key == "backspace":
             self._prompt[1] = self._prompt[1][:-1]
@@ -254,18 +251,11 @@ class StatusBar(TextLines):
             self._prompt[1] += event.character
         self._draw_prompt()
 
-    def on_blur(self) -> None:
-        if self._prompt is not None:  # focus went elsewhere (a click): the prompt is cancelled
-            self._finish(False)
-
-    def _finish(self, ok: bool) -> None:
-        _, typed, done, before, _ = self._prompt
+    def end_prompt(self, ok: bool) -> None:
+        if self._prompt is None:
+            return
+        typed, done = self._prompt[1], self._prompt[2]
         self._prompt = None
-        self.can_focus = False
-        if before is not None and before.is_attached and before.screen is self.screen:
-            before.focus()
-        else:
-            self.screen.set_focus(None)
         self._draw(*self._shown)
         done(typed if ok else None)
 
