@@ -207,7 +207,20 @@ async def abuse(src: str, workdir, n_keys: int, seed: int, label: str) -> dict:
             try:                                # a hang fails here, with where it was, within a minute
                 for _ in range(6):
                     await asyncio.wait_for(pilot.press("escape"), 30)
-                await asyncio.wait_for(app.workers.wait_for_complete(), 60)
+                # (not wait_for(app.workers.wait_for_complete(), 60): Textual's wait_for_complete
+                # swallows the cancellation, so that wait_for returns None at the timeout instead of
+                # raising, and a worker thread still running then hangs pytest when the event loop's
+                # executor is shut down)
+                for _ in range(600):
+                    if not app.running and all(w.is_finished for w in app.workers):
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    import faulthandler
+                    import sys
+                    faulthandler.dump_traceback(sys.stderr, all_threads=True)
+                    raise AssertionError(f"the continue worker never finished (every thread's stack is "
+                                         f"on stderr): {where()}")
                 await asyncio.wait_for(pilot.pause(), 30)
             except asyncio.TimeoutError:
                 raise AssertionError(f"stopping the app hung: {where()}") from None
@@ -284,6 +297,17 @@ if os.environ.get("NNSTEP_ABUSE_ALL"):
 
 @pytest.mark.parametrize("label,src", SCENARIOS, ids=[s[0] for s in SCENARIOS])
 async def test_random_keys_and_resizes_raise_nothing(label, src, tmp_path, quick_keys):
+    # a watchdog: if this scenario is still running after 10 minutes (it takes about one), every
+    # thread's stack goes to stderr, where even a hang that no await's bound catches is seen
+    import faulthandler
+    faulthandler.dump_traceback_later(600, exit=False)
+    try:
+        await _abuse_one(label, src, tmp_path)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+async def _abuse_one(label, src, tmp_path):
     if not src.endswith(".toml"):
         (tmp_path / "src").mkdir()
         (tmp_path / "src" / f"{label}.toml").write_text(src)
