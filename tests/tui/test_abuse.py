@@ -300,7 +300,7 @@ async def test_random_keys_and_resizes_raise_nothing(label, src, tmp_path, quick
     # a watchdog: if this scenario is still running after 10 minutes (it takes about one), every
     # thread's stack goes to stderr, where even a hang that no await's bound catches is seen
     import faulthandler
-    faulthandler.dump_traceback_later(600, exit=False)
+    faulthandler.dump_traceback_later(600, exit=True)     # and exit: a hung CI would land nothing for 90 min
     try:
         await _abuse_one(label, src, tmp_path)
     finally:
