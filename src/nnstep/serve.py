@@ -192,6 +192,11 @@ def cmd_serve(path: str, host: str, port: int) -> int:
         server.serve()
     finally:
         sock.close()
+        if server.exit_code:
+            # stopped by a signal: a second Ctrl-C from here on (the loop and its handlers are gone,
+            # the process is on its way out) must not kill it with the signal instead of its code
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if server.exit_code == 130:
         sys.stderr.write("nnstep: interrupted\n")
     return server.exit_code
