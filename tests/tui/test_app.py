@@ -184,25 +184,15 @@ async def test_goto_typed_and_errors():
         assert app.session.position == (1, 1)
 
 
-async def test_goto_costs_no_layout():
+async def test_goto_costs_no_layout(layouts):
     """g, typing and Enter repaint the status line and the views, but lay nothing out again (a
     dialog screen did: a full layout and repaint of the main screen when it closed)."""
+    settled, count = layouts
     app = make_app(sc("classic.toml"))
     async with app.run_test(size=SIZE) as pilot:
-        for _ in range(30):
-            await pilot.pause()
-            if app._presized is not None and not app._presize_pending:
-                break
-        await pilot.pause()
-        layouts = []
+        await settled(app, pilot)
         screen = app.screen
-        orig = type(screen)._refresh_layout
-
-        def counting(self, size=None, scroll=False):
-            if self._layout_required:
-                layouts.append(app.session.position)
-            return orig(self, size, scroll)
-        screen._refresh_layout = counting.__get__(screen)
+        layouts = count(app)
         await pilot.press("g", *"1 5", "enter")
         await pilot.pause()
         assert app.session.position == (1, 4)

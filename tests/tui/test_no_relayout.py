@@ -16,23 +16,15 @@ def sc(name):
 
 
 @pytest.mark.parametrize("name", ["classic.toml", "large.toml"])
-async def test_the_second_step_relayouts_nothing(name):
+async def test_the_second_step_relayouts_nothing(name, layouts):
+    _, count = layouts
     app = make_app(sc(name))
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = app.screen
         M = app.session.M
         for _ in range(M):                    # the first step: each op shown once, heights settle
             await pilot.press("n")
         await pilot.pause()
-        layouts = []
-        orig = type(screen)._refresh_layout
-
-        def counting(self, size=None, scroll=False):
-            if self._layout_required:
-                layouts.append(app.session.position)
-            return orig(self, size, scroll)
-
-        screen._refresh_layout = counting.__get__(screen)
+        layouts = count(app)
         for _ in range(M):                    # the second step, then back over it
             await pilot.press("n")
             await pilot.pause()
@@ -42,38 +34,18 @@ async def test_the_second_step_relayouts_nothing(name):
         assert layouts == [], f"full layouts at {layouts}"
 
 
-async def _settled(app, pilot):
-    """Until the app has measured the first step (it does so after the first paint) and painted."""
-    for _ in range(50):
-        await pilot.pause()
-        if app._presized is not None and not app._presize_pending:
-            break
-    await pilot.pause()
-
-
-def _count_layouts(app, screen):
-    layouts = []
-    orig = type(screen)._refresh_layout
-
-    def counting(self, size=None, scroll=False):
-        if self._layout_required:
-            layouts.append(app.session.position)
-        return orig(self, size, scroll)
-    screen._refresh_layout = counting.__get__(screen)
-    return layouts
-
-
 @pytest.mark.parametrize("name,size", [("classic.toml", (120, 40)), ("adam.toml", (120, 40)),
                                        ("lm.toml", (120, 40)), ("conv2d-flatten-linear.toml", (120, 40)),
                                        ("classic.toml", (80, 24))])
-async def test_the_first_step_relayouts_nothing(name, size):
+async def test_the_first_step_relayouts_nothing(name, size, layouts):
     """The app measures the first step's ops after the first paint (NnstepApp._presize), so the
     operation panel has its height before the user steps: the first pass through a step, which
     grew the panel op by op (two full layouts each time), costs no layout either."""
     app = make_app(sc(name))
     async with app.run_test(size=size) as pilot:
-        await _settled(app, pilot)
-        layouts = _count_layouts(app, app.screen)
+        settled, count = layouts
+        await settled(app, pilot)
+        layouts = count(app)
         height = app.query_one("#op").outer_size.height
         for _ in range(app.session.M):
             await pilot.press("n")
@@ -82,7 +54,7 @@ async def test_the_first_step_relayouts_nothing(name, size):
         assert layouts == [], f"full layouts at {layouts}"
 
 
-async def test_a_new_size_or_scenario_is_measured_again(tmp_path):
+async def test_a_new_size_or_scenario_is_measured_again(tmp_path, layouts):
     """After a resize, and after r reloads a file that now holds another network, the first step
     again costs no layout (the heights are measured for the new size, the new scenario)."""
     import shutil
@@ -92,15 +64,16 @@ async def test_a_new_size_or_scenario_is_measured_again(tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         await pilot.resize_terminal(100, 30)
-        await _settled(app, pilot)
-        layouts = _count_layouts(app, app.screen)
+        settled, count = layouts
+        await settled(app, pilot)
+        layouts = count(app)
         for _ in range(app.session.M):
             await pilot.press("n")
             await pilot.pause()
         assert layouts == [], f"after a resize: full layouts at {layouts}"
         shutil.copyfile(sc("adam.toml"), path)
         await pilot.press("r")
-        await _settled(app, pilot)
+        await settled(app, pilot)
         layouts.clear()
         for _ in range(app.session.M):
             await pilot.press("n")
