@@ -137,21 +137,21 @@ def _npz_header(zf, member: str):
 
 
 def _npz_open(ctx, where, f, p):
-    import zipfile
+    from .npzread import Archive, zip_errors
 
     try:
-        zf = zipfile.ZipFile(p)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
-        raise ctx.err(where, f'"{f}" is not a .npz file (not a zip archive as numpy.savez writes)') from None
+        zf = Archive(p)
     except OSError as e:
         raise ctx.err(where, f'cannot read "{f}": {e.strerror or e}') from None
+    except (EOFError, ValueError) + zip_errors():
+        raise ctx.err(where, f'"{f}" is not a .npz file (not a zip archive as numpy.savez writes)') from None
     return zf
 
 
 def _npz_load(ctx, where, f, zf, key: str) -> np.ndarray:
     """One array of an open .npz, checked from its header first: numbers only (never pickle), at
     most MAX_ELEMENTS elements."""
-    import zipfile
+    from .npzread import zip_errors
 
     member = key + ".npy"
     try:
@@ -176,7 +176,7 @@ def _npz_load(ctx, where, f, zf, key: str) -> np.ndarray:
             arr = npf.read_array(fh, allow_pickle=False)
     except ScenarioError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, TypeError, SyntaxError) as e:
+    except (OSError, ValueError, EOFError, KeyError, TypeError, SyntaxError) + zip_errors() as e:
         raise ctx.err(where, f'"{f}": array "{clean(key)}" is damaged ({type(e).__name__})') from None
     return arr
 
