@@ -12,13 +12,14 @@ know) is refused with a located error, never written approximately.
 """
 from __future__ import annotations
 
-import dataclasses
+
 import keyword
 import math
 
 import numpy as np
 
 from .errors import ScenarioError
+from .spec import records
 from .spec.model import Scenario
 
 # nn.Module's own attribute names (torch 2.13): a layer of one of these names gets an attribute
@@ -93,14 +94,13 @@ def _refuse(sc: Scenario, where: str, what: str):
 
 
 def _check_fields(sc: Scenario, obj, known: set, where: str, what: str):
-    for f in dataclasses.fields(obj):
-        if f.name in known:
+    for name, default in records.fields(obj):
+        if name in known:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        v = getattr(obj, f.name)
+        default = None if default is records.MISSING else default
+        v = getattr(obj, name)
         if v != default and v is not None and not (isinstance(v, (tuple, list, dict)) and not v):
-            _refuse(sc, f"{where}.{f.name}", f"export --torch does not write {what} {f.name} yet: "
+            _refuse(sc, f"{where}.{name}", f"export --torch does not write {what} {name} yet: "
                                              "no script is written rather than a wrong one")
 
 

@@ -289,7 +289,7 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
     sc = Scenario(path=path, name=name, description=desc, seed=seed, dtype=dtype, x=x, y=y, layers=layers,
                   loss=loss, optimizer=optimizer, train=train, initial=initial, source=text)
     # a batch larger than the data is the whole data, as a DataLoader would give
-    plan = Plan(sc)
+    plan = Plan.of(sc)
     sc.breakpoints = conditions.breakpoints(doc.get("breakpoints", []), ctx, plan.names, plan.op_names)
     sc.expects = conditions.expects(doc.get("expect", []), ctx, plan.names, sc)
     return sc

@@ -1,6 +1,6 @@
 """The bottom of nnstep: what a scenario *is*, with no parsing and no math.
 
-* :mod:`.model`: the typed, validated scenario (dataclasses);
+* :mod:`.model`: the typed, validated scenario (records: value types cheap to define);
 * :mod:`.catalog`: every layer, loss and optimizer type, with its options, defaults, parameter
   names and shape rules;
 * :mod:`.formula`: formulas as structured clauses of typed references;

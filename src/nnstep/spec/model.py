@@ -3,7 +3,6 @@ inferred, missing parameters are initialized, data is loaded. The scenario loade
 the engine consumes it; this module imports neither."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from .records import Factory, record
 
 from typing import Any
@@ -32,7 +31,7 @@ class LayerSpec:
         return f"{self.name}.{suffix}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LossSpec:
     type: str
     reduction: str = "mean"
@@ -45,7 +44,7 @@ class LossSpec:
     pos_weight: tuple[float, ...] | None = None  # bce_with_logits: over the last dim
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class OptimizerSpec:
     type: str
     lr: float = 0.001
@@ -61,7 +60,7 @@ class OptimizerSpec:
     schedule: "ScheduleSpec | None" = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ScheduleSpec:
     """A torch.optim.lr_scheduler, stepped once after each training step's update."""
     type: str                          # step | exponential | cosine | linear
@@ -76,7 +75,7 @@ class ScheduleSpec:
     warmup_start: float = 1.0 / 3      # cosine: the warm-up's start_factor
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TrainSpec:
     steps: int = 1
     batch_size: int = 0

@@ -97,6 +97,19 @@ class Names:
 
 
 class Plan:
+    @classmethod
+    def of(cls, sc) -> "Plan":
+        """The plan of ``sc``, built once: the loader builds it to check breakpoint and expect
+        names, and each Program of the scenario reads the same one (a plan is never changed once
+        built). Rebuilt if what it is made of was replaced on ``sc`` since."""
+        key = (tuple(sc.layers), sc.loss, sc.optimizer, getattr(sc.y, "dtype", None), sc.dtype)
+        memo = sc.__dict__.get("_plan")
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        plan = cls(sc)
+        sc.__dict__["_plan"] = (key, plan)
+        return plan
+
     def __init__(self, sc):
         self.scenario = sc
         self.layers = list(sc.layers)
@@ -306,7 +319,7 @@ class Plan:
 
 
 def build(sc) -> Plan:
-    return Plan(sc)
+    return Plan.of(sc)
 
 
 __all__ = ["STAGES", "Op", "Plan", "Slot", "build", "F"]

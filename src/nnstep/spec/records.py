@@ -10,8 +10,8 @@ class attributes (``Factory(list)`` for a fresh default per instance, ``NoInit()
 by ``__post_init__``); ``__init__`` takes them positionally or by name and then calls
 ``__post_init__`` if defined; ``__repr__``; ``__eq__`` over the fields (``eq=False``: identity);
 ``frozen=True``: assigning raises :class:`FrozenInstanceError` and instances hash by their fields.
-Records are not dataclasses (``dataclasses.fields`` does not see them); the four specs the PyTorch
-export walks with ``dataclasses.fields`` stay dataclasses.
+Records are not dataclasses (``dataclasses.fields`` does not see them): :func:`fields` lists a
+record's fields and defaults, and :func:`replace` copies one with changes.
 """
 from __future__ import annotations
 
@@ -101,6 +101,16 @@ def record(cls=None, *, frozen: bool = False, eq: bool = True):
             cls.__delattr__ = __delattr__
         return cls
     return wrap if cls is None else wrap(cls)
+
+
+def fields(obj) -> tuple[tuple[str, object], ...]:
+    """A record's fields in order, each ``(name, default)``: the default a fresh instance gets
+    (a ``Factory``'s made anew), or ``MISSING`` where the field has none."""
+    return tuple((n, d.make() if isinstance(d, Factory) else (MISSING if d is _MISSING else d))
+                 for n, d in type(obj).__record_fields__ if not isinstance(d, NoInit))
+
+
+MISSING = _MISSING
 
 
 def replace(obj, **changes):
