@@ -9,7 +9,32 @@ import sys
 COMMANDS = ("run", "check", "trace", "gradcheck", "explain", "compare", "export", "screenshot", "tui", "new", "serve")
 
 
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` finds it (COLUMNS, then stdout's
+    terminal, then 80), without importing shutil: it pulls in bz2, lzma and fnmatch, ~6 ms of
+    every `nnstep run`'s start, for a width that only --help and errors use."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kw):
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kw)
+
     def error(self, message):
         sys.stderr.write(f"nnstep: error: {self.prog}: {message}\n"
                          f"(see '{self.prog} --help')\n")
@@ -67,83 +92,97 @@ def demo_path() -> str:
     return os.path.join(os.path.dirname(__file__), "demo", "classic.toml")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``command`` given) the top level with that one subcommand: each
+    subparser costs argparse formatters and translations, and `nnstep run` is to start within 60
+    ms of `import numpy` (SPEC §6). A command's help, usage and errors are the same either way."""
     p = _Parser(prog="nnstep", description="A terminal step-through debugger for small neural networks. "
                 "`nnstep FILE` opens FILE in the TUI; `nnstep` alone opens a bundled demo.")
     from . import __version__
     p.add_argument("--version", action="version", version=f"nnstep {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="train headless and print a per-step loss table (or JSON)")
-    r.add_argument("file")
-    r.add_argument("--steps", type=_steps, help="number of steps (default: train.steps)")
-    r.add_argument("--json", action="store_true", help="print one JSON document (SPEC §4)")
-    r.add_argument("--save", metavar="OUT.npz", help="write the final parameters by name, loadable as scenario.weights")
-    r.add_argument("--ignore-breakpoints", action="store_true", help="don't stop at `when` breakpoints")
+    if command in (None, "run"):
+        r = sub.add_parser("run", help="train headless and print a per-step loss table (or JSON)")
+        r.add_argument("file")
+        r.add_argument("--steps", type=_steps, help="number of steps (default: train.steps)")
+        r.add_argument("--json", action="store_true", help="print one JSON document (SPEC §4)")
+        r.add_argument("--save", metavar="OUT.npz", help="write the final parameters by name, loadable as scenario.weights")
+        r.add_argument("--ignore-breakpoints", action="store_true", help="don't stop at `when` breakpoints")
 
-    c = sub.add_parser("check", help="run and evaluate every [[expect]]; exit 1 if any fails")
-    c.add_argument("files", nargs="+", metavar="FILE")
+    if command in (None, "check"):
+        c = sub.add_parser("check", help="run and evaluate every [[expect]]; exit 1 if any fails")
+        c.add_argument("files", nargs="+", metavar="FILE")
 
-    t = sub.add_parser("trace", help="every operation with all its input and output tensors")
-    t.add_argument("file")
-    t.add_argument("--steps", type=_steps)
-    t.add_argument("--json", action="store_true")
-    t.add_argument("--ignore-breakpoints", action="store_true", help="don't stop at `when` breakpoints")
+    if command in (None, "trace"):
+        t = sub.add_parser("trace", help="every operation with all its input and output tensors")
+        t.add_argument("file")
+        t.add_argument("--steps", type=_steps)
+        t.add_argument("--json", action="store_true")
+        t.add_argument("--ignore-breakpoints", action="store_true", help="don't stop at `when` breakpoints")
 
-    e = sub.add_parser("explain", help="one number: the chain rule back to the loss, or how it was computed")
-    e.add_argument("file")
-    e.add_argument("element", metavar="TENSOR[i, j, ...]", help='e.g. "linear1.weight.grad[0, 1]" or "loss"')
-    e.add_argument("--step", type=_steps, default=1, help="the training step (default 1)")
-    e.add_argument("--json", action="store_true", help='{"tensor", "index", "step", "value", "engine_value", "text"}')
+    if command in (None, "explain"):
+        e = sub.add_parser("explain", help="one number: the chain rule back to the loss, or how it was computed")
+        e.add_argument("file")
+        e.add_argument("element", metavar="TENSOR[i, j, ...]", help='e.g. "linear1.weight.grad[0, 1]" or "loss"')
+        e.add_argument("--step", type=_steps, default=1, help="the training step (default 1)")
+        e.add_argument("--json", action="store_true", help='{"tensor", "index", "step", "value", "engine_value", "text"}')
 
-    g = sub.add_parser("gradcheck", help="finite differences against the analytic gradient of every parameter")
-    g.add_argument("file")
-    g.add_argument("--tol", type=_positive_float, default=1e-5, help="largest error allowed (default 1e-5)")
-    g.add_argument("--eps", type=_positive_float, default=1e-6, help="finite-difference step (default 1e-6)")
-    g.add_argument("--max-elements", type=_positive_int, default=64,
-                   help="elements checked per parameter: all if fewer, else the largest half and a seeded sample")
-    g.add_argument("--json", action="store_true")
+    if command in (None, "gradcheck"):
+        g = sub.add_parser("gradcheck", help="finite differences against the analytic gradient of every parameter")
+        g.add_argument("file")
+        g.add_argument("--tol", type=_positive_float, default=1e-5, help="largest error allowed (default 1e-5)")
+        g.add_argument("--eps", type=_positive_float, default=1e-6, help="finite-difference step (default 1e-6)")
+        g.add_argument("--max-elements", type=_positive_int, default=64,
+                       help="elements checked per parameter: all if fewer, else the largest half and a seeded sample")
+        g.add_argument("--json", action="store_true")
 
-    m = sub.add_parser("compare", help="your own values (a .npz by nnstep's tensor names) against nnstep's: the "
-                       "first op that differs, then every tensor")
-    m.add_argument("file")
-    m.add_argument("mine", metavar="MINE.npz", help='arrays named "<tensor>" (step 1) or "<step>/<tensor>"')
-    m.add_argument("--json", action="store_true", help="one JSON document")
-    m.add_argument("--rtol", type=_nonneg_float, default=1e-6, help="relative tolerance (default 1e-6)")
-    m.add_argument("--atol", type=_nonneg_float, default=1e-9, help="absolute tolerance (default 1e-9)")
+    if command in (None, "compare"):
+        m = sub.add_parser("compare", help="your own values (a .npz by nnstep's tensor names) against nnstep's: the "
+                           "first op that differs, then every tensor")
+        m.add_argument("file")
+        m.add_argument("mine", metavar="MINE.npz", help='arrays named "<tensor>" (step 1) or "<step>/<tensor>"')
+        m.add_argument("--json", action="store_true", help="one JSON document")
+        m.add_argument("--rtol", type=_nonneg_float, default=1e-6, help="relative tolerance (default 1e-6)")
+        m.add_argument("--atol", type=_nonneg_float, default=1e-9, help="absolute tolerance (default 1e-9)")
 
-    x = sub.add_parser("export", help="write a standalone PyTorch script that rebuilds the scenario and prints "
-                       "the `run --json` document")
-    x.add_argument("file")
-    x.add_argument("--torch", action="store_true", required=True, help="as a PyTorch script (the one format)")
-    x.add_argument("-o", "--output", required=True, metavar="OUT.py")
+    if command in (None, "export"):
+        x = sub.add_parser("export", help="write a standalone PyTorch script that rebuilds the scenario and prints "
+                           "the `run --json` document")
+        x.add_argument("file")
+        x.add_argument("--torch", action="store_true", required=True, help="as a PyTorch script (the one format)")
+        x.add_argument("-o", "--output", required=True, metavar="OUT.py")
 
-    s = sub.add_parser("screenshot", help="the TUI after some keys, as SVG")
-    s.add_argument("file")
-    s.add_argument("--keys", default="", help='keys to press first, e.g. "n n s"')
-    s.add_argument("--size", default="120x40", help="terminal size WxH (default 120x40)")
-    s.add_argument("-o", "--output", required=True, metavar="OUT.svg")
-    s.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
-                   help="longest a key's run (c, C) may take before it is interrupted as Esc would (default 10)")
+    if command in (None, "screenshot"):
+        s = sub.add_parser("screenshot", help="the TUI after some keys, as SVG")
+        s.add_argument("file")
+        s.add_argument("--keys", default="", help='keys to press first, e.g. "n n s"')
+        s.add_argument("--size", default="120x40", help="terminal size WxH (default 120x40)")
+        s.add_argument("-o", "--output", required=True, metavar="OUT.svg")
+        s.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                       help="longest a key's run (c, C) may take before it is interrupted as Esc would (default 10)")
 
-    u = sub.add_parser("tui", help="open FILE in the TUI (same as `nnstep FILE`)")
-    u.add_argument("file", nargs="?")
-    u.add_argument("--compare", metavar="MINE.npz", default=None,
-                   help="your own values (as for `nnstep compare`): the first differing op marked, f walks them")
-    u.add_argument("--rtol", type=_nonneg_float, default=1e-6, help="with --compare: relative tolerance (1e-6)")
-    u.add_argument("--atol", type=_nonneg_float, default=1e-9, help="with --compare: absolute tolerance (1e-9)")
+    if command in (None, "tui"):
+        u = sub.add_parser("tui", help="open FILE in the TUI (same as `nnstep FILE`)")
+        u.add_argument("file", nargs="?")
+        u.add_argument("--compare", metavar="MINE.npz", default=None,
+                       help="your own values (as for `nnstep compare`): the first differing op marked, f walks them")
+        u.add_argument("--rtol", type=_nonneg_float, default=1e-6, help="with --compare: relative tolerance (1e-6)")
+        u.add_argument("--atol", type=_nonneg_float, default=1e-9, help="with --compare: absolute tolerance (1e-9)")
 
-    w = sub.add_parser("serve", help="serve the TUI as a web page (each browser tab its own session)")
-    w.add_argument("file")
-    w.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: every network)")
-    w.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free port)")
+    if command in (None, "serve"):
+        w = sub.add_parser("serve", help="serve the TUI as a web page (each browser tab its own session)")
+        w.add_argument("file")
+        w.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: every network)")
+        w.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free port)")
 
-    n = sub.add_parser("new", help="write a starter scenario")
-    n.add_argument("file", nargs="?")
-    n.add_argument("--template", default=None, help="template name (see --list)")
-    n.add_argument("--force", action="store_true", help="overwrite an existing file")
-    n.add_argument("--list", action="store_true", help="list the templates")
+    if command in (None, "new"):
+        n = sub.add_parser("new", help="write a starter scenario")
+        n.add_argument("file", nargs="?")
+        n.add_argument("--template", default=None, help="template name (see --list)")
+        n.add_argument("--force", action="store_true", help="overwrite an existing file")
+        n.add_argument("--list", action="store_true", help="list the templates")
     return p
 
 
@@ -158,12 +197,43 @@ def main(argv: list[str] | None = None) -> int:
     elif argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv = ["tui"] + argv
     try:
-        return _dispatch(build_parser().parse_args(argv))
+        return _dispatch(build_parser(argv[0] if argv[0] in COMMANDS else None).parse_args(argv))
     except KeyboardInterrupt:
         sys.stderr.write("nnstep: interrupted\n")
         return 130
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+
+
+# the commands that, once main() has returned, have nothing left to do: no thread, no open file
+# (their outputs are written and closed or renamed into place before they return)
+_HEADLESS = ("run", "check", "trace", "gradcheck", "explain", "compare", "export", "new")
+
+
+def entry() -> None:
+    """The `nnstep` console script and ``python -m nnstep``: main(), then, after a headless command,
+    the process ends without the interpreter's teardown (freeing every module and object one by
+    one, numpy's included), which is 10-30 ms of each `nnstep run` here and does nothing a user
+    could see: stdout and stderr are flushed first, and those commands leave no thread or file
+    open. The interactive commands exit as usual. Flushing can still fail (a full disk): that is
+    an error, exit 120, as Python's own shutdown reports it."""
+    argv = sys.argv[1:]
+    rc = main(argv)
+    if argv and argv[0] in _HEADLESS and not sys.flags.inspect:
+        try:
+            sys.stdout.flush()
+        except OSError as e:
+            try:
+                sys.stderr.write(f"nnstep: error: stdout: {e.strerror or e}\n")
+            except OSError:
+                pass
+            rc = 120
+        try:
+            sys.stderr.flush()
+        except OSError:
+            rc = rc or 120
+        os._exit(rc)
+    sys.exit(rc)
 
 
 def _one_blas_thread() -> None:
@@ -223,4 +293,10 @@ def _dispatch(a) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as e:                  # the output could not be written (a full disk, say)
+        try:
+            sys.stderr.write(f"nnstep: error: {e.filename or 'output'}: {e.strerror or e}\n")
+        except OSError:
+            pass
+        return 2
     return 2
