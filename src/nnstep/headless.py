@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from . import jsonio
-from .engine.program import Program
+from .engine.program import Program, lean_skip
 from .engine.runner import Detector, Stop, advance
 from .errors import ScenarioError
 from .scenario import load_scenario
@@ -27,13 +27,9 @@ def _steps(sc: Scenario, steps: int | None) -> int:
 
 def run_skip(sc: Scenario, honor_breakpoints: bool = True) -> set[str]:
     """Tensors `run` never reads, so its Program need not compute them: dLoss/d(input) and the
-    parameters' deltas, unless a `when` breakpoint reads one of them. (`trace`, `check`,
-    `gradcheck` and the debugger compute everything.)"""
-    skip = {f"{p}.delta" for p in sc.trainable}
-    skip |= {f"{L.name}.grad_in" for L in sc.layers if L.inputs == ("input",)}
-    if honor_breakpoints:
-        skip -= {bp.when.tensor for bp in sc.breakpoints if bp.when is not None and bp.when.kind == "compare"}
-    return skip
+    parameters' deltas, unless a `when` breakpoint reads one of them (engine.program.lean_skip).
+    (`trace`, `check`, `gradcheck` and the debugger's stepping compute everything.)"""
+    return lean_skip(sc, None if honor_breakpoints else [])
 
 
 def _stop_text(stop: Stop) -> str:

@@ -453,3 +453,39 @@ def test_adam_state_starts_at_zeros_as_torch():
     g = env["linear1.weight.grad"]
     np.testing.assert_array_equal(env["linear1.weight.m"], (1 - 0.9) * g)
     np.testing.assert_allclose(env["linear1.weight.v"], (1 - 0.999) * g * g, rtol=1e-15)
+
+
+def test_a_left_out_delta_is_computed_where_it_could_be_born_inf():
+    """`run` and a long continue leave the parameters' deltas out, but where ``new - old`` could
+    overflow (or meets a NaN) it is written all the same, so the NaN/Inf check sees what full
+    stepping sees; otherwise it is absent, never a stale value. Here lr = 1e300 makes the update
+    of a weight of 1e300 Inf at step 1 (derivation: ŷ = 1e300·1, g = 2(ŷ - 0)·1 = 2e300, lr·g = Inf)."""
+    from nnstep.engine.program import _diff_may_overflow
+    from nnstep.headless import run_skip
+
+    big = np.finfo(np.float64).max
+    assert not _diff_may_overflow(np.ones(3), np.zeros(3), [None, 0.0])
+    assert _diff_may_overflow(np.array([0.6 * big]), np.array([-0.6 * big]), [None, 0.0])
+    assert _diff_may_overflow(np.array([np.nan, 1.0]), np.zeros(2), [None, 0.0])
+    assert _diff_may_overflow(np.array([np.inf]), np.zeros(1), [None, 0.0])
+    seen = [None, 0.0]
+    w1 = np.array([0.3 * big])
+    assert not _diff_may_overflow(w1, np.zeros(1), seen) and seen[0] is w1
+    assert _diff_may_overflow(np.array([-0.3 * big]), w1, seen)    # old's bound taken from seen
+
+    text = ('[data]\nx = [[1.0]]\ny = [[0.0]]\n[[layers]]\ntype = "linear"\nout = 1\nbias = false\n'
+            'weight = [[1e300]]\n[loss]\ntype = "mse"\n[optimizer]\ntype = "sgd"\nlr = 1e300\n[train]\nsteps = 2\n')
+    sc = loads_scenario(text)
+    full, lean = Program(sc), Program(sc, skip=run_skip(sc))
+    ef, el = full.initial_env(), lean.initial_env()
+    full.run_step(ef, 1)
+    lean.run_step(el, 1)
+    assert np.isinf(el["linear1.weight.delta"]).all() and np.array_equal(el["linear1.weight.delta"], ef["linear1.weight.delta"])
+
+    calm = text.replace("1e300", "0.5")
+    sc = loads_scenario(calm)
+    lean = Program(sc, skip=run_skip(sc))
+    el = lean.initial_env()
+    el["linear1.weight.delta"] = np.array([[123.0]])               # a stale value is removed
+    lean.run_step(el, 1)
+    assert "linear1.weight.delta" not in el

@@ -67,7 +67,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..engine.program import Op, Program
+from ..engine.program import Op, Program, lean_skip
 from ..engine.runner import Detector, Stop, advance
 from ..spec.model import Breakpoint, Scenario
 from ..spec.stats import global_norm
@@ -481,14 +481,13 @@ class Session:
         self._fast = None                   # rebuilt on demand: it depends on the breakpoints
 
     def _fast_program(self):
-        """For a long continue: (a Program that leaves out dLoss/d(the batch) of the layers reading
-        it, as `nnstep run` does, unless a `when` condition reads it; its Detector), or None. Where
-        that gradient could be born Inf or NaN it is computed all the same, so the stops are the
+        """For a long continue: (a Program that leaves out what `nnstep run` leaves out, dLoss/d(the
+        batch) and the parameters' deltas, unless a `when` condition reads one; its Detector), or
+        None. Where one could be born Inf or NaN it is computed all the same, so the stops are the
         ones full stepping finds."""
         if self._fast is None:
             sc = self.scenario
-            skip = {L.t("grad_in") for L in sc.layers if L.inputs == ("input",)}
-            skip -= {bp.when.tensor for bp in self.breakpoints if bp.when is not None and bp.when.kind == "compare"}
+            skip = lean_skip(sc, self.breakpoints)
             if not skip:
                 self._fast = False
             else:

@@ -12,6 +12,7 @@ carried from one step to the next; a step boundary is fully described by them pl
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable, Iterable
 
 import numpy as np
@@ -45,6 +46,45 @@ def _with_sums_and_aliases(fn: Callable, op: Op) -> Callable:
     return run
 
 
+def lean_skip(sc: Scenario, breakpoints=None) -> set[str]:
+    """What a long run never reads, so a Program may leave it uncomputed: dLoss/d(the batch) of the
+    layers reading it and the parameters' deltas, unless a `when` condition of ``breakpoints``
+    (default: the scenario's) reads one. `nnstep run` leaves them out, and so does the session's
+    long continue (which then re-derives the last two steps whole). Where one could be born Inf or
+    NaN it is computed all the same, so a run stops where full stepping would."""
+    skip = {f"{p}.delta" for p in sc.trainable}
+    skip |= {f"{L.name}.grad_in" for L in sc.layers if L.inputs == ("input",)}
+    bps = sc.breakpoints if breakpoints is None else breakpoints
+    skip -= {bp.when.tensor for bp in bps if bp.when is not None and bp.when.kind == "compare"}
+    return skip
+
+
+def _diff_may_overflow(new: np.ndarray, old: np.ndarray, seen: list) -> bool:
+    """Whether ``new - old`` could leave the dtype's range (or meets a NaN). One BLAS dot per
+    array, the cheapest full pass numpy has: a finite sum of squares bounds every element by
+    sqrt(max), far inside max/2, and then the difference cannot overflow; only where it is not
+    finite are the extremes looked at. ``seen`` holds the array last passed as ``new`` and its
+    bound: the parameter an update reads is the one the previous update wrote, so each array is
+    measured once."""
+    if new.dtype.kind != "f" or not new.size:
+        return False
+    a = seen[1] if seen[0] is old else _magnitude(old)
+    b = _magnitude(new)
+    seen[0], seen[1] = new, b
+    return not (a + b < float(np.finfo(new.dtype).max) / 2)
+
+
+def _magnitude(x: np.ndarray) -> float:
+    """An upper bound of max|x| (exact where it matters): sqrt of the sum of squares where that is
+    finite, else the largest magnitude itself (NaN if x holds one)."""
+    r = x.ravel("K")
+    with np.errstate(all="ignore"):
+        sq = float(np.dot(r, r))
+    if sq < math.inf:
+        return math.sqrt(sq)
+    return max(float(x.max()), -float(x.min()))
+
+
 def layer_rng(seed: int, k: int, index: int) -> np.random.Generator:
     """The random numbers of layer ``index`` (its position in [[layers]], from 0) at step k:
     ``numpy.random.default_rng([seed, 4, k, index])`` (streams 0-3 are the initialization, random
@@ -60,7 +100,7 @@ class Program:
         self.scenario = sc
         self.skip = frozenset(skip)
         self.dtype = sc.np_dtype
-        self.plan = Plan(sc)
+        self.plan = Plan.of(sc)
         self.ops: list[Op] = self.plan.ops
         self.layers: list[Layer] = []
         self.layer: dict[str, Layer] = {}
@@ -215,13 +255,17 @@ class Program:
         wnames = {s: f"{P}.{s}" for s in self.opt_written}
         sched = opt.schedule is not None
 
+        seen = [None, 0.0]                  # the last parameter written, and its largest magnitude
+
         def run(env, k):
             old = env[P]
             new, written = optim.update(opt, k, old, env[gname], {s: env.get(f) for s, f in skeys},
                                         lr=float(env["lr"]) if sched else None)
             env[P] = new
-            if delta:
-                env[dname] = new - old
+            if delta or _diff_may_overflow(new, old, seen):
+                env[dname] = new - old      # (left out, it is still computed where it could be born Inf)
+            else:
+                env.pop(dname, None)        # left out: no older value may stand in for it
             for s, v in written.items():
                 env[wnames[s]] = v
         return run
