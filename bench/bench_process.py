@@ -11,7 +11,12 @@
    Figure: the median of the per-round ratios nnstep / hand (target 1.2x, stretch 1.05x).
 2. Start-up: ``nnstep run FILE --steps 1`` against ``python -c "import numpy"`` (target: + 60 ms).
 3. The session's own stepping (the TUI's ``c``): ``Session.run()`` per training step against the
-   engine's per step as ``run`` drives it, in this process (target 1.3x).
+   engine's per step as ``run`` drives it (the step and the |grad| its table prints), in this
+   process, 5 rounds alternated (target 1.3x).
+
+`nnstep run` ends without the interpreter's teardown (``nnstep.cli.entry``); ``--without-quick-exit``
+times it ending through the teardown as well, as ``python -c "... sys.exit(main())"``, so both
+figures are in one run.
 
 Both training sides must print the same final loss (checked to 1e-9 relative), so the comparison
 is of the same work. Timing is never asserted anywhere: this prints figures.
@@ -137,15 +142,21 @@ def session_vs_run(d: str, steps: int) -> tuple[float, float]:
     from nnstep.engine.program import Program
     from nnstep.engine.runner import Detector
     from nnstep.headless import run_skip
+    from nnstep.spec.stats import global_norm
     sc = load_scenario(os.path.join(d, "mlp.toml"))
 
+    grads = [f"{p}.grad" for p in sc.trainable]
+
     def run_side():
+        # what `nnstep run` does per step: the step, then the |grad| its table prints (the session
+        # records the same norms, per layer, for the TUI's gradient-norm plot)
         prog = Program(sc, skip=run_skip(sc))
         env = prog.initial_env()
         det = Detector(prog.ops, sc.breakpoints, op_breakpoints=False, skip=prog.skip)
         t = time.perf_counter()
         for k in range(1, steps + 1):
             prog.run_step(env, k, det)
+            global_norm([env[g] for g in grads])
         return (time.perf_counter() - t) / steps
 
     def session_side():
@@ -157,7 +168,7 @@ def session_vs_run(d: str, steps: int) -> tuple[float, float]:
 
     run_side(); session_side()                     # warm: BLAS, the allocator, the caches
     tr, ts = [], []
-    for r in range(3):
+    for r in range(5):
         for f, out in ((run_side, tr), (session_side, ts))[:: 1 if r % 2 else -1]:
             out.append(f())
     t_run, t_ses = statistics.median(tr), statistics.median(ts)
@@ -173,6 +184,9 @@ def main():
                     "checkout of an older commit's src/), in the same rounds: a before/after in one run")
     ap.add_argument("--without-mallopt", action="store_true",
                     help="also time nnstep run without its allocator settings, in the same rounds")
+    ap.add_argument("--without-quick-exit", action="store_true",
+                    help="also time nnstep run ending through the interpreter's teardown (main() called from "
+                    "`python -c`, not the console script's entry(), which skips it), in the same rounds")
     a = ap.parse_args()
     if a.smoke:
         a.rounds, a.steps = 2, 20
@@ -187,7 +201,11 @@ def main():
             old = [sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.abspath(a.before)!r}); "
                    "from nnstep.cli import main; sys.exit(main())", "run", "mlp.toml", "--steps", str(a.steps)]
             timed(old, d)
-        ratios, tn, th, raw, before = [], [], [], [], []
+        slow = None
+        if a.without_quick_exit:
+            slow = [sys.executable, "-c", "import sys; from nnstep.cli import main; sys.exit(main())",
+                    "run", "mlp.toml", "--steps", str(a.steps)]
+        ratios, tn, th, raw, before, full = [], [], [], [], [], []
         for r in range(a.rounds):
             if r % 2:
                 h, oh = timed(hand, d); n, on = timed(run, d)
@@ -197,6 +215,8 @@ def main():
                 raw.append(timed(run, d, {"NNSTEP_NO_MALLOPT": "1"})[0] / h)
             if old is not None:
                 before.append(timed(old, d)[0] / h)
+            if slow is not None:
+                full.append(timed(slow, d)[0] / h)
             ln, lh = last_loss(on), last_loss(oh)
             if abs(ln - lh) > 1e-9 * abs(lh):
                 sys.exit(f"the two runs disagree: nnstep {ln!r}, hand {lh!r}")
@@ -210,9 +230,11 @@ def main():
             print(f"  without the allocator settings (NNSTEP_NO_MALLOPT=1): {statistics.median(raw):.2f}x")
         if before:
             print(f"  before ({a.before}): {statistics.median(before):.2f}x")
+        if full:
+            print(f"  with the interpreter's teardown: {statistics.median(full):.2f}x")
         one = [nnstep, "run", "mlp.toml", "--steps", "1"]
         imp = [sys.executable, "-c", "import numpy"]
-        t1, ti, c1, ci, t0, c0 = [], [], [], [], [], []
+        t1, ti, c1, ci, t0, c0, tf, cf = [], [], [], [], [], [], [], []
         for r in range(max(15, 3 * a.rounds) if not a.smoke else 2):     # cheap: more samples, alternated
             if r % 2:
                 ti.append(timed(imp, d)[0]); ci.append(CPU[-1])
@@ -222,6 +244,8 @@ def main():
                 ti.append(timed(imp, d)[0]); ci.append(CPU[-1])
             if old is not None:
                 t0.append(timed(old[:-1] + ["1"], d)[0]); c0.append(CPU[-1])
+            if slow is not None:
+                tf.append(timed(slow[:-1] + ["1"], d)[0]); cf.append(CPU[-1])
         print(f"start-up: run --steps 1 median {statistics.median(t1) * 1000:.0f} ms, import numpy "
               f"{statistics.median(ti) * 1000:.0f} ms: +{(statistics.median(t1) - statistics.median(ti)) * 1000:.0f} ms"
               f"   target +60 ms")
@@ -230,6 +254,9 @@ def main():
         if t0:
             print(f"  before ({a.before}): +{(statistics.median(t0) - statistics.median(ti)) * 1000:.0f} ms, "
                   f"in CPU time +{(statistics.median(c0) - statistics.median(ci)) * 1000:.0f} ms")
+        if tf:
+            print(f"  with the interpreter's teardown: +{(statistics.median(tf) - statistics.median(ti)) * 1000:.0f} ms, "
+                  f"in CPU time +{(statistics.median(cf) - statistics.median(ci)) * 1000:.0f} ms")
         tr, ts = session_vs_run(d, a.steps)
         print(f"session stepping: Session.run() {ts * 1000:.2f} ms/step, run {tr * 1000:.2f} ms/step: "
               f"{ts / tr:.2f}x   target 1.30x")
