@@ -285,3 +285,30 @@ def test_huge_but_finite_values_do_not_stop_the_run(tmp_path, capsys):
     assert code == 0, err
     assert "stopped" not in d
     assert [s["loss"] for s in d["steps"]] == [0.0, 0.0]
+
+
+def test_the_console_script_ends_headless_commands_cleanly(tmp_path):
+    """`nnstep run` ends with os._exit after flushing (cli.entry): everything printed arrives,
+    piped or in a file, the exit code is main()'s, and a --save file is complete."""
+    out = tmp_path / "w.npz"
+    r = nnstep("run", CLASSIC, "--steps", "50", "--save", str(out))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1].startswith("saved ") and lines[-2].split()[0] == "50"
+    assert set(np.load(out).files) == {"linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"}
+    log = tmp_path / "log.txt"
+    with open(log, "w") as fh:                       # block-buffered: only the final flush writes it
+        r2 = subprocess.run([sys.executable, "-m", "nnstep", "run", CLASSIC, "--steps", "50"], stdout=fh, timeout=120)
+    assert r2.returncode == 0 and log.read_text().splitlines() == lines[:-1]
+    r3 = nnstep("run", str(tmp_path / "missing.toml"))
+    assert r3.returncode == 2 and r3.stderr.startswith("nnstep: error:")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_output_to_a_full_disk_is_an_error_not_a_traceback():
+    for args in (["run", CLASSIC, "--steps", "3"], ["trace", CLASSIC, "--json"]):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([sys.executable, "-m", "nnstep", *args], stdout=full, stderr=subprocess.PIPE,
+                               text=True, timeout=120)
+        assert r.returncode in (2, 120), (args, r.returncode, r.stderr)
+        assert r.stderr.startswith("nnstep: error:") and "Traceback" not in r.stderr
