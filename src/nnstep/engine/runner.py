@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from ..spec.model import Breakpoint
-from ..spec.stats import all_finite, first_nonfinite
+from ..spec.stats import all_finite, finite_hint, first_nonfinite
 
 REASONS = ("breakpoint", "nonfinite", "until", "end", "start", "interrupted")
 
@@ -154,7 +154,7 @@ class Detector:
             for t in self.checked[i]:
                 v = env.get(t)
                 if v is not None:
-                    total = total + np.add.reduce(v, None)
+                    total += finite_hint(v)
             if not math.isfinite(total):
                 for t in self.checked[i]:
                     v = env.get(t)

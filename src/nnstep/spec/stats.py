@@ -87,15 +87,30 @@ def global_norm(arrays) -> float:
     return norm(np.array([norm(a) for a in arrays], dtype=np.float64))
 
 
+def finite_hint(a) -> float:
+    """A number that is finite only if every element of ``a`` is (it may also be Inf where all are
+    finite but huge: then ask :func:`all_finite`). For float arrays the sum of squares, by BLAS's
+    dot, 2-3x faster than a sum (a fused pass), and the check runs after every op; run it under
+    ``np.errstate(over="ignore")``."""
+    if isinstance(a, np.ndarray):
+        if a.dtype.kind in "biu":
+            return 0.0
+        r = a.ravel("K")
+        if r.dtype.kind == "f" and r.size:
+            return float(np.dot(r, r))
+        return float(np.add.reduce(r, None) * 0.0)
+    return float(a) * 0.0
+
+
 def all_finite(a) -> bool:
-    """Fast: a sum is finite unless some element is not (or it overflowed, which an element-wise
-    test then rules out)."""
+    """Fast: a sum of squares is finite unless some element is not (or it overflowed, which an
+    element-wise test then rules out)."""
     if not isinstance(a, np.ndarray):
         return bool(np.isfinite(a))
     if a.dtype.kind in "biu":
         return True
     with np.errstate(all="ignore"):
-        if np.isfinite(np.add.reduce(a, axis=None)):
+        if math.isfinite(finite_hint(a)):
             return True
     return bool(np.isfinite(a).all())
 
