@@ -397,8 +397,21 @@ class Session:
             self.last_record = None
             if src == 1:
                 self._starts[1] = (dict(env), None)
+        lean = self._lean_end(self._lin(), k)
+        if lean is not None:                # (bench_history's far jumps: ~25% fewer ms)
+            self._live(lean, near=k, fast=self._fast_program())
         self._live(there, near=k)
         self._prune()
+
+    def _lean_end(self, start: int, k: int) -> int | None:
+        """Where a move from linear position ``start`` to step ``k`` may run the lean program to
+        (see _fast_program): the start of step k-2, so that the last two steps before the target
+        run whole and every tensor there is what stepping gives, bit for bit; None when that is
+        not three steps away or nothing is left out."""
+        end = (k - 3) * self.M
+        if end - start <= 3 * self.M or self._fast_program() is None:
+            return None
+        return end
 
     def env_at(self, step: int, index: int) -> dict:
         """Every tensor of step ``step`` computed by its first ``index`` ops, and the persistent
@@ -426,6 +439,9 @@ class Session:
         else:
             env = dict(self._ckpt[k0])
             self.program.feed(env, k0)
+        lean = self._lean_end((k0 - 1) * M + i0, k)
+        if lean is not None:
+            k0, i0, _, _ = self._loop(env, k0, i0, lean, live=False, fast=self._fast_program())
         self._loop(env, k0, i0, there, live=False)
         return env
 
