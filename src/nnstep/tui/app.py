@@ -17,12 +17,9 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 
-from ..debugger.explain import computed_this_step, explain as explain_element, is_gradient
 from ..debugger.session import Session
 from ..scenario.model import Scenario
 from . import view
-from .screens.dialogs import HelpScreen
-from .screens.tensor import TensorScreen
 from .widgets.panels import DiagramView, GradNorms, HeaderBar, KeyBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
 from .widgets.tensor import MAX_NUMBERS, TensorCanvas, has_nonfinite
 
@@ -552,7 +549,11 @@ class NnstepApp(App):
         g.display = self.show_gradnorms
         self.refresh_view()
 
+    # (the explain module and the screens are imported on first use: the first screen needs none of
+    # them, and importing them cost ~7 ms of every start)
     def action_help(self) -> None:
+        from .screens.dialogs import HelpScreen
+
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss(None)
         else:
@@ -584,6 +585,9 @@ class NnstepApp(App):
     def _open(self, name: str, value, index=None) -> None:
         """The tensor full-size; selecting an element explains it (the chain rule for a gradient,
         its op's formula with the element's numbers for any other value)."""
+        from ..debugger.explain import explain as explain_element, is_gradient
+        from .screens.tensor import TensorScreen
+
         s = self.session
 
         def fn(ix, n=name):
@@ -598,6 +602,8 @@ class NnstepApp(App):
     def action_explain(self) -> None:
         """Explain the focused tensor, else the first gradient the last op wrote, else any gradient
         this step has computed."""
+        from ..debugger.explain import computed_this_step, is_gradient
+
         s = self.session
         f = self.query_one(TensorCanvas).selected_box()
         if f is not None and f.value is not None:
@@ -621,6 +627,8 @@ class NnstepApp(App):
         self.explain_tensor(None if p is None else f"{p}.grad")
 
     def explain_tensor(self, name: str | None) -> None:
+        from ..debugger.explain import explain as explain_element
+
         s = self.session
         if name is None:
             self.notify("this scenario has no parameters", severity="warning")
