@@ -215,25 +215,27 @@ def entry() -> None:
     the process ends without the interpreter's teardown (freeing every module and object one by
     one, numpy's included), which is 10-30 ms of each `nnstep run` here and does nothing a user
     could see: stdout and stderr are flushed first, and those commands leave no thread or file
-    open. The interactive commands exit as usual. Flushing can still fail (a full disk): that is
-    an error, exit 120, as Python's own shutdown reports it."""
+    open. The interactive commands exit as usual. Output that cannot be written (a full disk) is
+    the error _dispatch reports for a failed write, exit 2."""
     argv = sys.argv[1:]
     rc = main(argv)
     if argv and argv[0] in _HEADLESS and not sys.flags.inspect:
-        try:
-            sys.stdout.flush()
-        except OSError as e:
+        for stream in (sys.stdout, sys.stderr):
             try:
-                sys.stderr.write(f"nnstep: error: stdout: {e.strerror or e}\n")
-            except OSError:
-                pass
-            rc = 120
-        try:
-            sys.stderr.flush()
-        except OSError:
-            rc = rc or 120
+                stream.flush()
+            except OSError as e:
+                rc = _output_error(e)
         os._exit(rc)
     sys.exit(rc)
+
+
+def _output_error(e: OSError) -> int:
+    """`nnstep: error: <file or output>: <what>` for output that could not be written; exit 2."""
+    try:
+        sys.stderr.write(f"nnstep: error: {e.filename or 'output'}: {e.strerror or e}\n")
+    except OSError:
+        pass
+    return 2
 
 
 def _one_blas_thread() -> None:
@@ -294,9 +296,5 @@ def _dispatch(a) -> int:
     except BrokenPipeError:
         return 0
     except OSError as e:                  # the output could not be written (a full disk, say)
-        try:
-            sys.stderr.write(f"nnstep: error: {e.filename or 'output'}: {e.strerror or e}\n")
-        except OSError:
-            pass
-        return 2
+        return _output_error(e)
     return 2

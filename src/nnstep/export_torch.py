@@ -12,7 +12,6 @@ know) is refused with a located error, never written approximately.
 """
 from __future__ import annotations
 
-
 import keyword
 import math
 

@@ -464,14 +464,14 @@ def test_a_left_out_delta_is_computed_where_it_could_be_born_inf():
     from nnstep.headless import run_skip
 
     big = np.finfo(np.float64).max
-    assert not _diff_may_overflow(np.ones(3), np.zeros(3), [None, 0.0])
-    assert _diff_may_overflow(np.array([0.6 * big]), np.array([-0.6 * big]), [None, 0.0])
-    assert _diff_may_overflow(np.array([np.nan, 1.0]), np.zeros(2), [None, 0.0])
-    assert _diff_may_overflow(np.array([np.inf]), np.zeros(1), [None, 0.0])
+    assert not _diff_may_overflow(np.ones(3), np.zeros(3), [None, 0.0], big / 2)
+    assert _diff_may_overflow(np.array([0.6 * big]), np.array([-0.6 * big]), [None, 0.0], big / 2)
+    assert _diff_may_overflow(np.array([np.nan, 1.0]), np.zeros(2), [None, 0.0], big / 2)
+    assert _diff_may_overflow(np.array([np.inf]), np.zeros(1), [None, 0.0], big / 2)
     seen = [None, 0.0]
     w1 = np.array([0.3 * big])
-    assert not _diff_may_overflow(w1, np.zeros(1), seen) and seen[0] is w1
-    assert _diff_may_overflow(np.array([-0.3 * big]), w1, seen)    # old's bound taken from seen
+    assert not _diff_may_overflow(w1, np.zeros(1), seen, big / 2) and seen[0] is w1
+    assert _diff_may_overflow(np.array([-0.3 * big]), w1, seen, big / 2)    # old's bound taken from seen
 
     text = ('[data]\nx = [[1.0]]\ny = [[0.0]]\n[[layers]]\ntype = "linear"\nout = 1\nbias = false\n'
             'weight = [[1e300]]\n[loss]\ntype = "mse"\n[optimizer]\ntype = "sgd"\nlr = 1e300\n[train]\nsteps = 2\n')

@@ -20,6 +20,7 @@ import numpy as np
 from ..spec import catalog
 from ..spec.model import Scenario
 from ..spec.plan import STAGES, Op, Plan  # noqa: F401  (STAGES, Op: for importers)
+from ..spec.stats import absmax, finite_hint
 from . import losses, optim
 from .layers import LAYERS, Layer
 
@@ -59,30 +60,25 @@ def lean_skip(sc: Scenario, breakpoints=None) -> set[str]:
     return skip
 
 
-def _diff_may_overflow(new: np.ndarray, old: np.ndarray, seen: list) -> bool:
-    """Whether ``new - old`` could leave the dtype's range (or meets a NaN). One BLAS dot per
-    array, the cheapest full pass numpy has: a finite sum of squares bounds every element by
-    sqrt(max), far inside max/2, and then the difference cannot overflow; only where it is not
-    finite are the extremes looked at. ``seen`` holds the array last passed as ``new`` and its
-    bound: the parameter an update reads is the one the previous update wrote, so each array is
-    measured once."""
+def _diff_may_overflow(new: np.ndarray, old: np.ndarray, seen: list, half_max: float) -> bool:
+    """Whether ``new - old`` could leave the dtype's range (``half_max``: half its largest value),
+    or meets a NaN. ``seen`` holds the array last passed as ``new`` and its bound: the parameter
+    an update reads is the one the previous update wrote, so each array is measured once."""
     if new.dtype.kind != "f" or not new.size:
         return False
     a = seen[1] if seen[0] is old else _magnitude(old)
     b = _magnitude(new)
     seen[0], seen[1] = new, b
-    return not (a + b < float(np.finfo(new.dtype).max) / 2)
+    return not (a + b < half_max)
 
 
 def _magnitude(x: np.ndarray) -> float:
-    """An upper bound of max|x| (exact where it matters): sqrt of the sum of squares where that is
-    finite, else the largest magnitude itself (NaN if x holds one)."""
-    r = x.ravel("K")
+    """An upper bound of max|x|, one BLAS pass (stats.finite_hint, the sum of squares): where that
+    is finite it bounds every element by its square root, far inside max/2; else max|x| itself
+    (NaN if x holds one)."""
     with np.errstate(all="ignore"):
-        sq = float(np.dot(r, r))
-    if sq < math.inf:
-        return math.sqrt(sq)
-    return max(float(x.max()), -float(x.min()))
+        sq = finite_hint(x)
+    return math.sqrt(sq) if sq < math.inf else absmax(x)
 
 
 def layer_rng(seed: int, k: int, index: int) -> np.random.Generator:
@@ -256,13 +252,14 @@ class Program:
         sched = opt.schedule is not None
 
         seen = [None, 0.0]                  # the last parameter written, and its largest magnitude
+        half_max = float(np.finfo(self.dtype).max) / 2 if self.dtype.kind == "f" else math.inf
 
         def run(env, k):
             old = env[P]
             new, written = optim.update(opt, k, old, env[gname], {s: env.get(f) for s, f in skeys},
                                         lr=float(env["lr"]) if sched else None)
             env[P] = new
-            if delta or _diff_may_overflow(new, old, seen):
+            if delta or _diff_may_overflow(new, old, seen, half_max):
                 env[dname] = new - old      # (left out, it is still computed where it could be born Inf)
             else:
                 env.pop(dname, None)        # left out: no older value may stand in for it

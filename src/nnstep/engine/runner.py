@@ -150,7 +150,7 @@ class Detector:
         """After ``op`` of step k ran: a NaN/Inf origin, or a condition that holds."""
         i = op.index
         if self.nonfinite:
-            total = 0.0                     # one sum over all outputs: finite unless one is not
+            total = 0.0                     # one finite_hint over all outputs: finite unless one is not
             for t in self.checked[i]:
                 v = env.get(t)
                 if v is not None:

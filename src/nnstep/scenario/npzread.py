@@ -27,6 +27,19 @@ class NotSimple(Exception):
     """Not a zip SimpleZip reads: open it with zipfile instead."""
 
 
+class _Closing:
+    """``with`` closes it (as zipfile.ZipFile does)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class _Info:
     __slots__ = ("filename", "file_size", "compress_size", "compress_type", "crc", "header_offset")
 
@@ -35,7 +48,7 @@ class _Info:
         self.compress_type, self.crc, self.header_offset = compress_type, crc, header_offset
 
 
-class SimpleZip:
+class SimpleZip(_Closing):
     def __init__(self, path: str):
         self._last: tuple[str, bytes] | None = None
         self._fh = open(path, "rb")
@@ -143,14 +156,8 @@ class SimpleZip:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-
-class Archive:
+class Archive(_Closing):
     """A .npz open for reading: a :class:`SimpleZip` while the file is one, else (from the first
     :class:`NotSimple` on) a ``zipfile.ZipFile``. Opening raises what ``zipfile.ZipFile`` raises for
     a file that is no zip archive (see :func:`zip_errors`)."""
@@ -181,12 +188,6 @@ class Archive:
 
     def close(self) -> None:
         self._z.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _zipfile(path: str):

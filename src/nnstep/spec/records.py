@@ -16,6 +16,7 @@ record's fields and defaults, and :func:`replace` copies one with changes.
 from __future__ import annotations
 
 _MISSING = object()
+MISSING = _MISSING          # a field without a default, as records.fields reports it
 
 
 class FrozenInstanceError(AttributeError):
@@ -109,8 +110,6 @@ def fields(obj) -> tuple[tuple[str, object], ...]:
     return tuple((n, d.make() if isinstance(d, Factory) else (MISSING if d is _MISSING else d))
                  for n, d in type(obj).__record_fields__ if not isinstance(d, NoInit))
 
-
-MISSING = _MISSING
 
 
 def replace(obj, **changes):
