@@ -236,6 +236,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--smoke", action="store_true", help="one round of 8 keys: checks it runs")
     ap.add_argument("--keys", default="np", help="comma-separated modes: np (n then p), s, S, g, or all")
+    ap.add_argument("--before", metavar="SRC", help="also run each scenario's TUI from another source tree "
+                    "(e.g. an older commit's src/, from git archive), in the same rounds: a before/after in one run")
     a = ap.parse_args()
     modes = ["np", "s", "S", "g"] if a.keys == "all" else a.keys.split(",")
     if a.smoke:
@@ -243,6 +245,11 @@ def main():
     nnstep = os.path.join(os.path.dirname(sys.executable), "nnstep")
     progs = [("trivial Textual app", [sys.executable, TRIVIAL], True)]
     progs += [(os.path.relpath(s, ROOT), [nnstep, s], False) for s in a.scenarios]
+    if a.before:
+        src = os.path.abspath(a.before)
+        progs += [(f"before: {os.path.relpath(s, ROOT)}",
+                   [sys.executable, "-c", f"import sys; sys.path.insert(0, {src!r}); sys.argv[0] = 'nnstep'; "
+                    "from nnstep.cli import main; sys.exit(main())", s], False) for s in a.scenarios]
     for name, argv, trivial in progs:          # a first start of each, not counted: it compiles
         measure(argv, trivial, 0)              # the modules, as a user's first start does
     keys = {(name, m): [] for name, *_ in progs for m in modes}
@@ -260,7 +267,7 @@ def main():
     base_start = statistics.median(starts[progs[0][0]])
     print(f"pty {COLS}x{ROWS}, {a.rounds} rounds x {a.presses} keys, alternated; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'program':<34} {'key':>3} {'median':>8} {'p90':>8} {'ratio':>6} {'start':>8} {'+start':>8} "
+    print(f"{'program':<44} {'key':>3} {'median':>8} {'p90':>8} {'ratio':>6} {'start':>8} {'+start':>8} "
           f"{'CPU/key':>8} {'out/key':>8}")
     for m in modes:
         base = statistics.median(keys[progs[0][0], m])
@@ -269,7 +276,7 @@ def main():
             med, p90 = statistics.median(v), v[int(0.9 * (len(v) - 1))]
             st = statistics.median(starts[name])
             cpu = statistics.median(cpus[name, m])
-            print(f"{name:<34} {m:>3} {med:6.1f}ms {p90:6.1f}ms {med / base:5.2f}x {st:6.0f}ms "
+            print(f"{name:<44} {m:>3} {med:6.1f}ms {p90:6.1f}ms {med / base:5.2f}x {st:6.0f}ms "
                   f"{st - base_start:+6.0f}ms {cpu:6.1f}ms {statistics.median(out[name, m]) / 1024:6.1f}kB")
     print("targets (SPEC §6): key median <= 2x the trivial app, p90 < 50 ms; start within +250 ms of it")
     print("CPU/key: the program's own CPU time per key (user + system), the figure to profile against")

@@ -12,7 +12,6 @@ from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
-from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -21,6 +20,7 @@ from ..debugger.session import Session
 from ..scenario.model import Scenario
 from . import view
 from .widgets.panels import DiagramView, GradNorms, HeaderBar, KeyBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
+from .widgets.memo import MemoHorizontal, MemoScreen, MemoVertical
 from .widgets.tensor import MAX_NUMBERS, TensorCanvas, has_nonfinite
 
 THEME = "textual-dark"
@@ -149,16 +149,19 @@ class NnstepApp(App):
         self.writer = view.writers(self.session.ops)
 
     # --- layout -----------------------------------------------------------------------------------
+    def get_default_screen(self) -> Screen:
+        return MemoScreen(id="_default")     # (widgets.memo: its lines are reused when unchanged)
+
     def compose(self) -> ComposeResult:
         yield HeaderBar(id="header")
         yield StatusBar(id="status")
-        with Horizontal(id="main"):
-            with Vertical(id="left"):
+        with MemoHorizontal(id="main"):
+            with MemoVertical(id="left"):
                 yield ProgramView(id="program")
                 yield DiagramView(id="diagram")
                 yield LossCurve(id="loss")
                 yield GradNorms(id="gradnorms")
-            with Vertical(id="right"):
+            with MemoVertical(id="right"):
                 yield OpPanel(id="op")
                 yield LayersTable(id="layers")
         yield KeyBar(id="footer")

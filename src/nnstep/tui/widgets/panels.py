@@ -18,6 +18,7 @@ from textual.widgets import Sparkline, Static
 
 from .. import diagram
 from ..format import as_2d, by_array, compact, grid_2d, nonfinite_text, num
+from .memo import DirectLines, MemoLines, MemoSparkline, MemoStatic
 from .tensor import TensorCanvas, natural_size
 
 def _update(widget: Static, content, key) -> None:
@@ -28,7 +29,7 @@ def _update(widget: Static, content, key) -> None:
     widget.update(content, layout=False)
 
 
-class TextLines(Widget):
+class TextLines(DirectLines, Widget):
     """Rich Text drawn from cached Strips (Line API): wrapped once per text and width, and only the
     lines that changed are repainted. A Static renders its Content again through Textual's styles
     cache on every repaint (about a third of a millisecond a line here, per key, py-spy)."""
@@ -148,7 +149,7 @@ class HeaderBar(TextLines):
         self.set_text(t, (t.plain, width))
 
 
-class KeyBar(Widget):
+class KeyBar(DirectLines, Widget):
     """The footer of keys, one line drawn here: Textual's Footer is a widget per key, measured on
     every relayout and recomposed whenever an action's availability changes (an eighth of the
     app's time per key, py-spy). Keys the app cannot run now are dim; what does not fit is cut
@@ -260,7 +261,7 @@ class StatusBar(TextLines):
         done(typed if ok else None)
 
 
-class ProgramLines(Widget):
+class ProgramLines(DirectLines, Widget):
     """The program's lines as cached Strips (a Static with styled Content costs ~10x more to paint)."""
 
     DEFAULT_CSS = "ProgramLines { height: auto; width: 100%; }"
@@ -340,7 +341,7 @@ def graph_mark(op) -> str:
     return ""
 
 
-class ProgramView(VerticalScroll):
+class ProgramView(MemoLines, VerticalScroll):
     """Every op of the step grouped by stage; ✓ done, ▶ next, ● breakpoint."""
 
     def compose(self) -> ComposeResult:
@@ -382,7 +383,7 @@ class ProgramView(VerticalScroll):
         return "\n".join("".join(t for t, _ in parts) for parts in self.query_one(ProgramLines).lines)
 
 
-class DiagramView(VerticalScroll):
+class DiagramView(MemoLines, VerticalScroll):
     """The network as a graph (tui.diagram): boxes for layers, lanes for skips and merges, the
     current op's layer marked; a one-line-per-layer list when the panel is too narrow or short."""
 
@@ -412,12 +413,12 @@ class DiagramView(VerticalScroll):
         return "\n".join("".join(t for t, _ in parts) for parts in self.query_one(ProgramLines).lines)
 
 
-class LossCurve(Vertical):
+class LossCurve(MemoLines, Vertical):
     def compose(self) -> ComposeResult:
-        yield Static(id="loss-label")
-        yield Sparkline([], id="loss-spark")
-        yield Static(id="lr-label")
-        yield Sparkline([], id="lr-spark")
+        yield MemoStatic(id="loss-label")
+        yield MemoSparkline([], id="loss-spark")
+        yield MemoStatic(id="lr-label")
+        yield MemoSparkline([], id="lr-spark")
 
     KEEP = object()
 
@@ -515,7 +516,7 @@ def grad_norm_text(steps, names, norms, width: int) -> Text:
     return t
 
 
-class GradNorms(Static):
+class GradNorms(MemoLines, Static):
     """The per-layer gradient-norm plot (toggled with G in place of the loss curve)."""
 
     def show(self, steps, names, norms):
@@ -526,7 +527,7 @@ class GradNorms(Static):
         self.update(grad_norm_text(steps, names, norms, max(20, self.size.width)), layout=False)
 
 
-class OpPanel(Vertical):
+class OpPanel(MemoLines, Vertical):
     """The current operation: its formula, clause by clause with the numbers of the small tensors
     under each clause (the textbook line), and its tensors in boxes sized to their content that wrap
     into rows; tensors too big for numbers are heatmaps sharing the space that is left."""
@@ -738,7 +739,7 @@ def _flow(sizes: list, W: int, min_heat: int) -> list[list[tuple[int, tuple | No
     return [r for r in rows if r]
 
 
-class LayersTable(Widget):
+class LayersTable(MemoLines, Widget):
     """Per layer: output, local gradient, upstream gradient, parameter gradient, update. A Line-API
     widget: the rows are laid out once per update into cached Strips (a rich Table costs ~10x more)."""
 

@@ -16,6 +16,7 @@ from textual.strip import Strip
 
 from ...spec.stats import all_finite
 from ..format import as_2d, by_array, grid_2d, nonfinite_counts, nonfinite_text, num, shape_str, stats_line
+from .memo import DirectLines
 
 # coolwarm-like diverging scale: blue (negative) -> grey (0) -> red (positive)
 _NEG = np.array([59, 76, 192])
@@ -351,7 +352,7 @@ def frame_edges(w: int, title: str, subtitle: str, chars) -> tuple[str, str]:
     return top[:w], bottom[:w]
 
 
-class TensorCanvas(ScrollView, can_focus=True):
+class TensorCanvas(DirectLines, ScrollView, can_focus=True):
     """The operation panel's tensors: every box drawn here, frames included, as cached Strips on one
     Line-API canvas. Stepping changes the boxes' sizes and contents but never the widget's own
     geometry (so no relayout), and only the canvas lines that changed are repainted.

@@ -1,0 +1,91 @@
+"""The lines the app's widgets hand the compositor (widgets.memo: reused when unchanged, or given
+without Textual's styles cache) are the lines Textual's own pipeline draws from scratch, after
+every kind of change a user can make: stepping, focus, the other panels, a theme, a resize."""
+import os
+
+from rich.segment import Segment
+from textual.geometry import Region
+from textual.widget import Widget
+
+from nnstep.tui import make_app
+from nnstep.tui.widgets.memo import DirectLines, MemoLines
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def cells(strips):
+    return [[(s.text, s.style) for s in Segment.simplify(list(strip))] for strip in strips]
+
+
+def assert_as_textual_draws(app, when: str) -> int:
+    """Every visible widget of the screen: what it gives now against Textual's own render of it
+    with its styles cache emptied (Widget.render_lines: borders, padding, background, filters).
+    Returns how many widgets went through the app's own path."""
+    ours = 0
+    for widget, (region, clip) in list(app.screen._compositor.visible_widgets.items()):
+        crop = Region(0, 0, region.width, region.height)
+        given = widget.render_lines(crop)
+        widget._styles_cache.clear()
+        fresh = Widget.render_lines(widget, crop)
+        assert cells(given) == cells(fresh), f"{when}: {widget!r} differs from Textual's own drawing"
+        ours += isinstance(widget, MemoLines)
+    return ours
+
+
+async def test_reused_and_direct_lines_are_what_textual_draws():
+    app = make_app(os.path.join(HERE, "scenarios", "classic.toml"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert assert_as_textual_draws(app, "start") >= 12
+        assert any(isinstance(w, DirectLines) for w in app.screen._compositor.visible_widgets)
+        steps = [("n", "n"), ("n", "n again"), ("n", "a third n"), ("p", "p"), ("s", "s"),
+                 ("tab", "focus on the tensors"), ("right", "another tensor selected"),
+                 ("shift+tab", "focus away"), ("d", "the diagram"), ("d", "the program again"),
+                 ("G", "the gradient norms"), ("G", "the loss curve again"), ("L", "no layers table"),
+                 ("L", "the layers table again"), ("plus", "more digits")]
+        for key, when in steps:
+            await pilot.press(key)
+            await pilot.pause()
+            assert_as_textual_draws(app, when)
+        app.theme = "textual-light"
+        await pilot.pause()
+        await pilot.pause()
+        assert_as_textual_draws(app, "a light theme")
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.pause()
+        assert_as_textual_draws(app, "resized to 80x24 (compact)")
+        await pilot.press("n")
+        await pilot.pause()
+        assert_as_textual_draws(app, "n at 80x24")
+
+
+async def test_a_widget_given_a_border_is_drawn_by_textuals_styles_cache():
+    """DirectLines hands its own lines over only while nothing in its styles would change them."""
+    app = make_app(os.path.join(HERE, "scenarios", "classic.toml"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        header = app.query_one("#header")
+        header.styles.height = 3
+        header.styles.border = ("round", "red")
+        await pilot.pause()
+        await pilot.pause()
+        lines = header.render_lines(Region(0, 0, header.outer_size.width, 3))
+        assert lines[0].text.startswith("╭") and lines[2].text.startswith("╰")
+        assert "step" in lines[1].text
+        assert_as_textual_draws(app, "a border on the header")
+
+
+async def test_an_unchanged_widget_gives_the_same_lines_again():
+    """The saving itself: a panel no key touched is not drawn again (its very list is returned)."""
+    app = make_app(os.path.join(HERE, "scenarios", "classic.toml"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        loss = app.query_one("#loss")
+        crop = Region(0, 0, loss.outer_size.width, loss.outer_size.height)
+        first = loss.render_lines(crop)
+        await pilot.press("n")
+        await pilot.pause()
+        assert loss.render_lines(crop) is first
+        loss.refresh()
+        assert loss.render_lines(crop) is not first
