@@ -163,7 +163,8 @@ class NnstepApp(App):
                 yield GradNorms(id="gradnorms")
             with MemoVertical(id="right"):
                 yield OpPanel(id="op")
-                yield LayersTable(id="layers")
+                with MemoVertical(id="layers-box"):      # the frame: the table inside has none,
+                    yield LayersTable(id="layers")       # so its lines skip the styles cache
         yield KeyBar(id="footer")
 
     def on_mount(self) -> None:
@@ -173,7 +174,7 @@ class NnstepApp(App):
         self.query_one("#loss").border_title = "loss curve"
         self.query_one("#gradnorms").border_title = "‖∂E/∂params‖ per layer (G)"
         self.query_one("#op").border_title = "operation"
-        self.query_one("#layers").border_title = ("layers: output · local ∂out/∂in · upstream ∂E/∂out · "
+        self.query_one("#layers-box").border_title = ("layers: output · local ∂out/∂in · upstream ∂E/∂out · "
                                                   "∂E/∂param · update Δ = new − old")
         self._size_classes()
         self.refresh_view()
@@ -205,6 +206,7 @@ class NnstepApp(App):
         boxes; the layers table comes back with L (and L hides it on a tall one)."""
         shown = self.layers_toggled == getattr(self, "_short", False)
         try:
+            self.query_one("#layers-box").display = shown
             self.query_one(LayersTable).display = shown
         except Exception:
             pass

@@ -739,7 +739,7 @@ def _flow(sizes: list, W: int, min_heat: int) -> list[list[tuple[int, tuple | No
     return [r for r in rows if r]
 
 
-class LayersTable(MemoLines, Widget):
+class LayersTable(DirectLines, Widget):
     """Per layer: output, local gradient, upstream gradient, parameter gradient, update. A Line-API
     widget: the rows are laid out once per update into cached Strips (a rich Table costs ~10x more)."""
 
