@@ -104,11 +104,14 @@ class TextLines(DirectLines, Widget):
         self._strips = None
         self._base = None
 
-    def render_line(self, y: int) -> Strip:
-        W = self.size.width
+    def lines_in(self, lines: range, W: int) -> list[Strip]:
         if self._strips is None or self._built_for[0] != W:
             self._build(W)
-        return self._strips[y] if y < len(self._strips) else self._blank
+        strips, n = self._strips, len(self._strips)
+        return [strips[y] if y < n else self._blank for y in lines]
+
+    def render_line(self, y: int) -> Strip:
+        return self.lines_in(range(y, y + 1), self.size.width)[0]
 
 
 STAGE_ICON = {"forward": "→", "loss": "Σ", "backward": "←", "update": "Δ"}
@@ -311,19 +314,23 @@ class ProgramLines(DirectLines, Widget):
             strip = strip.crop(0, max(0, W - 1)) + Strip([Segment("…", base)])
         return strip.adjust_cell_length(W, base)
 
-    def render_line(self, y: int) -> Strip:
-        W = self.size.width
+    def lines_in(self, lines: range, W: int) -> list[Strip]:
         if self._strips is None or self._built_for != W:
             self._style_cache: dict[str, Style] = {}
             self._base = self.rich_style
             self._strips, self._built_for = [self._strip(p, W) for p in self.lines], W
             self._blank = Strip.blank(W, self._base)
-        if y >= len(self._strips):
-            return self._blank
-        s = self._strips[y]
-        if s is None:
-            s = self._strips[y] = self._strip(self.lines[y], W)
-        return s
+        strips, n = self._strips, len(self._strips)
+        out = []
+        for y in lines:
+            s = strips[y] if y < n else self._blank
+            if s is None:
+                s = strips[y] = self._strip(self.lines[y], W)
+            out.append(s)
+        return out
+
+    def render_line(self, y: int) -> Strip:
+        return self.lines_in(range(y, y + 1), self.size.width)[0]
 
 
 def graph_mark(op) -> str:
@@ -889,13 +896,16 @@ class LayersTable(DirectLines, Widget):
         super().notify_style_update()
         self._base = None
 
-    def render_line(self, y: int) -> Strip:
-        W = self.size.width
+    def lines_in(self, lines: range, W: int) -> list[Strip]:
         if self._strips is None or self._built_for != W:
             self._strips = self._build(W)
             self._blank = Strip.blank(W, self._base)
             self._built_for = W
-        return self._strips[y] if y < len(self._strips) else self._blank
+        strips, n = self._strips, len(self._strips)
+        return [strips[y] if y < n else self._blank for y in lines]
+
+    def render_line(self, y: int) -> Strip:
+        return self.lines_in(range(y, y + 1), self.size.width)[0]
 
 
 _CELLS = by_array(512)

@@ -571,13 +571,22 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         b._framed = (key, b._strips, lines)
         return lines
 
+    def lines_in(self, lines: range, W: int) -> list[Strip]:
+        dy = self.scroll_offset.y
+        base = self._style("base")
+        have, n = self._lines, len(self._lines)
+        out = []
+        for y in lines:
+            y += dy
+            if y < n:
+                line = have[y]
+                out.append(line if line.cell_length == W else line.crop(0, W).adjust_cell_length(W, base))
+            else:
+                out.append(Strip.blank(W, base))
+        return out
+
     def render_line(self, y: int) -> Strip:
-        W = self.size.width
-        y += self.scroll_offset.y
-        if y < len(self._lines):
-            line = self._lines[y]
-            return line if line.cell_length == W else line.crop(0, W).adjust_cell_length(W, self._style("base"))
-        return Strip.blank(W, self._style("base"))
+        return self.lines_in(range(y, y + 1), self.size.width)[0]
 
     # --- focus and keys ---------------------------------------------------------------------------
     def _selectable(self, j: int) -> bool:
