@@ -89,3 +89,19 @@ async def test_an_unchanged_widget_gives_the_same_lines_again():
         assert loss.render_lines(crop) is first
         loss.refresh()
         assert loss.render_lines(crop) is not first
+
+
+async def test_without_the_styles_cache_internals_every_ask_is_drawn_afresh(monkeypatch):
+    """A Textual whose styles cache keeps its lines differently: no reuse, the same screen."""
+    from nnstep.tui.widgets import memo
+    monkeypatch.setattr(memo, "_CAN_REUSE", False)
+    app = make_app(os.path.join(HERE, "scenarios", "classic.toml"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        loss = app.query_one("#loss")
+        crop = Region(0, 0, loss.outer_size.width, loss.outer_size.height)
+        first = loss.render_lines(crop)
+        assert loss.render_lines(crop) is not first
+        await pilot.press("n")
+        await pilot.pause()
+        assert_as_textual_draws(app, "n without reuse")

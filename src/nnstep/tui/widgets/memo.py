@@ -15,9 +15,14 @@ What Textual applies after its cache, per ask, is part of the key: the crop, the
 and the hover style (links)."""
 from __future__ import annotations
 
+from textual._styles_cache import StylesCache
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Sparkline, Static
+
+# the styles cache's lines and dirty lines, as Textual 8 keeps them; a Textual without them gets
+# no reuse (every ask is drawn as Textual draws it), never a stale line
+_CAN_REUSE = all(hasattr(StylesCache(), a) for a in ("_cache", "_dirty_lines"))
 
 
 class MemoLines:
@@ -26,6 +31,8 @@ class MemoLines:
     _memo = None
 
     def render_lines(self, crop):
+        if not _CAN_REUSE:
+            return super().render_lines(crop)
         sc = self._styles_cache
         cache = sc._cache
         key = (crop, tuple(self.app.get_line_filters()), self.hover_style)
