@@ -105,3 +105,28 @@ async def test_without_the_styles_cache_internals_every_ask_is_drawn_afresh(monk
         await pilot.press("n")
         await pilot.pause()
         assert_as_textual_draws(app, "n without reuse")
+
+
+async def test_scrolled_panels_give_what_textual_draws():
+    """The language model at 80x24 with the layers table on: the canvas is taller than its room
+    and is scrolled (as the mouse wheel does), the program list follows the current op; each
+    scrolled widget's lines are still Textual's own."""
+    app = make_app(os.path.join(HERE, "scenarios", "lm.toml"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        canvas = app.query_one("#op-tensors")
+        program = app.query_one("#program")
+        scrolled = set()
+        for key in ["L"] + ["n"] * 12 + ["wheel", "wheel", "n", "wheel", "p", "p"]:
+            if key == "wheel":
+                canvas.scroll_down(animate=False)
+            else:
+                await pilot.press(key)
+            await pilot.pause()
+            await pilot.pause()
+            if canvas.scroll_y:
+                scrolled.add("canvas")
+            if program.scroll_y:
+                scrolled.add("program")
+            assert_as_textual_draws(app, f"{key} at {app.session.position}")
+        assert scrolled == {"canvas", "program"}
