@@ -13,6 +13,15 @@ from nnstep.tui.widgets.memo import DirectLines, MemoLines
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def classic():
+    return make_app(os.path.join(HERE, "scenarios", "classic.toml"))
+
+
+def whole(widget) -> Region:
+    """A widget's whole region, as the compositor crops one it shows entirely."""
+    return Region(0, 0, widget.outer_size.width, widget.outer_size.height)
+
+
 def cells(strips):
     return [[(s.text, s.style) for s in Segment.simplify(list(strip))] for strip in strips]
 
@@ -23,7 +32,7 @@ def assert_as_textual_draws(app, when: str) -> int:
     Returns how many widgets went through the app's own path."""
     ours = 0
     for widget, (region, clip) in list(app.screen._compositor.visible_widgets.items()):
-        crop = Region(0, 0, region.width, region.height)
+        crop = Region(0, 0, region.width, region.height)      # (as the compositor asks)
         given = widget.render_lines(crop)
         widget._styles_cache.clear()
         fresh = Widget.render_lines(widget, crop)
@@ -33,7 +42,7 @@ def assert_as_textual_draws(app, when: str) -> int:
 
 
 async def test_reused_and_direct_lines_are_what_textual_draws():
-    app = make_app(os.path.join(HERE, "scenarios", "classic.toml"))
+    app = classic()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         assert assert_as_textual_draws(app, "start") >= 12
@@ -62,7 +71,7 @@ async def test_reused_and_direct_lines_are_what_textual_draws():
 
 async def test_a_widget_given_a_border_is_drawn_by_textuals_styles_cache():
     """DirectLines hands its own lines over only while nothing in its styles would change them."""
-    app = make_app(os.path.join(HERE, "scenarios", "classic.toml"))
+    app = classic()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         header = app.query_one("#header")
@@ -78,11 +87,11 @@ async def test_a_widget_given_a_border_is_drawn_by_textuals_styles_cache():
 
 async def test_an_unchanged_widget_gives_the_same_lines_again():
     """The saving itself: a panel no key touched is not drawn again (its very list is returned)."""
-    app = make_app(os.path.join(HERE, "scenarios", "classic.toml"))
+    app = classic()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         loss = app.query_one("#loss")
-        crop = Region(0, 0, loss.outer_size.width, loss.outer_size.height)
+        crop = whole(loss)
         first = loss.render_lines(crop)
         await pilot.press("n")
         await pilot.pause()
@@ -95,11 +104,11 @@ async def test_without_the_styles_cache_internals_every_ask_is_drawn_afresh(monk
     """A Textual whose styles cache keeps its lines differently: no reuse, the same screen."""
     from nnstep.tui.widgets import memo
     monkeypatch.setattr(memo, "_CAN_REUSE", False)
-    app = make_app(os.path.join(HERE, "scenarios", "classic.toml"))
+    app = classic()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         loss = app.query_one("#loss")
-        crop = Region(0, 0, loss.outer_size.width, loss.outer_size.height)
+        crop = whole(loss)
         first = loss.render_lines(crop)
         assert loss.render_lines(crop) is not first
         await pilot.press("n")

@@ -111,7 +111,6 @@ def fields(obj) -> tuple[tuple[str, object], ...]:
                  for n, d in type(obj).__record_fields__ if not isinstance(d, NoInit))
 
 
-
 def replace(obj, **changes):
     """A copy of a record (or a dataclass) with some fields changed (dataclasses.replace)."""
     fields = getattr(type(obj), "__record_fields__", None)

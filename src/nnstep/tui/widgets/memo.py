@@ -79,10 +79,14 @@ class DirectLines(MemoLines):
         return plain, self.background_colors[1]
 
     def lines_in(self, lines: range, width: int) -> list:
-        """Lines ``lines`` of the widget, ``width`` (its own) wide: render_line's, for a widget
-        that can give them without asking for its size once a line (each ask walks to the
-        screen's map: a sixth of a frame's time in a profile)."""
-        return [self.render_line(y) for y in lines]
+        """Lines ``lines`` of the widget, ``width`` (its own) wide, as whole Strips: what each
+        DirectLines widget defines (in one call, without asking for its size once a line: each
+        ask walks to the screen's map, a sixth of a frame's time in a profile)."""
+        raise NotImplementedError
+
+    def render_line(self, y: int):
+        # (what the styles cache asks for, when the widget has a border or padding after all)
+        return self.lines_in(range(y, y + 1), self.size.width)[0]
 
     def render_lines(self, crop):
         plain = self._plain

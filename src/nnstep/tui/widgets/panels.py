@@ -110,9 +110,6 @@ class TextLines(DirectLines, Widget):
         strips, n = self._strips, len(self._strips)
         return [strips[y] if y < n else self._blank for y in lines]
 
-    def render_line(self, y: int) -> Strip:
-        return self.lines_in(range(y, y + 1), self.size.width)[0]
-
 
 STAGE_ICON = {"forward": "→", "loss": "Σ", "backward": "←", "update": "Δ"}
 WRITTEN = "bold black on #e0b040"
@@ -174,11 +171,12 @@ class KeyBar(DirectLines, Widget):
             self._strip = None
             self.refresh()
 
-    def render_line(self, y: int) -> Strip:
-        W = self.size.width
+    def lines_in(self, lines: range, W: int) -> list[Strip]:
+        return [self._line(W) if y == 0 and self._state is not None else Strip.blank(W, self.rich_style)
+                for y in lines]
+
+    def _line(self, W: int) -> Strip:
         base = self.rich_style
-        if y > 0 or self._state is None:
-            return Strip.blank(W, base)
         if self._strip is None or self._strip.cell_length != W:
             keys, palette = self._state
             key_on, key_off = Style(bold=True, color="#ffa62b"), Style(dim=True, color="#ffa62b")
@@ -328,9 +326,6 @@ class ProgramLines(DirectLines, Widget):
                 s = strips[y] = self._strip(self.lines[y], W)
             out.append(s)
         return out
-
-    def render_line(self, y: int) -> Strip:
-        return self.lines_in(range(y, y + 1), self.size.width)[0]
 
 
 def graph_mark(op) -> str:
@@ -903,9 +898,6 @@ class LayersTable(DirectLines, Widget):
             self._built_for = W
         strips, n = self._strips, len(self._strips)
         return [strips[y] if y < n else self._blank for y in lines]
-
-    def render_line(self, y: int) -> Strip:
-        return self.lines_in(range(y, y + 1), self.size.width)[0]
 
 
 _CELLS = by_array(512)

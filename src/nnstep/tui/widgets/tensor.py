@@ -585,9 +585,6 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
                 out.append(Strip.blank(W, base))
         return out
 
-    def render_line(self, y: int) -> Strip:
-        return self.lines_in(range(y, y + 1), self.size.width)[0]
-
     # --- focus and keys ---------------------------------------------------------------------------
     def _selectable(self, j: int) -> bool:
         b = self.boxes[j]
