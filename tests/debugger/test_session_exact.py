@@ -120,3 +120,36 @@ def test_default_policy_keeps_a_bounded_number_of_checkpoints():
         s.back()
         counts.append(len(s.checkpoints))
     assert max(counts) <= bound, (counts, bound)
+
+
+def test_moves_within_a_step_put_back_the_very_arrays():
+    """The trail: back within the step the cursor has walked, and forward again over it, run no
+    op and give the very arrays (and record) the cursor had there, which is what lets the TUI's
+    by-array caches hold on p; across a step boundary the step is re-run as before. Exactness
+    against a fresh replay is what the walks above check, the trail included."""
+    for name in SCENARIOS:
+        sc, snaps = setup(name)
+        s = nnstep.Session(sc)
+        M = s.M
+        seen = {}
+        for i in range(1, M):                      # walk step 1 op by op
+            s.step()
+            seen[s.position] = (s.values(), s.last_record)
+        s.goto(1, 3)
+        ran = s.ops_executed
+        for i in range(M - 1, 0, -1):              # and back, and forward again, over it
+            s.goto(1, i)
+            env, rec = seen[(1, i)]
+            assert s.last_record is rec and all(s.values()[n] is v for n, v in env.items()), (name, i)
+            assert_matches(s, snaps[i], f"{name} back to (1, {i})")
+        for i in range(1, M - 1):
+            s.step()
+            assert s.last_record is seen[(1, i + 1)][1]
+        assert s.ops_executed == ran, f"{name}: {s.ops_executed - ran} ops re-run within the step"
+        s.step()                                   # the boundary: the next step's trail starts
+        assert s.position == (2, 0) and s.ops_executed == ran + 1
+        s.step()
+        s.back()
+        s.back()                                   # (1, M-1): not in step 2's trail, re-run
+        assert s.ops_executed > ran + 2
+        assert_matches(s, snaps[M - 1], f"{name} back over the boundary")

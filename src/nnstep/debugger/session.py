@@ -25,6 +25,12 @@ state, batchnorm running statistics; for SGD with momentum 2x the parameters, Ad
 * A *step-start environment* is the full environment at ``(s, 0)`` (every tensor), kept for the
   cursor's step and the one before (``s`` in ``{k-1, k}``), with the record of the op just before
   it. Extra cost: the non-persistent tensors of one step each (gradients, deltas, activations, ~P).
+* The *trail* is the environment at every position of the cursor's step ``k`` the cursor has
+  stood on (a dict of references each, with the record of the op before it), dropped when the
+  cursor leaves the step. A move back within the step, or forward again to a position it holds,
+  puts those very arrays back and runs no op, so the TUI, which caches what it drew by array,
+  draws nothing anew. Extra cost: the arrays written in step ``k`` and replaced later in it
+  (rare: an accumulated gradient), and one small dict per position.
 * Checkpoints kept, by the distance ``d = k - c`` from the cursor's step ``k`` (``_keep``):
     - ``0 <= d <= RING`` (4): every step;
     - ``0 <= d <= NEAR_SPAN`` (16): every ``NEAR_EVERY``-th (4) step boundary;
@@ -36,12 +42,13 @@ state, batchnorm running statistics; for SGD with momentum 2x the parameters, Ad
   made whenever a run passes a boundary the policy keeps (relative to the cursor, or to the target
   of a jump) and dropped when the cursor moves away. Distinct ones at most: ring 5, near 4 more,
   mid 8 more (both sides), far ``ceil(N/far)`` (16 for N = 10,000, step 1 included): 33.
-* So: memory ``<= 33·P + 2 step-start environments + the last record + 9 bytes·N`` (the loss log).
-  For the 784-128-10 MLP with SGD momentum, P = 1.63 MB and a step's other tensors about 2 MB:
-  at most ~59 MB whatever the cursor has done, ~40-50 MB in practice (Adam's P is 1.5x that).
-* Times, in re-executed work: next op: one op. Back within a step: ``< M`` ops from the step-start
-  environment. Back across a boundary: ``< M`` ops from the previous step-start environment if it
-  is cached, else ``<= 2T`` from the ring, and ``<= (NEAR_EVERY+2)·T`` when the cursor walks off
+* So: memory ``<= 33·P + 2 step-start environments + the last record + 9 bytes·N`` (the loss
+  log), and the trail (above). For the 784-128-10 MLP with SGD momentum, P = 1.63 MB and a
+  step's other tensors about 2 MB: at most ~59 MB whatever the cursor has done, ~40-50 MB in practice (Adam's P is 1.5x that).
+* Times, in re-executed work: next op: one op (none, onto a position of the trail). Back within
+  a step: none onto a position of the trail, else ``< M`` ops from the step-start environment.
+  Back across a boundary: ``< M`` ops from the previous step-start environment if it is cached,
+  else ``<= 2T`` from the ring, and ``<= (NEAR_EVERY+2)·T`` when the cursor walks off
   the ring. A jump within MID_SPAN steps of the cursor: ``<= (MID_EVERY+1)·T`` (or the forward
   distance, if less). A jump anywhere already visited: ``<= (far+1)·T``: 641 T for N = 10,000,
   under a second at T = 1 ms. A jump beyond the furthest step ever reached runs forward to it:
@@ -167,6 +174,26 @@ class Session:
         self._k, self._i = 1, 0
         self._starts: dict[int, tuple[dict, OpRecord | None]] = {1: (dict(env), None)}
         self.last_record = None
+        self._trail_k, self._trail = 1, {}
+
+    def _settle(self):
+        """The cursor has moved: keep its position in the trail of its step (see the module
+        docstring) for a move back, or forward again, within the step."""
+        k, i = self._k, self._i
+        if self._trail_k != k:
+            self._trail_k, self._trail = k, {}
+        if i:
+            self._trail[i] = (dict(self._env), self.last_record)
+
+    def _from_trail(self, k: int, i: int) -> bool:
+        """Put the cursor at (k, i) from the trail, if it holds that position."""
+        if k != self._trail_k or i not in self._trail:
+            return False
+        env, rec = self._trail[i]
+        self._env = dict(env)
+        self._k, self._i = k, i
+        self.last_record = rec
+        return True
 
     def restart(self):
         """Back to (1, 0), keeping breakpoints."""
@@ -349,7 +376,10 @@ class Session:
         """Run the next operation; its record, or None at the end. Ignores breakpoints."""
         if self.at_end:
             return None
-        self._live(self._lin() + 1)
+        k, i = self._k, self._i
+        if i + 1 == self.M or not self._from_trail(k, i + 1):    # (a boundary checkpoints and prunes)
+            self._live(self._lin() + 1)
+            self._settle()
         return self.last_record
 
     # --- going anywhere --------------------------------------------------------------------------
@@ -370,7 +400,7 @@ class Session:
         k, i = self._check_pos(step, index)
         M = self.M
         here, there = self._lin(), (k - 1) * M + i
-        if here == there:
+        if here == there or self._from_trail(k, i):
             return
         # the cheapest way there, in ops to re-run: forward from here, from a cached step-start
         # environment, or from a checkpoint at or before step k-1
@@ -402,6 +432,7 @@ class Session:
             self._live(lean, near=k, fast=self._fast_program())
         self._live(there, near=k)
         self._prune()
+        self._settle()
 
     def _lean_end(self, start: int, k: int) -> int | None:
         """Where a move from linear position ``start`` to step ``k`` may run the lean program to
@@ -591,6 +622,8 @@ class Session:
                 break
         if fast is not None:
             self._rederive()
+        else:
+            self._settle()
         if found:
             self.last_stop = found[0]
         elif self.at_end:
@@ -613,8 +646,10 @@ class Session:
         self.last_record = None
         if c == 1:
             self._starts[1] = (dict(env), None)
+        self._trail_k, self._trail = k, {}      # (what the lean run left out is not in these)
         self._live(there, near=k)
         self._prune()
+        self._settle()
 
     def reverse_run(self, should_stop: Callable[[], bool] | None = None, check_every: int = 64) -> Stop:
         """Back to the latest position before the cursor where run() would have stopped (a
@@ -667,13 +702,14 @@ class Session:
 
     # --- measurement -----------------------------------------------------------------------------
     def history_bytes(self) -> int:
-        """Bytes held by the history (checkpoints, step-start environments, the last record, the
-        loss log) beyond the live environment."""
+        """Bytes held by the history (checkpoints, step-start environments, the trail, the last
+        record, the loss log) beyond the live environment."""
         live = {id(v) for v in self._env.values()}
         seen = set()
         total = self._loss.nbytes + self._has_loss.nbytes + (self._lr.nbytes if self._lr is not None else 0)
-        dicts = list(self._ckpt.values()) + [env for env, _ in self._starts.values()]
-        recs = [r for _, r in self._starts.values() if r is not None] + \
+        held = list(self._starts.values()) + list(self._trail.values())
+        dicts = list(self._ckpt.values()) + [env for env, _ in held]
+        recs = [r for _, r in held if r is not None] + \
             ([self.last_record] if self.last_record is not None else [])
         for r in recs:
             dicts += [r.inputs, r.outputs]
