@@ -33,7 +33,7 @@ def moves(n_positions):
         st.just(("step",)), st.just(("back",)), st.just(("back",)), st.just(("next_stage",)),
         st.just(("finish_step",)), st.just(("restart",)), st.just(("run",)), st.just(("reverse_run",)),
         st.tuples(st.just("goto"), pos), st.tuples(st.just("goto"), pos),
-        st.tuples(st.just("back_n"), st.integers(1, 30)),
+        st.tuples(st.just("back_n"), st.integers(1, 30)), st.just(("peek",)),
     ), min_size=1, max_size=40)
 
 
@@ -153,3 +153,25 @@ def test_moves_within_a_step_put_back_the_very_arrays():
         s.back()                                   # (1, M-1): not in step 2's trail, re-run
         assert s.ops_executed > ran + 2
         assert_matches(s, snaps[M - 1], f"{name} back over the boundary")
+
+
+def test_peek_computes_the_next_op_ahead_without_moving():
+    """Session.peek runs the next op into the trail: the cursor, what it shows and the loss log
+    as of the cursor stay; the step after it runs nothing and is what stepping gives. At the end
+    of a step (the boundary makes a checkpoint) and of training it does nothing."""
+    for name in SCENARIOS:
+        sc, snaps = setup(name)
+        s = nnstep.Session(sc)
+        M = s.M
+        for i in range(M - 1):
+            ran = s.ops_executed
+            assert s.peek() and s.peek()           # (the second finds it there)
+            assert s.ops_executed == ran + 1 and s.position == (1, i)
+            assert_matches(s, snaps[i], f"{name}: peeked at (1, {i})")
+            assert s.loss_history() == [] or i > s._loss_at
+            s.step()
+            assert s.ops_executed == ran + 1, f"{name}: the step after a peek re-ran its op"
+            assert_matches(s, snaps[i + 1], f"{name}: stepped onto a peeked (1, {i + 1})")
+        assert s.position == (1, M - 1) and not s.peek()
+        s.goto(sc.train.steps + 1, 0)
+        assert not s.peek()

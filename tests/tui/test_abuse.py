@@ -163,6 +163,8 @@ async def abuse(src: str, workdir, n_keys: int, seed: int, label: str) -> dict:
                     log.append("<file broken>" if broken else "<file mended>")
                     with open(path, "w") as f:
                         f.write("[scenario\nname = " if broken else good)
+                if rng.random() < 0.05:            # a reader's pause: a big net computes the next op
+                    await asyncio.sleep(2 * app.AHEAD_AFTER)
                 main = _pool(app) is MAIN
                 key = _pick(rng, _pool(app))
                 if main and key in ("c", "C") and app.check_action("continue" if key == "c" else "reverse", ()):
@@ -283,6 +285,7 @@ SCENARIOS = [
     ("classic", os.path.join(HERE, "scenarios", "classic.toml")),      # SPEC §2: 2-2-2 sigmoid, 2 steps
     ("blowup", BLOWUP),                                                  # NaN/Inf by step 2
     ("adam", os.path.join(HERE, "scenarios", "adam.toml")),            # optimizer state; a [[breakpoints]]
+    ("large", os.path.join(HERE, "scenarios", "large.toml")),          # heatmaps; the next op computed ahead
 ]
 # more for a local run (NNSTEP_ABUSE_ALL=1): convolutions, a conditional breakpoint then an overflow
 # at step 184, an overflow in the first op, batch norm

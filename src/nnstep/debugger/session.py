@@ -382,6 +382,22 @@ class Session:
             self._settle()
         return self.last_record
 
+    def peek(self) -> bool:
+        """Run the next op ahead of the cursor, in a copy of its environment, into the trail,
+        without moving the cursor: the next ``step()`` then runs nothing (a UI computes ahead while
+        the user reads). False at the end of a step (the boundary's checkpoint is made by the
+        step itself) or of training."""
+        k, i = self._k, self._i
+        if self.at_end or i + 1 >= self.M:
+            return False
+        if self._trail_k != k:
+            self._trail_k, self._trail = k, {}
+        if i + 1 not in self._trail:
+            env = dict(self._env)
+            _, _, last, _ = self._loop(env, k, i, self._lin() + 1, live=True, near=k)
+            self._trail[i + 1] = (env, _record(*last, env))
+        return True
+
     # --- going anywhere --------------------------------------------------------------------------
     def _check_pos(self, k: int, i: int) -> tuple[int, int]:
         if isinstance(k, bool) or isinstance(i, bool) or not isinstance(k, (int, np.integer)) \

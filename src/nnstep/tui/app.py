@@ -251,6 +251,8 @@ class NnstepApp(App):
             self.query_one(LayersTable).show(rows, self.digits, narrow,
                                              note=" ".join(s.scenario.description.split()))
         self._bindings_changed()
+        if self._big:
+            self._ahead_later()
         if not self._big and not self._presize_pending and self._presized != self._presize_key():
             self._presize_pending = True           # a new scenario, size, precision or layout
             self.call_after_refresh(self._presize)
@@ -277,6 +279,37 @@ class NnstepApp(App):
         return dict(title=title, clauses=clauses, slots=view.op_slots(op, ins, outs, written),
                     compare=self._theirs(rec.step, op.index) if rec is not None else None,
                     n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage)
+
+    AHEAD_AFTER = 0.03       # s after a redraw: past the frame, before a reader's next key
+
+    def _ahead_later(self) -> None:
+        """A big network: compute the next op while the user reads this one (see _ahead)."""
+        timer = getattr(self, "_ahead_timer", None)
+        if timer is not None:
+            timer.stop()
+        self._ahead_at = self.session.position
+        self._ahead_timer = self.set_timer(self.AHEAD_AFTER, self._ahead)
+
+    def _ahead(self) -> None:
+        """Run the next op into the session's trail (Session.peek) and build its boxes at the
+        places they have now (a big network's boxes keep their places within a stage), so that
+        n finds both done: on the 784-256-128-10 net the op and its heatmaps are most of what an n
+        costs. The cursor goes there and back through the trail, which runs nothing and puts the
+        very arrays back."""
+        s = self.session
+        here = s.position
+        if self.running or here != getattr(self, "_ahead_at", None) or not self.screen_stack \
+                or self.screen is not self.screen_stack[0] or not s.peek():
+            return                             # (moved on, running, a dialog open, a boundary)
+        shown = (s.last_record.op if s.last_record is not None else s.current_op).stage
+        s.step()
+        try:
+            rec = s.last_record
+            if rec.op.stage == shown:          # (another stage lays its boxes out anew)
+                v = self._op_view(s, rec, set(rec.outputs) | set(rec.op.also_writes))
+                self.query_one(TensorCanvas).prebuild(v["slots"], self.digits, v["compare"])
+        finally:
+            s.goto(*here)
 
     def _presize_key(self):
         return (self.session, tuple(self.size), self.digits, getattr(self, "_layers_shown", True))

@@ -232,14 +232,16 @@ class TensorBox:
         self._ensure()
         return self._mode
 
-    def _ensure(self):
+    def _ensure(self) -> bool:
+        """Have the lines for the current size; whether they had to be built (not cached)."""
         key = (self.size.width, self.size.height, self.base)
         if self._strips is None or self._built_for != key:
             # the same array at the same size was drawn before (a step back, the next op's input)
             full = key + (self.tensor_name, self.digits, self.stale, self.force_heatmap,
                           None if self.compare is None else id(self.compare[0]))
             hit = _BUILT.get(self.value, full) if self.value is not None else None
-            if hit is None:
+            built = hit is None
+            if built:
                 strips = self._build(*key[:2])
                 hit = (strips, self._mode)
                 if self.value is not None:
@@ -247,6 +249,8 @@ class TensorBox:
             self._strips, self._mode = hit
             self._blank = Strip.blank(key[0], self.base)
             self._built_for = key
+            return built
+        return False
 
     def render_line(self, y: int) -> Strip:
         """Line ``y`` of the inside of the frame."""
@@ -553,6 +557,23 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
             out.append(line)
         self._line_cache = cache
         return out
+
+    def prebuild(self, slots: list[tuple], digits: int, compare: dict | None = None) -> int:
+        """Build the lines of ``slots`` (the operation panel's (role, name, value, written)) in the
+        boxes as they are placed now, into the by-array cache, drawing nothing: the app does this
+        for the next op while the user reads the current one, so the key that shows it finds its
+        boxes built. Returns how many were built."""
+        base = self._style("base")
+        compare = compare or {}
+        built = 0
+        for b, (role, name, value, written) in zip(self.boxes, slots):
+            if not b.display or value is None:
+                continue
+            ahead = TensorBox(b.slot)
+            ahead.region, ahead.base, ahead.force_heatmap = b.region, base, b.force_heatmap
+            ahead.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name))
+            built += ahead._ensure()
+        return built
 
     def _framed(self, b: TensorBox, selected: bool, base: Style) -> list[Strip]:
         """A box's lines with its frame, kept with the box until its lines or frame change."""

@@ -1,0 +1,66 @@
+"""A big network's next op is computed while the user reads the current one (NnstepApp._ahead:
+Session.peek into the trail, its boxes built where they are placed): the n after it runs no op and
+builds no box, and the screen is the one stepping without it gives."""
+import os
+
+from nnstep.tui import make_app
+from nnstep.tui.widgets import tensor
+
+from test_terminal_frames import Terminal
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MLP = os.path.join(ROOT, "bench", "mlp_784_256_128_10.toml")
+
+
+async def screens(ahead: bool, monkeypatch, keys="nnnnnnnnnnpn"):
+    """The terminal after each key (a reader's pause after each), and the box builds and ops each
+    key cost."""
+    app = make_app(MLP)
+    if not ahead:
+        monkeypatch.setattr(app, "AHEAD_AFTER", 3600.0)
+    built = [0]
+    real = tensor.TensorBox._build
+
+    reading = [False]
+    extra_ops = [0]
+
+    def count(self, W, H):
+        if self.value is not None and not reading[0]:
+            built[-1] += 1               # (what is built while the reader reads is not the key's)
+        return real(self, W, H)
+    monkeypatch.setattr(tensor.TensorBox, "_build", count)
+    ahead_of = app._ahead
+
+    def computing_ahead():
+        reading[0] = True
+        ran = app.session.ops_executed
+        try:
+            ahead_of()
+        finally:
+            reading[0] = False
+            extra_ops[0] += app.session.ops_executed - ran
+    app._ahead = computing_ahead
+    term = Terminal(app, (120, 40))
+    out = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(3):
+            await pilot.pause()
+        for key in keys:
+            await pilot.pause(2 * app.AHEAD_AFTER if ahead else 0.06)      # the reader reads
+            built[-1] = 0
+            ran = app.session.ops_executed - extra_ops[0]
+            await pilot.press(key)
+            await pilot.pause()
+            out.append((Terminal.cells(term.screen), built[-1], app.session.ops_executed - extra_ops[0] - ran))
+            built[-1] = 0
+            term.assert_whole(f"after {key}")
+    return out
+
+
+async def test_the_next_op_is_ready_when_n_comes(monkeypatch):
+    ahead = await screens(True, monkeypatch)
+    plain = await screens(False, monkeypatch)
+    assert [a[0] for a in ahead] == [p[0] for p in plain], "computing ahead changed the screen"
+    # within the forward stage (the first 5 ops): nothing left to run or build at the key
+    assert all(a[1] == 0 and a[2] == 0 for a in ahead[1:5]), [(a[1], a[2]) for a in ahead]
+    assert all(p[2] == 1 for p in plain[:10]) and sum(p[1] for p in plain[1:5]) > 0
