@@ -246,8 +246,9 @@ class NnstepApp(App):
                 self.query_one(LossCurve).show(hist, None if lra is None else lra[1].tolist())
             written = set(rec.outputs) | set(rec.op.also_writes) if rec else set()
             rows = view.layer_rows(s, self.writer, written)
+            self._room = self._op_room(len(rows))
             self.query_one(OpPanel).show(**self._op_view(s, rec, written), digits=self.digits,
-                                         room=self._op_room(len(rows)), big=self._big)
+                                         room=self._room, big=self._big)
             self.query_one(LayersTable).show(rows, self.digits, narrow,
                                              note=" ".join(s.scenario.description.split()))
         self._bindings_changed()
@@ -291,8 +292,8 @@ class NnstepApp(App):
         self._ahead_timer = self.set_timer(self.AHEAD_AFTER, self._ahead)
 
     def _ahead(self) -> None:
-        """Run the next op into the session's trail (Session.peek) and build its boxes at the
-        places they have now (a big network's boxes keep their places within a stage), so that
+        """Run the next op into the session's trail (Session.peek) and build its boxes where the
+        panel will place them (a big network's places depend only on the stage), so that
         n finds both done: on the 784-256-128-10 net the op and its heatmaps are most of what an n
         costs. The cursor goes there and back through the trail, which runs nothing and puts the
         very arrays back."""
@@ -301,13 +302,11 @@ class NnstepApp(App):
         if self.running or here != getattr(self, "_ahead_at", None) or not self.screen_stack \
                 or self.screen is not self.screen_stack[0] or not s.peek():
             return                             # (moved on, running, a dialog open, a boundary)
-        shown = (s.last_record.op if s.last_record is not None else s.current_op).stage
         s.step()
         try:
             rec = s.last_record
-            if rec.op.stage == shown:          # (another stage lays its boxes out anew)
-                v = self._op_view(s, rec, set(rec.outputs) | set(rec.op.also_writes))
-                self.query_one(TensorCanvas).prebuild(v["slots"], self.digits, v["compare"])
+            v = self._op_view(s, rec, set(rec.outputs) | set(rec.op.also_writes))
+            self.query_one(OpPanel).prebuild(v["slots"], self.digits, v["n_boxes"], self._room, v["compare"])
         finally:
             s.goto(*here)
 

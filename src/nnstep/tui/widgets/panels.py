@@ -644,19 +644,33 @@ class OpPanel(MemoLines, Vertical):
         """A new scenario: the heights the old one needed no longer apply."""
         self._seen_h.clear()
 
-    def _show_uniform(self, f, f_wrapped, f_lines, short, slots, digits, n_boxes, W, max_h):
-        f_h = 4
-        if f_lines > f_h:
-            f, f_wrapped, _ = short()
-        n_show = len(slots)
+    UNIFORM_FORMULA_H = 4
+
+    def _uniform_places(self, n_slots: int, n_boxes: int, W: int, max_h: int) -> tuple[int, tuple]:
+        """A big network's panel: its height, and its boxes side by side at one height, as many as
+        the most any op of the stage needs (``n_boxes``): (slot, x, y, width, height) each."""
+        f_h = self.UNIFORM_FORMULA_H
+        n_show = n_slots
         if n_boxes * self.MIN_HEAT_W <= W:
-            n_show = min(self.SLOTS, max(n_boxes, len(slots)))
+            n_show = min(self.SLOTS, max(n_boxes, n_slots))
         panel_h = min(max_h, 3 + f_h + 12)
         t_h = panel_h - 3 - f_h
         bw = W // max(1, n_show)
-        placed = tuple((j, j * bw, f_h, bw if j < n_show - 1 else W - j * bw, t_h) for j in range(n_show))
+        return panel_h, tuple((j, j * bw, f_h, bw if j < n_show - 1 else W - j * bw, t_h) for j in range(n_show))
+
+    def _show_uniform(self, f, f_wrapped, f_lines, short, slots, digits, n_boxes, W, max_h):
+        f_h = self.UNIFORM_FORMULA_H
+        if f_lines > f_h:
+            f, f_wrapped, _ = short()
+        panel_h, placed = self._uniform_places(len(slots), n_boxes, W, max_h)
         self._apply(panel_h, placed, f_wrapped if len(f_wrapped) <= f_h else f_wrapped[:f_h])
         self._fill(slots, digits)
+
+    def prebuild(self, slots: list, digits: int, n_boxes: int, room: tuple[int, int], compare=None) -> int:
+        """A big network's next op (the app computes it ahead): build its boxes' lines where
+        show() will place them, drawing nothing. How many were built."""
+        _, placed = self._uniform_places(len(slots), n_boxes, *room)
+        return self.query_one(TensorCanvas).prebuild(slots, digits, compare, placed)
 
     def _apply(self, panel_h, placed, formula, content=0):
         """The panel's height (a relayout only when it changes: at a new screen size, a new

@@ -558,19 +558,20 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         self._line_cache = cache
         return out
 
-    def prebuild(self, slots: list[tuple], digits: int, compare: dict | None = None) -> int:
-        """Build the lines of ``slots`` (the operation panel's (role, name, value, written)) in the
-        boxes as they are placed now, into the by-array cache, drawing nothing: the app does this
-        for the next op while the user reads the current one, so the key that shows it finds its
-        boxes built. Returns how many were built."""
+    def prebuild(self, slots: list[tuple], digits: int, compare: dict | None, placed: tuple) -> int:
+        """Build the lines of ``slots`` (the operation panel's (role, name, value, written)) in
+        boxes at ``placed`` (as place() takes it) into the by-array cache, drawing nothing: the app
+        does this for the next op while the user reads the current one, so the key that shows it
+        finds its boxes built. Returns how many were built."""
         base = self._style("base")
         compare = compare or {}
         built = 0
-        for b, (role, name, value, written) in zip(self.boxes, slots):
-            if not b.display or value is None:
+        for j, x, y, w, h in placed:
+            if j >= len(slots) or slots[j][2] is None:
                 continue
-            ahead = TensorBox(b.slot)
-            ahead.region, ahead.base, ahead.force_heatmap = b.region, base, b.force_heatmap
+            role, name, value, written = slots[j]
+            ahead = TensorBox(j)
+            ahead.region, ahead.base = Region(x, y, w, h), base
             ahead.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name))
             built += ahead._ensure()
         return built
