@@ -175,3 +175,23 @@ def test_peek_computes_the_next_op_ahead_without_moving():
         assert s.position == (1, M - 1) and not s.peek()
         s.goto(sc.train.steps + 1, 0)
         assert not s.peek()
+
+
+def test_a_replay_leaves_its_positions_in_the_trail():
+    """A move back that re-runs the step from its start (nothing of it in the trail) leaves every
+    position it passed in the trail: the moves back after it run nothing and share its arrays (one
+    set of the step's tensors, not one per position: bench_history's history stays bounded)."""
+    for name in SCENARIOS:
+        sc, snaps = setup(name)
+        s = nnstep.Session(sc)
+        M = s.M
+        s.goto(3, 1)
+        s.goto(2, M - 1)                           # step 2 re-run from its start
+        ran = s.ops_executed
+        kept = {id(v) for v in s.values().values()}
+        for i in range(M - 2, 0, -1):
+            s.back()
+            assert_matches(s, snaps[M + i], f"{name} back to (2, {i})")
+        assert s.ops_executed == ran, f"{name}: {s.ops_executed - ran} ops re-run walking back"
+        fresh = {id(v) for env, _ in s._trail.values() for v in env.values()}
+        assert fresh <= kept | {id(v) for v in s._starts[2][0].values()}, "the trail holds arrays of another run"

@@ -311,14 +311,16 @@ class Session:
     # --- the one loop every move goes through -----------------------------------------------------
     def _loop(self, env: dict, k: int, i: int, end: int, *, live: bool, near: int | None = None,
               check: bool = False, first: bool = False, sink: Callable[[Stop], bool] | None = None,
-              fast: tuple | None = None):
+              fast: tuple | None = None, trail: bool = False):
         """Run ops from (k, i) in ``env`` until linear position ``end``, through the one op runner.
 
         ``live``: ``env`` is the cursor's; record losses, make checkpoints and step-start
         environments (kept relative to step ``near``, or to the moving cursor when None) and the
         record of the last op. ``check``: stop where the detector says; each stop goes to ``sink``,
         which returns True to halt there. ``first``: don't stop at an op breakpoint before the first
-        op. Returns (k, i, (op, step, inputs) of the last op run or None, halted). The outputs of
+        op. ``trail``: every position of the trail's step it passes joins the trail (a jump's
+        replay: the next move back finds it there, sharing its arrays). Returns (k, i, (op, step,
+        inputs) of the last op run or None, halted). The outputs of
         that op are still in ``env`` when this returns (nothing has run since), so the caller builds
         its record from them."""
         M, prog = self.M, self.program
@@ -332,8 +334,12 @@ class Session:
             loss_at, losses = self._loss_at, self
             gnorm_at, grad_layers = self._gnorm_at, self.grad_layers
 
+            trail_k, held = (self._trail_k, self._trail) if trail else (None, None)
+
             def on_op(op, kk, ins):
                 last[0] = (op, kk, ins)
+                if kk == trail_k and op.index + 1 < M:
+                    held[op.index + 1] = (dict(env), _record(op, kk, ins, env))
                 if op.index == loss_at:
                     if kk >= len(losses._loss):
                         losses._grow_loss_log(kk)
@@ -429,8 +435,14 @@ class Session:
                 how, src, cost = "start", s, c
         c = max((c for c in self._ckpt if c <= max(1, k - 1)), default=1)
         if there - (c - 1) * M < cost:
-            how, src = "ckpt", c
-        if how == "start":
+            how, src, cost = "ckpt", c, there - (c - 1) * M
+        # or from the trail's nearest position before the target, in the target's step
+        below = max((t for t in self._trail if t < i), default=None) if k == self._trail_k else None
+        if below is not None and i - below < cost:
+            how, src = "trail", below
+        if how == "trail":
+            self._from_trail(k, src)
+        elif how == "start":
             env, rec = self._starts[src]
             self._env = dict(env)
             self._k, self._i = src, 0
@@ -446,7 +458,9 @@ class Session:
         lean = self._lean_end(self._lin(), k)
         if lean is not None:                # (bench_history's far jumps: ~25% fewer ms)
             self._live(lean, near=k, fast=self._fast_program())
-        self._live(there, near=k)
+        if self._trail_k != k:
+            self._trail_k, self._trail = k, {}
+        self._live(there, near=k, trail=True)   # (the positions of step k it passes join the trail)
         self._prune()
         self._settle()
 
