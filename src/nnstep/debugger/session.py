@@ -29,8 +29,12 @@ state, batchnorm running statistics; for SGD with momentum 2x the parameters, Ad
   stood on (a dict of references each, with the record of the op before it), dropped when the
   cursor leaves the step. A move back within the step, or forward again to a position it holds,
   puts those very arrays back and runs no op, so the TUI, which caches what it drew by array,
-  draws nothing anew. Extra cost: the arrays written in step ``k`` and replaced later in it
-  (rare: an accumulated gradient), and one small dict per position.
+  draws nothing anew. A replay within the step (a move back to a position the trail does not
+  hold re-runs from the nearest one before it, or from the step start) adds the positions it
+  passes. Extra cost: one small dict per position, the arrays written in step ``k`` and replaced
+  later in it (rare: an accumulated gradient), and the step's tensors again where a replay from
+  the step start re-made them beside those of the run that first got there (bench_history: the
+  history's maximum is 50.0 MB with the trail, as before it).
 * Checkpoints kept, by the distance ``d = k - c`` from the cursor's step ``k`` (``_keep``):
     - ``0 <= d <= RING`` (4): every step;
     - ``0 <= d <= NEAR_SPAN`` (16): every ``NEAR_EVERY``-th (4) step boundary;
@@ -44,7 +48,8 @@ state, batchnorm running statistics; for SGD with momentum 2x the parameters, Ad
   mid 8 more (both sides), far ``ceil(N/far)`` (16 for N = 10,000, step 1 included): 33.
 * So: memory ``<= 33·P + 2 step-start environments + the last record + 9 bytes·N`` (the loss
   log), and the trail (above). For the 784-128-10 MLP with SGD momentum, P = 1.63 MB and a
-  step's other tensors about 2 MB: at most ~59 MB whatever the cursor has done, ~40-50 MB in practice (Adam's P is 1.5x that).
+  step's other tensors about 2 MB: at most ~59 MB whatever the cursor has done, ~40-50 MB in
+  practice (Adam's P is 1.5x that).
 * Times, in re-executed work: next op: one op (none, onto a position of the trail). Back within
   a step: none onto a position of the trail, else ``< M`` ops from the step-start environment.
   Back across a boundary: ``< M`` ops from the previous step-start environment if it is cached,
@@ -320,9 +325,8 @@ class Session:
         which returns True to halt there. ``first``: don't stop at an op breakpoint before the first
         op. ``trail``: every position of the trail's step it passes joins the trail (a jump's
         replay: the next move back finds it there, sharing its arrays). Returns (k, i, (op, step,
-        inputs) of the last op run or None, halted). The outputs of
-        that op are still in ``env`` when this returns (nothing has run since), so the caller builds
-        its record from them."""
+        inputs) of the last op run or None, halted). The outputs of that op are still in ``env``
+        when this returns (nothing has run since), so the caller builds its record from them."""
         M, prog = self.M, self.program
         detector = self._detector
         if fast is not None:                # (a Program that leaves out what no later op reads, its detector)
