@@ -195,3 +195,59 @@ def test_a_replay_leaves_its_positions_in_the_trail():
         assert s.ops_executed == ran, f"{name}: {s.ops_executed - ran} ops re-run walking back"
         fresh = {id(v) for env, _ in s._trail.values() for v in env.values()}
         assert fresh <= kept | {id(v) for v in s._starts[2][0].values()}, "the trail holds arrays of another run"
+
+
+def _stop(st):
+    return (st.reason, st.step, st.index, st.op, st.tensor, st.after,
+            None if st.breakpoint is None else st.breakpoint.where)
+
+
+@pytest.mark.parametrize("conditions", [(), ("loss mean < 100",), ("nonfinite", "tanh1.out absmax > 0.5")])
+def test_a_run_after_a_peek_stops_where_it_would_have(conditions):
+    """run() (a short one: s, S) takes a peeked first op from the trail and checks it as it checks
+    an op it runs: from every position of the first two steps, with op, condition and NaN/Inf breakpoints, it stops at
+    the same place for the same reason, with the same values, as without the peek."""
+    for name in SCENARIOS:
+        sc, snaps = setup(name)
+        names = {op.name for op in nnstep.Session(sc).ops}
+        for p in range(2 * nnstep.Session(sc).M):
+            got = []
+            for peek in (False, True):
+                s = nnstep.Session(sc)
+                s.toggle_breakpoint("backward linear1")
+                for text in conditions:
+                    if text.split()[0] in s.names or text == "nonfinite":
+                        s.break_when(text)
+                k, i = divmod(p, s.M)
+                s.goto(k + 1, i)
+                if peek:
+                    s.peek()
+                # (a run of more than three steps goes the lean way, which a peek does not touch)
+                got.append((_stop(s.run(until=(k + 3, 0))), s.position, s.ops_executed))
+                assert_matches(s, snaps[(s.position[0] - 1) * s.M + s.position[1]], f"{name} from {p}")
+            (a, pa, _), (b, pb, _) = got
+            assert a == b and pa == pb, f"{name} from {p}, {conditions}: {a} at {pa} without a peek, {b} at {pb} with"
+        assert "backward linear1" in names
+
+
+def test_a_run_after_a_peek_finds_the_same_nan_origin():
+    """The same with a NaN/Inf stop (tests/tui/scenarios/nan.toml: linear1.out overflows to Inf in
+    the first op, then the loss is NaN): the origin found after a peek is the one found without."""
+    import os
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tui", "scenarios", "nan.toml")
+    sc = nnstep.load_scenario(path)
+    M = nnstep.Session(sc).M
+    reasons = set()
+    for p in range(min(3, sc.train.steps) * M):
+        got = []
+        for peek in (False, True):
+            s = nnstep.Session(sc)
+            k, i = divmod(p, M)
+            s.goto(k + 1, i)
+            if peek:
+                s.peek()
+            st = s.run(until=(min(k + 3, sc.train.steps + 1), 0))
+            got.append((_stop(st), repr(st.value), s.position))
+            reasons.add(st.reason)
+        assert got[0] == got[1], f"from {p}: {got}"
+    assert "nonfinite" in reasons

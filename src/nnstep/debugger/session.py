@@ -644,7 +644,19 @@ class Session:
         # continue worker for real and dumps every thread's stack if it ever hangs again)
         fast = self._fast_program() if end - self._lin() > 3 * M else None
         first = True
-        while self._lin() < end:
+        k, i = self._k, self._i
+        if fast is None and self._lin() < end and i + 1 < M and k == self._trail_k and i + 1 in self._trail:
+            # the first op was computed ahead (peek): take it from the trail and check it as the
+            # loop checks an op it runs (run() never stops before its first op)
+            det = self._detector
+            over = None if det.empty else det.overwritten[i]
+            saved = {n: self._env.get(n) for n in over} if over else None
+            self._from_trail(k, i + 1)
+            first = False
+            hit = None if det.empty else det.after_op(self.ops[i], k, self._env, saved)
+            if hit is not None:
+                found.append(hit)
+        while not found and self._lin() < end:
             here = self._lin()
             chunk_end = end if should_stop is None else min(end, here + max(1, check_every))
             self._live(chunk_end, check=True, first=first, sink=sink, fast=fast)
