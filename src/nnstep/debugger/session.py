@@ -653,7 +653,8 @@ class Session:
             saved = {n: self._env.get(n) for n in over} if over else None
             self._from_trail(k, i + 1)
             first = False
-            hit = None if det.empty else det.after_op(self.ops[i], k, self._env, saved)
+            with np.errstate(all="ignore"):     # (as in the op runner: an overflow is a stop, not a warning)
+                hit = None if det.empty else det.after_op(self.ops[i], k, self._env, saved)
             if hit is not None:
                 found.append(hit)
         while not found and self._lin() < end:
