@@ -22,6 +22,14 @@ def whole(widget) -> Region:
     return Region(0, 0, widget.outer_size.width, widget.outer_size.height)
 
 
+async def loss_panel(pilot):
+    """After the first paint: the loss panel, its whole crop and the lines it gives for it."""
+    await pilot.pause()
+    loss = pilot.app.query_one("#loss")
+    crop = whole(loss)
+    return loss, crop, loss.render_lines(crop)
+
+
 def cells(strips):
     return [[(s.text, s.style) for s in Segment.simplify(list(strip))] for strip in strips]
 
@@ -89,10 +97,7 @@ async def test_an_unchanged_widget_gives_the_same_lines_again():
     """The saving itself: a panel no key touched is not drawn again (its very list is returned)."""
     app = classic()
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
-        loss = app.query_one("#loss")
-        crop = whole(loss)
-        first = loss.render_lines(crop)
+        loss, crop, first = await loss_panel(pilot)
         await pilot.press("n")
         await pilot.pause()
         assert loss.render_lines(crop) is first
@@ -106,10 +111,7 @@ async def test_without_the_styles_cache_internals_every_ask_is_drawn_afresh(monk
     monkeypatch.setattr(memo, "_CAN_REUSE", False)
     app = classic()
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
-        loss = app.query_one("#loss")
-        crop = whole(loss)
-        first = loss.render_lines(crop)
+        loss, crop, first = await loss_panel(pilot)
         assert loss.render_lines(crop) is not first
         await pilot.press("n")
         await pilot.pause()

@@ -181,12 +181,17 @@ class Session:
         self.last_record = None
         self._trail_k, self._trail = 1, {}
 
+    def _trail_of(self, k: int) -> dict:
+        """The trail, made step k's (emptied if it held another step's)."""
+        if self._trail_k != k:
+            self._trail_k, self._trail = k, {}
+        return self._trail
+
     def _settle(self):
         """The cursor has moved: keep its position in the trail of its step (see the module
         docstring) for a move back, or forward again, within the step."""
         k, i = self._k, self._i
-        if self._trail_k != k:
-            self._trail_k, self._trail = k, {}
+        self._trail_of(k)
         if i:
             self._trail[i] = (dict(self._env), self.last_record)
 
@@ -400,12 +405,11 @@ class Session:
         k, i = self._k, self._i
         if self.at_end or i + 1 >= self.M:
             return False
-        if self._trail_k != k:
-            self._trail_k, self._trail = k, {}
-        if i + 1 not in self._trail:
+        trail = self._trail_of(k)
+        if i + 1 not in trail:
             env = dict(self._env)
             _, _, last, _ = self._loop(env, k, i, self._lin() + 1, live=True, near=k)
-            self._trail[i + 1] = (env, _record(*last, env))
+            trail[i + 1] = (env, _record(*last, env))
         return True
 
     # --- going anywhere --------------------------------------------------------------------------
@@ -462,8 +466,7 @@ class Session:
         lean = self._lean_end(self._lin(), k)
         if lean is not None:                # (bench_history's far jumps: ~25% fewer ms)
             self._live(lean, near=k, fast=self._fast_program())
-        if self._trail_k != k:
-            self._trail_k, self._trail = k, {}
+        self._trail_of(k)
         self._live(there, near=k, trail=True)   # (the positions of step k it passes join the trail)
         self._prune()
         self._settle()

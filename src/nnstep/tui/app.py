@@ -87,6 +87,11 @@ class TensorCommands(Provider):
                           help="the chain rule for one element (a gradient), or how it was computed")
 
 
+def _written(rec) -> set:
+    """The tensors the op of ``rec`` wrote (none before the first op)."""
+    return set(rec.outputs) | set(rec.op.also_writes) if rec is not None else set()
+
+
 class NnstepApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "nnstep"
@@ -244,7 +249,7 @@ class NnstepApp(App):
             else:
                 lra = s.lr_arrays()
                 self.query_one(LossCurve).show(hist, None if lra is None else lra[1].tolist())
-            written = set(rec.outputs) | set(rec.op.also_writes) if rec else set()
+            written = _written(rec)
             rows = view.layer_rows(s, self.writer, written)
             self._room = self._op_room(len(rows))
             self.query_one(OpPanel).show(**self._op_view(s, rec, written), digits=self.digits,
@@ -305,7 +310,7 @@ class NnstepApp(App):
         s.step()
         try:
             rec = s.last_record
-            v = self._op_view(s, rec, set(rec.outputs) | set(rec.op.also_writes))
+            v = self._op_view(s, rec, _written(rec))
             self.query_one(OpPanel).prebuild(v["slots"], self.digits, v["n_boxes"], self._room, v["compare"])
         finally:
             s.goto(*here)
@@ -330,7 +335,7 @@ class NnstepApp(App):
             rec = s.step()
             if rec is None:
                 break
-            written = set(rec.outputs) | set(rec.op.also_writes)
+            written = _written(rec)
             panel.show(**self._op_view(s, rec, written), digits=self.digits, room=room, measure=True)
         if not self.running:
             self.refresh_view()
