@@ -21,7 +21,6 @@ from textual._styles_cache import StylesCache
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Sparkline, Static
 
 # the styles cache's lines and dirty lines, as Textual 8 keeps them; a Textual without them gets
 # no reuse (every ask is drawn as Textual draws it), never a stale line
@@ -140,14 +139,6 @@ class MemoHorizontal(MemoLines, Horizontal):
 
 
 class MemoVertical(MemoLines, Vertical):
-    pass
-
-
-class MemoStatic(MemoLines, Static):
-    pass
-
-
-class MemoSparkline(MemoLines, Sparkline):
     pass
 
 

@@ -18,16 +18,8 @@ from textual.widgets import Sparkline, Static
 
 from .. import diagram
 from ..format import as_2d, by_array, compact, grid_2d, nonfinite_text, num
-from .memo import DirectLines, MemoLines, MemoSparkline, MemoStatic
+from .memo import DirectLines, MemoLines
 from .tensor import TensorCanvas, natural_size
-
-def _update(widget: Static, content, key) -> None:
-    """Static.update without a new layout, skipped when nothing changed."""
-    if getattr(widget, "_nn_key", None) == key:
-        return
-    widget._nn_key = key
-    widget.update(content, layout=False)
-
 
 class TextLines(DirectLines, Widget):
     """Rich Text drawn from cached Strips (Line API): wrapped once per text and width, and only the
@@ -415,12 +407,40 @@ class DiagramView(MemoLines, VerticalScroll):
         return "\n".join("".join(t for t, _ in parts) for parts in self.query_one(ProgramLines).lines)
 
 
+class SparkLines(DirectLines, Sparkline):
+    """Textual's Sparkline (its look, colours and component classes), drawn once per data and size
+    into cached Strips (Line API): a Sparkline renders its bars again through the styles cache on
+    every ask, 1.4 ms of each key that adds a loss (py-spy, the 784-256-128-10 net)."""
+
+    _drawn = None                       # ((data, W, H, base), strips)
+
+    def watch_data(self) -> None:
+        self._drawn = None
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._drawn = None
+
+    def lines_in(self, lines: range, W: int) -> list[Strip]:
+        H = self.size.height
+        base = self.rich_style
+        key = (id(self.data), W, H, base)
+        if self._drawn is None or self._drawn[0] != key:
+            console = self.app.console
+            rendered = console.render_lines(self.render(), console.options.update_dimensions(W, max(1, H)),
+                                            style=base, pad=True)
+            self._drawn = (key, [Strip(line).adjust_cell_length(W, base) for line in rendered])
+        strips = self._drawn[1]
+        blank = Strip.blank(W, base)
+        return [strips[y] if y < len(strips) else blank for y in lines]
+
+
 class LossCurve(MemoLines, Vertical):
     def compose(self) -> ComposeResult:
-        yield MemoStatic(id="loss-label")
-        yield MemoSparkline([], id="loss-spark")
-        yield MemoStatic(id="lr-label")
-        yield MemoSparkline([], id="lr-spark")
+        yield TextLines(id="loss-label")
+        yield SparkLines([], id="loss-spark")
+        yield TextLines(id="lr-label")
+        yield SparkLines([], id="lr-spark")
 
     KEEP = object()
 
@@ -436,10 +456,10 @@ class LossCurve(MemoLines, Vertical):
         self._key = key
         if lrs is not self.KEEP:
             self._show_lr(lrs)
-        lab = self.query_one("#loss-label", Static)
+        lab = self.query_one("#loss-label", TextLines)
         sp = self.query_one("#loss-spark", Sparkline)
         if not history:
-            lab.update(Text("no loss computed yet", style="dim"), layout=False)
+            lab.set_text(Text("no loss computed yet", style="dim"))
             sp.data = []                      # blank, but in place: showing it later is no relayout
             return
         vals = [v for _, v in history]
@@ -453,18 +473,20 @@ class LossCurve(MemoLines, Vertical):
         log = len(finite) >= 2 and min(finite) > 0 and max(finite) / min(finite) > 1000
         if log:
             data = [math.log10(v) for v in data]
-        self.border_title = ("loss curve (log scale)" if log else "loss curve") + (" · lr" if self.has_class("-lr") else "")
+        title = ("loss curve (log scale)" if log else "loss curve") + (" · lr" if self.has_class("-lr") else "")
+        if title != self.border_title:        # (setting it repaints the whole panel, even unchanged)
+            self.border_title = title
         if len(finite) < len(vals):
             t.append(" NaN/Inf!", NONFINITE)
         if len(vals) > 1:                     # a second line: the left column is narrow
             t.append(f"\nfirst {num(vals[0], 4)}", "dim")
             if finite:
                 t.append(f" · min {num(min(finite), 4)}", "dim")
-        lab.update(t, layout=False)
+        lab.set_text(t)
         sp.data = data if len(finite) >= 2 else []
 
     def _show_lr(self, lrs):
-        lab = self.query_one("#lr-label", Static)
+        lab = self.query_one("#lr-label", TextLines)
         sp = self.query_one("#lr-spark", Sparkline)
         self.set_class(lrs is not None, "-lr")
         lab.display = sp.display = lrs is not None
@@ -472,14 +494,14 @@ class LossCurve(MemoLines, Vertical):
             return
         vals = [float(v) for v in lrs if v == v]
         if not vals:
-            lab.update(Text("lr: no step yet", style="dim"), layout=False)
+            lab.set_text(Text("lr: no step yet", style="dim"))
             sp.display = False
             return
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append("lr ", "")
         t.append(num(vals[-1], 5), "bold")
         t.append(f"  (min {num(min(vals), 3)} · max {num(max(vals), 3)})", "dim")
-        lab.update(t, layout=False)
+        lab.set_text(t)
         data = vals if len(vals) <= 2000 else vals[:: len(vals) // 2000 + 1] + vals[-1:]
         sp.display = len(vals) >= 2
         sp.data = data if len(data) >= 2 else [0.0, 0.0]
@@ -831,10 +853,14 @@ class LayersTable(DirectLines, Widget):
             return texts, [max([len(t[j][0]) for t in texts] + [len(h)]) for j, (_, h) in enumerate(cols)]
 
         avail = W - (len(cols) - 1)
-        # up to 4 numbers a cell at 4 digits when they fit, else 2 numbers, then fewer digits
+        # up to 4 numbers a cell at 4 digits when they fit, else 2 numbers, then fewer digits;
+        # the sizes of a table of tensors of more than 4 numbers each (shape and norm) are the
+        # same at any of these: one try (the 784-256-128-10 net: four before)
+        small = any(np.size(c[1]) <= 4 for r in self._rows for c in r.values()
+                    if isinstance(c, tuple) and c[1] is not None)
         for d, maxn in ((4, 4), (4, 2), (3, 2), (2, 2)):
             texts, widths = cells(d, maxn)
-            if sum(widths) <= avail:
+            if sum(widths) <= avail or not small:
                 break
         # columns never narrow while stepping (when there is room): the table does not shift
         seen = self._seen_w.setdefault((W, tuple(k for k, _ in cols)), {})
