@@ -34,6 +34,7 @@ def moves(n_positions):
         st.just(("finish_step",)), st.just(("restart",)), st.just(("run",)), st.just(("reverse_run",)),
         st.tuples(st.just("goto"), pos), st.tuples(st.just("goto"), pos),
         st.tuples(st.just("back_n"), st.integers(1, 30)), st.just(("peek",)),
+        st.tuples(st.just("peek_n"), st.integers(1, 12)),
     ), min_size=1, max_size=40)
 
 
@@ -45,6 +46,8 @@ def apply(s, move):
     elif kind == "back_n":
         for _ in range(move[1]):
             s.back()
+    elif kind == "peek_n":
+        s.peek(move[1])
     else:
         getattr(s, kind)()
 
@@ -177,6 +180,34 @@ def test_peek_computes_the_next_op_ahead_without_moving():
         assert not s.peek()
 
 
+def test_peek_n_computes_the_ops_ahead_one_after_another():
+    """peek(n) puts the next n positions in the trail, each run once from the one before it: the
+    cursor stays, and stepping or running over them runs nothing and gives what stepping gives."""
+    for name in SCENARIOS:
+        sc, snaps = setup(name)
+        M = nnstep.Session(sc).M
+        for start in (0, 1, M // 2):
+            s = nnstep.Session(sc)
+            s.goto(2, start)
+            n = M - 1 - start
+            ran = s.ops_executed
+            assert not s.peek(n + 1) and s.ops_executed == ran    # (past the step's last op: nothing)
+            assert s.peek(1) and s.peek(n) and s.peek(n)          # (what it holds is not run again)
+            assert s.ops_executed == ran + n and s.position == (2, start)
+            assert_matches(s, snaps[M + start], f"{name}: peeked {n} at (2, {start})")
+            assert set(range(start + 1, M)) <= set(s._trail)
+            s.run(until=(2, M - 1))
+            assert s.ops_executed == ran + n, f"{name}: a run over peeked ops re-ran some"
+            assert_matches(s, snaps[2 * M - 1], f"{name}: ran onto a peeked (2, {M - 1})")
+            s.goto(2, start)
+            for i in range(start + 1, M):
+                s.step()
+                assert_matches(s, snaps[M + i], f"{name}: stepped onto a peeked (2, {i})")
+            assert s.ops_executed == ran + n
+            s.step()                                              # the boundary: runs its op
+            assert s.ops_executed == ran + n + 1 and s.position == (3, 0)
+
+
 def test_a_replay_leaves_its_positions_in_the_trail():
     """A move back that re-runs the step from its start (nothing of it in the trail) leaves every
     position it passed in the trail: the moves back after it run nothing and share its arrays (one
@@ -204,15 +235,16 @@ def _stop(st):
 
 @pytest.mark.parametrize("conditions", [(), ("loss mean < 100",), ("nonfinite", "tanh1.out absmax > 0.5")])
 def test_a_run_after_a_peek_stops_where_it_would_have(conditions):
-    """run() (a short one: s, S) takes a peeked first op from the trail and checks it as it checks
-    an op it runs: from every position of the first two steps, with op, condition and NaN/Inf breakpoints, it stops at
-    the same place for the same reason, with the same values, as without the peek."""
+    """run() (a short one: s, S) takes the ops peeked ahead from the trail and checks each as it
+    checks an op it runs: from every position of the first two steps, after peeks of none, one,
+    three and all of the step's ops left, with op, condition and NaN/Inf breakpoints, it stops at
+    the same place for the same reason, with the same values, as without a peek."""
     for name in SCENARIOS:
         sc, snaps = setup(name)
         names = {op.name for op in nnstep.Session(sc).ops}
         for p in range(2 * nnstep.Session(sc).M):
             got = []
-            for peek in (False, True):
+            for peek in (0, 1, 3, "all"):
                 s = nnstep.Session(sc)
                 s.toggle_breakpoint("backward linear1")
                 for text in conditions:
@@ -221,12 +253,13 @@ def test_a_run_after_a_peek_stops_where_it_would_have(conditions):
                 k, i = divmod(p, s.M)
                 s.goto(k + 1, i)
                 if peek:
-                    s.peek()
+                    s.peek(min(s.M - 1 - i, s.M if peek == "all" else peek) or 1)
                 # (a run of more than three steps goes the lean way, which a peek does not touch)
-                got.append((_stop(s.run(until=(k + 3, 0))), s.position, s.ops_executed))
+                got.append((_stop(s.run(until=(k + 3, 0))), s.position))
                 assert_matches(s, snaps[(s.position[0] - 1) * s.M + s.position[1]], f"{name} from {p}")
-            (a, pa, _), (b, pb, _) = got
-            assert a == b and pa == pb, f"{name} from {p}, {conditions}: {a} at {pa} without a peek, {b} at {pb} with"
+            a, pa = got[0]
+            for (b, pb), peek in zip(got[1:], (1, 3, "all")):
+                assert a == b and pa == pb, f"{name} from {p}, {conditions}: {a} at {pa} without a peek, {b} at {pb} after peek {peek}"
         assert "backward linear1" in names
 
 
@@ -245,7 +278,7 @@ def test_a_run_after_a_peek_finds_the_same_nan_origin():
             k, i = divmod(p, M)
             s.goto(k + 1, i)
             if peek:
-                s.peek()
+                s.peek(max(1, M - 1 - i))
             st = s.run(until=(min(k + 3, sc.train.steps + 1), 0))
             got.append((_stop(st), repr(st.value), s.position))
             reasons.add(st.reason)

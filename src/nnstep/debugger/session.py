@@ -31,7 +31,8 @@ state, batchnorm running statistics; for SGD with momentum 2x the parameters, Ad
   puts those very arrays back and runs no op, so the TUI, which caches what it drew by array,
   draws nothing anew. A replay within the step (a move back to a position the trail does not
   hold re-runs from the nearest one before it, or from the step start) adds the positions it
-  passes. Extra cost: one small dict per position, the arrays written in step ``k`` and replaced
+  passes, and ``peek(n)`` adds the next ``n`` ahead of the cursor (a UI computes them while the
+  user reads: a step, or a short run over them, then runs nothing, its stops checked as ever). Extra cost: one small dict per position, the arrays written in step ``k`` and replaced
   later in it (rare: an accumulated gradient), and the step's tensors again where a replay from
   the step start re-made them beside those of the run that first got there (bench_history: the
   history's maximum is 50.0 MB with the trail, as before it).
@@ -397,19 +398,22 @@ class Session:
             self._settle()
         return self.last_record
 
-    def peek(self) -> bool:
-        """Run the next op ahead of the cursor, in a copy of its environment, into the trail,
-        without moving the cursor: the next ``step()`` then runs nothing (a UI computes ahead while
-        the user reads). False at the end of a step (the boundary's checkpoint is made by the
-        step itself) or of training."""
+    def peek(self, n: int = 1) -> bool:
+        """Run the next ``n`` ops ahead of the cursor, each from the position before it, in copies
+        of its environment, into the trail, without moving the cursor: the next ``step()`` (or a
+        ``run()`` over them) then runs nothing (a UI computes ahead while the user reads). What the
+        trail holds already is not run again, so a UI may ask for one op more at a time. False
+        when the step ends first (the boundary's checkpoint is made by the move itself) or at the
+        end of training."""
         k, i = self._k, self._i
-        if self.at_end or i + 1 >= self.M:
+        if self.at_end or i + n >= self.M or n < 1:
             return False
         trail = self._trail_of(k)
-        if i + 1 not in trail:
-            env = dict(self._env)
-            _, _, last, _ = self._loop(env, k, i, self._lin() + 1, live=True, near=k)
-            trail[i + 1] = (env, _record(*last, env))
+        for j in range(i + 1, i + n + 1):
+            if j not in trail:
+                env = dict(self._env if j == i + 1 else trail[j - 1][0])
+                _, _, last, _ = self._loop(env, k, j - 1, (k - 1) * self.M + j, live=True, near=k)
+                trail[j] = (env, _record(*last, env))
         return True
 
     # --- going anywhere --------------------------------------------------------------------------
@@ -647,19 +651,8 @@ class Session:
         # continue worker for real and dumps every thread's stack if it ever hangs again)
         fast = self._fast_program() if end - self._lin() > 3 * M else None
         first = True
-        k, i = self._k, self._i
-        if fast is None and self._lin() < end and i + 1 < M and k == self._trail_k and i + 1 in self._trail:
-            # the first op was computed ahead (peek): take it from the trail and check it as the
-            # loop checks an op it runs (run() never stops before its first op)
-            det = self._detector
-            over = None if det.empty else det.overwritten[i]
-            saved = {n: self._env.get(n) for n in over} if over else None
-            self._from_trail(k, i + 1)
-            first = False
-            with np.errstate(all="ignore"):     # (as in the op runner: an overflow is a stop, not a warning)
-                hit = None if det.empty else det.after_op(self.ops[i], k, self._env, saved)
-            if hit is not None:
-                found.append(hit)
+        if fast is None:
+            first = self._run_trail(end, found)
         while not found and self._lin() < end:
             here = self._lin()
             chunk_end = end if should_stop is None else min(end, here + max(1, check_every))
@@ -681,6 +674,32 @@ class Session:
         else:
             self.last_stop = Stop("until", self._k, self._i)
         return self.last_stop
+
+    def _run_trail(self, end: int, found: list) -> bool:
+        """The start of a short run over ops computed ahead (peek): each is taken from the trail
+        and checked by the stop detector as the op runner checks an op it runs (advance): an op
+        breakpoint before it (never before the run's first op), a NaN/Inf origin or a condition
+        after it. Stops go to ``found``; returns whether the run's first op is still to come."""
+        M, det, ops = self.M, self._detector, self.ops
+        before = None if det.empty else det.before
+        first = True
+        while self._lin() < end:
+            k, i = self._k, self._i
+            if i + 1 >= M or k != self._trail_k or i + 1 not in self._trail:
+                break
+            if before and not first and i in before:
+                found.append(Stop("breakpoint", k, i, op=ops[i].name, breakpoint=before[i], stage=ops[i].stage))
+                break
+            over = None if det.empty else det.overwritten[i]
+            saved = {n: self._env.get(n) for n in over} if over else None
+            self._from_trail(k, i + 1)
+            first = False
+            with np.errstate(all="ignore"):     # (as in the op runner: an overflow is a stop, not a warning)
+                hit = None if det.empty else det.after_op(ops[i], k, self._env, saved)
+            if hit is not None:
+                found.append(hit)
+                break
+        return first
 
     def _rederive(self):
         """After a lean run: the cursor's position re-run with the whole program from the latest
