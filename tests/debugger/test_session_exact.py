@@ -175,7 +175,16 @@ def test_peek_computes_the_next_op_ahead_without_moving():
             s.step()
             assert s.ops_executed == ran + 1, f"{name}: the step after a peek re-ran its op"
             assert_matches(s, snaps[i + 1], f"{name}: stepped onto a peeked (1, {i + 1})")
-        assert s.position == (1, M - 1) and not s.peek()
+        # the step's last op: its outputs ahead, the boundary (the next batch, a checkpoint) when
+        # the cursor crosses it
+        ran = s.ops_executed
+        assert s.position == (1, M - 1) and s.peek() and s.peek() and not s.peek(2)
+        assert s.ops_executed == ran + 1 and s.position == (1, M - 1)
+        assert_matches(s, snaps[M - 1], f"{name}: peeked the step's last op")
+        s.step()
+        assert s.position == (2, 0) and s.ops_executed == ran + 1
+        assert_matches(s, snaps[M], f"{name}: stepped over a peeked boundary")
+        assert 2 in s._ckpt and 2 in s._starts
         s.goto(sc.train.steps + 1, 0)
         assert not s.peek()
 
@@ -191,7 +200,7 @@ def test_peek_n_computes_the_ops_ahead_one_after_another():
             s.goto(2, start)
             n = M - 1 - start
             ran = s.ops_executed
-            assert not s.peek(n + 1) and s.ops_executed == ran    # (past the step's last op: nothing)
+            assert not s.peek(n + 2) and s.ops_executed == ran    # (past the step's end: nothing)
             assert s.peek(1) and s.peek(n) and s.peek(n)          # (what it holds is not run again)
             assert s.ops_executed == ran + n and s.position == (2, start)
             assert_matches(s, snaps[M + start], f"{name}: peeked {n} at (2, {start})")
@@ -206,6 +215,15 @@ def test_peek_n_computes_the_ops_ahead_one_after_another():
             assert s.ops_executed == ran + n
             s.step()                                              # the boundary: runs its op
             assert s.ops_executed == ran + n + 1 and s.position == (3, 0)
+            assert_matches(s, snaps[2 * M], f"{name}: over the boundary")
+            # and with the last op peeked too: S from the start runs nothing, the boundary as ever
+            s.goto(2, start)
+            ran = s.ops_executed
+            assert s.peek(n + 1)
+            ran_ahead = s.ops_executed - ran
+            s.run(until=(3, 0))
+            assert ran_ahead == n + 1 and s.position == (3, 0) and s.ops_executed == ran + ran_ahead
+            assert_matches(s, snaps[2 * M], f"{name}: ran over a peeked boundary")
 
 
 def test_a_replay_leaves_its_positions_in_the_trail():
@@ -237,14 +255,14 @@ def _stop(st):
 def test_a_run_after_a_peek_stops_where_it_would_have(conditions):
     """run() (a short one: s, S) takes the ops peeked ahead from the trail and checks each as it
     checks an op it runs: from every position of the first two steps, after peeks of none, one,
-    three and all of the step's ops left, with op, condition and NaN/Inf breakpoints, it stops at
+    three and all of the step's ops left (its last one too), with op, condition and NaN/Inf breakpoints, it stops at
     the same place for the same reason, with the same values, as without a peek."""
     for name in SCENARIOS:
         sc, snaps = setup(name)
         names = {op.name for op in nnstep.Session(sc).ops}
         for p in range(2 * nnstep.Session(sc).M):
             got = []
-            for peek in (0, 1, 3, "all"):
+            for peek in (0, 1, 3, "all", "end"):
                 s = nnstep.Session(sc)
                 s.toggle_breakpoint("backward linear1")
                 for text in conditions:
@@ -252,13 +270,15 @@ def test_a_run_after_a_peek_stops_where_it_would_have(conditions):
                         s.break_when(text)
                 k, i = divmod(p, s.M)
                 s.goto(k + 1, i)
-                if peek:
+                if peek == "end":                  # the step's last op too
+                    assert s.peek(s.M - i)
+                elif peek:
                     s.peek(min(s.M - 1 - i, s.M if peek == "all" else peek) or 1)
                 # (a run of more than three steps goes the lean way, which a peek does not touch)
                 got.append((_stop(s.run(until=(k + 3, 0))), s.position))
                 assert_matches(s, snaps[(s.position[0] - 1) * s.M + s.position[1]], f"{name} from {p}")
             a, pa = got[0]
-            for (b, pb), peek in zip(got[1:], (1, 3, "all")):
+            for (b, pb), peek in zip(got[1:], (1, 3, "all", "end")):
                 assert a == b and pa == pb, f"{name} from {p}, {conditions}: {a} at {pa} without a peek, {b} at {pb} after peek {peek}"
         assert "backward linear1" in names
 
@@ -278,7 +298,7 @@ def test_a_run_after_a_peek_finds_the_same_nan_origin():
             k, i = divmod(p, M)
             s.goto(k + 1, i)
             if peek:
-                s.peek(max(1, M - 1 - i))
+                s.peek(M - i)
             st = s.run(until=(min(k + 3, sc.train.steps + 1), 0))
             got.append((_stop(st), repr(st.value), s.position))
             reasons.add(st.reason)

@@ -12,9 +12,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 MLP = os.path.join(ROOT, "bench", "mlp_784_256_128_10.toml")
 
 
-async def screens(ahead: bool, monkeypatch, keys="nnnnnnnnnnpn"):
-    """The terminal after each key (a reader's pause after each), and the box builds and ops each
-    key cost."""
+async def screens(ahead: bool, monkeypatch, keys="nnnnnnnnnnpn", read=None):
+    """The terminal after each key (a reader's pause after each: ``read`` s, or twice the
+    look-ahead's delay), and the box builds and ops each key cost."""
     app = make_app(MLP)
     if not ahead:
         monkeypatch.setattr(app, "AHEAD_AFTER", 3600.0)
@@ -46,7 +46,7 @@ async def screens(ahead: bool, monkeypatch, keys="nnnnnnnnnnpn"):
         for _ in range(3):
             await pilot.pause()
         for key in keys:
-            await pilot.pause(2 * app.AHEAD_AFTER if ahead else 0.06)      # the reader reads
+            await pilot.pause(read or (2 * app.AHEAD_AFTER if ahead else 0.06))      # the reader reads
             built[-1] = 0
             ran = app.session.ops_executed - extra_ops[0]
             await pilot.press(key)
@@ -65,3 +65,15 @@ async def test_the_next_op_is_ready_when_n_comes(monkeypatch):
     # an n again: nothing left to run or build at any key
     assert all(a[1] == 0 and a[2] == 0 for a in ahead), [(a[1], a[2]) for a in ahead]
     assert all(p[2] == 1 for p in plain[:10]) and sum(p[1] for p in plain) > 10
+
+
+async def test_the_end_of_the_stage_and_of_the_step_are_ready_when_s_and_S_come(monkeypatch):
+    """While the reader reads, the look-ahead goes on op by op to the end of the step (the last
+    op's outputs too, Session.peek): s and S then run no op and build no box, and the screens are
+    those without it (the end of each stage, two steps' boundaries, an n and a p among them)."""
+    keys = "ssssSnpsS"
+    ahead = await screens(True, monkeypatch, keys=keys, read=0.5)
+    plain = await screens(False, monkeypatch, keys=keys, read=0.06)
+    assert [a[0] for a in ahead] == [p[0] for p in plain], "computing ahead changed the screen"
+    assert all(a[1] == 0 and a[2] == 0 for a in ahead), [(k, a[1], a[2]) for k, a in zip(keys, ahead)]
+    assert sum(p[2] for p in plain) > 2 * 10 and sum(p[1] for p in plain) > 10

@@ -93,6 +93,19 @@ MID_EVERY = 32
 FAR_COUNT = 16
 
 
+class _Ready:
+    """A Program whose op ``index`` puts ``outputs`` (computed ahead) into the environment
+    instead of computing them; the rest is the Program's."""
+
+    def __init__(self, prog, index: int, outputs: dict):
+        self._prog = prog
+        self.fns = list(prog.fns)
+        self.fns[index] = lambda env, k: env.update(outputs)
+
+    def __getattr__(self, name):
+        return getattr(self._prog, name)
+
+
 @dataclass(frozen=True)
 class HistoryPolicy:
     """Which step boundaries keep a checkpoint (see the module docstring). Tests shrink it to
@@ -322,7 +335,7 @@ class Session:
     # --- the one loop every move goes through -----------------------------------------------------
     def _loop(self, env: dict, k: int, i: int, end: int, *, live: bool, near: int | None = None,
               check: bool = False, first: bool = False, sink: Callable[[Stop], bool] | None = None,
-              fast: tuple | None = None, trail: bool = False):
+              fast: tuple | None = None, trail: bool = False, ready: dict | None = None):
         """Run ops from (k, i) in ``env`` until linear position ``end``, through the one op runner.
 
         ``live``: ``env`` is the cursor's; record losses, make checkpoints and step-start
@@ -332,11 +345,15 @@ class Session:
         op. ``trail``: every position of the trail's step it passes joins the trail (a jump's
         replay: the next move back finds it there, sharing its arrays). Returns (k, i, (op, step,
         inputs) of the last op run or None, halted). The outputs of that op are still in ``env``
-        when this returns (nothing has run since), so the caller builds its record from them."""
+        when this returns (nothing has run since), so the caller builds its record from them.
+        ``ready``: what the step's last op (the first to run here) writes, computed ahead (peek):
+        put into ``env`` in its place, everything else as ever (its record, stops, the boundary)."""
         M, prog = self.M, self.program
         detector = self._detector
         if fast is not None:                # (a Program that leaves out what no later op reads, its detector)
             prog, detector = fast
+        if ready is not None:
+            prog = _Ready(prog, M - 1, ready)
         start = (k - 1) * M + i
         last = [None]
         on_op = on_boundary = None
@@ -376,7 +393,7 @@ class Session:
                         self._starts[kk] = (dict(env), _record(*last[0], env))
         k, i, halted = advance(prog, env, k, i, end, self.N, detector if check else None, first=first,
                                sink=sink, on_op=on_op, on_boundary=on_boundary)
-        self.ops_executed += (k - 1) * M + i - start
+        self.ops_executed += (k - 1) * M + i - start - (ready is not None and (k - 1) * M + i > start)
         return k, i, last[0], halted
 
     def _live(self, end: int, **kw):
@@ -394,9 +411,28 @@ class Session:
             return None
         k, i = self._k, self._i
         if i + 1 == self.M or not self._from_trail(k, i + 1):    # (a boundary checkpoints and prunes)
-            self._live(self._lin() + 1)
+            self._live(self._lin() + 1, ready=self._peeked_last())
             self._settle()
         return self.last_record
+
+    def ahead_record(self, n: int) -> OpRecord | None:
+        """The record of the op ``n`` ahead of the cursor (its ``n``-th next op) if a peek
+        computed it, else None."""
+        k, i = self._k, self._i
+        got = self._trail.get(i + n) if k == self._trail_k and n >= 1 else None
+        return got[1] if got is not None else None
+
+    def _peeked_last(self) -> dict | None:
+        """At a step's last op, what it writes if a peek computed it: the tensors of the trail's
+        position M (the step done, the next batch not fed) that the cursor's environment lacks."""
+        k, i, M = self._k, self._i, self.M
+        if i + 1 != M or k != self._trail_k or M not in self._trail:
+            return None
+        here = self._env
+        base = self._trail.get(M - 1, (None,))[0]
+        if base is None or len(base) != len(here) or any(here.get(n) is not v for n, v in base.items()):
+            return None                     # (computed from other arrays than the cursor's: a replay's)
+        return {n: v for n, v in self._trail[M][0].items() if here.get(n) is not v}
 
     def peek(self, n: int = 1) -> bool:
         """Run the next ``n`` ops ahead of the cursor, each from the position before it, in copies
@@ -405,15 +441,23 @@ class Session:
         trail holds already is not run again, so a UI may ask for one op more at a time. False
         when the step ends first (the boundary's checkpoint is made by the move itself) or at the
         end of training."""
-        k, i = self._k, self._i
-        if self.at_end or i + n >= self.M or n < 1:
+        k, i, M = self._k, self._i, self.M
+        if self.at_end or i + n > M or n < 1:
             return False
         trail = self._trail_of(k)
         for j in range(i + 1, i + n + 1):
             if j not in trail:
                 env = dict(self._env if j == i + 1 else trail[j - 1][0])
-                _, _, last, _ = self._loop(env, k, j - 1, (k - 1) * self.M + j, live=True, near=k)
-                trail[j] = (env, _record(*last, env))
+                if j < M:
+                    _, _, last, _ = self._loop(env, k, j - 1, (k - 1) * M + j, live=True, near=k)
+                    trail[j] = (env, _record(*last, env))
+                else:                       # the step's last op, without its boundary: the move
+                    op = self.ops[M - 1]    # there puts what it wrote in place (_peeked_last)
+                    ins = {t: env.get(t) for t in op.inputs}
+                    with np.errstate(all="ignore"):
+                        self.program.fns[M - 1](env, k)
+                    self.ops_executed += 1
+                    trail[M] = (env, _record(op, k, ins, env))
         return True
 
     # --- going anywhere --------------------------------------------------------------------------
@@ -656,7 +700,8 @@ class Session:
         while not found and self._lin() < end:
             here = self._lin()
             chunk_end = end if should_stop is None else min(end, here + max(1, check_every))
-            self._live(chunk_end, check=True, first=first, sink=sink, fast=fast)
+            self._live(chunk_end, check=True, first=first, sink=sink, fast=fast,
+                       ready=None if fast is not None else self._peeked_last())
             first = False
             if found:
                 break

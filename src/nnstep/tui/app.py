@@ -286,34 +286,60 @@ class NnstepApp(App):
                     compare=self._theirs(rec.step, op.index) if rec is not None else None,
                     n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage)
 
+    def _prebuild(self, rec, rows=None) -> None:
+        """Build the boxes of the op panel showing ``rec`` (the op just run) where the panel will
+        place them, and format the layer cells of ``rows``, drawing nothing (see _ahead)."""
+        op = rec.op
+        slots = view.op_slots(op, rec.inputs, dict(rec.outputs), _written(rec))
+        self.query_one(OpPanel).prebuild(slots, self.digits, self._stage_boxes.get(op.stage, 0), self._room,
+                                         self._theirs(rec.step, op.index))
+        if rows is not None:
+            self.query_one(LayersTable).prebuild(rows)
+
     AHEAD_AFTER = 0.03       # s after a redraw: past the frame, before a reader's next key
 
     def _ahead_later(self) -> None:
-        """A big network: compute the next op while the user reads this one (see _ahead)."""
+        """A big network: compute what the next keys show while the user reads (see _ahead)."""
         timer = getattr(self, "_ahead_timer", None)
         if timer is not None:
             timer.stop()
         self._ahead_at = self.session.position
+        self._ahead_n = 0
         self._ahead_timer = self.set_timer(self.AHEAD_AFTER, self._ahead)
 
     def _ahead(self) -> None:
-        """Run the next op into the session's trail (Session.peek) and build its boxes where the
-        panel will place them (a big network's places depend only on the stage), so that
-        n finds both done: on the 784-256-128-10 net the op and its heatmaps are most of what an n
-        costs. The cursor goes there and back through the trail, which runs nothing and puts the
-        very arrays back."""
+        """One op more ahead of the cursor into the session's trail (Session.peek), then again
+        after any key waiting (call_later), up to the step's end; where n, s and S would land
+        (the next op, the end of the stage, the end of the step) the op panel's boxes are built
+        where it will place them (a big network's places depend only on the stage) and, within
+        the step, the layer cells formatted. So n and s find everything done, and S runs nothing
+        and builds no box: on the 784-256-128-10 net the ops, their heatmaps and the norms in the
+        table are most of what those keys cost. The cursor goes to a target within the step and
+        back through the trail, which runs nothing and puts the very arrays back. Each call is
+        one op and at most one panel (a key that comes meanwhile waits for that much, ~1-3 ms);
+        the positions stay in the trail while the cursor is in the step."""
         s = self.session
         here = s.position
         if self.running or here != getattr(self, "_ahead_at", None) or not self.screen_stack \
-                or self.screen is not self.screen_stack[0] or not s.peek():
-            return                             # (moved on, running, a dialog open, a boundary)
-        s.step()
-        try:
-            rec = s.last_record
-            v = self._op_view(s, rec, _written(rec))
-            self.query_one(OpPanel).prebuild(v["slots"], self.digits, v["n_boxes"], self._room, v["compare"])
-        finally:
-            s.goto(*here)
+                or self.screen is not self.screen_stack[0]:
+            return                             # (moved on, running, a dialog open)
+        n = self._ahead_n + 1
+        if not s.peek(n):
+            return                             # (the step's end, or training's)
+        self._ahead_n = n
+        k, i = here
+        j, M = i + n, s.M
+        stage_end = next((t for t in range(i, M) if s.ops[t].stage != s.ops[i].stage), M)
+        if j == M:
+            self._prebuild(s.ahead_record(n))  # (the table's next step: not known before the move)
+        elif j in (i + 1, stage_end):
+            s.goto(k, j)
+            try:
+                self._prebuild(s.last_record, view.layer_rows(s, self.writer, _written(s.last_record)))
+            finally:
+                s.goto(*here)
+        if j < M:
+            self.call_later(self._ahead)
 
     def _presize_key(self):
         return (self.session, tuple(self.size), self.digits, getattr(self, "_layers_shown", True))
