@@ -224,6 +224,13 @@ def test_peek_n_computes_the_ops_ahead_one_after_another():
             s.run(until=(3, 0))
             assert ran_ahead == n + 1 and s.position == (3, 0) and s.ops_executed == ran + ran_ahead
             assert_matches(s, snaps[2 * M], f"{name}: ran over a peeked boundary")
+            # a run or a jump on over later steps computes their last ops (the peek was step 2's)
+            for move in ("run", "goto"):
+                s.goto(2, start)
+                assert s.peek(n + 1)
+                last = min(4, sc.train.steps)
+                s.run(until=(last, M - 1)) if move == "run" else s.goto(last, M - 1)
+                assert_matches(s, snaps[(last - 1) * M + M - 1], f"{name}: {move} from a peeked step 2 to ({last}, {M - 1})")
 
 
 def test_a_replay_leaves_its_positions_in_the_trail():

@@ -94,13 +94,21 @@ FAR_COUNT = 16
 
 
 class _Ready:
-    """A Program whose op ``index`` puts ``outputs`` (computed ahead) into the environment
-    instead of computing them; the rest is the Program's."""
+    """A Program whose op ``index``, the first time it runs, puts ``outputs`` (computed ahead)
+    into the environment instead of computing them (a run may go on to later steps, where it
+    computes); the rest is the Program's."""
 
     def __init__(self, prog, index: int, outputs: dict):
         self._prog = prog
         self.fns = list(prog.fns)
-        self.fns[index] = lambda env, k: env.update(outputs)
+        real, pending = prog.fns[index], [outputs]
+
+        def once(env, k):
+            if pending:
+                env.update(pending.pop())
+            else:
+                real(env, k)
+        self.fns[index] = once
 
     def __getattr__(self, name):
         return getattr(self._prog, name)
@@ -496,7 +504,9 @@ class Session:
         below = max((t for t in self._trail if t < i), default=None) if k == self._trail_k else None
         if below is not None and i - below < cost:
             how, src = "trail", below
-        if how == "trail":
+        if how == "here":
+            self._run_trail(there)          # (what was computed ahead, from the trail)
+        elif how == "trail":
             self._from_trail(k, src)
         elif how == "start":
             env, rec = self._starts[src]
@@ -514,8 +524,9 @@ class Session:
         lean = self._lean_end(self._lin(), k)
         if lean is not None:                # (bench_history's far jumps: ~25% fewer ms)
             self._live(lean, near=k, fast=self._fast_program())
+        ready = self._peeked_last()         # (taken before the trail is made step k's)
         self._trail_of(k)
-        self._live(there, near=k, trail=True)   # (the positions of step k it passes join the trail)
+        self._live(there, near=k, trail=True, ready=ready)   # (the positions of step k it passes join the trail)
         self._prune()
         self._settle()
 
@@ -720,13 +731,15 @@ class Session:
             self.last_stop = Stop("until", self._k, self._i)
         return self.last_stop
 
-    def _run_trail(self, end: int, found: list) -> bool:
-        """The start of a short run over ops computed ahead (peek): each is taken from the trail
-        and checked by the stop detector as the op runner checks an op it runs (advance): an op
-        breakpoint before it (never before the run's first op), a NaN/Inf origin or a condition
-        after it. Stops go to ``found``; returns whether the run's first op is still to come."""
+    def _run_trail(self, end: int, found: list | None = None) -> bool:
+        """The start of a move forward over ops computed ahead (peek): each is taken from the
+        trail and, for a run (``found`` given), checked by the stop detector as the op runner
+        checks an op it runs (advance): an op breakpoint before it (never before the run's first
+        op), a NaN/Inf origin or a condition after it. Stops go to ``found``; returns whether the
+        run's first op is still to come."""
         M, det, ops = self.M, self._detector, self.ops
-        before = None if det.empty else det.before
+        check = found is not None and not det.empty
+        before = det.before if check else None
         first = True
         while self._lin() < end:
             k, i = self._k, self._i
@@ -735,15 +748,16 @@ class Session:
             if before and not first and i in before:
                 found.append(Stop("breakpoint", k, i, op=ops[i].name, breakpoint=before[i], stage=ops[i].stage))
                 break
-            over = None if det.empty else det.overwritten[i]
+            over = det.overwritten[i] if check else None
             saved = {n: self._env.get(n) for n in over} if over else None
             self._from_trail(k, i + 1)
             first = False
-            with np.errstate(all="ignore"):     # (as in the op runner: an overflow is a stop, not a warning)
-                hit = None if det.empty else det.after_op(ops[i], k, self._env, saved)
-            if hit is not None:
-                found.append(hit)
-                break
+            if check:
+                with np.errstate(all="ignore"):     # (as in the op runner: an overflow is a stop, not a warning)
+                    hit = det.after_op(ops[i], k, self._env, saved)
+                if hit is not None:
+                    found.append(hit)
+                    break
         return first
 
     def _rederive(self):
