@@ -221,6 +221,10 @@ def test_peek_n_computes_the_ops_ahead_one_after_another():
             ran = s.ops_executed
             assert s.peek(n + 1)
             ran_ahead = s.ops_executed - ran
+            assert s.ahead(1)[1].op.index == start and s.ahead(n + 1)[1].op.index == M - 1
+            assert s.ahead(n + 2) is None and s.ahead(0) is None
+            env, rec = s.ahead(n + 1)
+            assert all(env[t] is v for t, v in rec.outputs.items())
             s.run(until=(3, 0))
             assert ran_ahead == n + 1 and s.position == (3, 0) and s.ops_executed == ran + ran_ahead
             assert_matches(s, snaps[2 * M], f"{name}: ran over a peeked boundary")

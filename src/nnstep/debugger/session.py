@@ -423,12 +423,13 @@ class Session:
             self._settle()
         return self.last_record
 
-    def ahead_record(self, n: int) -> OpRecord | None:
-        """The record of the op ``n`` ahead of the cursor (its ``n``-th next op) if a peek
-        computed it, else None."""
+    def ahead(self, n: int) -> tuple[dict, OpRecord] | None:
+        """The tensors ``n`` ops ahead of the cursor (after its ``n``-th next op; for the step's
+        last op, before the next batch is fed) and that op's record, if a peek computed them, else
+        None."""
         k, i = self._k, self._i
         got = self._trail.get(i + n) if k == self._trail_k and n >= 1 else None
-        return got[1] if got is not None else None
+        return None if got is None else (dict(got[0]), got[1])
 
     def _peeked_last(self) -> dict | None:
         """At a step's last op, what it writes if a peek computed it: the tensors of the trail's

@@ -152,6 +152,7 @@ class NnstepApp(App):
         # a network whose parameters are too big for numbers gets the constant box layout
         self._big = any(np.size(v) > MAX_NUMBERS for v in self.session.scenario.initial.values())
         self.writer = view.writers(self.session.ops)
+        self._table_names = None
 
     # --- layout -----------------------------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -286,15 +287,18 @@ class NnstepApp(App):
                     compare=self._theirs(rec.step, op.index) if rec is not None else None,
                     n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage)
 
-    def _prebuild(self, rec, rows=None) -> None:
+    def _prebuild(self, env: dict, rec) -> None:
         """Build the boxes of the op panel showing ``rec`` (the op just run) where the panel will
-        place them, and format the layer cells of ``rows``, drawing nothing (see _ahead)."""
+        place them, and format the layer cells of the tensors in ``env``, drawing nothing (see
+        _ahead)."""
         op = rec.op
         slots = view.op_slots(op, rec.inputs, dict(rec.outputs), _written(rec))
         self.query_one(OpPanel).prebuild(slots, self.digits, self._stage_boxes.get(op.stage, 0), self._room,
                                          self._theirs(rec.step, op.index))
-        if rows is not None:
-            self.query_one(LayersTable).prebuild(rows)
+        if self._table_names is None:           # (the tensors of the layers table: the same at any position)
+            self._table_names = [c[0] for r in view.layer_rows(self.session, self.writer, set())
+                                 for c in r.values() if isinstance(c, tuple)]
+        LayersTable.prebuild([env.get(t) for t in self._table_names])
 
     AHEAD_AFTER = 0.03       # s after a redraw: past the frame, before a reader's next key
 
@@ -311,13 +315,12 @@ class NnstepApp(App):
         """One op more ahead of the cursor into the session's trail (Session.peek), then again
         after any key waiting (call_later), up to the step's end; where n, s and S would land
         (the next op, the end of the stage, the end of the step) the op panel's boxes are built
-        where it will place them (a big network's places depend only on the stage) and, within
-        the step, the layer cells formatted. So n and s find everything done, and S runs nothing
-        and builds no box: on the 784-256-128-10 net the ops, their heatmaps and the norms in the
-        table are most of what those keys cost. The cursor goes to a target within the step and
-        back through the trail, which runs nothing and puts the very arrays back. Each call is
-        one op and at most one panel (a key that comes meanwhile waits for that much, ~1-3 ms);
-        the positions stay in the trail while the cursor is in the step."""
+        where it will place them (a big network's places depend only on the stage) and the layer
+        cells formatted, from the trail's arrays (the cursor does not move). So n, s and S find
+        everything done: on the 784-256-128-10 net the ops, their heatmaps and the norms in the
+        table are most of what those keys cost. Each call is one op and at most one panel (a key
+        that comes meanwhile waits for that much, ~1-3 ms); the positions stay in the trail while
+        the cursor is in the step."""
         s = self.session
         here = s.position
         if self.running or here != getattr(self, "_ahead_at", None) or not self.screen_stack \
@@ -330,14 +333,8 @@ class NnstepApp(App):
         k, i = here
         j, M = i + n, s.M
         stage_end = next((t for t in range(i, M) if s.ops[t].stage != s.ops[i].stage), M)
-        if j == M:
-            self._prebuild(s.ahead_record(n))  # (the table's next step: not known before the move)
-        elif j in (i + 1, stage_end):
-            s.goto(k, j)
-            try:
-                self._prebuild(s.last_record, view.layer_rows(s, self.writer, _written(s.last_record)))
-            finally:
-                s.goto(*here)
+        if j in (i + 1, stage_end, M):
+            self._prebuild(*s.ahead(n))
         if j < M:
             self.call_later(self._ahead)
 

@@ -818,15 +818,14 @@ class LayersTable(DirectLines, Widget):
             self.refresh(*(Region(0, y, W, 1) for y in changed))
 
     @staticmethod
-    def prebuild(rows: list[dict]) -> None:
-        """Format the cells of ``rows`` (as show() takes them) into the by-array caches, drawing
-        nothing: the app does this for a big network's next positions while the user reads (a new
-        tensor's norm and NaN/Inf check are what a cell costs)."""
-        for r in rows:
-            for c in r.values():
-                if isinstance(c, tuple) and c[1] is not None:
-                    _bad_cached(c[1])
-                    _compact_cached(c[1], 4, 4)
+    def prebuild(values: list) -> None:
+        """Format cells of these tensors into the by-array caches, drawing nothing: the app does
+        this for a big network's next positions while the user reads (a new tensor's norm and
+        NaN/Inf check are what a cell costs)."""
+        for v in values:
+            if v is not None:
+                _bad_cached(v)
+                _compact_cached(v, 4, 4)
 
     def _build(self, W: int) -> list[Strip]:
         if self._base is None:
