@@ -77,3 +77,53 @@ async def test_the_end_of_the_stage_and_of_the_step_are_ready_when_s_and_S_come(
     assert [a[0] for a in ahead] == [p[0] for p in plain], "computing ahead changed the screen"
     assert all(a[1] == 0 and a[2] == 0 for a in ahead), [(k, a[1], a[2]) for k, a in zip(keys, ahead)]
     assert sum(p[2] for p in plain) > 2 * 10 and sum(p[1] for p in plain) > 10
+
+
+async def test_a_go_to_typed_is_done_before_enter(monkeypatch):
+    """While the go-to box holds a position (typing paused), the session goes there and builds its
+    boxes: Enter runs no op and builds no box, and shows what a go-to without it shows; Esc goes
+    back to where the screen is, exactly."""
+    import numpy as np
+    got = {}
+    for ahead in (True, False):
+        app = make_app(MLP)
+        app._ahead = lambda: None               # (the look-ahead of n, s, S: the tests above)
+        if not ahead:
+            monkeypatch.setattr(app, "_goto_ahead_later", lambda typed: None)
+        built = [0]
+        real = tensor.TensorBox._build
+
+        def count(self, W, H, real=real):
+            built[0] += self.value is not None    # (an empty slot is not cached: nothing to build)
+            return real(self, W, H)
+        monkeypatch.setattr(tensor.TensorBox, "_build", count)
+        term = Terminal(app, (120, 40))
+        out = []
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            for typed in ("2 10", "1 3", "3"):
+                await pilot.press("g", *typed.replace(" ", "space").split("space")[0], *(
+                    ["space", *typed.split()[1]] if " " in typed else []))
+                await pilot.pause(0.3)                  # typing pauses
+                built[0], ran = 0, app.session.ops_executed
+                await pilot.press("enter")
+                await pilot.pause()
+                out.append((Terminal.cells(term.screen), app.session.position, built[0],
+                            app.session.ops_executed - ran))
+                term.assert_whole(f"after go to {typed}")
+            # Esc after a go-ahead: the session back where the screen is
+            here, shown = app.session.position, Terminal.cells(term.screen)
+            before = {n: np.array(v) for n, v in app.session.values().items() if v is not None}
+            await pilot.press("g", "1", "space", "7")
+            await pilot.pause(0.3)
+            assert ahead is False or app.session.position == (1, 6)
+            await pilot.press("escape")
+            await pilot.pause()
+            assert app.session.position == here and Terminal.cells(term.screen) == shown
+            after = app.session.values()
+            assert all(np.array_equal(v, after[n]) for n, v in before.items())
+        got[ahead] = out
+    assert [o[:2] for o in got[True]] == [o[:2] for o in got[False]], "going ahead changed the screen"
+    assert [o[1] for o in got[True]] == [(2, 9), (1, 2), (3, 0)]
+    assert all(o[2] == 0 and o[3] == 0 for o in got[True]), [o[2:] for o in got[True]]
+    assert sum(o[2] for o in got[False]) > 0 and sum(o[3] for o in got[False]) > 0

@@ -485,26 +485,10 @@ class Session:
     def goto(self, step: int, index: int) -> None:
         """Move the cursor so that the first ``index`` ops of ``step`` have run (exactly)."""
         k, i = self._check_pos(step, index)
-        M = self.M
-        here, there = self._lin(), (k - 1) * M + i
-        if here == there or self._from_trail(k, i):
+        there = (k - 1) * self.M + i
+        if self._lin() == there or self._from_trail(k, i):
             return
-        # the cheapest way there, in ops to re-run: forward from here, from a cached step-start
-        # environment, or from a checkpoint at or before step k-1
-        how, src, cost = None, None, math.inf
-        if there > here:
-            how, cost = "here", there - here
-        for s in self._starts:
-            c = there - (s - 1) * M
-            if 0 <= c < cost:
-                how, src, cost = "start", s, c
-        c = max((c for c in self._ckpt if c <= max(1, k - 1)), default=1)
-        if there - (c - 1) * M < cost:
-            how, src, cost = "ckpt", c, there - (c - 1) * M
-        # or from the trail's nearest position before the target, in the target's step
-        below = max((t for t in self._trail if t < i), default=None) if k == self._trail_k else None
-        if below is not None and i - below < cost:
-            how, src = "trail", below
+        how, src, _ = self._route(k, i)
         if how == "here":
             self._run_trail(there)          # (what was computed ahead, from the trail)
         elif how == "trail":
@@ -530,6 +514,35 @@ class Session:
         self._live(there, near=k, trail=True, ready=ready)   # (the positions of step k it passes join the trail)
         self._prune()
         self._settle()
+
+    def _route(self, k: int, i: int) -> tuple[str, int | None, int]:
+        """The cheapest way to (k, i), in ops to re-run: forward from here, from a cached
+        step-start environment, from a checkpoint at or before step k-1, or from the trail's
+        nearest position before the target, in the target's step. (how, from where, ops: at most
+        that many, fewer where the ops ahead were computed already.)"""
+        M = self.M
+        here, there = self._lin(), (k - 1) * M + i
+        if here == there or (k == self._trail_k and i in self._trail):
+            return "trail", i, 0
+        how, src, cost = None, None, math.inf
+        if there > here:
+            how, cost = "here", there - here
+        for s in self._starts:
+            c = there - (s - 1) * M
+            if 0 <= c < cost:
+                how, src, cost = "start", s, c
+        c = max((c for c in self._ckpt if c <= max(1, k - 1)), default=1)
+        if there - (c - 1) * M < cost:
+            how, src, cost = "ckpt", c, there - (c - 1) * M
+        below = max((t for t in self._trail if t < i), default=None) if k == self._trail_k else None
+        if below is not None and i - below < cost:
+            how, src, cost = "trail", below, i - below
+        return how, src, cost
+
+    def goto_cost(self, step: int, index: int) -> int:
+        """How many ops ``goto(step, index)`` would re-run, at most (a UI decides with it
+        whether to go there ahead of a key; ValueError for no such position)."""
+        return self._route(*self._check_pos(step, index))[2]
 
     def _lean_end(self, start: int, k: int) -> int | None:
         """Where a move from linear position ``start`` to step ``k`` may run the lean program to

@@ -496,30 +496,76 @@ class NnstepApp(App):
         N, M = self.session.N, self.session.M
         self.query_one(StatusBar).prompt("go to: ", f"step (1..{N}) and op (1..{M}), e.g. \"{min(2, N)} {min(3, M)}\"; "
                                          f"\"{min(2, N)}\" alone is op 1 of step {min(2, N)} · Enter: go · Esc: cancel",
-                                         self._goto_typed)
+                                         self._goto_typed, changed=self._goto_ahead_later)
+        self._goto_from = None
 
-    def _goto_typed(self, text: str | None) -> None:
-        if not text or not text.strip():
-            return
+    @staticmethod
+    def _goto_parsed(text: str) -> tuple[int, int]:
+        """(step, op counted from 1) typed in the go-to box; ValueError says what is wrong."""
         parts = text.replace(",", " ").split()
         try:
             nums = [int(p) for p in parts]
-            if len(nums) == 1:
-                nums.append(1)
-            if len(nums) != 2:
-                raise ValueError(f"type two numbers, \"step op\", got {text!r}")
-            k, op = nums
-            if op < 1:
-                raise ValueError(f"ops count from 1, got {op}")
+        except ValueError:
+            raise ValueError(f"type two numbers, \"step op\", got {text!r}") from None
+        if len(nums) == 1:
+            nums.append(1)
+        if len(nums) != 2:
+            raise ValueError(f"type two numbers, \"step op\", got {text!r}")
+        if nums[1] < 1:
+            raise ValueError(f"ops count from 1, got {nums[1]}")
+        return nums[0], nums[1]
+
+    def _goto_typed(self, text: str | None) -> None:
+        back, self._goto_from = getattr(self, "_goto_from", None), None
+        if not text or not text.strip():
+            if back is not None:               # (Esc after a go-ahead: back where the screen is)
+                self.session.goto(*back)
+                self.refresh_view()                # (the very screen, unless a resize drew the other)
+            return
+        try:
+            k, op = self._goto_parsed(text)
             self.session.goto(k, op - 1)
         except ValueError as e:
-            msg = str(e)
-            if msg.startswith("invalid literal"):
-                msg = f"type two numbers, \"step op\", got {text!r}"
-            self.notify(msg, title="go to", severity="error")
+            if back is not None:
+                self.session.goto(*back)
+            self.notify(str(e), title="go to", severity="error")
             return
         self._status = (f"went to step {k}, op {op}", "")
         self.refresh_view()
+
+    GOTO_AHEAD_STEPS = 4      # at most this many steps' ops re-run ahead of Enter (the UI thread)
+
+    def _goto_ahead_later(self, typed: str) -> None:
+        """A big network: go where the go-to box says while the user has not pressed Enter (see
+        _goto_ahead), once typing pauses."""
+        if not self._big:
+            return
+        timer = getattr(self, "_goto_timer", None)
+        if timer is not None:
+            timer.stop()
+        self._goto_timer = self.set_timer(self.AHEAD_AFTER, lambda: self._goto_ahead(typed))
+
+    def _goto_ahead(self, typed: str) -> None:
+        """Move the session to the position typed (within GOTO_AHEAD_STEPS steps' ops of work)
+        and build its op panel's boxes and layer cells, drawing nothing: the screen still shows
+        where the cursor was, and Enter then finds the move done and the boxes built (on the
+        784-256-128-10 net, the ops and the heatmaps are most of what a go-to costs); Esc goes
+        back. Runs only while the box still holds ``typed``."""
+        bar = self.query_one(StatusBar)
+        s = self.session
+        if self.running or bar.typed != typed:
+            return
+        try:
+            k, op = self._goto_parsed(typed)
+            if s.goto_cost(k, op - 1) > self.GOTO_AHEAD_STEPS * s.M:
+                return
+        except ValueError:
+            return
+        if self._goto_from is None:
+            self._goto_from = s.position
+        s.goto(k, op - 1)
+        if s.last_record is not None:
+            self._prebuild(s.values(), s.last_record)
 
     def action_restart(self) -> None:
         if self.path is not None:

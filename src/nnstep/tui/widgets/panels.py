@@ -212,13 +212,19 @@ class StatusBar(TextLines):
         style = {"stop": "bold yellow", "bad": NONFINITE, "error": "bold red"}.get(kind, "italic")
         self.set_text(Text(text, style=style, overflow="ellipsis"), (text, kind))
 
-    def prompt(self, label: str, hint: str, done) -> None:
+    def prompt(self, label: str, hint: str, done, changed=None) -> None:
         """Take the keys (the app passes them on: ``prompt_key``) until Enter (``done(typed)``)
-        or Esc (``done(None)``); ``label`` is shown before what is typed, ``hint`` after it. Focus
-        does not move: a focus change repaints the whole screen (Screen.focused is a repainting
-        reactive)."""
+        or Esc (``done(None)``); ``label`` is shown before what is typed, ``hint`` after it;
+        ``changed(typed)`` after each key that changes what is typed. Focus does not move: a
+        focus change repaints the whole screen (Screen.focused is a repainting reactive)."""
         self._prompt = [label, "", done, hint]
+        self._changed = changed
         self._draw_prompt()
+
+    @property
+    def typed(self) -> str | None:
+        """What is typed in the prompt now (None: no prompt)."""
+        return None if self._prompt is None else self._prompt[1]
 
     def _draw_prompt(self) -> None:
         label, typed, _, hint = self._prompt
@@ -243,7 +249,10 @@ class StatusBar(TextLines):
             self._prompt[1] = ""
         elif event.is_printable and event.character and len(self._prompt[1]) < 40:
             self._prompt[1] += event.character
+        before = self._key
         self._draw_prompt()
+        if self._key != before and self._changed is not None:
+            self._changed(self._prompt[1])
 
     def end_prompt(self, ok: bool) -> None:
         if self._prompt is None:
