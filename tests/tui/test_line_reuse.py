@@ -59,7 +59,8 @@ async def test_reused_and_direct_lines_are_what_textual_draws():
                  ("tab", "focus on the tensors"), ("right", "another tensor selected"),
                  ("shift+tab", "focus away"), ("d", "the diagram"), ("d", "the program again"),
                  ("G", "the gradient norms"), ("G", "the loss curve again"), ("L", "no layers table"),
-                 ("L", "the layers table again"), ("plus", "more digits")]
+                 ("L", "the layers table again"), ("plus", "more digits"),
+                 ("S", "a step's loss"), ("S", "a second loss: the curve drawn"), ("S", "a third")]
         for key, when in steps:
             await pilot.press(key)
             await pilot.pause()

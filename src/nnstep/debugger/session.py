@@ -31,11 +31,13 @@ state, batchnorm running statistics; for SGD with momentum 2x the parameters, Ad
   puts those very arrays back and runs no op, so the TUI, which caches what it drew by array,
   draws nothing anew. A replay within the step (a move back to a position the trail does not
   hold re-runs from the nearest one before it, or from the step start) adds the positions it
-  passes, and ``peek(n)`` adds the next ``n`` ahead of the cursor (a UI computes them while the
-  user reads: a step, or a short run over them, then runs nothing, its stops checked as ever). Extra cost: one small dict per position, the arrays written in step ``k`` and replaced
-  later in it (rare: an accumulated gradient), and the step's tensors again where a replay from
-  the step start re-made them beside those of the run that first got there (bench_history: the
-  history's maximum is 50.0 MB with the trail, as before it).
+  passes, and ``peek(n)`` adds the next ``n`` ahead of the cursor, the step's last op's outputs
+  included (a UI computes them while the user reads: a step, a short run or a jump forward over
+  them then runs nothing, a run's stops checked as ever). Extra cost: one small dict per
+  position, the arrays written in step ``k`` and replaced later in it (rare: an accumulated
+  gradient), and the step's tensors again where a replay from the step start re-made them beside
+  those of the run that first got there (bench_history: the history's maximum is 50.0 MB with
+  the trail, as before it).
 * Checkpoints kept, by the distance ``d = k - c`` from the cursor's step ``k`` (``_keep``):
     - ``0 <= d <= RING`` (4): every step;
     - ``0 <= d <= NEAR_SPAN`` (16): every ``NEAR_EVERY``-th (4) step boundary;
@@ -401,7 +403,8 @@ class Session:
                         self._starts[kk] = (dict(env), _record(*last[0], env))
         k, i, halted = advance(prog, env, k, i, end, self.N, detector if check else None, first=first,
                                sink=sink, on_op=on_op, on_boundary=on_boundary)
-        self.ops_executed += (k - 1) * M + i - start - (ready is not None and (k - 1) * M + i > start)
+        ran = (k - 1) * M + i - start
+        self.ops_executed += ran - (ready is not None and ran > 0)     # (the ready op did not run)
         return k, i, last[0], halted
 
     def _live(self, end: int, **kw):
