@@ -85,7 +85,7 @@ import numpy as np
 from ..engine.program import Op, Program, lean_skip
 from ..engine.runner import Detector, Stop, advance
 from ..spec.model import Breakpoint, Scenario
-from ..spec.stats import global_norm
+from ..spec.stats import finite_hint, global_norm
 
 RING = 4
 NEAR_SPAN = 16
@@ -203,12 +203,16 @@ class Session:
         self._k, self._i = 1, 0
         self._starts: dict[int, tuple[dict, OpRecord | None]] = {1: (dict(env), None)}
         self.last_record = None
-        self._trail_k, self._trail = 1, {}
+        self._new_trail(1)
+
+    def _new_trail(self, k: int) -> None:
+        self._trail_k, self._trail = k, {}
+        self._finite: dict[int, bool] = {}     # trail positions peeked whose op wrote only finite numbers
 
     def _trail_of(self, k: int) -> dict:
         """The trail, made step k's (emptied if it held another step's)."""
         if self._trail_k != k:
-            self._trail_k, self._trail = k, {}
+            self._new_trail(k)
         return self._trail
 
     def _settle(self):
@@ -470,6 +474,11 @@ class Session:
                         self.program.fns[M - 1](env, k)
                     self.ops_executed += 1
                     trail[M] = (env, _record(op, k, ins, env))
+                # the NaN/Inf scan of what the op wrote, ahead too (the stop detector's first
+                # look: a run over this position skips it when all is finite)
+                with np.errstate(all="ignore"):
+                    self._finite[j] = math.isfinite(sum(finite_hint(env[t]) for t in self._detector.checked[j - 1]
+                                                        if env.get(t) is not None))
         return True
 
     # --- going anywhere --------------------------------------------------------------------------
@@ -771,7 +780,7 @@ class Session:
             first = False
             if check:
                 with np.errstate(all="ignore"):     # (as in the op runner: an overflow is a stop, not a warning)
-                    hit = det.after_op(ops[i], k, self._env, saved)
+                    hit = det.after_op(ops[i], k, self._env, saved, finite=self._finite.get(i + 1, False))
                 if hit is not None:
                     found.append(hit)
                     break
@@ -791,7 +800,7 @@ class Session:
         self.last_record = None
         if c == 1:
             self._starts[1] = (dict(env), None)
-        self._trail_k, self._trail = k, {}      # (what the lean run left out is not in these)
+        self._new_trail(k)                      # (what the lean run left out is not in these)
         self._live(there, near=k)
         self._prune()
         self._settle()

@@ -146,10 +146,11 @@ class Detector:
     def empty(self) -> bool:
         return not (self.nonfinite or self.before or self.after)
 
-    def after_op(self, op, k: int, env: dict, saved: dict | None) -> Stop | None:
-        """After ``op`` of step k ran: a NaN/Inf origin, or a condition that holds."""
+    def after_op(self, op, k: int, env: dict, saved: dict | None, finite: bool = False) -> Stop | None:
+        """After ``op`` of step k ran: a NaN/Inf origin, or a condition that holds. ``finite``:
+        what the op wrote is known to be all finite numbers (scanned ahead): no NaN/Inf scan."""
         i = op.index
-        if self.nonfinite:
+        if self.nonfinite and not finite:
             total = 0.0                     # one finite_hint over all outputs: finite unless one is not
             for t in self.checked[i]:
                 v = env.get(t)
