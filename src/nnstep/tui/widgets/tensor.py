@@ -202,7 +202,6 @@ class TensorBox:
         self._strips: list[Strip] | None = None
         self._built_for = None
         self._key = None
-        self._framed = None               # (frame key, the strips framed, the lines): TensorCanvas._framed
 
     @property
     def size(self) -> Size:
@@ -400,6 +399,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         self._head_src = ()                   # the lines above the boxes (rich Text), as given
         self._head: list[Strip] | None = None  # ... and drawn
         self._frames: dict = {}
+        self._framed_lines: dict = {}         # (ids of a box's lines, its size and frame) -> (those, the framed lines)
         self._styles: dict | None = None
 
     # --- what it shows ----------------------------------------------------------------------------
@@ -483,6 +483,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         super().notify_style_update()
         self._styles = None
         self._frames = {}
+        self._framed_lines = {}
         self._head = None
         if self.is_mounted:
             self._lines = self._compose_lines()
@@ -574,23 +575,27 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
             ahead.region, ahead.base = Region(x, y, w, h), base
             ahead.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name))
             built += ahead._ensure()
+            self._framed(ahead, False, base)
         return built
 
     def _framed(self, b: TensorBox, selected: bool, base: Style) -> list[Strip]:
-        """A box's lines with its frame, kept with the box until its lines or frame change."""
+        """A box's lines with its frame, kept by its lines (as the by-array cache gives them) and
+        frame, so that a box built ahead (prebuild) is framed ahead too."""
         b.base = base
         b._ensure()
         top, bottom, edge = self._frame(b, selected)
-        key = (b.region.width, b.region.height, top, edge)
-        hit = b._framed
-        if hit is not None and hit[0] == key and hit[1] is b._strips:
-            return hit[2]
         r = b.region
+        key = (id(b._strips), r.width, r.height, id(top), id(edge))
+        hit = self._framed_lines.get(key)
+        if hit is not None and hit[0] is b._strips and hit[1] is top and hit[2] is edge:
+            return hit[3]
         lines = [top] + [Strip([edge, *b.render_line(dy), edge], r.width) for dy in range(r.height - 2)]
         if r.height > 1:
             lines.append(bottom)
         lines = lines[:r.height]
-        b._framed = (key, b._strips, lines)
+        if len(self._framed_lines) > 64:
+            self._framed_lines.clear()
+        self._framed_lines[key] = (b._strips, top, edge, lines)       # (what the ids are of, kept)
         return lines
 
     def lines_in(self, lines: range, W: int) -> list[Strip]:
