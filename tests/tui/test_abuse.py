@@ -198,7 +198,9 @@ async def abuse(src: str, workdir, n_keys: int, seed: int, label: str) -> dict:
                     else:
                         assert app.session is not before[0] and app.session.at_start, where()
                 if not app.running and app.screen is app.screen_stack[0]:
-                    k, i = app.session.position
+                    k, i = app.shown_position          # (a go-to typed moves the session ahead of Enter)
+                    if not app.query_one(StatusBar).prompting:
+                        assert (k, i) == app.session.position, f"the screen shows {(k, i)}: {where()}"
                     N, M = app.session.N, app.session.M
                     head = _text(app.query_one(HeaderBar))
                     want = f"step {k}/{N}" if k <= N else f"done {N}/{N}"

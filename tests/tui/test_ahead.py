@@ -12,10 +12,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 MLP = os.path.join(ROOT, "bench", "mlp_784_256_128_10.toml")
 
 
-async def screens(ahead: bool, monkeypatch, keys="nnnnnnnnnnpn", read=None):
+async def screens(ahead: bool, monkeypatch, keys="nnnnnnnnnnpn", read=None, path=MLP):
     """The terminal after each key (a reader's pause after each: ``read`` s, or twice the
     look-ahead's delay), and the box builds and ops each key cost."""
-    app = make_app(MLP)
+    app = make_app(path)
     if not ahead:
         monkeypatch.setattr(app, "AHEAD_AFTER", 3600.0)
     built = [0]
@@ -127,3 +127,16 @@ async def test_a_go_to_typed_is_done_before_enter(monkeypatch):
     assert [o[1] for o in got[True]] == [(2, 9), (1, 2), (3, 0)]
     assert all(o[2] == 0 and o[3] == 0 for o in got[True]), [o[2:] for o in got[True]]
     assert sum(o[2] for o in got[False]) > 0 and sum(o[3] for o in got[False]) > 0
+
+
+async def test_a_small_network_is_computed_ahead_too(monkeypatch):
+    """The 2-2-2 lesson: its boxes are placed by their sizes and the formula's lines, and the
+    look-ahead places them as the panel will (OpPanel._plan): n, s and S after a reader's pause
+    run no op and build no box, with the screens of stepping without it."""
+    classic = os.path.join(ROOT, "scenarios", "classic.toml")
+    keys = "nnnnspnSsn"
+    ahead = await screens(True, monkeypatch, keys=keys, read=0.3, path=classic)
+    plain = await screens(False, monkeypatch, keys=keys, read=0.06, path=classic)
+    assert [a[0] for a in ahead] == [p[0] for p in plain], "computing ahead changed the screen"
+    assert all(a[1] == 0 and a[2] == 0 for a in ahead), [(k, a[1], a[2]) for k, a in zip(keys, ahead)]
+    assert sum(p[2] for p in plain) > 5 and sum(p[1] for p in plain) > 5

@@ -219,11 +219,15 @@ class NnstepApp(App):
         self._layers_shown = shown
 
     # --- drawing ----------------------------------------------------------------------------------
+    shown_position = (1, 0)
+    """The session's position the screen shows: it drew it last (the look-ahead of a go-to moves
+    the session ahead of the screen until Enter, see _goto_ahead)."""
+
     def refresh_view(self) -> None:
         """Redraw every panel from the session (UI thread, never while a worker runs)."""
         self._drawn_at = tuple(self.size)
         s = self.session
-        k, i = s.position
+        k, i = self.shown_position = s.position
         N, M = s.N, s.M
         at_end = s.at_end
         cur = s.current_op
@@ -258,8 +262,7 @@ class NnstepApp(App):
             self.query_one(LayersTable).show(rows, self.digits, narrow,
                                              note=" ".join(s.scenario.description.split()))
         self._bindings_changed()
-        if self._big:
-            self._ahead_later()
+        self._ahead_later()
         if not self._big and not self._presize_pending and self._presized != self._presize_key():
             self._presize_pending = True           # a new scenario, size, precision or layout
             self.call_after_refresh(self._presize)
@@ -291,10 +294,12 @@ class NnstepApp(App):
         """Build the boxes of the op panel showing ``rec`` (the op just run) where the panel will
         place them, and format the layer cells of the tensors in ``env``, drawing nothing (see
         _ahead)."""
-        op = rec.op
-        slots = view.op_slots(op, rec.inputs, dict(rec.outputs), _written(rec))
+        op, outs = rec.op, dict(rec.outputs)
+        slots = view.op_slots(op, rec.inputs, outs, _written(rec))
+        # (a small network's places depend on its formula's lines: the numbers in them)
+        clauses = () if self._big else view.formula_views(op, rec.inputs, outs, step=rec.step)
         self.query_one(OpPanel).prebuild(slots, self.digits, self._stage_boxes.get(op.stage, 0), self._room,
-                                         self._theirs(rec.step, op.index))
+                                         self._theirs(rec.step, op.index), clauses, self._big)
         if self._table_names is None:           # (the tensors of the layers table: the same at any position)
             self._table_names = [c[0] for r in view.layer_rows(self.session, self.writer, set())
                                  for c in r.values() if isinstance(c, tuple)]
@@ -303,7 +308,7 @@ class NnstepApp(App):
     AHEAD_AFTER = 0.03       # s after a redraw: past the frame, before a reader's next key
 
     def _ahead_later(self) -> None:
-        """A big network: compute what the next keys show while the user reads (see _ahead)."""
+        """Compute what the next keys show while the user reads (see _ahead)."""
         timer = getattr(self, "_ahead_timer", None)
         if timer is not None:
             timer.stop()
@@ -536,10 +541,8 @@ class NnstepApp(App):
     GOTO_AHEAD_STEPS = 4      # at most this many steps' ops re-run ahead of Enter (the UI thread)
 
     def _goto_ahead_later(self, typed: str) -> None:
-        """A big network: go where the go-to box says while the user has not pressed Enter (see
-        _goto_ahead), once typing pauses."""
-        if not self._big:
-            return
+        """Go where the go-to box says while the user has not pressed Enter (see _goto_ahead),
+        once typing pauses."""
         timer = getattr(self, "_goto_timer", None)
         if timer is not None:
             timer.stop()

@@ -592,6 +592,23 @@ class OpPanel(MemoLines, Vertical):
         if not measure:
             self.query_one("#op-title", TextLines).set_text(title)
             self._compare = compare or {}
+        plan = self._plan(clauses, slots, digits, n_boxes, room, big, compare, measure)
+        if plan is None:
+            return
+        self._apply(*plan)
+        self._fill(slots, digits)
+
+    def prebuild(self, slots: list, digits: int, n_boxes: int, room: tuple[int, int], compare=None,
+                 clauses: list = (), big: bool = True) -> int:
+        """An op the app computed ahead: build its boxes' lines where show() will place them,
+        drawing nothing (a big network's places depend only on the stage; a small one's on the
+        formula and the boxes' sizes, noted as show() notes them). How many were built."""
+        plan = self._plan(clauses, slots, digits, n_boxes, room, big, compare, False)
+        return self.query_one(TensorCanvas).prebuild(slots, digits, compare, plan[1])
+
+    def _plan(self, clauses, slots, digits, n_boxes, room, big, compare, measure):
+        """Where the panel puts the formula and the boxes: (panel height, (slot, x, y, width,
+        height) per box, the formula's lines, the content's height), or None when ``measure``."""
         theirs = compare or {}
         W, max_h = room
         fw = max(10, W)
@@ -604,8 +621,11 @@ class OpPanel(MemoLines, Vertical):
             lines = _wrapped(t, fw, self.app.console)
             return t, lines, (len(lines) if W > 0 else 1)
         if big:
-            self._show_uniform(f, f_wrapped, f_lines, short, slots, digits, n_boxes, W, max_h)
-            return
+            f_h = self.UNIFORM_FORMULA_H
+            if f_lines > f_h:
+                f, f_wrapped, _ = short()
+            panel_h, placed = self._uniform_places(len(slots), n_boxes, W, max_h)
+            return panel_h, placed, (f_wrapped if len(f_wrapped) <= f_h else f_wrapped[:f_h]), 0
         boxes = [natural_size(name, value, role, digits, W, theirs.get(name)) if name else None
                  for role, name, value, _ in slots]
         numeric_only = all(b is not None for b in boxes)
@@ -643,7 +663,7 @@ class OpPanel(MemoLines, Vertical):
         content = max(f_h + fixed_h + heat_h * len(heat_rows), seen_content)
         self._seen_h[key] = (panel_h, content)
         if measure:
-            return
+            return None
         if content > panel_h - 3:
             W -= 1                                 # a scrollbar will be there: the formula wraps
             f_wrapped = _wrapped(f, max(10, W), self.app.console)       # one column narrower
@@ -668,8 +688,7 @@ class OpPanel(MemoLines, Vertical):
                 placed.append((j, x, y, w, rh))
                 x += w
             y += rh
-        self._apply(panel_h, tuple(placed), f_wrapped if len(f_wrapped) <= f_h else f_wrapped[:f_h], content)
-        self._fill(slots, digits)
+        return panel_h, tuple(placed), (f_wrapped if len(f_wrapped) <= f_h else f_wrapped[:f_h]), content
 
     def forget_heights(self) -> None:
         """A new scenario: the heights the old one needed no longer apply."""
@@ -688,20 +707,6 @@ class OpPanel(MemoLines, Vertical):
         t_h = panel_h - 3 - f_h
         bw = W // max(1, n_show)
         return panel_h, tuple((j, j * bw, f_h, bw if j < n_show - 1 else W - j * bw, t_h) for j in range(n_show))
-
-    def _show_uniform(self, f, f_wrapped, f_lines, short, slots, digits, n_boxes, W, max_h):
-        f_h = self.UNIFORM_FORMULA_H
-        if f_lines > f_h:
-            f, f_wrapped, _ = short()
-        panel_h, placed = self._uniform_places(len(slots), n_boxes, W, max_h)
-        self._apply(panel_h, placed, f_wrapped if len(f_wrapped) <= f_h else f_wrapped[:f_h])
-        self._fill(slots, digits)
-
-    def prebuild(self, slots: list, digits: int, n_boxes: int, room: tuple[int, int], compare=None) -> int:
-        """A big network's next op (the app computes it ahead): build its boxes' lines where
-        show() will place them, drawing nothing. How many were built."""
-        _, placed = self._uniform_places(len(slots), n_boxes, *room)
-        return self.query_one(TensorCanvas).prebuild(slots, digits, compare, placed)
 
     def _apply(self, panel_h, placed, formula, content=0):
         """The panel's height (a relayout only when it changes: at a new screen size, a new
