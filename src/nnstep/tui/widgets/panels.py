@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -20,6 +21,17 @@ from .. import diagram
 from ..format import as_2d, by_array, compact, grid_2d, nonfinite_text, num
 from .memo import DirectLines, MemoLines
 from .tensor import TensorCanvas, natural_size
+
+def _fitted(segments: list, W: int, base: Style) -> Strip:
+    """One line of ``W`` cells: the segments, padded with ``base`` or cut (one Strip made where
+    they fit, not three: each Strip sets up seven caches)."""
+    n = sum(cell_len(seg.text) for seg in segments)
+    if n > W:
+        return Strip(segments).crop(0, W).adjust_cell_length(W, base)
+    if n < W:
+        segments.append(Segment(" " * (W - n), base))
+    return Strip(segments, W)
+
 
 class TextLines(DirectLines, Widget):
     """Rich Text drawn from cached Strips (Line API): wrapped once per text and width, and only the
@@ -82,8 +94,8 @@ class TextLines(DirectLines, Widget):
             lines = self.wrap(text, W)
         console = self.app.console
         # Text.render leaves out the Text's own style (rich applies it in __rich_console__)
-        strips = [Strip(line.render(console)).apply_style(base + console.get_style(line.style) if line.style else base)
-                  .crop(0, W).adjust_cell_length(W, base) for line in lines]
+        strips = [_fitted(list(Segment.apply_style(line.render(console), base + console.get_style(line.style)
+                                                   if line.style else base)), W, base) for line in lines]
         self._strips, self._built_for = strips, (W, base)
         self._blank = Strip.blank(W, base)
         return strips

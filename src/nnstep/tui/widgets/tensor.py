@@ -513,8 +513,8 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         if self._head is None:
             base = self._style("base")
             console = self.app.console               # (wrapped to the panel's width by the panel)
-            self._head = [Strip(line.render(console))
-                          .apply_style(base + console.get_style(line.style) if line.style else base)
+            self._head = [Strip(list(Segment.apply_style(line.render(console),
+                                                         base + console.get_style(line.style) if line.style else base)))
                           for line in self._head_src]
         return self._head
 
