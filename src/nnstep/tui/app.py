@@ -320,8 +320,8 @@ class NnstepApp(App):
         """One op more ahead of the cursor into the session's trail (Session.peek), then again
         after any key waiting (call_later), up to the step's end; where n, s and S would land
         (the next op, the end of the stage, the end of the step) the op panel's boxes are built
-        where it will place them (a big network's places depend only on the stage) and the layer
-        cells formatted, from the trail's arrays (the cursor does not move). So n, s and S find
+        and framed where it will place them (OpPanel._plan, as show() will) and the layer cells
+        formatted, from the trail's arrays (the cursor does not move). So n, s and S find
         everything done: on the 784-256-128-10 net the ops, their heatmaps and the norms in the
         table are most of what those keys cost. Each call is one op and at most one panel (a key
         that comes meanwhile waits for that much, ~1-3 ms); the positions stay in the trail while

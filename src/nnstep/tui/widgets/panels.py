@@ -808,6 +808,7 @@ class LayersTable(DirectLines, Widget):
     widget: the rows are laid out once per update into cached Strips (a rich Table costs ~10x more)."""
 
     DEFAULT_CSS = "LayersTable { height: 1fr; }"
+    LEVELS = ((4, 4), (4, 2), (3, 2), (2, 2))     # (digits, most numbers a cell), tried in turn
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -845,13 +846,14 @@ class LayersTable(DirectLines, Widget):
 
     @staticmethod
     def prebuild(values: list) -> None:
-        """Format cells of these tensors into the by-array caches, drawing nothing: the app does
-        this for a big network's next positions while the user reads (a new tensor's norm and
-        NaN/Inf check are what a cell costs)."""
+        """Format cells of these tensors (at every precision the table may take) into the by-array
+        caches, drawing nothing: the app does this for the next positions while the user reads (a
+        new tensor's numbers, norm and NaN/Inf check are what a cell costs)."""
         for v in values:
             if v is not None:
                 _bad_cached(v)
-                _compact_cached(v, 4, 4)
+                for d, maxn in LayersTable.LEVELS if np.size(v) <= 4 else LayersTable.LEVELS[:1]:
+                    _compact_cached(v, d, maxn)
 
     def _build(self, W: int) -> list[Strip]:
         if self._base is None:
@@ -894,7 +896,7 @@ class LayersTable(DirectLines, Widget):
         # same at any of these: one try (the 784-256-128-10 net: four before)
         small = any(np.size(c[1]) <= 4 for r in self._rows for c in r.values()
                     if isinstance(c, tuple) and c[1] is not None)
-        for d, maxn in ((4, 4), (4, 2), (3, 2), (2, 2)):
+        for d, maxn in self.LEVELS:
             texts, widths = cells(d, maxn)
             if sum(widths) <= avail or not small:
                 break
