@@ -66,6 +66,7 @@ class DirectLines(MemoLines):
     With any of those styles, the widget is drawn as any other (MemoLines)."""
 
     _plain = None                  # (no styles the cache would apply, the widget's background)
+    FILTERS_APPLIED = False        # lines_in gives its lines through the app's line filters already
 
     # a stylesheet or theme change notifies; a style set in code (widget.styles.border = ...)
     # refreshes the whole widget: either may bring a border or a background. (A refresh of some
@@ -126,8 +127,9 @@ class DirectLines(MemoLines):
         W = self.size.width
         strips = self.lines_in(crop.line_range, W)
         background = plain[1]
-        for line_filter in self.app.get_line_filters():
-            strips = [strip.apply_filter(line_filter, background) for strip in strips]
+        if not self.FILTERS_APPLIED:
+            for line_filter in self.app.get_line_filters():
+                strips = [strip.apply_filter(line_filter, background) for strip in strips]
         x1, x2 = crop.column_span
         if x1 or x2 != W:
             strips = [strip.crop(x1, x2) for strip in strips]

@@ -518,8 +518,24 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
                           for line in self._head_src]
         return self._head
 
+    # the app's line filters are applied here, part by part (each part's filtered Strip is cached
+    # with it), not to every new line of the canvas: a line that changed only in one box, and a
+    # box built ahead, cost no filter pass over the rest (a heatmap line is ~100 segments)
+    FILTERS_APPLIED = True
+
+    def _filtering(self) -> tuple[tuple, object]:
+        """(the app's line filters, the background they are given) for the canvas's lines; none
+        when Textual's styles cache draws the canvas (a border or padding: it applies them)."""
+        plain = self._plain if self._plain is not None else self._plain_styles()
+        if not plain[0]:
+            return (), None
+        return tuple(self.app.get_line_filters()), plain[1]
+
     def _compose_lines(self) -> list[Strip]:
         base = self._style("base")
+        flt, bg = self._filtering()
+        fill = _through(Strip([Segment(" ", base)]), flt, bg)._segments[0].style if flt else base
+        self._filtered = (flt, fill)
         boxes = [b for b in self.boxes if b.display]
         H = max(max((b.region.bottom for b in boxes), default=0), len(self._head_src))
         W = self._width
@@ -537,7 +553,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         cache = {}
         out = []
         for parts in rows:
-            key = (W, tuple((bx, id(strip)) for bx, strip in parts))
+            key = (W, flt, tuple((bx, id(strip)) for bx, strip in parts))
             hit = old.get(key)
             if hit is not None and all(a is b for (_, a), (_, b) in zip(hit[0], parts)):
                 cache[key] = hit
@@ -547,12 +563,12 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
             x = 0
             for bx, strip in parts:
                 if bx > x:
-                    segs.append(Segment(" " * (bx - x), base))
+                    segs.append(Segment(" " * (bx - x), fill))
                     x = bx
-                segs.extend(strip)
+                segs.extend(_through(strip, flt, bg))
                 x += strip.cell_length
             if x < W:
-                segs.append(Segment(" " * (W - x), base))
+                segs.append(Segment(" " * (W - x), fill))
             line = Strip(segs, max(W, x))
             cache[key] = (parts, line)
             out.append(line)
@@ -575,7 +591,9 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
             ahead.region, ahead.base = Region(x, y, w, h), base
             ahead.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name))
             built += ahead._ensure()
-            self._framed(ahead, False, base)
+            flt, bg = self._filtering()
+            for line in self._framed(ahead, False, base):
+                _through(line, flt, bg)
         return built
 
     def _framed(self, b: TensorBox, selected: bool, base: Style) -> list[Strip]:
@@ -600,16 +618,18 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
 
     def lines_in(self, lines: range, W: int) -> list[Strip]:
         dy = self.scroll_offset.y
-        base = self._style("base")
+        if getattr(self, "_filtered", None) is None or self._filtered[0] != self._filtering()[0]:
+            self._lines = self._compose_lines()         # (the filters changed: the lines with them)
+        fill = self._filtered[1]
         have, n = self._lines, len(self._lines)
         out = []
         for y in lines:
             y += dy
             if y < n:
                 line = have[y]
-                out.append(line if line.cell_length == W else line.crop(0, W).adjust_cell_length(W, base))
+                out.append(line if line.cell_length == W else line.crop(0, W).adjust_cell_length(W, fill))
             else:
-                out.append(Strip.blank(W, base))
+                out.append(Strip.blank(W, fill))
         return out
 
     # --- focus and keys ---------------------------------------------------------------------------
@@ -685,6 +705,13 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         self.focus()
         self.redraw()
         self.post_message(self.Open(b))
+
+
+def _through(strip: Strip, filters: tuple, background) -> Strip:
+    """``strip`` through the line filters, in order (each result cached by the Strip before it)."""
+    for f in filters:
+        strip = strip.apply_filter(f, background)
+    return strip
 
 
 def _fit(text: str, W: int) -> str:
