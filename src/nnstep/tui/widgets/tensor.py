@@ -534,7 +534,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
     def _compose_lines(self) -> list[Strip]:
         base = self._style("base")
         flt, bg = self._filtering()
-        fill = _through(Strip([Segment(" ", base)]), flt, bg)._segments[0].style if flt else base
+        fill = next(iter(_through(Strip([Segment(" ", base)]), flt, bg))).style if flt else base
         self._filtered = (flt, fill)
         boxes = [b for b in self.boxes if b.display]
         H = max(max((b.region.bottom for b in boxes), default=0), len(self._head_src))
