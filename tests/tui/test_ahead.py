@@ -130,9 +130,11 @@ async def test_a_go_to_typed_is_done_before_enter(monkeypatch):
 
 
 async def test_a_small_network_is_computed_ahead_too(monkeypatch):
-    """The 2-2-2 lesson: its boxes are placed by their sizes and the formula's lines, and the
-    look-ahead places them as the panel will (OpPanel._plan): n, s and S after a reader's pause
-    run no op and build no box, with the screens of stepping without it."""
+    """The 2-2-2 lesson: its boxes are placed by their sizes (OpPanel._plan, the one layout show()
+    draws): n, s and S after a reader's pause run no op and build no box, with the screens of
+    stepping without it. (Its boxes are numbers, whose size does not depend on the formula's
+    lines, so this does not tell whether the look-ahead passed the formula: a heatmap's height
+    does depend on it.)"""
     classic = os.path.join(ROOT, "scenarios", "classic.toml")
     keys = "nnnnspnSsn"
     ahead = await screens(True, monkeypatch, keys=keys, read=0.3, path=classic)

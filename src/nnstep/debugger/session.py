@@ -85,7 +85,7 @@ import numpy as np
 from ..engine.program import Op, Program, lean_skip
 from ..engine.runner import Detector, Stop, advance
 from ..spec.model import Breakpoint, Scenario
-from ..spec.stats import finite_hint, global_norm
+from ..spec.stats import global_norm
 
 RING = 4
 NEAR_SPAN = 16
@@ -477,8 +477,7 @@ class Session:
                 # the NaN/Inf scan of what the op wrote, ahead too (the stop detector's first
                 # look: a run over this position skips it when all is finite)
                 with np.errstate(all="ignore"):
-                    self._finite[j] = math.isfinite(sum(finite_hint(env[t]) for t in self._detector.checked[j - 1]
-                                                        if env.get(t) is not None))
+                    self._finite[j] = self._detector.outputs_finite(j - 1, env)
         return True
 
     # --- going anywhere --------------------------------------------------------------------------

@@ -151,12 +151,7 @@ class Detector:
         what the op wrote is known to be all finite numbers (scanned ahead): no NaN/Inf scan."""
         i = op.index
         if self.nonfinite and not finite:
-            total = 0.0                     # one finite_hint over all outputs: finite unless one is not
-            for t in self.checked[i]:
-                v = env.get(t)
-                if v is not None:
-                    total += finite_hint(v)
-            if not math.isfinite(total):
+            if not self.outputs_finite(i, env):
                 for t in self.checked[i]:
                     v = env.get(t)
                     if v is not None and not all_finite(v):
@@ -176,6 +171,16 @@ class Detector:
                     return Stop("breakpoint", k, i + 1, op=op.name, tensor=bp.when.tensor, value=s, breakpoint=bp,
                                 stage=op.stage, after=True)
         return None
+
+    def outputs_finite(self, i: int, env: dict) -> bool:
+        """Whether what op ``i`` wrote in ``env`` is all finite: one finite_hint over its outputs
+        (finite unless one is not; run under ``np.errstate(over="ignore")``)."""
+        total = 0.0
+        for t in self.checked[i]:
+            v = env.get(t)
+            if v is not None:
+                total += finite_hint(v)
+        return math.isfinite(total)
 
     def _inputs_finite(self, op, env, saved) -> bool:
         over = self.overwritten[op.index]

@@ -138,6 +138,11 @@ class NnstepApp(App):
         if compare is not None:
             self._status = (self._compare_status(), "stop")
         self._index_writers()
+        self._ahead_timer = self._goto_timer = None
+        self._ahead_at = None                 # the position the look-ahead works for, and
+        self._ahead_n = 0                     # ... how many ops ahead of it it has gone
+        self._ahead_stops: tuple = ()         # ... where n, s and S land from it (op counts ahead)
+        self._goto_from = None                # where the screen is while a go-to typed moved the session
         self._presized = None                 # (session, size, digits, layers shown) measured for
         self._presize_pending = False
         self.theme = THEME
@@ -309,11 +314,15 @@ class NnstepApp(App):
 
     def _ahead_later(self) -> None:
         """Compute what the next keys show while the user reads (see _ahead)."""
-        timer = getattr(self, "_ahead_timer", None)
-        if timer is not None:
-            timer.stop()
-        self._ahead_at = self.session.position
+        if self._ahead_timer is not None:
+            self._ahead_timer.stop()
+        s = self.session
+        self._ahead_at = k, i = s.position
         self._ahead_n = 0
+        self._ahead_stops = ()
+        if not s.at_end:                      # the next op, the end of its stage, of the step
+            stage_end = next((t for t in range(i, s.M) if s.ops[t].stage != s.ops[i].stage), s.M)
+            self._ahead_stops = (1, stage_end - i, s.M - i)
         self._ahead_timer = self.set_timer(self.AHEAD_AFTER, self._ahead)
 
     def _ahead(self) -> None:
@@ -328,19 +337,16 @@ class NnstepApp(App):
         the cursor is in the step."""
         s = self.session
         here = s.position
-        if self.running or here != getattr(self, "_ahead_at", None) or not self.screen_stack \
+        if self.running or here != self._ahead_at or not self.screen_stack \
                 or self.screen is not self.screen_stack[0]:
             return                             # (moved on, running, a dialog open)
         n = self._ahead_n + 1
         if not s.peek(n):
             return                             # (the step's end, or training's)
         self._ahead_n = n
-        k, i = here
-        j, M = i + n, s.M
-        stage_end = next((t for t in range(i, M) if s.ops[t].stage != s.ops[i].stage), M)
-        if j in (i + 1, stage_end, M):
+        if n in self._ahead_stops:
             self._prebuild(*s.ahead(n))
-        if j < M:
+        if n < self._ahead_stops[-1]:
             self.call_later(self._ahead)
 
     def _presize_key(self):
@@ -521,7 +527,7 @@ class NnstepApp(App):
         return nums[0], nums[1]
 
     def _goto_typed(self, text: str | None) -> None:
-        back, self._goto_from = getattr(self, "_goto_from", None), None
+        back, self._goto_from = self._goto_from, None
         if not text or not text.strip():
             if back is not None:               # (Esc after a go-ahead: back where the screen is)
                 self.session.goto(*back)
@@ -543,9 +549,8 @@ class NnstepApp(App):
     def _goto_ahead_later(self, typed: str) -> None:
         """Go where the go-to box says while the user has not pressed Enter (see _goto_ahead),
         once typing pauses."""
-        timer = getattr(self, "_goto_timer", None)
-        if timer is not None:
-            timer.stop()
+        if self._goto_timer is not None:
+            self._goto_timer.stop()
         self._goto_timer = self.set_timer(self.AHEAD_AFTER, lambda: self._goto_ahead(typed))
 
     def _goto_ahead(self, typed: str) -> None:

@@ -433,26 +433,26 @@ class SparkLines(DirectLines, Sparkline):
     into cached Strips (Line API): a Sparkline renders its bars again through the styles cache on
     every ask, 1.4 ms of each key that adds a loss (py-spy, the 784-256-128-10 net)."""
 
-    _drawn = None                       # ((data, W, H, base), strips)
+    _drawn = None                       # ((data, W, H), strips, a blank line)
 
     def watch_data(self) -> None:
         self._drawn = None
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
-        self._drawn = None
+        self._drawn = None                  # (drawn again in the new style: rich_style is read then)
 
     def lines_in(self, lines: range, W: int) -> list[Strip]:
         H = self.size.height
-        base = self.rich_style
-        key = (id(self.data), W, H, base)
+        key = (id(self.data), W, H)
         if self._drawn is None or self._drawn[0] != key:
+            base = self.rich_style          # (it walks the ancestors' styles: once per drawing)
             console = self.app.console
             rendered = console.render_lines(self.render(), console.options.update_dimensions(W, max(1, H)),
                                             style=base, pad=True)
-            self._drawn = (key, [Strip(line).adjust_cell_length(W, base) for line in rendered])
-        strips = self._drawn[1]
-        blank = Strip.blank(W, base)
+            self._drawn = (key, [Strip(line).adjust_cell_length(W, base) for line in rendered],
+                           Strip.blank(W, base))
+        _, strips, blank = self._drawn
         return [strips[y] if y < len(strips) else blank for y in lines]
 
 
@@ -809,6 +809,7 @@ class LayersTable(DirectLines, Widget):
 
     DEFAULT_CSS = "LayersTable { height: 1fr; }"
     LEVELS = ((4, 4), (4, 2), (3, 2), (2, 2))     # (digits, most numbers a cell), tried in turn
+    MOST_NUMBERS = max(n for _, n in LEVELS)      # a tensor of more shows shape and norm at any level
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -852,7 +853,8 @@ class LayersTable(DirectLines, Widget):
         for v in values:
             if v is not None:
                 _bad_cached(v)
-                for d, maxn in LayersTable.LEVELS if np.size(v) <= 4 else LayersTable.LEVELS[:1]:
+                small = np.size(v) <= LayersTable.MOST_NUMBERS
+                for d, maxn in LayersTable.LEVELS if small else LayersTable.LEVELS[:1]:
                     _compact_cached(v, d, maxn)
 
     def _build(self, W: int) -> list[Strip]:
@@ -892,9 +894,9 @@ class LayersTable(DirectLines, Widget):
 
         avail = W - (len(cols) - 1)
         # up to 4 numbers a cell at 4 digits when they fit, else 2 numbers, then fewer digits;
-        # the sizes of a table of tensors of more than 4 numbers each (shape and norm) are the
-        # same at any of these: one try (the 784-256-128-10 net: four before)
-        small = any(np.size(c[1]) <= 4 for r in self._rows for c in r.values()
+        # the sizes of a table of tensors of more than MOST_NUMBERS each (shape and norm) are
+        # the same at any of these: one try (the 784-256-128-10 net: four before)
+        small = any(np.size(c[1]) <= self.MOST_NUMBERS for r in self._rows for c in r.values()
                     if isinstance(c, tuple) and c[1] is not None)
         for d, maxn in self.LEVELS:
             texts, widths = cells(d, maxn)

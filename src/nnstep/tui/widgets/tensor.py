@@ -581,6 +581,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         does this for the next op while the user reads the current one, so the key that shows it
         finds its boxes built. Returns how many were built."""
         base = self._style("base")
+        flt, bg = self._filtering()
         compare = compare or {}
         built = 0
         for j, x, y, w, h in placed:
@@ -591,7 +592,6 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
             ahead.region, ahead.base = Region(x, y, w, h), base
             ahead.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name))
             built += ahead._ensure()
-            flt, bg = self._filtering()
             for line in self._framed(ahead, False, base):
                 _through(line, flt, bg)
         return built
