@@ -12,9 +12,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 MLP = os.path.join(ROOT, "bench", "mlp_784_256_128_10.toml")
 
 
+def count_composed(monkeypatch, reading=(False,)) -> list:
+    """Count the canvas lines below the formula that a key composes (TensorCanvas._line, neither
+    the line shown before nor one composed ahead) in the one-item list returned; none while
+    ``reading[0]`` (the look-ahead's own), nor a blank line between the formula and the boxes
+    (one Segment)."""
+    composed = [0]
+    real = tensor.TensorCanvas._line
+
+    def line(self, parts, W, flt, bg, fill, cache):
+        if not reading[0] and cache is not self._ahead_lines:
+            key = (W, flt, tuple((bx, id(strip)) for bx, strip in parts))
+            kept = key in self._line_cache or key in self._ahead_lines
+            head = {id(h) for h in self._head_strips()}
+            composed[0] += bool(parts) and not kept and not any(id(strip) in head for _, strip in parts)
+        return real(self, parts, W, flt, bg, fill, cache)
+    monkeypatch.setattr(tensor.TensorCanvas, "_line", line)
+    return composed
+
+
 async def screens(ahead: bool, monkeypatch, keys="nnnnnnnnnnpn", read=None, path=MLP):
     """The terminal after each key (a reader's pause after each: ``read`` s, or twice the
-    look-ahead's delay), and the box builds and ops each key cost."""
+    look-ahead's delay), and the box builds, ops and canvas lines (below the formula) each key
+    cost."""
     app = make_app(path)
     if not ahead:
         monkeypatch.setattr(app, "AHEAD_AFTER", 3600.0)
@@ -25,10 +45,11 @@ async def screens(ahead: bool, monkeypatch, keys="nnnnnnnnnnpn", read=None, path
     extra_ops = [0]
 
     def count(self, W, H):
-        if self.value is not None and not reading[0]:
+        if not reading[0]:
             built[-1] += 1               # (what is built while the reader reads is not the key's)
         return real(self, W, H)
     monkeypatch.setattr(tensor.TensorBox, "_build", count)
+    composed = count_composed(monkeypatch, reading)
     ahead_of = app._ahead
 
     def computing_ahead():
@@ -47,11 +68,12 @@ async def screens(ahead: bool, monkeypatch, keys="nnnnnnnnnnpn", read=None, path
             await pilot.pause()
         for key in keys:
             await pilot.pause(read or (2 * app.AHEAD_AFTER if ahead else 0.06))      # the reader reads
-            built[-1] = 0
+            built[-1] = composed[0] = 0
             ran = app.session.ops_executed - extra_ops[0]
             await pilot.press(key)
             await pilot.pause()
-            out.append((Terminal.cells(term.screen), built[-1], app.session.ops_executed - extra_ops[0] - ran))
+            out.append((Terminal.cells(term.screen), built[-1], app.session.ops_executed - extra_ops[0] - ran,
+                        composed[0]))
             built[-1] = 0
             term.assert_whole(f"after {key}")
     return out
@@ -62,9 +84,10 @@ async def test_the_next_op_is_ready_when_n_comes(monkeypatch):
     plain = await screens(False, monkeypatch)
     assert [a[0] for a in ahead] == [p[0] for p in plain], "computing ahead changed the screen"
     # the first ten ops of step 1 (forward, loss, backward: the stage changes included), a p and
-    # an n again: nothing left to run or build at any key
-    assert all(a[1] == 0 and a[2] == 0 for a in ahead), [(a[1], a[2]) for a in ahead]
+    # an n again: nothing left to run, build or compose (below the formula) at any key
+    assert all(a[1] == 0 and a[2] == 0 and a[3] == 0 for a in ahead), str([a[1:] for a in ahead])
     assert all(p[2] == 1 for p in plain[:10]) and sum(p[1] for p in plain) > 10
+    assert sum(p[3] for p in plain) > 10 * 10
 
 
 async def test_the_end_of_the_stage_and_of_the_step_are_ready_when_s_and_S_come(monkeypatch):
@@ -75,8 +98,8 @@ async def test_the_end_of_the_stage_and_of_the_step_are_ready_when_s_and_S_come(
     ahead = await screens(True, monkeypatch, keys=keys, read=0.5)
     plain = await screens(False, monkeypatch, keys=keys, read=0.06)
     assert [a[0] for a in ahead] == [p[0] for p in plain], "computing ahead changed the screen"
-    assert all(a[1] == 0 and a[2] == 0 for a in ahead), [(k, a[1], a[2]) for k, a in zip(keys, ahead)]
-    assert sum(p[2] for p in plain) > 2 * 10 and sum(p[1] for p in plain) > 10
+    assert all(a[1] == 0 and a[2] == 0 and a[3] == 0 for a in ahead), [(k, *a[1:]) for k, a in zip(keys, ahead)]
+    assert sum(p[2] for p in plain) > 2 * 10 and sum(p[1] for p in plain) > 10 and sum(p[3] for p in plain) > 50
 
 
 async def test_a_go_to_typed_is_done_before_enter(monkeypatch):
@@ -94,22 +117,23 @@ async def test_a_go_to_typed_is_done_before_enter(monkeypatch):
         real = tensor.TensorBox._build
 
         def count(self, W, H, real=real):
-            built[0] += self.value is not None    # (an empty slot is not cached: nothing to build)
+            built[0] += 1
             return real(self, W, H)
         monkeypatch.setattr(tensor.TensorBox, "_build", count)
+        composed = count_composed(monkeypatch)
         term = Terminal(app, (120, 40))
         out = []
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()
-            for typed in ("2 10", "1 3", "3"):
+            for typed in ("2 10", "1 3", "3", "1 1"):
                 await pilot.press("g", *typed.replace(" ", "space").split("space")[0], *(
                     ["space", *typed.split()[1]] if " " in typed else []))
                 await pilot.pause(0.3)                  # typing pauses
-                built[0], ran = 0, app.session.ops_executed
+                built[0], ran, composed[0] = 0, app.session.ops_executed, 0
                 await pilot.press("enter")
                 await pilot.pause()
                 out.append((Terminal.cells(term.screen), app.session.position, built[0],
-                            app.session.ops_executed - ran))
+                            app.session.ops_executed - ran, composed[0]))
                 term.assert_whole(f"after go to {typed}")
             # Esc after a go-ahead: the session back where the screen is
             here, shown = app.session.position, Terminal.cells(term.screen)
@@ -124,9 +148,11 @@ async def test_a_go_to_typed_is_done_before_enter(monkeypatch):
             assert all(np.array_equal(v, after[n]) for n, v in before.items())
         got[ahead] = out
     assert [o[:2] for o in got[True]] == [o[:2] for o in got[False]], "going ahead changed the screen"
-    assert [o[1] for o in got[True]] == [(2, 9), (1, 2), (3, 0)]
-    assert all(o[2] == 0 and o[3] == 0 for o in got[True]), [o[2:] for o in got[True]]
+    # (1, 0): the start of training, where the panel shows the first op's inputs
+    assert [o[1] for o in got[True]] == [(2, 9), (1, 2), (3, 0), (1, 0)]
+    assert all(o[2] == 0 and o[3] == 0 and o[4] == 0 for o in got[True]), [o[2:] for o in got[True]]
     assert sum(o[2] for o in got[False]) > 0 and sum(o[3] for o in got[False]) > 0
+    assert all(o[4] > 5 for o in got[False]), [o[4] for o in got[False]]
 
 
 async def test_a_small_network_is_computed_ahead_too(monkeypatch):
@@ -140,5 +166,5 @@ async def test_a_small_network_is_computed_ahead_too(monkeypatch):
     ahead = await screens(True, monkeypatch, keys=keys, read=0.3, path=classic)
     plain = await screens(False, monkeypatch, keys=keys, read=0.06, path=classic)
     assert [a[0] for a in ahead] == [p[0] for p in plain], "computing ahead changed the screen"
-    assert all(a[1] == 0 and a[2] == 0 for a in ahead), [(k, a[1], a[2]) for k, a in zip(keys, ahead)]
-    assert sum(p[2] for p in plain) > 5 and sum(p[1] for p in plain) > 5
+    assert all(a[1] == 0 and a[2] == 0 and a[3] == 0 for a in ahead), [(k, *a[1:]) for k, a in zip(keys, ahead)]
+    assert sum(p[2] for p in plain) > 5 and sum(p[1] for p in plain) > 5 and sum(p[3] for p in plain) > 10

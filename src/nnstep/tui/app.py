@@ -15,6 +15,7 @@ from textual.command import Hit, Hits, Provider
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.widget import Widget
 
 from ..debugger.session import Session
 from ..scenario.model import Scenario
@@ -296,15 +297,20 @@ class NnstepApp(App):
                     n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage)
 
     def _prebuild(self, env: dict, rec) -> None:
-        """Build the boxes of the op panel showing ``rec`` (the op just run) where the panel will
-        place them, and format the layer cells of the tensors in ``env``, drawing nothing (see
-        _ahead)."""
-        op, outs = rec.op, dict(rec.outputs)
-        slots = view.op_slots(op, rec.inputs, outs, _written(rec))
+        """Build the boxes of the op panel showing ``rec`` (the op just run; None: the start of
+        training, where the panel shows the next op's inputs) where the panel will place them, and
+        format the layer cells of the tensors in ``env``, drawing nothing (see _ahead)."""
+        if rec is not None:
+            op, ins, outs, step = rec.op, rec.inputs, dict(rec.outputs), rec.step
+            compare = self._theirs(rec.step, op.index)
+        else:                                   # (as _op_view shows it)
+            op, step, compare = self.session.current_op, self.session.position[0], None
+            ins, outs = {n: env.get(n) for n in op.inputs}, {n: None for n in op.outputs}
+        slots = view.op_slots(op, ins, outs, _written(rec))
         # (a small network's places depend on its formula's lines: the numbers in them)
-        clauses = () if self._big else view.formula_views(op, rec.inputs, outs, step=rec.step)
+        clauses = () if self._big else view.formula_views(op, ins, outs, step=step)
         self.query_one(OpPanel).prebuild(slots, self.digits, self._stage_boxes.get(op.stage, 0), self._room,
-                                         self._theirs(rec.step, op.index), clauses, self._big)
+                                         compare, clauses, self._big)
         if self._table_names is None:           # (the tensors of the layers table: the same at any position)
             self._table_names = [c[0] for r in view.layer_rows(self.session, self.writer, set())
                                  for c in r.values() if isinstance(c, tuple)]
@@ -494,7 +500,32 @@ class NnstepApp(App):
                     bar.prompt_key(event)
                     return
                 bar.end_prompt(False)
+            elif isinstance(event, events.Key) and not event.is_forwarded and self._own_key(event):
+                # Textual would pass the key up from the focused widget through each of its parents
+                # (a message hop each, ~0.2 ms) to reach this same binding: run it at once
+                self.app_focus = True
+                event.stop()
+                await self._check_bindings(event.key)
+                return
         await super().on_event(event)
+
+    def _own_key(self, event: events.Key) -> bool:
+        """Whether the key is one of the app's own bindings (a letter, space, a sign) that no widget
+        from the focused one up binds or handles (a binding, ``key_<name>`` or ``on_key``), so that
+        it would reach the app's binding unchanged."""
+        key = event.key
+        if key not in self._bindings.key_to_bindings or not (len(key) == 1 or key in self.OWN_NAMED_KEYS):
+            return False
+        node = self.focused
+        while node is not None and node is not self:
+            if key in node._bindings.key_to_bindings or hasattr(node, f"key_{event.name}") or \
+                    hasattr(node, f"_key_{event.name}") or hasattr(node, "on_key") or \
+                    type(node)._on_key is not Widget._on_key:
+                return False
+            node = node._parent
+        return True
+
+    OWN_NAMED_KEYS = frozenset({"space", "plus", "equals_sign", "minus", "question_mark"})
 
     def _status_bar(self):
         from textual.css.query import NoMatches
@@ -572,7 +603,7 @@ class NnstepApp(App):
         if self._goto_from is None:
             self._goto_from = s.position
         s.goto(k, op - 1)
-        if s.last_record is not None:
+        if s.last_record is not None or s.current_op is not None:
             self._prebuild(s.values(), s.last_record)
 
     def action_restart(self) -> None:

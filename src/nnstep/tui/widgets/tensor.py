@@ -177,6 +177,7 @@ def natural_size(name: str | None, value, role: str, digits: int, max_width: int
 
 
 _BUILT = by_array(128)     # a box's lines, by (array, size, style, name, precision, ...)
+_NO_VALUE: dict = {}       # ... and those of a box with no value (not computed yet, an empty slot)
 
 
 class TensorBox:
@@ -238,13 +239,17 @@ class TensorBox:
             # the same array at the same size was drawn before (a step back, the next op's input)
             full = key + (self.tensor_name, self.digits, self.stale, self.force_heatmap,
                           None if self.compare is None else id(self.compare[0]))
-            hit = _BUILT.get(self.value, full) if self.value is not None else None
+            hit = _BUILT.get(self.value, full) if self.value is not None else _NO_VALUE.get(full)
             built = hit is None
             if built:
                 strips = self._build(*key[:2])
                 hit = (strips, self._mode)
                 if self.value is not None:
                     _BUILT.put(self.value, full, hit)
+                else:
+                    if len(_NO_VALUE) > 256:
+                        _NO_VALUE.clear()
+                    _NO_VALUE[full] = hit
             self._strips, self._mode = hit
             self._blank = Strip.blank(key[0], self.base)
             self._built_for = key
@@ -400,6 +405,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         self._head: list[Strip] | None = None  # ... and drawn
         self._frames: dict = {}
         self._framed_lines: dict = {}         # (ids of a box's lines, its size and frame) -> (those, the framed lines)
+        self._ahead_lines: dict = {}          # as _line_cache, the lines composed ahead (prebuild)
         self._styles: dict | None = None
 
     # --- what it shows ----------------------------------------------------------------------------
@@ -484,6 +490,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         self._styles = None
         self._frames = {}
         self._framed_lines = {}
+        self._ahead_lines = {}
         self._head = None
         if self.is_mounted:
             self._lines = self._compose_lines()
@@ -538,62 +545,82 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         self._filtered = (flt, fill)
         boxes = [b for b in self.boxes if b.display]
         H = max(max((b.region.bottom for b in boxes), default=0), len(self._head_src))
-        W = self._width
         rows: list[list] = [[] for _ in range(H)]
         for y, strip in enumerate(self._head_strips()):
             rows[y].append((0, strip))
         sel = self.selected if self.has_focus else None
+        self._box_parts(rows, boxes, sel, base)
+        # a line made of the same strips at the same places is the Strip it was (most lines of a
+        # step: the boxes that did not change, the formula when it did not), or the one composed
+        # ahead (prebuild)
+        cache: dict = {}
+        out = [self._line(parts, self._width, flt, bg, fill, cache) for parts in rows]
+        self._line_cache = cache
+        return out
+
+    def _box_parts(self, rows: list[list], boxes, sel, base: Style) -> None:
+        """Add each box's framed lines, left to right, to the rows of the canvas they are on."""
         for b in sorted(boxes, key=lambda b: b.region.x):
             r = b.region
             for dy, strip in enumerate(self._framed(b, b.slot == sel, base)):
                 rows[r.y + dy].append((r.x, strip))
-        # a line made of the same strips at the same places is the Strip it was (most lines of a
-        # step: the boxes that did not change, the formula when it did not)
-        old = self._line_cache
-        cache = {}
-        out = []
-        for parts in rows:
-            key = (W, flt, tuple((bx, id(strip)) for bx, strip in parts))
-            hit = old.get(key)
+
+    def _line(self, parts: list, W: int, flt: tuple, bg, fill: Style, cache: dict) -> Strip:
+        """One line of the canvas, ``W`` wide, from its (x, Strip) parts through the filters: the
+        line kept for the same parts (shown last, or composed ahead), else composed now."""
+        key = (W, flt, tuple((bx, id(strip)) for bx, strip in parts))
+        for kept in (self._line_cache, self._ahead_lines):
+            hit = kept.get(key)
             if hit is not None and all(a is b for (_, a), (_, b) in zip(hit[0], parts)):
                 cache[key] = hit
-                out.append(hit[1])
-                continue
-            segs: list[Segment] = []
-            x = 0
-            for bx, strip in parts:
-                if bx > x:
-                    segs.append(Segment(" " * (bx - x), fill))
-                    x = bx
-                segs.extend(_through(strip, flt, bg))
-                x += strip.cell_length
-            if x < W:
-                segs.append(Segment(" " * (W - x), fill))
-            line = Strip(segs, max(W, x))
-            cache[key] = (parts, line)
-            out.append(line)
-        self._line_cache = cache
-        return out
+                return hit[1]
+        segs: list[Segment] = []
+        x = 0
+        for bx, strip in parts:
+            if bx > x:
+                segs.append(Segment(" " * (bx - x), fill))
+                x = bx
+            segs.extend(_through(strip, flt, bg))
+            x += strip.cell_length
+        if x < W:
+            segs.append(Segment(" " * (W - x), fill))
+        line = Strip(segs, max(W, x))
+        cache[key] = (parts, line)
+        return line
 
     def prebuild(self, slots: list[tuple], digits: int, compare: dict | None, placed: tuple) -> int:
         """Build the lines of ``slots`` (the operation panel's (role, name, value, written)) in
-        boxes at ``placed`` (as place() takes it) into the by-array cache, drawing nothing: the app
-        does this for the next op while the user reads the current one, so the key that shows it
-        finds its boxes built. Returns how many were built."""
+        boxes at ``placed`` (as place() takes it) into the by-array cache, frame them and compose
+        the canvas lines they make below the formula, drawing nothing: the app does this for the
+        next op while the user reads the current one, so the key that shows it finds its lines
+        made. Returns how many boxes were built."""
         base = self._style("base")
         flt, bg = self._filtering()
+        fill = next(iter(_through(Strip([Segment(" ", base)]), flt, bg))).style if flt else base
         compare = compare or {}
         built = 0
+        boxes = []
         for j, x, y, w, h in placed:
-            if j >= len(slots) or slots[j][2] is None:
-                continue
-            role, name, value, written = slots[j]
             ahead = TensorBox(j)
             ahead.region, ahead.base = Region(x, y, w, h), base
-            ahead.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name))
+            if j < len(slots):                 # as OpPanel._fill shows them
+                role, name, value, written = slots[j]
+                ahead.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name))
+            else:
+                ahead.show(None, None)
             built += ahead._ensure()
-            for line in self._framed(ahead, False, base):
-                _through(line, flt, bg)
+            boxes.append(ahead)
+        if not boxes:
+            return built
+        top = min(b.region.y for b in boxes)    # (the formula's lines above are drawn with it)
+        H = max(b.region.bottom for b in boxes)
+        rows: list[list] = [[] for _ in range(H)]
+        self._box_parts(rows, boxes, self.selected if self.has_focus else None, base)
+        W = max(b.region.right for b in boxes)
+        if len(self._ahead_lines) > 256:
+            self._ahead_lines = {}
+        for parts in rows[top:]:
+            self._line(parts, W, flt, bg, fill, self._ahead_lines)
         return built
 
     def _framed(self, b: TensorBox, selected: bool, base: Style) -> list[Strip]:
@@ -611,7 +638,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         if r.height > 1:
             lines.append(bottom)
         lines = lines[:r.height]
-        if len(self._framed_lines) > 64:
+        if len(self._framed_lines) > 160:        # (the boxes shown, and those of the look-ahead's stops)
             self._framed_lines.clear()
         self._framed_lines[key] = (b._strips, top, edge, lines)       # (what the ids are of, kept)
         return lines
