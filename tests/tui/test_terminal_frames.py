@@ -108,3 +108,39 @@ async def test_a_repaint_of_a_hidden_widget_comes_when_it_is_shown():
         await pilot.pause()
         term.assert_whole("the table shown after three ops")
         assert app.query_one("#layers").display
+
+
+async def test_the_sequences_the_app_writes_show_what_it_shows(monkeypatch):
+    """The same, fed the very sequences the app writes to its terminal, as in a real one (not
+    headless, a truecolor console): the look-ahead makes the terminal sequences of the canvas
+    lines it composes ahead (TensorCanvas.prebuild), and the frames that show them write those."""
+    from rich.color import ColorSystem
+    from textual.strip import Strip
+    from nnstep.tui.app import NnstepApp
+    from nnstep.tui.widgets.tensor import TensorCanvas
+    monkeypatch.setattr(NnstepApp, "is_headless", property(lambda self: False))
+    app = make_app(os.path.join(ROOT, "bench", "mlp_784_256_128_10.toml"))
+    app.console._color_system = ColorSystem.TRUECOLOR
+    screen = pyte.Screen(120, 40)
+    stream = pyte.Stream(screen)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app._driver.write = stream.feed
+        app.screen.refresh()                       # (a whole frame first, then the keys' frames)
+        await pilot.pause()
+        canvas = app.query_one(TensorCanvas)
+        for key in ["n", "n", "n", "s", "n", "S", "p", "g", "2", "enter", "g", "1", "enter"]:
+            await pilot.pause(3 * app.AHEAD_AFTER)            # the reader reads: the look-ahead runs
+            shown = {id(line) for line in canvas._lines}
+            made_ahead = {id(line) for _, line in canvas._ahead_lines.values()
+                          if line._render_cache and id(line) not in shown}
+            await pilot.press(key)
+            await pilot.pause()
+            # the reference: every line's sequences made now, from its segments (no Strip's own)
+            whole = app.screen._compositor.render_full_update()
+            whole.strips = [[Strip(list(strip), strip.cell_length) for strip in line] for line in whole.strips]
+            full = pyte.Screen(120, 40)
+            pyte.Stream(full).feed(whole.render_segments(app.console))
+            assert Terminal.cells(screen) == Terminal.cells(full), f"after {key}"
+            if key in "nsS":                      # (shown now: lines whose sequences were made ahead)
+                assert made_ahead & {id(line) for line in canvas._lines}, key

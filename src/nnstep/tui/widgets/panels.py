@@ -81,27 +81,38 @@ class TextLines(DirectLines, Widget):
     def wrap(self, text: Text, width: int):
         return text.wrap(self.app.console, max(1, width))
 
+    PAD = 0
+    """Blank columns drawn at either side (CSS padding would send every line through Textual's
+    styles cache: ~0.15 ms a repaint)."""
+
     def _build(self, W: int) -> list[Strip]:
         if self._base is None:
             self._base = self.rich_style          # (it walks the ancestors' styles: kept)
         base = self._base
         text = self._text
-        if self._wrapped is not None and self._wrapped[0] == W:
+        pad = min(self.PAD, max(0, (W - 1) // 2))
+        inner = W - 2 * pad
+        if self._wrapped is not None and self._wrapped[0] == inner:
             lines = self._wrapped[1]
-        elif "\n" not in text.plain and text.cell_len <= W:
+        elif "\n" not in text.plain and text.cell_len <= inner:
             lines = [text]                        # one line that fits: nothing to wrap
         else:
-            lines = self.wrap(text, W)
+            lines = self.wrap(text, inner)
         console = self.app.console
+        # (in the background alone, as Textual draws padding)
+        edge = [Segment(" " * pad, Style(bgcolor=base.bgcolor))] if pad else []
         # Text.render leaves out the Text's own style (rich applies it in __rich_console__)
-        strips = [_fitted(list(Segment.apply_style(line.render(console), base + console.get_style(line.style)
-                                                   if line.style else base)), W, base) for line in lines]
+        strips = [_fitted(edge + list(Segment.apply_style(line.render(console), base + console.get_style(line.style)
+                                                          if line.style else base)), W - pad, base)
+                  for line in lines]
+        if pad:
+            strips = [Strip([*strip, *edge], W) for strip in strips]
         self._strips, self._built_for = strips, (W, base)
-        self._blank = Strip.blank(W, base)
+        self._blank = Strip([*edge, Segment(" " * inner, base), *edge], W) if pad else Strip.blank(W, base)
         return strips
 
     def get_content_height(self, container, viewport, width: int) -> int:
-        return len(self.wrap(self._text, width))
+        return len(self.wrap(self._text, width - 2 * min(self.PAD, max(0, (width - 1) // 2))))
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -164,7 +175,7 @@ class KeyBar(DirectLines, Widget):
     def __init__(self, **kw):
         super().__init__(**kw)
         self._state = None
-        self._strip = None
+        self._strips: dict = {}          # (state, width) -> the line: the footers drawn so far
         self.show_command_palette = True
 
     def set_keys(self, keys: list[tuple[str, str, bool]]):
@@ -172,16 +183,20 @@ class KeyBar(DirectLines, Widget):
         state = (tuple(keys), self.show_command_palette)
         if state != self._state:
             self._state = state
-            self._strip = None
             self.refresh()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips = {}
 
     def lines_in(self, lines: range, W: int) -> list[Strip]:
         return [self._line(W) if y == 0 and self._state is not None else Strip.blank(W, self.rich_style)
                 for y in lines]
 
     def _line(self, W: int) -> Strip:
-        base = self.rich_style
-        if self._strip is None or self._strip.cell_length != W:
+        hit = self._strips.get((self._state, W))
+        if hit is None:
+            base = self.rich_style
             keys, palette = self._state
             key_on, key_off = Style(bold=True, color="#ffa62b"), Style(dim=True, color="#ffa62b")
             right = [Segment("▏", Style(dim=True)), Segment("^p", key_on), Segment(" palette ", base)] if palette else []
@@ -198,13 +213,17 @@ class KeyBar(DirectLines, Widget):
                 segs += cell
                 used += n
             segs.append(Segment(" " * max(0, room - used), base))
-            self._strip = Strip(segs + right).crop(0, W).adjust_cell_length(W, base)
-        return self._strip
+            hit = Strip(segs + right).crop(0, W).adjust_cell_length(W, base)
+            if len(self._strips) >= 8:
+                self._strips.clear()
+            self._strips[self._state, W] = hit
+        return hit
 
 
 class StatusBar(TextLines):
     """The status line, and the prompt that ``g`` types into (a line editor of its own: a dialog
     screen relayouts and repaints the whole main screen when it closes, about 100 ms here)."""
+    PAD = 1
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -313,6 +332,10 @@ class ProgramLines(DirectLines, Widget):
         self._strips = None                # built again with the new style
 
     def _strip(self, parts, W: int) -> Strip:
+        key = tuple(parts)                 # (a line drawn before at this width: an op done, then
+        hit = self._drawn.get(key)         # not done again after a step back or a go-to)
+        if hit is not None:
+            return hit
         base = self._base                  # rich_style walks the ancestors' styles: kept
         cache = self._style_cache
 
@@ -323,11 +346,16 @@ class ProgramLines(DirectLines, Widget):
         strip = Strip([Segment(t, st(sty)) for t, sty in parts])
         if strip.cell_length > W:
             strip = strip.crop(0, max(0, W - 1)) + Strip([Segment("…", base)])
-        return strip.adjust_cell_length(W, base)
+        strip = strip.adjust_cell_length(W, base)
+        if len(self._drawn) > 4 * max(16, len(self.lines)):
+            self._drawn.clear()
+        self._drawn[key] = strip
+        return strip
 
     def lines_in(self, lines: range, W: int) -> list[Strip]:
         if self._strips is None or self._built_for != W:
             self._style_cache: dict[str, Style] = {}
+            self._drawn: dict = {}          # a line's parts -> its Strip, at this width and style
             self._base = self.rich_style
             self._strips, self._built_for = [self._strip(p, W) for p in self.lines], W
             self._blank = Strip.blank(W, self._base)
@@ -431,27 +459,42 @@ class DiagramView(MemoLines, VerticalScroll):
 class SparkLines(DirectLines, Sparkline):
     """Textual's Sparkline (its look, colours and component classes), drawn once per data and size
     into cached Strips (Line API): a Sparkline renders its bars again through the styles cache on
-    every ask, 1.4 ms of each key that adds a loss (py-spy, the 784-256-128-10 net)."""
+    every ask, 1.4 ms of each key that adds a loss (py-spy, the 784-256-128-10 net). Drawing the
+    bars is still ~0.8 ms (a Style made per bar): the last few drawings are kept by their data, so
+    going back to a step, or stepping back over a loss op and on again, draws nothing."""
 
+    KEPT = 8
     _drawn = None                       # ((data, W, H), strips, a blank line)
+    _data_key = ()
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._drawings: dict = {}       # (data as a tuple, W, H, style) -> (strips, blank)
 
     def watch_data(self) -> None:
         self._drawn = None
+        self._data_key = tuple(self.data or ())
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._drawn = None                  # (drawn again in the new style: rich_style is read then)
+        self._drawings = {}
 
     def lines_in(self, lines: range, W: int) -> list[Strip]:
         H = self.size.height
-        key = (id(self.data), W, H)
-        if self._drawn is None or self._drawn[0] != key:
-            base = self.rich_style          # (it walks the ancestors' styles: once per drawing)
-            console = self.app.console
-            rendered = console.render_lines(self.render(), console.options.update_dimensions(W, max(1, H)),
-                                            style=base, pad=True)
-            self._drawn = (key, [Strip(line).adjust_cell_length(W, base) for line in rendered],
-                           Strip.blank(W, base))
+        if self._drawn is None or self._drawn[0] != (W, H):
+            key = (self._data_key, W, H)
+            hit = self._drawings.get(key)
+            if hit is None:
+                base = self.rich_style          # (it walks the ancestors' styles: once per drawing)
+                console = self.app.console
+                rendered = console.render_lines(self.render(), console.options.update_dimensions(W, max(1, H)),
+                                                style=base, pad=True)
+                hit = ([Strip(line).adjust_cell_length(W, base) for line in rendered], Strip.blank(W, base))
+                if len(self._drawings) >= self.KEPT:
+                    self._drawings.pop(next(iter(self._drawings)))
+                self._drawings[key] = hit
+            self._drawn = ((W, H), *hit)
         _, strips, blank = self._drawn
         return [strips[y] if y < len(strips) else blank for y in lines]
 

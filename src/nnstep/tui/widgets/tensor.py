@@ -591,7 +591,8 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
     def prebuild(self, slots: list[tuple], digits: int, compare: dict | None, placed: tuple) -> int:
         """Build the lines of ``slots`` (the operation panel's (role, name, value, written)) in
         boxes at ``placed`` (as place() takes it) into the by-array cache, frame them and compose
-        the canvas lines they make below the formula, drawing nothing: the app does this for the
+        the canvas lines they make below the formula (with their terminal sequences), drawing
+        nothing: the app does this for the
         next op while the user reads the current one, so the key that shows it finds its lines
         made. Returns how many boxes were built."""
         base = self._style("base")
@@ -619,8 +620,15 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         W = max(b.region.right for b in boxes)
         if len(self._ahead_lines) > 256:
             self._ahead_lines = {}
+        # (and their terminal sequences, made with the console the app writes its frames with,
+        # which each Strip keeps: the frame that shows a line writes them as they are. A headless
+        # app writes nothing, and a rich Style keeps the sequences of the first console that
+        # renders it: a test's own console would get the headless console's colours)
+        console = None if self.app.is_headless else self.app.console
         for parts in rows[top:]:
-            self._line(parts, W, flt, bg, fill, self._ahead_lines)
+            line = self._line(parts, W, flt, bg, fill, self._ahead_lines)
+            if console is not None:
+                line.render(console)
         return built
 
     def _framed(self, b: TensorBox, selected: bool, base: Style) -> list[Strip]:
