@@ -2,6 +2,7 @@
 comes from the session (the engine)."""
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from dataclasses import dataclass
@@ -143,6 +144,9 @@ class NnstepApp(App):
         self._ahead_at = None                 # the position the look-ahead works for, and
         self._ahead_n = 0                     # ... how many ops ahead of it it has gone
         self._ahead_stops: tuple = ()         # ... where n, s and S land from it (op counts ahead)
+        self._ahead_work = None               # ... and the landing point's panel being built (steps)
+        self._gc_was = None                   # the collector's thresholds before the app (see _gc_settle)
+        self._gc_timer = None
         self._goto_from = None                # where the screen is while a go-to typed moved the session
         self._presized = None                 # (session, size, digits, layers shown) measured for
         self._presize_pending = False
@@ -190,6 +194,42 @@ class NnstepApp(App):
                                                   "∂E/∂param · update Δ = new − old")
         self._size_classes()
         self.refresh_view()
+        self.call_after_refresh(self._gc_settle)
+
+    # Python's cyclic garbage collector, left as it is, ran during keys: on the 784-256-128-10 net
+    # a collection of the middle generation (1.5-2.4 ms) came about once a key, and of the whole
+    # heap (~20 ms: the caches of strips) about once in ten (pty timeline, gc.callbacks). It now
+    # runs while the user reads: the young generations when the look-ahead is done, the whole
+    # heap after a second without a key; a key allocates far fewer objects than GC_YOUNG.
+    GC_YOUNG = 100_000          # allocations between automatic collections (Python's default: 700)
+    GC_ALL_AFTER = 1.0          # s without a key before the whole heap is collected
+
+    def _gc_settle(self) -> None:
+        """What start-up made lives as long as the app: collect it once and freeze it (never scanned
+        again); from now on collect when idle (above). Again after a reload: the old scenario's
+        objects are garbage now (frozen, they would never be collected)."""
+        if self._gc_was is None:
+            self._gc_was = gc.get_threshold()
+            gc.set_threshold(self.GC_YOUNG, *self._gc_was[1:])
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+
+    def _gc_idle(self) -> None:
+        """The look-ahead is done: collect the young generations now, and the whole heap if no key
+        comes for GC_ALL_AFTER."""
+        if self._gc_was is None:
+            return
+        gc.collect(1)
+        if self._gc_timer is not None:
+            self._gc_timer.stop()
+        self._gc_timer = self.set_timer(self.GC_ALL_AFTER, gc.collect)
+
+    def _gc_restore(self) -> None:
+        if self._gc_was is not None:           # (as it was: the process may run on, e.g. tests)
+            gc.set_threshold(*self._gc_was)
+            gc.unfreeze()
+            self._gc_was = None
 
     def on_resize(self, event) -> None:
         size = tuple(event.size)
@@ -300,6 +340,11 @@ class NnstepApp(App):
         """Build the boxes of the op panel showing ``rec`` (the op just run; None: the start of
         training, where the panel shows the next op's inputs) where the panel will place them, and
         format the layer cells of the tensors in ``env``, drawing nothing (see _ahead)."""
+        for _ in self._prebuild_steps(env, rec):
+            pass
+
+    def _prebuild_steps(self, env: dict, rec):
+        """_prebuild, a box a step (a generator: the look-ahead runs a step a callback)."""
         if rec is not None:
             op, ins, outs, step = rec.op, rec.inputs, dict(rec.outputs), rec.step
             compare = self._theirs(rec.step, op.index)
@@ -309,8 +354,9 @@ class NnstepApp(App):
         slots = view.op_slots(op, ins, outs, _written(rec))
         # (a small network's places depend on its formula's lines: the numbers in them)
         clauses = () if self._big else view.formula_views(op, ins, outs, step=step)
-        self.query_one(OpPanel).prebuild(slots, self.digits, self._stage_boxes.get(op.stage, 0), self._room,
-                                         compare, clauses, self._big)
+        yield from self.query_one(OpPanel).prebuild_steps(slots, self.digits, self._stage_boxes.get(op.stage, 0),
+                                                          self._room, compare, clauses, self._big)
+        yield
         if self._table_names is None:           # (the tensors of the layers table: the same at any position)
             self._table_names = [c[0] for r in view.layer_rows(self.session, self.writer, set())
                                  for c in r.values() if isinstance(c, tuple)]
@@ -322,9 +368,13 @@ class NnstepApp(App):
         """Compute what the next keys show while the user reads (see _ahead)."""
         if self._ahead_timer is not None:
             self._ahead_timer.stop()
+        if self._gc_timer is not None:
+            self._gc_timer.stop()
+            self._gc_timer = None
         s = self.session
         self._ahead_at = k, i = s.position
         self._ahead_n = 0
+        self._ahead_work = None
         self._ahead_stops = ()
         if not s.at_end:                      # the next op, the end of its stage, of the step
             stage_end = next((t for t in range(i, s.M) if s.ops[t].stage != s.ops[i].stage), s.M)
@@ -338,22 +388,28 @@ class NnstepApp(App):
         and framed where it will place them (OpPanel._plan, as show() will) and the layer cells
         formatted, from the trail's arrays (the cursor does not move). So n, s and S find
         everything done: on the 784-256-128-10 net the ops, their heatmaps and the norms in the
-        table are most of what those keys cost. Each call is one op and at most one panel (a key
-        that comes meanwhile waits for that much, ~1-3 ms); the positions stay in the trail while
-        the cursor is in the step."""
+        table are most of what those keys cost. Each call is one op, or one box of a landing
+        point's panel, or its table's cells (a key that comes meanwhile waits for that much, ~1-3
+        ms; a whole panel of heatmaps was up to 12 ms); the positions stay in the trail while the
+        cursor is in the step."""
         s = self.session
         here = s.position
         if self.running or here != self._ahead_at or not self.screen_stack \
                 or self.screen is not self.screen_stack[0]:
             return                             # (moved on, running, a dialog open)
+        if self._ahead_work is not None:       # a landing point's panel, a box a call
+            if next(self._ahead_work, StopIteration) is StopIteration:
+                self._ahead_work = None
+            self.call_later(self._ahead)
+            return
         n = self._ahead_n + 1
-        if not s.peek(n):
-            return                             # (the step's end, or training's)
+        if not self._ahead_stops or n > self._ahead_stops[-1] or not s.peek(n):
+            self._gc_idle()                    # (done: the step's end, or training's)
+            return
         self._ahead_n = n
         if n in self._ahead_stops:
-            self._prebuild(*s.ahead(n))
-        if n < self._ahead_stops[-1]:
-            self.call_later(self._ahead)
+            self._ahead_work = self._prebuild_steps(*s.ahead(n))
+        self.call_later(self._ahead)
 
     def _presize_key(self):
         return (self.session, tuple(self.size), self.digits, getattr(self, "_layers_shown", True))
@@ -632,6 +688,8 @@ class NnstepApp(App):
             self.session.restart()
             self._status = ("restarted", "")
         self.refresh_view()
+        if self._gc_was is not None and self.path is not None:
+            self.call_after_refresh(self._gc_settle)     # (after the new session's measuring)
 
     def action_digits(self, d: int) -> None:
         self.digits = min(15, max(2, self.digits + d))
@@ -873,6 +931,7 @@ class NnstepApp(App):
 
     def on_unmount(self) -> None:
         self._interrupt.set()                  # quitting while a continue runs stops its thread
+        self._gc_restore()
 
     def action_interrupt(self) -> None:
         if self.running:

@@ -653,13 +653,14 @@ class OpPanel(MemoLines, Vertical):
         self._apply(*plan)
         self._fill(slots, digits)
 
-    def prebuild(self, slots: list, digits: int, n_boxes: int, room: tuple[int, int], compare=None,
-                 clauses: list = (), big: bool = True) -> int:
+    def prebuild_steps(self, slots: list, digits: int, n_boxes: int, room: tuple[int, int], compare=None,
+                       clauses: list = (), big: bool = True):
         """An op the app computed ahead: build its boxes' lines where show() will place them,
         drawing nothing (a big network's places depend only on the stage; a small one's on the
-        formula and the boxes' sizes, noted as show() notes them). How many were built."""
+        formula and the boxes' sizes, noted as show() notes them). A generator, a box a step
+        (TensorCanvas.prebuild_steps)."""
         plan = self._plan(clauses, slots, digits, n_boxes, room, big, compare, False)
-        return self.query_one(TensorCanvas).prebuild(slots, digits, compare, plan[1])
+        return self.query_one(TensorCanvas).prebuild_steps(slots, digits, compare, plan[1])
 
     def _plan(self, clauses, slots, digits, n_boxes, room, big, compare, measure):
         """Where the panel puts the formula and the boxes: (panel height, (slot, x, y, width,

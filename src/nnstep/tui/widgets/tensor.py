@@ -588,18 +588,17 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         cache[key] = (parts, line)
         return line
 
-    def prebuild(self, slots: list[tuple], digits: int, compare: dict | None, placed: tuple) -> int:
+    def prebuild_steps(self, slots: list[tuple], digits: int, compare: dict | None, placed: tuple):
         """Build the lines of ``slots`` (the operation panel's (role, name, value, written)) in
         boxes at ``placed`` (as place() takes it) into the by-array cache, frame them and compose
         the canvas lines they make below the formula (with their terminal sequences), drawing
-        nothing: the app does this for the
-        next op while the user reads the current one, so the key that shows it finds its lines
-        made. Returns how many boxes were built."""
+        nothing: the app does this for the next op while the user reads the current one, so the
+        key that shows it finds its lines made. A generator: one box a step, then the lines (the
+        app runs a step a callback, so that a key waits for one box at most)."""
         base = self._style("base")
         flt, bg = self._filtering()
         fill = next(iter(_through(Strip([Segment(" ", base)]), flt, bg))).style if flt else base
         compare = compare or {}
-        built = 0
         boxes = []
         for j, x, y, w, h in placed:
             ahead = TensorBox(j)
@@ -609,10 +608,11 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
                 ahead.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name))
             else:
                 ahead.show(None, None)
-            built += ahead._ensure()
+            if ahead._ensure():
+                yield
             boxes.append(ahead)
         if not boxes:
-            return built
+            return
         top = min(b.region.y for b in boxes)    # (the formula's lines above are drawn with it)
         H = max(b.region.bottom for b in boxes)
         rows: list[list] = [[] for _ in range(H)]
@@ -629,7 +629,6 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
             line = self._line(parts, W, flt, bg, fill, self._ahead_lines)
             if console is not None:
                 line.render(console)
-        return built
 
     def _framed(self, b: TensorBox, selected: bool, base: Style) -> list[Strip]:
         """A box's lines with its frame, kept by its lines (as the by-array cache gives them) and
