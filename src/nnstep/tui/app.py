@@ -146,6 +146,7 @@ class NnstepApp(App):
         self._ahead_stops: tuple = ()         # ... where n, s and S land from it (op counts ahead)
         self._ahead_work = None               # ... and the landing point's panel being built (steps)
         self._gc_was = None                   # the collector's thresholds before the app (see _gc_settle)
+        self._gc_stale = False                # a reload: settle again
         self._gc_timer = None
         self._goto_from = None                # where the screen is while a go-to typed moved the session
         self._presized = None                 # (session, size, digits, layers shown) measured for
@@ -194,7 +195,6 @@ class NnstepApp(App):
                                                   "∂E/∂param · update Δ = new − old")
         self._size_classes()
         self.refresh_view()
-        self.call_after_refresh(self._gc_settle)
 
     # Python's cyclic garbage collector, left as it is, ran during keys: on the 784-256-128-10 net
     # a collection of the middle generation (1.5-2.4 ms) came about once a key, and of the whole
@@ -211,16 +211,19 @@ class NnstepApp(App):
         if self._gc_was is None:
             self._gc_was = gc.get_threshold()
             gc.set_threshold(self.GC_YOUNG, *self._gc_was[1:])
+        self._gc_stale = False
         gc.unfreeze()
         gc.collect()
         gc.freeze()
 
     def _gc_idle(self) -> None:
-        """The look-ahead is done: collect the young generations now, and the whole heap if no key
-        comes for GC_ALL_AFTER."""
-        if self._gc_was is None:
-            return
-        gc.collect(1)
+        """The look-ahead is done: collect the young generations now (the first time, and after a
+        reload, settle: the first frame has been written by then, a collection holds the writer
+        thread back), and the whole heap if no key comes for GC_ALL_AFTER."""
+        if self._gc_was is None or self._gc_stale:
+            self._gc_settle()
+        else:
+            gc.collect(1)
         if self._gc_timer is not None:
             self._gc_timer.stop()
         self._gc_timer = self.set_timer(self.GC_ALL_AFTER, gc.collect)
@@ -688,8 +691,7 @@ class NnstepApp(App):
             self.session.restart()
             self._status = ("restarted", "")
         self.refresh_view()
-        if self._gc_was is not None and self.path is not None:
-            self.call_after_refresh(self._gc_settle)     # (after the new session's measuring)
+        self._gc_stale = self.path is not None   # (the old scenario: collected at the next idle)
 
     def action_digits(self, d: int) -> None:
         self.digits = min(15, max(2, self.digits + d))
