@@ -48,6 +48,9 @@ class TextLines(DirectLines, Widget):
         self._strips: list[Strip] | None = None
         self._built_for = None
         self._base = None
+        self._drawings: dict = {}        # key -> lines, at _built_for: the last few texts drawn
+
+    KEPT = 8
 
     def render(self) -> Text:
         """What it shows (the pipeline draws render_line; this is for tests and screen readers)."""
@@ -69,14 +72,30 @@ class TextLines(DirectLines, Widget):
         if old is None or not W or not self.is_mounted:
             self.refresh()
             return
-        new = self._build(W)
+        new = self._drawn(key, W)
         if len(new) != len(old):
             self.refresh()
             return
         from textual.geometry import Region
-        changed = [Region(0, y, W, 1) for y, (a, b) in enumerate(zip(old, new)) if a != b]
+        changed = [Region(0, y, W, 1) for y, (a, b) in enumerate(zip(old, new)) if a is not b and a != b]
         if changed:
             self.refresh(*changed)
+
+    def _drawn(self, key, W: int) -> list[Strip]:
+        """The lines of the text set now (``key``), as drawn before at this width and style if it
+        was shown lately (the header and status of a position gone back to), else drawn now."""
+        if self._base is not None and self._built_for == (W, self._base):
+            hit = self._drawings.get(key)
+            if hit is not None:
+                self._strips = hit
+                return hit
+        else:
+            self._drawings = {}
+        new = self._build(W)
+        if len(self._drawings) >= self.KEPT:
+            self._drawings.pop(next(iter(self._drawings)))
+        self._drawings[key] = new
+        return new
 
     def wrap(self, text: Text, width: int):
         return text.wrap(self.app.console, max(1, width))
@@ -992,15 +1011,17 @@ class LayersTable(DirectLines, Widget):
                     segs.append(Segment(" " * (w - len(txt)), base))
             return Strip(segs).crop(0, W).adjust_cell_length(W, base)
 
-        # a row that did not change is the Strip it was (most rows, at each step)
-        old_rows = self._row_cache if self._row_cache[0] == (W, base, tuple(widths)) else None
-        rows = {}
+        # a row drawn before at these widths is the Strip it was (most rows, at each step; all
+        # of them going back to a position, or to a step, shown before)
+        if self._row_cache[0] != (W, base, tuple(widths)) or len(self._row_cache[1]) > 512:
+            self._row_cache = ((W, base, tuple(widths)), {})
+        rows = self._row_cache[1]
         out = []
         for line in [tuple((t, "bold") for _, t in cols)] + [tuple(line) for line in texts]:
-            hit = old_rows[1].get(line) if old_rows else None
-            rows[line] = hit if hit is not None else strip(line)
-            out.append(rows[line])
-        self._row_cache = ((W, base, tuple(widths)), rows)
+            hit = rows.get(line)
+            if hit is None:
+                hit = rows[line] = strip(line)
+            out.append(hit)
         note = getattr(self, "_note", "")
         if note and W > 10:
             if self._note_strips[0] != (note, W, base):
