@@ -75,3 +75,29 @@ async def test_a_reload_leaves_the_old_scenario_to_the_collector(tmp_path):
         await pilot.pause(0.2)
         assert app.session is not old() and "reloaded" in app._status[0]
         assert old() is None, "the old session outlived the reload"
+
+
+async def test_the_whole_heap_is_collected_after_a_pause(monkeypatch):
+    """A second without a key (here a twentieth): a collection of the oldest generation, the app
+    still there."""
+    app = make_app(os.path.join(ROOT, "scenarios", "classic.toml"))
+    monkeypatch.setattr(app, "GC_ALL_AFTER", 0.05)
+    full = []
+
+    def seen(phase, info):
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(3):
+            await pilot.pause()
+        await pilot.pause(0.3)
+        await pilot.press("n")
+        gc.callbacks.append(seen)
+        try:
+            await pilot.pause(0.4)
+        finally:
+            gc.callbacks.remove(seen)
+        assert full, "no collection of the whole heap after the pause"
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.session.position == (1, 2)

@@ -33,6 +33,15 @@ def _fitted(segments: list, W: int, base: Style) -> Strip:
     return Strip(segments, W)
 
 
+def _keep(kept: dict, key, value, most: int = 8):
+    """``value`` remembered under ``key`` in ``kept``, the oldest forgotten past ``most`` (the last
+    few drawings of a panel: going back to what was shown lately draws nothing). Returns it."""
+    if len(kept) >= most:
+        kept.pop(next(iter(kept)))
+    kept[key] = value
+    return value
+
+
 class TextLines(DirectLines, Widget):
     """Rich Text drawn from cached Strips (Line API): wrapped once per text and width, and only the
     lines that changed are repainted. A Static renders its Content again through Textual's styles
@@ -49,8 +58,6 @@ class TextLines(DirectLines, Widget):
         self._built_for = None
         self._base = None
         self._drawings: dict = {}        # key -> lines, at _built_for: the last few texts drawn
-
-    KEPT = 8
 
     def render(self) -> Text:
         """What it shows (the pipeline draws render_line; this is for tests and screen readers)."""
@@ -91,11 +98,7 @@ class TextLines(DirectLines, Widget):
                 return hit
         else:
             self._drawings = {}
-        new = self._build(W)
-        if len(self._drawings) >= self.KEPT:
-            self._drawings.pop(next(iter(self._drawings)))
-        self._drawings[key] = new
-        return new
+        return _keep(self._drawings, key, self._build(W))
 
     def wrap(self, text: Text, width: int):
         return text.wrap(self.app.console, max(1, width))
@@ -232,10 +235,7 @@ class KeyBar(DirectLines, Widget):
                 segs += cell
                 used += n
             segs.append(Segment(" " * max(0, room - used), base))
-            hit = Strip(segs + right).crop(0, W).adjust_cell_length(W, base)
-            if len(self._strips) >= 8:
-                self._strips.clear()
-            self._strips[self._state, W] = hit
+            hit = _keep(self._strips, (self._state, W), Strip(segs + right).crop(0, W).adjust_cell_length(W, base))
         return hit
 
 
@@ -482,13 +482,12 @@ class SparkLines(DirectLines, Sparkline):
     bars is still ~0.8 ms (a Style made per bar): the last few drawings are kept by their data, so
     going back to a step, or stepping back over a loss op and on again, draws nothing."""
 
-    KEPT = 8
-    _drawn = None                       # ((data, W, H), strips, a blank line)
-    _data_key = ()
+    _drawn = None                       # ((W, H), strips, a blank line): the data's drawing now
+    _data_key = ()                      # the data, as a tuple
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self._drawings: dict = {}       # (data as a tuple, W, H, style) -> (strips, blank)
+        self._drawings: dict = {}       # (data, W, H) -> (strips, blank), in the style now
 
     def watch_data(self) -> None:
         self._drawn = None
@@ -509,10 +508,8 @@ class SparkLines(DirectLines, Sparkline):
                 console = self.app.console
                 rendered = console.render_lines(self.render(), console.options.update_dimensions(W, max(1, H)),
                                                 style=base, pad=True)
-                hit = ([Strip(line).adjust_cell_length(W, base) for line in rendered], Strip.blank(W, base))
-                if len(self._drawings) >= self.KEPT:
-                    self._drawings.pop(next(iter(self._drawings)))
-                self._drawings[key] = hit
+                hit = _keep(self._drawings, key, ([Strip(line).adjust_cell_length(W, base) for line in rendered],
+                                                  Strip.blank(W, base)))
             self._drawn = ((W, H), *hit)
         _, strips, blank = self._drawn
         return [strips[y] if y < len(strips) else blank for y in lines]
