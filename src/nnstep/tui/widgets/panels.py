@@ -505,14 +505,46 @@ class SparkLines(DirectLines, Sparkline):
             hit = self._drawings.get(key)
             if hit is None:
                 base = self.rich_style          # (it walks the ancestors' styles: once per drawing)
-                console = self.app.console
-                rendered = console.render_lines(self.render(), console.options.update_dimensions(W, max(1, H)),
-                                                style=base, pad=True)
-                hit = _keep(self._drawings, key, ([Strip(line).adjust_cell_length(W, base) for line in rendered],
+                hit = _keep(self._drawings, key, ([Strip(line).adjust_cell_length(W, base)
+                                                   for line in spark_lines(self.render(), max(1, H), base)],
                                                   Strip.blank(W, base)))
             self._drawn = ((W, H), *hit)
         _, strips, blank = self._drawn
         return [strips[y] if y < len(strips) else blank for y in lines]
+
+
+def spark_lines(spark, H: int, base: Style) -> list[list[Segment]]:
+    """The lines of Textual's Sparkline renderable ``spark`` (its data, size, colours, summary),
+    ``H`` high, in ``base``: the segments console.render_lines(spark, ..., style=base, pad=True)
+    gives, made with one colour a column (the renderable blends and makes a Style for every bar of
+    every line, and rich adds ``base`` to each: ~0.5 ms a drawing, 0.9 ms in the app)."""
+    from textual.renderables._blend_colors import blend_colors
+    data, W = spark.data, spark.width
+    if not data:
+        return [[Segment(" " * W, base)] for _ in range(H - 1)] + [[Segment("▁" * W, base + spark.min_color)]]
+    if len(data) == 1:
+        return [[Segment("█" * W, base + spark.max_color)] for _ in range(H)]
+    bars = spark.BARS
+    per_line = len(bars)
+    levels = per_line * (spark.height or 1) - 1
+    lo, hi = min(data), max(data)
+    extent = hi - lo or 1
+    buckets = tuple(spark._buckets(list(data), num_buckets=W))
+    step = len(buckets) / W
+    c0, c1 = spark.min_color.color, spark.max_color.color
+    cols = []
+    at = 0.0
+    for _ in range(W):                       # as the renderable walks its buckets
+        ratio = (spark.summary_function(buckets[int(at)]) - lo) / extent
+        cols.append((int(ratio * levels), base + Style.from_color(blend_colors(c0, c1, ratio))))
+        at += step
+    blank = Segment(" ", base)
+    out = []
+    for i in reversed(range(spark.height or 1)):
+        low, high = i * per_line, (i + 1) * per_line
+        out.append([blank if b < low else Segment("█" if b >= high else bars[b % per_line], st) for b, st in cols])
+    out = out[:H]
+    return out + [[Segment(" " * W, base)] for _ in range(H - len(out))]
 
 
 class LossCurve(MemoLines, Vertical):
