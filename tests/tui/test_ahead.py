@@ -168,3 +168,22 @@ async def test_a_small_network_is_computed_ahead_too(monkeypatch):
     assert [a[0] for a in ahead] == [p[0] for p in plain], "computing ahead changed the screen"
     assert all(a[1] == 0 and a[2] == 0 and a[3] == 0 for a in ahead), [(k, *a[1:]) for k, a in zip(keys, ahead)]
     assert sum(p[2] for p in plain) > 5 and sum(p[1] for p in plain) > 5 and sum(p[3] for p in plain) > 10
+
+
+async def test_the_canvas_hands_over_its_lines_as_they_are():
+    """Each canvas line is as wide as the canvas, so the compositor gets the very Strips composed
+    (and made ahead, with their sequences), not a padded copy made on every ask (the 2-2-2
+    lesson's boxes do not fill the canvas's width)."""
+    from nnstep.tui.widgets.tensor import TensorCanvas
+    for path in (os.path.join(ROOT, "scenarios", "classic.toml"), MLP):
+        app = make_app(path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            for key in "nnSn":
+                await pilot.press(key)
+                await pilot.pause(0.1)
+                canvas = app.query_one(TensorCanvas)
+                W = canvas.size.width
+                got = canvas.lines_in(range(len(canvas._lines)), W)
+                assert all(a is b for a, b in zip(got, canvas._lines)), (path, key)
+                assert all(line.cell_length == W for line in got)

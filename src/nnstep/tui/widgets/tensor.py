@@ -554,7 +554,10 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         # step: the boxes that did not change, the formula when it did not), or the one composed
         # ahead (prebuild)
         cache: dict = {}
-        out = [self._line(parts, self._width, flt, bg, fill, cache) for parts in rows]
+        # (each line as wide as the canvas at least: lines_in hands them over as they are, where a
+        # narrower line was padded into a new Strip on every ask, its sequences made again)
+        W = max(self._width, self.size.width)
+        out = [self._line(parts, W, flt, bg, fill, cache) for parts in rows]
         self._line_cache = cache
         return out
 
@@ -617,7 +620,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         H = max(b.region.bottom for b in boxes)
         rows: list[list] = [[] for _ in range(H)]
         self._box_parts(rows, boxes, self.selected if self.has_focus else None, base)
-        W = max(b.region.right for b in boxes)
+        W = max(max(b.region.right for b in boxes), self.size.width)      # (as _compose_lines)
         if len(self._ahead_lines) > 256:
             self._ahead_lines = {}
         # (and their terminal sequences, made with the console the app writes its frames with,
