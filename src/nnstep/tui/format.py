@@ -7,7 +7,7 @@ import numpy as np
 from ..spec.formula import num as _num
 from ..spec.stats import nonfinite_counts, norm, summary
 
-__all__ = ["by_array", "num", "shape_str", "as_2d", "grid_2d", "nonfinite_counts", "stats_line", "nonfinite_text", "compact", "norm"]
+__all__ = ["by_array", "num", "shape_str", "as_2d", "grid_2d", "nonfinite_counts", "stats_line", "nonfinite_text", "compact", "norm", "keep"]
 
 
 def num(v, digits: int = 6) -> str:
@@ -109,3 +109,12 @@ def compact(a, digits: int = 4, max_numbers: int = 2) -> str:
     if bad:
         return f"{shape_str(a)} {bad}"
     return f"{shape_str(a)} ‖{num(_TEXT.memo(a, 'norm', lambda: norm(a)), 3)}‖"
+
+
+def keep(kept: dict, key, value, most: int = 8):
+    """``value`` remembered under ``key`` in ``kept``, the oldest forgotten past ``most`` (the last
+    few drawings of a panel: going back to what was shown lately draws nothing). Returns it."""
+    if len(kept) >= most:
+        kept.pop(next(iter(kept)))
+    kept[key] = value
+    return value

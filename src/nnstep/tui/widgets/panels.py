@@ -15,10 +15,11 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.strip import Strip
 from textual.widget import Widget
+from textual.renderables._blend_colors import blend_colors
 from textual.widgets import Sparkline, Static
 
 from .. import diagram
-from ..format import as_2d, by_array, compact, grid_2d, nonfinite_text, num
+from ..format import as_2d, by_array, compact, grid_2d, keep, nonfinite_text, num
 from .memo import DirectLines, MemoLines
 from .tensor import TensorCanvas, natural_size
 
@@ -31,15 +32,6 @@ def _fitted(segments: list, W: int, base: Style) -> Strip:
     if n < W:
         segments.append(Segment(" " * (W - n), base))
     return Strip(segments, W)
-
-
-def _keep(kept: dict, key, value, most: int = 8):
-    """``value`` remembered under ``key`` in ``kept``, the oldest forgotten past ``most`` (the last
-    few drawings of a panel: going back to what was shown lately draws nothing). Returns it."""
-    if len(kept) >= most:
-        kept.pop(next(iter(kept)))
-    kept[key] = value
-    return value
 
 
 class TextLines(DirectLines, Widget):
@@ -98,7 +90,7 @@ class TextLines(DirectLines, Widget):
                 return hit
         else:
             self._drawings = {}
-        return _keep(self._drawings, key, self._build(W))
+        return keep(self._drawings, key, self._build(W))
 
     def wrap(self, text: Text, width: int):
         return text.wrap(self.app.console, max(1, width))
@@ -112,7 +104,7 @@ class TextLines(DirectLines, Widget):
             self._base = self.rich_style          # (it walks the ancestors' styles: kept)
         base = self._base
         text = self._text
-        pad = min(self.PAD, max(0, (W - 1) // 2))
+        pad = self._pad(W)
         inner = W - 2 * pad
         if self._wrapped is not None and self._wrapped[0] == inner:
             lines = self._wrapped[1]
@@ -133,8 +125,11 @@ class TextLines(DirectLines, Widget):
         self._blank = Strip([*edge, Segment(" " * inner, base), *edge], W) if pad else Strip.blank(W, base)
         return strips
 
+    def _pad(self, W: int) -> int:
+        return min(self.PAD, max(0, (W - 1) // 2))
+
     def get_content_height(self, container, viewport, width: int) -> int:
-        return len(self.wrap(self._text, width - 2 * min(self.PAD, max(0, (width - 1) // 2))))
+        return len(self.wrap(self._text, width - 2 * self._pad(width)))
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -235,7 +230,7 @@ class KeyBar(DirectLines, Widget):
                 segs += cell
                 used += n
             segs.append(Segment(" " * max(0, room - used), base))
-            hit = _keep(self._strips, (self._state, W), Strip(segs + right).crop(0, W).adjust_cell_length(W, base))
+            hit = keep(self._strips, (self._state, W), Strip(segs + right).crop(0, W).adjust_cell_length(W, base))
         return hit
 
 
@@ -505,7 +500,7 @@ class SparkLines(DirectLines, Sparkline):
             hit = self._drawings.get(key)
             if hit is None:
                 base = self.rich_style          # (it walks the ancestors' styles: once per drawing)
-                hit = _keep(self._drawings, key, ([Strip(line).adjust_cell_length(W, base)
+                hit = keep(self._drawings, key, ([Strip(line).adjust_cell_length(W, base)
                                                    for line in spark_lines(self.render(), max(1, H), base)],
                                                   Strip.blank(W, base)))
             self._drawn = ((W, H), *hit)
@@ -518,7 +513,6 @@ def spark_lines(spark, H: int, base: Style) -> list[list[Segment]]:
     ``H`` high, in ``base``: the segments console.render_lines(spark, ..., style=base, pad=True)
     gives, made with one colour a column (the renderable blends and makes a Style for every bar of
     every line, and rich adds ``base`` to each: ~0.5 ms a drawing, 0.9 ms in the app)."""
-    from textual.renderables._blend_colors import blend_colors
     data, W = spark.data, spark.width
     if not data:
         return [[Segment(" " * W, base)] for _ in range(H - 1)] + [[Segment("▁" * W, base + spark.min_color)]]

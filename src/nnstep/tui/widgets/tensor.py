@@ -15,7 +15,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ...spec.stats import all_finite
-from ..format import as_2d, by_array, grid_2d, nonfinite_counts, nonfinite_text, num, shape_str, stats_line
+from ..format import as_2d, by_array, grid_2d, keep, nonfinite_counts, nonfinite_text, num, shape_str, stats_line
 from .memo import DirectLines
 
 # coolwarm-like diverging scale: blue (negative) -> grey (0) -> red (positive)
@@ -247,9 +247,7 @@ class TensorBox:
                 if self.value is not None:
                     _BUILT.put(self.value, full, hit)
                 else:
-                    if len(_NO_VALUE) > 256:
-                        _NO_VALUE.clear()
-                    _NO_VALUE[full] = hit
+                    keep(_NO_VALUE, full, hit, 256)
             self._strips, self._mode = hit
             self._blank = Strip.blank(key[0], self.base)
             self._built_for = key
@@ -541,7 +539,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
     def _compose_lines(self) -> list[Strip]:
         base = self._style("base")
         flt, bg = self._filtering()
-        fill = next(iter(_through(Strip([Segment(" ", base)]), flt, bg))).style if flt else base
+        fill = _filled(base, flt, bg)
         self._filtered = (flt, fill)
         boxes = [b for b in self.boxes if b.display]
         H = max(max((b.region.bottom for b in boxes), default=0), len(self._head_src))
@@ -600,7 +598,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         app runs a step a callback, so that a key waits for one box at most)."""
         base = self._style("base")
         flt, bg = self._filtering()
-        fill = next(iter(_through(Strip([Segment(" ", base)]), flt, bg))).style if flt else base
+        fill = _filled(base, flt, bg)
         compare = compare or {}
         boxes = []
         for j, x, y, w, h in placed:
@@ -742,6 +740,11 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         self.focus()
         self.redraw()
         self.post_message(self.Open(b))
+
+
+def _filled(base: Style, filters: tuple, background) -> Style:
+    """``base`` as the filters leave it (the style of the canvas's blank cells)."""
+    return next(iter(_through(Strip([Segment(" ", base)]), filters, background))).style if filters else base
 
 
 def _through(strip: Strip, filters: tuple, background) -> Strip:
