@@ -45,3 +45,28 @@ async def test_G_toggles_the_plot_in_place_of_the_loss_curve():
         assert "step 2" in str(g.render())
         await pilot.press("G")
         assert app.query_one(LossCurve).display and not g.display
+
+
+def test_the_heading_fits_one_line_as_the_panel_narrows():
+    """A wrapped heading took the row of a layer (at 80x24, the classic lesson's linear2)."""
+    ks, names, g = np.array([1, 2]), ["linear1", "linear2"], np.array([[1e-3, 0.5], [2e-3, 0.4]])
+    for width, head in [(31, "log scale 1e-3 … 1e0, step 2"), (23, "log 1e-3…1e0, step 2"),
+                        (20, "log 1e-3…1e0, step 2"), (19, "1e-3…1e0 step 2")]:
+        lines = grad_norm_text(ks, names, g, width).plain.splitlines()
+        assert lines[0] == head and len(lines) == 3, (width, lines)
+        assert all(len(line) <= max(width, len(head)) for line in lines), (width, lines)
+
+
+async def test_at_80x24_every_layers_row_shows():
+    for name, layers in [("classic.toml", 2), ("vanishing-gradients.toml", 5)]:
+        app = make_app(os.path.join(ROOT, "scenarios", name))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("S", "G")
+            await pilot.pause()
+            g = app.query_one(GradNorms)
+            shown = [app.screen.get_widget_at(g.content_region.x, y)[0] is g and
+                     "".join(s.text for s in g.render_line(y - g.content_region.y))
+                     for y in range(g.content_region.y, g.content_region.bottom)]
+            rows = [r for r in shown if r and r.startswith("linear")]
+            assert len(rows) == layers, (name, shown)
+            assert shown[0].startswith("log 1e"), shown

@@ -630,7 +630,10 @@ def grad_norm_text(steps, names, norms, width: int) -> Text:
     lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 0.0)
     nw = min(8, max(len(n) for n in names))
     room = max(4, width - nw - 10)
-    t.append(f"log scale 1e{math.floor(lo)} … 1e{math.ceil(hi)}, step {int(steps[-1])}\n", "dim")
+    a, b, k = math.floor(lo), math.ceil(hi), int(steps[-1])
+    # the heading on one line (a wrapped one hid a layer's row at 80x24): shorter as the panel narrows
+    heads = (f"log scale 1e{a} … 1e{b}, step {k}", f"log 1e{a}…1e{b}, step {k}", f"1e{a}…1e{b} step {k}")
+    t.append(next((h for h in heads if len(h) <= width), heads[-1]) + "\n", "dim")
     cols = logs[-room:] if len(logs) > room else logs
     for j, name in enumerate(names):
         t.append(f"{name[:nw]:<{nw}} ", "bold")
