@@ -88,6 +88,16 @@ def _port(s: str) -> int:
     return v
 
 
+def _sessions(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of sessions 1..256, got {s[:60]!r}") from None
+    if not 1 <= v <= 256:
+        raise argparse.ArgumentTypeError(f"expected a whole number of sessions 1..256, got {v}")
+    return v
+
+
 def demo_path() -> str:
     return os.path.join(os.path.dirname(__file__), "demo", "classic.toml")
 
@@ -176,6 +186,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         w.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: every network)")
         w.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free port)")
+        w.add_argument("--max-sessions", type=_sessions, default=32, metavar="N",
+                       help="at most N browser tabs at once, each its own process (default 32); "
+                            "a visitor beyond that sees a page saying the class is full")
 
     if command in (None, "new"):
         n = sub.add_parser("new", help="write a starter scenario")
@@ -285,7 +298,7 @@ def _dispatch(a) -> int:
             return cmd_screenshot(a.file, a.keys, a.size, a.output, a.wait)
         if a.command == "serve":
             from .serve import cmd_serve
-            return cmd_serve(a.file, a.host, a.port)
+            return cmd_serve(a.file, a.host, a.port, a.max_sessions)
         if a.command == "tui" or a.command is None:
             from .tui.launch import cmd_tui
             return cmd_tui(getattr(a, "file", None) or demo_path(), getattr(a, "compare", None),
