@@ -164,6 +164,64 @@ def test_pages_closed_while_loading_leave_nothing_running(serve):
     assert not s.left_behind(), s.left_behind()
 
 
+@pytest.mark.browser
+def test_a_hostile_page_in_chromium_starts_nothing(serve, tmp_path):
+    """A page from another origin (another local server, as a hostile site a student opens would
+    be) tries every way a page can reach the classroom: a websocket, a fetch, an iframe of the
+    served page, a form post. Chromium sends them; the server refuses each, starts no session, and
+    then serves a student and stops on Ctrl-C as usual."""
+    need_chromium()
+    import http.server
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    s = serve(CLASSIC, "--port", "0")
+    url, port = s.url(), s.port
+    evil = (f"<html><body><iframe id=f src='{url}/'></iframe>"
+            f"<form id=p method=post action='{url}/ws' target=f></form><script>"
+            f"window.results = [];"
+            f"const ws = new WebSocket('ws://127.0.0.1:{port}/ws?width=80&height=24');"
+            f"ws.onopen = () => results.push('ws open'); ws.onerror = () => results.push('ws refused');"
+            f"fetch('{url}/', {{mode: 'no-cors'}}).then(() => results.push('fetched'),"
+            f" () => results.push('fetch refused'));"
+            f"</script></body></html>").encode()
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(evil)
+
+        def log_message(self, *a):
+            pass
+
+    site = http.server.HTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{site.server_port}/")
+                page.wait_for_function("() => window.results.includes('ws refused')", timeout=30_000)
+                time.sleep(1.0)
+                assert "ws open" not in page.evaluate("window.results")
+                assert s.sessions() == [] and not s.seen          # no process started, ever
+                assert "refused GET /ws: Origin" in s.err, s.err  # (the fetch and the frame start nothing:
+                # the page itself is harmless, and a frame of it is not drawn: X-Frame-Options)
+                student = open_page(browser, url)
+                assert "op 1/12" in header(wait_text(student, "op 1/12"))
+                assert len(s.sessions()) == 1
+                assert stop_like_ctrl_c(s) == 130
+            finally:
+                browser.close()
+    finally:
+        site.shutdown()
+    assert not s.left_behind(), s.left_behind()
+
+
 # --- starting, stopping, bad input ---------------------------------------------------------------
 
 def test_serves_on_loopback_and_ctrl_c_exits_130(serve):
