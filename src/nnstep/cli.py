@@ -98,6 +98,15 @@ def _sessions(s: str) -> int:
     return v
 
 
+def _lesson_flags(p, record: bool = True) -> None:
+    p.add_argument("--predict", action="store_true",
+                   help="ask before every op of the first step: predict one number it writes, then see it")
+    if record:
+        p.add_argument("--record", metavar="RESULTS.json", default=None,
+                       help="write your answers to RESULTS.json after each one (grade it with "
+                            "`nnstep check FILE --answers RESULTS.json`)")
+
+
 def demo_path() -> str:
     return os.path.join(os.path.dirname(__file__), "demo", "classic.toml")
 
@@ -121,8 +130,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         r.add_argument("--ignore-breakpoints", action="store_true", help="don't stop at `when` breakpoints")
 
     if command in (None, "check"):
-        c = sub.add_parser("check", help="run and evaluate every [[expect]]; exit 1 if any fails")
+        c = sub.add_parser("check", help="run and evaluate every [[expect]], and check every [[ask]] and [[note]]; "
+                                         "exit 1 if any expectation fails")
         c.add_argument("files", nargs="+", metavar="FILE")
+        c.add_argument("--answers", metavar="RESULTS.json", default=None,
+                       help="grade a learner's answers (as `nnstep FILE --record RESULTS.json` writes them) against "
+                            "the one FILE: exit 0 if every question was answered right, 1 otherwise")
 
     if command in (None, "trace"):
         t = sub.add_parser("trace", help="every operation with all its input and output tensors")
@@ -179,6 +192,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        help="your own values (as for `nnstep compare`): the first differing op marked, f walks them")
         u.add_argument("--rtol", type=_nonneg_float, default=1e-6, help="with --compare: relative tolerance (1e-6)")
         u.add_argument("--atol", type=_nonneg_float, default=1e-9, help="with --compare: absolute tolerance (1e-9)")
+        _lesson_flags(u)
 
     if command in (None, "serve"):
         w = sub.add_parser("serve", help="serve the TUI as a web page (each browser tab its own session)")
@@ -186,6 +200,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         w.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: every network)")
         w.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free port)")
+        _lesson_flags(w, record=False)
         w.add_argument("--max-sessions", type=_sessions, default=32, metavar="N",
                        help="at most N browser tabs at once, each its own process (default 32); "
                             "a visitor beyond that sees a page saying the class is full")
@@ -274,7 +289,7 @@ def _dispatch(a) -> int:
             return cmd_run(a.file, a.steps, a.json, a.save, not a.ignore_breakpoints)
         if a.command == "check":
             from .headless import cmd_check
-            return cmd_check(a.files)
+            return cmd_check(a.files, a.answers)
         if a.command == "trace":
             from .headless import cmd_trace
             return cmd_trace(a.file, a.steps, a.json, not a.ignore_breakpoints)
@@ -298,11 +313,12 @@ def _dispatch(a) -> int:
             return cmd_screenshot(a.file, a.keys, a.size, a.output, a.wait)
         if a.command == "serve":
             from .serve import cmd_serve
-            return cmd_serve(a.file, a.host, a.port, a.max_sessions)
+            return cmd_serve(a.file, a.host, a.port, a.max_sessions, predict=a.predict)
         if a.command == "tui" or a.command is None:
             from .tui.launch import cmd_tui
             return cmd_tui(getattr(a, "file", None) or demo_path(), getattr(a, "compare", None),
-                           getattr(a, "rtol", 1e-6), getattr(a, "atol", 1e-9))
+                           getattr(a, "rtol", 1e-6), getattr(a, "atol", 1e-9),
+                           predict=getattr(a, "predict", False), record=getattr(a, "record", None))
     except ScenarioError as e:
         sys.stderr.write(f"nnstep: error: {e}\n")
         return 2

@@ -85,3 +85,17 @@ def save_npz(path: str, arrays: dict) -> None:
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
     atomic_write_bytes(path, buf.getvalue())
+
+
+def check_writable(path: str, flag: str) -> None:
+    """Whether a file can be written at ``path`` (given with ``flag``), asked before any work: its
+    folder exists and may be written in, and ``path`` is no folder. ScenarioError, naming ``flag``."""
+    from .scenario.validate import clean
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    shown = clean(path)
+    if os.path.isdir(path):
+        raise ScenarioError(f'"{shown}" is a folder: name a file in it', where=flag)
+    if not os.path.isdir(folder):
+        raise ScenarioError(f'"{shown}": the folder {clean(folder)} does not exist (create it first)', where=flag)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ScenarioError(f'"{shown}": the folder {clean(folder)} is not writable', where=flag)

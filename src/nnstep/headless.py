@@ -186,18 +186,25 @@ def cmd_trace(path: str, steps: int | None, as_json: bool, honor_breakpoints: bo
 
 
 # --- check ---------------------------------------------------------------------------------------
-def cmd_check(paths: list[str]) -> int:
+def cmd_check(paths: list[str], answers: str | None = None) -> int:
     """`nnstep check FILE...`: every expectation as pass/FAIL with expected, got and the worst
-    element's error; a summary per file, and over all files when there are several. Exit 2 if any
-    file is bad input, else 1 if any expectation fails, else 0 (SPEC §4c)."""
+    element's error, and every [[ask]] and [[note]] checked (the op, the tensor, the index, the
+    step); a summary per file, and over all files when there are several. Exit 2 if any file is
+    bad input, else 1 if any expectation fails, else 0 (docs/scenario-format.md, "[[expect]]").
+    ``answers``: grade that results document against the one FILE too (1 unless all are right)."""
     from .debugger.expect import evaluate
 
+    if answers is not None and len(paths) != 1:
+        sys.stderr.write(f"nnstep: error: --answers: grades the answers to one scenario; give one FILE, not "
+                         f"{len(paths)}\n")
+        return 2
     bad = failed = 0
     total_pass = total_fail = 0
     for path in paths:
         try:
             sc = load_scenario(path)
             report = evaluate(sc)
+            lesson = _check_lesson(sc)
         except ScenarioError as e:
             sys.stderr.write(f"nnstep: error: {e}\n")
             _out(f"{path}: bad input (see the error above)")
@@ -222,11 +229,58 @@ def cmd_check(paths: list[str]) -> int:
             _out(f"  note: `nnstep run` would stop here: {_stop_text(report.stop)}; the expectations "
                  f"are judged on the run continued past it")
         _out(f"  {p} passed, {f} failed" if results else "  no [[expect]] in this file")
+        if lesson:
+            _out(f"  {lesson}")
         if f:
             failed += 1
     if len(paths) > 1:
         _out(f"{len(paths)} files: {total_pass} passed, {total_fail} failed" + (f", {bad} bad input" if bad else ""))
+    if answers is not None and not bad:
+        try:
+            wrong = _grade(sc, answers)
+        except ScenarioError as e:
+            sys.stderr.write(f"nnstep: error: {e}\n")
+            return 2
+        failed += wrong
     return 2 if bad else (1 if failed else 0)
+
+
+def _check_lesson(sc) -> str:
+    """Every [[ask]]'s element inside its tensor (the loader checked the rest): ScenarioError if
+    not. A line for the report, or "" when the scenario neither asks nor notes."""
+    if not sc.asks and not sc.notes:
+        return ""
+    from .debugger.lesson import Lesson
+    from .debugger.session import Session
+    Lesson(Session(sc))
+    def n(k, what):
+        return f"{k} {what}{'' if k == 1 else 's'}"
+    return f"lesson: {n(len(sc.asks), 'question')} and {n(len(sc.notes), 'note')}, all in place"
+
+
+def _grade(sc, path: str) -> int:
+    """`check FILE --answers RESULTS.json`: each question re-graded from what was typed; 1 if any is
+    not right (wrong, skipped, unreadable or not answered), else 0."""
+    from .debugger.lesson import grade, read_results
+    from .debugger.session import Session
+    from .scenario.validate import clean
+    doc = read_results(path)
+    rows = grade(Session(sc), doc, path)
+    right = sum(r.correct for r in rows)
+    _out(f"{clean(path)}: {right} of {len(rows)} right")
+    for r in rows:
+        a = r.ask
+        what = f"step {a.step}  {a.op}: {a.element}"
+        if r.status in ("right", "wrong"):
+            said = clean(r.answer)[:80]
+            shown = said if said == f"{r.value:.12g}" else f"{said} = {r.value:.9g}"
+            line = f"  {r.status:<12} {what}: answered {shown}, nnstep {r.engine_value:.9g}"
+        elif r.status == "unreadable":
+            line = f"  {r.status:<12} {what}: answered {clean(r.answer)[:80]!r}, not a number; nnstep {r.engine_value:.9g}"
+        else:
+            line = f"  {r.status:<12} {what}: nnstep {r.engine_value:.9g}"
+        _out(line)
+    return 0 if right == len(rows) and rows else 1
 
 
 def _short(a) -> str:

@@ -616,16 +616,20 @@ class Session:
         self.goto(k, i)
         return self.ops[i]
 
-    def next_stage(self) -> Stop | None:
-        """Run to the first op of the next stage (or the next step), stopping at breakpoints."""
-        if self.at_end:
-            return None
+    def stage_end(self) -> tuple[int, int]:
+        """Where ``next_stage`` goes: the first op of the next stage, or the next step's start."""
         k, i = self._k, self._i
         st = self.ops[i].stage
         j = i
         while j < self.M and self.ops[j].stage == st:
             j += 1
-        return self.run(until=(k, j) if j < self.M else (k + 1, 0))
+        return (k, j) if j < self.M else (k + 1, 0)
+
+    def next_stage(self) -> Stop | None:
+        """Run to the first op of the next stage (or the next step), stopping at breakpoints."""
+        if self.at_end:
+            return None
+        return self.run(until=self.stage_end())
 
     def finish_step(self) -> Stop | None:
         """Run to the end of this training step, (k+1, 0), stopping at breakpoints."""

@@ -31,7 +31,7 @@ _Ctx = Ctx
 LOSSES = catalog.LOSSES
 LOSS_KEYS = {t: ("type",) + tuple(catalog.LOSS_COMMON) + tuple(catalog.LOSS_OPTIONS[t]) for t in LOSSES}
 OPT_KEYS = {t: ("type",) + tuple(o) + tuple(catalog.OPTIMIZER_COMMON) for t, o in catalog.OPTIMIZERS.items()}
-TOP_KEYS = ("scenario", "data", "layers", "loss", "optimizer", "train", "breakpoints", "expect")
+TOP_KEYS = ("scenario", "data", "layers", "loss", "optimizer", "train", "breakpoints", "expect", "ask", "note")
 DTYPES = ("float64", "float32")
 
 def load_scenario(path: str | os.PathLike) -> Scenario:
@@ -292,5 +292,7 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
     plan = Plan.of(sc)
     sc.breakpoints = conditions.breakpoints(doc.get("breakpoints", []), ctx, plan.names, plan.op_names)
     sc.expects = conditions.expects(doc.get("expect", []), ctx, plan.names, sc)
+    sc.asks = conditions.asks(doc.get("ask", []), ctx, plan, sc)
+    sc.notes = conditions.notes(doc.get("note", []), ctx, plan, sc)
     return sc
 

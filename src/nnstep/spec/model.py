@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .records import Factory, record
 
+import re
 from typing import Any
 
 import numpy as np
@@ -128,6 +129,49 @@ class Expect:
     line: int | None = None
 
 
+ELEMENT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(?:\[\s*(-?\d+(?:\s*,\s*-?\d+)*)?\s*\])?\s*$")
+
+
+def parse_element(text: str) -> tuple[str, tuple[int, ...] | None]:
+    """``"linear1.weight.grad[0, 1]"`` -> ``("linear1.weight.grad", (0, 1))``; ``"loss"`` -> index None."""
+    m = ELEMENT.match(text)
+    if not m:
+        raise ValueError(f'expected a tensor and an index such as "linear1.weight.grad[0, 1]", got "{text}"')
+    idx = None if m.group(2) is None else tuple(int(v) for v in m.group(2).split(","))
+    return m.group(1), idx
+
+
+SHOWS = ("numbers", "formula", "nothing")
+
+
+@record(frozen=True)
+class Ask:
+    """A question a lesson asks before an op runs (docs/teaching.md): predict one element it writes."""
+    where: str                         # key path, e.g. "ask[0]" (or "--predict" for one made up)
+    step: int
+    op: str
+    tensor: str                        # the tensor's name, without the index
+    index: tuple[int, ...]             # the element (() for a scalar)
+    show: str = "numbers"              # what the question shows: numbers | formula | nothing
+    rtol: float = 1e-3
+    atol: float = 1e-6
+    hint: str = ""
+
+    @property
+    def element(self) -> str:
+        return self.tensor + ("[" + ", ".join(map(str, self.index)) + "]" if self.index else "")
+
+
+@record(frozen=True)
+class Note:
+    """Narration a lesson shows when the cursor reaches an op or a stage (docs/teaching.md)."""
+    where: str                         # key path, e.g. "note[0]"
+    text: str
+    op: str | None = None              # at most one of op / stage; neither: the start of the step
+    stage: str | None = None
+    step: int | None = 1               # None: every step
+
+
 @record
 class Scenario:
     path: str                          # the file as the user named it ("<string>" when loaded from text)
@@ -144,6 +188,8 @@ class Scenario:
     initial: dict[str, np.ndarray]     # every parameter by name "<layer>.<param>", frozen included
     breakpoints: list[Breakpoint] = Factory(list)
     expects: list[Expect] = Factory(list)
+    asks: list[Ask] = Factory(list)
+    notes: list[Note] = Factory(list)
     source: str = ""                   # the TOML text, for reloading and display
 
     @property

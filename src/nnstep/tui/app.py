@@ -18,10 +18,13 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widget import Widget
 
+from ..debugger.lesson import Lesson
 from ..debugger.session import Session
 from ..scenario.model import Scenario
 from . import view
 from .widgets.panels import DiagramView, GradNorms, HeaderBar, KeyBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
+from .asking import Asking
+from .widgets.lesson import LessonPanel
 from .widgets.memo import MemoHorizontal, MemoScreen, MemoVertical
 from .widgets.tensor import MAX_NUMBERS, TensorCanvas, has_nonfinite
 
@@ -46,6 +49,7 @@ ACTIONS = [
     ("open_tensor", "Open tensor full-size", "the focused tensor with row and column indices (Enter)"),
     ("digits(1)", "More digits", "show more significant digits (+)"),
     ("digits(-1)", "Fewer digits", "show fewer significant digits (-)"),
+    ("answers", "Your answers", "a lesson's questions: save your answers (--record), or download them in a browser (a)"),
     ("interrupt", "Interrupt", "stop a running continue (Esc)"),
     ("help", "Help", "all keys (?)"),
     ("quit", "Quit", "leave nnstep (q)"),
@@ -119,16 +123,21 @@ class NnstepApp(App):
         Binding("f", "next_difference", "≠next", show=False),
         Binding("d", "diagram", "graph"),
         Binding("G", "gradnorms", "norms", key_display="G"),
+        Binding("a", "answers", "answers", show=False),
         Binding("L", "layers", "layers", key_display="L"),   # last: the first cut off in a narrow footer
     ]
 
     running: reactive[bool] = reactive(False, bindings=True)
 
-    def __init__(self, scenario: Scenario, path: str | None = None, check_every: int = 64, compare=None, **kw):
+    def __init__(self, scenario: Scenario, path: str | None = None, check_every: int = 64, compare=None,
+                 predict: bool = False, record: str | None = None, **kw):
         super().__init__(**kw)
         self.scenario = scenario
         self.path = path
         self.session = Session(scenario)
+        self.predict, self.record = predict, record
+        self.lesson = Lesson(self.session, predict=predict, record=record)   # a bad [[ask]]: ScenarioError
+        self.asking = Asking(self)
         self.digits = 6
         self.show_diagram = False
         self.compare = compare              # a debugger.compare.Report: the user's own values
@@ -180,6 +189,7 @@ class NnstepApp(App):
                 yield GradNorms(id="gradnorms")
             with MemoVertical(id="right"):
                 yield OpPanel(id="op")
+                yield LessonPanel(id="lesson")
                 with MemoVertical(id="layers-box"):      # the frame: the table inside has none,
                     yield LayersTable(id="layers")       # so its lines skip the styles cache
         yield KeyBar(id="footer")
@@ -286,7 +296,10 @@ class NnstepApp(App):
         narrow = getattr(self, "_narrow", False)
         with self.batch_update():
             lr = float(s.value("lr")) if s.scenario.optimizer.schedule is not None and not at_end else None
-            self.query_one(HeaderBar).show(s.scenario.name, k, N, s.stage, i, M, cur.name if cur else "", loss, lr=lr)
+            right, asked = self.lesson.score
+            self.query_one(HeaderBar).show(s.scenario.name, k, N, s.stage, i, M, cur.name if cur else "", loss, lr=lr,
+                                           score=(right, asked) if asked else None)
+            self._lesson_rows = self._lesson_height() if self.query_one(LessonPanel).show(*self.asking.panel()) else 0
             text, kind = self._status
             if not text:
                 text, kind = self._intro(s.scenario), ""
@@ -308,8 +321,7 @@ class NnstepApp(App):
             self._room = self._op_room(len(rows))
             self.query_one(OpPanel).show(**self._op_view(s, rec, written), digits=self.digits,
                                          room=self._room, big=self._big)
-            self.query_one(LayersTable).show(rows, self.digits, narrow,
-                                             note=" ".join(s.scenario.description.split()))
+            self.query_one(LayersTable).show(rows, self.digits, narrow)
         self._bindings_changed()
         self._ahead_later()
         if not self._big and not self._presize_pending and self._presized != self._presize_key():
@@ -453,7 +465,11 @@ class NnstepApp(App):
         right = w - (33 if w >= 100 else 25)
         col = h - 1 - (1 if h < 32 else 2) - 1
         layers = min(3 + layer_rows, max(5, col // 3)) if getattr(self, "_layers_shown", True) else 0
-        return max(10, right - 2), max(8, col - layers)
+        return max(10, right - 2), max(8, col - layers - getattr(self, "_lesson_rows", 0))
+
+    def _lesson_height(self) -> int:
+        """The lesson panel's rows (app.tcss: 7, or 5 on a short screen)."""
+        return 5 if getattr(self, "_short", False) else 7
 
     def _bindings_changed(self) -> None:
         """The footer's keys, dim where the action cannot run now; redrawn only when that changes."""
@@ -504,9 +520,30 @@ class NnstepApp(App):
             return None
         if action in ("next", "stage", "finish", "continue", "breakpoint") and s.at_end:
             return None
+        if action == "answers" and not self.lesson.asks:
+            return False
         return True
 
+    def action_answers(self) -> None:
+        """Your answers so far: in a browser (nnstep serve), a download; in a terminal, where
+        --record keeps them (else a file in your downloads folder, as Textual saves one)."""
+        doc = self.lesson.document_text()
+        right, asked = self.lesson.score
+        if self.record and not self.is_web:
+            self.lesson.save()
+            self._status = (f"your answers ({right}/{asked} right) are in {self.record}, rewritten after each one", "")
+            self.refresh_view()
+            return
+        name = f"{self.scenario.name or 'lesson'}-answers.json".replace("/", "_").replace(" ", "_")
+        import io
+        self.deliver_text(io.StringIO(doc), save_filename=name, open_method="download", mime_type="application/json")
+        self._status = (f"your answers ({right}/{asked} right): {name}" +
+                        (" (downloading)" if self.is_web else " (saved in your downloads folder)"), "")
+        self.refresh_view()
+
     def action_next(self) -> None:
+        if self.asking.ask_here():               # a question before this op: the answer box instead
+            return
         self._check_record(self.session.step())
         self.refresh_view()
 
@@ -516,14 +553,30 @@ class NnstepApp(App):
         self.refresh_view()
 
     def action_stage(self) -> None:
-        self._set_stop(self.session.next_stage())
+        self._move_to(self.session.stage_end(), self.session.next_stage)
+
+    def _move_to(self, target: tuple[int, int], move) -> None:
+        """s and S: ``move()`` to ``target``, unless a question waits on the way (then to it, and ask)."""
+        if self.asking.ask_here():
+            return
+        stop = self.asking.limit(target)
+        if stop is not None:
+            self._set_stop(self.session.run(until=stop))
+            if self.session.position == stop:
+                self.asking.stopped_for_question()
+                return
+        else:
+            self._set_stop(move())
         self.refresh_view()
 
     def action_finish(self) -> None:
-        self._set_stop(self.session.finish_step())
-        self.refresh_view()
+        if self.session.at_end:
+            return
+        self._move_to((self.session.position[0] + 1, 0), self.session.finish_step)
 
     def action_continue(self) -> None:
+        if self.asking.ask_here():
+            return
         self._start_run("continue")
 
     def action_reverse(self) -> None:
@@ -625,11 +678,16 @@ class NnstepApp(App):
             return
         try:
             k, op = self._goto_parsed(text)
-            self.session.goto(k, op - 1)
+            target = self.session._check_pos(k, op - 1)
+            stop = self.asking.limit(target, here=back)       # (back: where the screen still is)
+            self.session.goto(*(stop or target))
         except ValueError as e:
             if back is not None:
                 self.session.goto(*back)
             self.notify(str(e), title="go to", severity="error")
+            return
+        if stop is not None:
+            self.asking.stopped_for_question()
             return
         self._status = (f"went to step {k}, op {op}", "")
         self.refresh_view()
@@ -678,8 +736,11 @@ class NnstepApp(App):
                 self.refresh_view()
                 return
             kept = [b.op for b in self.session.breakpoints if b.op and b.where == "breakpoint (set here)"]
+            lesson = Lesson(Session(sc), predict=self.predict, record=self.record)
             self.scenario = sc
-            self.session = Session(sc)
+            self.session = lesson.session
+            self.lesson = lesson
+            self.asking.verdict = None
             ops = {op.name for op in self.session.ops}
             for name in kept:                      # breakpoints toggled here survive a reload
                 if name in ops and not self.session.has_op_breakpoint(name):
@@ -689,6 +750,7 @@ class NnstepApp(App):
             self._status = (f"reloaded {self.path}; back at the start", "")
         else:
             self.session.restart()
+            self.asking.restart()
             self._status = ("restarted", "")
         self.refresh_view()
         self._gc_stale = self.path is not None   # (the old scenario: collected at the next idle)
@@ -861,6 +923,8 @@ class NnstepApp(App):
             return
         self._interrupt.clear()
         self._run_kind = kind
+        # a continue stops before the first question on its way (where it asks)
+        self._run_until = self.asking.limit((self.session.N + 1, 0)) if kind == "continue" else None
         self.running = True
         self._status = ("running… (Esc interrupts)" if kind == "continue" else "running backwards… (Esc interrupts)",
                         "stop")
@@ -898,7 +962,7 @@ class NnstepApp(App):
 
         try:
             if kind == "continue":
-                stop = s.run(should_stop=should_stop, check_every=self.check_every)
+                stop = s.run(until=self._run_until, should_stop=should_stop, check_every=self.check_every)
             else:
                 stop = s.reverse_run(should_stop=should_stop, check_every=self.check_every)
         except Exception as e:  # a bug, shown rather than lost
@@ -929,6 +993,10 @@ class NnstepApp(App):
             self._status = (f"error while running: {msg.error}", "error")
         else:
             self._set_stop(msg.stop)
+            if self._run_kind == "continue" and self._run_until is not None \
+                    and self.session.position == self._run_until:
+                self.asking.stopped_for_question()
+                return
         self.refresh_view()
 
     def on_unmount(self) -> None:

@@ -26,7 +26,8 @@ def _freeze_gc() -> None:
     gc.freeze()
 
 
-def cmd_tui(path: str, compare: str | None = None, rtol: float = 1e-6, atol: float = 1e-9) -> int:
+def cmd_tui(path: str, compare: str | None = None, rtol: float = 1e-6, atol: float = 1e-9,
+            predict: bool = False, record: str | None = None) -> int:
     sc = _load(path)               # raises ScenarioError: the CLI prints it and exits 2
     report = None
     if compare is not None:        # every bad input of `nnstep compare` is refused before the TUI opens
@@ -40,7 +41,10 @@ def cmd_tui(path: str, compare: str | None = None, rtol: float = 1e-6, atol: flo
             raise ScenarioError(f'no tensor of this scenario is named "{clean(u.tensor)}"{hint}', file=compare,
                                 where=f'"{clean(u.key)}"')
     from .app import NnstepApp
-    app = NnstepApp(sc, path=path, compare=report)
+    if record is not None:                 # where the answers go: checked before the lesson starts
+        from ..fileio import check_writable
+        check_writable(record, "--record")
+    app = NnstepApp(sc, path=path, compare=report, predict=predict, record=record)
     _freeze_gc()
     app.run()
     return 0 if app.return_code is None else app.return_code

@@ -150,13 +150,16 @@ NONFINITE = "bold white on red"
 
 class HeaderBar(TextLines):
     def show(self, name: str, k: int, N: int, stage: str, i: int, M: int, opname: str, loss, running=False,
-             lr=None):
-        """``lr``: the learning rate in force this step (a schedule's ``lr`` tensor), or None."""
+             lr=None, score=None):
+        """``lr``: the learning rate in force this step (a schedule's ``lr`` tensor), or None;
+        ``score``: a lesson's (right, asked), once a question has been asked."""
         t = Text(no_wrap=True, overflow="ellipsis")
         width = self.app.size.width
         if width >= 100:
             t.append(" nnstep ", "bold reverse")
         lr_text = f" │ lr {num(lr, 6)}" if lr is not None else ""
+        if score is not None:
+            lr_text += f" │ score {score[0]}/{score[1]}"
         # the name gives way first, so step, stage, op and the loss always fit (80 columns included)
         fixed = len(t.plain) + len(f"│ step {k}/{N} │ {stage} │ op {i + 1}/{M} │ loss ") + 12 + 2 + len(lr_text)
         room = max(8, width - fixed)
