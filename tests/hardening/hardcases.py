@@ -455,3 +455,64 @@ SERVE_CASES = [
 ]
 
 CASES += SERVE_CASES
+# `nnstep serve --max-sessions` out of range (docs/errors.md, "Serving a classroom")
+CASES += [
+    Case("serve-max-sessions", "A session cap out of range", BASE,
+         "nnstep serve: argument --max-sessions: expected a whole number of sessions 1..256, got 0",
+         argv=("serve", "net.toml", "--max-sessions", "0")),
+]
+
+# A lesson's [[ask]] and [[note]] (docs/teaching.md). The loader checks the op, the tensor and the
+# step; the index is checked against the tensor's shape when `check` (or the TUI) opens the lesson.
+ASK = '\n[[ask]]\nop = "forward linear1"\ntensor = "linear1.out[0, 0]"\n'
+LESSON_CASES = [
+    Case("ask-unknown-op", "A question before an op the scenario does not have",
+         BASE + ASK.replace('op = "forward linear1"', 'op = "forward linear3"'),
+         'net.toml: ask[0].op: no operation "forward linear3" in this scenario (did you mean "forward linear2"?)'),
+    Case("ask-not-written", "A question about a tensor its op does not write",
+         BASE + ASK.replace('"linear1.out[0, 0]"', '"relu1.out[0, 0]"'),
+         'net.toml: ask[0].tensor: "relu1.out" is written by "forward relu1", not by "forward linear1"'),
+    Case("ask-not-an-element", "A question that names no element",
+         BASE + ASK.replace('"linear1.out[0, 0]"', '"linear1.out(0, 0)"'),
+         'net.toml: ask[0].tensor: expected one element of a tensor, such as "sigmoid2.grad_in[0, 1]", '
+         'got "linear1.out(0, 0)"'),
+    Case("ask-index-range", "A question about an element outside its tensor",
+         BASE + ASK.replace('"linear1.out[0, 0]"', '"linear1.out[0, 3]"'),
+         "net.toml: ask[0].tensor: index 3 is out of range for dimension 1 of linear1.out, of size 3 "
+         "(shape [2, 3]; indices count from 0)", argv=("check", "net.toml")),
+    Case("ask-index-rank", "A question with too few indices",
+         BASE + ASK.replace('"linear1.out[0, 0]"', '"linear1.out[1]"'),
+         'net.toml: ask[0].tensor: linear1.out has shape [2, 3]: give 2 indices, got 1 (e.g. "linear1.out[0, 0]")',
+         argv=("check", "net.toml")),
+    Case("ask-step", "A question in a step that does not run",
+         BASE + ASK + "step = 3\n",
+         "net.toml: ask[0].step: step 3 is beyond train.steps = 1"),
+    Case("ask-twice", "Two questions before one op",
+         BASE + ASK + ASK.replace("[0, 0]", "[1, 2]"),
+         'net.toml: ask[1]: ask[0] already asks before "forward linear1" in step 1: one question per operation and step'),
+    Case("ask-show", "An unknown show",
+         BASE + ASK + 'show = "everything"\n',
+         'net.toml: ask[0].show: unknown value "everything" (expected one of: formula, nothing, numbers)'),
+    Case("note-op-and-stage", "A note at an op and a stage",
+         BASE + '\n[[note]]\nop = "loss"\nstage = "backward"\ntext = "Here the loss turns into gradients."\n',
+         "net.toml: note[0]: expected at most one of op or stage, got both"),
+    Case("note-no-text", "A note without text",
+         BASE + '\n[[note]]\nstage = "backward"\n',
+         "net.toml: note[0]: missing key text (what the lesson says there)"),
+    Case("note-step", "A note's step that is no step",
+         BASE + '\n[[note]]\nstage = "backward"\nstep = "often"\ntext = "Watch the gradients."\n',
+         'net.toml: note[0].step: expected a step number or "every", got "often"'),
+    Case("answers-not-json", "check --answers: a results file that is not JSON", BASE + ASK,
+         "results.json: not a results document (JSON): Expecting value: line 1 column 1 (char 0)",
+         files={"results.json": "score: 3/4\n"}, argv=("check", "net.toml", "--answers", "results.json")),
+    Case("answers-shape", "check --answers: an answer without its fields", BASE + ASK,
+         "results.json: answers[0]: missing or not a str: answer",
+         files={"results.json": '{"scenario": "net", "score": [1, 1], "answers": [{"step": 1, "op": '
+                                 '"forward linear1", "tensor": "linear1.out", "index": [0, 0]}]}'},
+         argv=("check", "net.toml", "--answers", "results.json")),
+    Case("answers-two-files", "check --answers with two scenarios", BASE + ASK,
+         "--answers: grades the answers to one scenario; give one FILE, not 2",
+         files={"results.json": "{}"}, argv=("check", "net.toml", "net.toml", "--answers", "results.json")),
+]
+
+CASES += LESSON_CASES

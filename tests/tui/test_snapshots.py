@@ -74,3 +74,24 @@ def test_fork_sum_in_the_program_and_the_op_panel(snap_compare):
 
 def test_diagram_at_80x24(snap_compare):
     assert snap_compare(make_app(sc("lm.toml")), press=["d", "n", "n"], terminal_size=(80, 24))
+
+
+# --- a lesson that asks (tests/tui/test_asks.py tests the behaviour) ---------------------------------
+def test_ask_before_the_op(snap_compare):
+    # n before "forward linear1": the worked example with its result blank, a line to type into
+    assert snap_compare(make_app(sc("lesson.toml")), press=["n"], terminal_size=(120, 40))
+
+
+def test_ask_after_a_miss(snap_compare):
+    # S stops before "backward sigmoid2"'s question; 0.04 is wrong: the hint and the explanation
+    assert snap_compare(make_app(sc("lesson.toml")),
+                        run_before=keys("n", "0", "full_stop", "3", "7", "7", "5", "enter", "S", "0",
+                                        "full_stop", "0", "4", "enter"),
+                        terminal_size=(120, 40))
+
+
+def test_ask_answered_at_80x24(snap_compare):
+    # the same question at 80x24, answered right: ✓, the score, and the lesson panel's verdict
+    assert snap_compare(make_app(sc("lesson.toml")),
+                        run_before=keys("n", "0", "full_stop", "3", "7", "7", "5", "enter"),
+                        terminal_size=(80, 24))

@@ -145,8 +145,11 @@ def asks(v, ctx: Ctx, plan, sc: Scenario) -> list[Ask]:
                                              f'got "{clean(text)[:60]}"') from None
         written = op.outputs + op.also_writes
         if tensor not in written:
-            hint = did_you_mean(tensor, written) or f" (it writes {', '.join(written)})"
-            raise ctx.err(f"{where}.tensor", f'"{clean(tensor)[:60]}" is not written by "{op.name}"{hint}')
+            by = [o.name for o in plan.ops if tensor in o.outputs + o.also_writes]
+            what = (f'"{clean(tensor)[:60]}" is written by "{by[0]}", not by "{op.name}"' if by else
+                    f'"{clean(tensor)[:60]}" is not written by "{op.name}"'
+                    + (did_you_mean(tensor, written) or f" (it writes {', '.join(written)})"))
+            raise ctx.err(f"{where}.tensor", what)
         step = _step(a.get("step", 1), ctx, f"{where}.step", sc)
         if (step, op.index) in seen:
             raise ctx.err(where, f"{seen[(step, op.index)]} already asks before \"{op.name}\" in step {step}: "

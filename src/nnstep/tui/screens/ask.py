@@ -76,7 +76,6 @@ class VerdictScreen(ModalScreen[None]):
     VerdictScreen { align: center middle; }
     VerdictScreen > VerticalScroll { width: 110; max-width: 100%; height: auto; max-height: 100%;
         border: round $warning; background: $surface; padding: 0 1; }
-    VerdictScreen Static { width: auto; }
     """
 
     def __init__(self, verdict: Text, hint: str, explanation: str):

@@ -912,11 +912,9 @@ class LayersTable(DirectLines, Widget):
         self._built_for = None
         self._base = None                        # rich_style, kept (it walks the ancestors' styles)
         self._row_cache = (None, {})             # ((width, style, column widths), {cells: Strip})
-        self._note_strips = (None, [])
 
-    def show(self, rows: list[dict], digits: int, narrow: bool = False, note: str = ""):
-        self._note = note
-        key = (narrow, note, tuple(tuple((k, id(v[1]), v[2]) if isinstance(v, tuple) else (k, v)
+    def show(self, rows: list[dict], digits: int, narrow: bool = False):
+        key = (narrow, tuple(tuple((k, id(v[1]), v[2]) if isinstance(v, tuple) else (k, v)
                                    for k, v in r.items()) for r in rows))
         if key == getattr(self, "_key", None):
             return
@@ -1051,14 +1049,6 @@ class LayersTable(DirectLines, Widget):
             if hit is None:
                 hit = rows[line] = strip(line)
             out.append(hit)
-        note = getattr(self, "_note", "")
-        if note and W > 10:
-            if self._note_strips[0] != (note, W, base):
-                import textwrap
-                dim = st("dim italic")
-                self._note_strips = ((note, W, base), [Strip.blank(W, base)] + [
-                    Strip([Segment(ln, dim)]).adjust_cell_length(W, base) for ln in textwrap.wrap(note, W)])
-            out += self._note_strips[1]
         return out
 
     def notify_style_update(self) -> None:
