@@ -230,7 +230,7 @@ def measure(argv, trivial: bool, presses: int, mode: str = "np") -> tuple[float,
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("scenarios", nargs="*", default=[os.path.join(ROOT, "scenarios", "classic.toml"),
+    ap.add_argument("scenarios", nargs="*", default=[os.path.join(ROOT, "bench", "classic_2_2_2.toml"),
                                                      os.path.join(HERE, "mlp_784_256_128_10.toml")])
     ap.add_argument("--presses", type=int, default=40, help="keys per program per round")
     ap.add_argument("--rounds", type=int, default=3)

@@ -92,12 +92,13 @@ def _reason(e: BaseException | None) -> str:
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
-def tui_argv(path: str) -> list[str]:
-    """The command each visitor's session runs: this Python, this nnstep, FILE."""
-    return [sys.executable, "-m", "nnstep", "tui", os.path.abspath(path)]
+def tui_argv(path: str, predict: bool = False) -> list[str]:
+    """The command each visitor's session runs: this Python, this nnstep, FILE (and --predict)."""
+    return [sys.executable, "-m", "nnstep", "tui", os.path.abspath(path)] + (["--predict"] if predict else [])
 
 
-def cmd_serve(path: str, host: str, port: int, max_sessions: int = DEFAULT_MAX_SESSIONS) -> int:
+def cmd_serve(path: str, host: str, port: int, max_sessions: int = DEFAULT_MAX_SESSIONS,
+              predict: bool = False) -> int:
     from .tui.launch import _load
     sc = _load(path)                        # a bad scenario: ScenarioError, exit 2, nothing listens
     try:
@@ -115,5 +116,10 @@ def cmd_serve(path: str, host: str, port: int, max_sessions: int = DEFAULT_MAX_S
                          f"machine on port {port} can open the TUI (use --host 127.0.0.1 to keep it local)\n")
         sys.stderr.flush()
     from .serve_app import Classroom
-    room = Classroom(path, sc.name or os.path.basename(path), host, port, max_sessions, sock, loopback)
+    if predict or sc.asks:                  # (each session checks its questions: a bad one, once, here)
+        from .debugger.lesson import Lesson
+        from .debugger.session import Session
+        Lesson(Session(sc), predict=predict)
+    room = Classroom(path, sc.name or os.path.basename(path), host, port, max_sessions, sock, loopback,
+                     predict=predict)
     return room.serve()

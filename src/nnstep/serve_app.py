@@ -58,10 +58,10 @@ class Classroom(Server):
     """textual-serve's server, listening on our socket, under nnstep's rules."""
 
     def __init__(self, path: str, name: str, host: str, port: int, max_sessions: int, sock,
-                 loopback: bool) -> None:
-        super().__init__(" ".join(tui_argv(path)), host=host, port=port, title=f"nnstep: {name}")
+                 loopback: bool, predict: bool = False) -> None:
+        self.argv = tui_argv(path, predict)
+        super().__init__(" ".join(self.argv), host=host, port=port, title=f"nnstep: {name}")
         self.path, self.name, self.sock, self.loopback = path, name, sock, loopback
-        self.argv = tui_argv(path)
         self.max_sessions = max_sessions
         self.url = url_for(host, port)
         self.sessions = 0                      # websockets admitted (each has, or will have, a process)

@@ -161,7 +161,7 @@ async def test_a_small_network_is_computed_ahead_too(monkeypatch):
     stepping without it. (Its boxes are numbers, whose size does not depend on the formula's
     lines, so this does not tell whether the look-ahead passed the formula: a heatmap's height
     does depend on it.)"""
-    classic = os.path.join(ROOT, "scenarios", "classic.toml")
+    classic = os.path.join(ROOT, "tests", "tui", "scenarios", "mazur.toml")
     keys = "nnnnspnSsn"
     ahead = await screens(True, monkeypatch, keys=keys, read=0.3, path=classic)
     plain = await screens(False, monkeypatch, keys=keys, read=0.06, path=classic)
@@ -175,7 +175,7 @@ async def test_the_canvas_hands_over_its_lines_as_they_are():
     (and made ahead, with their sequences), not a padded copy made on every ask (the 2-2-2
     lesson's boxes do not fill the canvas's width)."""
     from nnstep.tui.widgets.tensor import TensorCanvas
-    for path in (os.path.join(ROOT, "scenarios", "classic.toml"), MLP):
+    for path in (os.path.join(ROOT, "tests", "tui", "scenarios", "mazur.toml"), MLP):
         app = make_app(path)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()

@@ -536,7 +536,7 @@ async def test_adam_numbers_line_shows_the_step_as_t():
 
 async def test_header_keeps_the_loss_at_80_columns_with_a_long_name():
     """The scenario name gives way (…) so step, stage, op and the loss always fit at 80x24."""
-    app = make_app(os.path.join(HERE, "..", "..", "scenarios", "classic.toml"))
+    app = make_app(os.path.join(HERE, "scenarios", "mazur.toml"))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("s", "s")
         await pilot.pause()

@@ -60,7 +60,7 @@ async def test_a_reload_leaves_the_old_scenario_to_the_collector(tmp_path):
     import shutil
     import weakref
     path = tmp_path / "classic.toml"
-    shutil.copy(os.path.join(ROOT, "scenarios", "classic.toml"), path)
+    shutil.copy(os.path.join(ROOT, "tests", "tui", "scenarios", "mazur.toml"), path)
     app = make_app(str(path))
     async with app.run_test(size=(120, 40)) as pilot:
         for _ in range(3):
@@ -80,7 +80,7 @@ async def test_a_reload_leaves_the_old_scenario_to_the_collector(tmp_path):
 async def test_the_whole_heap_is_collected_after_a_pause(monkeypatch):
     """A second without a key (here a twentieth): a collection of the oldest generation, the app
     still there."""
-    app = make_app(os.path.join(ROOT, "scenarios", "classic.toml"))
+    app = make_app(os.path.join(ROOT, "tests", "tui", "scenarios", "mazur.toml"))
     monkeypatch.setattr(app, "GC_ALL_AFTER", 0.05)
     full = []
 

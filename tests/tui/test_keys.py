@@ -12,7 +12,7 @@ from nnstep.tui.widgets.tensor import TensorCanvas
 from test_terminal_frames import Terminal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLASSIC = os.path.join(ROOT, "scenarios", "classic.toml")
+CLASSIC = os.path.join(ROOT, "tests", "tui", "scenarios", "mazur.toml")   # the lesson without its questions
 
 KEYS = ["n", "n", "space", "tab", "n", "s", "p", "plus", "minus", "S", "b", "c", "C", "e", "escape",
         "shift+tab", "n", "d", "n", "d", "G", "G", "L", "L", "question_mark", "escape", "g", "2", "enter", "f"]
