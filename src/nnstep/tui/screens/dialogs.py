@@ -20,6 +20,11 @@ HELP = [
         ("g", "go to a step and op, typed as \"step op\" (op counts from 1)"),
         ("r", "restart: reload the scenario file and go back to the start"),
     ]),
+    ("A lesson's questions", [
+        ("", "before an op that asks, n (and s, S, c, g) opens the answer box:"),
+        ("", "type a number or arithmetic (0.05*0.25 + 0.35), Enter; Esc skips"),
+        ("a", "your answers: where --record saves them, or download them (browser)"),
+    ]),
     ("Looking", [
         ("b", "toggle a breakpoint on the next operation (● in the program);"),
         ("", "right after a stop on a `when` condition, b removes that condition"),
