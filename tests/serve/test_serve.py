@@ -222,6 +222,48 @@ def test_a_hostile_page_in_chromium_starts_nothing(serve, tmp_path):
     assert not s.left_behind(), s.left_behind()
 
 
+@pytest.mark.browser
+def test_a_lesson_in_chromium_asks_and_hands_in_its_answers(serve, tmp_path):
+    """The classic lesson in a browser: n, then n again opens the question before "forward
+    sigmoid1"; the student types sigmoid(0.3775), Enter: ✓ and score 1/1 (Mazur's out_h1 =
+    0.593269992); `a` downloads the answers, which `nnstep check --answers` grades right."""
+    need_chromium()
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    s = serve(CLASSIC, "--port", "0")
+    url = s.url()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = open_page(browser, url)
+            wait_text(page, "op 1/12")
+            page.click(".xterm-screen")
+            page.keyboard.press("n")
+            wait_text(page, "op 2/12")
+            page.keyboard.press("n")
+            asked = wait_text(page, "predict sigmoid1.out[0, 0]")
+            assert "? = σ(0.3775)" in asked and "0.593269992" not in asked
+            page.keyboard.type("sigmoid(0.3775)")
+            page.keyboard.press("Enter")
+            after = wait_text(page, "score 1/1")
+            assert "✓ right: sigmoid1.out[0, 0] = 0.593269992" in after
+            with page.expect_download(timeout=30_000) as dl:
+                page.keyboard.press("a")
+            path = tmp_path / "answers.json"
+            dl.value.save_as(str(path))
+            doc = json.loads(path.read_text())
+            assert doc["score"] == [1, 1] and doc["answers"][0]["answer"] == "sigmoid(0.3775)"
+            assert stop_like_ctrl_c(s) == 130
+        finally:
+            browser.close()
+    r = subprocess.run([sys.executable, "-m", "nnstep", "check", CLASSIC, "--answers", str(path)],
+                       capture_output=True, text=True, timeout=120)
+    assert "1 of 4 right" in r.stdout and r.returncode == 1      # three questions not yet answered
+    assert not s.left_behind(), s.left_behind()
+
+
 # --- starting, stopping, bad input ---------------------------------------------------------------
 
 def test_serves_on_loopback_and_ctrl_c_exits_130(serve):
