@@ -284,7 +284,8 @@ async def test_small_tensors_show_numbers_and_nan_is_marked_in_the_grid():
 async def test_explain_view_shows_the_chain_rule_with_mazurs_numbers():
     app = make_app(sc("classic.toml"))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("S", "e")            # at (2, 0): goes back into step 1 to explain it
+        await pilot.press("g", "1", "space", "9", "enter")   # backward linear2 just ran
+        await pilot.press("e")                   # e: what it wrote first, its weight's gradient
         assert isinstance(app.screen, TensorScreen)
         assert app.screen.tname == "linear2.weight.grad"
         t = text(app.screen.query_one("#explain-text"))
@@ -295,12 +296,22 @@ async def test_explain_view_shows_the_chain_rule_with_mazurs_numbers():
         assert "∂E/∂linear2.weight[1, 0]" in text(app.screen.query_one("#explain-text"))
 
 
-async def test_explain_before_any_gradient_says_where_it_comes_from():
+async def test_e_explains_what_the_op_on_screen_is_about():
+    """With no box focused, e explains the first tensor the op just run wrote (n then e: a
+    forward op's output, not a gradient that has not been computed yet); at the start, the next
+    op's first parameter, as it was given (step 0)."""
     app = make_app(sc("classic.toml"))
-    async with app.run_test(size=SIZE, notifications=True) as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await pilot.press("e")
-        assert not isinstance(app.screen, TensorScreen)
-        assert any("has not run yet" in n.message for n in app._notifications)
+        assert isinstance(app.screen, TensorScreen) and app.screen.tname == "linear1.weight"
+        await pilot.press("escape")
+        await pilot.press("n", "e")
+        assert isinstance(app.screen, TensorScreen) and app.screen.tname == "linear1.out"
+        t = text(app.screen.query_one("#explain-text"))
+        assert "0.05 × 0.15 + 0.1 × 0.2 + 0.35" in t and "0.3775" in t     # Mazur's net_h1
+        await pilot.press("escape")
+        await pilot.press("S", "e")              # the end of the step: the last update's parameter
+        assert isinstance(app.screen, TensorScreen) and app.screen.tname == "linear2.bias"
 
 
 # --- the continue worker -------------------------------------------------------------------------

@@ -58,7 +58,9 @@ def test_80x24(snap_compare):
 
 
 def test_explain_view(snap_compare):
-    assert snap_compare(make_app(sc("classic.toml")), press=["S", "e"], terminal_size=(120, 40))
+    # backward linear2 just ran; e explains what it wrote first, ∂E/∂w5 by the chain rule
+    assert snap_compare(make_app(sc("classic.toml")), press=["g", "1", "space", "9", "enter", "e"],
+                        terminal_size=(120, 40))
 
 
 def test_attention_weights_per_head_with_the_diagram(snap_compare):

@@ -872,38 +872,29 @@ class NnstepApp(App):
         self.push_screen(TensorScreen(name, value, self.digits, explain=fn, index=index, note=note))
 
     def action_explain(self) -> None:
-        """Explain the focused tensor, else the first gradient the last op wrote, else any gradient
-        this step has computed."""
-        from ..debugger.explain import computed_this_step, is_gradient
-
+        """Explain the focused tensor; with no box focused, what the op on screen is about: the
+        first tensor the op just run wrote, or at the start the next op's first parameter (its
+        initial value) or input."""
         s = self.session
         f = self.query_one(TensorCanvas).selected_box()
         if f is not None and f.value is not None:
             self.explain_tensor(f.tensor_name)
             return
-        cands = []
         rec = s.last_record
         if rec is not None:
-            cands += [t for t in rec.outputs if is_gradient(s, t)]
-            if rec.op.param:                 # after an update: its layer's weight gradient, then its own
-                cands += [f"{rec.op.layer}.weight.grad", f"{rec.op.param}.grad"]
-        cands += [f"{p}.grad" for p in s.scenario.initial]
-        cands = [t for t in cands if t in s.names]
-        for t in cands:
-            if computed_this_step(s, t):
-                self.explain_tensor(t)
-                return
+            cands = [t for t in rec.outputs if rec.outputs[t] is not None]
+        else:
+            op = s.current_op
+            cands = [sl.name for sl in op.ins if sl.role == "param"] + list(op.inputs) if op is not None else []
+        cands = [t for t in cands if t in s.names and s.value(t) is not None]
         self.explain_tensor(cands[0] if cands else None)
-
-    def explain_param(self, p: str | None) -> None:
-        self.explain_tensor(None if p is None else f"{p}.grad")
 
     def explain_tensor(self, name: str | None) -> None:
         from ..debugger.explain import explain as explain_element
 
         s = self.session
         if name is None:
-            self.notify("this scenario has no parameters", severity="warning")
+            self.notify("nothing computed here to explain yet: step forward (n)", severity="warning")
             return
         if s.value(name) is None:
             k, i = s.position
