@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from nnstep.debugger.session import Session
 from nnstep.tui import make_app
@@ -58,8 +59,11 @@ def test_the_heading_fits_one_line_as_the_panel_narrows():
 
 
 async def test_at_80x24_every_layers_row_shows():
+    import nnstep
     for name, layers in [("classic.toml", 2), ("vanishing-gradients.toml", 5)]:
-        app = make_app(os.path.join(ROOT, "scenarios", name))
+        sc = nnstep.load_scenario(os.path.join(ROOT, "scenarios", name))
+        sc.asks = []                             # (S runs the step through, without its questions)
+        app = make_app(sc)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("S", "G")
             await pilot.pause()
@@ -70,3 +74,36 @@ async def test_at_80x24_every_layers_row_shows():
             rows = [r for r in shown if r and r.startswith("linear")]
             assert len(rows) == layers, (name, shown)
             assert shown[0].startswith("log 1e"), shown
+
+
+async def test_the_plot_takes_the_panels_width_and_every_step():
+    """Shown right after G, the plot is as wide as its panel (it drew for a panel not laid out yet:
+    4 columns), and 300 steps fit its columns as means, so a norm falling over the run falls."""
+    import nnstep
+    from nnstep.tui.widgets.panels import grad_norm_text
+    ks = np.arange(1, 301)
+    g = np.logspace(0, -16, 300)[:, None]                  # a norm falling from 1 to 1e-16
+    row = grad_norm_text(ks, ["linear1"], g, 31).plain.splitlines()[1]
+    bars = row.split()[1]
+    assert bars[0] == "█" and bars[-1] == "▁" and len(set(bars)) > 4 and len(bars) == 31 - 7 - 10, row
+    app = make_app(nnstep.load_scenario(os.path.join(ROOT, "tests", "tui", "scenarios", "mazur.toml")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("S", "G")
+        await pilot.pause()
+        text = str(app.query_one(GradNorms).render())
+        assert text.splitlines()[0].startswith("log scale"), text
+
+
+async def test_in_the_middle_of_the_first_backward_pass():
+    """At op 9 of the 2-2-2 lesson linear2's gradients exist: the plot shows them so far."""
+    import nnstep
+    app = make_app(nnstep.load_scenario(os.path.join(ROOT, "tests", "tui", "scenarios", "mazur.toml")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.session.goto(1, 8)
+        await pilot.press("G")
+        await pilot.pause()
+        lines = str(app.query_one(GradNorms).render()).splitlines()
+        assert lines[0] == "step 1's backward pass so far", lines
+        w = app.session.value("linear2.weight.grad")
+        assert lines[1].split() == ["linear1", "·"] and lines[2].split()[0] == "linear2"
+        assert float(lines[2].split()[1]) == pytest.approx(float(np.sqrt((w ** 2).sum())), rel=1e-2)

@@ -307,6 +307,22 @@ class Session:
         ks = np.flatnonzero(~np.isnan(self._gnorm[1:done + 1, 0]) if self.grad_layers else
                             np.zeros(0, dtype=bool)) + 1
         return ks, [n for n, _ in self.grad_layers], self._gnorm[ks]
+    def grad_norms_so_far(self) -> list[float | None]:
+        """Per layer of ``grad_layers``, the 2-norm of its parameter gradients as far as the cursor's
+        step has computed them: None for a layer whose backward op has not run yet in this step
+        (before the backward stage ends, grad_norm_arrays has nothing of this step)."""
+        k, i = self._k, self._i
+        if k > self.N:
+            return [None] * len(self.grad_layers)
+        last = getattr(self, "_grad_writer", None)
+        if last is None:
+            last = self._grad_writer = {}
+            for op in self.ops:
+                for name in op.outputs:
+                    last[name] = op.index
+        return [global_norm([self._env[g] for g in gs]) if all(last.get(g, self.M) < i for g in gs) else None
+                for _, gs in self.grad_layers]
+
     def lr_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(steps, lr in force) for the steps of loss_arrays(), or None without a schedule."""
         if self._lr is None:

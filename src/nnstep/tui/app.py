@@ -312,7 +312,7 @@ class NnstepApp(App):
                 self.query_one(ProgramView).show(s.ops, i, at_end, bps, rec.index if rec else None,
                                                  self._differs(rec.step if rec is not None and rec.step != k else k))
             if self.show_gradnorms:
-                self.query_one(GradNorms).show(*s.grad_norm_arrays())
+                self.query_one(GradNorms).show(*s.grad_norm_arrays(), now=s.grad_norms_so_far(), step=k)
             else:
                 lra = s.lr_arrays()
                 self.query_one(LossCurve).show(hist, None if lra is None else lra[1].tolist())

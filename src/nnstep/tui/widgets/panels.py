@@ -619,13 +619,26 @@ class LossCurve(MemoLines, Vertical):
 SPARK = "▁▂▃▄▅▆▇█"
 
 
-def grad_norm_text(steps, names, norms, width: int) -> Text:
+def grad_norm_text(steps, names, norms, width: int, now=None, step: int | None = None) -> Text:
     """Per layer, its parameter-gradient norm over the steps taken, as a sparkline on one log scale
     shared by every layer (so a vanishing gradient is a low row, an exploding one a high row),
-    then the last value. ``norms[step, layer]`` comes from the session."""
+    then the last value. ``norms[step, layer]`` comes from the session. More steps than columns
+    are shown whole, each column the mean of its steps' logs. Before the first backward stage
+    has ended, ``now`` (the session's norms so far in ``step``, None where not computed yet)."""
     t = Text(no_wrap=True, overflow="ellipsis")
     if len(steps) == 0:
-        t.append("no backward pass yet" if names else "no trainable parameters", "dim")
+        if not names:
+            t.append("no trainable parameters", "dim")
+        elif now is None or all(v is None for v in now):
+            t.append("no backward pass yet", "dim")
+        else:
+            nw = min(8, max(len(n) for n in names))
+            t.append(f"step {step}'s backward pass so far" + "\n", "dim")
+            for j, (name, v) in enumerate(zip(names, now)):
+                t.append(f"{name[:nw]:<{nw}} ", "bold")
+                t.append("·" if v is None else num(float(v), 3), "dim" if v is None else "")
+                if j < len(names) - 1:
+                    t.append("\n")
         return t
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.log10(norms)
@@ -637,7 +650,7 @@ def grad_norm_text(steps, names, norms, width: int) -> Text:
     # the heading on one line (a wrapped one hid a layer's row at 80x24): shorter as the panel narrows
     heads = (f"log scale 1e{a} … 1e{b}, step {k}", f"log 1e{a}…1e{b}, step {k}", f"1e{a}…1e{b} step {k}")
     t.append(next((h for h in heads if len(h) <= width), heads[-1]) + "\n", "dim")
-    cols = logs[-room:] if len(logs) > room else logs
+    cols = _columns(logs, room)
     for j, name in enumerate(names):
         t.append(f"{name[:nw]:<{nw}} ", "bold")
         for v in cols[:, j]:
@@ -652,15 +665,34 @@ def grad_norm_text(steps, names, norms, width: int) -> Text:
     return t
 
 
+def _columns(logs: np.ndarray, room: int) -> np.ndarray:
+    """Every step in at most ``room`` columns: each column the mean log of its steps, a NaN or an
+    Inf among them kept (it is what a reader must see)."""
+    n = len(logs)
+    if n <= room:
+        return logs
+    edges = np.linspace(0, n, room + 1).astype(int)
+    out = np.empty((room, logs.shape[1]))
+    for c in range(room):
+        part = logs[edges[c]:edges[c + 1]]
+        fin = np.isfinite(part)
+        first_bad = part[np.argmax(~fin, axis=0), np.arange(part.shape[1])]
+        with np.errstate(invalid="ignore"):
+            out[c] = np.where(fin.all(axis=0), part.mean(axis=0), first_bad)
+    return out
+
+
 class GradNorms(MemoLines, Static):
     """The per-layer gradient-norm plot (toggled with G in place of the loss curve)."""
 
-    def show(self, steps, names, norms):
-        key = (len(steps), int(steps[-1]) if len(steps) else None, self.size.width)
+    def show(self, steps, names, norms, now=None, step=None):
+        # (just shown, the widget has no size yet: the column it sits in has)
+        width = self.size.width or max(0, self.parent.size.width - 2)
+        key = (len(steps), int(steps[-1]) if len(steps) else None, width, None if len(steps) else tuple(now or ()))
         if key == getattr(self, "_key", None):
             return
         self._key = key
-        self.update(grad_norm_text(steps, names, norms, max(20, self.size.width)), layout=False)
+        self.update(grad_norm_text(steps, names, norms, max(20, width), now, step), layout=False)
 
 
 class OpPanel(MemoLines, Vertical):
