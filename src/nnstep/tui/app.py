@@ -299,7 +299,7 @@ class NnstepApp(App):
             right, asked = self.lesson.score
             self.query_one(HeaderBar).show(s.scenario.name, k, N, s.stage, i, M, cur.name if cur else "", loss, lr=lr,
                                            score=(right, asked) if asked else None)
-            self._lesson_rows = self._lesson_height() if self.query_one(LessonPanel).show(*self.asking.panel()) else 0
+            self._lesson_rows = self._lesson_height() if self.query_one(LessonPanel).show(*self.asking.panel(getattr(self, "_short", False))) else 0
             text, kind = self._status
             if not text:
                 text, kind = self._intro(s.scenario), ""

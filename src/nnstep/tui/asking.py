@@ -109,9 +109,10 @@ class Asking:
         self.verdict = None
 
     # --- the lesson panel -------------------------------------------------------------------------
-    def panel(self) -> tuple[str, str]:
+    def panel(self, short: bool = False) -> tuple[str, str]:
         """(title, Markdown) for the lesson panel at the cursor: the verdict on the question just
-        answered, else the notes here, else the scenario's description."""
+        answered, else the notes here, else the scenario's description (on a short screen, such as
+        80x24, only at the start: its rows go to the operation)."""
         s = self.app.session
         pos = s.position
         if self.verdict is not None and self.verdict[0] == pos:
@@ -129,4 +130,6 @@ class Asking:
         if notes:
             return "lesson", "\n\n".join(n.text for n in notes)
         desc = s.scenario.description.strip()
-        return ("about this lesson", desc) if desc else ("", "")
+        if not desc or (short and pos != (1, 0)):
+            return "", ""
+        return "about this lesson", desc

@@ -386,6 +386,21 @@ class ProgramLines(DirectLines, Widget):
         return out
 
 
+def fit_name(op, room: int) -> str:
+    """An op's name in ``room`` columns of the program, keeping what tells it from its neighbours:
+    first the stage word goes (its section's heading says it: "backward lstm1 t3" → "lstm1 t3"),
+    then the start of what is left ("…attn softmax" → "…n softmax"), never the end."""
+    name = op.name
+    if len(name) <= room:
+        return name
+    head, _, rest = name.partition(" ")
+    if head == op.stage and rest:
+        name = rest
+    if len(name) <= room or room < 2:
+        return name
+    return "…" + name[-(room - 1):]
+
+
 def graph_mark(op) -> str:
     """Where the graph forks and merges, in the program: a fork's backward sums what its readers
     sent back (Σ of n); a merge's ops read (forward) or send back to (backward) several layers."""
@@ -410,7 +425,8 @@ class ProgramView(MemoLines, VerticalScroll):
     def show(self, ops, i: int, done_all: bool, breakpoints: set[str], just_ran: int | None,
              differs: frozenset = frozenset()):
         """``differs``: indices of this step's ops whose outputs differ from the user's (compare)."""
-        key = (i, done_all, frozenset(breakpoints), just_ran, len(ops), differs)
+        room = (self.size.width or 31) - 1              # (the scrollbar's column)
+        key = (i, done_all, frozenset(breakpoints), just_ran, len(ops), differs, room)
         if key == getattr(self, "_key", None):
             return
         self._key = key
@@ -431,8 +447,9 @@ class ProgramView(MemoLines, VerticalScroll):
                 mark, style = " ", ""
             if just_ran == op.index:
                 style = WRITTEN
-            lines.append([(bp, "bold red"), (f"{mark}{op.index + 1:>3} {op.name}", style)]
-                         + ([(graph_mark(op), "dim" if style != WRITTEN else style)] if graph_mark(op) else [])
+            gm = graph_mark(op)
+            lines.append([(bp, "bold red"), (f"{mark}{op.index + 1:>3} {fit_name(op, room - 6 - len(gm))}", style)]
+                         + ([(gm, "dim" if style != WRITTEN else style)] if gm else [])
                          + ([(" ≠ yours", "bold red")] if op.index in differs else []))
         self.query_one(ProgramLines).set_lines(lines)
         h = self.size.height
