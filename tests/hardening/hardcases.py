@@ -7,6 +7,7 @@ messages are the ones a user running `nnstep run net.toml` sees.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -415,6 +416,8 @@ COMPARE_CASES = [
          'mine.npz: "mine.npz" is not a .npz file (not a zip archive as numpy.savez writes)',
          files={"mine.npz": "linear1.out = [1, 2, 3]\n"}, argv=_CMP),
     Case("compare-no-file", "compare: the .npz does not exist", BASE, "mine.npz: no such file", argv=_CMP),
+    Case("compare-fifo", "compare: a FIFO, not a file", BASE, "mine.npz: is not a regular file",
+         files={"mine.npz": os.mkfifo}, argv=_CMP),
     Case("compare-empty", "compare: a .npz with no arrays", BASE,
          "mine.npz: holds no arrays: save your values under nnstep's tensor names, e.g. "
          'numpy.savez("mine.npz", **{"linear1.out": out1})',

@@ -452,22 +452,25 @@ def _scenario(scenario) -> Scenario:
 
 
 def load_tensors(path: str) -> dict:
-    """A user's .npz, read as `scenario.weights` is: numbers only, never pickle (errors located at
-    the file and the array's name)."""
-    import os
-
-    from ..scenario.files import _npz_keys, _npz_load, _npz_open
+    """A user's .npz, read as the scenario's data files are: a regular file of at most
+    MAX_FILE_BYTES (never a FIFO or a device), each array checked from its header (numbers only,
+    never pickle) and all of them together at most MAX_FILE_BYTES uncompressed. Errors are located
+    at the file and the array's name."""
+    from ..scenario.files import _npz_keys, _npz_load, _npz_open, check_file
+    from ..scenario.limits import MAX_FILE_BYTES
     from ..scenario.validate import Ctx
 
     ctx = Ctx(path)
-    if not os.path.exists(path):
-        raise ScenarioError("no such file", file=path)
-    if os.path.isdir(path):
-        raise ScenarioError("is a directory, expected a .npz file", file=path)
+    check_file(ctx, None, path, directory=", expected a .npz file")
     zf = _npz_open(ctx, None, path, path)
     out = {}
     with zf:
-        for key in _npz_keys(zf):
+        keys = _npz_keys(zf)
+        total = sum(zf.getinfo(k + ".npy").file_size for k in keys)
+        if total > MAX_FILE_BYTES:
+            raise ScenarioError(f"its arrays hold {total} bytes uncompressed, over the limit of {MAX_FILE_BYTES}",
+                                file=path)
+        for key in keys:
             try:
                 out[key] = _npz_load(ctx, None, path, zf, key)
             except ScenarioError as e:        # the file is named once, as the location

@@ -83,21 +83,32 @@ def _resolve(ctx, where, base, f):
     if os.path.commonpath([root, real]) != root:
         raise ctx.err(where, f'"{shown}" is outside the scenario\'s folder; data files must be in the folder of '
                              f"the scenario file or below it (copy the file there)")
+    check_file(ctx, where, p, f'"{shown}"', missing=" (paths are relative to the scenario file)")
+    return shown, p
+
+
+def check_file(ctx, where, p: str, name: str = "", missing: str = "", directory: str = "") -> None:
+    """Every file nnstep reads as data passes here before it is opened (the scenario's data and
+    weights files, the .npz of `compare` and `--compare`): it exists, is a regular file (a
+    directory, a FIFO or a device such as /dev/zero is refused unopened: reading one could block
+    forever or never end), holds at most MAX_FILE_BYTES, and may be read. ``name`` is the file as
+    the message quotes it ("" where the location names it already); ``missing`` and
+    ``directory`` end those two messages."""
+    q = f"{name} " if name else ""
     try:
         st = os.stat(p)
     except FileNotFoundError:
-        raise ctx.err(where, f'no such file "{shown}" (paths are relative to the scenario file)') from None
+        raise ctx.err(where, f"no such file{' ' + name if name else ''}{missing}") from None
     except OSError as e:
-        raise ctx.err(where, f'cannot read "{shown}": {e.strerror or e}') from None
+        raise ctx.err(where, f"cannot read{' ' + name if name else ''}: {e.strerror or e}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise ctx.err(where, f'"{shown}" is a directory')
+        raise ctx.err(where, f"{q}is a directory{directory}")
     if not stat.S_ISREG(st.st_mode):
-        raise ctx.err(where, f'"{shown}" is not a regular file')
+        raise ctx.err(where, f"{q}is not a regular file")
     if st.st_size > MAX_FILE_BYTES:
-        raise ctx.err(where, f'"{shown}" is too large ({st.st_size} bytes, the limit is {MAX_FILE_BYTES})')
+        raise ctx.err(where, f"{q}is too large ({st.st_size} bytes, the limit is {MAX_FILE_BYTES})")
     if not os.access(p, os.R_OK):
-        raise ctx.err(where, f'cannot read "{shown}": permission denied')
-    return shown, p
+        raise ctx.err(where, f"cannot read{' ' + name if name else ''}: permission denied")
 
 
 def _file_data(v, where, ctx, base: str) -> np.ndarray:
