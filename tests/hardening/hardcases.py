@@ -201,6 +201,21 @@ CASES = [
          "need pickle)", files={"d.npz": npz_objects}),
     Case("npz-key", "A .npz without the array named", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "d.npz", key = "inputs" }'),
          'net.toml: data.x.key: "d.npz" has no array "inputs" (expected one of: x, y)', files={"d.npz": npz_ok}),
+    Case("npz-empty-tokens", "A .npz of token sequences of length 0",
+         '[data]\nx = { file = "d.npz" }\ny = { file = "d.npz" }\n\n[[layers]]\ntype = "embedding"\nnum = 3\ndim = 4\n\n'
+         '[[layers]]\ntype = "attention"\nheads = 2\n\n[[layers]]\ntype = "linear"\nout = 3\n\n'
+         '[loss]\ntype = "cross_entropy"\nclass_dim = -1\n',
+         "net.toml: data.x: holds no numbers: its shape [2, 0] has a dimension of size 0 (every dimension needs at least 1)",
+         files={"d.npz": lambda p: np.savez(p, x=np.zeros((2, 0)), y=np.zeros((2, 0)))}),
+    Case("npz-empty-sequence", "A .npz of sequences with no time steps",
+         '[data]\nx = { file = "d.npz" }\ny = { file = "d.npz" }\n\n[[layers]]\ntype = "lstm"\nhidden = 3\n\n'
+         '[loss]\ntype = "mse"\n',
+         "net.toml: data.x: holds no numbers: its shape [2, 0, 2] has a dimension of size 0 (every dimension needs at least 1)",
+         files={"d.npz": lambda p: np.savez(p, x=np.zeros((2, 0, 2)), y=np.zeros((2, 0, 3)))}),
+    Case("npz-no-samples", "A .npz with no samples",
+         sub("y = [[1.0], [2.0]]", 'y = { file = "d.npz" }', sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "d.npz" }')),
+         "net.toml: data.x: holds no numbers: its shape [0, 2] has a dimension of size 0 (no samples)",
+         files={"d.npz": lambda p: np.savez(p, x=np.zeros((0, 2)), y=np.zeros((0, 1)))}),
     Case("csv-text-cell", "A .csv cell that is not a number", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "x.csv" }'),
          'net.toml: data.x.file: "x.csv" line 3, column 2: not a number', files={"x.csv": "a,b\n1,2\n3,oops\n"}),
     Case("csv-ragged", "A .csv with rows of different lengths", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "x.csv" }'),

@@ -28,6 +28,10 @@ def data(d, ctx, base: str, npdt, loss, seed: int):
         raise ctx.err("data.x", "expected an array with a batch dimension [N, ...], got a scalar")
     if y.ndim == 0:
         raise ctx.err("data.y", "expected an array with a batch dimension [N, ...], got a scalar")
+    for k, a in (("x", x), ("y", y)):      # a .npz can hold an array of shape [2, 0] or [0, 2]
+        if a.size == 0:
+            raise ctx.err(f"data.{k}", f"holds no numbers: its shape {_fmt_shape(a.shape)} has a dimension of size 0 "
+                                       f"({'no samples' if a.shape[0] == 0 else 'every dimension needs at least 1'})")
     if x.ndim == 1:
         x = x.reshape(-1, 1)
     if x.shape[0] != y.shape[0]:
