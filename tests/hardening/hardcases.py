@@ -63,6 +63,10 @@ def npz_huge_header(path):
         z.writestr("x.npy", b.getvalue() + b"\0" * 64)
 
 
+# one attention layer over a sequence of @T@ tokens (the limits of its scores)
+ATTENTION_T = ('[data]\nx = { random = "integers", low = 0, high = 3, shape = [1, @T@] }\ny = { random = "integers", low = 0, high = 3, shape = [1, @T@] }\n\n[[layers]]\ntype = "embedding"\nnum = 3\ndim = 4\n\n[[layers]]\ntype = "attention"\nheads = 2\n\n[[layers]]\ntype = "linear"\nout = 3\n\n[loss]\ntype = "cross_entropy"\nclass_dim = -1\n')
+
+
 @dataclass
 class Case:
     id: str                    # also the anchor in docs/errors.md
@@ -266,6 +270,19 @@ CASES = [
          '[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "linear"\nout = 2\n\n[loss]\ntype = "cross_entropy"\n',
          "net.toml: layers[0]: conv2d1 would unfold 63700992 input elements per batch (N·C·positions·kernel), "
          "over the limit of 50000000 (use a smaller batch_size or kernel)"),
+    Case("limit-attention-scores", "Limit: attention over too long a sequence",
+         ATTENTION_T.replace("@T@", "40000"),
+         "net.toml: layers[1]: attention1.scores, [1, 2, 40000, 40000] per batch, has 3200000000 elements, over the "
+         "limit of 50000000 (use a smaller batch_size or smaller inputs)"),
+    Case("limit-lstm-gates", "Limit: an lstm whose gates are too large for one batch",
+         '[data]\nx = { random = "normal", shape = [1000000, 1, 1] }\ny = { random = "normal", shape = [1000000] }\n\n'
+         '[[layers]]\ntype = "lstm"\nhidden = 13\n\n[loss]\ntype = "mse"\n',
+         "net.toml: layers[0]: lstm1.gates, [1000000, 1, 52] per batch, has 52000000 elements, over the limit of "
+         "50000000 (use a smaller batch_size or smaller inputs)"),
+    Case("limit-activations-total", "Limit: the tensors of one batch, added up",
+         ATTENTION_T.replace("@T@", "5000"),
+         "net.toml: layers[1]: the layers' outputs and the tensors they make, up to attention1, add up to 100180000 "
+         "elements per batch of 1, over the limit of 100000000 (use a smaller batch_size or smaller inputs)"),
     Case("limit-layers", "Limit: too many layers", sub("out = 1", "out = 1" + '\n\n[[layers]]\ntype = "identity"' * 1000),
          "net.toml: layers: 1003 layers is over the limit of 1000"),
     Case("limit-steps-argument", "Limit: too many steps on the command line", BASE,

@@ -11,11 +11,21 @@ import sys
 import numpy as np
 import pytest
 
-from hardcases import BASE
+from hardcases import ATTENTION_T, BASE
 from nnstep.errors import ScenarioError
 
 PY = [sys.executable, "-m", "nnstep"]
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "errors.md")
+
+
+SEQ = ('[data]\nx = { random = "normal", shape = [2, 4, 2] }\ny = { random = "normal", shape = [2, 4, 3] }\n'
+       '[[layers]]\n@LAYER@\n[loss]\ntype = "mse"\n')
+# a per-sample [3, 2, 2] @ [1, 2, 4]: b's copy is shared by the three matrices of a
+MATMUL_BROADCAST = ('[data]\nx = { random = "normal", shape = [2, 12] }\ny = { random = "normal", shape = [2, 3, 2, 4] }\n'
+                    '[[layers]]\ntype = "reshape"\nshape = [3, 2, 2]\n'
+                    '[[layers]]\ntype = "linear"\ninput = "input"\nout = 8\n'
+                    '[[layers]]\ntype = "reshape"\nshape = [1, 2, 4]\n'
+                    '[[layers]]\ntype = "matmul"\ninputs = ["reshape1", "reshape2"]\n[loss]\ntype = "mse"\n')
 
 
 def nnstep(args, cwd, timeout=30, memory=None):
@@ -75,3 +85,69 @@ def test_compare_npz_arrays_in_all_are_limited(tmp_path, monkeypatch):
     with pytest.raises(ScenarioError) as e:
         load_tensors(str(tmp_path / "mine.npz"))
     assert str(e.value) == f"{tmp_path / 'mine.npz'}: its arrays hold {2 * one} bytes uncompressed, over the limit of {2 * one - 1}"
+
+
+# --- every tensor a layer makes is within the limits, checked before anything is allocated ----------
+@pytest.mark.parametrize("case_id", ["limit-attention-scores", "limit-lstm-gates", "limit-activations-total"])
+def test_intermediates_refused_before_allocating(case_id):
+    """The scenario loads without allocating the tensor it refuses (the loader reads shapes only);
+    unrefused, the first step would allocate it: attention's scores for T = 40,000 are 25.6 GB."""
+    import tracemalloc
+
+    from hardcases import CASES
+    from nnstep.scenario import loads_scenario
+
+    case = next(c for c in CASES if c.id == case_id)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ScenarioError) as e:
+            loads_scenario(case.toml, path="net.toml")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(e.value) == case.message
+    assert peak < 64 * 2**20, peak           # the data itself (the lstm's is 1,000,000 samples) and no more
+
+
+@pytest.mark.parametrize("type_", ["attention", "lstm", "rnn", "matmul", "maxpool1d", "dropout"])
+def test_declared_intermediates_are_what_the_engine_makes(type_):
+    """Each layer's declared tensors (catalog ``intermediates``) against what its forward and
+    backward really write into the environment: every tensor written is within the largest
+    declared or input/output/parameter size (so the loader's limits cover it), and every declared
+    one that is a named tensor is written with that shape."""
+    from nnstep.engine.program import Program
+    from nnstep.scenario import loads_scenario
+    from nnstep.spec import catalog
+
+    nets = {
+        "attention": ATTENTION_T.replace("@T@", "5"),
+        "lstm": SEQ.replace("@LAYER@", 'type = "lstm"\nhidden = 3'),
+        "rnn": SEQ.replace("@LAYER@", 'type = "rnn"\nhidden = 3'),
+        "matmul": MATMUL_BROADCAST,
+        "maxpool1d": '[data]\nx = { random = "normal", shape = [2, 3, 6] }\ny = { random = "normal", shape = [2, 3, 3] }\n'
+                     '[[layers]]\ntype = "maxpool1d"\nkernel_size = 2\n[loss]\ntype = "mse"\n',
+        "dropout": BASE.replace('type = "relu"', 'type = "dropout"'),
+    }
+    sc = loads_scenario(nets[type_], path="net.toml")
+    prog = Program(sc)
+    env = prog.initial_env()
+    prog.feed(env, 1)
+    for fn in prog.fns:
+        fn(env, 1)
+    N = sc.x.shape[0]
+    for L in sc.layers:
+        if L.type != type_:
+            continue
+        T = catalog.LAYERS[L.type]
+        declared = T.intermediates(L.options, L.in_shapes, L.out_shape)
+        bound = max([N * int(np.prod(s)) for _, s, _ in declared]
+                    + [N * int(np.prod(s)) for s in L.in_shapes + (L.out_shape,)]
+                    + [np.asarray(sc.initial[f"{L.name}.{p}"]).size for p in L.params])
+        mine = {k: v for k, v in env.items() if k.startswith(L.name + ".") and isinstance(v, np.ndarray)}
+        assert mine
+        for k, v in mine.items():
+            assert v.size <= bound, (k, v.shape, bound)
+        for label, shp, _ in declared:
+            if label.isidentifier():
+                assert env[f"{L.name}.{label}"].shape == (N,) + tuple(shp), label
+

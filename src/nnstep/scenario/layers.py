@@ -191,9 +191,17 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             ctx.str_(fz, f"{where}.frozen[{j}]", tuple(present))
         _work_limits(ctx, where, name, typ, opts, shape, tuple(out_shape), batch)
         acts += batch * math.prod(out_shape)
+        for label, shp, count in cls.intermediates(opts, in_shapes, tuple(out_shape)):
+            n = batch * math.prod(shp)
+            if n > MAX_ELEMENTS:
+                what = f"{name}.{label}" if label.isidentifier() else f"{name}'s {label}"
+                raise ctx.err(where, f"{what}, {_fmt_shape((batch,) + tuple(shp))} per batch, has {n} elements, "
+                                     f"over the limit of {MAX_ELEMENTS} (use a smaller batch_size or smaller inputs)")
+            acts += count * n
         if acts > MAX_ACTIVATIONS:
-            raise ctx.err(where, f"the layers' outputs up to {name} add up to {acts} elements per batch of "
-                                 f"{batch}, over the limit of {MAX_ACTIVATIONS} (use a smaller batch_size)")
+            raise ctx.err(where, f"the layers' outputs and the tensors they make, up to {name}, add up to {acts} "
+                                 f"elements per batch of {batch}, over the limit of {MAX_ACTIVATIONS} (use a smaller "
+                                 f"batch_size or smaller inputs)")
         if typ == "batchnorm":
             # torch refuses training-mode batchnorm with one value per channel (its variance is 0 and
             # the unbiased running variance divides by n - 1 = 0); so does nnstep, at load time

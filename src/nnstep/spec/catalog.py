@@ -83,6 +83,17 @@ class LayerType:
     def fans(cls, opts: dict, in_shape: tuple[int, ...]) -> tuple[int, int]:
         return 1, 1
 
+    @classmethod
+    def intermediates(cls, opts: dict, in_shapes, out_shape) -> list[tuple[str, tuple[int, ...], int]]:
+        """The tensors besides its output that the layer's forward keeps, or that its forward or
+        backward makes larger than its inputs, output and parameters: (name, per-sample shape, how
+        many of them the forward keeps; 0 for one the backward makes and drops). The loader holds
+        each to the limits of a layer's output before anything is allocated: one tensor's elements
+        for a batch, and the ones kept in the sum over the network. A name that is an identifier is the tensor's, ``<layer>.<name>``; any other
+        describes it. Every other tensor a layer makes (element-wise locals, batch statistics,
+        gradients) is at most the size of an input, the output or a parameter."""
+        return []
+
     # --- formulas: the plan passes the names (see plan.Names) -------------------------------------
     @classmethod
     def fwd_formula(cls, L, n) -> Formula:

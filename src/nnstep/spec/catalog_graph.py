@@ -141,6 +141,17 @@ class Matmul(_Merge):
         return tuple(lead) + (a[-2], b[-1]), {}
 
     @classmethod
+    def intermediates(cls, opts, in_shapes, out_shape):
+        """An input whose leading dims broadcast gets its gradient for every copy first, (…, n, k)
+        or (…, k, m) with the output's leading dims, and then the sum over the copies."""
+        lead = tuple(out_shape[:-2])
+        out = []
+        for k, s in enumerate(in_shapes):
+            if tuple(s[:-2]) != lead:
+                out.append((f"gradient of inputs[{k}] before the sum over its broadcast copies", lead + tuple(s[-2:]), 0))
+        return out
+
+    @classmethod
     def fwd_formula(cls, L, n):
         return F("{out} = {a} @ {b}   (per sample and leading index)", out=n.out, a=n.xs[0], b=n.xs[1])
 
@@ -280,6 +291,14 @@ class Attention(LayerType):
     @classmethod
     def fans(cls, opts, in_shape):
         return in_shape[-1], in_shape[-1]
+
+    @classmethod
+    def intermediates(cls, opts, in_shapes, out_shape):
+        T, E = in_shapes[0]
+        h = opts["heads"]
+        d = E // h
+        return [("projection [q | k | v]", (T, 3 * E), 1), ("q", (h, T, d), 1), ("k", (h, T, d), 1),
+                ("v", (h, T, d), 1), ("scores", (h, T, T), 1), ("weights", (h, T, T), 1), ("context", (T, E), 1)]
 
     @classmethod
     def _refs(cls, L, n):
