@@ -490,3 +490,26 @@ SERVE_CASES = [
 ]
 
 CASES += SERVE_CASES
+
+# --- a switch that leaves out a parameter the layer's table gives (issue 29) ---
+CONTRADICTION_CASES = [
+    Case("attention-bias-false-with-bias", "attention: bias = false with in_proj_bias",
+         sub("heads = 2", "heads = 2\nbias = false\nin_proj_bias = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]",
+             LM_BASE),
+         "net.toml: layers[1].in_proj_bias: given, but bias = false leaves attention1 without in_proj_bias (drop "
+         "in_proj_bias, or set bias = true)"),
+    Case("lstm-bias-false-with-bias", "lstm: bias = false with bias_ih",
+         sub('type = "rnn"\nhidden = 1', 'type = "lstm"\nhidden = 1\nbias = false\nbias_ih = [0.5, 0.0, 0.0, 0.0]', RNN_BASE),
+         "net.toml: layers[0].bias_ih: given, but bias = false leaves lstm1 without bias_ih (drop bias_ih, or set "
+         "bias = true)"),
+    Case("affine-false-with-weight", "batchnorm: affine = false with weight",
+         sub('type = "relu"', 'type = "batchnorm"\naffine = false\nweight = [1.0, 1.0, 1.0]'),
+         "net.toml: layers[1].weight: given, but affine = false leaves batchnorm1 without weight (drop weight, or "
+         "set affine = true)"),
+    Case("norm-bias-false", "batchnorm: bias = false",
+         sub('type = "relu"', 'type = "batchnorm"\nbias = false'),
+         "net.toml: layers[1].bias: batchnorm1 (batchnorm) has no bias switch: affine = false leaves out its weight "
+         "and bias together, as torch's affine=False"),
+]
+
+CASES += CONTRADICTION_CASES

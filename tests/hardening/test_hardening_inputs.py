@@ -151,3 +151,14 @@ def test_declared_intermediates_are_what_the_engine_makes(type_):
             if label.isidentifier():
                 assert env[f"{L.name}.{label}"].shape == (N,) + tuple(shp), label
 
+
+
+def test_a_layer_without_a_bias_takes_no_bias_key():
+    """embedding has a weight only: its `bias = [...]` was accepted and dropped, like a parameter
+    that a switch leaves out (the catalogue cases); it is an unknown key."""
+    from hardcases import LM_BASE
+    from nnstep.scenario import loads_scenario
+
+    with pytest.raises(ScenarioError) as e:
+        loads_scenario(LM_BASE.replace("dim = 4", "dim = 4\nbias = [1.0]"), path="net.toml")
+    assert str(e.value).startswith("net.toml: layers[0].bias: unknown key (expected one of: dim, frozen,")

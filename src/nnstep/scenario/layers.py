@@ -95,8 +95,6 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
         typ = ctx.str_(t["type"], f"{where}.type", tuple(catalog.LAYERS))
         cls = catalog.LAYERS[typ]
         allowed = COMMON_LAYER_KEYS + tuple(cls.params) + tuple(cls.options)
-        if cls.params and "bias" not in allowed:
-            allowed += ("bias",)                  # bias = false removes the bias parameters
         if not cls.params:
             allowed = tuple(k for k in allowed if k not in ("init", "frozen"))
         allowed = tuple(k for k in allowed if k != ("input" if cls.merge else "inputs"))
@@ -148,8 +146,19 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             raise ctx.err(where, f"{name} ({typ}) cannot take the output of {prev}, per-sample shape "
                                  f"{_fmt_shape(shape)}: {e}") from None
         present = list(pshapes)
+        for p in cls.params:                      # a parameter given that the options leave out
+            if p in t and p not in pshapes and t[p] is not False:
+                switch = ("bias" if p in cls.bias_params and opts.get("bias") is False
+                          else "affine" if opts.get("affine") is False else None)
+                if switch is None:
+                    raise ctx.err(f"{where}.{p}", f"{name} ({typ}) has no {p} with these options")
+                raise ctx.err(f"{where}.{p}", f"given, but {switch} = false leaves {name} without {p} (drop {p}, "
+                                              f"or set {switch} = true)")
         bias_v = t.get("bias")
-        if bias_v is False and any(b in pshapes for b in cls.bias_params):
+        if bias_v is False and "bias" not in cls.options:
+            if not cls.bias_params:
+                raise ctx.err(f"{where}.bias", f"{name} ({typ}) has no bias switch: affine = false leaves out its "
+                                               f"weight and bias together, as torch's affine=False")
             present = [p for p in present if p not in cls.bias_params]
         elif isinstance(bias_v, bool) and "bias" not in cls.options:
             if bias_v is not True or "bias" not in pshapes:

@@ -222,6 +222,7 @@ class Flatten(LayerType):
 
 class _Norm(LayerType):
     params = ("weight", "bias")
+    bias_params = ()                # no bias switch: `affine = false` leaves out γ and β together, as torch's
     symbols = {"weight": "γ", "bias": "β"}
     extras = ("mean", "var")
     init = {"weight": "ones", "bias": "zeros"}
