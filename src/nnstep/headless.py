@@ -315,9 +315,5 @@ def cmd_compare(path: str, mine: str, as_json: bool, rtol: float, atol: float) -
     else:
         _out(rep.text)
     if rep.unknown:
-        u = rep.unknown[0]
-        hint = f' (did you mean "{u.suggestion}"?)' if u.suggestion else ""
-        from .scenario.validate import clean
-        raise ScenarioError(f'no tensor of this scenario is named "{clean(u.tensor)}"{hint}', file=mine,
-                            where=f'"{clean(u.key)}"')
+        raise rep.unknown_error()
     return rep.exit_code

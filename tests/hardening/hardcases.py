@@ -513,3 +513,22 @@ CONTRADICTION_CASES = [
 ]
 
 CASES += CONTRADICTION_CASES
+
+# --- values too long for a message, or too large to hold (issue 29) ---
+_BIG = "9" * 4000
+_CUT = "9" * 57 + "..."        # errors.cut: 60 characters
+LONG_CASES = [
+    Case("long-integer", "An integer of 4000 digits",
+         sub('type = "mse"', f'type = "cross_entropy"\nclass_dim = {_BIG}',
+             sub("y = [[1.0], [2.0]]", "y = [0, 1]", sub("out = 1\n", "out = 3\n"))),
+         f"net.toml: loss.class_dim: expected an integer of at most 2^63 in size, got {_CUT}"),
+    Case("number-too-large-for-float", "A number too large for a float", sub("lr = 0.1", f"lr = {_BIG}"),
+         f"net.toml: optimizer.lr: expected a finite number, got {_CUT}, too large for a float"),
+    Case("integer-too-many-digits", "An integer of more digits than Python reads", sub("out = 3", "out = " + "9" * 5000),
+         "net.toml:7:7: TOML syntax: an integer of more than 4300 digits"),
+    Case("token-huge", "A token index of 1e300",
+         sub("x = [[0, 1, 2], [2, 1, 0]]", "x = [[0, 1, 1e300], [2, 1, 0]]", LM_BASE),
+         "net.toml: data.x: token index 1e+300 is outside [0, 3): embedding1 has num = 3 rows"),
+]
+
+CASES += LONG_CASES

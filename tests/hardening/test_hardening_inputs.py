@@ -4,6 +4,7 @@ are the ones that need a real process, a time bound or a look inside)."""
 from __future__ import annotations
 
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -162,3 +163,68 @@ def test_a_layer_without_a_bias_takes_no_bias_key():
     with pytest.raises(ScenarioError) as e:
         loads_scenario(LM_BASE.replace("dim = 4", "dim = 4\nbias = [1.0]"), path="net.toml")
     assert str(e.value).startswith("net.toml: layers[0].bias: unknown key (expected one of: dim, frozen,")
+
+
+# --- values in messages are cut to 60 characters ------------------------------------------------------
+BIG = "9" * 4000                 # a TOML integer of 4000 digits (Python converts at most 4300 by default)
+LM = ATTENTION_T.replace("@T@", "3")
+CE = BASE.replace('type = "mse"', 'type = "cross_entropy"').replace("out = 1\n", "out = 3\n").replace(
+    "y = [[1.0], [2.0]]", "y = [0, 1]")
+LONG_VALUES = {
+    "class_dim": (CE.replace('type = "cross_entropy"', f'type = "cross_entropy"\nclass_dim = {BIG}'),),
+    "linear out": (BASE.replace("out = 3", f"out = {BIG}"),),
+    "lr": (BASE.replace("lr = 0.1", f"lr = {BIG}"),),
+    "negative lr": (BASE.replace("lr = 0.1", f"lr = -{BIG}"),),
+    "steps": (BASE + f"\n[train]\nsteps = {BIG}\n",),
+    "batch_size": (BASE + f"\n[train]\nbatch_size = {BIG}\n",),
+    "seed": (f"[scenario]\nseed = {BIG}\n" + BASE,),
+    "data value": (BASE.replace("[3.0, 4.0]", f"[3.0, {BIG}]"),),
+    "a float in an int": (BASE.replace("out = 3", f"out = {BIG}.5"),),
+    "token 1e300": (LM.replace('x = { random = "integers", low = 0, high = 3, shape = [1, 3] }',
+                               "x = [[0, 1, 1e300]]"),),
+    "class 1e300": (CE.replace("y = [0, 1]", "y = [0, 1e300]"),),
+    "heads": (LM.replace("heads = 2", f"heads = {BIG}"),),
+    "embedding num": (LM.replace("num = 3", f"num = {BIG}"),),
+    "kernel_size": (BASE.replace('type = "relu"', f'type = "maxpool1d"\nkernel_size = {BIG}'),),
+    "reshape": (BASE.replace('type = "relu"', "type = \"reshape\"\nshape = [" + ", ".join(["9223372036854775807"] * 8) + "]"),),
+    "random shape": (BASE.replace("x = [[1.0, 2.0], [3.0, 4.0]]",
+                                  'x = { random = "normal", shape = [' + ", ".join(["9223372036854775807"] * 4) + "] }"),),
+    "schedule": (BASE + f'\n[optimizer.schedule]\ntype = "step"\nstep_size = {BIG}\n',),
+    "expect step": (BASE + f'\n[[expect]]\nstep = {BIG}\ntensor = "loss"\nvalue = 0.0\n',),
+    "breakpoint number": (BASE + f'\n[[breakpoints]]\nwhen = "loss max > {BIG}e"\n',),
+    "digits over int()'s limit": (BASE.replace("out = 3", "out = " + "9" * 5000),),
+    "--steps": (BASE, "run", "net.toml", "--steps", BIG),
+    "--steps beyond int()": (BASE, "run", "net.toml", "--steps", "9" * 5000),
+    "--tol": (BASE, "gradcheck", "net.toml", "--tol", "x" * 5000),
+    "--size": (BASE, "screenshot", "net.toml", "--size", BIG + "x40", "-o", "s.svg"),
+    "explain index": (BASE, "explain", "net.toml", f"linear1.out[0, {BIG}]"),
+    "explain name": (BASE, "explain", "net.toml", "a" * 5000),
+    "layer name": (BASE.replace('type = "relu"', 'type = "relu"\nname = "' + "r" * 5000 + '"\ninput = "' + "q" * 5000 + '"'),),
+    "condition": (BASE + '\n[[breakpoints]]\nwhen = "' + "a" * 5000 + ' max > 1"\n',),
+    "file name": (BASE.replace("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "' + "f" * 5000 + '.npz" }'),),
+    "loss type": (BASE.replace('type = "mse"', 'type = "' + "m" * 5000 + '"'),),
+    "compare step": (BASE, "compare", "net.toml", "big-step.npz"),
+    "compare shape": (BASE, "compare", "net.toml", "big-shape.npz"),
+}
+
+
+@pytest.mark.parametrize("name", list(LONG_VALUES))
+def test_long_values_are_cut_in_messages(name, tmp_path, monkeypatch, capsys):
+    """A message shows a value of the user's in at most 60 characters, however long the value
+    (a 4000-digit integer was printed whole, in a 4,000-character line), and never a traceback."""
+    from nnstep.cli import main
+
+    toml, *argv = LONG_VALUES[name]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.toml").write_text(toml)
+    np.savez(tmp_path / "big-step.npz", **{BIG + "/loss": np.array(1.0)})
+    np.savez(tmp_path / "big-shape.npz", **{"linear1.out": np.zeros([1] * 40)})
+    rc = main(argv or ["run", "net.toml"])
+    err = capsys.readouterr().err
+    assert rc == 2, err[-3000:]
+    line = err.splitlines()[0]
+    assert line.startswith("nnstep: error: ") and "Traceback" not in err
+    words = lambda text: re.sub(r"[\"'\[\](),]", " ", text).split()      # noqa: E731
+    assert max(map(len, words(line))) <= 200, line[:400]                  # a location (a key path) is cut at 200
+    what = line.split(": ")[-1]
+    assert max(map(len, words(what))) <= 60, what[:400]                   # a value at 60

@@ -9,7 +9,7 @@ import stat
 
 import numpy as np
 
-from ..errors import ScenarioError, did_you_mean
+from ..errors import ScenarioError, cut, did_you_mean
 from .limits import MAX_CSV_BYTES, MAX_ELEMENTS, MAX_FILE_BYTES
 from .validate import _show, clean, fmt_shape as _fmt_shape
 
@@ -73,7 +73,7 @@ def _resolve(ctx, where, base, f):
     it (after following symlinks), a regular file, not too large. A shared scenario cannot read
     files elsewhere on the reader's machine (docs/errors.md, "Files")."""
     f = ctx.str_(f, where)
-    shown = clean(f)
+    shown = cut(clean(f))
     if "\x00" in f:
         raise ctx.err(where, "file name contains a NUL byte")
     if not f.strip():
@@ -173,26 +173,26 @@ def _npz_load(ctx, where, f, zf, key: str) -> np.ndarray:
         try:
             shape, dtype = _npz_header(zf, member)
         except _NpzRefused as e:
-            raise ctx.err(where, f'"{f}": array "{clean(key)}" {e}') from None
+            raise ctx.err(where, f'"{f}": array {_show(key)} {e}') from None
         if dtype.hasobject:
-            raise ctx.err(where, f'"{f}": array "{clean(key)}" holds Python objects, which nnstep never loads '
+            raise ctx.err(where, f'"{f}": array {_show(key)} holds Python objects, which nnstep never loads '
                                  f"(it would need pickle)")
         if dtype.kind not in "biuf":
-            raise ctx.err(where, f'"{f}": array "{clean(key)}" has dtype {clean(str(dtype))}, expected numbers')
+            raise ctx.err(where, f'"{f}": array {_show(key)} has dtype {clean(str(dtype))}, expected numbers')
         n = math.prod(shape)
         if n > MAX_ELEMENTS:
-            raise ctx.err(where, f'"{f}": array "{clean(key)}" of shape {_fmt_shape(shape)} has {n} elements, '
+            raise ctx.err(where, f'"{f}": array {_show(key)} of shape {_fmt_shape(shape)} has {_show(n)} elements, '
                                  f"over the limit of {MAX_ELEMENTS}")
         info = zf.getinfo(member)
         if info.file_size > n * dtype.itemsize + 65536:
-            raise ctx.err(where, f'"{f}": array "{clean(key)}" is larger than its header says')
+            raise ctx.err(where, f'"{f}": array {_show(key)} is larger than its header says')
         with zf.open(member) as fh:
             from numpy.lib import format as npf
             arr = npf.read_array(fh, allow_pickle=False)
     except ScenarioError:
         raise
     except (OSError, ValueError, EOFError, KeyError, TypeError, SyntaxError) + zip_errors() as e:
-        raise ctx.err(where, f'"{f}": array "{clean(key)}" is damaged ({type(e).__name__})') from None
+        raise ctx.err(where, f'"{f}": array {_show(key)} is damaged ({type(e).__name__})') from None
     return arr
 
 
@@ -205,7 +205,7 @@ def _npz_array(ctx, where, f, p, key, keywhere):
     with zf:
         keys = _npz_keys(zf)
         if key not in keys:
-            raise ctx.err(keywhere, f'"{f}" has no array "{clean(key)}"{did_you_mean(key, keys)}')
+            raise ctx.err(keywhere, f'"{f}" has no array {_show(key)}{did_you_mean(key, keys)}')
         return _npz_load(ctx, where, f, zf, key)
 
 
@@ -298,7 +298,7 @@ def _random_data(v, where, ctx, rng) -> np.ndarray:
     shape = tuple(ctx.posint(s, f"{where}.shape[{i}]") for i, s in enumerate(shp))
     n = math.prod(shape)
     if n > MAX_ELEMENTS:
-        raise ctx.err(f"{where}.shape", f"{_fmt_shape(shape)} is {n} elements, over the limit of {MAX_ELEMENTS}")
+        raise ctx.err(f"{where}.shape", f"{_fmt_shape(shape)} is {_show(n)} elements, over the limit of {MAX_ELEMENTS}")
     if kind == "normal":
         mean = ctx.num(v.get("mean", 0.0), f"{where}.mean")
         std = ctx.num(v.get("std", 1.0), f"{where}.std", 0.0, desc="a non-negative number")
@@ -336,13 +336,13 @@ def weights_file(ctx, v, base, layers, initial, npdt):
             if key.endswith("num_batches_tracked") or key.endswith(".running_mean") or key.endswith(".running_var"):
                 continue
             if key not in known:
-                raise ctx.err("scenario.weights", f'"{f}" holds "{clean(key)}", which is no parameter of this '
+                raise ctx.err("scenario.weights", f'"{f}" holds {_show(key)}, which is no parameter of this '
                                                   f"network{did_you_mean(key, known)}")
             a = _npz_load(ctx, "scenario.weights", f, zf, key)
             if a.shape != initial[key].shape:
-                raise ctx.err("scenario.weights", f'"{f}": "{key}" has shape {_fmt_shape(a.shape)}, the network '
+                raise ctx.err("scenario.weights", f'"{f}": {_show(key)} has shape {_fmt_shape(a.shape)}, the network '
                                                   f"needs {_fmt_shape(initial[key].shape)}")
-            a = cast(ctx, "scenario.weights", a, npdt, f'"{f}": "{key}" ')
+            a = cast(ctx, "scenario.weights", a, npdt, f'"{f}": {_show(key)} ')
             initial[key] = a
 
 

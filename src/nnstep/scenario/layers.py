@@ -109,11 +109,11 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
         name = t.get("name", f"{typ}{counts[typ]}")
         ctx.str_(name, f"{where}.name")
         if not NAME_RE.match(name):
-            raise ctx.err(f"{where}.name", f'"{name}" is not a valid layer name (letters, digits and _, not starting with a digit)')
+            raise ctx.err(f"{where}.name", f'{_show(name)} is not a valid layer name (letters, digits and _, not starting with a digit)')
         if name in names:
-            raise ctx.err(f"{where}.name", f'duplicate layer name "{name}" (layers[{names[name]}] has it too)')
+            raise ctx.err(f"{where}.name", f'duplicate layer name {_show(name)} (layers[{names[name]}] has it too)')
         if name in ("input", "target", "loss"):
-            raise ctx.err(f"{where}.name", f'"{name}" is reserved for a tensor name')
+            raise ctx.err(f"{where}.name", f'{_show(name)} is reserved for a tensor name')
         names[name] = i
         opts = {}
         for k, (default, kind) in cls.options.items():
@@ -169,7 +169,7 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             total += n
             if n > MAX_ELEMENTS or total > MAX_TOTAL_PARAMS:
                 raise ctx.err(where, f"{name}.{p} of shape {_fmt_shape(pshapes[p])} would take the parameter "
-                                     f"count to {total}, over the limit of {MAX_TOTAL_PARAMS}")
+                                     f"count to {_show(total)}, over the limit of {MAX_TOTAL_PARAMS}")
         for p in present:
             full = f"{name}.{p}"
             if p in t and t[p] is not True and not (p == "bias" and "bias" in cls.options):
@@ -204,11 +204,11 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             n = batch * math.prod(shp)
             if n > MAX_ELEMENTS:
                 what = f"{name}.{label}" if label.isidentifier() else f"{name}'s {label}"
-                raise ctx.err(where, f"{what}, {_fmt_shape((batch,) + tuple(shp))} per batch, has {n} elements, "
+                raise ctx.err(where, f"{what}, {_fmt_shape((batch,) + tuple(shp))} per batch, has {_show(n)} elements, "
                                      f"over the limit of {MAX_ELEMENTS} (use a smaller batch_size or smaller inputs)")
             acts += count * n
         if acts > MAX_ACTIVATIONS:
-            raise ctx.err(where, f"the layers' outputs and the tensors they make, up to {name}, add up to {acts} "
+            raise ctx.err(where, f"the layers' outputs and the tensors they make, up to {name}, add up to {_show(acts)} "
                                  f"elements per batch of {batch}, over the limit of {MAX_ACTIVATIONS} (use a smaller "
                                  f"batch_size or smaller inputs)")
         if typ == "batchnorm":
@@ -268,11 +268,11 @@ def _inputs(ctx, t, where, i, cls, typ, specs, names, later) -> list[str]:
         elif ref in later and later[ref] >= i:
             j = later[ref]
             what = "itself" if j == i else f"layers[{j}] ({ref}), which comes later"
-            raise ctx.err(w, f'"{ref}" is {what}: a layer reads only the batch ("input") or layers above it '
+            raise ctx.err(w, f'{_show(ref)} is {what}: a layer reads only the batch ("input") or layers above it '
                              f"(list the layers in the order they run)")
         else:
             from ..errors import did_you_mean
-            raise ctx.err(w, f'unknown layer "{ref}"{did_you_mean(ref, list(names) + ["input"])}')
+            raise ctx.err(w, f'unknown layer {_show(ref)}{did_you_mean(ref, list(names) + ["input"])}')
     if cls.int_input and out[0] != "input":
         raise ctx.err(wheres[0] if wheres else where, f"{_a(typ)} {typ} layer reads token indices from the data "
                                                       f"(input), not the output of another layer")
@@ -295,14 +295,14 @@ def _work_limits(ctx, where, name, typ, opts, in_shape, out_shape, batch: int):
     n_out = batch * math.prod(out_shape)
     if n_out > MAX_ELEMENTS:
         raise ctx.err(where, f"the output of {name}, {_fmt_shape((batch,) + out_shape)} per batch, has "
-                             f"{n_out} elements, over the limit of {MAX_ELEMENTS}")
+                             f"{_show(n_out)} elements, over the limit of {MAX_ELEMENTS}")
     if typ in ("rnn", "lstm"):
         # each time step's op writes a new (N, T, ·) array (values are never changed in place):
         # N·T²·width elements per forward pass, width = hidden (lstm: out, c and gates, 6·hidden)
         T, H = in_shape[0], opts["hidden"]
         work = batch * T * T * (H if typ == "rnn" else 6 * H)
         if work > MAX_RECURRENT_WORK:
-            raise ctx.err(where, f"{name} over {T} time steps would copy {work} elements per batch, filling its "
+            raise ctx.err(where, f"{name} over {T} time steps would copy {_show(work)} elements per batch, filling its "
                                  f"(N, T, ·) tensors one time step at a time (N·T²·{'hidden' if typ == 'rnn' else '6·hidden'}), "
                                  f"over the limit of {MAX_RECURRENT_WORK} (use fewer time steps or a smaller batch_size)")
     if typ in ("conv1d", "conv2d") or typ.endswith(("pool1d", "pool2d")):     # the same kernel options
@@ -314,11 +314,11 @@ def _work_limits(ctx, where, name, typ, opts, in_shape, out_shape, batch: int):
                                                   f"limit of {MAX_KERNEL}")
         padded = batch * in_shape[0] * math.prod(in_shape[1 + d] + 2 * p[d] for d in range(nd))
         if padded > MAX_ELEMENTS:
-            raise ctx.err(f"{where}.padding", f"the padded input of {name} would have {padded} elements, over "
+            raise ctx.err(f"{where}.padding", f"the padded input of {name} would have {_show(padded)} elements, over "
                                               f"the limit of {MAX_ELEMENTS}")
         windows = batch * in_shape[0] * math.prod(out_shape[1:]) * math.prod(k)
         if windows > MAX_ELEMENTS:
-            raise ctx.err(where, f"{name} would unfold {windows} input elements per batch (N·C·positions·kernel), "
+            raise ctx.err(where, f"{name} would unfold {_show(windows)} input elements per batch (N·C·positions·kernel), "
                                  f"over the limit of {MAX_ELEMENTS} (use a smaller batch_size or kernel)")
 
 
@@ -344,7 +344,7 @@ def check_target(ctx, loss: LossSpec, layers: list[LayerSpec], x, y):
                 raise ctx.err("data.y", "cross_entropy class indices must be whole numbers")
             if yf.min() < 0 or yf.max() >= C:
                 bad = yf.min() if yf.min() < 0 else yf.max()
-                raise ctx.err("data.y", f"class index {int(bad)} is out of range: {who} gives {C} classes (0 to {C - 1})")
+                raise ctx.err("data.y", f"class index {bad:g} is out of range: {who} gives {C} classes (0 to {C - 1})")
             return y.astype(np.int64)
         if y.shape == pred:
             if y.min() < 0 or y.max() > 1:
@@ -387,5 +387,5 @@ def _nll_target(ctx, loss: LossSpec, who: str, pred: tuple[int, ...], y):
         raise ctx.err("data.y", f"nll targets are class indices, whole numbers, but data.y holds {bad:g}")
     if yf.min() < 0 or yf.max() >= C:
         bad = yf.min() if yf.min() < 0 else yf.max()
-        raise ctx.err("data.y", f"class index {int(bad)} is out of range: {who} gives {C} classes (0 to {C - 1})")
+        raise ctx.err("data.y", f"class index {bad:g} is out of range: {who} gives {C} classes (0 to {C - 1})")
     return y.astype(np.int64)

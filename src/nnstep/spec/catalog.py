@@ -12,6 +12,7 @@ Option kinds (checked by the loader): ``posint`` > 0, ``nonnegint`` >= 0, ``posf
 """
 from __future__ import annotations
 
+from ..errors import cut
 from .records import record
 
 import math
@@ -25,7 +26,9 @@ class ShapeError(ValueError):
 
 
 def fmt_shape(s) -> str:
-    return "[" + ", ".join(str(d) for d in s) + "]"
+    """A shape as text, cut as a message cuts any value (a shape of the user's can hold 19-digit
+    sizes: docs/errors.md promises 60 characters)."""
+    return cut("[" + ", ".join(str(d) for d in s) + "]")
 
 
 # =================================================================================================

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from ..errors import cut
 from .catalog import LayerType, ShapeError, Step, _check_dim, fmt_shape
 from .formula import Const, F, Ref
 
@@ -205,7 +206,7 @@ class Reshape(LayerType):
             want[want.index(-1)] = size // known
         if math.prod(want) != size:
             raise ShapeError(f"cannot reshape {_nshape(s)} ({size} values a sample) to {_nshape(want)} "
-                             f"({math.prod(want)} values)")
+                             f"({cut(str(math.prod(want)))} values)")
         return tuple(want), {}
 
     @classmethod

@@ -7,7 +7,7 @@ import time
 import re
 import sys
 
-from ..errors import ScenarioError
+from ..errors import ScenarioError, cut as _cut
 
 
 def _load(path: str):
@@ -31,14 +31,9 @@ def cmd_tui(path: str, compare: str | None = None, rtol: float = 1e-6, atol: flo
     report = None
     if compare is not None:        # every bad input of `nnstep compare` is refused before the TUI opens
         from ..debugger.compare import compare as run_compare, load_tensors
-        from ..errors import ScenarioError
         report = run_compare(sc, load_tensors(compare), rtol=rtol, atol=atol, source=compare)
         if report.unknown:
-            u = report.unknown[0]
-            hint = f' (did you mean "{u.suggestion}"?)' if u.suggestion else ""
-            from ..scenario.validate import clean
-            raise ScenarioError(f'no tensor of this scenario is named "{clean(u.tensor)}"{hint}', file=compare,
-                                where=f'"{clean(u.key)}"')
+            raise report.unknown_error()
     from .app import NnstepApp
     app = NnstepApp(sc, path=path, compare=report)
     _freeze_gc()
@@ -46,7 +41,7 @@ def cmd_tui(path: str, compare: str | None = None, rtol: float = 1e-6, atol: flo
     return 0 if app.return_code is None else app.return_code
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+_SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*$")
 
 KEY_NAMES = {" ": "space", "?": "question_mark", "+": "plus", "-": "minus", "=": "equals_sign",
              "esc": "escape", "ret": "enter", "return": "enter"}
@@ -63,7 +58,7 @@ def parse_keys(keys: str) -> list[str]:
 def cmd_screenshot(path: str, keys: str, size: str, output: str, wait: float = 10.0) -> int:
     m = _SIZE.match(size or "")
     if not m:
-        raise ScenarioError(f"--size: expected WIDTHxHEIGHT such as 120x40, got {size!r}")
+        raise ScenarioError(f"--size: expected WIDTHxHEIGHT such as 120x40, got {_cut(repr(size))}")
     w, h = int(m.group(1)), int(m.group(2))
     if not (20 <= w <= 1000 and 5 <= h <= 500):
         raise ScenarioError(f"--size: {w}x{h} is outside 20x5 .. 1000x500")
