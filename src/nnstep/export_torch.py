@@ -238,8 +238,10 @@ def _forward_line(L, names: _Names) -> list[str]:
         return [f"{out} = " + " * ".join(ins)]
     if t == "concat":
         return [f"{out} = torch.cat([{', '.join(ins)}], dim={o['dim']})"]
-    if t == "matmul":
-        return [f"{out} = torch.matmul({ins[0]}, {ins[1]})"]
+    if t == "matmul":                     # per sample: the lower-rank input gets size-1 dims after the batch
+        nd = max(len(s) for s in L.in_shapes)
+        x = [v + ("[:" + ", None" * (nd - len(s)) + "]" if len(s) < nd else "") for v, s in zip(ins, L.in_shapes)]
+        return [f"{out} = torch.matmul({x[0]}, {x[1]})"]
     if t == "transpose":
         d0, d1 = o["dims"]
         return [f"{out} = torch.transpose({a}, {d0}, {d1})"]
