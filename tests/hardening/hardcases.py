@@ -532,3 +532,13 @@ LONG_CASES = [
 ]
 
 CASES += LONG_CASES
+
+# --- a merge of very many inputs (issue 29) ---
+LIMIT_MERGE_CASES = [
+    Case("limit-merge-inputs", "Limit: a merge of too many inputs",
+         sub('inputs = ["linear1", "relu1"]', "inputs = [" + ", ".join(['"linear1"'] * 65) + "]", GRAPH_BASE)
+         .replace('[[layers]]\ntype = "relu"\n\n', ""),
+         "net.toml: layers[1].inputs: 65 inputs is over the limit of 64 for one add layer (merge the tensors in stages)"),
+]
+
+CASES += LIMIT_MERGE_CASES

@@ -228,3 +228,17 @@ def test_long_values_are_cut_in_messages(name, tmp_path, monkeypatch, capsys):
     assert max(map(len, words(line))) <= 200, line[:400]                  # a location (a key path) is cut at 200
     what = line.split(": ")[-1]
     assert max(map(len, words(what))) <= 60, what[:400]                   # a value at 60
+
+
+def test_a_merge_of_100000_inputs_is_refused_within_seconds(tmp_path):
+    """A 1.1 MB scenario of one add of 100,000 inputs took 5.7 s to run (and the TUI did not open in
+    20 s): refused when it loads, at the limit on a merge's inputs (a generous bound: a hang or a
+    run of the whole would go past it)."""
+    from nnstep.scenario.limits import MAX_MERGE_INPUTS
+
+    (tmp_path / "net.toml").write_text(
+        '[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0, 0.0], [2.0, 1.0]]\n\n[[layers]]\ntype = "linear"\nout = 2\n\n'
+        '[[layers]]\ntype = "add"\ninputs = [' + ", ".join(['"linear1"'] * 100_000) + ']\n\n[loss]\ntype = "mse"\n')
+    one_error(nnstep(["run", "net.toml"], tmp_path, timeout=15),
+              f"net.toml: layers[1].inputs: 100000 inputs is over the limit of {MAX_MERGE_INPUTS} for one add layer "
+              f"(merge the tensors in stages)")

@@ -10,7 +10,8 @@ import numpy as np
 from ..spec import catalog
 from ..spec.catalog import ShapeError
 from ..spec.model import LayerSpec, LossSpec
-from .limits import MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_KERNEL, MAX_LAYERS, MAX_RECURRENT_WORK, MAX_TOTAL_PARAMS
+from .limits import (MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_KERNEL, MAX_LAYERS, MAX_MERGE_INPUTS, MAX_RECURRENT_WORK,
+                     MAX_TOTAL_PARAMS)
 from .files import cast as _cast
 from .validate import NAME_RE, fmt_shape as _fmt_shape, opt_value as _opt, _show
 
@@ -249,6 +250,9 @@ def _inputs(ctx, t, where, i, cls, typ, specs, names, later) -> list[str]:
                                  f'inputs = ["<layer>", "<layer>"])')
         refs = t["inputs"]
         lo, hi = cls.arity
+        if isinstance(refs, list) and len(refs) > MAX_MERGE_INPUTS:
+            raise ctx.err(f"{where}.inputs", f"{len(refs)} inputs is over the limit of {MAX_MERGE_INPUTS} for one "
+                                             f"{typ} layer (merge the tensors in stages)")
         if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
             raise ctx.err(f"{where}.inputs", f"expected an array of layer names, got {_show(refs)}")
         if len(refs) < lo or (hi is not None and len(refs) > hi):
