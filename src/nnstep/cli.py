@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-from .errors import cut
+from .errors import Terminated, cut
 
 COMMANDS = ("run", "check", "trace", "gradcheck", "explain", "compare", "export", "screenshot", "tui", "new", "serve")
 
@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("nnstep: interrupted\n")
         return 130
+    except Terminated:                    # SIGTERM while a file was written (fileio): cleaned up
+        sys.stderr.write("nnstep: terminated\n")
+        return 143
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
 

@@ -17,6 +17,11 @@ class ScenarioError(Exception):
         super().__init__(": ".join(parts + [message]))
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is while nnstep writes a file (fileio), as Ctrl-C raises
+    KeyboardInterrupt, so that the write cleans up on the way out; the CLI exits 143."""
+
+
 SHOWN = 60          # characters of a value a message shows (docs/errors.md, "How an error looks")
 
 

@@ -632,17 +632,15 @@ def cmd_export(path: str, output: str) -> int:
 
     import os
 
+    from .fileio import check_output
+
     sc = load_scenario(path)
-    d = os.path.dirname(output)
-    if d and not os.path.isdir(d):
-        raise ScenarioError(f'no such folder "{d}"', file=output)
-    if os.path.exists(output) and os.path.samefile(output, path):
-        from .scenario.validate import clean
-        raise ScenarioError(f'"{clean(output)}" is the scenario itself: write the script to another file (-o ref.py)',
-                            where="-o")
+    check_output(output, "-o", "the script", "ref.py", sc.inputs)
     npz = None
     if size_of(sc) > INLINE_LIMIT:
         npz = os.path.splitext(os.path.basename(output))[0] + ".arrays.npz"
+        check_output(os.path.join(os.path.dirname(output), npz), "-o", "the script's arrays (beside it, named after "
+                     "it)", "ref.py", sc.inputs)
     text, arrays = build(sc, path, npz)
     if npz is not None:
         from .fileio import save_npz

@@ -542,3 +542,24 @@ LIMIT_MERGE_CASES = [
 ]
 
 CASES += LIMIT_MERGE_CASES
+
+# --- an output that is one of the run's own inputs, or that cannot be written (issue 29) ---
+_DATA_NPZ = sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "d.npz" }')
+OUTPUT_CASES = [
+    Case("save-over-scenario", "run --save: the output is the scenario itself", BASE,
+         '--save: "net.toml" is the scenario itself: write the parameters to another file (--save trained.npz)',
+         argv=("run", "net.toml", "--save", "net.toml"), where="--save"),
+    Case("save-over-data", "run --save: the output is a data file of the scenario", _DATA_NPZ,
+         '--save: "./d.npz" is the scenario\'s data file (data.x.file): write the parameters to another file '
+         "(--save trained.npz)",
+         files={"d.npz": npz_ok}, argv=("run", "net.toml", "--save", "./d.npz"), where="--save"),
+    Case("screenshot-over-scenario", "screenshot -o: the output is the scenario itself", BASE,
+         '-o: "net.toml" is the scenario itself: write the screenshot to another file (-o shot.svg)',
+         argv=("screenshot", "net.toml", "-o", "net.toml"), where="-o"),
+    Case("save-no-folder", "run --save: the output folder does not exist", BASE,
+         'nosuchdir/w.npz: no such folder "nosuchdir"', argv=("run", "net.toml", "--save", "nosuchdir/w.npz")),
+    Case("save-folder-is-a-file", "run --save: the output folder is a file", BASE,
+         'net.toml/w.npz: "net.toml" is not a folder', argv=("run", "net.toml", "--save", "net.toml/w.npz")),
+]
+
+CASES += OUTPUT_CASES

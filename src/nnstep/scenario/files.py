@@ -88,6 +88,7 @@ def _resolve(ctx, where, base, f):
         raise ctx.err(where, f'"{shown}" is outside the scenario\'s folder; data files must be in the folder of '
                              f"the scenario file or below it (copy the file there)")
     check_file(ctx, where, p, f'"{shown}"', missing=" (paths are relative to the scenario file)")
+    ctx.files[where] = p
     return shown, p
 
 

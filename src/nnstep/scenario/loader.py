@@ -294,7 +294,7 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
     _draw_pending(initial, pending, seed)
 
     sc = Scenario(path=path, name=name, description=desc, seed=seed, dtype=dtype, x=x, y=y, layers=layers,
-                  loss=loss, optimizer=optimizer, train=train, initial=initial, source=text)
+                  loss=loss, optimizer=optimizer, train=train, initial=initial, source=text, files=dict(ctx.files))
     # a batch larger than the data is the whole data, as a DataLoader would give
     plan = Plan.of(sc)
     sc.breakpoints = conditions.breakpoints(doc.get("breakpoints", []), ctx, plan.names, plan.op_names)

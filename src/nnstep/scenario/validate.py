@@ -133,6 +133,7 @@ class Ctx:
 
     def __init__(self, file: str):
         self.file = file
+        self.files: dict[str, str] = {}      # the files read, by key path (Scenario.files)
 
     def err(self, where: str | None, what: str) -> ScenarioError:
         if where:

@@ -68,7 +68,8 @@ def cmd_screenshot(path: str, keys: str, size: str, output: str, wait: float = 1
         raise ScenarioError(f"--wait: expected a number of seconds above 0, got {wait!r}")
     sc = _load(path)
     press = parse_keys(keys)
-    from ..fileio import atomic_write_text
+    from ..fileio import atomic_write_text, check_output
+    check_output(output, "-o", "the screenshot", "shot.svg", sc.inputs)
     from .app import NnstepApp
 
     app = NnstepApp(sc, path=path)
