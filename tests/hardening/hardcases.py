@@ -563,3 +563,13 @@ OUTPUT_CASES = [
 ]
 
 CASES += OUTPUT_CASES
+
+KEY_CASES = [
+    Case("screenshot-unknown-key", "screenshot --keys: a key that is no key", BASE,
+         '--keys: unknown key "nonsense": a key is a character or a Textual key name, such as enter, escape, space, '
+         "tab, up, question_mark or ctrl+p",
+         files={"shot.svg": "<svg>old</svg>"}, argv=("screenshot", "net.toml", "--keys", "nonsense ctrl+zz", "-o", "shot.svg"),
+         where="--keys"),
+]
+
+CASES += KEY_CASES

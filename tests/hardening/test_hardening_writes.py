@@ -286,3 +286,23 @@ def test_sigterm_during_a_save_leaves_no_temporary_file(tmp_path):
     assert r.stderr == "nnstep: terminated\n"
     assert (tmp_path / "w.npz").read_bytes() == b"old"
     assert leftovers(tmp_path) == []
+
+
+def test_screenshot_refuses_unknown_keys_before_writing(tmp_path, monkeypatch, capsys):
+    """--keys "nonsense ctrl+zz" was pressed as two keys no binding has, and the SVG replaced. The
+    check is Textual's knowledge of key names; every key of the app's own bindings passes it."""
+    pytest.importorskip("nnstep.tui.launch")
+    from nnstep.tui.app import NnstepApp
+    from nnstep.tui.launch import known_key, parse_keys
+
+    assert [k for b in NnstepApp.BINDINGS for k in b.key.split(",") if not known_key(k)] == []
+    assert parse_keys("n n s S ? + - space enter esc ctrl+p shift+tab f5 up full_stop wait:50") == [
+        "n", "n", "s", "S", "question_mark", "plus", "minus", "space", "enter", "escape", "ctrl+p", "shift+tab",
+        "f5", "up", "full_stop", "wait:50"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.toml").write_text(BASE)
+    (tmp_path / "shot.svg").write_text("<svg>old</svg>")
+    for keys, bad in (("n ctrl+zz", "ctrl+zz"), ("zz", "zz"), ("ctrl+", "ctrl+"), ("wait:soon", "wait:soon")):
+        assert main(["screenshot", "net.toml", "--keys", keys, "-o", "shot.svg"]) == 2
+        assert capsys.readouterr().err.startswith(f'nnstep: error: --keys: unknown key "{bad}": ')
+    assert (tmp_path / "shot.svg").read_text() == "<svg>old</svg>"

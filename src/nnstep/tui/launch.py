@@ -47,11 +47,40 @@ KEY_NAMES = {" ": "space", "?": "question_mark", "+": "plus", "-": "minus", "=":
              "esc": "escape", "ret": "enter", "return": "enter"}
 
 
+MODIFIERS = ("ctrl", "shift", "alt", "meta", "super", "hyper")
+
+
+def known_key(key: str) -> bool:
+    """Whether Textual knows ``key`` as a key: a character; a key name of its own (enter, escape,
+    space, up, f1, ...) or a character's name (question_mark, full_stop, plus); any of those after
+    modifiers (ctrl+p, shift+tab); or a pilot's pause, wait:<ms>. pilot.press sends any word as
+    a key, and a word no key has is silently nothing (a mistyped --keys went unnoticed)."""
+    from textual.keys import KEY_ALIASES, REPLACED_KEYS, Keys, key_to_character
+
+    if key.startswith("wait:"):
+        try:
+            return float(key[5:]) >= 0
+        except ValueError:
+            return False
+    *mods, base = key.split("+") if len(key) > 1 else [key]
+    if not base or any(m not in MODIFIERS for m in mods):
+        return False
+    names = {k.value for k in Keys if "+" not in k.value and not k.value.startswith("<")}
+    names |= set(KEY_ALIASES) | {a for v in KEY_ALIASES.values() for a in v if "+" not in a}
+    return (len(base) == 1 and base.isprintable()) or base in names or \
+        key_to_character(REPLACED_KEYS.get(base, base)) is not None
+
+
 def parse_keys(keys: str) -> list[str]:
-    """'n n s' -> ['n', 'n', 's']; words are Textual key names (enter, escape, tab, space, up, ...)."""
+    """'n n s' -> ['n', 'n', 's']; words are Textual key names (enter, escape, tab, space, up, ...).
+    ScenarioError names the first word that is no key, before anything runs or is written."""
     out = []
     for k in keys.split():
-        out.append(KEY_NAMES.get(k.lower() if len(k) > 1 else k, k))
+        key = KEY_NAMES.get(k.lower() if len(k) > 1 else k, k)
+        if not known_key(key):
+            raise ScenarioError(f'unknown key "{_cut(k)}": a key is a character or a Textual key name, such as '
+                                f"enter, escape, space, tab, up, question_mark or ctrl+p", where="--keys")
+        out.append(key)
     return out
 
 
@@ -66,8 +95,8 @@ def cmd_screenshot(path: str, keys: str, size: str, output: str, wait: float = 1
         raise ScenarioError("-o: an output file is required")
     if not (wait > 0):
         raise ScenarioError(f"--wait: expected a number of seconds above 0, got {wait!r}")
-    sc = _load(path)
     press = parse_keys(keys)
+    sc = _load(path)
     from ..fileio import atomic_write_text, check_output
     check_output(output, "-o", "the screenshot", "shot.svg", sc.inputs)
     from .app import NnstepApp
