@@ -6,6 +6,8 @@ import os
 import signal
 import sys
 
+from .errors import Terminated, cut
+
 COMMANDS = ("run", "check", "trace", "gradcheck", "explain", "compare", "export", "screenshot", "tui", "new", "serve")
 
 
@@ -44,17 +46,17 @@ class _Parser(argparse.ArgumentParser):
 def _positive_int(s: str) -> int:
     try:
         v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    except ValueError:                    # not an integer, or more digits than int() converts
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {cut(repr(s))}") from None
     if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {cut(str(v))}")
     return v
 
 
 def _steps(s: str) -> int:
     v = _positive_int(s)
     if v > 10_000_000:                    # the loader's MAX_STEPS (docs/errors.md, limits)
-        raise argparse.ArgumentTypeError(f"expected at most 10000000 steps, got {v}")
+        raise argparse.ArgumentTypeError(f"expected at most 10000000 steps, got {cut(str(v))}")
     return v
 
 
@@ -62,9 +64,9 @@ def _positive_float(s: str) -> float:
     try:
         v = float(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {cut(repr(s))}") from None
     if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {cut(s)}")
     return v
 
 
@@ -72,9 +74,9 @@ def _nonneg_float(s: str) -> float:
     try:
         v = float(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {cut(repr(s))}") from None
     if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {s}")
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {cut(s)}")
     return v
 
 
@@ -82,9 +84,9 @@ def _port(s: str) -> int:
     try:
         v = int(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {cut(repr(s))}") from None
     if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {v}")
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {cut(str(v))}")
     return v
 
 
@@ -229,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("nnstep: interrupted\n")
         return 130
+    except Terminated:                    # SIGTERM while a file was written (fileio): cleaned up
+        sys.stderr.write("nnstep: terminated\n")
+        return 143
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
 

@@ -17,6 +17,22 @@ class ScenarioError(Exception):
         super().__init__(": ".join(parts + [message]))
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is while nnstep writes a file (fileio), as Ctrl-C raises
+    KeyboardInterrupt, so that the write cleans up on the way out; the CLI exits 143."""
+
+
+SHOWN = 60          # characters of a value a message shows (docs/errors.md, "How an error looks")
+
+
+def cut(text: str, limit: int = SHOWN) -> str:
+    """A value as a message shows it: at most ``limit`` characters, "..." where it was cut (a
+    4000-digit integer in a scenario, or a long argument, is named, not printed whole). Every
+    value of the user's that a message formats goes through here (scenario.validate._show for the
+    scenario's, directly for the command line's)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def did_you_mean(word: str, options) -> str:
     """A ' (did you mean "x"?)' hint for an unknown key or type, or ''."""
     import difflib
@@ -24,7 +40,7 @@ def did_you_mean(word: str, options) -> str:
     options = sorted(set(options))
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if close:
-        return f' (did you mean "{close[0]}"?)'
+        return f' (did you mean "{cut(close[0])}"?)'
     if options:
-        return " (expected one of: " + ", ".join(options) + ")"
+        return " (expected one of: " + ", ".join(cut(o) for o in options) + ")"
     return ""

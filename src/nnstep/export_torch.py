@@ -238,8 +238,10 @@ def _forward_line(L, names: _Names) -> list[str]:
         return [f"{out} = " + " * ".join(ins)]
     if t == "concat":
         return [f"{out} = torch.cat([{', '.join(ins)}], dim={o['dim']})"]
-    if t == "matmul":
-        return [f"{out} = torch.matmul({ins[0]}, {ins[1]})"]
+    if t == "matmul":                     # per sample: the lower-rank input gets size-1 dims after the batch
+        nd = max(len(s) for s in L.in_shapes)
+        x = [v + ("[:" + ", None" * (nd - len(s)) + "]" if len(s) < nd else "") for v, s in zip(ins, L.in_shapes)]
+        return [f"{out} = torch.matmul({x[0]}, {x[1]})"]
     if t == "transpose":
         d0, d1 = o["dims"]
         return [f"{out} = torch.transpose({a}, {d0}, {d1})"]
@@ -630,17 +632,15 @@ def cmd_export(path: str, output: str) -> int:
 
     import os
 
+    from .fileio import check_output
+
     sc = load_scenario(path)
-    d = os.path.dirname(output)
-    if d and not os.path.isdir(d):
-        raise ScenarioError(f'no such folder "{d}"', file=output)
-    if os.path.exists(output) and os.path.samefile(output, path):
-        from .scenario.validate import clean
-        raise ScenarioError(f'"{clean(output)}" is the scenario itself: write the script to another file (-o ref.py)',
-                            where="-o")
+    check_output(output, "-o", "the script", "ref.py", sc.inputs)
     npz = None
     if size_of(sc) > INLINE_LIMIT:
         npz = os.path.splitext(os.path.basename(output))[0] + ".arrays.npz"
+        check_output(os.path.join(os.path.dirname(output), npz), "-o", "the script's arrays (beside it, named after "
+                     "it)", "ref.py", sc.inputs)
     text, arrays = build(sc, path, npz)
     if npz is not None:
         from .fileio import save_npz

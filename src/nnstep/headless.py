@@ -71,6 +71,9 @@ def keep_freed_memory() -> None:
 
 def cmd_run(path: str, steps: int | None, as_json: bool, save: str | None, honor_breakpoints: bool = True) -> int:
     sc = load_scenario(path)
+    if save:
+        from .fileio import check_output
+        check_output(save, "--save", "the parameters", "trained.npz", sc.inputs)
     n = _steps(sc, steps)
     if n > 10:                      # worth it over many steps; a short run saves importing ctypes
         keep_freed_memory()
@@ -119,12 +122,15 @@ def cmd_run(path: str, steps: int | None, as_json: bool, save: str | None, honor
         _out()
     if stopped is not None:
         sys.stderr.write(f"nnstep: {_stop_text(stopped)}\n")
+        if save:                    # parameters the run did not finish (perhaps holding Inf) replace nothing
+            sys.stderr.write(f"nnstep: --save: nothing written to {save}, since the run stopped before its end\n")
+        return 1
     if save:
         from .fileio import save_npz
         save_npz(save, {name: env[name] for name in sc.param_names})
         if not as_json:
             _out(f"saved {len(sc.param_names)} parameters to {save}")
-    return 1 if stopped is not None else 0
+    return 0
 
 
 def _fmt_array(a, precision: int = 6) -> str:
@@ -369,9 +375,5 @@ def cmd_compare(path: str, mine: str, as_json: bool, rtol: float, atol: float) -
     else:
         _out(rep.text)
     if rep.unknown:
-        u = rep.unknown[0]
-        hint = f' (did you mean "{u.suggestion}"?)' if u.suggestion else ""
-        from .scenario.validate import clean
-        raise ScenarioError(f'no tensor of this scenario is named "{clean(u.tensor)}"{hint}', file=mine,
-                            where=f'"{clean(u.key)}"')
+        raise rep.unknown_error()
     return rep.exit_code

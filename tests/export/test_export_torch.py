@@ -472,6 +472,38 @@ weight_decay = 0.1
 steps = 3
 batch_size = 2
 """,
+    # matmul per sample: [3, 2, 2] @ [2, 4] and [2, 3] @ [4, 3, 2], the batch kept (torch.matmul of
+    # the batched tensors would pair the batch of N = 3 with the leading 3)
+    "matmul-per-sample-broadcast": """
+[scenario]
+seed = 11
+[data]
+x = { random = "normal", shape = [3, 2] }
+y = { random = "normal", shape = [3, 3, 2, 4] }
+[[layers]]
+type = "linear"
+out = 12
+[[layers]]
+type = "reshape"
+shape = [3, 2, 2]
+[[layers]]
+type = "linear"
+input = "input"
+out = 8
+[[layers]]
+type = "reshape"
+shape = [2, 4]
+[[layers]]
+type = "matmul"
+inputs = ["reshape1", "reshape2"]
+[loss]
+type = "mse"
+[optimizer]
+type = "sgd"
+lr = 0.1
+[train]
+steps = 2
+""",
 }
 
 

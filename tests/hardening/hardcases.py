@@ -7,6 +7,7 @@ messages are the ones a user running `nnstep run net.toml` sees.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +61,10 @@ def npz_huge_header(path):
     npf.write_array_header_1_0(b, {"descr": "<f8", "fortran_order": False, "shape": (10_000_000, 1_000_000)})
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("x.npy", b.getvalue() + b"\0" * 64)
+
+
+# one attention layer over a sequence of @T@ tokens (the limits of its scores)
+ATTENTION_T = ('[data]\nx = { random = "integers", low = 0, high = 3, shape = [1, @T@] }\ny = { random = "integers", low = 0, high = 3, shape = [1, @T@] }\n\n[[layers]]\ntype = "embedding"\nnum = 3\ndim = 4\n\n[[layers]]\ntype = "attention"\nheads = 2\n\n[[layers]]\ntype = "linear"\nout = 3\n\n[loss]\ntype = "cross_entropy"\nclass_dim = -1\n')
 
 
 @dataclass
@@ -200,6 +205,21 @@ CASES = [
          "need pickle)", files={"d.npz": npz_objects}),
     Case("npz-key", "A .npz without the array named", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "d.npz", key = "inputs" }'),
          'net.toml: data.x.key: "d.npz" has no array "inputs" (expected one of: x, y)', files={"d.npz": npz_ok}),
+    Case("npz-empty-tokens", "A .npz of token sequences of length 0",
+         '[data]\nx = { file = "d.npz" }\ny = { file = "d.npz" }\n\n[[layers]]\ntype = "embedding"\nnum = 3\ndim = 4\n\n'
+         '[[layers]]\ntype = "attention"\nheads = 2\n\n[[layers]]\ntype = "linear"\nout = 3\n\n'
+         '[loss]\ntype = "cross_entropy"\nclass_dim = -1\n',
+         "net.toml: data.x: holds no numbers: its shape [2, 0] has a dimension of size 0 (every dimension needs at least 1)",
+         files={"d.npz": lambda p: np.savez(p, x=np.zeros((2, 0)), y=np.zeros((2, 0)))}),
+    Case("npz-empty-sequence", "A .npz of sequences with no time steps",
+         '[data]\nx = { file = "d.npz" }\ny = { file = "d.npz" }\n\n[[layers]]\ntype = "lstm"\nhidden = 3\n\n'
+         '[loss]\ntype = "mse"\n',
+         "net.toml: data.x: holds no numbers: its shape [2, 0, 2] has a dimension of size 0 (every dimension needs at least 1)",
+         files={"d.npz": lambda p: np.savez(p, x=np.zeros((2, 0, 2)), y=np.zeros((2, 0, 3)))}),
+    Case("npz-no-samples", "A .npz with no samples",
+         sub("y = [[1.0], [2.0]]", 'y = { file = "d.npz" }', sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "d.npz" }')),
+         "net.toml: data.x: holds no numbers: its shape [0, 2] has a dimension of size 0 (no samples)",
+         files={"d.npz": lambda p: np.savez(p, x=np.zeros((0, 2)), y=np.zeros((0, 1)))}),
     Case("csv-text-cell", "A .csv cell that is not a number", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "x.csv" }'),
          'net.toml: data.x.file: "x.csv" line 3, column 2: not a number', files={"x.csv": "a,b\n1,2\n3,oops\n"}),
     Case("csv-ragged", "A .csv with rows of different lengths", sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "x.csv" }'),
@@ -250,6 +270,19 @@ CASES = [
          '[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "linear"\nout = 2\n\n[loss]\ntype = "cross_entropy"\n',
          "net.toml: layers[0]: conv2d1 would unfold 63700992 input elements per batch (N·C·positions·kernel), "
          "over the limit of 50000000 (use a smaller batch_size or kernel)"),
+    Case("limit-attention-scores", "Limit: attention over too long a sequence",
+         ATTENTION_T.replace("@T@", "40000"),
+         "net.toml: layers[1]: attention1.scores, [1, 2, 40000, 40000] per batch, has 3200000000 elements, over the "
+         "limit of 50000000 (use a smaller batch_size or smaller inputs)"),
+    Case("limit-lstm-gates", "Limit: an lstm whose gates are too large for one batch",
+         '[data]\nx = { random = "normal", shape = [1000000, 1, 1] }\ny = { random = "normal", shape = [1000000] }\n\n'
+         '[[layers]]\ntype = "lstm"\nhidden = 13\n\n[loss]\ntype = "mse"\n',
+         "net.toml: layers[0]: lstm1.gates, [1000000, 1, 52] per batch, has 52000000 elements, over the limit of "
+         "50000000 (use a smaller batch_size or smaller inputs)"),
+    Case("limit-activations-total", "Limit: the tensors of one batch, added up",
+         ATTENTION_T.replace("@T@", "5000"),
+         "net.toml: layers[1]: the layers' outputs and the tensors they make, up to attention1, add up to 100180000 "
+         "elements per batch of 1, over the limit of 100000000 (use a smaller batch_size or smaller inputs)"),
     Case("limit-layers", "Limit: too many layers", sub("out = 1", "out = 1" + '\n\n[[layers]]\ntype = "identity"' * 1000),
          "net.toml: layers: 1003 layers is over the limit of 1000"),
     Case("limit-steps-argument", "Limit: too many steps on the command line", BASE,
@@ -415,6 +448,8 @@ COMPARE_CASES = [
          'mine.npz: "mine.npz" is not a .npz file (not a zip archive as numpy.savez writes)',
          files={"mine.npz": "linear1.out = [1, 2, 3]\n"}, argv=_CMP),
     Case("compare-no-file", "compare: the .npz does not exist", BASE, "mine.npz: no such file", argv=_CMP),
+    Case("compare-fifo", "compare: a FIFO, not a file", BASE, "mine.npz: is not a regular file",
+         files={"mine.npz": os.mkfifo}, argv=_CMP),
     Case("compare-empty", "compare: a .npz with no arrays", BASE,
          "mine.npz: holds no arrays: save your values under nnstep's tensor names, e.g. "
          'numpy.savez("mine.npz", **{"linear1.out": out1})',
@@ -516,3 +551,86 @@ LESSON_CASES = [
 ]
 
 CASES += LESSON_CASES
+
+# --- a switch that leaves out a parameter the layer's table gives (issue 29) ---
+CONTRADICTION_CASES = [
+    Case("attention-bias-false-with-bias", "attention: bias = false with in_proj_bias",
+         sub("heads = 2", "heads = 2\nbias = false\nin_proj_bias = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]",
+             LM_BASE),
+         "net.toml: layers[1].in_proj_bias: given, but bias = false leaves attention1 without in_proj_bias (drop "
+         "in_proj_bias, or set bias = true)"),
+    Case("lstm-bias-false-with-bias", "lstm: bias = false with bias_ih",
+         sub('type = "rnn"\nhidden = 1', 'type = "lstm"\nhidden = 1\nbias = false\nbias_ih = [0.5, 0.0, 0.0, 0.0]', RNN_BASE),
+         "net.toml: layers[0].bias_ih: given, but bias = false leaves lstm1 without bias_ih (drop bias_ih, or set "
+         "bias = true)"),
+    Case("affine-false-with-weight", "batchnorm: affine = false with weight",
+         sub('type = "relu"', 'type = "batchnorm"\naffine = false\nweight = [1.0, 1.0, 1.0]'),
+         "net.toml: layers[1].weight: given, but affine = false leaves batchnorm1 without weight (drop weight, or "
+         "set affine = true)"),
+    Case("norm-bias-false", "batchnorm: bias = false",
+         sub('type = "relu"', 'type = "batchnorm"\nbias = false'),
+         "net.toml: layers[1].bias: batchnorm1 (batchnorm) has no bias switch: affine = false leaves out its weight "
+         "and bias together, as torch's affine=False"),
+]
+
+CASES += CONTRADICTION_CASES
+
+# --- values too long for a message, or too large to hold (issue 29) ---
+_BIG = "9" * 4000
+_CUT = "9" * 57 + "..."        # errors.cut: 60 characters
+LONG_CASES = [
+    Case("long-integer", "An integer of 4000 digits",
+         sub('type = "mse"', f'type = "cross_entropy"\nclass_dim = {_BIG}',
+             sub("y = [[1.0], [2.0]]", "y = [0, 1]", sub("out = 1\n", "out = 3\n"))),
+         f"net.toml: loss.class_dim: expected an integer of at most 2^63 in size, got {_CUT}"),
+    Case("number-too-large-for-float", "A number too large for a float", sub("lr = 0.1", f"lr = {_BIG}"),
+         f"net.toml: optimizer.lr: expected a finite number, got {_CUT}, too large for a float"),
+    Case("integer-too-many-digits", "An integer of more digits than Python reads", sub("out = 3", "out = " + "9" * 5000),
+         "net.toml:7:7: TOML syntax: an integer of more than 4300 digits"),
+    Case("token-huge", "A token index of 1e300",
+         sub("x = [[0, 1, 2], [2, 1, 0]]", "x = [[0, 1, 1e300], [2, 1, 0]]", LM_BASE),
+         "net.toml: data.x: token index 1e+300 is outside [0, 3): embedding1 has num = 3 rows"),
+]
+
+CASES += LONG_CASES
+
+# --- a merge of very many inputs (issue 29) ---
+LIMIT_MERGE_CASES = [
+    Case("limit-merge-inputs", "Limit: a merge of too many inputs",
+         sub('inputs = ["linear1", "relu1"]', "inputs = [" + ", ".join(['"linear1"'] * 65) + "]", GRAPH_BASE)
+         .replace('[[layers]]\ntype = "relu"\n\n', ""),
+         "net.toml: layers[1].inputs: 65 inputs is over the limit of 64 for one add layer (merge the tensors in stages)"),
+]
+
+CASES += LIMIT_MERGE_CASES
+
+# --- an output that is one of the run's own inputs, or that cannot be written (issue 29) ---
+_DATA_NPZ = sub("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { file = "d.npz" }')
+OUTPUT_CASES = [
+    Case("save-over-scenario", "run --save: the output is the scenario itself", BASE,
+         '--save: "net.toml" is the scenario itself: write the parameters to another file (--save trained.npz)',
+         argv=("run", "net.toml", "--save", "net.toml"), where="--save"),
+    Case("save-over-data", "run --save: the output is a data file of the scenario", _DATA_NPZ,
+         '--save: "./d.npz" is the scenario\'s data file (data.x.file): write the parameters to another file '
+         "(--save trained.npz)",
+         files={"d.npz": npz_ok}, argv=("run", "net.toml", "--save", "./d.npz"), where="--save"),
+    Case("screenshot-over-scenario", "screenshot -o: the output is the scenario itself", BASE,
+         '-o: "net.toml" is the scenario itself: write the screenshot to another file (-o shot.svg)',
+         argv=("screenshot", "net.toml", "-o", "net.toml"), where="-o"),
+    Case("save-no-folder", "run --save: the output folder does not exist", BASE,
+         'nosuchdir/w.npz: no such folder "nosuchdir"', argv=("run", "net.toml", "--save", "nosuchdir/w.npz")),
+    Case("save-folder-is-a-file", "run --save: the output folder is a file", BASE,
+         'net.toml/w.npz: "net.toml" is not a folder', argv=("run", "net.toml", "--save", "net.toml/w.npz")),
+]
+
+CASES += OUTPUT_CASES
+
+KEY_CASES = [
+    Case("screenshot-unknown-key", "screenshot --keys: a key that is no key", BASE,
+         '--keys: unknown key "nonsense": a key is a character or a Textual key name, such as enter, escape, space, '
+         "tab, up, question_mark or ctrl+p",
+         files={"shot.svg": "<svg>old</svg>"}, argv=("screenshot", "net.toml", "--keys", "nonsense ctrl+zz", "-o", "shot.svg"),
+         where="--keys"),
+]
+
+CASES += KEY_CASES

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -52,6 +53,21 @@ def make(case: Case, work, monkeypatch):
     monkeypatch.chdir(work)
 
 
+def within(seconds: int, f, *args):
+    """f(*args), failed with TimeoutError after ``seconds`` (a case that hangs, such as a FIFO
+    opened for reading, fails instead of stopping the whole test run). SIGALRM interrupts a
+    blocking open() too."""
+    def timeout(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(seconds)
+    try:
+        return f(*args)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def location(case: Case) -> str:
     if case.where:
         return case.where
@@ -63,7 +79,7 @@ def test_error_case(case, tmp_path, monkeypatch, capsys):
     from nnstep.cli import main
 
     make(case, tmp_path / "work", monkeypatch)
-    rc = main(list(case.argv))
+    rc = within(20, main, list(case.argv))
     out, err = capsys.readouterr()
     assert rc == 2, (out, err)
     assert "Traceback" not in err

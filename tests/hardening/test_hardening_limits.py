@@ -66,7 +66,7 @@ def test_limits_are_stated_in_the_docs():
     import os
     doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "errors.md"), encoding="utf-8").read()
     for n in (loader.MAX_ELEMENTS, loader.MAX_TOTAL_PARAMS, loader.MAX_ACTIVATIONS, loader.MAX_STEPS,
-              loader.MAX_LAYERS, loader.MAX_KERNEL):
+              loader.MAX_LAYERS, loader.MAX_KERNEL, loader.MAX_MERGE_INPUTS):
         assert f"{n:,}" in doc, n
     assert f"{loader.MAX_SCENARIO_BYTES // 2**20} MB" in doc and f"{loader.MAX_FILE_BYTES // 2**20} MB" in doc
     assert f"{loader.MAX_CSV_BYTES // 2**20} MB" in doc and f"| {loader.MAX_NDIM} |" in doc

@@ -31,7 +31,8 @@ import numpy as np
 
 from ..engine.program import Program
 from ..engine.runner import advance
-from ..errors import ScenarioError
+from ..errors import ScenarioError, cut
+from ..spec.catalog import fmt_shape as _fmt_shape
 from ..spec.model import Scenario
 
 RTOL, ATOL = 1e-6, 1e-9
@@ -42,6 +43,11 @@ def clean(s: str) -> str:
     shown as escapes)."""
     from ..scenario.validate import clean as _clean
     return _clean(s)
+
+
+def _where(key) -> str:
+    """An array's name as an error's location: quoted, safe to print, cut as key paths are."""
+    return f'"{cut(clean(str(key)), 200)}"'
 _KEY = re.compile(r"^(?:(\d+)/)?(.+)$")
 
 
@@ -120,6 +126,14 @@ class Report:
         """0 all agree, 1 a difference, 2 an unknown name (bad input)."""
         return 2 if self.unknown else (0 if self.ok else 1)
 
+    def unknown_error(self) -> ScenarioError:
+        """The bad input an unknown name is (exit 2, after the report): located at the source and
+        the first unknown array's name."""
+        u = self.unknown[0]
+        hint = f' (did you mean "{u.suggestion}"?)' if u.suggestion else ""
+        return ScenarioError(f'no tensor of this scenario is named "{cut(clean(u.tensor))}"{hint}', file=self.source,
+                             where=_where(u.key))
+
     @property
     def first(self) -> TensorResult | None:
         """The differing tensor written earliest in the program: (step, op index), then the order
@@ -177,11 +191,10 @@ def parse_key(key: str) -> tuple[int, str] | None:
     m = _KEY.match(key)
     if not m:
         return None
-    return (int(m.group(1)) if m.group(1) is not None else 1), m.group(2)
-
-
-def _fmt_shape(s) -> str:
-    return "[" + ", ".join(str(d) for d in s) + "]"
+    try:
+        return (int(m.group(1)) if m.group(1) is not None else 1), m.group(2)
+    except ValueError:                       # more digits than int() converts: no step of any run
+        return None
 
 
 def compare(sc: Scenario, tensors: dict, rtol: float = RTOL, atol: float = ATOL, source: str = "tensors") -> Report:
@@ -213,19 +226,21 @@ def compare(sc: Scenario, tensors: dict, rtol: float = RTOL, atol: float = ATOL,
     wanted: dict[tuple[int, int], list[tuple[TensorResult, np.ndarray]]] = {}
     initial: list[tuple[TensorResult, np.ndarray]] = []
     for key, value in tensors.items():
-        where = f'"{clean(str(key))}"'
+        where = _where(key)
         pk = parse_key(key) if isinstance(key, str) else None
         if pk is None:
             raise ScenarioError('expected a tensor name, or "<step>/<tensor name>"', file=source, where=where)
         step, name = pk
         if step > sc.train.steps:
-            raise ScenarioError(f"step {step} is beyond train.steps = {sc.train.steps}", file=source, where=where)
+            raise ScenarioError(f"step {cut(str(step))} is beyond train.steps = {sc.train.steps}", file=source,
+                                where=where)
         if name not in names:
             close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
             results.append(TensorResult(key, step, name, "unknown", suggestion=close[0] if close else None))
             continue
         if step == 0 and name not in sc.initial:
-            raise ScenarioError(f'step 0 has only the initial parameters, not "{name}"', file=source, where=where)
+            raise ScenarioError(f'step 0 has only the initial parameters, not "{cut(clean(name))}"', file=source,
+                                where=where)
         a = np.asarray(value)
         if a.dtype.kind not in "biuf":
             raise ScenarioError(f"expected numbers, got an array of dtype {a.dtype}", file=source, where=where)
@@ -255,7 +270,7 @@ def compare(sc: Scenario, tensors: dict, rtol: float = RTOL, atol: float = ATOL,
             for r, a in wanted.get((k, op.index), ()):
                 if env.get(r.tensor) is None:
                     raise ScenarioError(f"nnstep computes no value of {r.tensor} in step {k}", file=source,
-                                        where=f'"{clean(r.key)}"')
+                                        where=_where(r.key))
                 nb = int(env["input"].shape[0])
                 _judge(sc, r, a, env[r.tensor], rtol, atol, source, batch=nb, n_pred=nb * per_pred)
                 if r.status == "differs" and r.tensor.endswith(".grad_in"):
@@ -285,7 +300,7 @@ def _close(a, b, rtol, atol) -> np.ndarray:
 def _judge(sc, r: TensorResult, mine, ref, rtol, atol, source, batch=None, n_pred=None):
     ref = np.asarray(ref, dtype=np.float64)
     mine = np.asarray(mine)
-    where = f'"{clean(r.key)}"'
+    where = _where(r.key)
     if mine.shape != ref.shape:
         if mine.size == 1 and ref.size == 1:
             mine = mine.reshape(ref.shape)
@@ -452,22 +467,25 @@ def _scenario(scenario) -> Scenario:
 
 
 def load_tensors(path: str) -> dict:
-    """A user's .npz, read as `scenario.weights` is: numbers only, never pickle (errors located at
-    the file and the array's name)."""
-    import os
-
-    from ..scenario.files import _npz_keys, _npz_load, _npz_open
+    """A user's .npz, read as the scenario's data files are: a regular file of at most
+    MAX_FILE_BYTES (never a FIFO or a device), each array checked from its header (numbers only,
+    never pickle) and all of them together at most MAX_FILE_BYTES uncompressed. Errors are located
+    at the file and the array's name."""
+    from ..scenario.files import _npz_keys, _npz_load, _npz_open, check_file
+    from ..scenario.limits import MAX_FILE_BYTES
     from ..scenario.validate import Ctx
 
     ctx = Ctx(path)
-    if not os.path.exists(path):
-        raise ScenarioError("no such file", file=path)
-    if os.path.isdir(path):
-        raise ScenarioError("is a directory, expected a .npz file", file=path)
+    check_file(ctx, None, path, directory=", expected a .npz file")
     zf = _npz_open(ctx, None, path, path)
     out = {}
     with zf:
-        for key in _npz_keys(zf):
+        keys = _npz_keys(zf)
+        total = sum(zf.getinfo(k + ".npy").file_size for k in keys)
+        if total > MAX_FILE_BYTES:
+            raise ScenarioError(f"its arrays hold {total} bytes uncompressed, over the limit of {MAX_FILE_BYTES}",
+                                file=path)
+        for key in keys:
             try:
                 out[key] = _npz_load(ctx, None, path, zf, key)
             except ScenarioError as e:        # the file is named once, as the location

@@ -92,10 +92,19 @@ _ELEMENT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(?:\[\s*(-?\d+(?:\s*,\s*-?\d+)*)
 
 def parse_element(text: str) -> tuple[str, tuple[int, ...] | None]:
     """``"linear1.weight.grad[0, 1]"`` -> ``("linear1.weight.grad", (0, 1))``; ``"loss"`` -> index None."""
+    from ..errors import cut
+    from ..scenario.validate import clean
+
     m = _ELEMENT.match(text)
     if not m:
-        raise ValueError(f'expected a tensor and an index such as "linear1.weight.grad[0, 1]", got "{text}"')
-    idx = None if m.group(2) is None else tuple(int(v) for v in m.group(2).split(","))
+        raise ValueError(f'expected a tensor and an index such as "linear1.weight.grad[0, 1]", got '
+                         f'"{cut(clean(text))}"')
+    try:
+        idx = None if m.group(2) is None else tuple(int(v) for v in m.group(2).split(","))
+    except ValueError:                      # more digits than int() converts
+        raise ValueError(f'an index of "{cut(clean(text))}" is too large') from None
+    if idx is not None and any(abs(i) >= 2**63 for i in idx):
+        raise ValueError(f'an index of "{cut(clean(text))}" is too large')
     return m.group(1), idx
 
 
@@ -290,7 +299,9 @@ def explain(session, tensor: str, index=None, step: int | None = None, digits: i
     and IndexError for an index outside it."""
     if tensor not in session.names:
         from ..errors import did_you_mean
-        raise KeyError(f'unknown tensor "{tensor}"{did_you_mean(tensor, session.names)}')
+        from ..errors import cut
+        from ..scenario.validate import clean
+        raise KeyError(f'unknown tensor "{cut(clean(tensor))}"{did_you_mean(tensor, session.names)}')
     w = _writer(session, tensor)
     k, i = session.position
     if step is None:

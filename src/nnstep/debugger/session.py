@@ -268,7 +268,9 @@ class Session:
         module docstring for the exact rule."""
         if name not in self.names:
             from ..errors import did_you_mean
-            raise KeyError(f'unknown tensor "{name}"{did_you_mean(name, self.names)}')
+            from ..errors import cut
+            from ..scenario.validate import clean
+            raise KeyError(f'unknown tensor "{cut(clean(name))}"{did_you_mean(name, self.names)}')
         return self._env.get(name)
 
     def step_start_value(self, name: str):

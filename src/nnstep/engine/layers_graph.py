@@ -94,16 +94,28 @@ class Concat(_Merge):
 
 
 class Matmul(_Merge):
+    """Per sample: the batch dim is kept, and the two inputs' per-sample leading dims broadcast
+    against each other as numpy's and torch's matmul broadcast them, (…, n, k) @ (…, k, m). An
+    input with fewer per-sample dims gets size-1 dims after the batch (on the batched tensors
+    that is torch.matmul(a[:, None], b) for a (N, n, k) and b (N, B, k, m); torch.matmul(a, b)
+    would pair the batch of a with B instead)."""
     type = "matmul"
 
+    @staticmethod
+    def _aligned(x, nd: int):
+        """``x`` (N, …) with size-1 dims after the batch, to ``nd`` dims in all (a view)."""
+        return x.reshape(x.shape[:1] + (1,) * (nd - x.ndim) + x.shape[1:])
+
     def forward(self, xs, P):
-        return np.matmul(xs[0], xs[1]), {}, {}
+        nd = max(x.ndim for x in xs)
+        return np.matmul(*(self._aligned(x, nd) for x in xs)), {}, {}
 
     def backward(self, g, xs, out, P, extras):
-        a, b = xs
-        ga = np.matmul(g, np.swapaxes(b, -1, -2))
-        gb = np.matmul(np.swapaxes(a, -1, -2), g)
-        return [np.ascontiguousarray(_unbroadcast(ga, a.shape)), np.ascontiguousarray(_unbroadcast(gb, b.shape))], {}, None
+        a, b = (self._aligned(x, g.ndim) for x in xs)
+        ga = np.matmul(g, np.swapaxes(b, -1, -2))          # (N, lead, n, k): one per broadcast copy
+        gb = np.matmul(np.swapaxes(a, -1, -2), g)          # (N, lead, k, m)
+        return [np.ascontiguousarray(_unbroadcast(gx, x.shape).reshape(x0.shape))
+                for gx, x, x0 in ((ga, a, xs[0]), (gb, b, xs[1]))], {}, None
 
     def grad_rule(self, wrt, idx, V):
         k = int(wrt.rsplit(".", 1)[1])
@@ -115,10 +127,12 @@ class Matmul(_Merge):
         idx = tuple(idx)
         terms = []
         for lead in np.ndindex(*g.shape[:-2]):
-            # which element of each input this output position reads (broadcast dims read index 0)
+            # which element of each input this output position reads: the same sample; per-sample
+            # leading dims aligned from the right, a broadcast (size-1) dim read at index 0
             def at(x, lead=lead):
-                off = len(lead) - (x.ndim - 2)
-                return tuple(0 if x.shape[d] == 1 else lead[off + d] for d in range(x.ndim - 2))
+                per = x.shape[1:-2]
+                off = len(lead) - 1 - len(per)
+                return (lead[0],) + tuple(0 if per[d] == 1 else lead[1 + off + d] for d in range(len(per)))
             if at(mine) != idx[:-2]:
                 continue
             i, j = idx[-2], idx[-1]

@@ -8,7 +8,7 @@ import re
 from ..errors import did_you_mean
 from ..spec.model import SHOWS, Ask, Breakpoint, Condition, Expect, Note, Scenario, parse_element
 from ..spec.stats import STATS
-from .validate import Ctx, _got, clean
+from .validate import Ctx, _got, _show, clean
 
 STAGES = ("forward", "loss", "backward", "update")
 COND_RE = re.compile(r"^\s*(\S+)\s+(\w+)\s*(<=|>=|==|!=|<|>)\s*(\S+)\s*$")
@@ -26,17 +26,17 @@ def parse_condition(text: str, names, ctx: Ctx | None = None, where: str = "when
         return Condition(kind="nonfinite", text="nonfinite")
     m = COND_RE.match(text)
     if not m:
-        raise ctx.err(where, f'malformed condition "{text}": expected "<tensor> <stat> <op> <number>" '
+        raise ctx.err(where, f'malformed condition {_show(text)}: expected "<tensor> <stat> <op> <number>" '
                              f'(for example "linear1.weight.grad norm > 10") or "nonfinite"')
     tensor, st, op, num = m.groups()
     if tensor not in names:
-        raise ctx.err(where, f'unknown tensor "{tensor}"{did_you_mean(tensor, names)}')
+        raise ctx.err(where, f'unknown tensor {_show(tensor)}{did_you_mean(tensor, names)}')
     if st not in STATS:
-        raise ctx.err(where, f'unknown statistic "{st}"{did_you_mean(st, STATS)}')
+        raise ctx.err(where, f'unknown statistic {_show(st)}{did_you_mean(st, STATS)}')
     try:
         number = float(num)
     except ValueError:
-        raise ctx.err(where, f'"{num}" is not a number') from None
+        raise ctx.err(where, f'{_show(num)} is not a number') from None
     if math.isnan(number):
         raise ctx.err(where, "the number cannot be nan")
     return Condition(kind="compare", tensor=tensor, stat=st, op=op, number=number, text=clean(text.strip()))
@@ -78,9 +78,9 @@ def expects(v, ctx: Ctx, names, sc: Scenario) -> list[Expect]:
             raise ctx.err(f"{where}.step", f"step {step} is beyond train.steps = {sc.train.steps}")
         tensor = ctx.str_(e["tensor"], f"{where}.tensor")
         if tensor not in names:
-            raise ctx.err(f"{where}.tensor", f'unknown tensor "{tensor}"{did_you_mean(tensor, names)}')
+            raise ctx.err(f"{where}.tensor", f'unknown tensor {_show(tensor)}{did_you_mean(tensor, names)}')
         if step == 0 and tensor not in sc.initial:
-            raise ctx.err(f"{where}.step", f'step 0 has only the initial parameters, not "{tensor}"')
+            raise ctx.err(f"{where}.step", f'step 0 has only the initial parameters, not {_show(tensor)}')
         value = ctx.array(e["value"], f"{where}.value", allow_scalar=True)
         out.append(Expect(where=where, step=step, tensor=tensor, value=value,
                           atol=ctx.num(e.get("atol", 1e-8), f"{where}.atol", 0.0, desc="a non-negative number"),

@@ -9,7 +9,7 @@ import stat
 
 import numpy as np
 
-from ..errors import ScenarioError, did_you_mean
+from ..errors import ScenarioError, cut, did_you_mean
 from .limits import MAX_CSV_BYTES, MAX_ELEMENTS, MAX_FILE_BYTES
 from .validate import _show, clean, fmt_shape as _fmt_shape
 
@@ -28,6 +28,10 @@ def data(d, ctx, base: str, npdt, loss, seed: int):
         raise ctx.err("data.x", "expected an array with a batch dimension [N, ...], got a scalar")
     if y.ndim == 0:
         raise ctx.err("data.y", "expected an array with a batch dimension [N, ...], got a scalar")
+    for k, a in (("x", x), ("y", y)):      # a .npz can hold an array of shape [2, 0] or [0, 2]
+        if a.size == 0:
+            raise ctx.err(f"data.{k}", f"holds no numbers: its shape {_fmt_shape(a.shape)} has a dimension of size 0 "
+                                       f"({'no samples' if a.shape[0] == 0 else 'every dimension needs at least 1'})")
     if x.ndim == 1:
         x = x.reshape(-1, 1)
     if x.shape[0] != y.shape[0]:
@@ -69,7 +73,7 @@ def _resolve(ctx, where, base, f):
     it (after following symlinks), a regular file, not too large. A shared scenario cannot read
     files elsewhere on the reader's machine (docs/errors.md, "Files")."""
     f = ctx.str_(f, where)
-    shown = clean(f)
+    shown = cut(clean(f))
     if "\x00" in f:
         raise ctx.err(where, "file name contains a NUL byte")
     if not f.strip():
@@ -83,21 +87,33 @@ def _resolve(ctx, where, base, f):
     if os.path.commonpath([root, real]) != root:
         raise ctx.err(where, f'"{shown}" is outside the scenario\'s folder; data files must be in the folder of '
                              f"the scenario file or below it (copy the file there)")
+    check_file(ctx, where, p, f'"{shown}"', missing=" (paths are relative to the scenario file)")
+    ctx.files[where] = p
+    return shown, p
+
+
+def check_file(ctx, where, p: str, name: str = "", missing: str = "", directory: str = "") -> None:
+    """Every file nnstep reads as data passes here before it is opened (the scenario's data and
+    weights files, the .npz of `compare` and `--compare`): it exists, is a regular file (a
+    directory, a FIFO or a device such as /dev/zero is refused unopened: reading one could block
+    forever or never end), holds at most MAX_FILE_BYTES, and may be read. ``name`` is the file as
+    the message quotes it ("" where the location names it already); ``missing`` and
+    ``directory`` end those two messages."""
+    q = f"{name} " if name else ""
     try:
         st = os.stat(p)
     except FileNotFoundError:
-        raise ctx.err(where, f'no such file "{shown}" (paths are relative to the scenario file)') from None
+        raise ctx.err(where, f"no such file{' ' + name if name else ''}{missing}") from None
     except OSError as e:
-        raise ctx.err(where, f'cannot read "{shown}": {e.strerror or e}') from None
+        raise ctx.err(where, f"cannot read{' ' + name if name else ''}: {e.strerror or e}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise ctx.err(where, f'"{shown}" is a directory')
+        raise ctx.err(where, f"{q}is a directory{directory}")
     if not stat.S_ISREG(st.st_mode):
-        raise ctx.err(where, f'"{shown}" is not a regular file')
+        raise ctx.err(where, f"{q}is not a regular file")
     if st.st_size > MAX_FILE_BYTES:
-        raise ctx.err(where, f'"{shown}" is too large ({st.st_size} bytes, the limit is {MAX_FILE_BYTES})')
+        raise ctx.err(where, f"{q}is too large ({st.st_size} bytes, the limit is {MAX_FILE_BYTES})")
     if not os.access(p, os.R_OK):
-        raise ctx.err(where, f'cannot read "{shown}": permission denied')
-    return shown, p
+        raise ctx.err(where, f"cannot read{' ' + name if name else ''}: permission denied")
 
 
 def _file_data(v, where, ctx, base: str) -> np.ndarray:
@@ -158,26 +174,26 @@ def _npz_load(ctx, where, f, zf, key: str) -> np.ndarray:
         try:
             shape, dtype = _npz_header(zf, member)
         except _NpzRefused as e:
-            raise ctx.err(where, f'"{f}": array "{clean(key)}" {e}') from None
+            raise ctx.err(where, f'"{f}": array {_show(key)} {e}') from None
         if dtype.hasobject:
-            raise ctx.err(where, f'"{f}": array "{clean(key)}" holds Python objects, which nnstep never loads '
+            raise ctx.err(where, f'"{f}": array {_show(key)} holds Python objects, which nnstep never loads '
                                  f"(it would need pickle)")
         if dtype.kind not in "biuf":
-            raise ctx.err(where, f'"{f}": array "{clean(key)}" has dtype {clean(str(dtype))}, expected numbers')
+            raise ctx.err(where, f'"{f}": array {_show(key)} has dtype {clean(str(dtype))}, expected numbers')
         n = math.prod(shape)
         if n > MAX_ELEMENTS:
-            raise ctx.err(where, f'"{f}": array "{clean(key)}" of shape {_fmt_shape(shape)} has {n} elements, '
+            raise ctx.err(where, f'"{f}": array {_show(key)} of shape {_fmt_shape(shape)} has {_show(n)} elements, '
                                  f"over the limit of {MAX_ELEMENTS}")
         info = zf.getinfo(member)
         if info.file_size > n * dtype.itemsize + 65536:
-            raise ctx.err(where, f'"{f}": array "{clean(key)}" is larger than its header says')
+            raise ctx.err(where, f'"{f}": array {_show(key)} is larger than its header says')
         with zf.open(member) as fh:
             from numpy.lib import format as npf
             arr = npf.read_array(fh, allow_pickle=False)
     except ScenarioError:
         raise
     except (OSError, ValueError, EOFError, KeyError, TypeError, SyntaxError) + zip_errors() as e:
-        raise ctx.err(where, f'"{f}": array "{clean(key)}" is damaged ({type(e).__name__})') from None
+        raise ctx.err(where, f'"{f}": array {_show(key)} is damaged ({type(e).__name__})') from None
     return arr
 
 
@@ -190,7 +206,7 @@ def _npz_array(ctx, where, f, p, key, keywhere):
     with zf:
         keys = _npz_keys(zf)
         if key not in keys:
-            raise ctx.err(keywhere, f'"{f}" has no array "{clean(key)}"{did_you_mean(key, keys)}')
+            raise ctx.err(keywhere, f'"{f}" has no array {_show(key)}{did_you_mean(key, keys)}')
         return _npz_load(ctx, where, f, zf, key)
 
 
@@ -283,7 +299,7 @@ def _random_data(v, where, ctx, rng) -> np.ndarray:
     shape = tuple(ctx.posint(s, f"{where}.shape[{i}]") for i, s in enumerate(shp))
     n = math.prod(shape)
     if n > MAX_ELEMENTS:
-        raise ctx.err(f"{where}.shape", f"{_fmt_shape(shape)} is {n} elements, over the limit of {MAX_ELEMENTS}")
+        raise ctx.err(f"{where}.shape", f"{_fmt_shape(shape)} is {_show(n)} elements, over the limit of {MAX_ELEMENTS}")
     if kind == "normal":
         mean = ctx.num(v.get("mean", 0.0), f"{where}.mean")
         std = ctx.num(v.get("std", 1.0), f"{where}.std", 0.0, desc="a non-negative number")
@@ -321,13 +337,13 @@ def weights_file(ctx, v, base, layers, initial, npdt):
             if key.endswith("num_batches_tracked") or key.endswith(".running_mean") or key.endswith(".running_var"):
                 continue
             if key not in known:
-                raise ctx.err("scenario.weights", f'"{f}" holds "{clean(key)}", which is no parameter of this '
+                raise ctx.err("scenario.weights", f'"{f}" holds {_show(key)}, which is no parameter of this '
                                                   f"network{did_you_mean(key, known)}")
             a = _npz_load(ctx, "scenario.weights", f, zf, key)
             if a.shape != initial[key].shape:
-                raise ctx.err("scenario.weights", f'"{f}": "{key}" has shape {_fmt_shape(a.shape)}, the network '
+                raise ctx.err("scenario.weights", f'"{f}": {_show(key)} has shape {_fmt_shape(a.shape)}, the network '
                                                   f"needs {_fmt_shape(initial[key].shape)}")
-            a = cast(ctx, "scenario.weights", a, npdt, f'"{f}": "{key}" ')
+            a = cast(ctx, "scenario.weights", a, npdt, f'"{f}": {_show(key)} ')
             initial[key] = a
 
 

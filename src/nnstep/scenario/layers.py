@@ -10,7 +10,8 @@ import numpy as np
 from ..spec import catalog
 from ..spec.catalog import ShapeError
 from ..spec.model import LayerSpec, LossSpec
-from .limits import MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_KERNEL, MAX_LAYERS, MAX_RECURRENT_WORK, MAX_TOTAL_PARAMS
+from .limits import (MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_KERNEL, MAX_LAYERS, MAX_MERGE_INPUTS, MAX_RECURRENT_WORK,
+                     MAX_TOTAL_PARAMS)
 from .files import cast as _cast
 from .validate import NAME_RE, fmt_shape as _fmt_shape, opt_value as _opt, _show
 
@@ -95,8 +96,6 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
         typ = ctx.str_(t["type"], f"{where}.type", tuple(catalog.LAYERS))
         cls = catalog.LAYERS[typ]
         allowed = COMMON_LAYER_KEYS + tuple(cls.params) + tuple(cls.options)
-        if cls.params and "bias" not in allowed:
-            allowed += ("bias",)                  # bias = false removes the bias parameters
         if not cls.params:
             allowed = tuple(k for k in allowed if k not in ("init", "frozen"))
         allowed = tuple(k for k in allowed if k != ("input" if cls.merge else "inputs"))
@@ -111,11 +110,11 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
         name = t.get("name", f"{typ}{counts[typ]}")
         ctx.str_(name, f"{where}.name")
         if not NAME_RE.match(name):
-            raise ctx.err(f"{where}.name", f'"{name}" is not a valid layer name (letters, digits and _, not starting with a digit)')
+            raise ctx.err(f"{where}.name", f'{_show(name)} is not a valid layer name (letters, digits and _, not starting with a digit)')
         if name in names:
-            raise ctx.err(f"{where}.name", f'duplicate layer name "{name}" (layers[{names[name]}] has it too)')
+            raise ctx.err(f"{where}.name", f'duplicate layer name {_show(name)} (layers[{names[name]}] has it too)')
         if name in ("input", "target", "loss"):
-            raise ctx.err(f"{where}.name", f'"{name}" is reserved for a tensor name')
+            raise ctx.err(f"{where}.name", f'{_show(name)} is reserved for a tensor name')
         names[name] = i
         opts = {}
         for k, (default, kind) in cls.options.items():
@@ -148,8 +147,19 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             raise ctx.err(where, f"{name} ({typ}) cannot take the output of {prev}, per-sample shape "
                                  f"{_fmt_shape(shape)}: {e}") from None
         present = list(pshapes)
+        for p in cls.params:                      # a parameter given that the options leave out
+            if p in t and p not in pshapes and t[p] is not False:
+                switch = ("bias" if p in cls.bias_params and opts.get("bias") is False
+                          else "affine" if opts.get("affine") is False else None)
+                if switch is None:
+                    raise ctx.err(f"{where}.{p}", f"{name} ({typ}) has no {p} with these options")
+                raise ctx.err(f"{where}.{p}", f"given, but {switch} = false leaves {name} without {p} (drop {p}, "
+                                              f"or set {switch} = true)")
         bias_v = t.get("bias")
-        if bias_v is False and any(b in pshapes for b in cls.bias_params):
+        if bias_v is False and "bias" not in cls.options:
+            if not cls.bias_params:
+                raise ctx.err(f"{where}.bias", f"{name} ({typ}) has no bias switch: affine = false leaves out its "
+                                               f"weight and bias together, as torch's affine=False")
             present = [p for p in present if p not in cls.bias_params]
         elif isinstance(bias_v, bool) and "bias" not in cls.options:
             if bias_v is not True or "bias" not in pshapes:
@@ -160,7 +170,7 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             total += n
             if n > MAX_ELEMENTS or total > MAX_TOTAL_PARAMS:
                 raise ctx.err(where, f"{name}.{p} of shape {_fmt_shape(pshapes[p])} would take the parameter "
-                                     f"count to {total}, over the limit of {MAX_TOTAL_PARAMS}")
+                                     f"count to {_show(total)}, over the limit of {MAX_TOTAL_PARAMS}")
         for p in present:
             full = f"{name}.{p}"
             if p in t and t[p] is not True and not (p == "bias" and "bias" in cls.options):
@@ -191,9 +201,17 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             ctx.str_(fz, f"{where}.frozen[{j}]", tuple(present))
         _work_limits(ctx, where, name, typ, opts, shape, tuple(out_shape), batch)
         acts += batch * math.prod(out_shape)
+        for label, shp, count in cls.intermediates(opts, in_shapes, tuple(out_shape)):
+            n = batch * math.prod(shp)
+            if n > MAX_ELEMENTS:
+                what = f"{name}.{label}" if label.isidentifier() else f"{name}'s {label}"
+                raise ctx.err(where, f"{what}, {_fmt_shape((batch,) + tuple(shp))} per batch, has {_show(n)} elements, "
+                                     f"over the limit of {MAX_ELEMENTS} (use a smaller batch_size or smaller inputs)")
+            acts += count * n
         if acts > MAX_ACTIVATIONS:
-            raise ctx.err(where, f"the layers' outputs up to {name} add up to {acts} elements per batch of "
-                                 f"{batch}, over the limit of {MAX_ACTIVATIONS} (use a smaller batch_size)")
+            raise ctx.err(where, f"the layers' outputs and the tensors they make, up to {name}, add up to {_show(acts)} "
+                                 f"elements per batch of {batch}, over the limit of {MAX_ACTIVATIONS} (use a smaller "
+                                 f"batch_size or smaller inputs)")
         if typ == "batchnorm":
             # torch refuses training-mode batchnorm with one value per channel (its variance is 0 and
             # the unbiased running variance divides by n - 1 = 0); so does nnstep, at load time
@@ -232,6 +250,9 @@ def _inputs(ctx, t, where, i, cls, typ, specs, names, later) -> list[str]:
                                  f'inputs = ["<layer>", "<layer>"])')
         refs = t["inputs"]
         lo, hi = cls.arity
+        if isinstance(refs, list) and len(refs) > MAX_MERGE_INPUTS:
+            raise ctx.err(f"{where}.inputs", f"{len(refs)} inputs is over the limit of {MAX_MERGE_INPUTS} for one "
+                                             f"{typ} layer (merge the tensors in stages)")
         if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
             raise ctx.err(f"{where}.inputs", f"expected an array of layer names, got {_show(refs)}")
         if len(refs) < lo or (hi is not None and len(refs) > hi):
@@ -251,11 +272,11 @@ def _inputs(ctx, t, where, i, cls, typ, specs, names, later) -> list[str]:
         elif ref in later and later[ref] >= i:
             j = later[ref]
             what = "itself" if j == i else f"layers[{j}] ({ref}), which comes later"
-            raise ctx.err(w, f'"{ref}" is {what}: a layer reads only the batch ("input") or layers above it '
+            raise ctx.err(w, f'{_show(ref)} is {what}: a layer reads only the batch ("input") or layers above it '
                              f"(list the layers in the order they run)")
         else:
             from ..errors import did_you_mean
-            raise ctx.err(w, f'unknown layer "{ref}"{did_you_mean(ref, list(names) + ["input"])}')
+            raise ctx.err(w, f'unknown layer {_show(ref)}{did_you_mean(ref, list(names) + ["input"])}')
     if cls.int_input and out[0] != "input":
         raise ctx.err(wheres[0] if wheres else where, f"{_a(typ)} {typ} layer reads token indices from the data "
                                                       f"(input), not the output of another layer")
@@ -278,14 +299,14 @@ def _work_limits(ctx, where, name, typ, opts, in_shape, out_shape, batch: int):
     n_out = batch * math.prod(out_shape)
     if n_out > MAX_ELEMENTS:
         raise ctx.err(where, f"the output of {name}, {_fmt_shape((batch,) + out_shape)} per batch, has "
-                             f"{n_out} elements, over the limit of {MAX_ELEMENTS}")
+                             f"{_show(n_out)} elements, over the limit of {MAX_ELEMENTS}")
     if typ in ("rnn", "lstm"):
         # each time step's op writes a new (N, T, ·) array (values are never changed in place):
         # N·T²·width elements per forward pass, width = hidden (lstm: out, c and gates, 6·hidden)
         T, H = in_shape[0], opts["hidden"]
         work = batch * T * T * (H if typ == "rnn" else 6 * H)
         if work > MAX_RECURRENT_WORK:
-            raise ctx.err(where, f"{name} over {T} time steps would copy {work} elements per batch, filling its "
+            raise ctx.err(where, f"{name} over {T} time steps would copy {_show(work)} elements per batch, filling its "
                                  f"(N, T, ·) tensors one time step at a time (N·T²·{'hidden' if typ == 'rnn' else '6·hidden'}), "
                                  f"over the limit of {MAX_RECURRENT_WORK} (use fewer time steps or a smaller batch_size)")
     if typ in ("conv1d", "conv2d") or typ.endswith(("pool1d", "pool2d")):     # the same kernel options
@@ -297,11 +318,11 @@ def _work_limits(ctx, where, name, typ, opts, in_shape, out_shape, batch: int):
                                                   f"limit of {MAX_KERNEL}")
         padded = batch * in_shape[0] * math.prod(in_shape[1 + d] + 2 * p[d] for d in range(nd))
         if padded > MAX_ELEMENTS:
-            raise ctx.err(f"{where}.padding", f"the padded input of {name} would have {padded} elements, over "
+            raise ctx.err(f"{where}.padding", f"the padded input of {name} would have {_show(padded)} elements, over "
                                               f"the limit of {MAX_ELEMENTS}")
         windows = batch * in_shape[0] * math.prod(out_shape[1:]) * math.prod(k)
         if windows > MAX_ELEMENTS:
-            raise ctx.err(where, f"{name} would unfold {windows} input elements per batch (N·C·positions·kernel), "
+            raise ctx.err(where, f"{name} would unfold {_show(windows)} input elements per batch (N·C·positions·kernel), "
                                  f"over the limit of {MAX_ELEMENTS} (use a smaller batch_size or kernel)")
 
 
@@ -327,7 +348,7 @@ def check_target(ctx, loss: LossSpec, layers: list[LayerSpec], x, y):
                 raise ctx.err("data.y", "cross_entropy class indices must be whole numbers")
             if yf.min() < 0 or yf.max() >= C:
                 bad = yf.min() if yf.min() < 0 else yf.max()
-                raise ctx.err("data.y", f"class index {int(bad)} is out of range: {who} gives {C} classes (0 to {C - 1})")
+                raise ctx.err("data.y", f"class index {bad:g} is out of range: {who} gives {C} classes (0 to {C - 1})")
             return y.astype(np.int64)
         if y.shape == pred:
             if y.min() < 0 or y.max() > 1:
@@ -370,5 +391,5 @@ def _nll_target(ctx, loss: LossSpec, who: str, pred: tuple[int, ...], y):
         raise ctx.err("data.y", f"nll targets are class indices, whole numbers, but data.y holds {bad:g}")
     if yf.min() < 0 or yf.max() >= C:
         bad = yf.min() if yf.min() < 0 else yf.max()
-        raise ctx.err("data.y", f"class index {int(bad)} is out of range: {who} gives {C} classes (0 to {C - 1})")
+        raise ctx.err("data.y", f"class index {bad:g} is out of range: {who} gives {C} classes (0 to {C - 1})")
     return y.astype(np.int64)

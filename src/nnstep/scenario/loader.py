@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 import tomllib
 from typing import Any
 
@@ -85,6 +86,12 @@ def loads_scenario(text: str, path: str = "<string>", base_dir: str | None = Non
         lines = text.count("\n") + 1
         raise ScenarioError(f"TOML syntax: {clean(msg.replace('(at end of document)', '').strip())} (at end of file)",
                             file=f"{path_shown}:{lines}:1") from None
+    except ValueError:                     # an integer of more digits than int() converts
+        limit = sys.get_int_max_str_digits()
+        m = re.search(r"[0-9][0-9_]{%d,}" % limit, text)
+        line, col = (text.count("\n", 0, m.start()) + 1, m.start() - text.rfind("\n", 0, m.start())) if m else (0, 0)
+        raise ScenarioError(f"TOML syntax: an integer of more than {limit} digits",
+                            file=f"{path_shown}:{line}:{col}" if line else path_shown) from None
     except RecursionError:
         line, col = _deep_position(text)
         raise ScenarioError("TOML syntax: arrays or tables nested too deeply",
@@ -161,7 +168,7 @@ def _token_data(ctx, layers, x):
         num = L.options["num"]
         if x.min() < 0 or x.max() >= num:
             v = x.min() if x.min() < 0 else x.max()
-            raise ctx.err("data.x", f"token index {int(v)} is outside [0, {num}): {L.name} has num = {num} rows")
+            raise ctx.err("data.x", f"token index {v:g} is outside [0, {num}): {L.name} has num = {num} rows")
     return x.astype(np.int64)
 
 
@@ -287,7 +294,7 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
     _draw_pending(initial, pending, seed)
 
     sc = Scenario(path=path, name=name, description=desc, seed=seed, dtype=dtype, x=x, y=y, layers=layers,
-                  loss=loss, optimizer=optimizer, train=train, initial=initial, source=text)
+                  loss=loss, optimizer=optimizer, train=train, initial=initial, source=text, files=dict(ctx.files))
     # a batch larger than the data is the whole data, as a DataLoader would give
     plan = Plan.of(sc)
     sc.breakpoints = conditions.breakpoints(doc.get("breakpoints", []), ctx, plan.names, plan.op_names)

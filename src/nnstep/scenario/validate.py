@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from ..errors import ScenarioError, did_you_mean
+from ..errors import ScenarioError, cut, did_you_mean
 from ..spec.catalog import fmt_shape  # noqa: F401  (re-exported)
 from .limits import MAX_ELEMENTS, MAX_NDIM
 
@@ -105,10 +105,19 @@ def _got(v) -> str:
     return f"{_tname(v)} {_show(v)}"
 
 
+def _overflows(x) -> bool:
+    try:
+        float(x)
+    except OverflowError:
+        return True
+    return False
+
+
 def _show(v) -> str:
+    """A value of the user's, as a message shows it: a string quoted, with control characters
+    escaped; every value cut to 60 characters (errors.cut)."""
     if isinstance(v, str):
-        s = clean(v)
-        return f'"{s}"' if len(s) <= 60 else f'"{s[:57]}..."'
+        return f'"{cut(clean(v))}"'
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (list, dict)):
@@ -116,7 +125,7 @@ def _show(v) -> str:
         return s if s is not None else _tname(v)
     if hasattr(v, "isoformat"):
         return v.isoformat()
-    return repr(v)
+    return cut(repr(v))
 
 
 class Ctx:
@@ -124,11 +133,11 @@ class Ctx:
 
     def __init__(self, file: str):
         self.file = file
+        self.files: dict[str, str] = {}      # the files read, by key path (Scenario.files)
 
     def err(self, where: str | None, what: str) -> ScenarioError:
         if where:
-            where = clean(where)
-            where = where if len(where) <= 200 else where[:197] + "..."
+            where = cut(clean(where), 200)
         return ScenarioError(clean(what), file=self.file, where=where)
 
     def table(self, v, where: str) -> dict:
@@ -148,7 +157,9 @@ class Ctx:
         if isinstance(v, bool) or not isinstance(v, int):
             raise self.err(where, f"expected {desc or 'an integer'}, got {_got(v)}")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise self.err(where, f"expected {desc or 'an integer'}, got {v}")
+            raise self.err(where, f"expected {desc or 'an integer'}, got {_show(v)}")
+        if not -2**63 <= v < 2**63:            # beyond any size or index numpy holds (int64)
+            raise self.err(where, f"expected {desc or 'an integer'} of at most 2^63 in size, got {_show(v)}")
         return v
 
     def posint(self, v, where, hi=None):
@@ -160,7 +171,10 @@ class Ctx:
     def num(self, v, where, lo=None, hi=None, desc="a number", lo_open=False):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self.err(where, f"expected {desc}, got {_got(v)}")
-        v = float(v)
+        try:
+            v = float(v)
+        except OverflowError:                  # an integer of more than 308 digits
+            raise self.err(where, f"expected a finite number, got {_show(v)}, too large for a float") from None
         if not math.isfinite(v):
             raise self.err(where, f"expected a finite number, got {v}")
         if lo is not None and (v < lo or (lo_open and v == lo)):
@@ -178,7 +192,7 @@ class Ctx:
         if not isinstance(v, str):
             raise self.err(where, f"expected a string, got {_got(v)}")
         if choices is not None and v not in choices:
-            raise self.err(where, f'unknown value "{v}"{did_you_mean(v, choices)}')
+            raise self.err(where, f'unknown value {_show(v)}{did_you_mean(v, choices)}')
         return v
 
     def array(self, v, where, dtype=np.float64, allow_scalar=False) -> np.ndarray:
@@ -192,10 +206,15 @@ class Ctx:
         shape = self._shape_of(v, where)
         n = int(np.prod(shape)) if shape else 1
         if n > MAX_ELEMENTS:
-            raise self.err(where, f"{n} elements is over the limit of {MAX_ELEMENTS}")
+            raise self.err(where, f"{_show(n)} elements is over the limit of {MAX_ELEMENTS}")
         flat: list = []
         self._flatten(v, flat, where)
-        a = np.asarray(flat, dtype=np.float64)
+        try:
+            a = np.asarray(flat, dtype=np.float64)
+        except OverflowError:                  # an integer of more than 308 digits
+            j = next(j for j, e in enumerate(flat) if _overflows(e))
+            at = "".join(f"[{int(i)}]" for i in np.unravel_index(j, shape))
+            raise self.err(where + at, f"expected a finite number, got {_show(flat[j])}, too large for a float") from None
         if not np.isfinite(a).all():
             raise self.err(where, "contains a non-finite number (nan or inf)")
         return a.reshape(shape).astype(dtype)
@@ -262,14 +281,14 @@ def opt_value(ctx: "Ctx", v, where, kind):
             raise ctx.err(where, f"expected two dimensions, such as [1, 2], got {_show(v)}")
         return [ctx.int_(e, f"{where}[{j}]") for j, e in enumerate(v)]
     if kind == "shape":
-        if not isinstance(v, list) or not v:
-            raise ctx.err(where, f"expected the per-sample shape as an array of positive integers (one may be "
-                                 f"-1), got {_show(v)}")
+        if not isinstance(v, list) or not v or len(v) > MAX_NDIM:
+            raise ctx.err(where, f"expected the per-sample shape as an array of at most {MAX_NDIM} positive integers "
+                                 f"(one may be -1), got {_show(v)}")
         out = []
         for j, e in enumerate(v):
             d = ctx.int_(e, f"{where}[{j}]")
             if d == 0 or d < -1:
-                raise ctx.err(f"{where}[{j}]", f"expected a positive integer or -1, got {d}")
+                raise ctx.err(f"{where}[{j}]", f"expected a positive integer or -1, got {_show(d)}")
             out.append(d)
         return out
     if kind == "nonnegint":

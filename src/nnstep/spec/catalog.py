@@ -12,6 +12,7 @@ Option kinds (checked by the loader): ``posint`` > 0, ``nonnegint`` >= 0, ``posf
 """
 from __future__ import annotations
 
+from ..errors import cut
 from .records import record
 
 import math
@@ -25,7 +26,9 @@ class ShapeError(ValueError):
 
 
 def fmt_shape(s) -> str:
-    return "[" + ", ".join(str(d) for d in s) + "]"
+    """A shape as text, cut as a message cuts any value (a shape of the user's can hold 19-digit
+    sizes: docs/errors.md promises 60 characters)."""
+    return cut("[" + ", ".join(str(d) for d in s) + "]")
 
 
 # =================================================================================================
@@ -82,6 +85,17 @@ class LayerType:
     @classmethod
     def fans(cls, opts: dict, in_shape: tuple[int, ...]) -> tuple[int, int]:
         return 1, 1
+
+    @classmethod
+    def intermediates(cls, opts: dict, in_shapes, out_shape) -> list[tuple[str, tuple[int, ...], int]]:
+        """The tensors besides its output that the layer's forward keeps, or that its forward or
+        backward makes larger than its inputs, output and parameters: (name, per-sample shape, how
+        many of them the forward keeps; 0 for one the backward makes and drops). The loader holds
+        each to the limits of a layer's output before anything is allocated: one tensor's elements
+        for a batch, and the ones kept in the sum over the network. A name that is an identifier is the tensor's, ``<layer>.<name>``; any other
+        describes it. Every other tensor a layer makes (element-wise locals, batch statistics,
+        gradients) is at most the size of an input, the output or a parameter."""
+        return []
 
     # --- formulas: the plan passes the names (see plan.Names) -------------------------------------
     @classmethod
@@ -211,6 +225,7 @@ class Flatten(LayerType):
 
 class _Norm(LayerType):
     params = ("weight", "bias")
+    bias_params = ()                # no bias switch: `affine = false` leaves out γ and β together, as torch's
     symbols = {"weight": "γ", "bias": "β"}
     extras = ("mean", "var")
     init = {"weight": "ones", "bias": "zeros"}

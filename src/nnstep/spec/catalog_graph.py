@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from ..errors import cut
 from .catalog import LayerType, ShapeError, Step, _check_dim, fmt_shape
 from .formula import Const, F, Ref
 
@@ -141,6 +142,17 @@ class Matmul(_Merge):
         return tuple(lead) + (a[-2], b[-1]), {}
 
     @classmethod
+    def intermediates(cls, opts, in_shapes, out_shape):
+        """An input whose leading dims broadcast gets its gradient for every copy first, (…, n, k)
+        or (…, k, m) with the output's leading dims, and then the sum over the copies."""
+        lead = tuple(out_shape[:-2])
+        out = []
+        for k, s in enumerate(in_shapes):
+            if tuple(s[:-2]) != lead:
+                out.append((f"gradient of inputs[{k}] before the sum over its broadcast copies", lead + tuple(s[-2:]), 0))
+        return out
+
+    @classmethod
     def fwd_formula(cls, L, n):
         return F("{out} = {a} @ {b}   (per sample and leading index)", out=n.out, a=n.xs[0], b=n.xs[1])
 
@@ -194,7 +206,7 @@ class Reshape(LayerType):
             want[want.index(-1)] = size // known
         if math.prod(want) != size:
             raise ShapeError(f"cannot reshape {_nshape(s)} ({size} values a sample) to {_nshape(want)} "
-                             f"({math.prod(want)} values)")
+                             f"({cut(str(math.prod(want)))} values)")
         return tuple(want), {}
 
     @classmethod
@@ -280,6 +292,14 @@ class Attention(LayerType):
     @classmethod
     def fans(cls, opts, in_shape):
         return in_shape[-1], in_shape[-1]
+
+    @classmethod
+    def intermediates(cls, opts, in_shapes, out_shape):
+        T, E = in_shapes[0]
+        h = opts["heads"]
+        d = E // h
+        return [("projection [q | k | v]", (T, 3 * E), 1), ("q", (h, T, d), 1), ("k", (h, T, d), 1),
+                ("v", (h, T, d), 1), ("scores", (h, T, T), 1), ("weights", (h, T, T), 1), ("context", (T, E), 1)]
 
     @classmethod
     def _refs(cls, L, n):

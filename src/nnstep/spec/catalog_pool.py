@@ -75,6 +75,10 @@ class _MaxPool(_Pool):
     pad_with = "−∞"
 
     @classmethod
+    def intermediates(cls, opts, in_shapes, out_shape):
+        return [("argmax", tuple(out_shape), 1)]
+
+    @classmethod
     def fwd_formula(cls, L, n):
         return F("{out}[n, c, i] = max_k {x}[n, c, s·i + k − p];  {arg}[n, c, i] = where in {x} that max is "
                  "(the flat index of its position, the first one on a tie, as torch);  " + cls._geometry(L),
@@ -126,6 +130,10 @@ class Dropout(LayerType):
     type = "dropout"
     options = {"p": (0.5, "prob_open")}
     extras = ("mask",)
+
+    @classmethod
+    def intermediates(cls, opts, in_shapes, out_shape):
+        return [("mask", tuple(in_shapes[0]), 1)]
 
     @classmethod
     def fwd_formula(cls, L, n):

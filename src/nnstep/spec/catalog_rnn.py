@@ -55,6 +55,19 @@ class _Recurrent(LayerType):
     def fans(cls, opts, in_shape):
         return opts["hidden"], opts["hidden"]        # the "recurrent" init's bound is 1/√fan_in = 1/√H
 
+    # the tensors of each time step, (N, width in units of hidden), as the forward op writes them
+    STEP_TENSORS: tuple[tuple[str, int], ...] = (("pre", 1), ("h", 1))
+
+    @classmethod
+    def intermediates(cls, opts, in_shapes, out_shape):
+        """Each time step's tensors (each at most the size of a whole-sequence one; lstm's
+        whole-sequence c and gates, (N, T, H) and (N, T, 4H), are the largest)."""
+        T, H = in_shapes[0][0], opts["hidden"]
+        steps = [(f"{what}.t1 … {what}.t{T}", (w * H,), T) for what, w in cls.STEP_TENSORS]
+        if cls.n_gates == 4:
+            return [("gates", (T, 4 * H), 1), ("c", (T, H), 1)] + steps
+        return steps
+
     @classmethod
     def _refs(cls, L, n, k: int) -> dict:
         t = L.t
@@ -172,6 +185,7 @@ class LSTM(_Recurrent):
     type = "lstm"
     options = {"hidden": (None, "posint"), "bias": (True, "bool")}
     n_gates = 4
+    STEP_TENSORS = (("pre", 4), ("gates", 4), ("c", 1), ("h", 1))
 
     @classmethod
     def _refs(cls, L, n, k):

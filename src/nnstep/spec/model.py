@@ -191,6 +191,15 @@ class Scenario:
     asks: list[Ask] = Factory(list)
     notes: list[Note] = Factory(list)
     source: str = ""                   # the TOML text, for reloading and display
+    files: dict[str, str] = Factory(dict)   # the files it read, by key path: {"data.x.file": path, ...}
+
+    @property
+    def inputs(self) -> list[tuple[str, str]]:
+        """(what, path) of every file this scenario was read from: itself, its data and weights
+        files (an output of the run must be none of them)."""
+        out = [("the scenario itself", self.path)] if self.path != "<string>" else []
+        return out + [(f"the scenario's {'weights' if key == 'scenario.weights' else 'data'} file ({key})", p)
+                      for key, p in self.files.items()]
 
     @property
     def np_dtype(self):

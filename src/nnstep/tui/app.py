@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
-from textual import events, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.command import Hit, Hits, Provider
+from textual.command import CommandPalette, Hit, Hits, Provider
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widget import Widget
+from textual.widgets import Button, Input, OptionList
 
 from ..debugger.lesson import Lesson
 from ..debugger.session import Session
@@ -1008,6 +1009,11 @@ class NnstepApp(App):
         return svg.replace("<svg ", '<svg xml:space="preserve" ', 1)
 
     # --- palette ----------------------------------------------------------------------------------
+    def action_command_palette(self) -> None:
+        """Textual's, with the palette below (ctrl+p)."""
+        if self.use_command_palette and not CommandPalette.is_open(self):
+            self.push_screen(Palette(id="--command-palette"))
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         for action, title, help in ACTIONS:
             name = action.split("(")[0]
@@ -1016,6 +1022,22 @@ class NnstepApp(App):
             yield SystemCommand(title, help, lambda a=action: self.call_later(self.run_action, a))
         yield SystemCommand("Theme", "change the colour theme", self.action_change_theme)
         yield SystemCommand("Screenshot", "save an SVG of this screen", self.deliver_screenshot)
+
+
+class Palette(CommandPalette):
+    """Textual's command palette, deaf once it is no longer on top. Enter pressed quickly three
+    times (ctrl+p, Enter, Enter, Enter) selects the highlighted command twice before the first
+    selection is handled: Textual 8.2.8 then ran it, dismissed the palette, and on the second
+    selection dismissed it again, popping the app's last screen (ScreenStackError: Can't pop
+    screen). A selection or submission that arrives once the palette is closed is dropped."""
+
+    @on(Input.Submitted)
+    @on(Button.Pressed)
+    @on(OptionList.OptionSelected)
+    def _not_when_closed(self, event) -> None:
+        if self.app.screen is not self:
+            event.prevent_default()         # CommandPalette's own handler of it does not run
+            event.stop()
 
 
 def make_app(path_or_scenario, **kw) -> NnstepApp:

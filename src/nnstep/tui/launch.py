@@ -7,7 +7,7 @@ import time
 import re
 import sys
 
-from ..errors import ScenarioError
+from ..errors import ScenarioError, cut as _cut
 
 
 def _load(path: str):
@@ -32,42 +32,66 @@ def cmd_tui(path: str, compare: str | None = None, rtol: float = 1e-6, atol: flo
     report = None
     if compare is not None:        # every bad input of `nnstep compare` is refused before the TUI opens
         from ..debugger.compare import compare as run_compare, load_tensors
-        from ..errors import ScenarioError
         report = run_compare(sc, load_tensors(compare), rtol=rtol, atol=atol, source=compare)
         if report.unknown:
-            u = report.unknown[0]
-            hint = f' (did you mean "{u.suggestion}"?)' if u.suggestion else ""
-            from ..scenario.validate import clean
-            raise ScenarioError(f'no tensor of this scenario is named "{clean(u.tensor)}"{hint}', file=compare,
-                                where=f'"{clean(u.key)}"')
+            raise report.unknown_error()
     from .app import NnstepApp
     if record is not None:                 # where the answers go: checked before the lesson starts
-        from ..fileio import check_writable
-        check_writable(record, "--record")
+        from ..fileio import check_output
+        check_output(record, "--record", "your answers", "results.json", sc.inputs)
     app = NnstepApp(sc, path=path, compare=report, predict=predict, record=record)
     _freeze_gc()
     app.run()
     return 0 if app.return_code is None else app.return_code
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+_SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*$")
 
 KEY_NAMES = {" ": "space", "?": "question_mark", "+": "plus", "-": "minus", "=": "equals_sign",
              "esc": "escape", "ret": "enter", "return": "enter"}
 
 
+MODIFIERS = ("ctrl", "shift", "alt", "meta", "super", "hyper")
+
+
+def known_key(key: str) -> bool:
+    """Whether Textual knows ``key`` as a key: a character; a key name of its own (enter, escape,
+    space, up, f1, ...) or a character's name (question_mark, full_stop, plus); any of those after
+    modifiers (ctrl+p, shift+tab); or a pilot's pause, wait:<ms>. pilot.press sends any word as
+    a key, and a word no key has is silently nothing (a mistyped --keys went unnoticed)."""
+    from textual.keys import KEY_ALIASES, REPLACED_KEYS, Keys, key_to_character
+
+    if key.startswith("wait:"):
+        try:
+            return float(key[5:]) >= 0
+        except ValueError:
+            return False
+    *mods, base = key.split("+") if len(key) > 1 else [key]
+    if not base or any(m not in MODIFIERS for m in mods):
+        return False
+    names = {k.value for k in Keys if "+" not in k.value and not k.value.startswith("<")}
+    names |= set(KEY_ALIASES) | {a for v in KEY_ALIASES.values() for a in v if "+" not in a}
+    return (len(base) == 1 and base.isprintable()) or base in names or \
+        key_to_character(REPLACED_KEYS.get(base, base)) is not None
+
+
 def parse_keys(keys: str) -> list[str]:
-    """'n n s' -> ['n', 'n', 's']; words are Textual key names (enter, escape, tab, space, up, ...)."""
+    """'n n s' -> ['n', 'n', 's']; words are Textual key names (enter, escape, tab, space, up, ...).
+    ScenarioError names the first word that is no key, before anything runs or is written."""
     out = []
     for k in keys.split():
-        out.append(KEY_NAMES.get(k.lower() if len(k) > 1 else k, k))
+        key = KEY_NAMES.get(k.lower() if len(k) > 1 else k, k)
+        if not known_key(key):
+            raise ScenarioError(f'unknown key "{_cut(k)}": a key is a character or a Textual key name, such as '
+                                f"enter, escape, space, tab, up, question_mark or ctrl+p", where="--keys")
+        out.append(key)
     return out
 
 
 def cmd_screenshot(path: str, keys: str, size: str, output: str, wait: float = 10.0) -> int:
     m = _SIZE.match(size or "")
     if not m:
-        raise ScenarioError(f"--size: expected WIDTHxHEIGHT such as 120x40, got {size!r}")
+        raise ScenarioError(f"--size: expected WIDTHxHEIGHT such as 120x40, got {_cut(repr(size))}")
     w, h = int(m.group(1)), int(m.group(2))
     if not (20 <= w <= 1000 and 5 <= h <= 500):
         raise ScenarioError(f"--size: {w}x{h} is outside 20x5 .. 1000x500")
@@ -75,9 +99,10 @@ def cmd_screenshot(path: str, keys: str, size: str, output: str, wait: float = 1
         raise ScenarioError("-o: an output file is required")
     if not (wait > 0):
         raise ScenarioError(f"--wait: expected a number of seconds above 0, got {wait!r}")
-    sc = _load(path)
     press = parse_keys(keys)
-    from ..fileio import atomic_write_text
+    sc = _load(path)
+    from ..fileio import atomic_write_text, check_output
+    check_output(output, "-o", "the screenshot", "shot.svg", sc.inputs)
     from .app import NnstepApp
 
     app = NnstepApp(sc, path=path)
