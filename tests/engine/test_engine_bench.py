@@ -22,11 +22,11 @@ def test_bench_tui_smoke():
     import pytest
     pytest.importorskip("pyte")
     r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_tui.py"), "--smoke",
-                        os.path.join(ROOT, "scenarios", "classic.toml")],
+                        os.path.join(ROOT, "bench", "classic_2_2_2.toml")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
-    assert "trivial Textual app" in out and "scenarios/classic.toml" in out and "targets (SPEC §6)" in out
+    assert "trivial Textual app" in out and "bench/classic_2_2_2.toml" in out and "targets (SPEC §6)" in out
 
 
 def test_bench_process_smoke():
