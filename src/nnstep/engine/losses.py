@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..spec.catalog import BCE_EPS         # BCE's gradient clamp, float32's 1e-12 as torch has it
+
+
 def _reduce(elem: np.ndarray, reduction: str):
     return elem.sum() if reduction == "sum" else elem.mean()
 
@@ -126,7 +129,7 @@ def loss_backward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale
         return g
     c = scale / _count(p.size, reduction)
     if kind == "bce":
-        return (p - y) / np.maximum((1.0 - p) * p, 1e-12) * c
+        return (p - y) / np.maximum((1.0 - p) * p, BCE_EPS) * c
     if kind == "bce_with_logits":
         sig = 1.0 / (1.0 + np.exp(-p))
         if pos_weight is not None:
@@ -232,9 +235,9 @@ def grad_rule(lo, pred: str, p: np.ndarray, y: np.ndarray, idx: tuple):
         return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(
             f"d (|d| < δ) else δ·sign(d), d = {dd}", f"d = {d:.9g}", v)))])
     if kind == "bce":
-        v = d / max((1.0 - pv) * pv, 1e-12)
+        v = d / max((1.0 - pv) * pv, BCE_EPS)
         return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(
-            f"{dd} / max((1 − ŷ)·ŷ, 1e−12)", "", v)))])
+            f"{dd} / max((1 − ŷ)·ŷ, ε)   (ε = {BCE_EPS!r}, torch's float32 1e−12)", "", v)))])
     if kind == "bce_with_logits" and lo.pos_weight is not None:
         pw = np.broadcast_to(np.asarray(lo.pos_weight, dtype=np.float64), p.shape[-1:])
         pj = float(pw[idx[-1]])

@@ -17,7 +17,12 @@ from .records import record
 import math
 from typing import Any
 
-from .formula import Const, Count, F, Formula, Ref, StepNum, StepPow, Sym
+from .formula import Clause, Const, Count, F, Formula, Ref, StepNum, StepPow, Sym
+
+
+# torch's clamp of BCE's gradient denominator, max((1 − p)·p, ε): its C++ literal 1e-12 is stored in a
+# float, so ε is float32's nearest value even in float64 (aten binary_cross_entropy_backward)
+BCE_EPS = 9.999999960041972e-13
 
 
 class ShapeError(ValueError):
@@ -491,7 +496,9 @@ def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple
                 F("{G} = " + s + "(softmax({P}) · Σ_c {Y} − {Y})" + div, **kw))
     if t == "bce":
         return (F("{L} = " + s + "Σ −({Y}·max(log {P}, −100) + (1 − {Y})·max(log(1 − {P}), −100))" + div, **kw),
-                F("{G} = " + s + "({P} − {Y}) / max((1 − {P})·{P}, 1e−12)" + div, **kw))
+                F("{G} = " + s + "({P} − {Y}) / max((1 − {P})·{P}, {eps})" + div
+                  + f"   (ε = {BCE_EPS!r}: 1e−12 as a float32, as torch has it, even in float64)",
+                  eps=Const("ε", BCE_EPS), **kw))
     if t == "bce_with_logits" and lo.pos_weight is not None:
         kw["pw"] = Sym("pw")
         note = f"   (pw = pos_weight = [{', '.join(f'{w:g}' for w in lo.pos_weight)}] along the last dim)"
