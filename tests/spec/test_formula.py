@@ -136,3 +136,18 @@ def test_absent_bias_and_gamma_leave_no_term():
     assert ops["forward linear1"].formula_text == "linear1.out = layernorm1.out @ linear1.weightᵀ"
     for name in ("backward linear1", "forward layernorm1", "backward layernorm1"):
         assert ".bias" not in ops[name].formula_text and "layernorm1.weight" not in ops[name].formula_text
+
+
+def test_the_loss_formula_says_what_its_scale_s_is_wherever_it_is_shown():
+    """s (loss.scale) in the loss and backward-loss formulas is defined in the formula itself, so the
+    text without numbers (the TUI's, trace's) says it, not only trace's "where" line."""
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ops = by_name(Plan(nnstep.load_scenario(os.path.join(root, "scenarios", "classic.toml"))))
+    for name in ("loss", "backward loss"):
+        t = ops[name].formula_text
+        assert "s · " in t and "(s = 0.5: the scenario's loss.scale" in t, t
+        v = views(ops[name].formula, {}, {})
+        assert any("s = 0.5" in c.text for c in v)
+    sc = loads_scenario('[data]\nx = [[1.0]]\ny = [[0.0]]\n[[layers]]\ntype = "linear"\nout = 1\n[loss]\ntype = "mse"\n')
+    assert "loss.scale" not in by_name(Plan(sc))["loss"].formula_text     # no scale: no s to define

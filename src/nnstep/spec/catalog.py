@@ -454,7 +454,16 @@ LOSS_COMMON = {"reduction": ("mean", "choice:mean|sum"), "scale": (1.0, "float")
 
 def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple[Formula, Formula]:
     """(loss, backward loss) formulas of a LossSpec, for the prediction tensor ``pred`` (of
-    ``pred_ndim`` dimensions, the batch included)."""
+    ``pred_ndim`` dimensions, the batch included). With a scale, each ends in a remark that says
+    what s is, so wherever the formula is shown (without its numbers too) s is defined."""
+    f, b = _loss_formulas(lo, pred, target_is_index, pred_ndim)
+    if lo.scale == 1:
+        return f, b
+    what = Clause((f"(s = {lo.scale:g}: the scenario's loss.scale, multiplying the loss and its gradient)",), (), "")
+    return f + (what,), b + (what,)
+
+
+def _loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple[Formula, Formula]:
     P, Y = Ref(pred, "prediction"), Ref("target", "target")
     L, G = Ref("loss", "loss"), Ref("loss.grad", "loss_grad")
     s = "{s} · " if lo.scale != 1 else ""
