@@ -279,7 +279,9 @@ class Attention(LayerType):
 
     @classmethod
     def fans(cls, opts, in_shape):
-        return in_shape[-1], in_shape[-1]
+        """torch's fans of the (3E, E) in_proj_weight, which xavier_uniform_ draws from with bound
+        √(6/(E + 3E)); out_proj_weight's kaiming_uniform reads only fan_in, E, as its Linear(E, E)."""
+        return in_shape[-1], 3 * in_shape[-1]
 
     @classmethod
     def _refs(cls, L, n):
