@@ -243,13 +243,11 @@ class Attention(Layer):
         q, kk = env[self._n("q")], env[self._n("k")]
         env[self._n("scores")] = (q @ np.swapaxes(kk, -1, -2)) / math.sqrt(self.d)
 
-    def _masked(self):
-        return np.triu(np.ones((self.T, self.T), dtype=bool), 1)   # key j > query i
-
     def softmax(self, env, k):
         S = env[self._n("scores")]
-        if self.opts["causal"]:
-            S = np.where(self._masked(), -np.inf, S)
+        hidden = self.decl.masked(self.spec)              # key j > query i, with a causal mask
+        if hidden is not None:
+            S = np.where(hidden, -np.inf, S)
         e = np.exp(S - S.max(axis=-1, keepdims=True))
         env[self._n("weights")] = e / e.sum(axis=-1, keepdims=True)
 
