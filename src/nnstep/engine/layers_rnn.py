@@ -175,8 +175,10 @@ class _Recurrent(Layer):
                 terms += [Term((Factor(f"∂{n_(f'pre.t{k + 1}')}{ix((n, r))}/∂{n_(f'h.t{k}')}{ix(idx)}",
                                        f"{n_('weight_hh')}{ix((r, u))}", float(W[r, u])),),
                                (n_(f"pre.t{k + 1}.grad"), (n, r))) for r in range(W.shape[0])]
-                return Rule(f"h.t{k} is out[:, {k - 1}], and time step t{k + 1} reads it through W_hh", terms)
-            return Rule(f"h.t{k} is out[:, {k - 1}] (the last time step: nothing comes back from later)", terms)
+                return Rule(f"two paths: the output path, h.t{k} is out[:, {k - 1}]; the recurrent path, time step "
+                            f"t{k + 1} reads it through W_hh", terms)
+            return Rule(f"one path, the output path: h.t{k} is out[:, {k - 1}] (the last time step: nothing comes "
+                        f"back from later)", terms)
         return self.step_rule(what, k, n, u, V)
 
     def step_rule(self, what, k, n, u, V) -> Rule:
@@ -279,12 +281,12 @@ class LSTM(_Recurrent):
             tc = float(np.tanh(c))
             terms = [Term((Factor(f"∂{at(f'h.t{k}', u)}/∂{at(f'c.t{k}', u)}", f"{at(f'gates.t{k}', 3 * H + u)}·(1 − tanh²{at(f'c.t{k}', u)})", o * (1.0 - tc * tc)),),
                           (n_(f"h.t{k}.grad"), (n, u)))]
-            how = "through h_t = o ⊙ tanh(c_t)"
+            how = "the path through h_t = o ⊙ tanh(c_t)"
             if k < self.T:
                 fn = float(V(n_(f"gates.t{k + 1}"))[n, H + u])
                 terms.append(Term((Factor(f"∂{at(f'c.t{k + 1}', u)}/∂{at(f'c.t{k}', u)}",
                                           at(f"gates.t{k + 1}", H + u), fn),), (n_(f"c.t{k + 1}.grad"), (n, u))))
-                how += f", and through c.t{k + 1} = f ⊙ c.t{k} + i ⊙ g"
+                how = f"two paths: through h_t = o ⊙ tanh(c_t), and the cell path through c.t{k + 1} = f ⊙ c.t{k} + i ⊙ g"
             return Rule(how, terms)
         if what == "gates":
             b, v = divmod(u, H)
