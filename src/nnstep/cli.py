@@ -36,7 +36,10 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kw)
 
     def error(self, message):
-        sys.stderr.write(f"nnstep: error: {self.prog}: {message}\n"
+        # the prefix names the program once: "nnstep: error: nnstep run: ..." for a command's parser,
+        # "nnstep: error: ..." for the top level (its prog is "nnstep" itself)
+        where = "" if self.prog == "nnstep" else f"{self.prog}: "
+        sys.stderr.write(f"nnstep: error: {where}{message}\n"
                          f"(see '{self.prog} --help')\n")
         raise SystemExit(2)
 
@@ -101,6 +104,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from . import __version__
     p.add_argument("--version", action="version", version=f"nnstep {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    p.commands = sub.choices                  # the command parsers, to blame an unknown argument on
 
     if command in (None, "run"):
         r = sub.add_parser("run", help="train headless and print a per-step loss table (or JSON)")
@@ -197,7 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     elif argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv = ["tui"] + argv
     try:
-        return _dispatch(build_parser(argv[0] if argv[0] in COMMANDS else None).parse_args(argv))
+        parser = build_parser(argv[0] if argv[0] in COMMANDS else None)
+        a, extra = parser.parse_known_args(argv)
+        if extra:                 # said by the command's own parser, so its help is the one offered
+            parser.commands.get(a.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+        return _dispatch(a)
     except KeyboardInterrupt:
         sys.stderr.write("nnstep: interrupted\n")
         return 130

@@ -259,6 +259,8 @@ CASES = [
     Case("bad-argument", "A bad command-line argument", BASE,
          "nnstep run: argument --steps: expected a positive integer, got 0", argv=("run", "net.toml", "--steps", "0"),
          where="--steps"),
+    Case("unknown-argument", "An argument no command takes", BASE,
+         "nnstep tui: unrecognized arguments: --nope", argv=("net.toml", "--nope"), where="--nope"),
 ]
 
 # --- graph networks (SPEC §7, §8) ---
