@@ -300,7 +300,7 @@ async def test_explain_before_any_gradient_says_where_it_comes_from():
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pilot.press("e")
         assert not isinstance(app.screen, TensorScreen)
-        assert any("has not run yet" in n.message for n in app._notifications)
+        assert any("has not been computed yet" in n.message for n in app._notifications)
 
 
 # --- the continue worker -------------------------------------------------------------------------

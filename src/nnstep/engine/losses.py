@@ -261,3 +261,97 @@ def class_first(lo, p: np.ndarray, y: np.ndarray):
     if cd == 1:
         return p, y, None
     return np.moveaxis(p, cd, 1), (np.moveaxis(y, cd, 1) if y.shape == p.shape else y), cd
+
+
+def value_rule(lo, pred: str, V, idx=()):
+    """The loss (a scalar) from the prediction's and target's elements, for explain: s · Σ ℓ / n
+    with every element's ℓ written out (the first few; all are added up)."""
+    from . import expr as X
+    from .expr import K, Lit, Value, total
+
+    p0, y0 = np.asarray(V(pred)), np.asarray(V("target"))
+    p, y, back = class_first(lo, p0, y0)
+
+    def P(at):                               # the prediction's element at ``at`` in class-first order
+        at = tuple(int(i) for i in at)
+        if back is not None:
+            at = at[:1] + at[2:back + 1] + at[1:2] + at[back + 1:]
+        return X.El(pred, at, p0[at])
+
+    def Y(at):
+        at = tuple(int(i) for i in at)
+        if back is not None and y.shape == p.shape:
+            at = at[:1] + at[2:back + 1] + at[1:2] + at[back + 1:]
+        return X.El("target", at, y0[at])
+
+    t, s = lo.type, lo.scale
+    if t in ("cross_entropy", "nll"):
+        C = p.shape[1]
+        cells = [(n,) + pos for n in range(p.shape[0]) for pos in np.ndindex(*p.shape[2:])]
+        at = lambda cell, c: cell[:1] + (c,) + cell[1:]  # noqa: E731
+        if t == "nll":
+            terms = [-P(at(cell, int(y[cell]))) for cell in cells]
+            e, n, what = total(terms), len(cells), "−log-probability of each target class"
+        else:
+            w = np.ones(C) if lo.weight is None else np.asarray(lo.weight, dtype=np.float64)
+            wk = (lambda c: Lit(w[c])) if lo.weight is not None else None
+            eps = lo.label_smoothing
+            lse = {cell: X.Lse([P(at(cell, c)) for c in range(C)]) for cell in cells}
+            if y.shape == p.shape:           # class probabilities (smoothed: t = y·(1 − ε) + ε/C)
+                def tgt(cell, c):
+                    yc = Y(at(cell, c))
+                    return yc * (1 - K("ε", eps)) + K("ε", eps) / Lit(C) if eps else yc
+                terms = [total([(wk(c) * tgt(cell, c) if wk else tgt(cell, c)) * (lse[cell] - P(at(cell, c)))
+                                for c in range(C)], "class") for cell in cells]
+                e, n = total(terms), len(cells)
+                what = "−Σ_c target·log softmax per sample" + (", weighted" if lo.weight is not None else "")
+            else:
+                def nll(cell):
+                    c = int(y[cell])
+                    d = lse[cell] - P(at(cell, c))
+                    return wk(c) * d if wk else d
+                e = total([nll(cell) for cell in cells])
+                n = len(cells)
+                if eps:
+                    smooth = total([total([(wk(c) * (lse[cell] - P(at(cell, c))) if wk else lse[cell] - P(at(cell, c)))
+                                           for c in range(C)], "class") for cell in cells])
+                    e = (1 - K("ε", eps)) * e + K("ε", eps) / Lit(C) * smooth
+                if lo.weight is not None:
+                    n = float(sum(w[int(y[cell])] for cell in cells))
+                what = "−log softmax of each target class" + (", weighted" if lo.weight is not None else "")
+    else:
+        cells = list(np.ndindex(*p.shape))
+        n = len(cells)
+        d = [P(c) - Y(c) for c in cells]
+        if t == "mse":
+            terms, what = [X.sq(v) for v in d], "(prediction − target)² per element"
+        elif t == "l1" or (t == "smooth_l1" and lo.beta == 0):
+            terms, what = [X.vabs(v) for v in d], "|prediction − target| per element"
+        elif t == "smooth_l1":
+            b = K("β", lo.beta)
+            terms = [Lit(0.5) * X.sq(v) / b if abs(v.v()) < lo.beta else X.vabs(v) - Lit(0.5) * b for v in d]
+            what = "0.5·d²/β where |d| < β, else |d| − 0.5·β, d = prediction − target"
+        elif t == "huber":
+            dl = K("δ", lo.delta)
+            terms = [Lit(0.5) * X.sq(v) if abs(v.v()) < lo.delta else dl * (X.vabs(v) - Lit(0.5) * dl) for v in d]
+            what = "0.5·d² where |d| < δ, else δ·(|d| − 0.5·δ), d = prediction − target"
+        elif t == "bce":
+            terms = [-(Y(c) * X.vmax(X.log(P(c)), Lit(-100)) + (1 - Y(c)) * X.vmax(X.log(1 - P(c)), Lit(-100)))
+                     for c in cells]
+            what = "−(y·log p + (1 − y)·log(1 − p)) per element, each log at least −100"
+        else:                                 # bce_with_logits, stably: (1 − y)·x − log σ(x)
+            def logsig(x):
+                return X.vmin(x, Lit(0)) - X.log(1 + X.exp(-X.vabs(x)))
+            pw = None if lo.pos_weight is None else np.broadcast_to(np.asarray(lo.pos_weight, dtype=np.float64),
+                                                                    p.shape[-1:])
+            terms = [(1 - Y(c)) * P(c) - (logsig(P(c)) if pw is None else (1 + (Lit(pw[c[-1]]) - 1) * Y(c)) * logsig(P(c)))
+                     for c in cells]
+            what = "(1 − y)·x − log σ(x) per element" + (", log σ weighted by 1 + (pos_weight − 1)·y" if pw is not None
+                                                          else "") + ", log σ(x) = min(x, 0) − log(1 + e^(−|x|))"
+        e = total(terms)
+    if lo.reduction == "mean":
+        e = e / Lit(n)
+    if s != 1:
+        e = K("s", s) * e
+    how = f"{t}, {lo.reduction}" + (f" over {n:g}" if lo.reduction == "mean" else "") + f": {what}"
+    return Value(how, e)

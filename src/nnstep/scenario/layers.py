@@ -44,6 +44,32 @@ def init_tensor(kind: str, shape, fan_in: int, fan_out: int, rng: np.random.Gene
     raise ValueError(kind)
 
 
+def init_text(p: "PendingInit", seed: int) -> str:
+    """How a parameter was drawn, in words, with its bound or spread (for explain)."""
+    fan_in, fan_out = p.fans
+    drawn = f"drawn at load from the scenario's seed ({seed}) with "
+    if p.kind in ("kaiming_uniform", "bias", "recurrent"):
+        b = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        what = {"kaiming_uniform": "torch's default init, kaiming_uniform(a = √5)", "bias": "torch's default bias init",
+                "recurrent": "torch's nn.RNN / nn.LSTM init"}[p.kind]
+        n = "hidden" if p.kind == "recurrent" else "fan_in"
+        return f"{drawn}{what}: U(−1/√{n}, 1/√{n}), {n} = {fan_in}, so U(−{b:.6g}, {b:.6g})"
+    if p.kind == "kaiming_normal":
+        return f"{drawn}kaiming_normal: N(0, 2/fan_in), fan_in = {fan_in}, so std {math.sqrt(2.0 / fan_in):.6g}"
+    if p.kind == "xavier_uniform":
+        b = math.sqrt(6.0 / (fan_in + fan_out))
+        return (f"{drawn}xavier_uniform: U(−√(6/(fan_in + fan_out)), √(6/(fan_in + fan_out))), fan_in = {fan_in}, "
+                f"fan_out = {fan_out}, so U(−{b:.6g}, {b:.6g})")
+    if p.kind == "xavier_normal":
+        return (f"{drawn}xavier_normal: N(0, 2/(fan_in + fan_out)), fan_in = {fan_in}, fan_out = {fan_out}, so std "
+                f"{math.sqrt(2.0 / (fan_in + fan_out)):.6g}")
+    if p.kind == "normal":
+        return f"{drawn}nn.Embedding's init: N(0, 1)"
+    if p.kind == "ones":
+        return "torch's init: ones (a normalization's γ starts at 1)"
+    return "its init: zeros (as torch starts a normalization's β and attention's biases; or init = \"zeros\")"
+
+
 class PendingInit:
     """A parameter to draw from torch's default init once it is known that some draw is needed:
     when a weights file supplies every parameter the scenario does not give inline, nothing is drawn

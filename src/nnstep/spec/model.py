@@ -145,6 +145,7 @@ class Scenario:
     breakpoints: list[Breakpoint] = Factory(list)
     expects: list[Expect] = Factory(list)
     source: str = ""                   # the TOML text, for reloading and display
+    origins: dict[str, str] = Factory(dict)   # where each initial parameter came from, in words (explain)
 
     @property
     def np_dtype(self):
