@@ -2,7 +2,9 @@
 
 A (tensor, element) pair passes when its explanation
   * does not raise;
-  * checks (``ex.ok``): the numbers shown, combined as written, give the engine's value;
+  * checks (``ex.ok``): the numbers shown, combined as written, give the engine's value, and (``STRICT``)
+    they were recombined at all (``ex.checked``; an explanation that shows a formula's numbers
+    without adding them up passed the first figures, before this rule);
   * shows the element's own numbers: besides the result, a number that is the value of an element
     of one of the op's inputs (as explain prints it, 9 significant digits), or, for a copy, names
     the source element (``<input>[i, j]`` whose value is the result);
@@ -28,11 +30,13 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "engine"))
 
 import nnstep  # noqa: E402
 from nnstep.debugger.explain import explain, fmt  # noqa: E402
+from nnstep.spec.formula import constants  # noqa: E402
 
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 INDEX = re.compile(r"(?<=[^\s(=,+×·−\-/])\[[^\]\[]*\]")          # an index right after a name
-SELF = re.compile(r"(?<![\w.\[])([A-Za-z]\w*) = \1(?![\w\[(.·])")
+SELF = re.compile(r"(?<![^\s(;])([A-Za-z]\w*) = \1(?![\w\[(.·])")
 RANDOM_GRAPHS = int(os.environ.get("NNSTEP_SWEEP_GRAPHS", "40"))
+STRICT = True          # also require the numbers shown to be recombined and checked (False: the first figures' rule)
 
 
 def lessons():
@@ -97,6 +101,8 @@ def judge(s, op, rec, tensor, idx, ex) -> str | None:
     text = ex.text
     if not ex.ok:
         return "not ok"
+    if STRICT and not getattr(ex, "checked", False):
+        return "not recomputed"
     if "{" in text or "}" in text:
         return "placeholder {…}"
     m = SELF.search(text)
@@ -105,7 +111,14 @@ def judge(s, op, rec, tensor, idx, ex) -> str | None:
     body = "\n".join(text.split("\n")[1:]) if " is computed by " in text.split("\n")[0] else text
     shown = {t for t in NUMBER.findall(INDEX.sub("", body))}
     result = fmt(ex.engine_value)
+    by = re.search(r'is computed by "([^"]+)"', text)
+    if by and by.group(1) != op.name:        # the element's own op (an RNN's time step, for out[:, t])
+        op = next(o for o in s.ops if o.name == by.group(1))
+        rec = s.record_at(ex.step, op.index)
     ins = {n: v for n, v in rec.inputs.items() if v is not None}
+    # what else the op wrote before (Adam's m for m̂, an LSTM's gates for its cell), and its constants
+    ins.update({n: v for n, v in rec.outputs.items() if n != tensor and v is not None})
+    ins.update({f"const {c}": np.asarray(v) for c, v in constants(op.formula).items()})
     if ex.chain:                      # a gradient: the chain's numbers come from the whole backward pass
         ins.update(backward_env(s))
     for n, v in ins.items():
