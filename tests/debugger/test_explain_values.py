@@ -172,3 +172,21 @@ def test_a_wrong_intermediate_is_flagged_on_its_own_line(monkeypatch):
     monkeypatch.setattr(L, "_norm_value", wrong)
     ex = explain(lesson("layernorm.toml"), "layernorm1.out", (0, 3))
     assert not ex.ok and "! the engine's layernorm1.mean[0] is 3.5" in ex.text
+
+
+def test_a_large_sum_adds_every_term_and_its_written_terms_must_be_those():
+    """A sum over a large tensor (a loss over 50176 elements, a gradient's norm) writes its first
+    terms and adds every one from the same arithmetic on the whole array; a written term that is not
+    the one added makes the sum NaN, so the check fails where it is shown."""
+    from nnstep.engine.expr import Lit, Many
+    vals = np.arange(1.0, 101.0)
+    good = Many(lambda j: Lit(j + 1.0), vals)
+    assert good.v() == 5050.0 and good.txt().endswith("+ … (94 more terms)")
+    bad = Many(lambda j: Lit(j + 2.0), vals)
+    assert bad.v() != bad.v()
+    s = nnstep.Session(nnstep.loads_scenario(
+        '[data]\nx = { random = "normal", shape = [64, 30] }\ny = { random = "normal", shape = [64, 30] }\n'
+        '[[layers]]\ntype = "linear"\nout = 30\n[loss]\ntype = "huber"\ndelta = 0.5\n'))
+    s.goto(1, s.M)
+    ex = explain(s, "loss")
+    assert ex.ok and ex.checked and "(1914 more terms)) / 1920" in ex.text

@@ -155,7 +155,7 @@ class Sum(X):
 
     @classmethod
     def of(cls, a: X, sign: int, b: X) -> "Sum":
-        if isinstance(a, Sum):
+        if isinstance(a, Sum) and not isinstance(a, Many):
             return Sum(a.items + [(sign, b)], a.more, a.tail + 1)
         return Sum([(1, a), (sign, b)])
 
@@ -190,9 +190,42 @@ class Sum(X):
         return "".join(out)
 
 
+class Many(Sum):
+    """A sum of many terms (every value of a large tensor): ``make(j)`` builds term j as an
+    expression, for the first few that are written; ``values`` holds every term's value, the same
+    arithmetic done on the whole array, which is what is added (and ``mags`` their magnitudes)."""
+
+    def __init__(self, make, values, mags=None, more: str = "term"):
+        self.values = np.asarray(values, dtype=np.float64).ravel()
+        self.mags = np.abs(self.values) if mags is None else np.asarray(mags, dtype=np.float64).ravel()
+        self.make = make
+        super().__init__([(1, make(j)) for j in range(min(self.values.size, MAX_TERMS))], more)
+
+    def _eval(self):
+        # the terms written out must be the ones added: a written term whose value differs from its
+        # entry of ``values`` makes the sum NaN, so the check fails where it is shown
+        for j, (_, e) in enumerate(self.items):
+            if not agrees(e.v(), float(self.values[j]), max(e.mag(), float(self.mags[j])), 1e-9):
+                return float("nan")
+        try:
+            return math.fsum(self.values.tolist())
+        except (ValueError, OverflowError):
+            return float(np.sum(self.values))
+
+    def mag(self):
+        return float(np.sum(self.mags))
+
+    def txt(self, f=None):
+        t = super().txt(f)
+        left = self.values.size - len(self.items)
+        return t + (f" + … ({left} more {self.more}{'s' if left != 1 else ''})" if left > 0 else "")
+
+
 def _shallow(x: X) -> X:
     """x with its operands evaluated: a sum's terms, a product's factors, a quotient's sides become
     numbers, recursing only through products and quotients (a sum inside them shows its terms)."""
+    if isinstance(x, Many):
+        return Many(lambda j: K("", x.values[j]), x.values, x.mags, x.more)
     if isinstance(x, Sum):
         return Sum([(s, K("", e.v())) for s, e in x.items], x.more, x.tail)
     if isinstance(x, Mul):

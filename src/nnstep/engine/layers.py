@@ -309,11 +309,13 @@ def _norm_value(L, name, idx, V, cells, at, aff, over) -> Value | None:
     """One element of a normalization's out, mean or var: ``cells`` are the input's elements
     normalized together, ``at`` their entry of .mean and .var, ``aff`` the parameters' index."""
     x, t = L.spec.inputs[0], L.spec.t
-    xs = [el(V, x, a) for a in cells]
-    n = len(xs)
-    mean = total(xs, "value") / Lit(n)
+    xv = np.asarray(V(x))[tuple(np.asarray(cells).T)].astype(np.float64)       # the cells' values, in order
+    n = len(cells)
+    mean = X.Many(lambda j: el(V, x, cells[j]), xv, more="value") / Lit(n)
     mu = Def("μ", mean, el(V, t("mean"), at))
-    var = total([X.sq(v - mu.ref) for v in xs], "value") / Lit(n)
+    m = mu.ref.v()
+    var = X.Many(lambda j: X.sq(el(V, x, cells[j]) - mu.ref), (xv - m) ** 2, (np.abs(xv) + abs(m)) ** 2,
+                 more="value") / Lit(n)
     s2 = Def("σ²", var, el(V, t("var"), at))
     if name == t("mean"):
         return Value(f"the mean of the {n} values {over}", mean)

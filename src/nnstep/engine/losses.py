@@ -320,35 +320,52 @@ def value_rule(lo, pred: str, V, idx=()):
                     n = float(sum(w[int(y[cell])] for cell in cells))
                 what = "−log softmax of each target class" + (", weighted" if lo.weight is not None else "")
     else:
-        cells = list(np.ndindex(*p.shape))
-        n = len(cells)
-        d = [P(c) - Y(c) for c in cells]
-        if t == "mse":
-            terms, what = [X.sq(v) for v in d], "(prediction − target)² per element"
-        elif t == "l1" or (t == "smooth_l1" and lo.beta == 0):
-            terms, what = [X.vabs(v) for v in d], "|prediction − target| per element"
-        elif t == "smooth_l1":
-            b = K("β", lo.beta)
-            terms = [Lit(0.5) * X.sq(v) / b if abs(v.v()) < lo.beta else X.vabs(v) - Lit(0.5) * b for v in d]
-            what = "0.5·d²/β where |d| < β, else |d| − 0.5·β, d = prediction − target"
-        elif t == "huber":
-            dl = K("δ", lo.delta)
-            terms = [Lit(0.5) * X.sq(v) if abs(v.v()) < lo.delta else dl * (X.vabs(v) - Lit(0.5) * dl) for v in d]
-            what = "0.5·d² where |d| < δ, else δ·(|d| − 0.5·δ), d = prediction − target"
-        elif t == "bce":
-            terms = [-(Y(c) * X.vmax(X.log(P(c)), Lit(-100)) + (1 - Y(c)) * X.vmax(X.log(1 - P(c)), Lit(-100)))
-                     for c in cells]
-            what = "−(y·log p + (1 − y)·log(1 − p)) per element, each log at least −100"
-        else:                                 # bce_with_logits, stably: (1 − y)·x − log σ(x)
-            def logsig(x):
-                return X.vmin(x, Lit(0)) - X.log(1 + X.exp(-X.vabs(x)))
-            pw = None if lo.pos_weight is None else np.broadcast_to(np.asarray(lo.pos_weight, dtype=np.float64),
-                                                                    p.shape[-1:])
-            terms = [(1 - Y(c)) * P(c) - (logsig(P(c)) if pw is None else (1 + (Lit(pw[c[-1]]) - 1) * Y(c)) * logsig(P(c)))
-                     for c in cells]
-            what = "(1 − y)·x − log σ(x) per element" + (", log σ weighted by 1 + (pos_weight − 1)·y" if pw is not None
-                                                          else "") + ", log σ(x) = min(x, 0) − log(1 + e^(−|x|))"
-        e = total(terms)
+        # an element-wise loss: every element's term, the first few written as expressions, all of
+        # them added from the same arithmetic on the whole arrays (a loss may cover many elements)
+        n = p.size
+        pv, yv = p.astype(np.float64), y.astype(np.float64)
+        dv = pv - yv
+        cell = lambda j: tuple(int(v) for v in np.unravel_index(j, p.shape))  # noqa: E731
+        d = lambda j: P(cell(j)) - Y(cell(j))  # noqa: E731
+        with np.errstate(all="ignore"):
+            if t == "mse":
+                term, vals, what = (lambda j: X.sq(d(j))), dv * dv, "(prediction − target)² per element"
+            elif t == "l1" or (t == "smooth_l1" and lo.beta == 0):
+                term, vals, what = (lambda j: X.vabs(d(j))), np.abs(dv), "|prediction − target| per element"
+            elif t == "smooth_l1":
+                b = K("β", lo.beta)
+                term = lambda j: (Lit(0.5) * X.sq(d(j)) / b if abs(dv.flat[j]) < lo.beta  # noqa: E731
+                                  else X.vabs(d(j)) - Lit(0.5) * b)
+                vals = np.where(np.abs(dv) < lo.beta, 0.5 * dv * dv / lo.beta, np.abs(dv) - 0.5 * lo.beta)
+                what = "0.5·d²/β where |d| < β, else |d| − 0.5·β, d = prediction − target"
+            elif t == "huber":
+                dl = K("δ", lo.delta)
+                term = lambda j: (Lit(0.5) * X.sq(d(j)) if abs(dv.flat[j]) < lo.delta  # noqa: E731
+                                  else dl * (X.vabs(d(j)) - Lit(0.5) * dl))
+                vals = np.where(np.abs(dv) < lo.delta, 0.5 * dv * dv, lo.delta * (np.abs(dv) - 0.5 * lo.delta))
+                what = "0.5·d² where |d| < δ, else δ·(|d| − 0.5·δ), d = prediction − target"
+            elif t == "bce":
+                def term(j):
+                    c = cell(j)
+                    return -(Y(c) * X.vmax(X.log(P(c)), Lit(-100)) + (1 - Y(c)) * X.vmax(X.log(1 - P(c)), Lit(-100)))
+                vals = -(yv * np.maximum(np.log(pv), -100.0) + (1 - yv) * np.maximum(np.log(1 - pv), -100.0))
+                what = "−(y·log p + (1 − y)·log(1 − p)) per element, each log at least −100"
+            else:                                 # bce_with_logits, stably: (1 − y)·x − log σ(x)
+                def logsig(x):
+                    return X.vmin(x, Lit(0)) - X.log(1 + X.exp(-X.vabs(x)))
+                pw = None if lo.pos_weight is None else np.broadcast_to(np.asarray(lo.pos_weight, dtype=np.float64),
+                                                                        p.shape[-1:])
+
+                def term(j):
+                    c = cell(j)
+                    ls = logsig(P(c))
+                    return (1 - Y(c)) * P(c) - (ls if pw is None else (1 + (Lit(pw[c[-1]]) - 1) * Y(c)) * ls)
+                ls = np.minimum(pv, 0) - np.log(1 + np.exp(-np.abs(pv)))
+                vals = (1 - yv) * pv - (ls if pw is None else (1 + (pw - 1) * yv) * ls)
+                what = "(1 − y)·x − log σ(x) per element" + (", log σ weighted by 1 + (pos_weight − 1)·y" if pw is not None
+                                                              else "") + ", log σ(x) = min(x, 0) − log(1 + e^(−|x|))"
+            mags = np.abs(vals) + (np.abs(pv) + np.abs(yv) + 1.0) * (1.0 + np.abs(vals))
+        e = X.Many(term, vals, mags)
     if lo.reduction == "mean":
         e = e / Lit(n)
     if s != 1:

@@ -219,9 +219,11 @@ def clip_value_rule(opt: OptimizerSpec, params: list[str], name: str, idx, V):
     def norm(suffix: str, read) -> tuple[list, X.X]:
         defs = []
         for P in params:
-            a = np.asarray(read(f"{P}.{suffix}"))
-            defs.append(Def(f"‖{P}.{suffix}‖²", total([X.sq(El(f"{P}.{suffix}", i, a[i])) for i in np.ndindex(*a.shape)],
-                                                      "square")))
+            g = f"{P}.{suffix}"
+            a = np.asarray(read(g))
+            at = lambda j, a=a: tuple(int(v) for v in np.unravel_index(j, a.shape))  # noqa: E731
+            defs.append(Def(f"‖{g}‖²", X.Many(lambda j, a=a, g=g, at=at: X.sq(El(g, at(j), a[at(j)])),
+                                               np.square(a, dtype=np.float64), more="square")))
         return defs, X.sqrt(total([d.ref for d in defs], "parameter"))
 
     if name in ("grad_norm", "clipped_norm"):
