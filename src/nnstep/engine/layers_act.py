@@ -51,11 +51,11 @@ class _Elementwise(Layer):
         return Value("d out/d in of the identity: 1 at any input", Lit(1), given=[x])
 
 
-def _case(x, then, other, slope_name="") -> Value:
+def _case(x, then, other, how: str) -> Value:
     """``then`` where x > 0, else ``other``: the case that holds, with its condition."""
     if x.v() > 0:
-        return Value("the case x > 0", X.Pick(then, x, ">", Lit(0)))
-    return Value("the case x ≤ 0" + slope_name, X.Pick(other, x, "≤", Lit(0)))
+        return Value(how, X.Pick(then, x, ">", Lit(0)))
+    return Value(how, X.Pick(other, x, "≤", Lit(0)))
 
 
 class ReLU(_Elementwise):
@@ -71,7 +71,7 @@ class ReLU(_Elementwise):
         return Value("the larger of the input and 0", X.vmax(x, Lit(0)))
 
     def local_value(self, x, out):
-        return _case(x, Lit(1), Lit(0), " (0 at exactly 0, as torch)")
+        return _case(x, Lit(1), Lit(0), "ReLU's slope: 1 where the input is > 0, else 0 (0 at exactly 0, as torch)")
 
 
 class LeakyReLU(_Elementwise):
@@ -84,10 +84,10 @@ class LeakyReLU(_Elementwise):
         return np.where(x > 0, 1.0, self.opts["negative_slope"]).astype(x.dtype)
 
     def out_value(self, x):
-        return _case(x, x, X.K("a", self.opts["negative_slope"]) * x, ": the slope a")
+        return _case(x, x, X.K("a", self.opts["negative_slope"]) * x, "leaky ReLU: x where x > 0, else a·x")
 
     def local_value(self, x, out):
-        return _case(x, Lit(1), X.K("a", self.opts["negative_slope"]), ": the slope a")
+        return _case(x, Lit(1), X.K("a", self.opts["negative_slope"]), "leaky ReLU's slope: 1 where x > 0, else a")
 
 
 class Sigmoid(_Elementwise):
@@ -160,7 +160,7 @@ class GELU(_Elementwise):
         return (cdf + x * pdf).astype(x.dtype)
 
     def _inner(self, x):
-        return Def("u", Lit(self.K, "√(2/π)") * (x + Lit(self.KAPPA) * x * x * x))
+        return Def("u", Lit(self.K, "√(2/π)") * (x + Lit(self.KAPPA) * X.Pow(x, 3)))
 
     def out_value(self, x):
         half = Lit(0.5, "½")

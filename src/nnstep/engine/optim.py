@@ -156,12 +156,13 @@ def value_rule(opt: OptimizerSpec, P: str, name: str, idx, V, t: int):
     idx = tuple(int(i) for i in idx)
     suffix = name[len(P) + 1:] if name != P else ""
     new = lambda s: el(V.out, f"{P}.{s}", idx)                    # noqa: E731  (a state as written)
-    old = lambda s: El(f"{P}.{s}", idx, V.old(f"{P}.{s}")[idx]) if V.old(f"{P}.{s}") is not None else None  # noqa: E731
+    old = lambda s: (El(f"{P}.{s}", idx, V.old(f"{P}.{s}")[idx], "before")  # noqa: E731
+                     if V.old(f"{P}.{s}") is not None else None)
     w = El(P, idx, np.asarray(V(P))[idx], "before")                 # the parameter before the update
     G = el(V, grad_for_update(opt, P), idx)
     lr = K("lr", opt.lr) if opt.schedule is None else El("lr", (), V("lr"))
     if suffix == "delta":
-        return Value("the change the update made: new − old", el(V.out, P, idx) - w)
+        return Value("the change the update made: new − old", El(P, idx, np.asarray(V.out(P))[idx], "after") - w)
     wd = opt.weight_decay and opt.type != "adamw"
     g = Def("g", G + K("λ", opt.weight_decay) * w) if wd else None
     gr = g.ref if g else G
