@@ -54,8 +54,14 @@ def graphs(n: int = RANDOM_GRAPHS):
     from test_engine_rnn import CASES, scenario
     for k, kw in CASES.items():
         yield f"engine-rnn:{k}", nnstep.loads_scenario(scenario(**kw))
+    import scen
+    for k, text in scen.SCENARIOS.items():
+        yield f"session:{k}", nnstep.loads_scenario(text)
     for seed in range(n):
-        yield f"random:{seed}", nnstep.loads_scenario(randgraph.scenario(seed))
+        text = randgraph.scenario(seed)
+        if seed % 5 == 4:                    # every fifth in float32
+            text = text.replace("[scenario]\n", '[scenario]\ndtype = "float32"\n', 1)
+        yield f"random:{seed}", nnstep.loads_scenario(text)
 
 
 def samples(shape):

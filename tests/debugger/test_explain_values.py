@@ -190,3 +190,18 @@ def test_a_large_sum_adds_every_term_and_its_written_terms_must_be_those():
     s.goto(1, s.M)
     ex = explain(s, "loss")
     assert ex.ok and ex.checked and "(1914 more terms)) / 1920" in ex.text
+
+
+def test_float32_explanations_check_to_float32s_rounding():
+    """A float32 scenario's gradients were always flagged: the check allowed 1e−9 of the terms'
+    size, and float32 rounds at 1e−7. It allows float32's rounding now, and still catches a rule
+    that is wrong."""
+    import sys
+    sys.path.insert(0, HERE)
+    from scen import FLOAT32_LAYERNORM
+    s = nnstep.Session(nnstep.loads_scenario(FLOAT32_LAYERNORM))
+    s.goto(1, s.program.stage_start["update"])
+    for name, idx in (("linear1.weight.grad", (0, 0)), ("layernorm1.grad_in", (1, 2)), ("layernorm1.out", (1, 2)),
+                      ("gelu1.out", (0, 1))):
+        ex = explain(s, name, idx)
+        assert ex.ok and ex.checked, ex.text

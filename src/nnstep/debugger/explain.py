@@ -27,7 +27,7 @@ import numpy as np
 
 from ..engine import losses
 from ..engine.terms import Term, ix
-from .explain_values import explain_value, initial_value
+from .explain_values import RTOL, explain_value, initial_value
 
 MAX_TERMS = 6          # terms written out per line (the rest are counted, and checked)
 MAX_LINES = 10         # gradient elements expanded
@@ -276,7 +276,8 @@ def _line(g: _Graph, name: str, idx, digits: int) -> Line:
             text.append("  = " + " + ".join(p(_term_value(g, t)) for t in shown) + tail)
     total = math.fsum(_term_value(g, t) for t in terms)
     scale = math.fsum(abs(_term_value(g, t)) for t in terms)
-    ok = (abs(total - engine) <= 1e-9 * scale + 1e-300) or (not math.isfinite(total) and not math.isfinite(engine))
+    rtol = RTOL.get(g.prog.scenario.dtype, 1e-4)          # float32 gradients carry float32's rounding
+    ok = (abs(total - engine) <= rtol * scale + 1e-300) or (not math.isfinite(total) and not math.isfinite(engine))
     text.append(f"  = {f(total)}")
     ups = []
     for t in terms:

@@ -107,7 +107,8 @@ def explain_value(session, ex, w, rec, digits: int, fmt):
     if window is not None:                                          # pooling: the element's window
         lines, ex.value, scale = window(idx, V, f)
         ex.lines += ["  " + ln for ln in lines]
-        ex.ok = ex.value == ex.engine_value or agrees(ex.value, ex.engine_value, scale, 1e-12)
+        ex.ok = ex.value == ex.engine_value or agrees(ex.value, ex.engine_value, scale, min(rtol, 1e-12) if
+                                                      session.scenario.dtype == "float64" else rtol)
         ex.checked = True
     elif rule is not None:
         # a tensor the op reads and writes (a parameter's update, the lr): the new value is "(after)"
