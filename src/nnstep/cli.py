@@ -61,6 +61,13 @@ def _steps(s: str) -> int:
     return v
 
 
+def _step_or_0(s: str) -> int:
+    """explain's --step: a training step, or 0 for the initial values."""
+    if s.strip() == "0":
+        return 0
+    return _steps(s)
+
+
 def _positive_float(s: str) -> float:
     try:
         v = float(s)
@@ -129,7 +136,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         e = sub.add_parser("explain", help="one number: the chain rule back to the loss, or how it was computed")
         e.add_argument("file")
         e.add_argument("element", metavar="TENSOR[i, j, ...]", help='e.g. "linear1.weight.grad[0, 1]" or "loss"')
-        e.add_argument("--step", type=_steps, default=1, help="the training step (default 1)")
+        e.add_argument("--step", type=_step_or_0, default=1,
+                       help="the training step (default 1; 0: a parameter's initial value)")
         e.add_argument("--json", action="store_true", help='{"tensor", "index", "step", "value", "engine_value", "text"}')
 
     if command in (None, "gradcheck"):

@@ -205,3 +205,14 @@ def test_float32_explanations_check_to_float32s_rounding():
                       ("gelu1.out", (0, 1))):
         ex = explain(s, name, idx)
         assert ex.ok and ex.checked, ex.text
+
+
+def test_cli_explain_step_0_is_the_initial_value(capsys):
+    """A parameter's step-0 value is its initial value (docs/scenario-format.md's tensor names):
+    `explain --step 0` shows it; a tensor that only an op computes has none then."""
+    path = os.path.join(ROOT, "scenarios", "classic.toml")
+    assert main(["explain", path, "linear1.weight[0, 1]", "--step", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("linear1.weight[0, 1] = 0.2: the initial value (step 0)") and "layers[0].weight" in out
+    assert main(["explain", path, "linear1.out[0, 1]", "--step", "0"]) == 1
+    assert "has no value at step 0" in capsys.readouterr().out

@@ -296,6 +296,7 @@ def explain(session, tensor: str, index=None, step: int | None = None, digits: i
         raise KeyError(f'unknown tensor "{tensor}"{did_you_mean(tensor, session.names)}')
     w = _writer(session, tensor)
     k, i = session.position
+    asked = step
     if step is None:
         if w is None:                   # input, target, and parameters no update changes
             step = max(1, k if k <= session.N else session.N)
@@ -304,8 +305,10 @@ def explain(session, tensor: str, index=None, step: int | None = None, digits: i
     ex = Explanation(tensor, (), step, None, None)
     persistent = tensor in session.program.plan.persistent
     if step < 1 and not persistent:
-        ex.lines = [f"{tensor} has not been computed yet: \"{w.name}\" (op {w.index + 1} of each step) computes it.",
-                    "Step forward past it (n, s), and explain it then."]
+        ex.lines = ([f"{tensor} has no value at step 0, before training: \"{w.name}\" (op {w.index + 1} of each "
+                     f"step) computes it (only parameters and optimizer state start with a value)."] if asked == 0 else
+                    [f"{tensor} has not been computed yet: \"{w.name}\" (op {w.index + 1} of each step) computes it.",
+                     "Step forward past it (n, s), and explain it then."])
         ex.ok = False
         return ex
     if step < 1 or (w is None and tensor in session.scenario.initial):      # its initial value
