@@ -497,7 +497,7 @@ class LayerNorm(Layer):
         return Rule(f"Σ over the {D} values normalized together", terms)
 
 
-from .layers_act import (  # noqa: E402  (they build on Layer above)
+from .layers_act import (  # noqa: E402, F401  (they build on Layer above; erf, softmax_row re-exported)
     GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh, _Elementwise, erf, softmax_row)
 
 LAYERS: dict[str, type[Layer]] = {c.type: c for c in (

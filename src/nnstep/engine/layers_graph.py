@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from . import expr as X
-from .expr import Def, K, Lit, Value, el, total
+from .expr import K, Lit, Value, el, total
 from .layers import Layer, softmax_row
 from .terms import Factor, Rule, Term, ix
 
