@@ -241,7 +241,7 @@ def test_plain_table(capsys):
     assert main(["run", CLASSIC]) == 0
     out = capsys.readouterr().out
     assert "Mazur's 2-2-2 sigmoid network: 1 step, float64" in out
-    assert "0.298371108760003" in out          # full precision, the loss the JSON gives
+    assert "0.2983711088" in out and "0.29837110876" not in out    # 10 significant digits (--json: all)
 
 
 def test_bad_input_exit_2_without_traceback(tmp_path, capsys):
@@ -312,3 +312,33 @@ def test_output_to_a_full_disk_is_an_error_not_a_traceback():
                                text=True, timeout=120)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
         assert r.stderr.startswith("nnstep: error:") and "Traceback" not in r.stderr
+
+
+def test_the_table_prints_the_loss_to_10_significant_digits_and_json_keeps_every_one(tmp_path, capsys):
+    """The tutorial's neuron: step 4's loss is 0.046945125 in exact arithmetic, the float
+    0.046945125000000074 (which the table printed to 15 digits as 0.0469451250000001); the table
+    says 0.046945125, --json gives the float itself."""
+    p = tmp_path / "first.toml"
+    p.write_text('[data]\nx = [[1.0], [2.0]]\ny = [[2.0], [4.0]]\n[[layers]]\ntype = "linear"\nout = 1\n'
+                 'weight = [[0.5]]\nbias = [0.0]\n[loss]\ntype = "mse"\n[optimizer]\ntype = "sgd"\nlr = 0.1\n'
+                 '[train]\nsteps = 5\n')
+    assert main(["run", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "     4       0.046945125      0.293701" in out and "0.0469451250000001" not in out
+    code, d, _ = run_json(capsys, str(p))
+    assert code == 0 and d["steps"][3]["loss"] == 0.046945125000000074
+
+
+@pytest.mark.parametrize("argv,first", [
+    ([CLASSIC, "--nope"], "nnstep: error: nnstep tui: unrecognized arguments: --nope"),
+    (["run", CLASSIC, "--nope", "-x"], "nnstep: error: nnstep run: unrecognized arguments: --nope -x"),
+    (["--nope"], "nnstep: error: unrecognized arguments: --nope"),
+])
+def test_an_argument_error_names_the_program_once(capsys, argv, first):
+    """'nnstep: error: nnstep: unrecognized arguments' said the program twice; the command the
+    argument was given to is named instead (or nothing, at the top level), with its --help."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == first and "nnstep: error: nnstep:" not in err[0]
+    command = {"tui": "nnstep tui", "run": "nnstep run"}.get(argv[0] if argv[0] != CLASSIC else "tui", "nnstep")
+    assert err[1] == f"(see '{command} --help')"

@@ -38,7 +38,10 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kw)
 
     def error(self, message):
-        sys.stderr.write(f"nnstep: error: {self.prog}: {message}\n"
+        # the prefix names the program once: "nnstep: error: nnstep run: ..." for a command's parser,
+        # "nnstep: error: ..." for the top level (its prog is "nnstep" itself)
+        where = "" if self.prog == "nnstep" else f"{self.prog}: "
+        sys.stderr.write(f"nnstep: error: {where}{message}\n"
                          f"(see '{self.prog} --help')\n")
         raise SystemExit(2)
 
@@ -58,6 +61,13 @@ def _steps(s: str) -> int:
     if v > 10_000_000:                    # the loader's MAX_STEPS (docs/errors.md, limits)
         raise argparse.ArgumentTypeError(f"expected at most 10000000 steps, got {cut(str(v))}")
     return v
+
+
+def _step_or_0(s: str) -> int:
+    """explain's --step: a training step, or 0 for the initial values."""
+    if s.strip() == "0":
+        return 0
+    return _steps(s)
 
 
 def _positive_float(s: str) -> float:
@@ -122,6 +132,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from . import __version__
     p.add_argument("--version", action="version", version=f"nnstep {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    p.commands = sub.choices                  # the command parsers, to blame an unknown argument on
 
     if command in (None, "run"):
         r = sub.add_parser("run", help="train headless and print a per-step loss table (or JSON)")
@@ -150,7 +161,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         e = sub.add_parser("explain", help="one number: the chain rule back to the loss, or how it was computed")
         e.add_argument("file")
         e.add_argument("element", metavar="TENSOR[i, j, ...]", help='e.g. "linear1.weight.grad[0, 1]" or "loss"')
-        e.add_argument("--step", type=_steps, default=1, help="the training step (default 1)")
+        e.add_argument("--step", type=_step_or_0, default=1,
+                       help="the training step (default 1; 0: a parameter's initial value)")
         e.add_argument("--json", action="store_true", help='{"tensor", "index", "step", "value", "engine_value", "text"}')
 
     if command in (None, "gradcheck"):
@@ -227,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     elif argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv = ["tui"] + argv
     try:
-        return _dispatch(build_parser(argv[0] if argv[0] in COMMANDS else None).parse_args(argv))
+        parser = build_parser(argv[0] if argv[0] in COMMANDS else None)
+        a, extra = parser.parse_known_args(argv)
+        if extra:                 # said by the command's own parser, so its help is the one offered
+            parser.commands.get(a.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+        return _dispatch(a)
     except KeyboardInterrupt:
         sys.stderr.write("nnstep: interrupted\n")
         return 130

@@ -89,7 +89,7 @@ def cmd_run(path: str, steps: int | None, as_json: bool, save: str | None, honor
     if not as_json:
         _out(f"{sc.name}: {n} step{'s' if n != 1 else ''}, {sc.dtype}, {len(sc.layers)} layer{'s' if len(sc.layers) != 1 else ''}, "
              f"{sc.loss.type} loss, {sc.optimizer.type} (lr {sc.optimizer.lr:g})")
-        _out(f"{'step':>6}  {'loss':>22}  {'|grad|':>12}" + (f"  {'lr':>12}" if sc.optimizer.schedule else ""))
+        _out(f"{'step':>6}  {'loss':>16}  {'|grad|':>12}" + (f"  {'lr':>12}" if sc.optimizer.schedule else ""))
 
     sched = sc.optimizer.schedule is not None
     lr_now = [float(env["lr"])] if sched else [None]   # the lr in force; `lr schedule` writes the next one
@@ -105,7 +105,8 @@ def cmd_run(path: str, steps: int | None, as_json: bool, save: str | None, honor
                 rows[-1]["lr"] = jsonio.num(lr_now[0])
         else:
             g = global_norm([env[f"{p}.grad"] for p in params])
-            _out(f"{k:>6}  {loss:>22.15g}  {g:>12.6g}" + (f"  {lr_now[0]:>12.6g}" if sched else ""))
+            # 10 significant digits: 0.046945125, not the float's 0.0469451250000001 (--json keeps them all)
+            _out(f"{k:>6}  {loss:>16.10g}  {g:>12.6g}" + (f"  {lr_now[0]:>12.6g}" if sched else ""))
         if sched:
             lr_now[0] = float(env["lr"])
 

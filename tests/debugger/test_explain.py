@@ -128,10 +128,11 @@ def test_values_show_how_they_were_computed():
     assert "input[0, 0] · linear1.weight[0, 0] + input[0, 1] · linear1.weight[0, 1] + linear1.bias[0]" in ex.text
     assert "= 0.05 × 0.15 + 0.1 × 0.2 + 0.35" in ex.text and ex.value == pytest.approx(0.3775) and ex.ok
     ex = explain(s, "sigmoid1.out", (0, 0))        # Mazur: out_h1 = 0.593269992
-    assert "0.593269992 = σ(0.3775)" in ex.text
+    assert "= 1 / (1 + e^(−0.3775))\n  = 1 / (1 + 0.685573202)\n  = 0.593269992" in ex.text and ex.ok and ex.checked
     s.goto(2, 0)
     ex = explain(s, "linear2.weight", (0, 0))       # Mazur: w5+ = 0.4 − 0.5·0.082167041 = 0.35891648
-    assert "0.35891648 ← 0.4 − 0.5·0.0821670406" in ex.text
+    assert "linear2.weight[0, 0] (after) = linear2.weight[0, 0] (before) − lr · linear2.weight.grad[0, 0]" in ex.text
+    assert "= 0.4 − 0.5 × 0.0821670406\n  = 0.4 − 0.0410835203\n  = 0.35891648" in ex.text and ex.ok and ex.checked
 
 
 def test_not_yet_computed_says_which_op():

@@ -366,3 +366,16 @@ def test_explain_adds_up_on_every_gradient_of_the_graph(net):
             assert ex.ok, (net, name, idx, ex.text)
             n += 1
     assert n >= 5
+
+
+def test_the_mask_helper_names_the_cells_the_engine_zeroes():
+    """catalog_graph.Attention.masked(L): the (T, T) cells a causal mask hides, for the engine and
+    for any screen that marks them; None without the mask."""
+    from nnstep.spec.catalog_graph import Attention
+    sc = loads_scenario(att(2, "true", "true"))
+    L = sc.layers[0]
+    hidden = Attention.masked(L)
+    env = forward_env(Program(sc))
+    assert hidden.shape == (3, 3) and np.array_equal(env["attention1.weights"][0, 0] == 0.0, hidden)
+    assert np.all(np.isfinite(env["attention1.scores"][..., hidden]))
+    assert Attention.masked(loads_scenario(att(2, "false", "true")).layers[0]) is None

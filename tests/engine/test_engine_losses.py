@@ -177,9 +177,10 @@ def test_bce_clamps_its_logs_at_minus_100():
     with np.errstate(all="ignore"):
         assert float(loss_forward("bce", p, y, "mean", 1.0)) == pytest.approx(200.0 / 3, rel=1e-15)
         g = loss_backward("bce", p, y, "mean", 1.0)
-    # torch's backward: (p − y) / max((1 − p)·p, 1e−12): finite, ∓1e12/3 at the ends
+    # torch's backward: (p − y) / max((1 − p)·p, ε), ε = 1e−12 as a float32: finite, ∓1/(3ε) at the ends
+    eps = float(np.float32(1e-12))
     assert np.isfinite(g).all()
-    np.testing.assert_allclose(g, [[-1e12 / 3, 1e12 / 3, 0.0]], rtol=1e-15)
+    np.testing.assert_allclose(g, [[-1 / (3 * eps), 1 / (3 * eps), 0.0]], rtol=1e-15)
     # e^−100 ≈ 3.7e−44: a p below it hits the clamp, just above it not quite
     assert float(loss_forward("bce", np.array([1e-50]), np.array([1.0]), "sum", 1.0)) == 100.0
     assert float(loss_forward("bce", np.array([1e-40]), np.array([1.0]), "sum", 1.0)) == pytest.approx(
@@ -243,3 +244,45 @@ def test_bce_logs_keep_full_precision_for_tiny_terms():
         1e-10 + 5e-21, rel=1e-15)
     assert float(loss_forward("bce_with_logits", np.array([40.0]), np.array([1.0]), "sum", 1.0)) == pytest.approx(
         math.exp(-40.0), rel=1e-15)
+
+
+BCE_CLAMPED = """
+[data]
+x = [[30.0]]
+y = [[0.0]]
+[[layers]]
+type = "linear"
+out = 1
+weight = [[1.0]]
+bias = [0.0]
+[[layers]]
+type = "sigmoid"
+[loss]
+type = "bce"
+reduction = "sum"
+"""
+
+
+def test_bce_gradient_clamps_at_float32s_1e_12_as_torch_even_in_float64():
+    """σ(30) = 0.9999999999999065, so (1 − p)·p = 9.35e−14 is below the clamp. torch's
+    binary_cross_entropy_backward clamps it at the C++ literal 1e-12 stored in a float,
+    9.999999960041972e-13, even for float64 tensors: torch 2.13 prints loss.grad =
+    1000000003995.7094 for this net (1e12 exactly with a float64 1e-12 would be 999999999999.9065)."""
+    import nnstep
+    from nnstep.spec.catalog import BCE_EPS
+    assert BCE_EPS == float(np.float32(1e-12)) == 9.999999960041972e-13
+    s = nnstep.Session(nnstep.loads_scenario(BCE_CLAMPED))
+    s.goto(1, s.program.stage_start["update"])
+    assert float(s.value("loss.grad")[0, 0]) == 1000000003995.7094
+    from nnstep.debugger.explain import explain
+    ex = explain(s, "loss.grad", (0, 0))
+    assert ex.ok and ex.value == pytest.approx(1000000003995.7094, rel=1e-15) and "9.999999960041972e-13" in ex.text
+    torch = pytest.importorskip("torch")
+    lin = torch.nn.Linear(1, 1).double()
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+        lin.bias.fill_(0.0)
+    p = torch.sigmoid(lin(torch.tensor([[30.0]], dtype=torch.float64)))
+    p.retain_grad()
+    torch.nn.functional.binary_cross_entropy(p, torch.zeros(1, 1, dtype=torch.float64), reduction="sum").backward()
+    assert float(s.value("loss.grad")[0, 0]) == p.grad.item()

@@ -489,3 +489,23 @@ def test_a_left_out_delta_is_computed_where_it_could_be_born_inf():
     el["linear1.weight.delta"] = np.array([[123.0]])               # a stale value is removed
     lean.run_step(el, 1)
     assert "linear1.weight.delta" not in el
+
+
+def test_attention_in_proj_weight_has_torchs_xavier_bound():
+    """nn.MultiheadAttention draws in_proj_weight, shape (3E, E), with xavier_uniform_: torch's fans
+    of a (3E, E) weight are fan_in = E, fan_out = 3E, so the bound is √(6/(E + 3E)) = √(6/4E)
+    (not √(6/2E)); out_proj_weight is its Linear(E, E)'s kaiming_uniform, bound 1/√E."""
+    E = 16
+    sc = loads_scenario(f'[scenario]\nseed = 3\n[data]\nx = {{ random = "normal", shape = [2, 3, {E}] }}\n'
+                        f'y = {{ random = "normal", shape = [2, 3, {E}] }}\n[[layers]]\ntype = "attention"\n'
+                        'heads = 2\n[loss]\ntype = "mse"\n')
+    W, Wo = sc.initial["attention1.in_proj_weight"], sc.initial["attention1.out_proj_weight"]
+    bound = math.sqrt(6 / (4 * E))
+    assert W.shape == (3 * E, E) and bound * 0.99 < np.abs(W).max() <= bound
+    assert abs(W.std() - bound / math.sqrt(3)) < 0.05 * bound
+    assert 0.99 / math.sqrt(E) < np.abs(Wo).max() <= 1 / math.sqrt(E)
+    torch = pytest.importorskip("torch")
+    mha = torch.nn.MultiheadAttention(E, 2, batch_first=True)
+    fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(mha.in_proj_weight)
+    assert (fan_in, fan_out) == (E, 3 * E) and math.sqrt(6 / (fan_in + fan_out)) == bound
+    assert float(mha.in_proj_weight.detach().abs().max()) <= bound   # torch's own draw within that bound

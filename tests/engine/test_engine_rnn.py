@@ -390,3 +390,28 @@ def test_stacked_and_forked_recurrent_layers():
                 assert explain(s, name, idx).ok, (name, idx)
                 n += 1
     assert n > 60
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_backward_ops_name_their_paths_before_the_numbers(kind):
+    """A time step's backward op starts with a remark in names only (it stays symbolic where the
+    clauses show their numbers, as the TUI's compact view does): which term of dLoss/dh_t is the
+    output path and which the recurrent path; the clause itself labels them too; explain says it."""
+    from nnstep.debugger.explain import explain
+    from nnstep.spec.formula import views
+    s = nnstep.Session(loads_scenario(scenario(kind, T=3)))
+    s.goto(1, s.program.stage_start["update"])
+    for k, paths in ((3, "one path"), (2, "two paths")):
+        op = next(o for o in s.ops if o.name == f"backward {kind}1 t{k}")
+        rec = s.record_at(1, op.index)
+        v = views(op.formula, rec.inputs, rec.outputs, step=1)
+        assert not v[0].filled and v[0].numbers == v[0].text and v[0].text.startswith(f"({paths} reach")
+        assert f"the output path, {kind}1.grad_out[:, {k - 1}]" in v[0].text
+        h = next(c for c in v if c.lhs == f"{kind}1.h.t{k}.grad")
+        if k < 3:
+            assert f"the recurrent path, {kind}1.pre.t{k + 1}.grad @ {kind}1.weight_hh" in v[0].text
+            assert h.text.endswith("(output path + recurrent path)") and h.numbers.endswith("(output path + recurrent path)")
+        if kind == "lstm":
+            assert f"reach{'es' if k == 3 else ''} {kind}1.c.t{k}" in v[0].text or f"one reaches {kind}1.c.t{k}" in v[0].text
+    ex = explain(s, f"{kind}1.h.t2.grad", (0, 0))
+    assert ex.ok and "two paths: the output path" in ex.text and "the recurrent path" in ex.text

@@ -106,6 +106,9 @@ CASES = [
          'net.toml: trian: unknown table (did you mean "train"?)'),
     Case("key-of-other-type", "A key that belongs to another type", sub('type = "sgd"', 'type = "adam"\nmomentum = 0.9'),
          "net.toml: optimizer.momentum: unknown key (expected one of: betas, clip_grad_norm, eps, lr, schedule, type, weight_decay)"),
+    Case("activation-key", "An activation given as a key of a layer", sub("out = 3", 'out = 3\nactivation = "tanh"'),
+         'net.toml: layers[0].activation: unknown key: in nnstep an activation is a layer of its own (add a '
+         '[[layers]] table with type = "tanh" after this one)', where="layers[0].activation"),
     Case("unknown-layer-type", "Unknown layer type", sub('type = "relu"', 'type = "rellu"'),
          'net.toml: layers[1].type: unknown value "rellu" (did you mean "relu"?)'),
     Case("unknown-loss-type", "Unknown loss type", sub('type = "mse"', 'type = "mean_squared"'),
@@ -155,6 +158,14 @@ CASES = [
     Case("conv-after-linear", "A convolution fed a flat tensor", sub('type = "relu"', 'type = "conv1d"\nout_channels = 2\nkernel_size = 3'),
          "net.toml: layers[1]: conv1d1 (conv1d) cannot take the output of layers[0] (linear1), per-sample "
          "shape [3]: conv1d expects input (N, C, L), so a per-sample shape of 2 dims, got [3]"),
+    Case("missing-flatten", "A convolution fed to a linear layer without a flatten",
+         '[data]\nx = { random = "normal", shape = [2, 1, 5, 5] }\ny = [0, 1]\n\n'
+         '[[layers]]\ntype = "conv2d"\nout_channels = 2\nkernel_size = 3\n\n[[layers]]\ntype = "relu"\n\n'
+         '[[layers]]\ntype = "linear"\nout = 2\n\n[loss]\ntype = "cross_entropy"\n',
+         "net.toml: data.y: cross_entropy needs class indices of shape [2, 3, 2] or probabilities of shape "
+         "[2, 2, 3, 2], got [2]; is a flatten missing? layers[2] (linear1) reads layers[1] (relu1), per-sample "
+         "shape [2, 3, 3], and a linear works on the last dim only, so the other dims carry on: add [[layers]] "
+         'type = "flatten" before it', where="data.y"),
     Case("conv-kernel", "A kernel larger than its input",
          '[data]\nx = { random = "normal", shape = [2, 1, 4, 4] }\ny = [0, 1]\n\n'
          '[[layers]]\ntype = "conv2d"\nout_channels = 2\nkernel_size = 5\n\n'
@@ -292,6 +303,8 @@ CASES = [
     Case("bad-argument", "A bad command-line argument", BASE,
          "nnstep run: argument --steps: expected a positive integer, got 0", argv=("run", "net.toml", "--steps", "0"),
          where="--steps"),
+    Case("unknown-argument", "An argument no command takes", BASE,
+         "nnstep tui: unrecognized arguments: --nope", argv=("net.toml", "--nope"), where="--nope"),
 ]
 
 # --- graph networks (SPEC §7, §8) ---

@@ -206,3 +206,23 @@ def test_names_shown_on_the_terminal_are_cleaned():
     assert sc.name == "a\\x1b]0;pwned\\x07b"
     assert sc.description == "line 1\nline\\x1b[2J 2"
     assert "\x1c" not in sc.breakpoints[0].when.text
+
+
+def test_the_flatten_hint_also_comes_with_a_layer_that_cannot_take_the_shape():
+    """A linear after a convolution carries the image's dims on; the first layer that cannot take
+    them says so, with the same hint as the targets' check (docs/errors.md#missing-flatten)."""
+    from nnstep import loads_scenario
+    from nnstep.errors import ScenarioError
+    text = ('[data]\nx = { random = "normal", shape = [2, 1, 5, 5] }\ny = [[0.0], [1.0]]\n[[layers]]\ntype = "conv2d"\n'
+            'out_channels = 2\nkernel_size = 3\n[[layers]]\ntype = "linear"\nout = 4\n[[layers]]\ntype = "maxpool1d"\n'
+            'kernel_size = 2\n[[layers]]\ntype = "flatten"\n[[layers]]\ntype = "linear"\nout = 1\n[loss]\ntype = "mse"\n')
+    with pytest.raises(ScenarioError) as e:
+        loads_scenario(text)
+    assert e.value.where == "layers[2]" and "maxpool1d expects input (N, C, L)" in str(e.value)
+    assert str(e.value).endswith('is a flatten missing? layers[1] (linear1) reads layers[0] (conv2d1), per-sample '
+                                 'shape [2, 3, 3], and a linear works on the last dim only, so the other dims carry '
+                                 'on: add [[layers]] type = "flatten" before it')
+    ok = text.replace('[[layers]]\ntype = "linear"\nout = 4\n', '[[layers]]\ntype = "flatten"\n[[layers]]\ntype = "linear"\nout = 4\n', 1)
+    with pytest.raises(ScenarioError) as e:          # flattened: no hint (a different mistake remains)
+        loads_scenario(ok)
+    assert "flatten missing" not in str(e.value)

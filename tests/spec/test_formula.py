@@ -136,3 +136,52 @@ def test_absent_bias_and_gamma_leave_no_term():
     assert ops["forward linear1"].formula_text == "linear1.out = layernorm1.out @ linear1.weightᵀ"
     for name in ("backward linear1", "forward layernorm1", "backward layernorm1"):
         assert ".bias" not in ops[name].formula_text and "layernorm1.weight" not in ops[name].formula_text
+
+
+def test_the_loss_formula_says_what_its_scale_s_is_wherever_it_is_shown():
+    """s (loss.scale) in the loss and backward-loss formulas is defined in the formula itself, so the
+    text without numbers (the TUI's, trace's) says it, not only trace's "where" line."""
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ops = by_name(Plan(nnstep.load_scenario(os.path.join(root, "scenarios", "classic.toml"))))
+    for name in ("loss", "backward loss"):
+        t = ops[name].formula_text
+        assert "s · " in t and "(s = 0.5: the scenario's loss.scale" in t, t
+        v = views(ops[name].formula, {}, {})
+        assert any("s = 0.5" in c.text for c in v)
+    sc = loads_scenario('[data]\nx = [[1.0]]\ny = [[0.0]]\n[[layers]]\ntype = "linear"\nout = 1\n[loss]\ntype = "mse"\n')
+    assert "loss.scale" not in by_name(Plan(sc))["loss"].formula_text     # no scale: no s to define
+
+
+def test_no_formula_leaves_a_placeholder_or_defines_a_symbol_as_itself():
+    """Every op of every lesson and of the engine's graph nets: no template key left in braces (the
+    embedding's row read "embed.weight[{x}[…], :]"), and no symbol written as its own definition
+    (attention's "split into h = h heads of d = d"), in the text or with the numbers. Attention's
+    softmax says the mask in words: .scores is before it, finite; .weights is 0 where j > i."""
+    import glob
+    import os
+    import re
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.join(root, "tests", "engine"))
+    from test_engine_graph import NETS
+    self_defined = re.compile(r"(?<![^\s(;])([A-Za-z]\w*) = \1(?![\w\[(.·])")
+    scs = [nnstep.load_scenario(p) for p in glob.glob(os.path.join(root, "scenarios", "*.toml"))]
+    scs += [loads_scenario(t) for t in NETS.values()]
+    seen = 0
+    for sc in scs:
+        s = nnstep.Session(sc)
+        s.goto(1, s.M)
+        for op in s.ops:
+            rec = s.record_at(1, op.index)
+            for t in [op.formula_text] + [v.numbers for v in views(op.formula, rec.inputs, rec.outputs, step=1)]:
+                assert "{" not in t and "}" not in t, (sc.name, op.name, t)
+                assert not self_defined.search(t), (sc.name, op.name, t)
+                seen += 1
+    assert seen > 500
+    tiny = by_name(Plan(nnstep.load_scenario(os.path.join(root, "scenarios", "tiny-lm.toml"))))
+    assert "embed.weight[r, :] with r = input[…]" in tiny["forward embed"].formula_text
+    assert "split into h heads of d values each" in tiny["forward attn qkv"].formula_text
+    soft = tiny["forward attn softmax"].formula_text
+    assert "−∞" not in soft and "over the keys j ≤ i" in soft and "exactly 0 where key j > query i" in soft
+    assert "attn.scores is taken before the mask and stays finite" in soft

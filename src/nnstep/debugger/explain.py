@@ -27,7 +27,7 @@ import numpy as np
 
 from ..engine import losses
 from ..engine.terms import Term, ix
-from ..spec.formula import views
+from .explain_values import RTOL, explain_value, initial_value
 
 MAX_TERMS = 6          # terms written out per line (the rest are counted, and checked)
 MAX_LINES = 10         # gradient elements expanded
@@ -57,6 +57,7 @@ class Explanation:
     lines: list[str] = field(default_factory=list)
     chain: list[Line] = field(default_factory=list)
     ok: bool = True
+    checked: bool = False        # the numbers shown were recombined and compared with the engine's
 
     @property
     def text(self) -> str:
@@ -284,7 +285,8 @@ def _line(g: _Graph, name: str, idx, digits: int) -> Line:
             text.append("  = " + " + ".join(p(_term_value(g, t)) for t in shown) + tail)
     total = math.fsum(_term_value(g, t) for t in terms)
     scale = math.fsum(abs(_term_value(g, t)) for t in terms)
-    ok = (abs(total - engine) <= 1e-9 * scale + 1e-300) or (not math.isfinite(total) and not math.isfinite(engine))
+    rtol = RTOL.get(g.prog.scenario.dtype, 1e-4)          # float32 gradients carry float32's rounding
+    ok = (abs(total - engine) <= rtol * scale + 1e-300) or (not math.isfinite(total) and not math.isfinite(engine))
     text.append(f"  = {f(total)}")
     ups = []
     for t in terms:
@@ -295,8 +297,9 @@ def _line(g: _Graph, name: str, idx, digits: int) -> Line:
 
 def explain(session, tensor: str, index=None, step: int | None = None, digits: int = 9) -> Explanation:
     """Explain ``tensor[index]`` as of ``step`` (default: the value the cursor shows: this step's
-    if the op writing it has run, else the previous step's). Raises KeyError for an unknown tensor
-    and IndexError for an index outside it."""
+    if the op writing it has run, else the previous step's; step 0 for a parameter or other
+    persistent state before the first op writing it ran: its initial value). Raises KeyError for
+    an unknown tensor and IndexError for an index outside it."""
     if tensor not in session.names:
         from ..errors import did_you_mean
         from ..errors import cut
@@ -304,24 +307,29 @@ def explain(session, tensor: str, index=None, step: int | None = None, digits: i
         raise KeyError(f'unknown tensor "{cut(clean(tensor))}"{did_you_mean(tensor, session.names)}')
     w = _writer(session, tensor)
     k, i = session.position
+    asked = step
     if step is None:
-        if w is None:                   # input, target, and parameters before any update
+        if w is None:                   # input, target, and parameters no update changes
             step = max(1, k if k <= session.N else session.N)
         else:
             step = k if (k <= session.N and w.index < i) else k - 1
     ex = Explanation(tensor, (), step, None, None)
-    if step < 1:
-        op = w.name if w is not None else "?"
-        ex.lines = [f"{tensor} is computed by \"{op}\" (op {w.index + 1 if w else '?'}), which has not run yet.",
-                    "Step forward to it (n, s), and explain it then."]
+    persistent = tensor in session.program.plan.persistent
+    if step < 1 and not persistent:
+        ex.lines = ([f"{tensor} has no value at step 0, before training: \"{w.name}\" (op {w.index + 1} of each "
+                     f"step) computes it (only parameters and optimizer state start with a value)."] if asked == 0 else
+                    [f"{tensor} has not been computed yet: \"{w.name}\" (op {w.index + 1} of each step) computes it.",
+                     "Step forward past it (n, s), and explain it then."])
         ex.ok = False
         return ex
-    if w is None or is_gradient(session, tensor):
+    if step < 1 or (w is None and tensor in session.scenario.initial):      # its initial value
+        ex.step = 0
+        env = session.env_at(1, 0)
+    elif w is None or is_gradient(session, tensor):
         env = session.env_at(step, session.program.stage_start.get("update", session.M))
     else:
         rec = session.record_at(step, w.index)
         env = {**rec.inputs, **rec.outputs}
-        env["__record__"] = rec
     shape = np.shape(env.get(tensor)) if env.get(tensor) is not None else None
     if shape is None:
         ex.lines = [f"{tensor} has no value at step {step}."]
@@ -336,22 +344,26 @@ def explain(session, tensor: str, index=None, step: int | None = None, digits: i
         raise IndexError(f"index {ix(index)} is outside {tensor}, shape {list(shape)}")
     ex.index = index
     ex.engine_value = float(np.asarray(env[tensor])[index])
-    if w is not None and is_gradient(session, tensor):
+    if ex.step == 0:
+        initial_value(session, ex, digits, fmt)
+    elif w is not None and is_gradient(session, tensor):
         _chain(session, ex, env, digits)
+        ex.checked = True
+    elif w is None:                     # the batch
+        ex.lines = [f"{tensor}{ix(index)} = {fmt(ex.engine_value, digits)}   (the batch fed in step {step}: "
+                    f"no operation computes it)"]
+        ex.value = ex.engine_value
     else:
-        L = session.program.layer.get(w.layer) if w is not None and w.layer else None
+        L = session.program.layer.get(w.layer) if w.layer else None
         alias = L.element_alias(tensor, index) if hasattr(L, "element_alias") else None
         if alias is not None:            # one time step's element of a whole-sequence tensor
             sub = explain(session, alias[0], alias[1], step=step, digits=digits)
             ex.lines = [f"{tensor}{ix(index)} is {alias[0]}{ix(alias[1])}:"] + sub.lines
-            ex.value, ex.ok = sub.value, sub.ok
+            ex.value, ex.ok, ex.checked = sub.value, sub.ok, sub.checked
             return ex
-        if w is not None and len(_writers(session, tensor)) > 1:
+        if len(_writers(session, tensor)) > 1:
             w = _element_writer(session, tensor, step, index, w)
-            rec = session.record_at(step, w.index)
-            env = {**rec.inputs, **rec.outputs}
-            env["__record__"] = rec
-        _value(session, ex, w, env, digits)
+        explain_value(session, ex, w, session.record_at(step, w.index), digits, fmt)
     return ex
 
 
@@ -391,71 +403,3 @@ def _chain(session, ex: Explanation, env: dict, digits: int):
         bad = next(ln for ln in ex.chain if not ln.ok)
         ex.lines.append(f"! {bad.symbol}: the terms give {fmt(bad.recomputed, digits)}, but the engine's value is "
                         f"{fmt(bad.engine, digits)}")
-
-
-def _value(session, ex: Explanation, w, env: dict, digits: int):
-    """How a value was computed: its op's formula with the element's numbers."""
-    f = lambda v: fmt(v, digits)  # noqa: E731
-    name, idx = ex.tensor, ex.index
-    if w is None:
-        what = "the batch fed in this step" if name in ("input", "target") else "the initial value"
-        ex.lines = [f"{name}{ix(idx)} = {f(ex.engine_value)}   ({what}: no operation computes it)"]
-        ex.value = ex.engine_value
-        return
-    ex.lines.append(f"{name}{ix(idx)} is computed by \"{w.name}\" (op {w.index + 1}, step {ex.step}):")
-    L = session.program.layer.get(w.layer) if w.layer else None
-    rule = getattr(L, "value_rule", None) if w.kind == "forward" and name == L.spec.t("out") else None
-    if L is not None and w.kind.startswith("step:") and hasattr(L, "step_value_rule"):
-        rule = (lambda i, V: L.step_value_rule(name, i, V))         # a time step's sum (an RNN's pre.t<k>)
-    window = getattr(L, "value_window", None) if w.kind == "forward" and name == L.spec.t("out") else None
-    got = rule(idx, lambda n: env[n]) if rule is not None and window is None else None
-    if window is not None:                                          # pooling: the element's window
-        lines, ex.value, scale = window(idx, lambda n: env[n], lambda v: fmt(v, digits))
-        ex.lines += ["  " + ln for ln in lines]
-        ex.ok = ex.value == ex.engine_value or abs(ex.value - ex.engine_value) <= 1e-12 * scale + 1e-300
-    elif got is not None:
-        terms, const, how = got
-        shown = terms[:MAX_TERMS]
-        more = len(terms) - len(shown)
-        tail = f" + … ({more} more)" if more else ""
-        ex.lines.append(f"  {name}{ix(idx)} = " + " + ".join(f"{a} · {b}" for (a, _), (b, _) in shown) + tail
-                        + (f" + {const[0]}" if const else "") + f"   ({how})")
-        ex.lines.append("  = " + " + ".join(f"{factor(va)} × {factor(vb)}" for (_, va), (_, vb) in shown) + tail
-                        + (f" + {factor(const[1])}" if const else ""))
-        total = math.fsum(va * vb for (_, va), (_, vb) in terms) + (const[1] if const else 0.0)
-        ex.value = total
-        ex.lines.append(f"  = {f(total)}")
-        ex.ok = abs(total - ex.engine_value) <= 1e-9 * (math.fsum(abs(va * vb) for (_, va), (_, vb) in terms)
-                                                         + abs(const[1] if const else 0.0)) + 1e-300
-    else:
-        # every tensor of the op with the element's own shape is taken at the element: exact for the
-        # element-wise ops (activations, updates, optimizer state), the whole tensor otherwise
-        shape = np.shape(env[name])
-        rec = env["__record__"]
-        formula = w.formula
-        inputs = rec.inputs
-        if w.kind.startswith("step:"):
-            # an op of several clauses (an RNN's time step): the clauses writing this tensor, the
-            # values written by the others taken as they came out of the op
-            mine = tuple(c for c in formula if c.arrow and any(getattr(p, "name", None) == name for p in c.lhs))
-            if mine:
-                formula = mine
-                inputs = {**{n: v for n, v in rec.outputs.items() if n not in rec.inputs and n != name}, **rec.inputs}
-        before = {n: _at(v, shape, idx) for n, v in inputs.items()}
-        after = {n: _at(v, shape, idx) for n, v in rec.outputs.items()}
-        for c in views(formula, before, after, step=ex.step, digits=digits):
-            ex.lines.append(f"  {c.text}")
-            if c.filled and c.numbers != c.text:
-                ex.lines.append(f"    {c.numbers}")
-        ex.value = ex.engine_value
-    ex.lines.append("")
-    ex.lines.append(f"{name}{ix(idx)} = {f(ex.engine_value)}" + ("" if ex.ok else "   ! the terms above do not add up to it"))
-
-
-def _at(v, shape, idx):
-    if v is None:
-        return None
-    a = np.asarray(v)
-    if a.shape == shape and a.ndim:
-        return a[idx]
-    return a

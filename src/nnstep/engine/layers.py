@@ -15,14 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..spec import catalog
+from . import expr as X
+from .expr import Def, Lit, Value, el, total
 from .terms import Factor, Rule, Term, ix
-
-def erf(x: np.ndarray) -> np.ndarray:
-    """erf to double precision (libm's math.erf), element-wise, as float64; numpy has none built in.
-    (map over a list is about twice as fast as np.frompyfunc's object array.)"""
-    a = np.asarray(x, dtype=np.float64)
-    return np.fromiter(map(math.erf, a.ravel().tolist()), dtype=np.float64, count=a.size).reshape(a.shape)
-
 
 class Layer:
     """The math of one layer type. Its declaration (options, parameters, state, shape rule,
@@ -127,17 +122,17 @@ class Linear(Layer):
             need_in = True
         return (g @ W if need_in else None), grads, None
 
-    def value_rule(self, idx, V):
-        """out[r, o] = Σ_j x[r, j]·W[o, j] + b[o], one element: ([(x, W) pairs], bias, how)."""
-        x_name, w_name = self.spec.inputs[0], self.spec.t("weight")
-        x, W = V(x_name), V(w_name)
+    def value_rule(self, name, idx, V):
+        """out[r, o] = Σ_j x[r, j]·W[o, j] + b[o], one element."""
+        if name != self.spec.t("out"):
+            return None
+        x, w = self.spec.inputs[0], self.spec.t("weight")
         r, o = tuple(idx[:-1]), idx[-1]
-        terms = [((f"{x_name}{ix(r + (j,))}", float(x[r + (j,)])), (f"{w_name}{ix((o, j))}", float(W[o, j])))
-                 for j in range(W.shape[1])]
-        b = None
+        n = V(w).shape[1]
+        e = total([el(V, x, r + (j,)) * el(V, w, (o, j)) for j in range(n)])
         if "bias" in self.spec.params:
-            b = (f"{self.spec.t('bias')}{ix((o,))}", float(V(self.spec.t("bias"))[o]))
-        return terms, b, f"Σ over the {W.shape[1]} inputs"
+            e = e + el(V, self.spec.t("bias"), (o,))
+        return Value(f"Σ over the {n} inputs", e)
 
     def grad_rule(self, wrt, idx, V):
         x_name = self.spec.inputs[0]
@@ -219,6 +214,27 @@ class _ConvNd(Layer):
             gx = gx[(slice(None), slice(None)) + tuple(slice(p[d], p[d] + x.shape[2 + d]) for d in range(nd))]
         return np.ascontiguousarray(gx), grads, None
 
+    def value_rule(self, name, idx, V):
+        """out[n, o, i] = Σ_c,k x[n, c, s·i + k − p]·W[o, c, k] + b[o]: the window × the kernel."""
+        if name != self.spec.t("out"):
+            return None
+        k, s, p = self.tup(self.opts["kernel_size"]), self.tup(self.opts["stride"]), self.tup(self.opts["padding"])
+        x, w = self.spec.inputs[0], self.spec.t("weight")
+        shape, C = np.shape(V(x)), np.shape(V(w))[1]
+        n, o, i = idx[0], idx[1], tuple(idx[2:])
+        terms = []
+        for c in range(C):
+            for kk in np.ndindex(*k):
+                j = tuple(s[d] * i[d] + kk[d] - p[d] for d in range(self.nd))
+                if all(0 <= j[d] < shape[2 + d] for d in range(self.nd)):
+                    terms.append(el(V, x, (n, c) + j) * el(V, w, (o, c) + kk))
+        e = total(terms, "product")
+        if "bias" in self.spec.params:
+            e = e + el(V, self.spec.t("bias"), (o,))
+        pad = C * math.prod(k) - len(terms)
+        return Value(f"the window × the kernel: Σ over {C} channel{'s' if C != 1 else ''} and {math.prod(k)} kernel "
+                     f"offsets" + (f", less {pad} on padding zeros" if pad else ""), e)
+
     def grad_rule(self, wrt, idx, V):
         nd = self.nd
         k, s, p = self.tup(self.opts["kernel_size"]), self.tup(self.opts["stride"]), self.tup(self.opts["padding"])
@@ -278,10 +294,39 @@ class Flatten(Layer):
     def backward(self, g, x, out, P, extras):
         return g.reshape(x.shape), {}, None
 
+    def value_rule(self, name, idx, V):
+        x = self.spec.inputs[0]
+        at = (idx[0],) + tuple(int(v) for v in np.unravel_index(idx[1], np.shape(V(x))[1:]))
+        return Value("a reshape moves each number, unchanged", el(V, x, at))
+
     def grad_rule(self, wrt, idx, V):
         x = V(self.spec.inputs[0])
         flat = int(np.ravel_multi_index(idx[1:], x.shape[1:]))
         return Rule("a reshape moves each number, unchanged", [Term((), (self._gname, (idx[0], flat)))])
+
+
+def _norm_value(L, name, idx, V, cells, at, aff, over) -> Value | None:
+    """One element of a normalization's out, mean or var: ``cells`` are the input's elements
+    normalized together, ``at`` their entry of .mean and .var, ``aff`` the parameters' index."""
+    x, t = L.spec.inputs[0], L.spec.t
+    xv = np.asarray(V(x))[tuple(np.asarray(cells).T)].astype(np.float64)       # the cells' values, in order
+    n = len(cells)
+    mean = X.Many(lambda j: el(V, x, cells[j]), xv, more="value") / Lit(n)
+    mu = Def("μ", mean, el(V, t("mean"), at))
+    m = mu.ref.v()
+    var = X.Many(lambda j: X.sq(el(V, x, cells[j]) - mu.ref), (xv - m) ** 2, (np.abs(xv) + abs(m)) ** 2,
+                 more="value") / Lit(n)
+    s2 = Def("σ²", var, el(V, t("var"), at))
+    if name == t("mean"):
+        return Value(f"the mean of the {n} values {over}", mean)
+    if name == t("var"):
+        return Value(f"the mean squared distance from μ of the {n} values {over} (biased)", var, [mu])
+    if name == t("out"):
+        e = (el(V, x, idx) - mu.ref) / X.sqrt(s2.ref + X.K("ε", L.opts["eps"]))
+        if "weight" in L.spec.params:
+            e = el(V, t("weight"), aff) * e + el(V, t("bias"), aff)
+        return Value(f"normalized by the mean and variance of the {n} values {over}", e, [mu, s2])
+    return None
 
 
 class BatchNorm(Layer):
@@ -330,6 +375,23 @@ class BatchNorm(Layer):
         s2 = (gh * xhat).sum(axis=ax).reshape(b)
         gin = (invstd.reshape(b) / n) * (n * gh - s1 - xhat * s2)
         return gin, grads, None
+
+    def value_rule(self, name, idx, V):
+        t = self.spec.t
+        c = idx[1] if name == t("out") else idx[0]
+        shape = np.shape(V(self.spec.inputs[0]))
+        cells = [(m, c) + pos for m in range(shape[0]) for pos in np.ndindex(*shape[2:])]
+        if name in (t("running_mean"), t("running_var")):         # torch: the unbiased variance here
+            m, n = X.K("m", self.opts["momentum"]), len(cells)
+            stat = "mean" if name == t("running_mean") else "var"
+            batch = _norm_value(self, t(stat), (c,), V, cells, (c,), (c,), "")
+            d = Def("μ" if stat == "mean" else "σ²", batch.expr, el(V, t(stat), (c,)))
+            new = d.ref if stat == "mean" else d.ref * Lit(n) / Lit(n - 1)
+            return Value("the running average (momentum m) of the batch " + (
+                "mean μ" if stat == "mean" else f"variance, unbiased: σ²·n/(n − 1), n = {n}"),
+                (1 - m) * X.El(name, (c,), np.asarray(V(name))[c], "before") + m * new, batch.where + [d])
+        return _norm_value(self, name, idx, V, cells, (c,), (c,), f"of channel {c} (over the batch"
+                           + (" and positions)" if len(shape) > 2 else ")"))
 
     def grad_rule(self, wrt, idx, V):
         x_name = self.spec.inputs[0]
@@ -396,6 +458,14 @@ class LayerNorm(Layer):
         gin = (invstd / D) * (D * gh - s1 - xhat * s2)
         return gin, grads, None
 
+    def value_rule(self, name, idx, V):
+        shape = np.shape(V(self.spec.inputs[0]))
+        nd = self.decl.ndims(self.opts, self.in_shape)
+        lead = tuple(idx[:len(shape) - nd])
+        cells = [lead + a for a in np.ndindex(*shape[len(shape) - nd:])]
+        over = f"of {self.spec.inputs[0]}[{', '.join([str(v) for v in lead] + [':'] * nd)}]"
+        return _norm_value(self, name, idx, V, cells, lead, tuple(idx[len(shape) - nd:]), over)
+
     def grad_rule(self, wrt, idx, V):
         x_name = self.spec.inputs[0]
         x = V(x_name)
@@ -427,136 +497,8 @@ class LayerNorm(Layer):
         return Rule(f"Σ over the {D} values normalized together", terms)
 
 
-# --- element-wise activations --------------------------------------------------------------------
-class _Elementwise(Layer):
-    def backward(self, g, x, out, P, extras):
-        loc = self.local(x, out)
-        return g * loc, {}, loc
-
-    def grad_rule(self, wrt, idx, V):
-        loc = V(self.spec.t("local"))
-        return Rule("element-wise: upstream × local", [Term(
-            (Factor(self._dout(idx, self._sym(self.spec.inputs[0], idx)), self._sym(self.spec.t("local"), idx),
-                    float(loc[tuple(idx)])),), (self._gname, tuple(idx)))])
-
-    def forward(self, x, P):
-        return self.f(x), {}, {}
-
-
-class ReLU(_Elementwise):
-    type = "relu"
-
-    def f(self, x):
-        return np.maximum(x, 0)             # propagates NaN, as torch.relu does
-
-    def local(self, x, out):
-        return (x > 0).astype(x.dtype)      # 0 at exactly 0, as torch
-
-
-class LeakyReLU(_Elementwise):
-    type = "leaky_relu"
-
-    def f(self, x):
-        return np.where(x > 0, x, x * self.opts["negative_slope"])
-
-    def local(self, x, out):
-        return np.where(x > 0, 1.0, self.opts["negative_slope"]).astype(x.dtype)
-
-
-class Sigmoid(_Elementwise):
-    type = "sigmoid"
-
-    def f(self, x):
-        return 1.0 / (1.0 + np.exp(-x))
-
-    def local(self, x, out):
-        return (1.0 - out) * out
-
-
-class Tanh(_Elementwise):
-    type = "tanh"
-
-    def f(self, x):
-        return np.tanh(x)
-
-    def local(self, x, out):
-        return 1.0 - out * out
-
-
-class GELU(_Elementwise):
-    type = "gelu"
-    # torch's constants (aten/src/ATen/native/cpu/Activation.cpp), from the C macros, so the
-    # values agree with torch to the last bit where libm agrees: 1/√2 rounded correctly
-    # (1.0 / math.sqrt(2.0) is one ulp below it), √(2/π) and 1/√(2π).
-    SQRT1_2 = 0.70710678118654752440                          # M_SQRT1_2
-    K = 1.41421356237309504880 * 1.12837916709551257390 * 0.5  # M_SQRT2 · M_2_SQRTPI · ½ = √(2/π)
-    PDF = 1.12837916709551257390 * 0.70710678118654752440 * 0.5  # M_2_SQRTPI · M_SQRT1_2 · ½ = 1/√(2π)
-    KAPPA = 0.044715
-
-    def f(self, x):
-        # the same operations in the same order as torch's CPU kernel
-        if self.opts["approximate"] == "tanh":
-            inner = self.K * (x + self.KAPPA * (x * x * x))
-            return x * 0.5 * (1.0 + np.tanh(inner))
-        e = erf(x * self.SQRT1_2)
-        self._memo = (x, e)
-        return (x * 0.5 * (1.0 + e)).astype(x.dtype)
-
-    def _erf_again(self, x):
-        """erf(x/√2) for the backward: the forward's, if it was computed for this very array (values
-        are never modified in place), else anew. Taken once, then dropped."""
-        memo, self._memo = getattr(self, "_memo", None), None
-        if memo is not None and memo[0] is x:
-            return memo[1]
-        return erf(x * self.SQRT1_2)
-
-    def local(self, x, out):
-        if self.opts["approximate"] == "tanh":
-            x_sq = x * x
-            t = np.tanh(self.K * (x + self.KAPPA * (x_sq * x)))
-            left = 0.5 * x
-            return 0.5 * (1.0 + t) + left * (1.0 - t * t) * (self.K * (1.0 + 3 * self.KAPPA * x_sq))
-        cdf = 0.5 * (1.0 + self._erf_again(x))
-        pdf = self.PDF * np.exp(x * x * -0.5)
-        return (cdf + x * pdf).astype(x.dtype)
-
-
-class Identity(_Elementwise):
-    type = "identity"
-
-    def f(self, x):
-        return x
-
-    def local(self, x, out):
-        return np.ones_like(x)
-
-
-class Softmax(Layer):
-    """Over ``dim`` of the batched tensor (default -1), max-shifted."""
-    type = "softmax"
-
-    def forward(self, x, P):
-        d = self.opts.get("dim", -1)
-        e = np.exp(x - x.max(axis=d, keepdims=True))
-        return e / e.sum(axis=d, keepdims=True), {}, {}
-
-    def backward(self, g, x, out, P, extras):
-        return out * (g - (g * out).sum(axis=self.opts.get("dim", -1), keepdims=True)), {}, None
-
-    def grad_rule(self, wrt, idx, V):
-        out = V(self.spec.t("out"))
-        d = self.opts.get("dim", -1) % out.ndim
-        i = idx[d]
-        terms = []
-        for j in range(out.shape[d]):         # ∂out_j/∂x_i = out_j·(δ_ij − out_i)
-            a = tuple(idx[:d]) + (j,) + tuple(idx[d + 1:])
-            J = float(out[a]) * ((1.0 if i == j else 0.0) - float(out[tuple(idx)]))
-            o = self.spec.t("out")                # out_j·(δ_ij − out_i), with the elements named
-            src = f"{self._sym(o, a)}·({1 if i == j else 0} − {self._sym(o, idx)})"
-            terms.append(Term((Factor(self._dout(a, self._sym(self.spec.inputs[0], idx)), src, J),),
-                              (self._gname, a)))
-        return Rule(f"Σ over the {out.shape[d]} outputs of the softmax", terms)
-
+from .layers_act import (  # noqa: E402, F401  (they build on Layer above; erf, softmax_row re-exported)
+    GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh, _Elementwise, erf, softmax_row)
 
 LAYERS: dict[str, type[Layer]] = {c.type: c for c in (
     Linear, Conv1d, Conv2d, Flatten, BatchNorm, LayerNorm, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax,

@@ -7,7 +7,9 @@ import math
 
 import numpy as np
 
-from .layers import Layer
+from . import expr as X
+from .expr import K, Lit, Value, el, total
+from .layers import Layer, softmax_row
 from .terms import Factor, Rule, Term, ix
 
 
@@ -37,6 +39,9 @@ class Add(_Merge):
     def backward(self, g, xs, out, P, extras):
         return [g for _ in xs], {}, None
 
+    def value_rule(self, name, idx, V):
+        return Value("element-wise sum", total([el(V, x, idx) for x in self.spec.inputs]))
+
     def grad_rule(self, wrt, idx, V):
         k = int(wrt.rsplit(".", 1)[1])
         return Rule("a sum passes the upstream gradient on unchanged", [Term(
@@ -51,6 +56,9 @@ class Mul(_Merge):
         for x in xs[1:]:
             out = out * x
         return out, {}, {}
+
+    def value_rule(self, name, idx, V):
+        return Value("element-wise product", X.Mul([el(V, x, idx) for x in self.spec.inputs]))
 
     def backward(self, g, xs, out, P, extras):
         grads = []
@@ -77,6 +85,17 @@ class Concat(_Merge):
 
     def forward(self, xs, P):
         return np.concatenate(xs, axis=self._axis(xs[0].ndim)), {}, {}
+
+    def value_rule(self, name, idx, V):
+        ax = self._axis(len(idx))
+        at = list(idx)
+        for k, x in enumerate(self.spec.inputs):
+            w = self.in_shapes[k][ax - 1]
+            if at[ax] < w:
+                return Value(f"a copy: position {idx[ax]} along dim {ax} falls in input {k} ({x}), at {at[ax]}",
+                             el(V, x, at))
+            at[ax] -= w
+        raise IndexError(idx)
 
     def backward(self, g, xs, out, P, extras):
         ax = self._axis(g.ndim)
@@ -109,6 +128,18 @@ class Matmul(_Merge):
     def forward(self, xs, P):
         nd = max(x.ndim for x in xs)
         return np.matmul(*(self._aligned(x, nd) for x in xs)), {}, {}
+
+    def value_rule(self, name, idx, V):
+        """out[.., i, j] = Σ_m a[.., i, m]·b[.., m, j], a broadcast dim read at 0."""
+        a, b = self.spec.inputs
+        A, B = np.shape(V(a)), np.shape(V(b))
+        lead, i, j = tuple(idx[:-2]), idx[-2], idx[-1]
+
+        def at(shape):
+            off = len(lead) - (len(shape) - 2)
+            return tuple(0 if shape[d] == 1 else lead[off + d] for d in range(len(shape) - 2))
+        return Value(f"row {i} of {a} times column {j} of {b}: Σ over the {A[-1]} products",
+                     total([el(V, a, at(A) + (i, m)) * el(V, b, at(B) + (m, j)) for m in range(A[-1])], "product"))
 
     def backward(self, g, xs, out, P, extras):
         a, b = (self._aligned(x, g.ndim) for x in xs)
@@ -162,6 +193,12 @@ class Transpose(Layer):
     def backward(self, g, x, out, P, extras):
         return np.swapaxes(g, *self._axes(g.ndim)), {}, None
 
+    def value_rule(self, name, idx, V):
+        a, b = self._axes(len(idx))
+        at = list(idx)
+        at[a], at[b] = at[b], at[a]
+        return Value(f"a transpose moves each number, unchanged (dims {a} and {b} swapped)", el(V, self.spec.inputs[0], at))
+
     def grad_rule(self, wrt, idx, V):
         a, b = self._axes(len(idx))
         at = list(idx)
@@ -178,6 +215,11 @@ class Reshape(Layer):
     def backward(self, g, x, out, P, extras):
         return g.reshape(x.shape), {}, None
 
+    def value_rule(self, name, idx, V):
+        flat = int(np.ravel_multi_index(tuple(idx[1:]), self.out_shape))
+        at = (idx[0],) + tuple(int(v) for v in np.unravel_index(flat, self.in_shape))
+        return Value("a reshape moves each number, unchanged", el(V, self.spec.inputs[0], at))
+
     def grad_rule(self, wrt, idx, V):
         flat = int(np.ravel_multi_index(tuple(idx[1:]), self.in_shape))
         at = (idx[0],) + tuple(int(v) for v in np.unravel_index(flat, self.out_shape))
@@ -193,6 +235,9 @@ class Scale(Layer):
     def backward(self, g, x, out, P, extras):
         return g * self.opts["by"], {}, None
 
+    def value_rule(self, name, idx, V):
+        return Value("the constant factor c times the input", K("c", self.opts["by"]) * el(V, self.spec.inputs[0], idx))
+
     def grad_rule(self, wrt, idx, V):
         c = float(self.opts["by"])
         return Rule("the constant factor", [Term((Factor(self._dout(idx, self._sym(self.spec.inputs[0], idx)),
@@ -204,6 +249,13 @@ class Embedding(Layer):
 
     def forward(self, x, P):
         return P["weight"][x], {}, {}
+
+    def value_rule(self, name, idx, V):
+        x = self.spec.inputs[0]
+        tok = el(V, x, idx[:-1])
+        r = int(tok.v())
+        return Value(f"a copy: the token {x}{ix(idx[:-1])} = {r} picks row {r} of the table", el(V, self.spec.t("weight"),
+                                                                                             (r, idx[-1])))
 
     def backward(self, g, x, out, P, extras):
         W = P["weight"]
@@ -257,13 +309,11 @@ class Attention(Layer):
         q, kk = env[self._n("q")], env[self._n("k")]
         env[self._n("scores")] = (q @ np.swapaxes(kk, -1, -2)) / math.sqrt(self.d)
 
-    def _masked(self):
-        return np.triu(np.ones((self.T, self.T), dtype=bool), 1)   # key j > query i
-
     def softmax(self, env, k):
         S = env[self._n("scores")]
-        if self.opts["causal"]:
-            S = np.where(self._masked(), -np.inf, S)
+        hidden = self.decl.masked(self.spec)              # key j > query i, with a causal mask
+        if hidden is not None:
+            S = np.where(hidden, -np.inf, S)
         e = np.exp(S - S.max(axis=-1, keepdims=True))
         env[self._n("weights")] = e / e.sum(axis=-1, keepdims=True)
 
@@ -311,6 +361,51 @@ class Attention(Layer):
         env[self._n("grad_in")] = G @ W
 
     # --- one element --------------------------------------------------------------------------------
+    def value_rule(self, name, idx, V):
+        """q, k, v (a row of the input projection), scores (q·k/√d), weights (the softmax of a
+        row of scores, over the keys the mask leaves), context (the weighted sum of v), out."""
+        n_, idx = self._n, tuple(int(v) for v in idx)
+        what = name[len(self.name) + 1:]
+        x = self.spec.inputs[0]
+        if what in ("q", "k", "v"):
+            n, h, t, dd = idx
+            r = "qkv".index(what) * self.E + h * self.d + dd
+            e = total([el(V, x, (n, t, c)) * el(V, n_("in_proj_weight"), (r, c)) for c in range(self.E)])
+            if "in_proj_bias" in self.spec.params:
+                e = e + el(V, n_("in_proj_bias"), (r,))
+            return Value(f"row {r} of [q | k | v] = x @ W_inᵀ: head {h}'s {what}, dim {dd}", e)
+        if what == "scores":
+            n, h, i, j = idx
+            e = total([el(V, n_("q"), (n, h, i, c)) * el(V, n_("k"), (n, h, j, c)) for c in range(self.d)])
+            note = []
+            hidden = self.decl.masked(self.spec)
+            if hidden is not None and hidden[i, j]:
+                note = [f"(key {j} comes after query {i}: the causal mask hides it in the softmax, but the score is "
+                        f"taken before the mask, so it is this finite number)"]
+            return Value(f"query {i} · key {j} over the head's d = {self.d} dims, / √d", e / X.sqrt(K("d", self.d)), [], note)
+        if what == "weights":
+            n, h, i, j = idx
+            hidden = self.decl.masked(self.spec)
+            keep = None if hidden is None else (lambda jj: not hidden[i, jj])
+            e, m, z, cnt = softmax_row(V, n_("scores"), idx, -1, keep)
+            if hidden is not None and hidden[i, j]:
+                return Value(f"key {j} comes after query {i}: the causal mask hides it, its weight is exactly 0 "
+                             f"(the softmax runs over the {cnt} keys j ≤ {i})", Lit(0), [m, z])
+            return Value(f"the softmax of query {i}'s scores over the {cnt} keys" + (f" j ≤ {i} (the mask hides later ones)"
+                                                                                     if hidden is not None else ""), e, [m, z])
+        if what == "context":
+            n, t, e_ = idx
+            h, c = divmod(e_, self.d)
+            return Value(f"head {h}'s weighted sum of the values over the {self.T} keys (dim {c} of v)",
+                         total([el(V, n_("weights"), (n, h, t, j)) * el(V, n_("v"), (n, h, j, c)) for j in range(self.T)]))
+        if what == "out":
+            n, t, o = idx
+            e = total([el(V, n_("context"), (n, t, c)) * el(V, n_("out_proj_weight"), (o, c)) for c in range(self.E)])
+            if "out_proj_bias" in self.spec.params:
+                e = e + el(V, n_("out_proj_bias"), (o,))
+            return Value(f"the output projection: Σ over the {self.E} context values", e)
+        return None
+
     def _qkv_at(self, r: int, n: int, t: int):
         """Column r of [q | k | v] at (n, t): which gradient tensor and element it is."""
         which, c = divmod(r, self.E)

@@ -18,7 +18,9 @@ import math
 import numpy as np
 
 from ..spec.catalog_pool import pool_geometry
-from .layers import Layer
+from . import expr as X
+from .expr import K, Lit, Value, el
+from .layers import Layer, softmax_row
 from .terms import Factor, Rule, Term, ix
 
 
@@ -104,6 +106,30 @@ class _MaxPoolNd(_PoolNd):
             i_d = np.arange(lead[2 + d]).reshape((1, 1) + tuple(-1 if e == d else 1 for e in range(nd)))
             arg = arg * sp[d] + (s[d] * i_d + offs[d] - p[d])
         return np.ascontiguousarray(out), {"argmax": arg}, {}
+
+    def value_rule(self, name, idx, V):
+        """argmax: the flat position, in the sample's and channel's input, of its window's maximum."""
+        if name != self.spec.t("argmax"):
+            return None
+        a = int(V(self.spec.t("argmax"))[tuple(idx)])
+        sp = np.shape(V(self.spec.inputs[0]))[2:]
+        at = tuple(int(v) for v in np.unravel_index(a, sp))
+        x = self.spec.inputs[0]
+        e = Lit(at[0], str(at[0])) if len(at) == 1 else Lit(at[0], str(at[0])) * Lit(sp[1], str(sp[1])) + Lit(at[1], str(at[1]))
+        win = X.Def("max", X.Max([el(V, x, (idx[0], idx[1]) + j) for j in self._window_positions(idx, sp)]))
+        return Value(f"where in {x}[{idx[0]}, {idx[1]}] its window's maximum is" + (
+            ", row · width + column" if len(at) == 2 else "") + f": {x}{ix((idx[0], idx[1]) + at)}, the first of "
+            f"the maxima (as torch)", e, [win])
+
+    def _window_positions(self, idx, sp):
+        k, s, p = self.geometry()
+        i = tuple(idx[2:])
+        out = []
+        for kk in np.ndindex(*k):
+            j = tuple(s[d] * i[d] + kk[d] - p[d] for d in range(self.nd))
+            if all(0 <= j[d] < sp[d] for d in range(self.nd)):
+                out.append(j)
+        return out
 
     def _window_lines(self, idx, cells, V, fmt):
         a = int(V(self.spec.t("argmax"))[tuple(idx)])
@@ -219,6 +245,17 @@ class Dropout(Layer):
     def backward(self, g, x, out, P, extras):
         return g * extras["mask"], {}, None
 
+    def value_rule(self, name, idx, V):
+        m = el(V, self.spec.t("mask"), idx)
+        if name == self.spec.t("out"):
+            return Value("the input times the mask", el(V, self.spec.inputs[0], idx) * m)
+        if name == self.spec.t("mask"):
+            p = K("p", self.opts["p"])
+            if m.v() == 0:
+                return Value("dropped: u ≥ 1 − p for the uniform u drawn here", Lit(0), given=[p])
+            return Value("kept (u < 1 − p for the uniform u drawn here), and scaled by 1/(1 − p)", 1 / (1 - p))
+        return None
+
     def grad_rule(self, wrt, idx, V):
         m_name = self.spec.t("mask")
         m = V(m_name)
@@ -239,6 +276,14 @@ class LogSoftmax(Layer):
 
     def backward(self, g, x, out, P, extras):
         return g - np.exp(out) * g.sum(axis=self.opts.get("dim", -1), keepdims=True), {}, None
+
+    def value_rule(self, name, idx, V):
+        """x_i − m − log Σ_j e^(x_j − m), m the row's max."""
+        if name != self.spec.t("out"):
+            return None
+        _, m, z, n = softmax_row(V, self.spec.inputs[0], idx, self.opts.get("dim", -1))
+        return Value(f"the log-softmax over the {n} values of its row, shifted by their max m",
+                     el(V, self.spec.inputs[0], idx) - m.ref - X.log(z.ref), [m, z])
 
     def grad_rule(self, wrt, idx, V):
         out = V(self.spec.t("out"))

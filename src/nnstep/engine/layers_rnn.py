@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import expr as X
+from .expr import Def, Lit, Value, el, total
 from .layers import Layer
 from .terms import Factor, Rule, Term, ix
 
@@ -84,30 +86,33 @@ class _Recurrent(Layer):
         return np.ascontiguousarray(g)
 
     # --- one element ---------------------------------------------------------------------------------
-    def step_value_rule(self, name: str, idx, V):
-        """pre.t<k>[n, r] = Σ_i x[n, t, i]·W_ih[r, i] + Σ_u h.t<k−1>[n, u]·W_hh[r, u] + b_ih[r] + b_hh[r],
-        as explain writes a sum of products: ([(a, b) pairs], (bias symbol, value) or None, how);
-        None for the other tensors (their clause is element-wise)."""
-        what, _, tk = name[len(self.name) + 1:].partition(".t")
-        if what != "pre" or not tk.isdigit():
-            return None
-        k = int(tk)
-        n, r = (int(v) for v in idx)
-        xname = self.spec.inputs[0]
-        x, Wih = V(xname), V(self._n("weight_ih"))
-        terms = [((f"{xname}{ix((n, k - 1, i))}", float(x[n, k - 1, i])), (f"{self._n('weight_ih')}{ix((r, i))}",
-                                                                          float(Wih[r, i]))) for i in range(self.I)]
+    def _pre_value(self, k: int, n: int, r: int, V) -> Value:
+        """pre.t<k>[n, r] = Σ_i x[n, t, i]·W_ih[r, i] + Σ_u h.t<k−1>[n, u]·W_hh[r, u] + b_ih[r] + b_hh[r]."""
+        x, n_ = self.spec.inputs[0], self._n
+        terms = [el(V, x, (n, k - 1, i)) * el(V, n_("weight_ih"), (r, i)) for i in range(self.I)]
         if k > 1:
-            h, Whh = V(self._n(f"h.t{k - 1}")), V(self._n("weight_hh"))
-            terms += [((f"{self._n(f'h.t{k - 1}')}{ix((n, u))}", float(h[n, u])),
-                       (f"{self._n('weight_hh')}{ix((r, u))}", float(Whh[r, u]))) for u in range(self.H)]
-        const = None
+            terms += [el(V, n_(f"h.t{k - 1}"), (n, u)) * el(V, n_("weight_hh"), (r, u)) for u in range(self.H)]
+        e = total(terms)
         if self._bias:
-            const = (f"{self._n('bias_ih')}{ix((r,))} + {self._n('bias_hh')}{ix((r,))}",
-                     float(V(self._n("bias_ih"))[r]) + float(V(self._n("bias_hh"))[r]))
+            e = e + el(V, n_("bias_ih"), (r,)) + el(V, n_("bias_hh"), (r,))
         how = f"Σ over the {self.I} inputs at t{k}" + (f" and the {self.H} hidden units of t{k - 1}" if k > 1 else
                                                        " (h₀ = 0)")
-        return terms, const, how
+        return Value(how, e)
+
+    def value_rule(self, name: str, idx, V):
+        """One element of a time step's tensors: the pre-activation as a sum of products, the
+        hidden state (and an LSTM's gates and cell) from it."""
+        what, _, tk = name[len(self.name) + 1:].partition(".t")
+        if not tk.isdigit():
+            return None
+        k = int(tk)
+        n, u = (int(v) for v in idx)
+        if what == "pre":
+            return self._pre_value(k, n, u, V)
+        return self.step_value(what, k, n, u, V)
+
+    def _pre_def(self, k, n, r, V) -> Def:
+        return Def("a", self._pre_value(k, n, r, V).expr, el(V, self._n(f"pre.t{k}"), (n, r)))
 
     def element_alias(self, name: str, idx: tuple):
         """An element of out / c / gates as the time step's own tensor: out[n, t, u] is h.t<t+1>[n, u]."""
@@ -175,8 +180,10 @@ class _Recurrent(Layer):
                 terms += [Term((Factor(f"∂{n_(f'pre.t{k + 1}')}{ix((n, r))}/∂{n_(f'h.t{k}')}{ix(idx)}",
                                        f"{n_('weight_hh')}{ix((r, u))}", float(W[r, u])),),
                                (n_(f"pre.t{k + 1}.grad"), (n, r))) for r in range(W.shape[0])]
-                return Rule(f"h.t{k} is out[:, {k - 1}], and time step t{k + 1} reads it through W_hh", terms)
-            return Rule(f"h.t{k} is out[:, {k - 1}] (the last time step: nothing comes back from later)", terms)
+                return Rule(f"two paths: the output path, h.t{k} is out[:, {k - 1}]; the recurrent path, time step "
+                            f"t{k + 1} reads it through W_hh", terms)
+            return Rule(f"one path, the output path: h.t{k} is out[:, {k - 1}] (the last time step: nothing comes "
+                        f"back from later)", terms)
         return self.step_rule(what, k, n, u, V)
 
     def step_rule(self, what, k, n, u, V) -> Rule:
@@ -209,6 +216,14 @@ class RNN(_Recurrent):
         env[n_(f"h.t{j + 1}.grad")] = dh
         env[n_(f"pre.t{j + 1}.grad")] = da
         self._param_grads(env, j, da)
+
+    def step_value(self, what, k, n, u, V):
+        if what != "h":
+            return None
+        a = self._pre_def(k, n, u, V)
+        if self._relu:
+            return Value(f"the hidden state: relu of its pre-activation a = pre.t{k}", X.vmax(a.ref, Lit(0)), [a])
+        return Value(f"the hidden state: tanh of its pre-activation a = pre.t{k}", X.tanh(a.ref), [a])
 
     def step_rule(self, what, k, n, u, V):
         n_ = self._n
@@ -268,6 +283,27 @@ class LSTM(_Recurrent):
         env[n_(f"pre.t{t}.grad")] = dz
         self._param_grads(env, j, dz)
 
+    def step_value(self, what, k, n, u, V):
+        n_, H = self._n, self.H
+        G = lambda j: el(V, n_(f"gates.t{k}"), (n, j))  # noqa: E731
+        if what == "gates":
+            b = u // H
+            a = self._pre_def(k, n, u, V)
+            gate = "ifgo"[b]
+            act = X.tanh(a.ref) if b == 2 else X.sig(a.ref)
+            return Value(f"gate {gate} (block {b} of i, f, g, o): {'tanh' if b == 2 else 'σ'} of its pre-activation "
+                         f"a = pre.t{k}", act, [a])
+        if what == "c":
+            i, f, g = G(u), G(H + u), G(2 * H + u)
+            if k == 1:
+                return Value("the cell: i ⊙ g (c₀ = 0), i and g blocks 0 and 2 of the gates", i * g)
+            return Value(f"the cell: f ⊙ c.t{k - 1} + i ⊙ g, with f, i, g blocks 1, 0 and 2 of the gates",
+                         f * el(V, n_(f"c.t{k - 1}"), (n, u)) + i * g)
+        if what == "h":
+            return Value("the hidden state: o ⊙ tanh(c), o block 3 of the gates",
+                         G(3 * H + u) * X.tanh(el(V, n_(f"c.t{k}"), (n, u))))
+        return None
+
     def step_rule(self, what, k, n, u, V):
         n_ = self._n
         H = self.H
@@ -279,12 +315,12 @@ class LSTM(_Recurrent):
             tc = float(np.tanh(c))
             terms = [Term((Factor(f"∂{at(f'h.t{k}', u)}/∂{at(f'c.t{k}', u)}", f"{at(f'gates.t{k}', 3 * H + u)}·(1 − tanh²{at(f'c.t{k}', u)})", o * (1.0 - tc * tc)),),
                           (n_(f"h.t{k}.grad"), (n, u)))]
-            how = "through h_t = o ⊙ tanh(c_t)"
+            how = "the path through h_t = o ⊙ tanh(c_t)"
             if k < self.T:
                 fn = float(V(n_(f"gates.t{k + 1}"))[n, H + u])
                 terms.append(Term((Factor(f"∂{at(f'c.t{k + 1}', u)}/∂{at(f'c.t{k}', u)}",
                                           at(f"gates.t{k + 1}", H + u), fn),), (n_(f"c.t{k + 1}.grad"), (n, u))))
-                how += f", and through c.t{k + 1} = f ⊙ c.t{k} + i ⊙ g"
+                how = f"two paths: through h_t = o ⊙ tanh(c_t), and the cell path through c.t{k + 1} = f ⊙ c.t{k} + i ⊙ g"
             return Rule(how, terms)
         if what == "gates":
             b, v = divmod(u, H)

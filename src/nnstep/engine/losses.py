@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..spec.catalog import BCE_EPS         # BCE's gradient clamp, float32's 1e-12 as torch has it
+
+
 def _reduce(elem: np.ndarray, reduction: str):
     return elem.sum() if reduction == "sum" else elem.mean()
 
@@ -126,7 +129,7 @@ def loss_backward(kind: str, p: np.ndarray, y: np.ndarray, reduction: str, scale
         return g
     c = scale / _count(p.size, reduction)
     if kind == "bce":
-        return (p - y) / np.maximum((1.0 - p) * p, 1e-12) * c
+        return (p - y) / np.maximum((1.0 - p) * p, BCE_EPS) * c
     if kind == "bce_with_logits":
         sig = 1.0 / (1.0 + np.exp(-p))
         if pos_weight is not None:
@@ -232,9 +235,9 @@ def grad_rule(lo, pred: str, p: np.ndarray, y: np.ndarray, idx: tuple):
         return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(
             f"d (|d| < δ) else δ·sign(d), d = {dd}", f"d = {d:.9g}", v)))])
     if kind == "bce":
-        v = d / max((1.0 - pv) * pv, 1e-12)
+        v = d / max((1.0 - pv) * pv, BCE_EPS)
         return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(
-            f"{dd} / max((1 − ŷ)·ŷ, 1e−12)", "", v)))])
+            f"{dd} / max((1 − ŷ)·ŷ, ε)   (ε = {BCE_EPS!r}, torch's float32 1e−12)", "", v)))])
     if kind == "bce_with_logits" and lo.pos_weight is not None:
         pw = np.broadcast_to(np.asarray(lo.pos_weight, dtype=np.float64), p.shape[-1:])
         pj = float(pw[idx[-1]])
@@ -258,3 +261,114 @@ def class_first(lo, p: np.ndarray, y: np.ndarray):
     if cd == 1:
         return p, y, None
     return np.moveaxis(p, cd, 1), (np.moveaxis(y, cd, 1) if y.shape == p.shape else y), cd
+
+
+def value_rule(lo, pred: str, V, idx=()):
+    """The loss (a scalar) from the prediction's and target's elements, for explain: s · Σ ℓ / n
+    with every element's ℓ written out (the first few; all are added up)."""
+    from . import expr as X
+    from .expr import K, Lit, Value, total
+
+    p0, y0 = np.asarray(V(pred)), np.asarray(V("target"))
+    p, y, back = class_first(lo, p0, y0)
+
+    def P(at):                               # the prediction's element at ``at`` in class-first order
+        at = tuple(int(i) for i in at)
+        if back is not None:
+            at = at[:1] + at[2:back + 1] + at[1:2] + at[back + 1:]
+        return X.El(pred, at, p0[at])
+
+    def Y(at):
+        at = tuple(int(i) for i in at)
+        if back is not None and y.shape == p.shape:
+            at = at[:1] + at[2:back + 1] + at[1:2] + at[back + 1:]
+        return X.El("target", at, y0[at])
+
+    t, s = lo.type, lo.scale
+    if t in ("cross_entropy", "nll"):
+        C = p.shape[1]
+        cells = [(n,) + pos for n in range(p.shape[0]) for pos in np.ndindex(*p.shape[2:])]
+        at = lambda cell, c: cell[:1] + (c,) + cell[1:]  # noqa: E731
+        if t == "nll":
+            terms = [-P(at(cell, int(y[cell]))) for cell in cells]
+            e, n, what = total(terms), len(cells), "−log-probability of each target class"
+        else:
+            w = np.ones(C) if lo.weight is None else np.asarray(lo.weight, dtype=np.float64)
+            wk = (lambda c: Lit(w[c])) if lo.weight is not None else None
+            eps = lo.label_smoothing
+            lse = {cell: X.Lse([P(at(cell, c)) for c in range(C)]) for cell in cells}
+            if y.shape == p.shape:           # class probabilities (smoothed: t = y·(1 − ε) + ε/C)
+                def tgt(cell, c):
+                    yc = Y(at(cell, c))
+                    return yc * (1 - K("ε", eps)) + K("ε", eps) / Lit(C) if eps else yc
+                terms = [total([(wk(c) * tgt(cell, c) if wk else tgt(cell, c)) * (lse[cell] - P(at(cell, c)))
+                                for c in range(C)], "class") for cell in cells]
+                e, n = total(terms), len(cells)
+                what = "−Σ_c target·log softmax per sample" + (", weighted" if lo.weight is not None else "")
+            else:
+                def nll(cell):
+                    c = int(y[cell])
+                    d = lse[cell] - P(at(cell, c))
+                    return wk(c) * d if wk else d
+                e = total([nll(cell) for cell in cells])
+                n = len(cells)
+                if eps:
+                    smooth = total([total([(wk(c) * (lse[cell] - P(at(cell, c))) if wk else lse[cell] - P(at(cell, c)))
+                                           for c in range(C)], "class") for cell in cells])
+                    e = (1 - K("ε", eps)) * e + K("ε", eps) / Lit(C) * smooth
+                if lo.weight is not None:
+                    n = float(sum(w[int(y[cell])] for cell in cells))
+                what = "−log softmax of each target class" + (", weighted" if lo.weight is not None else "")
+    else:
+        # an element-wise loss: every element's term, the first few written as expressions, all of
+        # them added from the same arithmetic on the whole arrays (a loss may cover many elements)
+        n = p.size
+        pv, yv = p.astype(np.float64), y.astype(np.float64)
+        dv = pv - yv
+        cell = lambda j: tuple(int(v) for v in np.unravel_index(j, p.shape))  # noqa: E731
+        d = lambda j: P(cell(j)) - Y(cell(j))  # noqa: E731
+        with np.errstate(all="ignore"):
+            if t == "mse":
+                term, vals, what = (lambda j: X.sq(d(j))), dv * dv, "(prediction − target)² per element"
+            elif t == "l1" or (t == "smooth_l1" and lo.beta == 0):
+                term, vals, what = (lambda j: X.vabs(d(j))), np.abs(dv), "|prediction − target| per element"
+            elif t == "smooth_l1":
+                b = K("β", lo.beta)
+                term = lambda j: (Lit(0.5) * X.sq(d(j)) / b if abs(dv.flat[j]) < lo.beta  # noqa: E731
+                                  else X.vabs(d(j)) - Lit(0.5) * b)
+                vals = np.where(np.abs(dv) < lo.beta, 0.5 * dv * dv / lo.beta, np.abs(dv) - 0.5 * lo.beta)
+                what = "0.5·d²/β where |d| < β, else |d| − 0.5·β, d = prediction − target"
+            elif t == "huber":
+                dl = K("δ", lo.delta)
+                term = lambda j: (Lit(0.5) * X.sq(d(j)) if abs(dv.flat[j]) < lo.delta  # noqa: E731
+                                  else dl * (X.vabs(d(j)) - Lit(0.5) * dl))
+                vals = np.where(np.abs(dv) < lo.delta, 0.5 * dv * dv, lo.delta * (np.abs(dv) - 0.5 * lo.delta))
+                what = "0.5·d² where |d| < δ, else δ·(|d| − 0.5·δ), d = prediction − target"
+            elif t == "bce":
+                def term(j):
+                    c = cell(j)
+                    return -(Y(c) * X.vmax(X.log(P(c)), Lit(-100)) + (1 - Y(c)) * X.vmax(X.log(1 - P(c)), Lit(-100)))
+                vals = -(yv * np.maximum(np.log(pv), -100.0) + (1 - yv) * np.maximum(np.log(1 - pv), -100.0))
+                what = "−(y·log p + (1 − y)·log(1 − p)) per element, each log at least −100"
+            else:                                 # bce_with_logits, stably: (1 − y)·x − log σ(x)
+                def logsig(x):
+                    return X.vmin(x, Lit(0)) - X.log(1 + X.exp(-X.vabs(x)))
+                pw = None if lo.pos_weight is None else np.broadcast_to(np.asarray(lo.pos_weight, dtype=np.float64),
+                                                                        p.shape[-1:])
+
+                def term(j):
+                    c = cell(j)
+                    ls = logsig(P(c))
+                    return (1 - Y(c)) * P(c) - (ls if pw is None else (1 + (Lit(pw[c[-1]]) - 1) * Y(c)) * ls)
+                ls = np.minimum(pv, 0) - np.log(1 + np.exp(-np.abs(pv)))
+                vals = (1 - yv) * pv - (ls if pw is None else (1 + (pw - 1) * yv) * ls)
+                what = "(1 − y)·x − log σ(x) per element" + (", log σ weighted by 1 + (pos_weight − 1)·y" if pw is not None
+                                                              else "") + ", log σ(x) = min(x, 0) − log(1 + e^(−|x|))"
+            mags = np.abs(vals) + (np.abs(pv) + np.abs(yv) + 1.0) * (1.0 + np.abs(vals))
+        e = X.Many(term, vals, mags)
+    if lo.reduction == "mean":
+        e = e / Lit(n)
+    if s != 1:
+        e = K("s", s) * e
+    how = f"{t}, {lo.reduction}" + (f" over {n:g}" if lo.reduction == "mean" else "") + f": {what}"
+    return Value(how, e)

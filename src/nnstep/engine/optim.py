@@ -142,3 +142,133 @@ def next_lr(opt: OptimizerSpec, lr: float, epoch: int) -> float:
         return lr * (1.0 + (s.end_factor - s.start_factor)
                      / (s.total_iters * s.start_factor + (epoch - 1) * (s.end_factor - s.start_factor)))
     raise ValueError(s.type)
+
+
+# --- one element, for explain ---------------------------------------------------------------------
+def value_rule(opt: OptimizerSpec, P: str, name: str, idx, V, t: int):
+    """One element of what ``update P`` writes (the new P, its delta, the optimizer's state), from
+    the elements it read, as :func:`update` computes them. ``V(n)`` reads as the op read (the old
+    P and state), ``V.out(n)`` as it wrote."""
+    from . import expr as X
+    from .expr import Def, El, K, Lit, Value, el
+    from ..spec.catalog import grad_for_update
+
+    idx = tuple(int(i) for i in idx)
+    suffix = name[len(P) + 1:] if name != P else ""
+    new = lambda s: el(V.out, f"{P}.{s}", idx)                    # noqa: E731  (a state as written)
+    old = lambda s: (El(f"{P}.{s}", idx, V.old(f"{P}.{s}")[idx], "before")  # noqa: E731
+                     if V.old(f"{P}.{s}") is not None else None)
+    w = El(P, idx, np.asarray(V(P))[idx], "before")                 # the parameter before the update
+    G = el(V, grad_for_update(opt, P), idx)
+    lr = K("lr", opt.lr) if opt.schedule is None else El("lr", (), V("lr"))
+    if suffix == "delta":
+        return Value("the change the update made: new − old", El(P, idx, np.asarray(V.out(P))[idx], "after") - w)
+    wd = opt.weight_decay and opt.type != "adamw"
+    g = Def("g", G + K("λ", opt.weight_decay) * w) if wd else None
+    gr = g.ref if g else G
+    where = [g] if g else []
+    if opt.type in ("adam", "adamw"):
+        b1, b2 = (K("β1", opt.betas[0]), K("β2", opt.betas[1]))
+        rule = {
+            "m": ("the first moment, a running average of g", b1 * old("m") + (1 - b1) * gr),
+            "v": ("the second moment, a running average of g²", b2 * old("v") + (1 - b2) * X.sq(gr)),
+            "m_hat": (f"m with the bias correction of step {t}", new("m") / (1 - X.Pow(b1, t))),
+            "v_hat": (f"v with the bias correction of step {t}", new("v") / (1 - X.Pow(b2, t))),
+            "decayed": ("AdamW's decoupled weight decay, first", w * (1 - lr * K("λ", opt.weight_decay))),
+        }
+        if suffix in rule:
+            return Value(rule[suffix][0], rule[suffix][1], where if suffix in ("m", "v") else [])
+        start = new("decayed") if opt.type == "adamw" else w
+        return Value(f"{opt.type}: a step of lr along m̂ / (√v̂ + ε)",
+                     start - lr * new("m_hat") / (X.sqrt(new("v_hat")) + K("ε", opt.eps)))
+    if opt.type == "rmsprop":
+        a = K("α", opt.alpha)
+        sq0, ga0 = old("square_avg"), old("grad_avg")
+        if suffix == "square_avg":
+            return Value("the running average of g²", (a * sq0 if sq0 is not None else Lit(0)) + (1 - a) * X.sq(gr), where)
+        if suffix == "grad_avg":
+            return Value("the running average of g (centered)", (a * ga0 if ga0 is not None else Lit(0)) + (1 - a) * gr,
+                         where)
+        avg = X.sqrt(new("square_avg") - X.sq(new("grad_avg")) if opt.centered else new("square_avg")) + K("ε", opt.eps)
+        if opt.momentum:
+            if suffix == "buf":
+                b0 = old("buf")
+                return Value("the momentum buffer of g / avg", (K("μ", opt.momentum) * b0 if b0 is not None else Lit(0))
+                             + gr / avg, where)
+            return Value("rmsprop with momentum: a step of lr along the buffer", w - lr * new("buf"))
+        return Value("rmsprop: a step of lr along g / (√square_avg + ε)", w - lr * (gr / avg), where)
+    if opt.momentum:
+        b0 = old("buf")
+        if suffix == "buf":
+            if b0 is None:
+                return Value("the momentum buffer starts at the first gradient", gr, where)
+            return Value("the momentum buffer", K("μ", opt.momentum) * b0 + (1 - K("τ", opt.dampening)) * gr
+                         if opt.dampening else K("μ", opt.momentum) * b0 + gr, where)
+        if opt.nesterov:
+            return Value("SGD with Nesterov momentum", w - lr * (gr + K("μ", opt.momentum) * new("buf")), where)
+        return Value("SGD with momentum: a step of lr along the buffer", w - lr * new("buf"))
+    return Value("SGD: a step of lr against the gradient", w - lr * gr, where)
+
+
+def clip_value_rule(opt: OptimizerSpec, params: list[str], name: str, idx, V):
+    """grad_norm, clip_coef, clipped_norm and each P.grad.clipped element, as clip_grad_norm."""
+    from . import expr as X
+    from .expr import Def, El, K, Lit, Value, el, total
+
+    idx = tuple(int(i) for i in idx)
+
+    def norm(suffix: str, read) -> tuple[list, X.X]:
+        defs = []
+        for P in params:
+            g = f"{P}.{suffix}"
+            a = np.asarray(read(g))
+            at = lambda j, a=a: tuple(int(v) for v in np.unravel_index(j, a.shape))  # noqa: E731
+            defs.append(Def(f"‖{g}‖²", X.Many(lambda j, a=a, g=g, at=at: X.sq(El(g, at(j), a[at(j)])),
+                                               np.square(a, dtype=np.float64), more="square")))
+        return defs, X.sqrt(total([d.ref for d in defs], "parameter"))
+
+    if name in ("grad_norm", "clipped_norm"):
+        defs, e = norm("grad" if name == "grad_norm" else "grad.clipped", V if name == "grad_norm" else V.out)
+        what = "the 2-norm of every trainable gradient together" + (", after clipping" if name == "clipped_norm" else "")
+        return Value(what, e, defs)
+    N = el(V.out, "grad_norm", ())
+    if name == "clip_coef":
+        return Value("at most 1: max_norm over the norm, 1e−6 added to it as torch",
+                     X.vmin(Lit(1), K("max_norm", opt.clip_grad_norm) / (N + Lit(1e-6, "1e−6"))))
+    P = name[:-len(".grad.clipped")]
+    return Value("the gradient times the clip factor", el(V.out, "clip_coef", ()) * el(V, f"{P}.grad", idx))
+
+
+def schedule_value_rule(opt: OptimizerSpec, V, t: int):
+    """The next step's lr, as :func:`next_lr` computes it from the lr in force (t: this step)."""
+    from . import expr as X
+    from .expr import El, K, Lit, Value
+
+    s = opt.schedule
+    lr = El("lr", (), V("lr"), f"in force at step {t}")
+    T = Lit(t, str(t))
+    if s.type == "step":
+        if t % s.step_size == 0:
+            return Value(f"step {t} is a multiple of step_size = {s.step_size}: the lr times γ", K("γ", s.gamma) * lr)
+        return Value(f"step {t} is not a multiple of step_size = {s.step_size}: the lr stays", lr)
+    if s.type == "exponential":
+        return Value("the lr times γ", K("γ", s.gamma) * lr)
+    if s.type == "linear":
+        if t > s.total_iters:
+            return Value(f"step {t} is past total_iters = {s.total_iters}: the lr stays", lr)
+        a, z, n = K("start", s.start_factor), K("end", s.end_factor), K("total_iters", s.total_iters)
+        return Value("LinearLR's recursive step", lr * (1 + (z - a) / (n * a + (T - 1) * (z - a))))
+    epoch, base = t, K("lr₀", opt.lr)
+    if s.warmup:
+        W, a = K("W", s.warmup), K("start", s.warmup_start)
+        if t < s.warmup:
+            return Value(f"the warm-up (step {t} < W): LinearLR's recursive step",
+                         lr * (1 + (1 - a) / (W * a + (T - 1) * (1 - a))))
+        if t == s.warmup:
+            return Value("the end of the warm-up: the cosine starts at lr₀", base)
+        epoch -= s.warmup
+    eta, Tm, u = K("η_min", s.eta_min), K("T_max", s.t_max), Lit(epoch, str(epoch))
+    if (epoch - 1 - s.t_max) % (2 * s.t_max) == 0:
+        return Value("CosineAnnealingLR at a restart of its period", lr + (base - eta) * (1 - X.cos(Lit(math.pi, "π") / Tm)) / 2)
+    return Value("CosineAnnealingLR's recursive step", eta + (lr - eta) * (1 + X.cos(Lit(math.pi, "π") * u / Tm))
+                 / (1 + X.cos(Lit(math.pi, "π") * (u - 1) / Tm)))

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..spec import catalog
 from ..spec.catalog import ShapeError
+from ..errors import ScenarioError
 from ..spec.model import LayerSpec, LossSpec
 from .limits import (MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_KERNEL, MAX_LAYERS, MAX_MERGE_INPUTS, MAX_RECURRENT_WORK,
                      MAX_TOTAL_PARAMS)
@@ -42,6 +43,32 @@ def init_tensor(kind: str, shape, fan_in: int, fan_out: int, rng: np.random.Gene
     if kind == "ones":
         return np.ones(shape)
     raise ValueError(kind)
+
+
+def init_text(p: "PendingInit", seed: int) -> str:
+    """How a parameter was drawn, in words, with its bound or spread (for explain)."""
+    fan_in, fan_out = p.fans
+    drawn = f"drawn at load from the scenario's seed ({seed}) with "
+    if p.kind in ("kaiming_uniform", "bias", "recurrent"):
+        b = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        what = {"kaiming_uniform": "torch's default init, kaiming_uniform(a = √5)", "bias": "torch's default bias init",
+                "recurrent": "torch's nn.RNN / nn.LSTM init"}[p.kind]
+        n = "hidden" if p.kind == "recurrent" else "fan_in"
+        return f"{drawn}{what}: U(−1/√{n}, 1/√{n}), {n} = {fan_in}, so U(−{b:.6g}, {b:.6g})"
+    if p.kind == "kaiming_normal":
+        return f"{drawn}kaiming_normal: N(0, 2/fan_in), fan_in = {fan_in}, so std {math.sqrt(2.0 / fan_in):.6g}"
+    if p.kind == "xavier_uniform":
+        b = math.sqrt(6.0 / (fan_in + fan_out))
+        return (f"{drawn}xavier_uniform: U(−√(6/(fan_in + fan_out)), √(6/(fan_in + fan_out))), fan_in = {fan_in}, "
+                f"fan_out = {fan_out}, so U(−{b:.6g}, {b:.6g})")
+    if p.kind == "xavier_normal":
+        return (f"{drawn}xavier_normal: N(0, 2/(fan_in + fan_out)), fan_in = {fan_in}, fan_out = {fan_out}, so std "
+                f"{math.sqrt(2.0 / (fan_in + fan_out)):.6g}")
+    if p.kind == "normal":
+        return f"{drawn}nn.Embedding's init: N(0, 1)"
+    if p.kind == "ones":
+        return "torch's init: ones (a normalization's γ starts at 1)"
+    return "its init: zeros (as torch starts a normalization's β and attention's biases; or init = \"zeros\")"
 
 
 class PendingInit:
@@ -105,6 +132,11 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
         if "input" in t and cls.merge:
             raise ctx.err(f"{where}.input", f"{_a(typ)} {typ} layer merges several tensors: name them with "
                                             f"inputs = [\"<layer>\", \"<layer>\"]")
+        if "activation" in t and "activation" not in allowed:   # Keras' Dense(…, activation=…)
+            act = t["activation"]
+            named = f'type = "{act}"' if isinstance(act, str) and act in catalog.LAYERS else 'the activation\'s type'
+            raise ctx.err(f"{where}.activation", f"unknown key: in nnstep an activation is a layer of its own "
+                                                  f"(add a [[layers]] table with {named} after this one)")
         ctx.known(t, allowed, where)
         counts[typ] = counts.get(typ, 0) + 1
         name = t.get("name", f"{typ}{counts[typ]}")
@@ -145,7 +177,7 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
                                     for x in inputs)
                 raise ctx.err(where, f"{name} ({typ}) cannot merge {what}: {e}") from None
             raise ctx.err(where, f"{name} ({typ}) cannot take the output of {prev}, per-sample shape "
-                                 f"{_fmt_shape(shape)}: {e}") from None
+                                 f"{_fmt_shape(shape)}: {e}{flatten_hint(specs)}") from None
         present = list(pshapes)
         for p in cls.params:                      # a parameter given that the options leave out
             if p in t and p not in pshapes and t[p] is not False:
@@ -326,7 +358,40 @@ def _work_limits(ctx, where, name, typ, opts, in_shape, out_shape, batch: int):
                                  f"over the limit of {MAX_ELEMENTS} (use a smaller batch_size or kernel)")
 
 
+IMAGE_LAYERS = ("conv1d", "conv2d", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d")
+
+
+def flatten_hint(layers: list[LayerSpec]) -> str:
+    """A hint for a shape that went wrong because a linear layer reads the output of a convolution
+    or pooling (through layers that keep its shape) without a flatten: a linear works on the last
+    dim only, as torch's does, so the image's other dims carry on. "" when there is none."""
+    by = {L.t("out"): L for L in layers}
+    for L in layers:
+        if L.type != "linear" or L.inputs[0] not in by:
+            continue
+        src = by[L.inputs[0]]
+        s = src
+        while s is not None and s.type not in IMAGE_LAYERS and not catalog.LAYERS[s.type].merge \
+                and tuple(s.out_shape) == tuple(s.in_shape):
+            s = by.get(s.inputs[0])
+        if s is not None and s.type in IMAGE_LAYERS:
+            return (f"; is a flatten missing? layers[{L.index}] ({L.name}) reads layers[{src.index}] ({src.name}), "
+                    f"per-sample shape {_fmt_shape(L.in_shape)}, and a linear works on the last dim only, so "
+                    f"the other dims carry on: add [[layers]] type = \"flatten\" before it")
+    return ""
+
+
 def check_target(ctx, loss: LossSpec, layers: list[LayerSpec], x, y):
+    try:
+        return _check_target(ctx, loss, layers, x, y)
+    except ScenarioError as e:
+        hint = flatten_hint(layers) if e.where == "data.y" else ""
+        if not hint:
+            raise
+        raise ctx.err(e.where, e.what + hint) from None
+
+
+def _check_target(ctx, loss: LossSpec, layers: list[LayerSpec], x, y):
     last = layers[-1]
     pred = (x.shape[0],) + tuple(last.out_shape)
     who = f"layers[{last.index}] ({last.name})"
@@ -360,7 +425,7 @@ def check_target(ctx, loss: LossSpec, layers: list[LayerSpec], x, y):
         if y.ndim == 1 and len(pred) == 2 and pred[1] == 1:
             # one target per sample for a one-output net: read as a column, [N] -> [N, 1] (torch
             # would broadcast [N] against [N, 1] to [N, N], a classic silent bug)
-            return check_target(ctx, loss, layers, x, y.reshape(-1, 1))
+            return _check_target(ctx, loss, layers, x, y.reshape(-1, 1))
         raise ctx.err("data.y", f"targets of shape {_fmt_shape(y.shape)} do not fit the output of {who}, "
                                 f"{_fmt_shape(pred)} ({loss.type} compares them element by element)")
     if loss.type in ("bce", "bce_with_logits"):

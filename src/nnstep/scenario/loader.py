@@ -23,7 +23,8 @@ from ..spec.model import LossSpec, OptimizerSpec, Scenario, ScheduleSpec, TrainS
 from ..spec.plan import Plan
 from . import conditions
 from .files import data as _data, weights_file as _weights_file
-from .layers import check_target as _check_target, draw_pending as _draw_pending, layers as _layers
+from .layers import PendingInit, check_target as _check_target, draw_pending as _draw_pending, init_text
+from .layers import layers as _layers
 from .limits import *  # noqa: F401,F403  (the limits, by their old names)
 from .limits import MAX_SCENARIO_BYTES, MAX_STEPS
 from .validate import Ctx, _show, clean, opt_value
@@ -97,6 +98,18 @@ def loads_scenario(text: str, path: str = "<string>", base_dir: str | None = Non
         raise ScenarioError("TOML syntax: arrays or tables nested too deeply",
                             file=f"{path_shown}:{line}:{col}" if line else path_shown) from None
     return _build(doc, ctx, path, base_dir or os.getcwd(), text)
+
+
+def _origins(layers, initial: dict, seed: int) -> dict[str, str]:
+    """Where each initial parameter comes from, in words: the scenario's own array, or the init it
+    is drawn from (a weights file overrides either, afterwards)."""
+    index = {L.name: L.index for L in layers}
+    out = {}
+    for n, v in initial.items():
+        layer, p = n.rsplit(".", 1)
+        out[n] = (init_text(v, seed) if isinstance(v, PendingInit)
+                  else f"given in the scenario: layers[{index[layer]}].{p}")
+    return out
 
 
 def _weights(ctx, lo: dict, key: str):
@@ -289,12 +302,18 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
     x = _token_data(ctx, layers, x)
 
     # weights file
+    origins = _origins(layers, initial, seed)
     if "weights" in meta:
+        given = dict(initial)
         _weights_file(ctx, meta["weights"], base, layers, initial, npdt)
+        for n, v in initial.items():
+            if v is not given[n]:
+                origins[n] = f'from the weights file "{meta["weights"]}" (scenario.weights), its array "{n}"'
     _draw_pending(initial, pending, seed)
 
     sc = Scenario(path=path, name=name, description=desc, seed=seed, dtype=dtype, x=x, y=y, layers=layers,
-                  loss=loss, optimizer=optimizer, train=train, initial=initial, source=text, files=dict(ctx.files))
+                  loss=loss, optimizer=optimizer, train=train, initial=initial, source=text, files=dict(ctx.files),
+                  origins=origins)
     # a batch larger than the data is the whole data, as a DataLoader would give
     plan = Plan.of(sc)
     sc.breakpoints = conditions.breakpoints(doc.get("breakpoints", []), ctx, plan.names, plan.op_names)

@@ -18,7 +18,12 @@ from .records import record
 import math
 from typing import Any
 
-from .formula import Const, Count, F, Formula, Ref, StepNum, StepPow, Sym
+from .formula import Clause, Const, Count, F, Formula, Ref, StepNum, StepPow, Sym
+
+
+# torch's clamp of BCE's gradient denominator, max((1 − p)·p, ε): its C++ literal 1e-12 is stored in a
+# float, so ε is float32's nearest value even in float64 (aten binary_cross_entropy_backward)
+BCE_EPS = 9.999999960041972e-13
 
 
 class ShapeError(ValueError):
@@ -464,7 +469,16 @@ LOSS_COMMON = {"reduction": ("mean", "choice:mean|sum"), "scale": (1.0, "float")
 
 def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple[Formula, Formula]:
     """(loss, backward loss) formulas of a LossSpec, for the prediction tensor ``pred`` (of
-    ``pred_ndim`` dimensions, the batch included)."""
+    ``pred_ndim`` dimensions, the batch included). With a scale, each ends in a remark that says
+    what s is, so wherever the formula is shown (without its numbers too) s is defined."""
+    f, b = _loss_formulas(lo, pred, target_is_index, pred_ndim)
+    if lo.scale == 1:
+        return f, b
+    what = Clause((f"(s = {lo.scale:g}: the scenario's loss.scale, multiplying the loss and its gradient)",), (), "")
+    return f + (what,), b + (what,)
+
+
+def _loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple[Formula, Formula]:
     P, Y = Ref(pred, "prediction"), Ref("target", "target")
     L, G = Ref("loss", "loss"), Ref("loss.grad", "loss_grad")
     s = "{s} · " if lo.scale != 1 else ""
@@ -506,7 +520,9 @@ def loss_formulas(lo, pred: str, target_is_index: bool, pred_ndim: int) -> tuple
                 F("{G} = " + s + "(softmax({P}) · Σ_c {Y} − {Y})" + div, **kw))
     if t == "bce":
         return (F("{L} = " + s + "Σ −({Y}·max(log {P}, −100) + (1 − {Y})·max(log(1 − {P}), −100))" + div, **kw),
-                F("{G} = " + s + "({P} − {Y}) / max((1 − {P})·{P}, 1e−12)" + div, **kw))
+                F("{G} = " + s + "({P} − {Y}) / max((1 − {P})·{P}, {eps})" + div
+                  + f"   (ε = {BCE_EPS!r}: 1e−12 as a float32, as torch has it, even in float64)",
+                  eps=Const("ε", BCE_EPS), **kw))
     if t == "bce_with_logits" and lo.pos_weight is not None:
         kw["pw"] = Sym("pw")
         note = f"   (pw = pos_weight = [{', '.join(f'{w:g}' for w in lo.pos_weight)}] along the last dim)"

@@ -251,8 +251,8 @@ class Embedding(LayerType):
 
     @classmethod
     def fwd_formula(cls, L, n):
-        return F("{out}[…, :] = {W}[{x}[…], :]   (for each token, its row of the table)", out=n.out,
-                 x=Ref(n.x.name, "input", "[…]"), W=Ref(L.t("weight"), "param", "[x, :]"))
+        return F("{out}[…, :] = {W}[r, :] with r = {x}[…]   (each token r picks row r of the table)", out=n.out,
+                 x=Ref(n.x.name, "input", "[…]"), W=Ref(L.t("weight"), "param", "[r, :]"))
 
     @classmethod
     def bwd_formula(cls, L, n):
@@ -291,7 +291,20 @@ class Attention(LayerType):
 
     @classmethod
     def fans(cls, opts, in_shape):
-        return in_shape[-1], in_shape[-1]
+        """torch's fans of the (3E, E) in_proj_weight, which xavier_uniform_ draws from with bound
+        √(6/(E + 3E)); out_proj_weight's kaiming_uniform reads only fan_in, E, as its Linear(E, E)."""
+        return in_shape[-1], 3 * in_shape[-1]
+
+    @classmethod
+    def masked(cls, L) -> "np.ndarray | None":
+        """The (query i, key j) cells the causal mask hides, as a (T, T) boolean array, True where
+        key j comes after query i: there ``.weights`` (and ``.scores.grad``) are exactly 0, while
+        ``.scores`` holds the unmasked q·k/√d. None without the mask. The engine masks with it; a
+        screen can mark those cells of any (…, T, T) tensor of the layer."""
+        if not L.options["causal"]:
+            return None
+        T = L.in_shape[0]
+        return np.triu(np.ones((T, T), dtype=bool), 1)
 
     @classmethod
     def intermediates(cls, opts, in_shapes, out_shape):
@@ -320,17 +333,19 @@ class Attention(LayerType):
         b = L.has("in_proj_bias")
         t = L.t
         P = [p for p in ("in_proj_weight", "in_proj_bias") if L.has(p)]
-        mask = ("  with the causal mask: {S} = −∞ above the diagonal (a query never sees a later key), "
-                "so {A} = 0 there") if L.options["causal"] else ""
+        causal = L.options["causal"]
         return [
             Step("qkv", "qkv", ((n.x.name, "input"),) + tuple((t(p), "param") for p in P),
                  ((t("q"), "result"), (t("k"), "result"), (t("v"), "result")),
                  F("[q | k | v] = {x} @ {Wi}ᵀ" + (" + {bi}" if b else "") + ";  "
-                   "split into h = {h} heads of d = {d}: {q}, {k}, {v}   (N, h, T, d)", **r)),
+                   "split into {h} heads of {d} values each: {q}, {k}, {v}   (N, heads, T, E/heads)", **r)),
             Step("scores", "scores", ((t("q"), "input"), (t("k"), "input")), ((t("scores"), "result"),),
                  F("{S} = {q} @ {k}ᵀ / √{d}   (N, h, T, T): query i against key j", **r)),
             Step("softmax", "softmax", ((t("scores"), "input"),), ((t("weights"), "result"),),
-                 F("{A} = softmax({S}) over the keys j" + (";  " + mask if mask else ""), **r)),
+                 F("{A} = softmax({S}) over the keys j" + (
+                     " ≤ i, the keys the causal mask leaves to query i;  (masked: %s is exactly 0 where key j > "
+                     "query i, a later key, while %s is taken before the mask and stays finite there)"
+                     % (t("weights"), t("scores")) if causal else ""), **r)),
             Step("context", "context", ((t("weights"), "input"), (t("v"), "input")), ((t("context"), "result"),),
                  F("{C} = {A} @ {v}, the heads side by side again   (N, T, E)", **r)),
             Step("out", "out", ((t("context"), "input"),) + tuple((t(p), "param") for p in ("out_proj_weight",

@@ -137,7 +137,26 @@ class _Recurrent(LayerType):
 
     @classmethod
     def _hg_clause(cls, k, T) -> str:
-        return "{hg} = {g}" + (" + {pgn} @ {Whh}" if k < T else ";  (the last time step: nothing comes back from later)")
+        if k < T:
+            return "{hg} = {g} + {pgn} @ {Whh}   (output path + recurrent path)"
+        return "{hg} = {g}   (output path only: nothing comes back from later)"
+
+    @classmethod
+    def _paths(cls, L, n, k, T) -> str:
+        """A remark naming the paths a time step's gradient takes, in words and names only (it
+        stays symbolic where the clauses show their numbers)."""
+        t = L.t
+        out = f"{n.g.name}[:, {k - 1}]"
+        if k == T:
+            return (f"(one path reaches {t(f'h.t{k}')} at the last time step: the output path, {out}, "
+                    f"from the loss through {t('out')}[:, {k - 1}]" + cls._cell_paths(L, k, last=True) + ")")
+        return (f"(two paths reach {t(f'h.t{k}')}: the output path, {out}, from the loss through "
+                f"{t('out')}[:, {k - 1}], and the recurrent path, {t(f'pre.t{k + 1}.grad')} @ {t('weight_hh')}, "
+                f"back from time step t{k + 1}" + cls._cell_paths(L, k) + ")")
+
+    @classmethod
+    def _cell_paths(cls, L, k, last=False) -> str:
+        return ""
 
 
 class RNN(_Recurrent):
@@ -175,7 +194,7 @@ class RNN(_Recurrent):
             ins += [(t("weight_hh"), "param")] if k < T else []
             ins += [(t("weight_ih"), "param")] + pins
             outs = [(t(f"h.t{k}.grad"), "grad"), (t(f"pre.t{k}.grad"), "grad")] + pouts
-            f = F(";  ".join([cls._hg_clause(k, T), "{pg} = {hg} ⊙ " + local] + pclauses), **r)
+            f = F(";  ".join([cls._paths(L, n, k, T), cls._hg_clause(k, T), "{pg} = {hg} ⊙ " + local] + pclauses), **r)
             steps.append(Step(f"t{k}", "backward_t", tuple(ins), tuple(outs), f, arg=k - 1))
         return steps
 
@@ -186,6 +205,14 @@ class LSTM(_Recurrent):
     options = {"hidden": (None, "posint"), "bias": (True, "bool")}
     n_gates = 4
     STEP_TENSORS = (("pre", 4), ("gates", 4), ("c", 1), ("h", 1))
+
+    @classmethod
+    def _cell_paths(cls, L, k, last=False) -> str:
+        t = L.t
+        if last:
+            return f", and one reaches {t(f'c.t{k}')}: through {t(f'h.t{k}')}"
+        return (f", and two reach {t(f'c.t{k}')}: through {t(f'h.t{k}')} (o ⊙ tanh of the cell), and the cell path, "
+                f"{t(f'c.t{k + 1}.grad')} times the next forget gate f₊₁")
 
     @classmethod
     def _refs(cls, L, n, k):
@@ -241,12 +268,13 @@ class LSTM(_Recurrent):
             ins += pins
             outs = [(t(f"h.t{k}.grad"), "grad"), (t(f"c.t{k}.grad"), "grad"), (t(f"gates.t{k}.grad"), "grad"),
                     (t(f"pre.t{k}.grad"), "grad")] + pouts
-            cg = "{cg} = {hg} ⊙ {so} ⊙ (1 − tanh({c})²)" + (" + {cgn} ⊙ {sfn}" if k < T else "")
+            cg = "{cg} = {hg} ⊙ {so} ⊙ (1 − tanh({c})²)" + (" + {cgn} ⊙ {sfn}   (through h + cell path)" if k < T
+                                                            else "   (through h only)")
             fg = "{cg} ⊙ {cp}" if k > 1 else "0"
             note = (f"(i, f, g, o: the blocks of {t(f'gates.t{k}')}" + (f", f₊₁ the forget gate of {t(f'gates.t{k + 1}')}"
                                                                        if k < T else "")
                     + (", and c₀ is 0, so f gets no gradient at t1" if k == 1 else "") + ")")
-            f = F(";  ".join([cls._hg_clause(k, T), cg,
+            f = F(";  ".join([cls._paths(L, n, k, T), cls._hg_clause(k, T), cg,
                               "{Gg} = [{cg} ⊙ {sg} | " + fg + " | {cg} ⊙ {si} | {hg} ⊙ tanh({c})]",
                               "{pg} = {Gg} ⊙ [{si}(1 − {si}) | {sf}(1 − {sf}) | 1 − {sg}² | {so}(1 − {so})]", note]
                              + pclauses), **r)

@@ -191,6 +191,7 @@ class Scenario:
     asks: list[Ask] = Factory(list)
     notes: list[Note] = Factory(list)
     source: str = ""                   # the TOML text, for reloading and display
+    origins: dict[str, str] = Factory(dict)   # where each initial parameter came from, in words (explain)
     files: dict[str, str] = Factory(dict)   # the files it read, by key path: {"data.x.file": path, ...}
 
     @property
