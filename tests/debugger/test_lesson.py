@@ -149,7 +149,8 @@ def test_faded_keeps_only_the_asked_tensors_clause():
     L = lesson('\n[[ask]]\nop = "backward sigmoid1"\ntensor = "sigmoid1.local[0, 0]"\n')
     L.session.goto(1, 8)
     text = "\n".join(L.question(digits=6).lines)
-    assert "? = 0.59327 ⊙ (1 − 0.59327)" in text and "0.241301" not in text and "grad_in" not in text
+    assert "= 0.59327 × (1 − 0.59327)" in text and text.endswith("= ?")
+    assert "0.241301" not in text and "grad_in" not in text
 
 
 def test_predict_asks_before_every_op_of_step_1_from_the_seed():
@@ -179,7 +180,9 @@ def test_notes_where_the_cursor_is():
     L = lesson()
     s = L.session
     assert L.notes_at() == []                            # the start of step 1: no note at the start
-    s.goto(1, 5)                                          # loss just ran, backward loss next: not yet
+    s.goto(1, 5)                                          # backward loss next begins the stage: its note
+    assert [n.stage for n in L.notes_at()] == ["backward"]
+    s.goto(1, 4)                                          # the loss next: none
     assert L.notes_at() == []
     s.goto(1, 6)                                          # backward sigmoid2 next: its own note first
     assert [n.op for n in L.notes_at()] == ["backward sigmoid2"]

@@ -167,6 +167,11 @@ class Lesson:
         from .explain import explain
         ex = explain(self.session, ask.tensor, ask.index, step=ask.step, digits=digits)
         q.lines = faded(ex.lines, symbols_only=ask.show == "formula", tensor=ask.tensor)
+        head = next((ln for ln in q.lines if ln.startswith("∂E/∂")), "")
+        symbol = head.split("   (")[0].split(" (via")[0].strip()
+        base = symbol[len("∂E/∂"):].split("[")[0]
+        if symbol and ask.tensor not in (base, base + ".grad"):   # (grad_in: ∂E/∂ the input, by its name)
+            q.title += f"  (= {symbol})"
         return q
 
     def answer(self, text: str, seconds: float | None = None) -> Answer:
@@ -213,25 +218,26 @@ class Lesson:
 
     # --- notes ---------------------------------------------------------------------------------------
     def notes_at(self, position: tuple[int, int] | None = None) -> list[Note]:
-        """The notes for where the screen is: an op's note while that op is next or just ran, a
-        stage's while the op shown is in that stage, a step's (neither op nor stage) at its start."""
+        """The notes for where the screen is, in this order: a step's own (neither op nor stage) at
+        its start; an op's while that op is next or has just run; else the stage's that the next op
+        begins (s lands there), or the stage's of the op on screen."""
         s = self.session
         k, i = position or s.position
         M = s.M
         shown_k, shown_i = (k, i - 1) if i > 0 else ((k - 1, M - 1) if k > 1 else (1, None))
-        nxt = None if k > s.N else s.ops[i].name
-        shown = s.ops[shown_i].name if shown_i is not None else None
+        nxt = None if k > s.N else s.ops[i]
+        shown = s.ops[shown_i] if shown_i is not None else None
+        out = [n for n in self.notes if n.op is None and n.stage is None and n.step in (None, k)] \
+            if i == 0 and k <= s.N else []
         ops = [n for n in self.notes if n.op is not None and (
-            (n.op == nxt and n.step in (None, k)) or (n.op == shown and n.step in (None, shown_k)))]
+            (nxt is not None and n.op == nxt.name and n.step in (None, k))
+            or (shown is not None and n.op == shown.name and n.step in (None, shown_k)))]
         if ops:
-            return ops
-        stage_op = s.ops[shown_i] if shown_i is not None else s.ops[0]
-        stage_k = shown_k
-        out = [n for n in self.notes if n.stage is not None and n.stage == stage_op.stage
-               and n.step in (None, stage_k)]
-        if i == 0 and k <= s.N:
-            out = [n for n in self.notes if n.op is None and n.stage is None and n.step in (None, k)] + out
-        return out
+            return out + ops
+        def of_stage(stage, step):
+            return [n for n in self.notes if n.stage == stage and n.step in (None, step)]
+        coming = of_stage(nxt.stage, k) if nxt is not None and s.program.stage_start.get(nxt.stage) == i else []
+        return out + (coming or (of_stage(shown.stage, shown_k) if shown is not None else []))
 
     # --- the results document ------------------------------------------------------------------------
     def document(self) -> dict:

@@ -336,7 +336,7 @@ class LSTM(_Recurrent):
             elif k > 1:                               # f
                 val, src = float(V(n_(f"c.t{k - 1}"))[n, v]), at(f"c.t{k - 1}", v)
             else:
-                val, src = 0.0, "c₀ = 0"
+                val, src = 0.0, "c₀"
             return Rule(f"the {'ifg'[b] if b < 3 else 'o'} gate in c_t = f ⊙ c_(t−1) + i ⊙ g", [Term(
                 (Factor(f"∂{at(f'c.t{k}', v)}/∂{at(f'gates.t{k}', u)}", src, val),), (n_(f"c.t{k}.grad"), (n, v)))])
         if what == "pre":

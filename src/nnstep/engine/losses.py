@@ -229,11 +229,13 @@ def grad_rule(lo, pred: str, p: np.ndarray, y: np.ndarray, idx: tuple):
     if kind == "smooth_l1":
         v = d / lo.beta if abs(d) < lo.beta else float(np.sign(d))
         return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(
-            f"d/β (|d| < β) else sign(d), d = {dd}", f"d = {d:.9g}", v)))])
+            f"d/β (|d| < β) else sign(d), d = {dd}",
+            f"d = {d:.9g}, " + ("|d| < β: d/β" if abs(d) < lo.beta else "|d| ≥ β: sign(d)"), v)))])
     if kind == "huber":
         v = d if abs(d) <= lo.delta else lo.delta * float(np.sign(d))
         return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(
-            f"d (|d| < δ) else δ·sign(d), d = {dd}", f"d = {d:.9g}", v)))])
+            f"d (|d| < δ) else δ·sign(d), d = {dd}",
+            f"d = {d:.9g}, " + ("|d| ≤ δ: d" if abs(d) <= lo.delta else "|d| > δ: δ·sign(d)"), v)))])
     if kind == "bce":
         v = d / max((1.0 - pv) * pv, BCE_EPS)
         return Rule("the loss's derivative", [Term((Factor(cs, "", c), Factor(

@@ -18,6 +18,24 @@ from ..debugger.lesson import Answer
 from .widgets.lesson import md_escape
 
 
+def cjk_join(text: str) -> str:
+    """A note's lines as Markdown reads them, except that a line break between two CJK characters
+    joins them with no space (Markdown makes a soft break a space, which Chinese, Japanese and
+    Korean text does not have)."""
+    out = []
+    for line in text.split("\n"):
+        if out and out[-1] and line and _cjk(out[-1][-1]) and _cjk(line.lstrip()[:1]):
+            out[-1] += line.lstrip()
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _cjk(c: str) -> bool:
+    return bool(c) and ("\u2e80" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7af" or "\uf900" <= c <= "\ufaff"
+                        or "\uff00" <= c <= "\uffef" or "\u3000" <= c <= "\u303f")
+
+
 def num(v: float | None) -> str:
     return "—" if v is None else f"{v:.9g}"
 
@@ -61,8 +79,9 @@ class Asking:
         nth = lesson.asks.index(a) + 1
         k, i = self.app.session.position
         where = f"before op {i + 1}/{self.app.session.M} \"{a.op}\" runs (step {k})"
-        self.app.push_screen(AskScreen(q.title, q.lines, where, lesson.score, f" {nth} of {len(lesson.asks)}"),
-                             self.answered)
+        notes = [cjk_join(n.text) for n in lesson.notes_at()]
+        self.app.push_screen(AskScreen(q.title, q.lines, where, lesson.score, f" {nth} of {len(lesson.asks)}",
+                                       notes=notes), self.answered)
 
     def answered(self, text: str | None) -> None:
         lesson = self.lesson
@@ -115,6 +134,7 @@ class Asking:
         80x24, only at the start: its rows go to the operation)."""
         s = self.app.session
         pos = s.position
+        notes = [cjk_join(n.text) for n in self.lesson.notes_at(pos)]
         if self.verdict is not None and self.verdict[0] == pos:
             a = self.verdict[1]
             mark = "✓ right" if a.correct else ("skipped" if a.skipped else "✗ not quite")
@@ -123,12 +143,11 @@ class Asking:
                 lines.append(f"you said {md_escape(a.answer or '')}" +
                              ("" if a.answer == f"{a.value:.12g}" else f" = {num(a.value)}"))
             if not a.correct and a.ask.hint:
-                lines.append(f"*hint*: {a.ask.hint}")
+                lines.append(f"*hint*: {md_escape(a.ask.hint)}")
             right, asked = self.lesson.score
-            return f"question · score {right}/{asked}", "\n\n".join(lines)
-        notes = self.lesson.notes_at(pos)
+            return f"question · score {right}/{asked}", "\n\n".join(lines + (["---"] if notes else []) + notes)
         if notes:
-            return "lesson", "\n\n".join(n.text for n in notes)
+            return "lesson", "\n\n".join(notes)
         desc = s.scenario.description.strip()
         if not desc or (short and pos != (1, 0)):
             return "", ""

@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Input, Static
+from textual.widgets import Input, Markdown, Static
 
 from ...debugger.answer import AnswerError, parse_answer
 
@@ -29,13 +29,16 @@ class AskScreen(ModalScreen[str | None]):
     AskScreen > Vertical { width: 100; max-width: 100%; height: auto; max-height: 100%;
         border: round $accent; background: $surface; padding: 0 1; }
     AskScreen #ask-shown { height: auto; margin: 1 0 0 0; }
+    AskScreen #ask-notes { height: auto; max-height: 8; margin: 0 0 1 0; padding: 0; color: $text-muted; }
     AskScreen Input { margin: 1 0 0 0; }
     AskScreen #ask-error { color: $error; height: auto; }
     """
 
-    def __init__(self, title: str, lines: list[str], where: str, score: tuple[int, int], count: str = ""):
+    def __init__(self, title: str, lines: list[str], where: str, score: tuple[int, int], count: str = "",
+                 notes: list[str] = ()):
         super().__init__()
         self._title, self._lines, self._where, self._score, self._count = title, lines, where, score, count
+        self._notes = list(notes)
 
     def compose(self) -> ComposeResult:
         head = Text()
@@ -45,6 +48,8 @@ class AskScreen(ModalScreen[str | None]):
             right, asked = self._score
             box.border_title = f"question{self._count}" + (f" · score {right}/{asked}" if asked else "")
             box.border_subtitle = "Enter: answer · Esc: skip"
+            if self._notes:                    # what the lesson says here: the box covers its panel
+                yield Markdown("\n\n".join(self._notes), id="ask-notes")
             yield Static(head, id="ask-title")
             shown = Text("\n".join(self._lines) if self._lines else "(work it out from what is on the screen)")
             if not self._lines:
