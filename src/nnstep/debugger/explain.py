@@ -20,12 +20,12 @@ the rules read the tensors the backward pass read. The recomputation only multip
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..engine import losses
+from ..spec.model import parse_element as _parse_element
 from ..engine.terms import Term, ix
 from .explain_values import RTOL, explain_value, initial_value
 
@@ -88,25 +88,14 @@ def factor(v: float, digits: int = 9) -> str:
     return f"({t})" if t.startswith("-") else t
 
 
-_ELEMENT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(?:\[\s*(-?\d+(?:\s*,\s*-?\d+)*)?\s*\])?\s*$")
-
-
 def parse_element(text: str) -> tuple[str, tuple[int, ...] | None]:
-    """``"linear1.weight.grad[0, 1]"`` -> ``("linear1.weight.grad", (0, 1))``; ``"loss"`` -> index None."""
-    from ..errors import cut
+    """``"linear1.weight.grad[0, 1]"`` -> ``("linear1.weight.grad", (0, 1))``; ``"loss"`` -> index None
+    (spec.model.parse_element, its message safe to print)."""
     from ..scenario.validate import clean
-
-    m = _ELEMENT.match(text)
-    if not m:
-        raise ValueError(f'expected a tensor and an index such as "linear1.weight.grad[0, 1]", got '
-                         f'"{cut(clean(text))}"')
     try:
-        idx = None if m.group(2) is None else tuple(int(v) for v in m.group(2).split(","))
-    except ValueError:                      # more digits than int() converts
-        raise ValueError(f'an index of "{cut(clean(text))}" is too large') from None
-    if idx is not None and any(abs(i) >= 2**63 for i in idx):
-        raise ValueError(f'an index of "{cut(clean(text))}" is too large')
-    return m.group(1), idx
+        return _parse_element(text)
+    except ValueError as e:
+        raise ValueError(clean(str(e))) from None
 
 
 def _writers(session, name: str) -> list:

@@ -133,11 +133,18 @@ ELEMENT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(?:\[\s*(-?\d+(?:\s*,\s*-?\d+)*)?
 
 
 def parse_element(text: str) -> tuple[str, tuple[int, ...] | None]:
-    """``"linear1.weight.grad[0, 1]"`` -> ``("linear1.weight.grad", (0, 1))``; ``"loss"`` -> index None."""
+    """``"linear1.weight.grad[0, 1]"`` -> ``("linear1.weight.grad", (0, 1))``; ``"loss"`` -> index None.
+    ValueError (with the text cut short, not yet cleaned of control characters) if it is neither."""
+    from ..errors import cut
     m = ELEMENT.match(text)
     if not m:
-        raise ValueError(f'expected a tensor and an index such as "linear1.weight.grad[0, 1]", got "{text}"')
-    idx = None if m.group(2) is None else tuple(int(v) for v in m.group(2).split(","))
+        raise ValueError(f'expected a tensor and an index such as "linear1.weight.grad[0, 1]", got "{cut(text)}"')
+    try:
+        idx = None if m.group(2) is None else tuple(int(v) for v in m.group(2).split(","))
+    except ValueError:                      # more digits than int() converts
+        raise ValueError(f'an index of "{cut(text)}" is too large') from None
+    if idx is not None and any(abs(i) >= 2**63 for i in idx):
+        raise ValueError(f'an index of "{cut(text)}" is too large')
     return m.group(1), idx
 
 
