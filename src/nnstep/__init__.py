@@ -1,12 +1,12 @@
 """nnstep: a step-through debugger for small neural networks.
 
-The scripting API (SPEC §4b)::
+The scripting API (docs/commands.md)::
 
     import nnstep
     sc = nnstep.load_scenario("net.toml")
     s = nnstep.Session(sc)
     s.step(); s.back(); s.goto(2, 0); s.value("linear1.out"); s.run()
-    rep = nnstep.compare(sc, {"linear1.out": my_out})   # SPEC §9: the first op that differs
+    rep = nnstep.compare(sc, {"linear1.out": my_out})   # the first op that differs
     nnstep.assert_matches(sc, {"2/linear1.weight.grad": my_grad})   # AssertionError(report text)
 
 Everything but the error type is imported on first use, so that importing one layer of nnstep

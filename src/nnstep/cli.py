@@ -1,4 +1,4 @@
-"""The command line (SPEC §4). `run`, `check`, `trace` and `gradcheck` never import Textual."""
+"""The command line (docs/commands.md). `run`, `check`, `trace` and `gradcheck` never import Textual."""
 from __future__ import annotations
 
 import argparse
@@ -126,7 +126,7 @@ def demo_path() -> str:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``command`` given) the top level with that one subcommand: each
     subparser costs argparse formatters and translations, and `nnstep run` is to start within 60
-    ms of `import numpy` (SPEC §6). A command's help, usage and errors are the same either way."""
+    ms of `import numpy` (docs/commands.md, "Performance"). A command's help, usage and errors are the same either way."""
     p = _Parser(prog="nnstep", description="A terminal step-through debugger for small neural networks. "
                 "`nnstep FILE` opens FILE in the TUI; `nnstep` alone opens a bundled demo.")
     from . import __version__
@@ -138,7 +138,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         r = sub.add_parser("run", help="train headless and print a per-step loss table (or JSON)")
         r.add_argument("file")
         r.add_argument("--steps", type=_steps, help="number of steps (default: train.steps)")
-        r.add_argument("--json", action="store_true", help="print one JSON document (SPEC §4)")
+        r.add_argument("--json", action="store_true", help="print one JSON document (docs/commands.md)")
         r.add_argument("--save", metavar="OUT.npz", help="write the final parameters by name, loadable as scenario.weights")
         r.add_argument("--ignore-breakpoints", action="store_true", help="don't stop at `when` breakpoints")
 

@@ -1,7 +1,7 @@
 """The one error type that bad input produces.
 
 `str(ScenarioError)` is the one-line message without the ``nnstep: error: `` prefix; the CLI adds
-that prefix and exits 2 (SPEC §4c).
+that prefix and exits 2 (docs/commands.md).
 """
 from __future__ import annotations
 

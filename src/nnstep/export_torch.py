@@ -1,6 +1,6 @@
-"""`nnstep export FILE --torch -o ref.py` (SPEC §9): a standalone PyTorch script that rebuilds the
+"""`nnstep export FILE --torch -o ref.py` (docs/commands.md): a standalone PyTorch script that rebuilds the
 scenario (the same layers, initial weights, data, batches, loss, optimizer and steps) and prints
-the `run --json` document of SPEC §4, so nnstep's numbers can be checked against torch's.
+the `run --json` document (docs/commands.md), so nnstep's numbers can be checked against torch's.
 
 nnstep never imports torch: this module writes Python source text. Every number is written
 exactly: Python's ``repr`` of a float64 is the shortest text that reads back as the same float.
@@ -320,7 +320,7 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
     w("")
     w(f"Written by `nnstep export {_doc(source)} --torch`. Run it with torch installed: it trains the same")
     w("network on the same data, batches, loss and optimizer, and prints the document that")
-    w(f"`nnstep run {_doc(source)} --json` prints (SPEC §4), so the two can be compared number by number.")
+    w(f"`nnstep run {_doc(source)} --json` prints, so the two can be compared number by number.")
     if npz is None:
         w("Every number below is written exactly (Python's repr of a float64 reads back as the same float).")
     else:
@@ -405,7 +405,7 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
     w("net.train()                          # training mode, as nnstep steps it" +
       (": batchnorm normalizes with the batch's statistics" if bn else ""))
     w("")
-    w("# nnstep's parameter names (SPEC §3) and the torch tensors they are")
+    w("# nnstep's parameter names and the torch tensors they are")
     w("PARAMS = {")
     for L in sc.layers:
         for p in L.params:
@@ -549,7 +549,7 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
     w("")
     # --- JSON ---------------------------------------------------------------------------------------
     w("def as_json(t):")
-    w('    """A tensor as nested lists of floats; a non-finite number as "nan", "inf" or "-inf" (SPEC §4)."""')
+    w('    """A tensor as nested lists of floats; a non-finite number as "nan", "inf" or "-inf", as nnstep prints them."""')
     w("    def fix(v):")
     w("        if isinstance(v, list):")
     w("            return [fix(e) for e in v]")

@@ -49,7 +49,7 @@ def _first_stop(stops: list):
 def keep_freed_memory() -> None:
     """glibc only: keep freed blocks for reuse instead of returning them to the system.
 
-    Every op writes fresh arrays (nothing is updated in place, SPEC'd for the session's records),
+    Every op writes fresh arrays (nothing is updated in place, which the session's records rely on),
     and glibc serves each one above 128 KiB with its own mmap and unmaps it when freed, so a fresh
     process page-faults through every gradient and parameter of every step: 300 steps of a
     784-128-10 MLP took 1.32x a hand-written script without these two settings and 1.14x with them
@@ -330,7 +330,7 @@ def cmd_gradcheck(path: str, tol: float, eps: float, max_elements: int, as_json:
 
 # --- explain -------------------------------------------------------------------------------------
 def cmd_explain(path: str, element: str, step: int, as_json: bool) -> int:
-    """`nnstep explain FILE "TENSOR[i, j]" [--step K] [--json]` (SPEC §4)."""
+    """`nnstep explain FILE "TENSOR[i, j]" [--step K] [--json]` (docs/commands.md)."""
     from .debugger.explain import explain, parse_element
     from .debugger.session import Session
 
@@ -362,7 +362,7 @@ def cmd_explain(path: str, element: str, step: int, as_json: bool) -> int:
 
 # --- compare -------------------------------------------------------------------------------------
 def cmd_compare(path: str, mine: str, as_json: bool, rtol: float, atol: float) -> int:
-    """`nnstep compare FILE MINE.npz [--json] [--rtol R --atol A]` (SPEC §9): exit 0 all agree, 1 a
+    """`nnstep compare FILE MINE.npz [--json] [--rtol R --atol A]`: exit 0 all agree, 1 a
     difference, 2 bad input (an unknown tensor name among them, after the report is printed)."""
     from .debugger.compare import compare, load_tensors
 

@@ -1,4 +1,4 @@
-"""JSON conversion of arrays (SPEC §4): nested lists of full-precision floats; a non-finite number
+"""JSON conversion of arrays (docs/commands.md): nested lists of full-precision floats; a non-finite number
 is the string "nan", "inf" or "-inf"."""
 from __future__ import annotations
 

@@ -125,6 +125,12 @@ class Served:
         """Every session process seen that is still alive, with its state (none should be)."""
         return [f"{p} {proc_stat(p)} {cmdline(p)}" for p in sorted(self.seen) if alive(p)]
 
+    def state(self) -> str:
+        """For an assertion's message: whether the server runs, and what it printed."""
+        rc = self.proc.poll()
+        return (f"server {'running' if rc is None else f'exited {rc}'}; stdout: {self.out[-1500:]!r}; "
+                f"stderr: {self.err[-1500:]!r}")
+
     def wait(self, timeout: float = 30) -> int:
         return self.proc.wait(timeout)
 

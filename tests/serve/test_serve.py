@@ -152,6 +152,7 @@ def test_pages_closed_while_loading_leave_nothing_running(serve):
         assert s.sessions() == [] and not s.left_behind(), s.left_behind()
         print(f"{len(s.seen)} sessions started by tabs closed while loading; all ended")
 
+        assert s.proc.poll() is None, s.state()
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             page = open_page(browser, url)
@@ -244,7 +245,7 @@ def test_a_lesson_in_chromium_asks_and_hands_in_its_answers(serve, tmp_path):
             wait_text(page, "op 2/12")
             page.keyboard.press("n")
             asked = wait_text(page, "predict sigmoid1.out[0, 0]")
-            assert "? = σ(0.3775)" in asked and "0.593269992" not in asked
+            assert "1 / (1 + e^(−0.3775))" in asked and "= ?" in asked and "0.593269992" not in asked
             page.keyboard.type("sigmoid(0.3775)")
             page.keyboard.press("Enter")
             after = wait_text(page, "score 1/1")

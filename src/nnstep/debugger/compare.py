@@ -1,6 +1,6 @@
-"""`nnstep compare`: the user's own values against nnstep's, tensor by tensor (SPEC §9).
+"""`nnstep compare`: the user's own values against nnstep's, tensor by tensor (README, "Headless commands").
 
-The user gives values under nnstep's tensor names (SPEC §3): ``"hidden.out"`` for step 1, or
+The user gives values under nnstep's tensor names (docs/scenario-format.md): ``"hidden.out"`` for step 1, or
 ``"3/hidden.weight.grad"`` for step 3; ``"0/<param>"`` is an initial parameter. nnstep runs the
 scenario with the one op runner (:func:`nnstep.engine.runner.advance`) and takes each named tensor
 as the op that computes it wrote it. The **first difference** is the earliest op, in program order

@@ -1,4 +1,4 @@
-"""`[[expect]]`: run the scenario and judge every expectation at its step (SPEC §4c)."""
+"""`[[expect]]`: run the scenario and judge every expectation at its step (docs/scenario-format.md, "[[expect]]")."""
 from __future__ import annotations
 
 from dataclasses import dataclass

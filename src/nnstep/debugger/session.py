@@ -1,9 +1,9 @@
-"""The debugger session: a cursor over every operation of every training step (SPEC §4b).
+"""The debugger session: a cursor over every operation of every training step (docs/commands.md, "The Python API").
 
 Position ``(k, i)`` means the first ``i`` operations of step ``k`` have run; ``(N+1, 0)`` is the end.
 Linear position ``p = (k-1)·M + i`` for a program of ``M`` operations.
 
-What ``value(name)`` shows (SPEC §4c)
+What ``value(name)`` shows (docs/commands.md)
 -------------------------------------
 The latest value at or before the cursor. A tensor this step has not computed yet comes from the
 previous step; before step 1 computed it, it is ``None``. Parameters, optimizer state and running
@@ -119,7 +119,7 @@ class _Ready:
 @dataclass(frozen=True)
 class HistoryPolicy:
     """Which step boundaries keep a checkpoint (see the module docstring). Tests shrink it to
-    exercise every path on small scenarios; the defaults meet SPEC §6."""
+    exercise every path on small scenarios; the defaults meet the targets of docs/commands.md, "Performance"."""
     ring: int = RING
     near_span: int = NEAR_SPAN
     near_every: int = NEAR_EVERY
@@ -705,7 +705,7 @@ class Session:
         self._index_breakpoints()
 
     def break_when(self, text: str) -> Breakpoint:
-        """Add a condition breakpoint from the SPEC §2 grammar (``"linear1.out absmax > 10"`` or
+        """Add a condition breakpoint from the grammar of docs/scenario-format.md (``"linear1.out absmax > 10"`` or
         ``"nonfinite"``). Parsed, never evaluated; raises ScenarioError if malformed."""
         from ..scenario.conditions import parse_condition
         where = f"breakpoints[{len(self.breakpoints)}].when"

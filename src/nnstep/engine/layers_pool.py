@@ -1,4 +1,4 @@
-"""Pooling, dropout and log-softmax: forward, backward and the element rules (SPEC §8).
+"""Pooling, dropout and log-softmax: forward, backward and the element rules (docs/scenario-format.md).
 
 Max pooling pads with −∞ and keeps, per window, where its maximum came from (``argmax``, torch's
 ``return_indices``: the flat index into the input's spatial positions of that sample and channel).

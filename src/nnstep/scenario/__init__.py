@@ -1,4 +1,4 @@
-"""TOML scenario -> validated, typed :class:`Scenario` (SPEC §2). No math is imported here: the
+"""TOML scenario -> validated, typed :class:`Scenario` (docs/scenario-format.md). No math is imported here: the
 loader builds on :mod:`nnstep.spec` only (a test proves it)."""
 from ..spec.model import (Breakpoint, Condition, Expect, LayerSpec, LossSpec, OptimizerSpec, Scenario,
                           TrainSpec)

@@ -16,7 +16,7 @@ COND_RE = re.compile(r"^\s*(\S+)\s+(\w+)\s*(<=|>=|==|!=|<|>)\s*(\S+)\s*$")
 
 
 def parse_condition(text: str, names, ctx: Ctx | None = None, where: str = "when") -> Condition:
-    """A ``when`` condition from the SPEC §2 grammar, ``"<tensor> <stat> <op> <number>"`` or
+    """A ``when`` condition from the grammar of docs/scenario-format.md ("[[breakpoints]]"), ``"<tensor> <stat> <op> <number>"`` or
     ``"nonfinite"``, checked against the tensor ``names``. Parsed, never evaluated. Raises
     ScenarioError, located at ``where`` in ``ctx``'s file."""
     ctx = ctx or Ctx("<session>")

@@ -316,7 +316,7 @@ def _inputs(ctx, t, where, i, cls, typ, specs, names, later) -> list[str]:
 
 
 def _dead_branches(ctx, specs):
-    """Every layer but the last must be read by a later one (SPEC §7): a dead branch is bad input."""
+    """Every layer but the last must be read by a later one (docs/scenario-format.md, "Graph networks"): a dead branch is bad input."""
     read = {x for L in specs for x in L.inputs}
     for L in specs[:-1]:
         if L.t("out") not in read:

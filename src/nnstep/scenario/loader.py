@@ -1,4 +1,4 @@
-"""Load and validate a scenario file (SPEC §2) into a :class:`Scenario`.
+"""Load and validate a scenario file (docs/scenario-format.md) into a :class:`Scenario`.
 
 Every error is a :class:`ScenarioError` naming the file and either ``line:col`` (TOML syntax) or the
 key path (``layers[2].out: expected a positive integer, got -3``). Nothing from the file is ever

@@ -1,7 +1,7 @@
 """Reading the .npz files numpy.savez writes, without importing zipfile.
 
 `import zipfile` costs ~8 ms here (it imports pathlib, which imports urllib.parse and ipaddress),
-and `nnstep run` is to start within 60 ms of `import numpy` (SPEC §6). A .npz as numpy writes it is
+and `nnstep run` is to start within 60 ms of `import numpy` (docs/commands.md, "Performance"). A .npz as numpy writes it is
 the simplest kind of zip: one disk, no encryption, each member stored or deflated. :class:`SimpleZip`
 reads exactly that, with the interface of ``zipfile.ZipFile`` the loader uses (``namelist``,
 ``getinfo(name).file_size``, ``open``), and checks every member's CRC-32 and size. Anything else

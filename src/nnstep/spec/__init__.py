@@ -4,7 +4,7 @@
 * :mod:`.catalog`: every layer, loss and optimizer type, with its options, defaults, parameter
   names and shape rules;
 * :mod:`.formula`: formulas as structured clauses of typed references;
-* :mod:`.plan`: one training step as the flat list of operations of SPEC §3 (names, stages, the
+* :mod:`.plan`: one training step as the flat list of operations of docs/commands.md (names, stages, the
   tensors each reads and writes with their roles, and the formula), built from a scenario;
 * :mod:`.stats`: the one module of summary statistics (overflow-safe), for breakpoints, the screen
   and the JSON outputs.

@@ -1,4 +1,4 @@
-"""The catalogue's graph layers (SPEC §7, §8): merges (`add`, `mul`, `concat`, `matmul`), shape
+"""The catalogue's graph layers (docs/scenario-format.md, "Graph networks"): merges (`add`, `mul`, `concat`, `matmul`), shape
 layers (`transpose`, `reshape`, `scale`), `embedding` and `attention`. Shapes are per sample (no
 batch dimension); a `dim` counts the batch as 0, as torch does on the batched tensor."""
 from __future__ import annotations
@@ -263,7 +263,7 @@ class Embedding(LayerType):
 class Attention(LayerType):
     """nn.MultiheadAttention(E, heads, bias=bias, batch_first=True) called as mha(x, x, x,
     need_weights=False), with a causal mask when ``causal``. Five operations forward and five
-    backward, each with its tensors (SPEC §8)."""
+    backward, each with its tensors (docs/scenario-format.md)."""
     type = "attention"
     options = {"heads": (1, "posint"), "causal": (False, "bool"), "bias": (True, "bool")}
     params = ("in_proj_weight", "in_proj_bias", "out_proj_weight", "out_proj_bias")

@@ -1,4 +1,4 @@
-"""The catalogue's pooling, dropout and log-softmax layers (SPEC §8), and the ``nll`` loss's formulas.
+"""The catalogue's pooling, dropout and log-softmax layers (docs/scenario-format.md), and the ``nll`` loss's formulas.
 
 Pooling takes per-sample ``(C, L)`` (1d) or ``(C, H, W)`` (2d), as conv1d/conv2d do, with torch's
 options: ``kernel_size`` (required), ``stride`` (default: the kernel size), ``padding`` (0, at most

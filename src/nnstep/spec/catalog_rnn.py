@@ -1,4 +1,4 @@
-"""The catalogue's recurrent layers (SPEC §8): `rnn` (torch's nn.RNN) and `lstm` (nn.LSTM), one
+"""The catalogue's recurrent layers (docs/scenario-format.md, "Recurrent layers"): `rnn` (torch's nn.RNN) and `lstm` (nn.LSTM), one
 layer, batch first, h0 = c0 = 0, the output every hidden state (N, T, hidden).
 
 They step through time: the forward is one operation per time step, ``forward <layer> t1`` ...

@@ -1,4 +1,4 @@
-"""The typed, validated form of a scenario file (SPEC §2). Everything is resolved: shapes are
+"""The typed, validated form of a scenario file (docs/scenario-format.md). Everything is resolved: shapes are
 inferred, missing parameters are initialized, data is loaded. The scenario loader produces it and
 the engine consumes it; this module imports neither."""
 from __future__ import annotations

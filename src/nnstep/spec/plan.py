@@ -1,4 +1,4 @@
-"""One training step as a flat list of operations over named tensors (SPEC §3, §7).
+"""One training step as a flat list of operations over named tensors (docs/commands.md, "Operations and tensor names").
 
 The plan is built once per scenario from the catalogue, in topological order (as jax's jaxpr keeps
 a program): ``forward <layer>`` for every layer in file order, ``loss``, ``backward loss``,

@@ -2,7 +2,7 @@
 
 Python 3.11's ``@dataclass`` writes and compiles several methods per class when the module is
 imported, about 0.6 ms a class here: the two dozen classes `nnstep run` imports cost it a quarter of
-its start-up (SPEC §6 wants `run --steps 1` within 60 ms of `import numpy`). A record's methods are
+its start-up (docs/commands.md wants `run --steps 1` within 60 ms of `import numpy`). A record's methods are
 the same generic functions for every class, so defining one costs a few microseconds.
 
 What it does, as dataclass does: fields are the class's annotations in order, defaults are the

@@ -346,7 +346,7 @@ class NnstepApp(App):
             ins = {n: s.value(n) for n in op.inputs}
             outs = {n: None for n in op.outputs}
             title = op_title("next", op, M)
-        # Adam's bias corrections: t is the step number (SPEC §1: 1 − β^t)
+        # Adam's bias corrections: t is the step number (1 − β^t, as torch.optim.Adam)
         clauses = view.formula_views(op, ins, outs, step=rec.step if rec is not None else k)
         return dict(title=title, clauses=clauses, slots=view.op_slots(op, ins, outs, written),
                     compare=self._theirs(rec.step, op.index) if rec is not None else None,
