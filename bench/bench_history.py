@@ -1,4 +1,4 @@
-"""History benchmark (SPEC §6, issue 3): the debugger session's cost of stepping back.
+"""History benchmark (docs/commands.md, "Performance", issue 3): the debugger session's cost of stepping back.
 
 On a 784-128-10 ReLU MLP (101,770 parameters), random data (640 samples, batch 64, shuffled),
 cross-entropy and SGD with momentum 0.9, it runs N steps through ``Session.run()`` (default 10,000)

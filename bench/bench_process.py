@@ -1,4 +1,4 @@
-"""Headless runs as a user meets them (SPEC §6): whole processes, alternated.
+"""Headless runs as a user meets them (docs/commands.md, "Performance"): whole processes, alternated.
 
     python bench/bench_process.py              # 7 rounds
     python bench/bench_process.py --rounds 3 --steps 100

@@ -1,13 +1,13 @@
-"""SPEC §6 headless workload: nnstep's training step against a hand-written numpy step.
+"""The headless workload of the performance targets (docs/commands.md): nnstep's training step against a hand-written numpy step.
 
 A 784-128-10 ReLU MLP, batch 64, cross-entropy (mean), plain SGD, random data, float64 and float32.
 In the same process, step by step, alternating which goes first, it times:
   hand    a hand-written numpy forward / backward / SGD step (the baseline), and
-  nnstep  the one op runner exactly as `nnstep run` drives it: every op of SPEC §3 with its named
+  nnstep  the one op runner exactly as `nnstep run` drives it: every op of docs/commands.md with its named
           outputs, the stop detector's NaN/Inf check after every op (engine.runner), and the first layer's
           grad_in and the deltas left out, as `run` leaves them out (it reports neither; trace and
           the debugger compute them),
-and prints the median time of each and their ratio (target, SPEC §6 in-process: nnstep/hand ≤ 1.1). The 2-2-2 classic
+and prints the median time of each and their ratio (target, docs/commands.md, in-process: nnstep/hand ≤ 1.1). The 2-2-2 classic
 net is timed the same way, for information (per-op overhead dominates there).
 
     python bench/bench_run.py            # full: many repetitions

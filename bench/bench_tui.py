@@ -1,4 +1,4 @@
-"""TUI latency in a real terminal (SPEC §6): the app in a pty, its output fed to a terminal
+"""TUI latency in a real terminal (docs/commands.md, "Performance"): the app in a pty, its output fed to a terminal
 emulator (pyte), a key timed from the moment it is written to the pty to the moment the emulated
 screen shows its effect.
 
@@ -278,7 +278,7 @@ def main():
             cpu = statistics.median(cpus[name, m])
             print(f"{name:<44} {m:>3} {med:6.1f}ms {p90:6.1f}ms {med / base:5.2f}x {st:6.0f}ms "
                   f"{st - base_start:+6.0f}ms {cpu:6.1f}ms {statistics.median(out[name, m]) / 1024:6.1f}kB")
-    print("targets (SPEC §6): key median <= 2x the trivial app, p90 < 50 ms; start within +250 ms of it")
+    print("targets (docs/commands.md, Performance): key median <= 2x the trivial app, p90 < 50 ms; start within +250 ms of it")
     print("CPU/key: the program's own CPU time per key (user + system), the figure to profile against")
 
 

@@ -1,4 +1,4 @@
-"""`nnstep check FILE...` (SPEC §4, §4c): each [[expect]] printed as pass/FAIL with expected, got and
+"""`nnstep check FILE...` (docs/commands.md): each [[expect]] printed as pass/FAIL with expected, got and
 the worst element's error; a summary per file and over all files; exit 0 all pass, 1 any fails,
 2 any bad input.
 

@@ -1,4 +1,4 @@
-"""`nnstep trace --json` (SPEC §4, §4c): every op with the tensors it reads and writes, as they were
+"""`nnstep trace --json` (docs/commands.md): every op with the tensors it reads and writes, as they were
 then; update P reads P (old) and P.grad and writes P and P.delta; a forward op reads the weight from
 before this step's update; layer is null for the loss ops; a NaN/Inf stops with a `stopped` object."""
 import json

@@ -1,7 +1,7 @@
 """Breakpoints, stop reasons and reverse-continue (issue 3, item 3).
 
 The oracle for where run() stops is brute force: step a fresh session op by op and list every
-position where a breakpoint applies, straight from the definitions in SPEC §2:
+position where a breakpoint applies, straight from the definitions in docs/scenario-format.md:
   * op / stage breakpoints: before the op, i.e. at (k, index of the op), in every step;
   * a condition: after each op that writes its tensor, where <stat>(tensor) <op> <number> holds;
     on input/target (the batch, fed with each step's first op), after op 1 of every step, step 1

@@ -1,4 +1,4 @@
-"""`nnstep compare` and `nnstep.compare` / `nnstep.assert_matches` (SPEC §9).
+"""`nnstep compare` and `nnstep.compare` / `nnstep.assert_matches` (docs/commands.md).
 
 The lesson scenarios/your-own-backprop/ is the main case: its step 1 is derived by hand in
 net.toml's comments (x = I, weights 0 and ±ln 3, so every number is a sum of products of quarters),

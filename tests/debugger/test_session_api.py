@@ -1,4 +1,4 @@
-"""The §4b scripting API and the value() rule of SPEC §4c, on the scenarios of scen.py."""
+"""The scripting API and its value() rule (docs/commands.md), on the scenarios of scen.py."""
 import numpy as np
 import pytest
 

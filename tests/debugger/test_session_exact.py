@@ -1,4 +1,4 @@
-"""Stepping back is exact (SPEC §4b, issue 3): random walks of next, back, goto, stage and run
+"""Stepping back is exact (docs/commands.md, issue 3): random walks of next, back, goto, stage and run
 moves, each compared with a fresh session replayed forward to the same position: every named tensor
 (values()), the last op's record, the step-start values and the loss history, bit for bit.
 

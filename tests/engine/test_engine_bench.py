@@ -26,7 +26,7 @@ def test_bench_tui_smoke():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
-    assert "trivial Textual app" in out and "bench/classic_2_2_2.toml" in out and "targets (SPEC §6)" in out
+    assert "trivial Textual app" in out and "bench/classic_2_2_2.toml" in out and "targets (docs/commands.md, Performance)" in out
 
 
 def test_bench_process_smoke():

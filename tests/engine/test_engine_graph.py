@@ -1,4 +1,4 @@
-"""Graph networks (SPEC §7, §8): every gradient tensor of a network, parameters and intermediates
+"""Graph networks (docs/scenario-format.md): every gradient tensor of a network, parameters and intermediates
 (fork sums, merges' grad_in.k, attention's q/k/v/scores/weights/context gradients), against float64
 central differences of the loss; and the attention layer against the same head built from
 primitives.

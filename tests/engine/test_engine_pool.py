@@ -1,4 +1,4 @@
-"""Pooling, dropout, log_softmax and the nll loss (SPEC §8).
+"""Pooling, dropout, log_softmax and the nll loss (docs/scenario-format.md).
 
 Forwards against element-by-element references written from the torch.nn documentation:
 - MaxPool2d: out(N, C, h, w) = max over m < kH, n < kW of input(N, C, stride[0]·h + m, stride[1]·w + n),

@@ -1,4 +1,4 @@
-"""The program of a step (SPEC §3 op names and tensor names), shape inference through conv stacks,
+"""The program of a step (docs/commands.md op names and tensor names), shape inference through conv stacks,
 torch's default initializations, whole-network gradients and float32 runs."""
 import glob
 import math
@@ -44,7 +44,7 @@ momentum = 0.9
 
 
 def test_op_list_of_conv_batchnorm_relu_flatten_linear():
-    """SPEC §3: forward every layer in order, loss, backward loss, backward every layer in reverse,
+    """docs/commands.md: forward every layer in order, loss, backward loss, backward every layer in reverse,
     update every parameter in layer order."""
     prog = Program(loads_scenario(CONV_NET))
     assert [op.name for op in prog.ops] == [

@@ -1,4 +1,4 @@
-"""rnn and lstm (SPEC §8): torch's nn.RNN / nn.LSTM (batch_first, one layer, h0 = c0 = 0).
+"""rnn and lstm (docs/scenario-format.md): torch's nn.RNN / nn.LSTM (batch_first, one layer, h0 = c0 = 0).
 
 Forward against an element-by-element reference loop written from torch's documentation:
   nn.RNN:  h_t = tanh(x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh)   (relu for nonlinearity = "relu")

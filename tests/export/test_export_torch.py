@@ -1,4 +1,4 @@
-"""`nnstep export FILE --torch` against real PyTorch (SPEC §9): every shipped scenario, and
+"""`nnstep export FILE --torch` against real PyTorch (docs/commands.md): every shipped scenario, and
 scenarios written here to reach every layer type, loss, optimizer option and batch order, is
 exported; the scripts run in ONE process (torch imported once, tests/export/torchrun.py); each
 prints its `run --json` document, which must agree with `nnstep run --json` to 1e-9 relative
@@ -507,7 +507,7 @@ steps = 2
 }
 
 
-# pooling, dropout, log_softmax and nll (SPEC §8): written by the exporter, run here once the
+# pooling, dropout, log_softmax and nll (docs/scenario-format.md): written by the exporter, run here once the
 # catalogue has them
 POOL_EXTRA = {
     "pool-dropout-logsoftmax-nll": """

@@ -307,7 +307,7 @@ CASES = [
          "nnstep tui: unrecognized arguments: --nope", argv=("net.toml", "--nope"), where="--nope"),
 ]
 
-# --- graph networks (SPEC §7, §8) ---
+# --- graph networks (docs/scenario-format.md) ---
 GRAPH_BASE = '[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0, 0.0], [2.0, 1.0]]\n\n[[layers]]\ntype = "linear"\nout = 2\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "add"\ninputs = ["linear1", "relu1"]\n\n[loss]\ntype = "mse"\n'
 LM_BASE = '[data]\nx = [[0, 1, 2], [2, 1, 0]]\ny = [[1, 2, 0], [1, 0, 2]]\n\n[[layers]]\ntype = "embedding"\nnum = 3\ndim = 4\n\n[[layers]]\ntype = "attention"\nheads = 2\n\n[[layers]]\ntype = "linear"\nout = 3\n\n[loss]\ntype = "cross_entropy"\nclass_dim = -1\n'
 
@@ -342,7 +342,7 @@ GRAPH_CASES = [
 
 CASES += GRAPH_CASES
 
-# --- recurrent layers (SPEC §8) ---
+# --- recurrent layers (docs/scenario-format.md) ---
 RNN_BASE = ('[data]\nx = [[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]]\ny = [[[1.0], [2.0], [3.0]]]\n\n'
             '[[layers]]\ntype = "rnn"\nhidden = 1\n\n[loss]\ntype = "mse"\n')
 
@@ -372,7 +372,7 @@ RNN_CASES = [
 ]
 
 CASES += RNN_CASES
-# Optimizers, clipping, schedules and the loss options of SPEC §8
+# Optimizers, clipping, schedules and the loss options of docs/scenario-format.md
 CE3 = sub("out = 1", "out = 3", sub("y = [[1.0], [2.0]]", "y = [0, 2]"))
 BCE = sub("y = [[1.0], [2.0]]", "y = [[1.0], [0.0]]")
 OPTIM_CASES = [
@@ -401,7 +401,7 @@ OPTIM_CASES = [
 CASES += OPTIM_CASES
 
 
-# --- pooling, dropout, nll (SPEC §8) ---
+# --- pooling, dropout, nll (docs/scenario-format.md) ---
 POOL_BASE = ('[data]\nx = [[[[1.0, 2.0, 0.0], [3.0, 4.0, 1.0], [0.0, 1.0, 2.0]]]]\ny = [[[[1.0]]]]\n\n'
              '[[layers]]\ntype = "maxpool2d"\nkernel_size = 2\n\n[loss]\ntype = "mse"\n')
 DROP_BASE = ('[data]\nx = [[1.0, 2.0], [3.0, 4.0]]\ny = [[1.0], [2.0]]\n\n[[layers]]\ntype = "linear"\nout = 3\n\n'
@@ -444,7 +444,7 @@ WARMUP_CASES = [
 
 CASES += WARMUP_CASES
 
-# --- compare and export (SPEC §9) ---
+# --- compare and export (docs/commands.md) ---
 def mine_npz(**arrays):
     """A user's own values as `nnstep compare` reads them."""
     def make(path):
@@ -494,7 +494,7 @@ COMPARE_CASES = [
 ]
 
 CASES += COMPARE_CASES
-# `nnstep serve` (SPEC §10). Only the cases that fail before a socket is bound run in-process here;
+# `nnstep serve` (README, "In a classroom"). Only the cases that fail before a socket is bound run in-process here;
 # a port in use, a foreign host and the missing extra are in tests/test_serve.py (real processes).
 SERVE_CASES = [
     Case("serve-port-range", "A port out of range", BASE,

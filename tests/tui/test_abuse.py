@@ -284,7 +284,7 @@ steps = 60
 """
 
 SCENARIOS = [
-    ("classic", os.path.join(HERE, "scenarios", "classic.toml")),      # SPEC §2: 2-2-2 sigmoid, 2 steps
+    ("classic", os.path.join(HERE, "scenarios", "classic.toml")),      # docs/scenario-format.md: 2-2-2 sigmoid, 2 steps
     ("blowup", BLOWUP),                                                  # NaN/Inf by step 2
     ("adam", os.path.join(HERE, "scenarios", "adam.toml")),            # optimizer state; a [[breakpoints]]
     ("large", os.path.join(HERE, "scenarios", "large.toml")),          # heatmaps; the next op computed ahead
