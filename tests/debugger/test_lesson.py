@@ -276,3 +276,26 @@ def test_faded_lines():
              "x[0] = 6"]
     assert faded(lines) == lines[:3] + ["  = ?"]
     assert faded(lines, symbols_only=True) == lines[:2]
+
+
+def test_predict_works_on_every_shipped_scenario():
+    """--predict makes any scenario practice: on every shipped one, every op of step 1 gets a
+    question whose box shows the element's worked example with the result blank, and the engine's
+    own value answers it right."""
+    import glob
+    paths = sorted(glob.glob(os.path.join(ROOT, "scenarios", "*.toml")) + glob.glob(os.path.join(ROOT, "scenarios", "*", "*.toml")))
+    assert len(paths) > 30
+    for path in paths:
+        sc = nnstep.load_scenario(path)
+        sc.asks = []                                  # (the lesson's own questions are tested elsewhere)
+        s = nnstep.Session(sc)
+        L = Lesson(s, predict=True)
+        assert len(L.asks) == s.M, path
+        while s.position[0] == 1:
+            a = L.pending()
+            q = L.question(digits=6)
+            assert q.lines and q.lines[-1].strip().endswith("?") or any("?" in ln for ln in q.lines), (path, a, q.lines)
+            env = s.env_at(1, s.position[1] + 1)
+            got = L.answer(repr(float(np.asarray(env[a.tensor])[a.index])))
+            assert got.correct, (path, a)
+        assert L.score == (s.M, s.M), path

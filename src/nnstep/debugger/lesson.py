@@ -255,7 +255,7 @@ class Lesson:
             atomic_write_text(self.record, self.document_text())
 
 
-_RESULT = re.compile(r"^(\s*)=\s*\S+\s*$")                                 # "  = 0.3775"
+_RESULT = re.compile(r"^(.*=\s*)(?:\(?-?\d[\d.]*(?:e[+-]?\d+)?\)?|NaN|[+-]?Inf)\s*$")  # "  = 0.3775", "= 260 / 256 = 1.01562"
 _LEADING = re.compile(r"^(\s*)(?:-?\d[\d.]*(?:e[+-]?\d+)?|NaN|[+-]Inf)(\s+(?:=|←)\s)")  # "    0.59 = σ(..."
 
 
@@ -291,8 +291,8 @@ def faded(lines: list[str], symbols_only: bool = False, tensor: str = "") -> lis
     if symbols_only:
         return pre + main[:2]
     out = [_LEADING.sub(r"\1?\2", ln) for ln in main]
-    if len(out) > 1 and _RESULT.match(out[-1]):
-        out[-1] = _RESULT.match(out[-1]).group(1) + "= ?"
+    if len(out) > 1 and not out[-1].lstrip().startswith("?") and _RESULT.match(out[-1]):
+        out[-1] = _RESULT.match(out[-1]).group(1).rstrip() + " ?"
     return pre + out
 
 
