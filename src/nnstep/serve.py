@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
 import sys
 
@@ -108,6 +109,11 @@ def cmd_serve(path: str, host: str, port: int, max_sessions: int = DEFAULT_MAX_S
         missing = getattr(e, "name", None) or "textual_serve"
         raise ScenarioError(f"serve: needs textual-serve, which is not installed ({missing} is missing); "
                             f"install it with: {INSTALL_HINT}") from None
+    # The command line gives SIGPIPE its default action, so that a headless command piped into
+    # `head` ends quietly. A server writes into sockets and pipes whose other end may be gone at
+    # any moment (a closed tab, a killed session): there the signal would end it on the spot,
+    # silently, with every session. Ignored, such a write is an error the connection handles.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     sock = bind(host, port)
     port = sock.getsockname()[1]            # --port 0: the free port the system chose
     loopback = is_loopback(host)

@@ -368,3 +368,37 @@ def test_the_limits_are_documented():
         assert words in doc, words
     readme = open(os.path.join(os.path.dirname(ERRORS_MD), "..", "README.md"), encoding="utf-8").read()
     assert "--max-sessions" in readme and "class is full" in readme
+
+
+def test_a_broken_pipe_does_not_end_the_server(serve):
+    """A session's process killed outright, then the page's keys sent on to it, and a browser that
+    vanishes while the server writes a screen to it: writes into pipes and sockets whose other end
+    is gone. The server (whose command line restores SIGPIPE's default action for the headless
+    commands, where a closed pipe should end them quietly) must go on serving."""
+    s = serve(CLASSIC, "--port", "0")
+    url, port = s.url(), s.port
+    with open(f"/proc/{s.proc.pid}/status") as f:
+        ignored = int(next(ln for ln in f if ln.startswith("SigIgn:")).split()[1], 16)
+    assert ignored & (1 << (signal.SIGPIPE - 1)), "SIGPIPE would end the server at the first write to a closed tab"
+
+    async def visit():
+        v = await first_frame(url)
+        pid = s.wait_sessions(1)[0]
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(200):                          # keys for a process that is gone
+            try:
+                await v.ws.send_str(json.dumps(["stdin", "n"]))
+            except Exception:                         # noqa: BLE001 - the server may close the page
+                break
+            await asyncio.sleep(0.005)
+        await v.close()
+        w = await first_frame(url, "width=400&height=150")   # a big screen, then a reset mid-write
+        w.ws._response.connection.transport.abort()
+        await w.session.close()
+
+    asyncio.run(visit())
+    time.sleep(1.0)
+    assert s.proc.poll() is None, s.state()
+    status, _, _ = http(port, "/")
+    assert status == 200
+    assert stop_like_sigint(s) == 130
