@@ -142,7 +142,7 @@ def session_vs_run(d: str, steps: int) -> tuple[float, float]:
     from nnstep.engine.program import Program
     from nnstep.engine.runner import Detector
     from nnstep.headless import run_skip
-    from nnstep.spec.stats import global_norm
+    from nnstep.model.stats import global_norm
     sc = load_scenario(os.path.join(d, "mlp.toml"))
 
     grads = [f"{p}.grad" for p in sc.trainable]

@@ -5,6 +5,8 @@ that prefix and exits 2 (docs/commands.md).
 """
 from __future__ import annotations
 
+import re
+
 
 class ScenarioError(Exception):
     """Bad input: a scenario, a data file, an argument. Carries a location and a message."""
@@ -44,3 +46,12 @@ def did_you_mean(word: str, options) -> str:
     if options:
         return " (expected one of: " + ", ".join(cut(o) for o in options) + ")"
     return ""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(s: str) -> str:
+    """Text from a file, safe to print: control characters (terminal escapes, bidi overrides)
+    are shown as escapes, never sent to the terminal."""
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), s)

@@ -18,8 +18,9 @@ import math
 import numpy as np
 
 from .errors import ScenarioError
-from .spec import records
-from .spec.model import Scenario
+from .layers import registry
+import dataclasses
+from .model.scenario import Scenario
 
 # nn.Module's own attribute names (torch 2.13): a layer of one of these names gets an attribute
 # with a trailing underscore, so `self.train` never hides Module.train
@@ -33,20 +34,6 @@ register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_ex
 share_memory state_dict to to_empty train type xpu zero_grad training""".split())
 _LOCAL_NAMES = frozenset({"x", "self", "torch", "nn", "json", "math", "mask"})
 
-# what this exporter writes: layer type -> the options it knows (anything else is refused)
-LAYER_OPTIONS = {
-    "linear": {"out"}, "conv1d": {"out_channels", "kernel_size", "stride", "padding"},
-    "conv2d": {"out_channels", "kernel_size", "stride", "padding"}, "flatten": set(),
-    "batchnorm": {"eps", "momentum", "affine"}, "layernorm": {"eps", "affine", "dims"},
-    "relu": set(), "leaky_relu": {"negative_slope"}, "sigmoid": set(), "tanh": set(), "gelu": {"approximate"},
-    "identity": set(), "softmax": {"dim"},
-    "add": set(), "mul": set(), "concat": {"dim"}, "matmul": set(), "transpose": {"dims"}, "reshape": {"shape"},
-    "scale": {"by"}, "embedding": {"num", "dim"}, "attention": {"heads", "causal", "bias"},
-    "rnn": {"hidden", "nonlinearity", "bias"}, "lstm": {"hidden", "bias"},
-    "maxpool1d": {"kernel_size", "stride", "padding"}, "maxpool2d": {"kernel_size", "stride", "padding"},
-    "avgpool1d": {"kernel_size", "stride", "padding"}, "avgpool2d": {"kernel_size", "stride", "padding"},
-    "dropout": {"p"}, "log_softmax": {"dim"},
-}
 LOSSES = {"mse": "MSELoss", "l1": "L1Loss", "smooth_l1": "SmoothL1Loss", "huber": "HuberLoss",
           "cross_entropy": "CrossEntropyLoss", "bce": "BCELoss", "bce_with_logits": "BCEWithLogitsLoss",
           "nll": "NLLLoss"}
@@ -93,10 +80,11 @@ def _refuse(sc: Scenario, where: str, what: str):
 
 
 def _check_fields(sc: Scenario, obj, known: set, where: str, what: str):
-    for name, default in records.fields(obj):
+    for f in dataclasses.fields(obj):
+        name = f.name
         if name in known:
             continue
-        default = None if default is records.MISSING else default
+        default = None if f.default is dataclasses.MISSING else f.default
         v = getattr(obj, name)
         if v != default and v is not None and not (isinstance(v, (tuple, list, dict)) and not v):
             _refuse(sc, f"{where}.{name}", f"export --torch does not write {what} {name} yet: "
@@ -106,15 +94,10 @@ def _check_fields(sc: Scenario, obj, known: set, where: str, what: str):
 def check_exportable(sc: Scenario) -> None:
     """Raise a located ScenarioError for anything the exporter would not write faithfully."""
     for L in sc.layers:
-        where = f"layers[{L.index}]"
-        if L.type not in LAYER_OPTIONS:
-            _refuse(sc, f"{where}.type", f'export --torch does not write a {L.type} layer yet (it writes: '
-                                         + ", ".join(sorted(LAYER_OPTIONS)) + "): no script is written rather "
-                                         "than a wrong one")
-        for o in L.options:
-            if o not in LAYER_OPTIONS[L.type]:
-                _refuse(sc, f"{where}.{o}", f"export --torch does not write a {L.type} layer's {o} yet: no "
-                                            "script is written rather than a wrong one")
+        if _torch(L, "torch_module", L) is None:
+            _refuse(sc, f"layers[{L.index}].type", f"a {L.type} layer has no torch equivalent (its class defines no "
+                                                   "torch_module: docs/layers.md): no script is written rather than "
+                                                   "a wrong one")
     if sc.loss.type not in LOSSES:
         _refuse(sc, "loss.type", f'export --torch does not write a {sc.loss.type} loss yet: no script is written '
                                  "rather than a wrong one")
@@ -152,121 +135,28 @@ class _Names:
         return self.var[tensor[:-len(".out")]]
 
 
-def _dims(v, nd):
-    return tuple(v) if isinstance(v, (list, tuple)) else (v,) * nd
-
-
-def _one(v):
-    """A conv option as torch takes it: an int when all equal, else a tuple."""
-    v = tuple(v) if isinstance(v, (list, tuple)) else (v,)
-    return str(v[0]) if len(set(v)) == 1 else "(" + ", ".join(map(str, v)) + ")"
+def _torch(L, method: str, *args):
+    """A layer class's torch hook (a user's through plugins.call: its code raising is a located error)."""
+    cls = registry.layer_type(L.type)
+    if registry.is_builtin(cls):
+        return getattr(cls, method)(*args)
+    from .layers import plugins
+    return plugins.call(cls, method, *args)
 
 
 def _module(L) -> tuple[str | None, str]:
     """(constructor source or None, comment) for a layer that is an nn.Module."""
-    o, t = L.options, L.type
-    if t == "linear":
-        bias = "" if L.has("bias") else ", bias=False"
-        return f"nn.Linear({L.in_shape[-1]}, {o['out']}{bias})", "out = in @ W.T + b"
-    if t in ("conv1d", "conv2d"):
-        bias = "" if L.has("bias") else ", bias=False"
-        nd = 1 if t == "conv1d" else 2
-        return (f"nn.Conv{nd}d({L.in_shape[0]}, {o['out_channels']}, kernel_size={_one(o['kernel_size'])}, "
-                f"stride={_one(o['stride'])}, padding={_one(o['padding'])}{bias})", "cross-correlation, as torch's")
-    if t == "batchnorm":
-        nd = 2 if len(L.in_shape) == 3 else 1
-        aff = "" if o["affine"] else ", affine=False"
-        return (f"nn.BatchNorm{nd}d({L.in_shape[0]}, eps={_f(o['eps'])}, momentum={_f(o['momentum'])}{aff})",
-                "training mode: the batch's statistics (biased variance)")
-    if t == "layernorm":
-        d = o.get("dims") or len(L.in_shape)
-        shp = list(L.in_shape[len(L.in_shape) - d:])
-        aff = "" if o["affine"] else ", elementwise_affine=False"
-        return f"nn.LayerNorm({shp}, eps={_f(o['eps'])}{aff})", ("over the last dim" if d == 1 else f"over the last {d} dims")
-    if t == "relu":
-        return "nn.ReLU()", ""
-    if t == "leaky_relu":
-        return f"nn.LeakyReLU(negative_slope={_f(o['negative_slope'])})", ""
-    if t == "sigmoid":
-        return "nn.Sigmoid()", ""
-    if t == "tanh":
-        return "nn.Tanh()", ""
-    if t == "gelu":
-        return f'nn.GELU(approximate="{o["approximate"]}")', ""
-    if t == "identity":
-        return "nn.Identity()", ""
-    if t == "softmax":
-        return f"nn.Softmax(dim={o.get('dim', -1)})", ""
-    if t == "flatten":
-        return "nn.Flatten()", "(N, ...) -> (N, -1)"
-    if t == "embedding":
-        return f"nn.Embedding({o['num']}, {o['dim']})", "token i -> row i of the weight"
-    if t == "attention":
-        E = L.in_shape[-1]
-        bias = "" if o["bias"] else ", bias=False"
-        return (f"nn.MultiheadAttention({E}, num_heads={o['heads']}{bias}, batch_first=True)",
-                "self-attention: query = key = value = its input")
-    if t in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"):
-        kind = "Max" if t.startswith("max") else "Avg"
-        st = "" if o.get("stride", "kernel_size") == "kernel_size" else f", stride={_one(o['stride'])}"
-        note = ("the largest of each window (padding is −inf)" if kind == "Max"
-                else "the mean of each window, padding's zeros counted (count_include_pad=True)")
-        return f"nn.{kind}Pool{t[-2]}d(kernel_size={_one(o['kernel_size'])}{st}, padding={_one(o['padding'])})", note
-    if t == "dropout":
-        return (f"NnstepDropout(MASKS[{L.name!r}])",
-                f"nn.Dropout(p={_f(o['p'])}) with nnstep's masks (see NnstepDropout)")
-    if t == "log_softmax":
-        return f"nn.LogSoftmax(dim={o.get('dim', -1)})", ""
-    if t in ("rnn", "lstm"):
-        bias = "" if o["bias"] else ", bias=False"
-        nl = f', nonlinearity="{o["nonlinearity"]}"' if t == "rnn" else ""
-        return (f"nn.{t.upper()}({L.in_shape[-1]}, {o['hidden']}{nl}{bias}, batch_first=True)",
-                "one layer, h0 = 0" + (" and c0 = 0" if t == "lstm" else "") + "; its output: every hidden state")
-    return None, ""
+    return _torch(L, "torch_module", L)
 
 
 def _forward_line(L, names: _Names) -> list[str]:
     """The statement(s) of forward() computing this layer's output."""
-    o, t = L.options, L.type
-    out = names.var[L.name]
-    ins = [names.of(i) for i in L.inputs]
-    a = ins[0]
-    me = f"self.{names.attr[L.name]}"
-    if t == "add":
-        return [f"{out} = " + " + ".join(ins)]
-    if t == "mul":
-        return [f"{out} = " + " * ".join(ins)]
-    if t == "concat":
-        return [f"{out} = torch.cat([{', '.join(ins)}], dim={o['dim']})"]
-    if t == "matmul":                     # per sample: the lower-rank input gets size-1 dims after the batch
-        nd = max(len(s) for s in L.in_shapes)
-        x = [v + ("[:" + ", None" * (nd - len(s)) + "]" if len(s) < nd else "") for v, s in zip(ins, L.in_shapes)]
-        return [f"{out} = torch.matmul({x[0]}, {x[1]})"]
-    if t == "transpose":
-        d0, d1 = o["dims"]
-        return [f"{out} = torch.transpose({a}, {d0}, {d1})"]
-    if t == "reshape":
-        return [f"{out} = {a}.reshape({a}.shape[0], {', '.join(str(s) for s in L.out_shape)})"]
-    if t == "scale":
-        return [f"{out} = {a} * {_f(o['by'])}"]
-    if t == "attention":
-        T = L.in_shape[0]
-        if o["causal"]:
-            return [f"mask = torch.triu(torch.ones({T}, {T}, dtype=torch.bool), diagonal=1)   # True: key j > query i, hidden",
-                    f"{out}, _ = {me}({a}, {a}, {a}, need_weights=False, attn_mask=mask)"]
-        return [f"{out}, _ = {me}({a}, {a}, {a}, need_weights=False)"]
-    if t in ("rnn", "lstm"):
-        return [f"{out}, _ = {me}({a})"]
-    return [f"{out} = {me}({a})"]
+    return _torch(L, "torch_forward", L, [names.of(i) for i in L.inputs], f"self.{names.attr[L.name]}",
+                  names.var[L.name])
 
 
 def _param_ref(L, p: str, names: _Names) -> str:
-    me = f"net.{names.attr[L.name]}"
-    if L.type == "attention" and p.startswith("out_proj_"):
-        return f"{me}.out_proj.{p[len('out_proj_'):]}"
-    if L.type in ("rnn", "lstm"):
-        return f"{me}.{p}_l0"                 # torch numbers the layers of a stacked RNN: this is layer 0
-    return f"{me}.{p}"
+    return _torch(L, "torch_param", L, p, f"net.{names.attr[L.name]}")
 
 
 # above this many numbers (data, initial parameters, dropout masks, shuffled orders), they go to an
@@ -379,6 +269,16 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
         w("")
         w("    def forward(self, x):")
         w("        return x * torch.tensor(self.masks[NnstepDropout.step - 1], dtype=x.dtype)")
+        w("")
+        w("")
+    sources: dict[str, str] = {}          # the module classes the layer types need (a user's own), by source
+    for L in sc.layers:
+        src = registry.layer_type(L.type).torch_source.strip("\n")
+        if src:
+            sources.setdefault(src, L.type)
+    for src, typ in sources.items():
+        w(f"# --- what the {typ} layer type's torch equivalent needs (its class's torch_source) " + "-" * 20)
+        W.extend(src.split("\n"))
         w("")
         w("")
     # --- the network --------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from .engine.program import Program, lean_skip
 from .engine.runner import Detector, Stop, advance
 from .errors import ScenarioError
 from .scenario import load_scenario
-from .spec.model import Scenario
-from .spec.stats import global_norm
+from .model.scenario import Scenario
+from .model.stats import global_norm
 
 
 def _out(s: str = ""):
@@ -146,7 +146,7 @@ def _fmt_array(a, precision: int = 6) -> str:
 
 
 def cmd_trace(path: str, steps: int | None, as_json: bool, honor_breakpoints: bool = True) -> int:
-    from .spec.formula import constants
+    from .layers.formula import constants
 
     sc = load_scenario(path)
     n = _steps(sc, steps)
@@ -270,7 +270,7 @@ def _grade(sc, path: str) -> int:
     not right (wrong, skipped, unreadable or not answered), else 0."""
     from .debugger.lesson import grade, read_results
     from .debugger.session import Session
-    from .scenario.validate import clean
+    from .errors import clean
     doc = read_results(path)
     rows = grade(Session(sc), doc, path)
     right = sum(r.correct for r in rows)

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "engine"))
 
 import nnstep  # noqa: E402
 from nnstep.debugger.explain import explain, fmt  # noqa: E402
-from nnstep.spec.formula import constants  # noqa: E402
+from nnstep.layers.formula import constants# noqa: E402
 
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 INDEX = re.compile(r"(?<=[^\s(=,+×·−\-/])\[[^\]\[]*\]")          # an index right after a name

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import nnstep
 from nnstep.debugger.session import HistoryPolicy
-from nnstep.spec.stats import stat
+from nnstep.model.stats import stat
 
 from scen import SGD_MOMENTUM, load
 
@@ -144,7 +144,7 @@ def test_condition_stop_says_which_breakpoint_tensor_and_value():
     assert r.reason == "breakpoint" and r.kind == "when" and r.tensor == "linear1.weight.grad"
     assert r.op == "backward linear1" and s.last_record.name == "backward linear1"   # stopped after it
     g = s.value("linear1.weight.grad")
-    # the statistic the stop reports is the one the screen and the JSON show (nnstep.spec.stats),
+    # the statistic the stop reports is the one the screen and the JSON show (nnstep.model.stats),
     # and it is the norm: equal to sqrt(Σ g²) up to the rounding of the scaled sum
     assert r.value == stat(g, "norm") and r.value == pytest.approx(float(np.sqrt(np.sum(g * g))), rel=1e-14)
     assert r.value > 0.05

@@ -97,7 +97,7 @@ def test_a_wrong_element_rule_is_caught(monkeypatch):
 
     def wrong(self, wrt, idx, V):
         r = real(self, wrt, idx, V)
-        from nnstep.engine.terms import Factor, Term
+        from nnstep.layers.terms import Factor, Term
         r.terms = [Term(tuple(Factor(f.symbol, f.source, 2 * f.value) for f in t.factors), t.upstream)
                    for t in r.terms]
         return r

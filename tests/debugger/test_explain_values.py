@@ -144,7 +144,7 @@ def test_a_gradient_before_its_backward_op_says_which_op_computes_it():
 def test_a_rule_whose_numbers_do_not_add_up_is_flagged(monkeypatch):
     """The check is honest: a rule that shows a wrong term is caught on the line it is shown."""
     from nnstep.engine import layers as L
-    from nnstep.engine.expr import Lit
+    from nnstep.layers.expr import Lit
 
     real = L.Linear.value_rule
 
@@ -159,7 +159,7 @@ def test_a_rule_whose_numbers_do_not_add_up_is_flagged(monkeypatch):
 
 def test_a_wrong_intermediate_is_flagged_on_its_own_line(monkeypatch):
     from nnstep.engine import layers as L
-    from nnstep.engine.expr import El
+    from nnstep.layers.expr import El
 
     real = L._norm_value
 
@@ -178,7 +178,7 @@ def test_a_large_sum_adds_every_term_and_its_written_terms_must_be_those():
     """A sum over a large tensor (a loss over 50176 elements, a gradient's norm) writes its first
     terms and adds every one from the same arithmetic on the whole array; a written term that is not
     the one added makes the sum NaN, so the check fails where it is shown."""
-    from nnstep.engine.expr import Lit, Many
+    from nnstep.layers.expr import Lit, Many
     vals = np.arange(1.0, 101.0)
     good = Many(lambda j: Lit(j + 1.0), vals)
     assert good.v() == 5050.0 and good.txt().endswith("+ … (94 more terms)")

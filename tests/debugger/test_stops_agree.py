@@ -9,7 +9,7 @@ import numpy as np
 
 import nnstep
 from nnstep.cli import main
-from nnstep.spec.stats import STATS, stat
+from nnstep.model.stats import STATS, stat
 
 NET = """
 [scenario]

@@ -2,16 +2,23 @@
 import numpy as np
 
 
-from nnstep.engine.layers import LAYERS
+from nnstep.layers import layer_type
+from nnstep.model.scenario import LayerSpec
 
 
-def make_layer(type_, in_shape, name=None, **opts):
-    """A layer as the loader builds it: every option filled in with its default."""
-    cls = LAYERS[type_]
-    full = {k: opts.get(k, default) for k, (default, _kind) in cls.options.items()}
+def make_layer(type_, in_shape, name=None, in_shapes=None, **opts):
+    """A layer as the loader builds it: every option filled in with its default, every parameter
+    present."""
+    cls = layer_type(type_)
+    full = {k: opts.get(k, o.default) for k, o in cls.options.items()}
     unknown = set(opts) - set(full)
     assert not unknown, unknown
-    return cls(name or f"{type_}1", full, tuple(in_shape))
+    in_shapes = [tuple(s) for s in in_shapes] if in_shapes else [tuple(in_shape)]
+    out, pshapes = cls.shapes(full, in_shapes)
+    name = name or f"{type_}1"
+    inputs = tuple(["input"] + [f"in{k}.out" for k in range(1, len(in_shapes))])
+    return cls(LayerSpec(index=0, type=type_, name=name, options=full, in_shape=tuple(in_shapes[0]),
+                         out_shape=tuple(out), params=tuple(pshapes), inputs=inputs, in_shapes=tuple(in_shapes)))
 
 
 def central_diff(f, arrays, eps=1e-6):

@@ -8,7 +8,7 @@ import pytest
 
 from enginehelp import assert_grad_close, central_diff, rng
 from nnstep.engine.losses import loss_backward, loss_forward
-from nnstep.spec.catalog import LOSSES
+from nnstep.model.catalog import LOSSES
 
 
 def _log_softmax_row(z):
@@ -269,7 +269,7 @@ def test_bce_gradient_clamps_at_float32s_1e_12_as_torch_even_in_float64():
     9.999999960041972e-13, even for float64 tensors: torch 2.13 prints loss.grad =
     1000000003995.7094 for this net (1e12 exactly with a float64 1e-12 would be 999999999999.9065)."""
     import nnstep
-    from nnstep.spec.catalog import BCE_EPS
+    from nnstep.model.catalog import BCE_EPS
     assert BCE_EPS == float(np.float32(1e-12)) == 9.999999960041972e-13
     s = nnstep.Session(nnstep.loads_scenario(BCE_CLAMPED))
     s.goto(1, s.program.stage_start["update"])

@@ -20,7 +20,7 @@ import pytest
 
 from nnstep import loads_scenario
 from nnstep.engine import optim
-from nnstep.spec.catalog import optimizer_state
+from nnstep.model.catalog import optimizer_state
 from nnstep.engine.program import Program
 from nnstep.scenario.model import OptimizerSpec
 

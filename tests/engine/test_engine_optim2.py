@@ -29,9 +29,9 @@ from nnstep import ScenarioError, loads_scenario
 from nnstep.engine import optim
 from nnstep.engine.losses import grad_rule, loss_backward, loss_forward
 from nnstep.engine.program import Program
-from nnstep.spec.catalog import optimizer_state
-from nnstep.spec.formula import views
-from nnstep.spec.model import LossSpec, OptimizerSpec, ScheduleSpec
+from nnstep.model.catalog import optimizer_state
+from nnstep.model.formula import views
+from nnstep.model.scenario import LossSpec, OptimizerSpec, ScheduleSpec
 
 
 # --- references, element by element ----------------------------------------------------------------

@@ -27,7 +27,7 @@ import nnstep
 from nnstep import loads_scenario
 from nnstep.engine import losses
 from nnstep.engine.program import Program, layer_rng
-from nnstep.spec.model import LossSpec
+from nnstep.model.scenario import LossSpec
 
 N = 2
 

@@ -398,7 +398,7 @@ def test_backward_ops_name_their_paths_before_the_numbers(kind):
     clauses show their numbers, as the TUI's compact view does): which term of dLoss/dh_t is the
     output path and which the recurrent path; the clause itself labels them too; explain says it."""
     from nnstep.debugger.explain import explain
-    from nnstep.spec.formula import views
+    from nnstep.model.formula import views
     s = nnstep.Session(loads_scenario(scenario(kind, T=3)))
     s.goto(1, s.program.stage_start["update"])
     for k, paths in ((3, "one path"), (2, "two paths")):

@@ -587,7 +587,7 @@ lr = 0.05
 steps = 3
 """,
 }
-from nnstep.spec.catalog import LAYERS as _CATALOG  # noqa: E402
+from nnstep.model.catalog import LAYERS as _CATALOG  # noqa: E402
 
 if all(t in _CATALOG for t in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d", "dropout", "log_softmax")):
     EXTRA.update(POOL_EXTRA)
@@ -726,7 +726,8 @@ def test_the_comparison_can_fail(exported):
 def test_extra_scenarios_reach_every_layer_loss_and_optimizer():
     """The cases above cover everything the exporter writes (a type added to it and to no case
     fails here)."""
-    from nnstep.export_torch import LAYER_OPTIONS, LOSSES
+    from nnstep.export_torch import LOSSES
+    from nnstep.layers import layer_types
     from nnstep.scenario import load_scenario, loads_scenario
 
     types, losses, opts, seen = set(), set(), set(), set()
@@ -741,9 +742,8 @@ def test_extra_scenarios_reach_every_layer_loss_and_optimizer():
         seen |= {"clip"} if o.clip_grad_norm else set()
         seen |= {"centered"} if getattr(o, "centered", False) else set()
         seen |= {k for k in ("label_smoothing", "weight", "pos_weight") if getattr(lo, k, None)}
-    from nnstep.spec.catalog import LAYERS, LOSSES as CATALOG_LOSSES
-    # every type of the catalogue is exported, or refused (test_every_catalogue_type_is_written_or_refused)
-    assert set(LAYER_OPTIONS) & set(LAYERS) <= types, (set(LAYER_OPTIONS) & set(LAYERS)) - types
+    from nnstep.model.catalog import LOSSES as CATALOG_LOSSES
+    assert set(layer_types()) <= types, set(layer_types()) - types
     assert set(LOSSES) & set(CATALOG_LOSSES) <= losses, (set(LOSSES) & set(CATALOG_LOSSES)) - losses
     assert {"sgd.momentum", "sgd.dampening", "sgd.nesterov", "sgd.weight_decay", "adam.weight_decay",
             "rmsprop.momentum", "rmsprop.weight_decay", "adamw.weight_decay"} <= opts
@@ -755,15 +755,14 @@ def test_extra_scenarios_reach_every_layer_loss_and_optimizer():
 def test_every_catalogue_type_is_written():
     """The exporter knows every layer type, loss and optimizer of the catalogue (a new one is
     refused by export until it is written, and this test says which)."""
-    from nnstep.export_torch import LAYER_OPTIONS, LOSSES, _OPT_FIELDS, SCHEDULES
-    from nnstep.spec import catalog
+    from nnstep.export_torch import LOSSES, _OPT_FIELDS, SCHEDULES
+    from nnstep.layers import Layer, layer_types
+    from nnstep.model import catalog
 
-    assert set(catalog.LAYERS) - set(LAYER_OPTIONS) == set()
+    assert [t for t, cls in layer_types().items() if cls.torch_module.__func__ is Layer.torch_module.__func__] == []
     assert set(catalog.LOSSES) - set(LOSSES) == set()
     assert set(catalog.OPTIMIZERS) - set(_OPT_FIELDS) == set()
     assert set(catalog.SCHEDULES) - set(SCHEDULES) == set()
-    for t, cls in catalog.LAYERS.items():
-        assert set(cls.options) <= LAYER_OPTIONS[t], (t, set(cls.options) - LAYER_OPTIONS[t])
 def test_weights_and_data_are_written_exactly(tmp_path):
     """Numbers that print long (1/3, 0.1 + 0.2, 2^-1074, -0.0) read back bit for bit."""
     from nnstep.export_torch import _lit
@@ -778,12 +777,14 @@ def test_a_type_the_exporter_does_not_write_is_refused(monkeypatch, tmp_path):
     import nnstep.export_torch as ex
     from nnstep.cli import main
 
-    monkeypatch.delitem(ex.LAYER_OPTIONS, "tanh")
+    from nnstep.layers import layer_type
+
+    monkeypatch.setattr(layer_type("tanh"), "torch_module", classmethod(lambda cls, L: None))
     src = os.path.join(ROOT, "scenarios", "xor-tanh.toml")
     out = tmp_path / "ref.py"
     with pytest.raises(ScenarioError) as e:
         ex.script(__import__("nnstep").load_scenario(src), src)
-    assert "layers[1].type: export --torch does not write a tanh layer yet" in str(e.value)
+    assert "layers[1].type: a tanh layer has no torch equivalent" in str(e.value)
     assert main(["export", src, "--torch", "-o", str(out)]) == 2
     assert not out.exists()
 

@@ -118,7 +118,7 @@ def test_declared_intermediates_are_what_the_engine_makes(type_):
     one that is a named tensor is written with that shape."""
     from nnstep.engine.program import Program
     from nnstep.scenario import loads_scenario
-    from nnstep.spec import catalog
+    from nnstep.model import catalog
 
     nets = {
         "attention": ATTENTION_T.replace("@T@", "5"),

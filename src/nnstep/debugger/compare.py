@@ -32,8 +32,8 @@ import numpy as np
 from ..engine.program import Program
 from ..engine.runner import advance
 from ..errors import ScenarioError, cut
-from ..spec.catalog import fmt_shape as _fmt_shape
-from ..spec.model import Scenario
+from ..model.catalog import fmt_shape as _fmt_shape
+from ..model.scenario import Scenario
 
 RTOL, ATOL = 1e-6, 1e-9
 
@@ -41,7 +41,7 @@ RTOL, ATOL = 1e-6, 1e-9
 def clean(s: str) -> str:
     """Text from the user's file, safe to print (the scenario loader's rule: control characters
     shown as escapes)."""
-    from ..scenario.validate import clean as _clean
+    from ..errors import clean as _clean
     return _clean(s)
 
 
@@ -202,7 +202,7 @@ def compare(sc: Scenario, tensors: dict, rtol: float = RTOL, atol: float = ATOL,
     at ``source`` and the key) for a key whose step is no number or beyond ``train.steps``, a step
     0 that is no parameter, a value that is not numbers, and a shape that cannot match. An unknown
     tensor name is no error here: its result says "unknown" (and the report's exit code is 2)."""
-    from ..spec.plan import Plan
+    from ..model.plan import Plan
 
     for what, v in (("rtol", rtol), ("atol", atol)):
         if not (isinstance(v, (int, float)) and 0 <= v < float("inf")):

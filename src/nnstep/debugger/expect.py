@@ -8,7 +8,7 @@ import numpy as np
 from ..engine.program import Program
 from ..engine.runner import Detector, Stop, advance
 from ..errors import ScenarioError
-from ..spec.model import Expect, Scenario
+from ..model.scenario import Expect, Scenario
 
 
 @dataclass

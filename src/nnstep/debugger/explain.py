@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine import losses
-from ..spec.model import parse_element as _parse_element
-from ..engine.terms import Term, ix
+from ..model.scenario import parse_element as _parse_element
+from ..layers.terms import Term, ix
 from .explain_values import RTOL, explain_value, initial_value
 
 MAX_TERMS = 6          # terms written out per line (the rest are counted, and checked)
@@ -90,8 +90,8 @@ def factor(v: float, digits: int = 9) -> str:
 
 def parse_element(text: str) -> tuple[str, tuple[int, ...] | None]:
     """``"linear1.weight.grad[0, 1]"`` -> ``("linear1.weight.grad", (0, 1))``; ``"loss"`` -> index None
-    (spec.model.parse_element, its message safe to print)."""
-    from ..scenario.validate import clean
+    (model.scenario.parse_element, its message safe to print)."""
+    from ..errors import clean
     try:
         return _parse_element(text)
     except ValueError as e:
@@ -292,7 +292,7 @@ def explain(session, tensor: str, index=None, step: int | None = None, digits: i
     if tensor not in session.names:
         from ..errors import did_you_mean
         from ..errors import cut
-        from ..scenario.validate import clean
+        from ..errors import clean
         raise KeyError(f'unknown tensor "{cut(clean(tensor))}"{did_you_mean(tensor, session.names)}')
     w = _writer(session, tensor)
     k, i = session.position

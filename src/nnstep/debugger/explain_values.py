@@ -1,6 +1,6 @@
 """explain for a value (anything but a gradient): how one element was computed, with its own numbers.
 
-The op that wrote the element has an element rule (:mod:`nnstep.engine.expr`): the layer's
+The op that wrote the element has an element rule (:mod:`nnstep.layers.expr`): the layer's
 ``value_rule`` for a forward op (and an element-wise layer's local derivative), the loss's, the
 optimizer's for an update, the clipping and the schedule. The rule is an expression over the
 elements the op read; it is written with names, then with their numbers, then its value, which must
@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import losses, optim
-from ..engine.expr import Value, agrees, partial
-from ..engine.terms import ix
-from ..spec.formula import views
+from ..layers.expr import Value, agrees, partial
+from ..layers.terms import ix
+from ..model.formula import views
 
 RTOL = {"float64": 1e-9, "float32": 1e-4}       # rounding allowed between a recomputation and the engine
 

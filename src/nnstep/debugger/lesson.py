@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ScenarioError
-from ..spec.model import Ask, Note
+from ..model.scenario import Ask, Note
 from .answer import AnswerError, is_right, parse_answer
 
 PREDICT_SALT = 0x6E6E_7374        # "nnst": --predict's element choice, from the scenario's seed
@@ -315,7 +315,7 @@ def read_results(path: str) -> dict:
     """A results document (as --record writes it), read with the same care as any input: a regular
     file, at most 16 MB, JSON of the right shape. ScenarioError, located, otherwise."""
     import stat as st_
-    from ..scenario.validate import clean
+    from ..errors import clean
     shown = clean(path)
     try:
         st = os.stat(path)
@@ -355,7 +355,7 @@ def grade(session, doc: dict, path: str = "results.json", predict: bool = False)
     other answer in the document about an op's element, e.g. from --predict), each from what was
     typed, never from the document's own ``correct`` fields. The engine's values are computed
     afresh. A question answered more than once (a restart) is graded by its last answer."""
-    from ..scenario.validate import clean
+    from ..errors import clean
     lesson = Lesson(session, predict=predict)
     given: dict[tuple, dict] = {}
     for j, a in enumerate(doc["answers"]):

@@ -84,8 +84,8 @@ import numpy as np
 
 from ..engine.program import Op, Program, lean_skip
 from ..engine.runner import Detector, Stop, advance
-from ..spec.model import Breakpoint, Scenario
-from ..spec.stats import global_norm
+from ..model.scenario import Breakpoint, Scenario
+from ..model.stats import global_norm
 
 RING = 4
 NEAR_SPAN = 16
@@ -269,7 +269,7 @@ class Session:
         if name not in self.names:
             from ..errors import did_you_mean
             from ..errors import cut
-            from ..scenario.validate import clean
+            from ..errors import clean
             raise KeyError(f'unknown tensor "{cut(clean(name))}"{did_you_mean(name, self.names)}')
         return self._env.get(name)
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import math
-from ..spec.records import replace
+from dataclasses import replace
 
 import numpy as np
 
-from ..spec.model import Scenario
+from ..model.scenario import Scenario
 from .program import Program
 
 

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import catalog
-from . import expr as X
-from .expr import Def, Lit, Value, el, total
-from .terms import Factor, Rule, Term, ix
+from ..model import catalog
+from ..layers import expr as X
+from ..layers.expr import Def, Lit, Value, el, total
+from ..layers.terms import Factor, Rule, Term, ix
 
 class Layer:
     """The math of one layer type. Its declaration (options, parameters, state, shape rule,
-    formulas) is the catalogue's class of the same ``type`` (:mod:`nnstep.spec.catalog`), linked
+    formulas) is the catalogue's class of the same ``type`` (:mod:`nnstep.model.catalog`), linked
     when the subclass is defined."""
     type: str = ""
     decl: type[catalog.LayerType] = catalog.LayerType

@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 
-from . import expr as X
-from .expr import Def, Lit, Value, el, total
+from ..layers import expr as X
+from ..layers.expr import Def, Lit, Value, el, total
 from .layers import Layer
-from .terms import Factor, Rule, Term
+from ..layers.terms import Factor, Rule, Term
 
 
 def erf(x: np.ndarray) -> np.ndarray:

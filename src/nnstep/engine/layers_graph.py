@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 
-from . import expr as X
-from .expr import K, Lit, Value, el, total
+from ..layers import expr as X
+from ..layers.expr import K, Lit, Value, el, total
 from .layers import Layer, softmax_row
-from .terms import Factor, Rule, Term, ix
+from ..layers.terms import Factor, Rule, Term, ix
 
 
 def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -17,11 +17,11 @@ import math
 
 import numpy as np
 
-from ..spec.catalog_pool import pool_geometry
-from . import expr as X
-from .expr import K, Lit, Value, el
+from ..model.catalog_pool import pool_geometry
+from ..layers import expr as X
+from ..layers.expr import K, Lit, Value, el
 from .layers import Layer, softmax_row
-from .terms import Factor, Rule, Term, ix
+from ..layers.terms import Factor, Rule, Term, ix
 
 
 class _PoolNd(Layer):

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import expr as X
-from .expr import Def, Lit, Value, el, total
+from ..layers import expr as X
+from ..layers.expr import Def, Lit, Value, el, total
 from .layers import Layer
-from .terms import Factor, Rule, Term, ix
+from ..layers.terms import Factor, Rule, Term, ix
 
 
 def _sigmoid(z):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec.catalog import BCE_EPS         # BCE's gradient clamp, float32's 1e-12 as torch has it
+from ..model.catalog import BCE_EPS         # BCE's gradient clamp, float32's 1e-12 as torch has it
 
 
 def _reduce(elem: np.ndarray, reduction: str):
@@ -166,7 +166,7 @@ def log_softmax(x):
 def grad_rule(lo, pred: str, p: np.ndarray, y: np.ndarray, idx: tuple):
     """dLoss/dpred at one element, as a product of factors (the same derivative as loss_backward,
     written per element, for explain)."""
-    from .terms import Factor, Rule, Term, ix
+    from ..layers.terms import Factor, Rule, Term, ix
 
     idx = tuple(int(i) for i in idx)
     at = ix(idx)
@@ -268,8 +268,8 @@ def class_first(lo, p: np.ndarray, y: np.ndarray):
 def value_rule(lo, pred: str, V, idx=()):
     """The loss (a scalar) from the prediction's and target's elements, for explain: s · Σ ℓ / n
     with every element's ℓ written out (the first few; all are added up)."""
-    from . import expr as X
-    from .expr import K, Lit, Value, total
+    from ..layers import expr as X
+    from ..layers.expr import K, Lit, Value, total
 
     p0, y0 = np.asarray(V(pred)), np.asarray(V("target"))
     p, y, back = class_first(lo, p0, y0)

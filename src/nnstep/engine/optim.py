@@ -3,7 +3,7 @@ clip_grad_norm_ and the four learning-rate schedules (StepLR, ExponentialLR, Cos
 LinearLR) in their recursive ("chainable") form, as their ``step()`` computes them.
 
 Each update returns the new parameter and the optimizer state it used and wrote, by name suffix
-(the names are the catalogue's, spec.catalog.optimizer_state), so the screen can show the momentum
+(the names are the catalogue's, model.catalog.optimizer_state), so the screen can show the momentum
 buffer or Adam's m, v and bias corrections.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..spec.model import OptimizerSpec
+from ..model.scenario import OptimizerSpec
 
 
 def _lerp(a, b, w):
@@ -149,9 +149,9 @@ def value_rule(opt: OptimizerSpec, P: str, name: str, idx, V, t: int):
     """One element of what ``update P`` writes (the new P, its delta, the optimizer's state), from
     the elements it read, as :func:`update` computes them. ``V(n)`` reads as the op read (the old
     P and state), ``V.out(n)`` as it wrote."""
-    from . import expr as X
-    from .expr import Def, El, K, Lit, Value, el
-    from ..spec.catalog import grad_for_update
+    from ..layers import expr as X
+    from ..layers.expr import Def, El, K, Lit, Value, el
+    from ..model.catalog import grad_for_update
 
     idx = tuple(int(i) for i in idx)
     suffix = name[len(P) + 1:] if name != P else ""
@@ -212,8 +212,8 @@ def value_rule(opt: OptimizerSpec, P: str, name: str, idx, V, t: int):
 
 def clip_value_rule(opt: OptimizerSpec, params: list[str], name: str, idx, V):
     """grad_norm, clip_coef, clipped_norm and each P.grad.clipped element, as clip_grad_norm."""
-    from . import expr as X
-    from .expr import Def, El, K, Lit, Value, el, total
+    from ..layers import expr as X
+    from ..layers.expr import Def, El, K, Lit, Value, el, total
 
     idx = tuple(int(i) for i in idx)
 
@@ -241,8 +241,8 @@ def clip_value_rule(opt: OptimizerSpec, params: list[str], name: str, idx, V):
 
 def schedule_value_rule(opt: OptimizerSpec, V, t: int):
     """The next step's lr, as :func:`next_lr` computes it from the lr in force (t: this step)."""
-    from . import expr as X
-    from .expr import El, K, Lit, Value
+    from ..layers import expr as X
+    from ..layers.expr import El, K, Lit, Value
 
     s = opt.schedule
     lr = El("lr", (), V("lr"), f"in force at step {t}")

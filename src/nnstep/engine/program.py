@@ -1,4 +1,4 @@
-"""The plan of one training step (:mod:`nnstep.spec.plan`) bound to its math.
+"""The plan of one training step (:mod:`nnstep.model.plan`) bound to its math.
 
 The plan says which tensors each operation reads and writes; the program gives every op a function
 ``run(env, k)`` that reads its inputs from an environment (a dict name -> array) and writes its
@@ -17,12 +17,12 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..spec import catalog
-from ..spec.model import Scenario
-from ..spec.plan import STAGES, Op, Plan  # noqa: F401  (STAGES, Op: for importers)
-from ..spec.stats import absmax, finite_hint
+from ..model import catalog
+from ..model.scenario import Scenario
+from ..model.plan import STAGES, Op, Plan  # noqa: F401  (STAGES, Op: for importers)
+from ..model.stats import absmax, finite_hint
 from . import losses, optim
-from .layers import LAYERS, Layer
+from ..layers import Layer, registry
 
 
 def _with_sums_and_aliases(fn: Callable, op: Op) -> Callable:
@@ -81,6 +81,17 @@ def _magnitude(x: np.ndarray) -> float:
     return math.sqrt(sq) if sq < math.inf else absmax(x)
 
 
+def make_layer(spec) -> Layer:
+    """The math of one layer of a scenario: an instance of its type's class. A user's type is
+    guarded (layers.plugins.guard): its code raising, or returning what the contract does not
+    allow, is a located error."""
+    cls = registry.layer_type(spec.type)
+    if registry.is_builtin(cls):
+        return cls(spec)
+    from ..layers import plugins
+    return plugins.guard(plugins.call(cls, "__init__", spec))
+
+
 def layer_rng(seed: int, k: int, index: int) -> np.random.Generator:
     """The random numbers of layer ``index`` (its position in [[layers]], from 0) at step k:
     ``numpy.random.default_rng([seed, 4, k, index])`` (streams 0-3 are the initialization, random
@@ -101,8 +112,7 @@ class Program:
         self.layers: list[Layer] = []
         self.layer: dict[str, Layer] = {}
         for spec in sc.layers:
-            L = LAYERS[spec.type](spec.name, spec.options, spec.in_shape, spec.in_shapes)
-            L.spec = spec
+            L = make_layer(spec)
             self.layers.append(L)
             self.layer[spec.name] = L
         self.opt_state, self.opt_written = catalog.optimizer_state(sc.optimizer)
@@ -139,11 +149,11 @@ class Program:
         spec = L.spec
         xs = spec.inputs
         x = xs[0]
-        merge = L.decl.merge
-        pkeys = [(p, spec.t(p)) for p in spec.params] + [(s, spec.t(s)) for s in L.state_names]
+        merge = L.merge
+        pkeys = [(p, spec.t(p)) for p in spec.params] + [(s, spec.t(s)) for s in L.states]
         outname = spec.t("out")
-        extras = [(e, spec.t(e)) for e in L.extra_names]
-        states = [(s, spec.t(s)) for s in L.state_names]
+        extras = [(e, spec.t(e)) for e in L.extras]
+        states = [(s, spec.t(s)) for s in L.states]
 
         # a layer that draws random numbers (dropout) takes ``rng``: a generator seeded from the
         # scenario's seed, the step and the layer's index, so every replay of step k draws the same
@@ -166,11 +176,11 @@ class Program:
         spec = L.spec
         xs = spec.inputs
         x = xs[0]
-        merge = L.decl.merge
+        merge = L.merge
         pkeys = [(p, spec.t(p)) for p in spec.params]
-        extras = [(e, spec.t(e)) for e in L.extra_names]
+        extras = [(e, spec.t(e)) for e in L.extras]
         gname, oname, lname = spec.t("grad_out"), spec.t("out"), spec.t("local")
-        gins = [self.plan.grad_in_name(spec, k) for k in range(len(xs))] if L.decl.grads_input else []
+        gins = [self.plan.grad_in_name(spec, k) for k in range(len(xs))] if L.grads_input else []
         gradnames = {p: spec.t(f"{p}.grad") for p in spec.params}
         kw = {}
         if (gins and all(g in self.skip for g in gins) and not op.also_writes

@@ -19,20 +19,20 @@ the bare loop over the ops' functions that `nnstep run` needs.
 """
 from __future__ import annotations
 
-from ..spec.records import record
+from dataclasses import dataclass
 
 import math
 from typing import Callable
 
 import numpy as np
 
-from ..spec.model import Breakpoint
-from ..spec.stats import all_finite, finite_hint, first_nonfinite
+from ..model.scenario import Breakpoint
+from ..model.stats import all_finite, finite_hint, first_nonfinite
 
 REASONS = ("breakpoint", "nonfinite", "until", "end", "start", "interrupted")
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Stop:
     """Why the cursor stopped: where, which breakpoint (its key path in the scenario and what it
     watches), which op triggered it, and for a condition or a NaN/Inf which tensor and value (the

@@ -1,6 +1,6 @@
 """TOML scenario -> validated, typed :class:`Scenario` (docs/scenario-format.md). No math is imported here: the
 loader builds on :mod:`nnstep.spec` only (a test proves it)."""
-from ..spec.model import (Breakpoint, Condition, Expect, LayerSpec, LossSpec, OptimizerSpec, Scenario,
+from ..model.scenario import (Breakpoint, Condition, Expect, LayerSpec, LossSpec, OptimizerSpec, Scenario,
                           TrainSpec)
 from .conditions import parse_condition
 from .loader import load_scenario, loads_scenario

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import re
 
-from ..errors import did_you_mean
-from ..spec.model import SHOWS, Ask, Breakpoint, Condition, Expect, Note, Scenario, parse_element
-from ..spec.stats import STATS
-from .validate import Ctx, _got, _show, clean
+from ..errors import clean, did_you_mean
+from ..model.scenario import SHOWS, Ask, Breakpoint, Condition, Expect, Note, Scenario, parse_element
+from ..model.stats import STATS
+from .validate import Ctx, _got, _show
 
 STAGES = ("forward", "loss", "backward", "update")
 COND_RE = re.compile(r"^\s*(\S+)\s+(\w+)\s*(<=|>=|==|!=|<|>)\s*(\S+)\s*$")

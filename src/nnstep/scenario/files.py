@@ -9,9 +9,9 @@ import stat
 
 import numpy as np
 
-from ..errors import ScenarioError, cut, did_you_mean
+from ..errors import ScenarioError, clean, cut, did_you_mean
 from .limits import MAX_CSV_BYTES, MAX_ELEMENTS, MAX_FILE_BYTES
-from .validate import _show, clean, fmt_shape as _fmt_shape
+from .validate import _show, fmt_shape as _fmt_shape
 
 
 def data(d, ctx, base: str, npdt, loss, seed: int):

@@ -1,74 +1,67 @@
-"""Layers from their [[layers]] tables: types and options from the catalogue, shapes inferred,
-parameters given or initialized as torch initializes them (seeded by ``scenario.seed``), limits on
-sizes checked before anything is allocated."""
+"""Layers from their [[layers]] tables: each type's options, shape rule and parameters read from
+its class (nnstep.layers), shapes inferred, parameters given or initialized as torch initializes
+them (seeded by ``scenario.seed``), limits on sizes checked before anything is allocated. A type of
+the user's own (``--layers``) is held to the same contract: its code raising, or returning what
+the contract does not allow, is a located error."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from ..spec import catalog
-from ..spec.catalog import ShapeError
-from ..errors import ScenarioError
-from ..spec.model import LayerSpec, LossSpec
-from .limits import (MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_KERNEL, MAX_LAYERS, MAX_MERGE_INPUTS, MAX_RECURRENT_WORK,
-                     MAX_TOTAL_PARAMS)
+from ..errors import ScenarioError, did_you_mean
+from ..layers import OptionError, ShapeError, registry
+from ..layers.init import CHOICES as INITS, init_tensor
+from ..model.scenario import LayerSpec, LossSpec
+from . import limits
+from .limits import MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_LAYERS, MAX_MERGE_INPUTS, MAX_TOTAL_PARAMS
 from .files import cast as _cast
 from .validate import NAME_RE, fmt_shape as _fmt_shape, opt_value as _opt, _show
 
 COMMON_LAYER_KEYS = ("type", "name", "frozen", "init", "in", "input", "inputs")
-MERGES = ", ".join(t for t, c in catalog.LAYERS.items() if c.merge)
+HINT = ("; a layer type of your own is read from the Python file that defines it, named on the command line: "
+        "--layers FILE.py (docs/layers.md)")
 
 
-def init_tensor(kind: str, shape, fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
-    """torch.nn.init, as the layers' reset_parameters() use it, in float64."""
-    if kind in ("kaiming_uniform", "bias", "recurrent"):
-        # "recurrent": nn.RNN / nn.LSTM's reset_parameters, uniform(-1/sqrt(hidden), 1/sqrt(hidden))
-        # for every parameter; their fans are (hidden, hidden)
-        # kaiming_uniform_(a=sqrt(5)) gives bound = gain*sqrt(3/fan_in) with gain = sqrt(2/(1+5)):
-        # exactly 1/sqrt(fan_in); torch's bias init uses the same bound.
-        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-        return rng.uniform(-bound, bound, size=shape)
-    if kind == "kaiming_normal":           # kaiming_normal_(a=0, mode=fan_in, relu): std = sqrt(2/fan_in)
-        return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
-    if kind == "xavier_uniform":
-        bound = math.sqrt(6.0 / (fan_in + fan_out))
-        return rng.uniform(-bound, bound, size=shape)
-    if kind == "xavier_normal":
-        return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), size=shape)
-    if kind == "normal":                   # nn.Embedding: normal_(0, 1)
-        return rng.normal(0.0, 1.0, size=shape)
-    if kind == "zeros":
-        return np.zeros(shape)
-    if kind == "ones":
-        return np.ones(shape)
-    raise ValueError(kind)
+def _merges(types) -> str:
+    return ", ".join(t for t, c in types.items() if c.merge)
 
 
-def init_text(p: "PendingInit", seed: int) -> str:
-    """How a parameter was drawn, in words, with its bound or spread (for explain)."""
-    fan_in, fan_out = p.fans
-    drawn = f"drawn at load from the scenario's seed ({seed}) with "
-    if p.kind in ("kaiming_uniform", "bias", "recurrent"):
-        b = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-        what = {"kaiming_uniform": "torch's default init, kaiming_uniform(a = √5)", "bias": "torch's default bias init",
-                "recurrent": "torch's nn.RNN / nn.LSTM init"}[p.kind]
-        n = "hidden" if p.kind == "recurrent" else "fan_in"
-        return f"{drawn}{what}: U(−1/√{n}, 1/√{n}), {n} = {fan_in}, so U(−{b:.6g}, {b:.6g})"
-    if p.kind == "kaiming_normal":
-        return f"{drawn}kaiming_normal: N(0, 2/fan_in), fan_in = {fan_in}, so std {math.sqrt(2.0 / fan_in):.6g}"
-    if p.kind == "xavier_uniform":
-        b = math.sqrt(6.0 / (fan_in + fan_out))
-        return (f"{drawn}xavier_uniform: U(−√(6/(fan_in + fan_out)), √(6/(fan_in + fan_out))), fan_in = {fan_in}, "
-                f"fan_out = {fan_out}, so U(−{b:.6g}, {b:.6g})")
-    if p.kind == "xavier_normal":
-        return (f"{drawn}xavier_normal: N(0, 2/(fan_in + fan_out)), fan_in = {fan_in}, fan_out = {fan_out}, so std "
-                f"{math.sqrt(2.0 / (fan_in + fan_out)):.6g}")
-    if p.kind == "normal":
-        return f"{drawn}nn.Embedding's init: N(0, 1)"
-    if p.kind == "ones":
-        return "torch's init: ones (a normalization's γ starts at 1)"
-    return "its init: zeros (as torch starts a normalization's β and attention's biases; or init = \"zeros\")"
+def _hook(cls, method: str, *args, expect=()):
+    """A layer class's declaration method: a user's through plugins.call (its code raising is a
+    located error), nnstep's own directly."""
+    if registry.is_builtin(cls):
+        return getattr(cls, method)(*args)
+    from ..layers import plugins
+    return plugins.call(cls, method, *args, expect=expect)
+
+
+def _shapes(cls, opts, in_shapes):
+    """``cls.shapes``, and for a user's type its result checked: (out shape, {param: shape})."""
+    r = _hook(cls, "shapes", opts, in_shapes, expect=(ShapeError,))
+    if registry.is_builtin(cls):
+        return r
+    from ..layers import plugins
+    ok = (isinstance(r, tuple) and len(r) == 2 and _is_shape(r[0]) and isinstance(r[1], dict)
+          and all(p in cls.params and _is_shape(v) for p, v in r[1].items()))
+    if not ok:
+        raise plugins.wrong(cls, "shapes", "returned " + _show(r) + ", expected (out_shape, {param: shape}): a "
+                                           "tuple of positive sizes per sample and a shape for each of its params")
+    missing = [p for p in cls.params if p not in r[1] and p not in cls.bias_params]
+    if missing:
+        raise plugins.wrong(cls, "shapes", f"returned no shape for its parameter {missing[0]!r}")
+    return tuple(int(d) for d in r[0]), {p: tuple(int(d) for d in v) for p, v in r[1].items()}
+
+
+def _is_shape(s) -> bool:
+    return isinstance(s, (tuple, list)) and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                                                 and d > 0 for d in s)
+
+
+def _unknown_type(ctx, typ, where, types):
+    hint = did_you_mean(typ, types)
+    close = hint.startswith(" (did you mean")
+    return ctx.err(f"{where}.type", f"unknown value {_show(typ)}{hint}" + ("" if close else HINT))
 
 
 class PendingInit:
@@ -94,11 +87,12 @@ def draw_pending(initial: dict, order: list, seed: int) -> None:
 
 
 def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
-    """[[layers]] -> (LayerSpecs, initial parameters by name)."""
+    """[[layers]] -> (LayerSpecs, initial parameters by name, the ones still to draw)."""
     if not isinstance(v, list) or not v:
         raise ctx.err("layers", "expected at least one [[layers]] table")
     if len(v) > MAX_LAYERS:
         raise ctx.err("layers", f"{len(v)} layers is over the limit of {MAX_LAYERS}")
+    types = registry.layer_types()
     pending: list[tuple[str, PendingInit]] = []
     counts: dict[str, int] = {}
     names: dict[str, int] = {}
@@ -113,28 +107,32 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             nm = raw.get("name", f"{raw['type']}{seen[raw['type']]}")
             if isinstance(nm, str):
                 later.setdefault(nm, j)
+    n_all = x.shape[0]
+    smallest = n_all % batch or batch      # the last batch of an epoch, the smallest
     total = 0
     acts = 0
     for i, raw in enumerate(v):
         where = f"layers[{i}]"
         t = ctx.table(raw, where)
         if "type" not in t:
-            raise ctx.err(where, f"missing key type (one of: {', '.join(catalog.LAYERS)})")
-        typ = ctx.str_(t["type"], f"{where}.type", tuple(catalog.LAYERS))
-        cls = catalog.LAYERS[typ]
+            raise ctx.err(where, f"missing key type (one of: {', '.join(types)})")
+        typ = ctx.str_(t["type"], f"{where}.type")
+        if typ not in types:
+            raise _unknown_type(ctx, typ, where, types)
+        cls = types[typ]
         allowed = COMMON_LAYER_KEYS + tuple(cls.params) + tuple(cls.options)
         if not cls.params:
             allowed = tuple(k for k in allowed if k not in ("init", "frozen"))
         allowed = tuple(k for k in allowed if k != ("input" if cls.merge else "inputs"))
         if "inputs" in t and not cls.merge:
             raise ctx.err(f"{where}.inputs", f"{_a(typ)} {typ} layer reads one tensor: name it with input = \"<layer>\" "
-                                             f"(inputs = [...] is for the merge layers: {MERGES})")
+                                             f"(inputs = [...] is for the merge layers: {_merges(types)})")
         if "input" in t and cls.merge:
             raise ctx.err(f"{where}.input", f"{_a(typ)} {typ} layer merges several tensors: name them with "
                                             f"inputs = [\"<layer>\", \"<layer>\"]")
         if "activation" in t and "activation" not in allowed:   # Keras' Dense(…, activation=…)
             act = t["activation"]
-            named = f'type = "{act}"' if isinstance(act, str) and act in catalog.LAYERS else 'the activation\'s type'
+            named = f'type = "{act}"' if isinstance(act, str) and act in types else 'the activation\'s type'
             raise ctx.err(f"{where}.activation", f"unknown key: in nnstep an activation is a layer of its own "
                                                   f"(add a [[layers]] table with {named} after this one)")
         ctx.known(t, allowed, where)
@@ -149,28 +147,26 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             raise ctx.err(f"{where}.name", f'{_show(name)} is reserved for a tensor name')
         names[name] = i
         opts = {}
-        for k, (default, kind) in cls.options.items():
+        for k, o in cls.options.items():
             if k in t:
-                opts[k] = _opt(ctx, t[k], f"{where}.{k}", kind)
-            elif default is None:
+                opts[k] = _opt(ctx, t[k], f"{where}.{k}", o.kind)
+            elif o.required:
                 raise ctx.err(where, f"missing key {k} ({_a(typ)} {typ} layer needs it)")
             else:
-                opts[k] = default
+                opts[k] = o.default
         inputs = _inputs(ctx, t, where, i, cls, typ, specs, names, later)
         in_shapes = [shapes[x] for x in inputs]
         shape = in_shapes[0]
         prev = _describe(inputs[0], specs, names)
         if "in" in t:
             given = t["in"]
-            want = shape[0] if typ not in ("linear",) else (shape[-1] if shape else None)
+            want = (shape[cls.in_dim] if shape else None) if cls.in_dim == -1 else shape[cls.in_dim]
             gin = ctx.posint(given, f"{where}.in")
             if want != gin:
                 raise ctx.err(f"{where}.in", f"is {gin} but {prev} gives per-sample shape {_fmt_shape(shape)} "
                                              f"(so in = {want})")
-        if "bias" in cls.options:                 # attention: bias is an option of the layer
-            opts["bias"] = ctx.bool_(t.get("bias", True), f"{where}.bias")
         try:
-            out_shape, pshapes = cls.infer(opts, in_shapes)
+            out_shape, pshapes = _shapes(cls, opts, in_shapes)
         except ShapeError as e:
             if cls.merge:
                 what = " and ".join(f"{_describe(x, specs, names)} {_fmt_shape(('N',) + tuple(shapes[x]))}"
@@ -196,7 +192,7 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
         elif isinstance(bias_v, bool) and "bias" not in cls.options:
             if bias_v is not True or "bias" not in pshapes:
                 raise ctx.err(f"{where}.bias", f"expected an array of numbers or false, got {_show(bias_v)}")
-        init = ctx.str_(t.get("init", "kaiming_uniform"), f"{where}.init", catalog.INITS)
+        init = ctx.str_(t.get("init", "kaiming_uniform"), f"{where}.init", INITS)
         for p in present:
             n = math.prod(pshapes[p])
             total += n
@@ -208,21 +204,16 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             if p in t and t[p] is not True and not (p == "bias" and "bias" in cls.options):
                 a = ctx.array(t[p], f"{where}.{p}")
                 if a.shape != tuple(pshapes[p]):
-                    lay = {"linear": " (out, in)", "conv1d": " (out_channels, in_channels, kernel)",
-                           "conv2d": " (out_channels, in_channels, kh, kw)"}.get(typ, "") if p == "weight" else ""
-                    if typ in ("rnn", "lstm"):          # torch's layouts, gates stacked i, f, g, o
-                        G = "4·hidden" if typ == "lstm" else "hidden"
-                        lay = {"weight_ih": f" ({G}, input features)", "weight_hh": f" ({G}, hidden)"}.get(p, f" ({G},)")
-                        lay += ", the gates i, f, g, o stacked" if typ == "lstm" else ""
+                    lay = _hook(cls, "layout", p, opts)
                     src = ""
-                    if typ in ("linear", "conv1d", "conv2d") and p == "weight":
-                        src = (f"; {'in' if typ == 'linear' else 'in_channels'} = "
-                               f"{pshapes[p][1]} comes from {prev}, per-sample shape {_fmt_shape(shape)}")
+                    if cls.in_param is not None and p == cls.in_param[0]:
+                        src = (f"; {cls.in_param[1]} = {pshapes[p][1]} comes from {prev}, per-sample shape "
+                               f"{_fmt_shape(shape)}")
                     raise ctx.err(f"{where}.{p}", f"expected shape {_fmt_shape(pshapes[p])}{lay}, got "
                                                   f"{_fmt_shape(a.shape)}{src}")
                 initial[full] = _cast(ctx, f"{where}.{p}", a, npdt, "")
             else:
-                initial[full] = PendingInit(cls.init.get(p, init), pshapes[p], cls.fans(opts, shape), npdt)
+                initial[full] = PendingInit(cls.init.get(p, init), pshapes[p], _hook(cls, "fans", opts, shape), npdt)
                 pending.append((full, initial[full]))
         frozen = t.get("frozen", [])
         if isinstance(frozen, str):
@@ -231,9 +222,17 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             raise ctx.err(f"{where}.frozen", f"expected an array of parameter names, got {_show(frozen)}")
         for j, fz in enumerate(frozen):
             ctx.str_(fz, f"{where}.frozen[{j}]", tuple(present))
-        _work_limits(ctx, where, name, typ, opts, shape, tuple(out_shape), batch)
+        n_out = batch * math.prod(out_shape)
+        if n_out > MAX_ELEMENTS:
+            raise ctx.err(where, f"the output of {name}, {_fmt_shape((batch,) + tuple(out_shape))} per batch, has "
+                                 f"{_show(n_out)} elements, over the limit of {MAX_ELEMENTS}")
+        try:
+            _hook(cls, "check_size", name, opts, tuple(shape), tuple(out_shape), batch, smallest, limits,
+                  expect=(OptionError,))
+        except OptionError as e:
+            raise ctx.err(f"{where}.{e.key}" if e.key else where, e.message) from None
         acts += batch * math.prod(out_shape)
-        for label, shp, count in cls.intermediates(opts, in_shapes, tuple(out_shape)):
+        for label, shp, count in _hook(cls, "intermediates", opts, in_shapes, tuple(out_shape)):
             n = batch * math.prod(shp)
             if n > MAX_ELEMENTS:
                 what = f"{name}.{label}" if label.isidentifier() else f"{name}'s {label}"
@@ -244,16 +243,6 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             raise ctx.err(where, f"the layers' outputs and the tensors they make, up to {name}, add up to {_show(acts)} "
                                  f"elements per batch of {batch}, over the limit of {MAX_ACTIVATIONS} (use a smaller "
                                  f"batch_size or smaller inputs)")
-        if typ == "batchnorm":
-            # torch refuses training-mode batchnorm with one value per channel (its variance is 0 and
-            # the unbiased running variance divides by n - 1 = 0); so does nnstep, at load time
-            n_all = x.shape[0]
-            smallest = n_all % batch or batch
-            per_channel = smallest * math.prod(shape[1:])
-            if per_channel < 2:
-                raise ctx.err(where, f"{name} (batchnorm) would see 1 value per channel in a batch of {smallest} "
-                                     f"(per-sample shape {_fmt_shape(shape)}); training-mode batch statistics "
-                                     f"need at least 2, as in torch (use a larger batch_size or more samples)")
         specs.append(LayerSpec(index=i, type=typ, name=name, options=opts, in_shape=shape,
                                out_shape=tuple(out_shape), params=tuple(present), frozen=tuple(frozen),
                                inputs=tuple(inputs), in_shapes=tuple(tuple(s) for s in in_shapes)))
@@ -325,56 +314,21 @@ def _dead_branches(ctx, specs):
                                                 f"layer's output is the prediction")
 
 
-def _work_limits(ctx, where, name, typ, opts, in_shape, out_shape, batch: int):
-    """Refuse a layer whose output or working arrays for one batch would be too large, before
-    anything is allocated: a conv's padded input and its unfolded windows (N·C·positions·kernel)."""
-    n_out = batch * math.prod(out_shape)
-    if n_out > MAX_ELEMENTS:
-        raise ctx.err(where, f"the output of {name}, {_fmt_shape((batch,) + out_shape)} per batch, has "
-                             f"{_show(n_out)} elements, over the limit of {MAX_ELEMENTS}")
-    if typ in ("rnn", "lstm"):
-        # each time step's op writes a new (N, T, ·) array (values are never changed in place):
-        # N·T²·width elements per forward pass, width = hidden (lstm: out, c and gates, 6·hidden)
-        T, H = in_shape[0], opts["hidden"]
-        work = batch * T * T * (H if typ == "rnn" else 6 * H)
-        if work > MAX_RECURRENT_WORK:
-            raise ctx.err(where, f"{name} over {T} time steps would copy {_show(work)} elements per batch, filling its "
-                                 f"(N, T, ·) tensors one time step at a time (N·T²·{'hidden' if typ == 'rnn' else '6·hidden'}), "
-                                 f"over the limit of {MAX_RECURRENT_WORK} (use fewer time steps or a smaller batch_size)")
-    if typ in ("conv1d", "conv2d") or typ.endswith(("pool1d", "pool2d")):     # the same kernel options
-        nd = 1 if typ.endswith("1d") else 2
-        tup = (lambda v: tuple(v) if isinstance(v, list) else (v,) * nd)
-        k, p = tup(opts["kernel_size"]), tup(opts["padding"])
-        if math.prod(k) > MAX_KERNEL:
-            raise ctx.err(f"{where}.kernel_size", f"{list(k)} is {math.prod(k)} elements per kernel, over the "
-                                                  f"limit of {MAX_KERNEL}")
-        padded = batch * in_shape[0] * math.prod(in_shape[1 + d] + 2 * p[d] for d in range(nd))
-        if padded > MAX_ELEMENTS:
-            raise ctx.err(f"{where}.padding", f"the padded input of {name} would have {_show(padded)} elements, over "
-                                              f"the limit of {MAX_ELEMENTS}")
-        windows = batch * in_shape[0] * math.prod(out_shape[1:]) * math.prod(k)
-        if windows > MAX_ELEMENTS:
-            raise ctx.err(where, f"{name} would unfold {_show(windows)} input elements per batch (N·C·positions·kernel), "
-                                 f"over the limit of {MAX_ELEMENTS} (use a smaller batch_size or kernel)")
-
-
-IMAGE_LAYERS = ("conv1d", "conv2d", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d")
-
-
 def flatten_hint(layers: list[LayerSpec]) -> str:
     """A hint for a shape that went wrong because a linear layer reads the output of a convolution
     or pooling (through layers that keep its shape) without a flatten: a linear works on the last
     dim only, as torch's does, so the image's other dims carry on. "" when there is none."""
     by = {L.t("out"): L for L in layers}
+    types = registry.layer_types()
     for L in layers:
-        if L.type != "linear" or L.inputs[0] not in by:
+        if types[L.type].in_dim != -1 or L.inputs[0] not in by:
             continue
         src = by[L.inputs[0]]
         s = src
-        while s is not None and s.type not in IMAGE_LAYERS and not catalog.LAYERS[s.type].merge \
+        while s is not None and not types[s.type].image and not types[s.type].merge \
                 and tuple(s.out_shape) == tuple(s.in_shape):
             s = by.get(s.inputs[0])
-        if s is not None and s.type in IMAGE_LAYERS:
+        if s is not None and types[s.type].image:
             return (f"; is a flatten missing? layers[{L.index}] ({L.name}) reads layers[{src.index}] ({src.name}), "
                     f"per-sample shape {_fmt_shape(L.in_shape)}, and a linear works on the last dim only, so "
                     f"the other dims carry on: add [[layers]] type = \"flatten\" before it")

@@ -17,17 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ScenarioError
-from ..spec import catalog
-from ..spec.model import LossSpec, OptimizerSpec, Scenario, ScheduleSpec, TrainSpec
-from ..spec.plan import Plan
+from ..errors import ScenarioError, clean
+from ..model import catalog
+from ..model.scenario import LossSpec, OptimizerSpec, Scenario, ScheduleSpec, TrainSpec
+from ..model.plan import Plan
 from . import conditions
 from .files import data as _data, weights_file as _weights_file
-from .layers import PendingInit, check_target as _check_target, draw_pending as _draw_pending, init_text
+from ..layers import registry
+from ..layers.init import init_text
+from .layers import PendingInit, check_target as _check_target, draw_pending as _draw_pending
 from .layers import layers as _layers
 from .limits import *  # noqa: F401,F403  (the limits, by their old names)
 from .limits import MAX_SCENARIO_BYTES, MAX_STEPS
-from .validate import Ctx, _show, clean, opt_value
+from .validate import Ctx, _show, opt_value
 
 _Ctx = Ctx
 LOSSES = catalog.LOSSES
@@ -107,7 +109,7 @@ def _origins(layers, initial: dict, seed: int) -> dict[str, str]:
     out = {}
     for n, v in initial.items():
         layer, p = n.rsplit(".", 1)
-        out[n] = (init_text(v, seed) if isinstance(v, PendingInit)
+        out[n] = (init_text(v.kind, v.fans, seed) if isinstance(v, PendingInit)
                   else f"given in the scenario: layers[{index[layer]}].{p}")
     return out
 
@@ -170,7 +172,7 @@ def _schedule(ctx, v) -> ScheduleSpec:
 
 def _token_data(ctx, layers, x):
     """Data read by an embedding are token indices: whole numbers in [0, num), kept as integers."""
-    readers = [L for L in layers if catalog.LAYERS[L.type].int_input and L.inputs[0] == "input"]
+    readers = [L for L in layers if registry.layer_type(L.type).int_input and L.inputs[0] == "input"]
     if not readers:
         return x
     if not np.all(np.isfinite(x)) or not np.all(x == np.round(x)):

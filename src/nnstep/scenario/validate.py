@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 
-from ..errors import ScenarioError, cut, did_you_mean
-from ..spec.catalog import fmt_shape  # noqa: F401  (re-exported)
+from ..errors import ScenarioError, clean, cut, did_you_mean
+from ..model.catalog import fmt_shape  # noqa: F401  (re-exported)
 from .limits import MAX_ELEMENTS, MAX_NDIM
 
 ALIASES = {"learning_rate": "lr", "learningrate": "lr", "epochs": "steps", "iterations": "steps",
@@ -44,15 +44,6 @@ def _tname(v) -> str:
     if isinstance(v, datetime.time):
         return "a time"
     return type(v).__name__
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def clean(s: str) -> str:
-    """Text from a file, safe to print: control characters (terminal escapes, bidi overrides)
-    are shown as escapes, never sent to the terminal."""
-    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), s)
 
 
 def _small(v, budget: int = 40) -> str | None:
@@ -258,7 +249,7 @@ class Ctx:
 
 
 def opt_value(ctx: "Ctx", v, where, kind):
-    """An option's value, checked against its kind in the catalogue (spec.catalog)."""
+    """An option's value, checked against its kind in the catalogue (model.catalog)."""
     if kind == "posint":
         return ctx.posint(v, where)
     if kind == "posfloat":

@@ -1,11 +1,11 @@
 """Number formatting for the screen (no Textual here). The statistics come from the one statistics
-module, nnstep.spec.stats, which breakpoints and the JSON outputs use too."""
+module, nnstep.model.stats, which breakpoints and the JSON outputs use too."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..spec.formula import num as _num
-from ..spec.stats import nonfinite_counts, norm, summary
+from ..model.formula import num as _num
+from ..model.stats import nonfinite_counts, norm, summary
 
 __all__ = ["by_array", "num", "shape_str", "as_2d", "grid_2d", "nonfinite_counts", "stats_line", "nonfinite_text", "compact", "norm", "keep"]
 

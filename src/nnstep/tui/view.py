@@ -10,7 +10,8 @@ a number: every value is a tensor the engine wrote, looked up by name.
 """
 from __future__ import annotations
 
-from ..spec.formula import refs, views
+from ..layers.formula import refs
+from ..model.formula import views
 
 SLOTS = 8
 
@@ -55,7 +56,7 @@ def op_slots(op, ins: dict, outs: dict, written: set) -> list[tuple]:
 
 
 def formula_views(op, ins: dict, outs: dict, step: int | None = None):
-    """The op's formula clause by clause, each with its numbers (spec.formula.views)."""
+    """The op's formula clause by clause, each with its numbers (model.formula.views)."""
     return views(op.formula, ins, outs, step=step)
 
 

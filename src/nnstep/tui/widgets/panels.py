@@ -903,7 +903,7 @@ def _wrapped(text: Text, width: int, console):
 
 
 def formula_text(clauses, compact: bool = False) -> Text:
-    """The formula clause by clause (spec.formula.ClauseView), each followed by the same clause with
+    """The formula clause by clause (model.formula.ClauseView), each followed by the same clause with
     the numbers; ``compact``: one line a clause, "name = right side with the numbers = value" (for a
     small screen)."""
     t = Text()

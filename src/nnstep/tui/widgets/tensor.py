@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ...spec.stats import all_finite
+from ...model.stats import all_finite
 from ..format import as_2d, by_array, grid_2d, keep, nonfinite_counts, nonfinite_text, num, shape_str, stats_line
 from .memo import DirectLines
 

@@ -12,13 +12,12 @@ Option kinds (checked by the loader): ``posint`` > 0, ``nonnegint`` >= 0, ``posf
 """
 from __future__ import annotations
 
-from ..errors import cut
-from .records import record
 
 import math
 from typing import Any
 
-from .formula import Clause, Const, Count, F, Formula, Ref, StepNum, StepPow, Sym
+from ..layers.base import ShapeError, Step, check_dim as _check_dim, fmt_shape  # noqa: F401
+from ..layers.formula import Clause, Const, Count, F, Formula, Ref, StepNum, StepPow, Sym
 
 
 # torch's clamp of BCE's gradient denominator, max((1 − p)·p, ε): its C++ literal 1e-12 is stored in a
@@ -26,35 +25,9 @@ from .formula import Clause, Const, Count, F, Formula, Ref, StepNum, StepPow, Sy
 BCE_EPS = 9.999999960041972e-13
 
 
-class ShapeError(ValueError):
-    """A layer cannot take the shape it is given; the loader turns this into a located error."""
-
-
-def fmt_shape(s) -> str:
-    """A shape as text, cut as a message cuts any value (a shape of the user's can hold 19-digit
-    sizes: docs/errors.md promises 60 characters)."""
-    return cut("[" + ", ".join(str(d) for d in s) + "]")
-
-
 # =================================================================================================
 # Layers
 # =================================================================================================
-@record(frozen=True)
-class Step:
-    """One operation of a layer that takes several (attention's sub-steps, an RNN's time steps):
-    ``forward <layer> <suffix>`` / ``backward <layer> <suffix>``. ``ins``/``outs`` are
-    (tensor, role) pairs; the engine binds ``kind`` to the layer's method of that name, called as
-    ``method(env, k)``, or ``method(env, k, arg)`` when the step carries an ``arg`` (an RNN's time
-    index: one method for every time step)."""
-    suffix: str
-    kind: str
-    ins: tuple[tuple[str, str], ...]
-    outs: tuple[tuple[str, str], ...]
-    formula: Formula
-    labels: tuple[tuple[str, str], ...] = ()     # (tensor, label) where the role's default label is vague
-    arg: Any = None                              # passed to the method (None: not passed)
-
-
 class LayerType:
     type: str = ""
     options: dict[str, tuple[Any, str]] = {}
@@ -420,14 +393,6 @@ class Softmax(LayerType):
     def bwd_formula(cls, L, n):
         return F("{gin} = {out} ⊙ ({g} − Σ({g} ⊙ {out}))   (Σ over dim " + _dim_text(L) + ")",
                  gin=n.gin, out=n.outr, g=n.g)
-
-
-def _check_dim(dim: int, s: tuple[int, ...], what: str = "dim"):
-    """``dim`` counts the batch as dim 0 (as torch on the batched tensor); dim 0 itself is refused."""
-    nd = len(s) + 1
-    if not (-nd <= dim < nd) or dim % nd == 0:
-        raise ShapeError(f"{what} = {dim} is not a non-batch dimension of a tensor of shape "
-                         f"{fmt_shape(('N',) + tuple(s))} (use 1 to {nd - 1}, or -1 to -{nd - 1})")
 
 
 def _dim_text(L) -> str:

@@ -24,7 +24,7 @@ up (or fill in) one time step per backward op, complete after ``backward <layer>
 from __future__ import annotations
 
 from .catalog import LayerType, ShapeError, Step, fmt_shape
-from .formula import F, Ref, Sym
+from ..layers.formula import F, Ref, Sym
 
 PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 

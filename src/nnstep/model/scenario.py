@@ -3,7 +3,7 @@ inferred, missing parameters are initialized, data is loaded. The scenario loade
 the engine consumes it; this module imports neither."""
 from __future__ import annotations
 
-from .records import Factory, record
+from dataclasses import dataclass, field
 
 import re
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class LayerSpec:
     index: int
     type: str
@@ -32,7 +32,7 @@ class LayerSpec:
         return f"{self.name}.{suffix}"
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class LossSpec:
     type: str
     reduction: str = "mean"
@@ -45,7 +45,7 @@ class LossSpec:
     pos_weight: tuple[float, ...] | None = None  # bce_with_logits: over the last dim
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class OptimizerSpec:
     type: str
     lr: float = 0.001
@@ -61,7 +61,7 @@ class OptimizerSpec:
     schedule: "ScheduleSpec | None" = None
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class ScheduleSpec:
     """A torch.optim.lr_scheduler, stepped once after each training step's update."""
     type: str                          # step | exponential | cosine | linear
@@ -76,14 +76,14 @@ class ScheduleSpec:
     warmup_start: float = 1.0 / 3      # cosine: the warm-up's start_factor
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class TrainSpec:
     steps: int = 1
     batch_size: int = 0
     shuffle: bool = False
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Condition:
     """`<tensor> <stat> <op> <number>` or `nonfinite`. Parsed, never evaluated."""
     kind: str                          # "compare" | "nonfinite"
@@ -103,7 +103,7 @@ class Condition:
         return bool(ok), s
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Breakpoint:
     where: str                         # key path, e.g. "breakpoints[1]"
     op: str | None = None
@@ -118,7 +118,7 @@ class Breakpoint:
         return f'when "{self.when.text}"'
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Expect:
     where: str                         # key path, e.g. "expect[0]"
     step: int
@@ -151,7 +151,7 @@ def parse_element(text: str) -> tuple[str, tuple[int, ...] | None]:
 SHOWS = ("numbers", "formula", "nothing")
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Ask:
     """A question a lesson asks before an op runs (docs/teaching.md): predict one element it writes."""
     where: str                         # key path, e.g. "ask[0]" (or "--predict" for one made up)
@@ -169,7 +169,7 @@ class Ask:
         return self.tensor + ("[" + ", ".join(map(str, self.index)) + "]" if self.index else "")
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Note:
     """Narration a lesson shows when the cursor reaches an op or a stage (docs/teaching.md)."""
     where: str                         # key path, e.g. "note[0]"
@@ -179,7 +179,7 @@ class Note:
     step: int | None = 1               # None: every step
 
 
-@record
+@dataclass
 class Scenario:
     path: str                          # the file as the user named it ("<string>" when loaded from text)
     name: str
@@ -193,13 +193,13 @@ class Scenario:
     optimizer: OptimizerSpec
     train: TrainSpec
     initial: dict[str, np.ndarray]     # every parameter by name "<layer>.<param>", frozen included
-    breakpoints: list[Breakpoint] = Factory(list)
-    expects: list[Expect] = Factory(list)
-    asks: list[Ask] = Factory(list)
-    notes: list[Note] = Factory(list)
+    breakpoints: list[Breakpoint] = field(default_factory=list)
+    expects: list[Expect] = field(default_factory=list)
+    asks: list[Ask] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     source: str = ""                   # the TOML text, for reloading and display
-    origins: dict[str, str] = Factory(dict)   # where each initial parameter came from, in words (explain)
-    files: dict[str, str] = Factory(dict)   # the files it read, by key path: {"data.x.file": path, ...}
+    origins: dict[str, str] = field(default_factory=dict)   # where each initial parameter came from, in words (explain)
+    files: dict[str, str] = field(default_factory=dict)   # the files it read, by key path: {"data.x.file": path, ...}
 
     @property
     def inputs(self) -> list[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""The NaN/Inf check every op runs (spec.stats.finite_hint, all_finite): a false 'finite' would let
+"""The NaN/Inf check every op runs (model.stats.finite_hint, all_finite): a false 'finite' would let
 a NaN run on unseen, so every kind of value is tried, huge finite ones included (their sum of
 squares overflows, and the exact test must then clear them)."""
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from nnstep.spec.stats import all_finite, finite_hint
+from nnstep.model.stats import all_finite, finite_hint
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -15,11 +15,12 @@ the reader's ``grad_in``, in ``also_writes``); the last layer's is written by ``
 """
 from __future__ import annotations
 
-from .records import NoInit, record
+from dataclasses import dataclass, field
 
 
+from ..layers import registry
+from ..layers.formula import Clause, F, Formula, Ref, text as formula_text
 from . import catalog
-from .formula import Clause, F, Formula, Ref, text as formula_text
 
 STAGES = ("forward", "loss", "backward", "update")
 
@@ -31,7 +32,7 @@ ROLE_LABELS = {
 }
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Slot:
     """A tensor an operation reads or writes: its name, its role in the operation, a short label,
     and for a gradient the tensor it is the gradient of (dLoss/d ``of``)."""
@@ -41,7 +42,7 @@ class Slot:
     of: str = ""
 
 
-@record(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False)
 class Op:
     index: int
     stage: str
@@ -56,8 +57,8 @@ class Op:
     param: str | None = None                   # update ops: the parameter
     sums: tuple[str, ...] = ()                 # a fork's backward: grad_out = Σ these, first
     arg: object = None                         # a layer step's argument (Step.arg): an RNN's time index
-    inputs: tuple[str, ...] = NoInit()
-    outputs: tuple[str, ...] = NoInit()
+    inputs: tuple[str, ...] = field(init=False)
+    outputs: tuple[str, ...] = field(init=False)
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(dict.fromkeys(s.name for s in self.ins)))
@@ -114,7 +115,7 @@ class Plan:
         self.scenario = sc
         self.layers = list(sc.layers)
         self.by_name = {L.name: L for L in self.layers}
-        self.types = {L.name: catalog.LAYERS[L.type] for L in self.layers}
+        self.types = {L.name: registry.layer_type(L.type) for L in self.layers}
         # who reads each tensor: [(layer, k)] with k the position in its inputs
         self.readers: dict[str, list[tuple[str, int]]] = {}
         for L in self.layers:
@@ -206,7 +207,7 @@ class Plan:
         for L in self.layers:
             T = self.types[L.name]
             n = Names(L, self)
-            steps = T.forward_steps(L, n)
+            steps = _formula(T, "forward_steps", L, n)
             if steps:
                 for st in steps:
                     self._add(stage="forward", name=f"forward {L.name} {st.suffix}", layer=L.name, kind=f"step:{st.kind}",
@@ -220,7 +221,7 @@ class Plan:
             outs = [self._slot(L.t("out"), "result", L)] + [self._slot(L.t(e), "extra", L) for e in T.extras]
             outs += [self._slot(L.t(s), "state", L) for s in T.states]
             self._add(stage="forward", name=f"forward {L.name}", layer=L.name, kind="forward", ins=tuple(ins),
-                      outs=tuple(outs), formula=T.fwd_formula(L, n))
+                      outs=tuple(outs), formula=_formula(T, "forward_formula", L, n))
         pred = self.prediction
         y_index = getattr(sc.y, "dtype", None) is not None and sc.y.dtype.kind in "iu"
         pred_ndim = 1 + len(self.layers[-1].out_shape)
@@ -288,7 +289,7 @@ class Plan:
         gins = [g.name for g in n.gins] if T.grads_input else []
         aliases = [(x.rsplit(".", 1)[0] + ".grad_out", gins[k]) for k, x in enumerate(L.inputs)
                    if gins and x != "input" and len(self.readers.get(x, [])) == 1]
-        steps = T.backward_steps(L, n)
+        steps = _formula(T, "backward_steps", L, n)
         if steps:
             for j, st in enumerate(steps):
                 ins = [self._step_slot(a, r, L) for a, r in st.ins]
@@ -314,12 +315,17 @@ class Plan:
         outs += [self._slot(L.t(f"{p}.grad"), "grad_param", L) for p in L.params]
         outs += [self._slot(g, "grad_in", L) for g in gins]
         self._add(stage="backward", name=f"backward {L.name}", layer=L.name, kind="backward", ins=tuple(ins),
-                  outs=tuple(outs), formula=pre + T.bwd_formula(L, n), also_writes=tuple(a for a, _ in aliases),
+                  outs=tuple(outs), formula=pre + _formula(T, "backward_formula", L, n), also_writes=tuple(a for a, _ in aliases),
                   alias_src=tuple(s for _, s in aliases), sums=tuple(contrib) if fork else ())
 
 
-def build(sc) -> Plan:
-    return Plan.of(sc)
+def _formula(T, method: str, L, n):
+    """A layer type's formula (or steps): a user's type is run through plugins.call, so that its
+    code raising is a located error."""
+    if registry.is_builtin(T):
+        return getattr(T, method)(L, n)
+    from ..layers import plugins
+    return plugins.call(T, method, L, n)
 
 
-__all__ = ["STAGES", "Op", "Plan", "Slot", "build", "F"]
+__all__ = ["STAGES", "Op", "Plan", "Slot", "F"]

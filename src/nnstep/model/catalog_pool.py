@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from .catalog import LayerType, ShapeError, Softmax, _check_dim, _dim_text, fmt_shape
-from .formula import Const, Count, F, Formula, Ref
+from ..layers.formula import Const, Count, F, Formula, Ref
 
 SAME = "kernel_size"          # the default stride: the kernel size, as torch's stride=None
 

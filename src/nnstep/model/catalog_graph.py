@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import cut
 from .catalog import LayerType, ShapeError, Step, _check_dim, fmt_shape
-from .formula import Const, F, Ref
+from ..layers.formula import Const, F, Ref
 
 
 def _nshape(s) -> str:

@@ -1,12 +1,13 @@
-"""Formulas as structure (spec.formula) and what the catalogue writes with them: the text a user
+"""Formulas as structure (layers.formula, model.formula) and what the catalogue writes with them: the text a user
 reads and the numbers filled in, clause by clause, from the engine's tensors."""
 import numpy as np
 import pytest
 
 import nnstep
 from nnstep import loads_scenario
-from nnstep.spec.formula import Const, F, Ref, Sym, numbers, text, views
-from nnstep.spec.plan import Plan
+from nnstep.layers.formula import Const, F, Ref, Sym, text
+from nnstep.model.formula import numbers, views
+from nnstep.model.plan import Plan
 
 
 def test_a_state_that_does_not_exist_yet_keeps_its_name():

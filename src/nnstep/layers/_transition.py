@@ -1,0 +1,223 @@
+"""While the layer families move into this package: the types not yet moved, each made one
+class of the new API from its old two halves (model.catalog's declaration, engine.layers' math),
+with the type-specific code the loader and the exporter had. Deleted when the last family moves."""
+from __future__ import annotations
+
+import math
+
+from .base import REQUIRED, Layer, Option, OptionError
+
+_made: dict | None = None
+
+IMAGE = ("conv1d", "conv2d", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d")
+LAYOUTS = {"linear": {"weight": "(out, in)"}, "conv1d": {"weight": "(out_channels, in_channels, kernel)"},
+           "conv2d": {"weight": "(out_channels, in_channels, kh, kw)"}}
+IN_PARAM = {"linear": ("weight", "in"), "conv1d": ("weight", "in_channels"), "conv2d": ("weight", "in_channels")}
+
+
+def _option(default, kind):
+    return Option(REQUIRED if default is None and kind not in ("table", "weights") else default, kind)
+
+
+def old_types() -> dict:
+    global _made
+    if _made is None:
+        from ..engine import layers as old_math
+        from ..model import catalog
+        _made = {t: _adapt(catalog.LAYERS[t], old_math.LAYERS[t]) for t in old_math.LAYERS}
+    return _made
+
+
+def _adapt(decl, math_cls):
+    t = decl.type
+
+    def __init__(self, spec):
+        math_cls.__init__(self, spec.name, spec.options, spec.in_shape, spec.in_shapes)
+        self.spec = spec
+        self.param_shapes = {p: s for p, s in self.param_shapes.items() if p in spec.params}
+
+    cls = type(math_cls.__name__, (math_cls, Layer), {"__init__": __init__, "__module__": __name__})
+    attrs = dict(
+        type=t, options={k: _option(d, kind) for k, (d, kind) in decl.options.items()}, params=decl.params,
+        symbols=decl.symbols, init=decl.init, bias_params=decl.bias_params, states=decl.states,
+        extras=decl.extras, elementwise=decl.elementwise, merge=decl.merge, arity=decl.arity,
+        grads_input=decl.grads_input, int_input=decl.int_input, in_dim=-1 if t == "linear" else 0,
+        image=t in IMAGE, layouts=LAYOUTS.get(t, {}), in_param=IN_PARAM.get(t),
+        shapes=classmethod(lambda c, opts, in_shapes: decl.infer(opts, in_shapes)),
+        fans=classmethod(lambda c, opts, in_shape: decl.fans(opts, in_shape)),
+        intermediates=classmethod(lambda c, *a: decl.intermediates(*a)),
+        forward_formula=classmethod(lambda c, L, n: decl.fwd_formula(L, n)),
+        backward_formula=classmethod(lambda c, L, n: decl.bwd_formula(L, n)),
+        forward_steps=classmethod(lambda c, L, n: decl.forward_steps(L, n)),
+        backward_steps=classmethod(lambda c, L, n: decl.backward_steps(L, n)),
+        check_size=classmethod(lambda c, *a: _check_size(t, *a)),
+        layout=classmethod(lambda c, p, opts: _layout(t, p, opts)),
+        torch_module=classmethod(lambda c, L: _module(L)),
+        torch_forward=classmethod(lambda c, L, ins, me, out: _forward_line(L, ins, me, out)),
+        torch_param=classmethod(lambda c, L, p, me: _param_ref(L, p, me)),
+        torch_random_extra="mask" if t == "dropout" else None,
+    )
+    if hasattr(decl, "masked"):
+        attrs["masked"] = classmethod(lambda c, L: decl.masked(L))
+    if hasattr(decl, "ndims"):
+        attrs["ndims"] = classmethod(lambda c, o, s: decl.ndims(o, s))
+    for k, v in attrs.items():
+        setattr(cls, k, v)
+    return cls
+
+
+def _layout(typ, p, opts):
+    lay = {"linear": " (out, in)", "conv1d": " (out_channels, in_channels, kernel)",
+           "conv2d": " (out_channels, in_channels, kh, kw)"}.get(typ, "") if p == "weight" else ""
+    if typ in ("rnn", "lstm"):          # torch's layouts, gates stacked i, f, g, o
+        G = "4·hidden" if typ == "lstm" else "hidden"
+        lay = {"weight_ih": f" ({G}, input features)", "weight_hh": f" ({G}, hidden)"}.get(p, f" ({G},)")
+        lay += ", the gates i, f, g, o stacked" if typ == "lstm" else ""
+    return lay
+
+
+def _check_size(typ, name, opts, in_shape, out_shape, batch, smallest, limits):
+    from ..layers.base import fmt_shape as _fmt_shape
+    from ..scenario.validate import _show
+    if typ in ("rnn", "lstm"):
+        T, H = in_shape[0], opts["hidden"]
+        work = batch * T * T * (H if typ == "rnn" else 6 * H)
+        if work > limits.MAX_RECURRENT_WORK:
+            raise OptionError(None, f"{name} over {T} time steps would copy {_show(work)} elements per batch, filling its "
+                                    f"(N, T, ·) tensors one time step at a time (N·T²·{'hidden' if typ == 'rnn' else '6·hidden'}), "
+                                    f"over the limit of {limits.MAX_RECURRENT_WORK} (use fewer time steps or a smaller batch_size)")
+    if typ in ("conv1d", "conv2d") or typ.endswith(("pool1d", "pool2d")):     # the same kernel options
+        nd = 1 if typ.endswith("1d") else 2
+        tup = (lambda v: tuple(v) if isinstance(v, list) else (v,) * nd)
+        k, p = tup(opts["kernel_size"]), tup(opts["padding"])
+        if math.prod(k) > limits.MAX_KERNEL:
+            raise OptionError("kernel_size", f"{list(k)} is {math.prod(k)} elements per kernel, over the "
+                                             f"limit of {limits.MAX_KERNEL}")
+        padded = batch * in_shape[0] * math.prod(in_shape[1 + d] + 2 * p[d] for d in range(nd))
+        if padded > limits.MAX_ELEMENTS:
+            raise OptionError("padding", f"the padded input of {name} would have {_show(padded)} elements, over "
+                                         f"the limit of {limits.MAX_ELEMENTS}")
+        windows = batch * in_shape[0] * math.prod(out_shape[1:]) * math.prod(k)
+        if windows > limits.MAX_ELEMENTS:
+            raise OptionError(None, f"{name} would unfold {_show(windows)} input elements per batch (N·C·positions·kernel), "
+                                    f"over the limit of {limits.MAX_ELEMENTS} (use a smaller batch_size or kernel)")
+    if typ == "batchnorm":
+        per_channel = smallest * math.prod(in_shape[1:])
+        if per_channel < 2:
+            raise OptionError(None, f"{name} (batchnorm) would see 1 value per channel in a batch of {smallest} "
+                                    f"(per-sample shape {_fmt_shape(in_shape)}); training-mode batch statistics "
+                                    f"need at least 2, as in torch (use a larger batch_size or more samples)")
+
+
+def _f(v):
+    from ..export_torch import _f
+    return _f(v)
+
+
+def _one(v):
+    """A conv option as torch takes it: an int when all equal, else a tuple."""
+    v = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+    return str(v[0]) if len(set(v)) == 1 else "(" + ", ".join(map(str, v)) + ")"
+
+
+def _module(L):
+    """(constructor source or None, comment) for a layer that is an nn.Module."""
+    o, t = L.options, L.type
+    if t == "linear":
+        bias = "" if L.has("bias") else ", bias=False"
+        return f"nn.Linear({L.in_shape[-1]}, {o['out']}{bias})", "out = in @ W.T + b"
+    if t in ("conv1d", "conv2d"):
+        bias = "" if L.has("bias") else ", bias=False"
+        nd = 1 if t == "conv1d" else 2
+        return (f"nn.Conv{nd}d({L.in_shape[0]}, {o['out_channels']}, kernel_size={_one(o['kernel_size'])}, "
+                f"stride={_one(o['stride'])}, padding={_one(o['padding'])}{bias})", "cross-correlation, as torch's")
+    if t == "batchnorm":
+        nd = 2 if len(L.in_shape) == 3 else 1
+        aff = "" if o["affine"] else ", affine=False"
+        return (f"nn.BatchNorm{nd}d({L.in_shape[0]}, eps={_f(o['eps'])}, momentum={_f(o['momentum'])}{aff})",
+                "training mode: the batch's statistics (biased variance)")
+    if t == "layernorm":
+        d = o.get("dims") or len(L.in_shape)
+        shp = list(L.in_shape[len(L.in_shape) - d:])
+        aff = "" if o["affine"] else ", elementwise_affine=False"
+        return f"nn.LayerNorm({shp}, eps={_f(o['eps'])}{aff})", ("over the last dim" if d == 1 else f"over the last {d} dims")
+    if t == "relu":
+        return "nn.ReLU()", ""
+    if t == "leaky_relu":
+        return f"nn.LeakyReLU(negative_slope={_f(o['negative_slope'])})", ""
+    if t == "sigmoid":
+        return "nn.Sigmoid()", ""
+    if t == "tanh":
+        return "nn.Tanh()", ""
+    if t == "gelu":
+        return f'nn.GELU(approximate="{o["approximate"]}")', ""
+    if t == "identity":
+        return "nn.Identity()", ""
+    if t == "softmax":
+        return f"nn.Softmax(dim={o.get('dim', -1)})", ""
+    if t == "flatten":
+        return "nn.Flatten()", "(N, ...) -> (N, -1)"
+    if t == "embedding":
+        return f"nn.Embedding({o['num']}, {o['dim']})", "token i -> row i of the weight"
+    if t == "attention":
+        E = L.in_shape[-1]
+        bias = "" if o["bias"] else ", bias=False"
+        return (f"nn.MultiheadAttention({E}, num_heads={o['heads']}{bias}, batch_first=True)",
+                "self-attention: query = key = value = its input")
+    if t in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"):
+        kind = "Max" if t.startswith("max") else "Avg"
+        st = "" if o.get("stride", "kernel_size") == "kernel_size" else f", stride={_one(o['stride'])}"
+        note = ("the largest of each window (padding is −inf)" if kind == "Max"
+                else "the mean of each window, padding's zeros counted (count_include_pad=True)")
+        return f"nn.{kind}Pool{t[-2]}d(kernel_size={_one(o['kernel_size'])}{st}, padding={_one(o['padding'])})", note
+    if t == "dropout":
+        return (f"NnstepDropout(MASKS[{L.name!r}])",
+                f"nn.Dropout(p={_f(o['p'])}) with nnstep's masks (see NnstepDropout)")
+    if t == "log_softmax":
+        return f"nn.LogSoftmax(dim={o.get('dim', -1)})", ""
+    if t in ("rnn", "lstm"):
+        bias = "" if o["bias"] else ", bias=False"
+        nl = f', nonlinearity="{o["nonlinearity"]}"' if t == "rnn" else ""
+        return (f"nn.{t.upper()}({L.in_shape[-1]}, {o['hidden']}{nl}{bias}, batch_first=True)",
+                "one layer, h0 = 0" + (" and c0 = 0" if t == "lstm" else "") + "; its output: every hidden state")
+    return None, ""
+
+
+def _forward_line(L, ins, me, out):
+    """The statement(s) of forward() computing this layer's output."""
+    o, t = L.options, L.type
+    a = ins[0]
+    if t == "add":
+        return [f"{out} = " + " + ".join(ins)]
+    if t == "mul":
+        return [f"{out} = " + " * ".join(ins)]
+    if t == "concat":
+        return [f"{out} = torch.cat([{', '.join(ins)}], dim={o['dim']})"]
+    if t == "matmul":                     # per sample: the lower-rank input gets size-1 dims after the batch
+        nd = max(len(s) for s in L.in_shapes)
+        x = [v + ("[:" + ", None" * (nd - len(s)) + "]" if len(s) < nd else "") for v, s in zip(ins, L.in_shapes)]
+        return [f"{out} = torch.matmul({x[0]}, {x[1]})"]
+    if t == "transpose":
+        d0, d1 = o["dims"]
+        return [f"{out} = torch.transpose({a}, {d0}, {d1})"]
+    if t == "reshape":
+        return [f"{out} = {a}.reshape({a}.shape[0], {', '.join(str(s) for s in L.out_shape)})"]
+    if t == "scale":
+        return [f"{out} = {a} * {_f(o['by'])}"]
+    if t == "attention":
+        T = L.in_shape[0]
+        if o["causal"]:
+            return [f"mask = torch.triu(torch.ones({T}, {T}, dtype=torch.bool), diagonal=1)   # True: key j > query i, hidden",
+                    f"{out}, _ = {me}({a}, {a}, {a}, need_weights=False, attn_mask=mask)"]
+        return [f"{out}, _ = {me}({a}, {a}, {a}, need_weights=False)"]
+    if t in ("rnn", "lstm"):
+        return [f"{out}, _ = {me}({a})"]
+    return [f"{out} = {me}({a})"]
+
+
+def _param_ref(L, p, me):
+    if L.type == "attention" and p.startswith("out_proj_"):
+        return f"{me}.out_proj.{p[len('out_proj_'):]}"
+    if L.type in ("rnn", "lstm"):
+        return f"{me}.{p}_l0"                 # torch numbers the layers of a stacked RNN: this is layer 0
+    return f"{me}.{p}"
