@@ -11,7 +11,7 @@ import pytest
 
 from nnstep import load_scenario, loads_scenario
 from nnstep.cli import main
-from nnstep.engine import layers as L
+from nnstep.layers import activations, dense
 from nnstep.engine.gradcheck import gradcheck
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,7 +59,7 @@ def test_wrong_analytic_gradient_fails(monkeypatch, tmp_path, capsys):
     sc = loads_scenario(NET)
     good = {r[0]: r[3] for r in gradcheck(sc)}
     assert all(e < 1e-7 for e in good.values()), good
-    monkeypatch.setattr(L.Sigmoid, "local", lambda self, x, out: out)
+    monkeypatch.setattr(activations.Sigmoid, "local", lambda self, x, out: out)
     bad = {r[0]: r[3] for r in gradcheck(sc)}
     assert bad["linear1.weight"] > 1e-2 and bad["linear1.bias"] > 1e-2
     assert bad["linear2.weight"] < 1e-7 and bad["linear2.bias"] < 1e-7      # above the sigmoid: untouched
@@ -73,13 +73,13 @@ def test_wrong_analytic_gradient_fails(monkeypatch, tmp_path, capsys):
 def test_wrong_weight_gradient_fails(monkeypatch):
     """A Linear backward that forgets to transpose-sum correctly (scales dW by 2) is caught."""
     sc = loads_scenario(NET)
-    orig = L.Linear.backward
+    orig = dense.Linear.backward
 
     def wrong(self, g, x, out, P, extras):
         gin, grads, loc = orig(self, g, x, out, P, extras)
         return gin, {**grads, "weight": 2 * grads["weight"]}, loc
 
-    monkeypatch.setattr(L.Linear, "backward", wrong)
+    monkeypatch.setattr(dense.Linear, "backward", wrong)
     rows = gradcheck(sc)
     assert all(r[3] > 0.1 for r in rows if r[0].endswith(".weight"))
     assert all(r[3] < 1e-7 for r in rows if r[0] == "linear2.bias")

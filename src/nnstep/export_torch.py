@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import ScenarioError
 from .layers import registry
+from .layers.base import exact as _f
 import dataclasses
 from .model.scenario import Scenario
 
@@ -47,20 +48,6 @@ SCHEDULES = {"step": ("StepLR", {"step_size": "step_size", "gamma": "gamma"}),
              "linear": ("LinearLR", {"start_factor": "start_factor", "end_factor": "end_factor",
                                      "total_iters": "total_iters"})}
 _TRAIN_FIELDS = {"steps", "batch_size", "shuffle"}
-
-
-def _f(v) -> str:
-    """A number as exact Python source."""
-    if isinstance(v, bool):
-        return repr(v)
-    if isinstance(v, (int, np.integer)):
-        return repr(int(v))
-    v = float(v)
-    if math.isnan(v):
-        return 'float("nan")'
-    if math.isinf(v):
-        return 'float("inf")' if v > 0 else '-float("inf")'
-    return repr(v)
 
 
 def _lit(a: np.ndarray, indent: int) -> str:

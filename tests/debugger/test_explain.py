@@ -21,7 +21,7 @@ import pytest
 import nnstep
 from nnstep.cli import main
 from nnstep.debugger.explain import computed_this_step, explain, is_gradient, parse_element
-from nnstep.engine import layers as L
+from nnstep.layers import dense as L
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))

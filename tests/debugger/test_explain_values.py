@@ -143,7 +143,7 @@ def test_a_gradient_before_its_backward_op_says_which_op_computes_it():
 
 def test_a_rule_whose_numbers_do_not_add_up_is_flagged(monkeypatch):
     """The check is honest: a rule that shows a wrong term is caught on the line it is shown."""
-    from nnstep.engine import layers as L
+    from nnstep.layers import dense as L
     from nnstep.layers.expr import Lit
 
     real = L.Linear.value_rule

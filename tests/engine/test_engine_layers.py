@@ -270,7 +270,7 @@ def test_erf_is_accurate_to_double_precision():
     within one ulp, and against published values: erf(1) = 0.8427007929497148693...,
     erf(2) = 0.9953222650189527341..., erf(0.5) = 0.5204998778130465377... (Abramowitz & Stegun,
     table 7.1)."""
-    from nnstep.engine.layers import erf
+    from nnstep.layers.activations import erf
 
     xs = np.concatenate([np.linspace(-6, 6, 241), [1e-300, -1e-20, 1e-8, 0.0, 30.0, -30.0]])
     got = erf(xs)

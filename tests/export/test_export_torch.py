@@ -587,10 +587,7 @@ lr = 0.05
 steps = 3
 """,
 }
-from nnstep.model.catalog import LAYERS as _CATALOG  # noqa: E402
-
-if all(t in _CATALOG for t in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d", "dropout", "log_softmax")):
-    EXTRA.update(POOL_EXTRA)
+EXTRA.update(POOL_EXTRA)
 
 
 def nnstep_run_json(path: str) -> dict:

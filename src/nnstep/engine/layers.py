@@ -18,6 +18,7 @@ from ..model import catalog
 from ..layers import expr as X
 from ..layers.expr import Def, Lit, Value, el, total
 from ..layers.terms import Factor, Rule, Term, ix
+from ..layers.dense import may_overflow
 
 class Layer:
     """The math of one layer type. Its declaration (options, parameters, state, shape rule,
@@ -83,78 +84,6 @@ class Layer:
     def _dout(self, r, wrt_sym: str) -> str:
         """The symbol ∂out[r]/∂(something)."""
         return f"∂{self.spec.t('out')}{ix(r)}/∂{wrt_sym}"
-
-
-# ------------------------------------------------------------------------------------------------
-def may_overflow(g, W, terms: int) -> bool:
-    """Whether a sum of ``terms`` products of elements of g and W could leave the dtype's range.
-    A grad_in nothing reads (``need_in=False``) is still computed then, so that an Inf or NaN it
-    would be born with is still found where it is born (the stop detector checks what is written)."""
-    if not g.size or not W.size:
-        return False
-    big = float(np.finfo(g.dtype).max) if g.dtype.kind == "f" else math.inf
-    with np.errstate(all="ignore"):            # max and min: no |·| copy on the hot path
-        a = max(float(g.max()), -float(g.min()))
-        if a * terms < 0.25:                   # |W| ≤ big (finite), so the sum stays under big/4:
-            return False                       # no need to look at W (the usual case)
-        b = max(float(W.max()), -float(W.min()))
-    return not (a * b * terms < big / 4)
-
-
-class Linear(Layer):
-    type = "linear"
-
-    def forward(self, x, P):
-        out = x @ P["weight"].T
-        if "bias" in P:
-            out = out + P["bias"]
-        return out, {}, {}
-
-    def backward(self, g, x, out, P, extras, need_in=True):
-        W = P["weight"]
-        if g.ndim == 2:
-            grads = {"weight": g.T @ x}
-        else:
-            grads = {"weight": g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])}
-        if "bias" in P:
-            grads["bias"] = np.add.reduce(g.reshape(-1, g.shape[-1]), axis=0)
-        if not need_in and may_overflow(g, W, W.shape[0]):
-            need_in = True
-        return (g @ W if need_in else None), grads, None
-
-    def value_rule(self, name, idx, V):
-        """out[r, o] = Σ_j x[r, j]·W[o, j] + b[o], one element."""
-        if name != self.spec.t("out"):
-            return None
-        x, w = self.spec.inputs[0], self.spec.t("weight")
-        r, o = tuple(idx[:-1]), idx[-1]
-        n = V(w).shape[1]
-        e = total([el(V, x, r + (j,)) * el(V, w, (o, j)) for j in range(n)])
-        if "bias" in self.spec.params:
-            e = e + el(V, self.spec.t("bias"), (o,))
-        return Value(f"Σ over the {n} inputs", e)
-
-    def grad_rule(self, wrt, idx, V):
-        x_name = self.spec.inputs[0]
-        x = V(x_name)
-        rows = list(np.ndindex(*x.shape[:-1]))
-        if wrt == "weight":                  # out[r, o] = Σ_j x[r, j]·W[o, j] + b[o]
-            o, j = idx
-            return Rule(f"Σ over the {len(rows)} row{'s' if len(rows) != 1 else ''} of the batch",
-                        [Term((Factor(self._dout(r + (o,), self._sym(self.spec.t("weight"), idx)),
-                                      self._sym(x_name, r + (j,)), float(x[r + (j,)])),), (self._gname, r + (o,)))
-                         for r in rows])
-        if wrt == "bias":
-            o, = idx
-            return Rule(f"Σ over the {len(rows)} row{'s' if len(rows) != 1 else ''} of the batch",
-                        [Term((Factor(self._dout(r + (o,), self._sym(self.spec.t("bias"), idx)), "1", 1.0),),
-                              (self._gname, r + (o,))) for r in rows])
-        W = V(self.spec.t("weight"))          # grad_in[r, j] = Σ_o g[r, o]·W[o, j]
-        r, j = tuple(idx[:-1]), idx[-1]
-        return Rule(f"Σₒ over the {W.shape[0]} outputs of {self.name}",
-                    [Term((Factor(self._dout(r + (o,), self._sym(x_name, idx)),
-                                  self._sym(self.spec.t("weight"), (o, j)), float(W[o, j])),), (self._gname, r + (o,)))
-                     for o in range(W.shape[0])])
 
 
 class _ConvNd(Layer):
@@ -497,12 +426,7 @@ class LayerNorm(Layer):
         return Rule(f"Σ over the {D} values normalized together", terms)
 
 
-from .layers_act import (  # noqa: E402, F401  (they build on Layer above; erf, softmax_row re-exported)
-    GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh, _Elementwise, erf, softmax_row)
-
-LAYERS: dict[str, type[Layer]] = {c.type: c for c in (
-    Linear, Conv1d, Conv2d, Flatten, BatchNorm, LayerNorm, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax,
-    GELU, Identity)}
+LAYERS: dict[str, type[Layer]] = {c.type: c for c in (Conv1d, Conv2d, Flatten, BatchNorm, LayerNorm)}
 
 from .layers_graph import GRAPH_LAYERS  # noqa: E402  (they build on Layer above)
 

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..layers import expr as X
 from ..layers.expr import K, Lit, Value, el, total
-from .layers import Layer, softmax_row
+from ..layers.activations import softmax_row
+from .layers import Layer
 from ..layers.terms import Factor, Rule, Term, ix
 
 
@@ -244,34 +245,6 @@ class Scale(Layer):
                                                           "c", c),), (self._gname, tuple(idx)))])
 
 
-class Embedding(Layer):
-    type = "embedding"
-
-    def forward(self, x, P):
-        return P["weight"][x], {}, {}
-
-    def value_rule(self, name, idx, V):
-        x = self.spec.inputs[0]
-        tok = el(V, x, idx[:-1])
-        r = int(tok.v())
-        return Value(f"a copy: the token {x}{ix(idx[:-1])} = {r} picks row {r} of the table", el(V, self.spec.t("weight"),
-                                                                                             (r, idx[-1])))
-
-    def backward(self, g, x, out, P, extras):
-        W = P["weight"]
-        gW = np.zeros_like(W)
-        np.add.at(gW, x.reshape(-1), g.reshape(-1, W.shape[1]))
-        return None, {"weight": gW}, None
-
-    def grad_rule(self, wrt, idx, V):
-        r, c = idx
-        x = V(self.spec.inputs[0])
-        terms = [Term((Factor(self._dout(p + (c,), self._sym(self.spec.t("weight"), idx)), "1", 1.0),),
-                      (self._gname, p + (c,))) for p in zip(*np.nonzero(x == r))]
-        terms = [Term(t.factors, (t.upstream[0], tuple(int(v) for v in t.upstream[1]))) for t in terms]
-        return Rule(f"Σ over the {len(terms)} token{'s' if len(terms) != 1 else ''} equal to {r}", terms)
-
-
 class Attention(Layer):
     """torch's nn.MultiheadAttention (batch_first, self-attention), one sub-step per operation."""
     type = "attention"
@@ -482,4 +455,4 @@ class Attention(Layer):
         raise KeyError(wrt)
 
 
-GRAPH_LAYERS = {c.type: c for c in (Add, Mul, Concat, Matmul, Transpose, Reshape, Scale, Embedding, Attention)}
+GRAPH_LAYERS = {c.type: c for c in (Add, Mul, Concat, Matmul, Transpose, Reshape, Scale, Attention)}

@@ -20,7 +20,7 @@ import numpy as np
 from ..model.catalog_pool import pool_geometry
 from ..layers import expr as X
 from ..layers.expr import K, Lit, Value, el
-from .layers import Layer, softmax_row
+from .layers import Layer
 from ..layers.terms import Factor, Rule, Term, ix
 
 
@@ -264,39 +264,5 @@ class Dropout(Layer):
                     float(m[tuple(idx)])),), (self._gname, tuple(idx)))])
 
 
-class LogSoftmax(Layer):
-    """Over ``dim`` of the batched tensor (default -1), max-shifted as torch:
-    out = (x − max) − log Σ e^(x − max); its backward is g − e^out · Σ g."""
-    type = "log_softmax"
-
-    def forward(self, x, P):
-        d = self.opts.get("dim", -1)
-        s = x - x.max(axis=d, keepdims=True)
-        return s - np.log(np.exp(s).sum(axis=d, keepdims=True)), {}, {}
-
-    def backward(self, g, x, out, P, extras):
-        return g - np.exp(out) * g.sum(axis=self.opts.get("dim", -1), keepdims=True), {}, None
-
-    def value_rule(self, name, idx, V):
-        """x_i − m − log Σ_j e^(x_j − m), m the row's max."""
-        if name != self.spec.t("out"):
-            return None
-        _, m, z, n = softmax_row(V, self.spec.inputs[0], idx, self.opts.get("dim", -1))
-        return Value(f"the log-softmax over the {n} values of its row, shifted by their max m",
-                     el(V, self.spec.inputs[0], idx) - m.ref - X.log(z.ref), [m, z])
-
-    def grad_rule(self, wrt, idx, V):
-        out = V(self.spec.t("out"))
-        d = self.opts.get("dim", -1) % out.ndim
-        i = idx[d]
-        sm = math.exp(float(out[tuple(idx)]))
-        terms = []
-        for j in range(out.shape[d]):         # ∂out_j/∂x_i = δ_ij − softmax_i = δ_ij − e^(out_i)
-            a = tuple(idx[:d]) + (j,) + tuple(idx[d + 1:])
-            terms.append(Term((Factor(self._dout(a, self._sym(self.spec.inputs[0], idx)), "(δ_ij − e^out_i)",
-                                      (1.0 if i == j else 0.0) - sm),), (self._gname, a)))
-        return Rule(f"Σ over the {out.shape[d]} outputs of the log_softmax", terms)
-
-
 POOL_LAYERS: dict[str, type[Layer]] = {c.type: c for c in (
-    MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, Dropout, LogSoftmax)}
+    MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, Dropout)}

@@ -10,9 +10,9 @@ from .base import REQUIRED, Layer, Option, OptionError
 _made: dict | None = None
 
 IMAGE = ("conv1d", "conv2d", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d")
-LAYOUTS = {"linear": {"weight": "(out, in)"}, "conv1d": {"weight": "(out_channels, in_channels, kernel)"},
+LAYOUTS = {"conv1d": {"weight": "(out_channels, in_channels, kernel)"},
            "conv2d": {"weight": "(out_channels, in_channels, kh, kw)"}}
-IN_PARAM = {"linear": ("weight", "in"), "conv1d": ("weight", "in_channels"), "conv2d": ("weight", "in_channels")}
+IN_PARAM = {"conv1d": ("weight", "in_channels"), "conv2d": ("weight", "in_channels")}
 
 
 def _option(default, kind):
@@ -41,7 +41,7 @@ def _adapt(decl, math_cls):
         type=t, options={k: _option(d, kind) for k, (d, kind) in decl.options.items()}, params=decl.params,
         symbols=decl.symbols, init=decl.init, bias_params=decl.bias_params, states=decl.states,
         extras=decl.extras, elementwise=decl.elementwise, merge=decl.merge, arity=decl.arity,
-        grads_input=decl.grads_input, int_input=decl.int_input, in_dim=-1 if t == "linear" else 0,
+        grads_input=decl.grads_input, int_input=decl.int_input, in_dim=0,
         image=t in IMAGE, layouts=LAYOUTS.get(t, {}), in_param=IN_PARAM.get(t),
         shapes=classmethod(lambda c, opts, in_shapes: decl.infer(opts, in_shapes)),
         fans=classmethod(lambda c, opts, in_shape: decl.fans(opts, in_shape)),
@@ -67,7 +67,7 @@ def _adapt(decl, math_cls):
 
 
 def _layout(typ, p, opts):
-    lay = {"linear": " (out, in)", "conv1d": " (out_channels, in_channels, kernel)",
+    lay = {"conv1d": " (out_channels, in_channels, kernel)",
            "conv2d": " (out_channels, in_channels, kh, kw)"}.get(typ, "") if p == "weight" else ""
     if typ in ("rnn", "lstm"):          # torch's layouts, gates stacked i, f, g, o
         G = "4·hidden" if typ == "lstm" else "hidden"
@@ -109,9 +109,7 @@ def _check_size(typ, name, opts, in_shape, out_shape, batch, smallest, limits):
                                     f"need at least 2, as in torch (use a larger batch_size or more samples)")
 
 
-def _f(v):
-    from ..export_torch import _f
-    return _f(v)
+from .base import exact as _f  # noqa: E402
 
 
 def _one(v):
@@ -123,9 +121,6 @@ def _one(v):
 def _module(L):
     """(constructor source or None, comment) for a layer that is an nn.Module."""
     o, t = L.options, L.type
-    if t == "linear":
-        bias = "" if L.has("bias") else ", bias=False"
-        return f"nn.Linear({L.in_shape[-1]}, {o['out']}{bias})", "out = in @ W.T + b"
     if t in ("conv1d", "conv2d"):
         bias = "" if L.has("bias") else ", bias=False"
         nd = 1 if t == "conv1d" else 2
@@ -141,24 +136,8 @@ def _module(L):
         shp = list(L.in_shape[len(L.in_shape) - d:])
         aff = "" if o["affine"] else ", elementwise_affine=False"
         return f"nn.LayerNorm({shp}, eps={_f(o['eps'])}{aff})", ("over the last dim" if d == 1 else f"over the last {d} dims")
-    if t == "relu":
-        return "nn.ReLU()", ""
-    if t == "leaky_relu":
-        return f"nn.LeakyReLU(negative_slope={_f(o['negative_slope'])})", ""
-    if t == "sigmoid":
-        return "nn.Sigmoid()", ""
-    if t == "tanh":
-        return "nn.Tanh()", ""
-    if t == "gelu":
-        return f'nn.GELU(approximate="{o["approximate"]}")', ""
-    if t == "identity":
-        return "nn.Identity()", ""
-    if t == "softmax":
-        return f"nn.Softmax(dim={o.get('dim', -1)})", ""
     if t == "flatten":
         return "nn.Flatten()", "(N, ...) -> (N, -1)"
-    if t == "embedding":
-        return f"nn.Embedding({o['num']}, {o['dim']})", "token i -> row i of the weight"
     if t == "attention":
         E = L.in_shape[-1]
         bias = "" if o["bias"] else ", bias=False"
@@ -173,8 +152,6 @@ def _module(L):
     if t == "dropout":
         return (f"NnstepDropout(MASKS[{L.name!r}])",
                 f"nn.Dropout(p={_f(o['p'])}) with nnstep's masks (see NnstepDropout)")
-    if t == "log_softmax":
-        return f"nn.LogSoftmax(dim={o.get('dim', -1)})", ""
     if t in ("rnn", "lstm"):
         bias = "" if o["bias"] else ", bias=False"
         nl = f', nonlinearity="{o["nonlinearity"]}"' if t == "rnn" else ""

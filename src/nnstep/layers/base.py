@@ -18,6 +18,7 @@ have the batch first. Layouts are torch's.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,21 @@ def fmt_shape(s) -> str:
     """A shape as text, ``[2, 3]``, cut as a message cuts any value (a shape of the user's can hold
     19-digit sizes: docs/errors.md promises 60 characters)."""
     return cut("[" + ", ".join(str(d) for d in s) + "]")
+
+
+def exact(v) -> str:
+    """A number as exact Python source, for a torch equivalent: Python's repr of a float64 is the
+    shortest text that reads back as the same float; NaN and infinities as float("...")."""
+    if isinstance(v, bool):
+        return repr(v)
+    if isinstance(v, int) or (hasattr(v, "dtype") and getattr(v, "dtype").kind in "iu"):
+        return repr(int(v))
+    v = float(v)
+    if math.isnan(v):
+        return 'float("nan")'
+    if math.isinf(v):
+        return 'float("inf")' if v > 0 else '-float("inf")'
+    return repr(v)
 
 
 def check_dim(dim: int, s: tuple[int, ...], what: str = "dim"):
@@ -193,6 +209,11 @@ class Layer:
         """Refuse, before anything is allocated, what this type cannot run on: working arrays over a
         limit (``limits``: the loader's, ``limits.MAX_ELEMENTS``, ...), or a batch it cannot use
         (``batch``: the batch size, ``smallest``: the last, smallest batch). Raise OptionError."""
+
+    @classmethod
+    def check_tokens(cls, name: str, opts: dict, low: float, high: float) -> None:
+        """An ``int_input`` layer reading the batch: the least and greatest token index the data
+        holds (whole numbers), against what it takes. Raise OptionError."""
 
     @classmethod
     def layout(cls, param: str, opts: dict) -> str:

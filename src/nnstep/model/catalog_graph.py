@@ -231,35 +231,6 @@ class Scale(LayerType):
         return F("{gin} = {c}·{g}", gin=n.gin, g=n.g, c=Const("c", L.options["by"]))
 
 
-class Embedding(LayerType):
-    """nn.Embedding(num, dim): token indices (N, ...) -> rows of the table (N, ..., dim)."""
-    type = "embedding"
-    options = {"num": (None, "posint"), "dim": (None, "posint")}
-    params = ("weight",)
-    symbols = {"weight": "W"}
-    init = {"weight": "normal"}              # torch: normal_(0, 1)
-    grads_input = False
-    int_input = True
-
-    @classmethod
-    def infer(cls, opts, in_shapes):
-        return tuple(in_shapes[0]) + (opts["dim"],), {"weight": (opts["num"], opts["dim"])}
-
-    @classmethod
-    def fans(cls, opts, in_shape):
-        return opts["num"], opts["dim"]
-
-    @classmethod
-    def fwd_formula(cls, L, n):
-        return F("{out}[…, :] = {W}[r, :] with r = {x}[…]   (each token r picks row r of the table)", out=n.out,
-                 x=Ref(n.x.name, "input", "[…]"), W=Ref(L.t("weight"), "param", "[r, :]"))
-
-    @classmethod
-    def bwd_formula(cls, L, n):
-        return F("{Wg}[r, :] = Σ over the tokens t with {x}[t] = r of {g}[t, :];  (token indices get no gradient)",
-                 Wg=n.pg("weight"), x=n.x, g=n.g)
-
-
 class Attention(LayerType):
     """nn.MultiheadAttention(E, heads, bias=bias, batch_first=True) called as mha(x, x, x,
     need_weights=False), with a causal mask when ``causal``. Five operations forward and five
@@ -384,4 +355,4 @@ class Attention(LayerType):
         ]
 
 
-GRAPH_LAYERS = {c.type: c for c in (Add, Mul, Concat, Matmul, Transpose, Reshape, Scale, Embedding, Attention)}
+GRAPH_LAYERS = {c.type: c for c in (Add, Mul, Concat, Matmul, Transpose, Reshape, Scale, Attention)}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from .catalog import LayerType, ShapeError, Softmax, _check_dim, _dim_text, fmt_shape
+from .catalog import LayerType, ShapeError, fmt_shape
 from ..layers.formula import Const, Count, F, Formula, Ref
 
 SAME = "kernel_size"          # the default stride: the kernel size, as torch's stride=None
@@ -147,23 +147,8 @@ class Dropout(LayerType):
                  gin=n.gin, g=n.g, mask=n.e("mask"))
 
 
-class LogSoftmax(Softmax):
-    """softmax's option (dim) and shape rule; its own formulas."""
-    type = "log_softmax"
-
-    @classmethod
-    def fwd_formula(cls, L, n):
-        return F("{out} = {x} − max − log Σ e^({x} − max)   (over dim " + _dim_text(L) + ", max-shifted)",
-                 out=n.out, x=n.x)
-
-    @classmethod
-    def bwd_formula(cls, L, n):
-        return F("{gin} = {g} − e^{out} ⊙ Σ {g}   (e^out is the softmax; Σ over dim " + _dim_text(L) + ")",
-                 gin=n.gin, out=n.outr, g=n.g)
-
-
 POOL_LAYERS: dict[str, type[LayerType]] = {c.type: c for c in (
-    MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, Dropout, LogSoftmax)}
+    MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, Dropout)}
 
 
 def nll_formulas(lo, pred: str, pred_ndim: int, kw: dict) -> tuple[Formula, Formula]:

@@ -27,7 +27,7 @@ def _merges(types) -> str:
     return ", ".join(t for t, c in types.items() if c.merge)
 
 
-def _hook(cls, method: str, *args, expect=()):
+def hook(cls, method: str, *args, expect=()):
     """A layer class's declaration method: a user's through plugins.call (its code raising is a
     located error), nnstep's own directly."""
     if registry.is_builtin(cls):
@@ -38,7 +38,7 @@ def _hook(cls, method: str, *args, expect=()):
 
 def _shapes(cls, opts, in_shapes):
     """``cls.shapes``, and for a user's type its result checked: (out shape, {param: shape})."""
-    r = _hook(cls, "shapes", opts, in_shapes, expect=(ShapeError,))
+    r = hook(cls, "shapes", opts, in_shapes, expect=(ShapeError,))
     if registry.is_builtin(cls):
         return r
     from ..layers import plugins
@@ -204,7 +204,7 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             if p in t and t[p] is not True and not (p == "bias" and "bias" in cls.options):
                 a = ctx.array(t[p], f"{where}.{p}")
                 if a.shape != tuple(pshapes[p]):
-                    lay = _hook(cls, "layout", p, opts)
+                    lay = hook(cls, "layout", p, opts)
                     src = ""
                     if cls.in_param is not None and p == cls.in_param[0]:
                         src = (f"; {cls.in_param[1]} = {pshapes[p][1]} comes from {prev}, per-sample shape "
@@ -213,7 +213,7 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
                                                   f"{_fmt_shape(a.shape)}{src}")
                 initial[full] = _cast(ctx, f"{where}.{p}", a, npdt, "")
             else:
-                initial[full] = PendingInit(cls.init.get(p, init), pshapes[p], _hook(cls, "fans", opts, shape), npdt)
+                initial[full] = PendingInit(cls.init.get(p, init), pshapes[p], hook(cls, "fans", opts, shape), npdt)
                 pending.append((full, initial[full]))
         frozen = t.get("frozen", [])
         if isinstance(frozen, str):
@@ -227,12 +227,12 @@ def layers(v, ctx, x: np.ndarray, npdt, seed: int, batch: int):
             raise ctx.err(where, f"the output of {name}, {_fmt_shape((batch,) + tuple(out_shape))} per batch, has "
                                  f"{_show(n_out)} elements, over the limit of {MAX_ELEMENTS}")
         try:
-            _hook(cls, "check_size", name, opts, tuple(shape), tuple(out_shape), batch, smallest, limits,
+            hook(cls, "check_size", name, opts, tuple(shape), tuple(out_shape), batch, smallest, limits,
                   expect=(OptionError,))
         except OptionError as e:
             raise ctx.err(f"{where}.{e.key}" if e.key else where, e.message) from None
         acts += batch * math.prod(out_shape)
-        for label, shp, count in _hook(cls, "intermediates", opts, in_shapes, tuple(out_shape)):
+        for label, shp, count in hook(cls, "intermediates", opts, in_shapes, tuple(out_shape)):
             n = batch * math.prod(shp)
             if n > MAX_ELEMENTS:
                 what = f"{name}.{label}" if label.isidentifier() else f"{name}'s {label}"

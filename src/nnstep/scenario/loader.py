@@ -23,9 +23,9 @@ from ..model.scenario import LossSpec, OptimizerSpec, Scenario, ScheduleSpec, Tr
 from ..model.plan import Plan
 from . import conditions
 from .files import data as _data, weights_file as _weights_file
-from ..layers import registry
+from ..layers import OptionError, registry
 from ..layers.init import init_text
-from .layers import PendingInit, check_target as _check_target, draw_pending as _draw_pending
+from .layers import PendingInit, hook, check_target as _check_target, draw_pending as _draw_pending
 from .layers import layers as _layers
 from .limits import *  # noqa: F401,F403  (the limits, by their old names)
 from .limits import MAX_SCENARIO_BYTES, MAX_STEPS
@@ -171,19 +171,21 @@ def _schedule(ctx, v) -> ScheduleSpec:
 
 
 def _token_data(ctx, layers, x):
-    """Data read by an embedding are token indices: whole numbers in [0, num), kept as integers."""
+    """Data read by a layer of integer input (an embedding) are token indices: whole numbers, in
+    the range its class allows (``check_tokens``), kept as integers."""
     readers = [L for L in layers if registry.layer_type(L.type).int_input and L.inputs[0] == "input"]
     if not readers:
         return x
     if not np.all(np.isfinite(x)) or not np.all(x == np.round(x)):
         bad = x.reshape(-1)[np.flatnonzero(x.reshape(-1) != np.round(x.reshape(-1)))[0]]
-        raise ctx.err("data.x", f"{readers[0].name} (embedding) reads token indices, whole numbers, but data.x "
-                                f"holds {bad:g}")
+        raise ctx.err("data.x", f"{readers[0].name} ({readers[0].type}) reads token indices, whole numbers, but "
+                                f"data.x holds {bad:g}")
     for L in readers:
-        num = L.options["num"]
-        if x.min() < 0 or x.max() >= num:
-            v = x.min() if x.min() < 0 else x.max()
-            raise ctx.err("data.x", f"token index {v:g} is outside [0, {num}): {L.name} has num = {num} rows")
+        try:
+            hook(registry.layer_type(L.type), "check_tokens", L.name, L.options, float(x.min()), float(x.max()),
+                  expect=(OptionError,))
+        except OptionError as e:
+            raise ctx.err("data.x", e.message) from None
     return x.astype(np.int64)
 
 
