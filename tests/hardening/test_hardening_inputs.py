@@ -112,13 +112,13 @@ def test_intermediates_refused_before_allocating(case_id):
 
 @pytest.mark.parametrize("type_", ["attention", "lstm", "rnn", "matmul", "maxpool1d", "dropout"])
 def test_declared_intermediates_are_what_the_engine_makes(type_):
-    """Each layer's declared tensors (catalog ``intermediates``) against what its forward and
+    """Each layer's declared tensors (its class's ``intermediates``) against what its forward and
     backward really write into the environment: every tensor written is within the largest
     declared or input/output/parameter size (so the loader's limits cover it), and every declared
     one that is a named tensor is written with that shape."""
     from nnstep.engine.program import Program
     from nnstep.scenario import loads_scenario
-    from nnstep.model import catalog
+    from nnstep.layers import layer_type
 
     nets = {
         "attention": ATTENTION_T.replace("@T@", "5"),
@@ -139,7 +139,7 @@ def test_declared_intermediates_are_what_the_engine_makes(type_):
     for L in sc.layers:
         if L.type != type_:
             continue
-        T = catalog.LAYERS[L.type]
+        T = layer_type(L.type)
         declared = T.intermediates(L.options, L.in_shapes, L.out_shape)
         bound = max([N * int(np.prod(s)) for _, s, _ in declared]
                     + [N * int(np.prod(s)) for s in L.in_shapes + (L.out_shape,)]

@@ -86,134 +86,6 @@ class Layer:
         return f"∂{self.spec.t('out')}{ix(r)}/∂{wrt_sym}"
 
 
-class _ConvNd(Layer):
-    nd = 1
-
-    @classmethod
-    def tup(cls, v):
-        return tuple(v) if isinstance(v, (list, tuple)) else (v,) * cls.nd
-
-    def _windows(self, x):
-        nd = self.nd
-        k, s, p = self.tup(self.opts["kernel_size"]), self.tup(self.opts["stride"]), self.tup(self.opts["padding"])
-        if any(p):
-            x = np.pad(x, [(0, 0), (0, 0)] + [(pi, pi) for pi in p])
-        w = np.lib.stride_tricks.sliding_window_view(x, k, axis=tuple(range(2, 2 + nd)))
-        sl = (slice(None), slice(None)) + tuple(slice(None, None, si) for si in s)
-        return w[sl]                        # (N, C, *out_spatial, *k)
-
-    def forward(self, x, P):
-        nd = self.nd
-        win = self._windows(x)
-        W = P["weight"]
-        # out[n, o, *sp] = sum_{c, *k} win[n, c, *sp, *k] * W[o, c, *k]
-        axes_win = [1] + list(range(2 + nd, 2 + 2 * nd))
-        axes_w = [1] + list(range(2, 2 + nd))
-        out = np.tensordot(win, W, axes=(axes_win, axes_w))     # (N, *sp, O)
-        out = np.moveaxis(out, -1, 1)
-        if "bias" in P:
-            out = out + P["bias"].reshape((1, -1) + (1,) * nd)
-        return np.ascontiguousarray(out), {}, {}
-
-    def backward(self, g, x, out, P, extras, need_in=True):
-        nd = self.nd
-        k, s, p = self.tup(self.opts["kernel_size"]), self.tup(self.opts["stride"]), self.tup(self.opts["padding"])
-        W = P["weight"]
-        win = self._windows(x)
-        # dW[o, c, *k] = sum_{n, *sp} g[n, o, *sp] * win[n, c, *sp, *k]
-        sp_axes = list(range(2, 2 + nd))
-        gW = np.tensordot(g, win, axes=([0] + sp_axes, [0] + sp_axes))   # (O, C, *k)
-        grads = {"weight": gW}
-        if "bias" in P:
-            grads["bias"] = g.sum(axis=tuple([0] + sp_axes))
-        if not need_in and not may_overflow(g, W, W.size // max(1, W.shape[1])):
-            return None, grads, None
-        # grad_in: scatter g through every kernel offset
-        padded = tuple(x.shape[2 + d] + 2 * p[d] for d in range(nd))
-        gx = np.zeros(x.shape[:2] + padded, dtype=g.dtype)
-        osp = g.shape[2:]
-        for kidx in np.ndindex(*k):
-            Wk = W[(slice(None), slice(None)) + kidx]                   # (O, C)
-            contrib = np.tensordot(g, Wk, axes=([1], [0]))               # (N, *sp, C)
-            contrib = np.moveaxis(contrib, -1, 1)
-            sl = (slice(None), slice(None)) + tuple(
-                slice(kidx[d], kidx[d] + s[d] * (osp[d] - 1) + 1, s[d]) for d in range(nd))
-            gx[sl] = gx[sl] + contrib
-        if any(p):
-            gx = gx[(slice(None), slice(None)) + tuple(slice(p[d], p[d] + x.shape[2 + d]) for d in range(nd))]
-        return np.ascontiguousarray(gx), grads, None
-
-    def value_rule(self, name, idx, V):
-        """out[n, o, i] = Σ_c,k x[n, c, s·i + k − p]·W[o, c, k] + b[o]: the window × the kernel."""
-        if name != self.spec.t("out"):
-            return None
-        k, s, p = self.tup(self.opts["kernel_size"]), self.tup(self.opts["stride"]), self.tup(self.opts["padding"])
-        x, w = self.spec.inputs[0], self.spec.t("weight")
-        shape, C = np.shape(V(x)), np.shape(V(w))[1]
-        n, o, i = idx[0], idx[1], tuple(idx[2:])
-        terms = []
-        for c in range(C):
-            for kk in np.ndindex(*k):
-                j = tuple(s[d] * i[d] + kk[d] - p[d] for d in range(self.nd))
-                if all(0 <= j[d] < shape[2 + d] for d in range(self.nd)):
-                    terms.append(el(V, x, (n, c) + j) * el(V, w, (o, c) + kk))
-        e = total(terms, "product")
-        if "bias" in self.spec.params:
-            e = e + el(V, self.spec.t("bias"), (o,))
-        pad = C * math.prod(k) - len(terms)
-        return Value(f"the window × the kernel: Σ over {C} channel{'s' if C != 1 else ''} and {math.prod(k)} kernel "
-                     f"offsets" + (f", less {pad} on padding zeros" if pad else ""), e)
-
-    def grad_rule(self, wrt, idx, V):
-        nd = self.nd
-        k, s, p = self.tup(self.opts["kernel_size"]), self.tup(self.opts["stride"]), self.tup(self.opts["padding"])
-        x_name, w_name = self.spec.inputs[0], self.spec.t("weight")
-        x, g = V(x_name), V(self._gname)
-        N, osp = g.shape[0], g.shape[2:]
-        terms = []
-        if wrt in ("weight", "bias"):        # Σ over samples and output positions
-            o = idx[0]
-            for n in range(N):
-                for i in np.ndindex(*osp):
-                    if wrt == "bias":
-                        terms.append(Term((Factor(self._dout((n, o) + i, self._sym(self.spec.t("bias"), idx)), "1", 1.0),),
-                                          (self._gname, (n, o) + i)))
-                        continue
-                    c, kk = idx[1], idx[2:]
-                    j = tuple(s[d] * i[d] + kk[d] - p[d] for d in range(nd))
-                    if all(0 <= j[d] < x.shape[2 + d] for d in range(nd)):      # else it met a padding zero
-                        terms.append(Term((Factor(self._dout((n, o) + i, self._sym(w_name, idx)),
-                                                  self._sym(x_name, (n, c) + j), float(x[(n, c) + j])),),
-                                          (self._gname, (n, o) + i)))
-            return Rule("Σ over the samples and output positions (padding zeros contribute nothing)", terms)
-        W = V(w_name)                        # grad_in[n, c, j] = Σ_{o,k: s·i + k − p = j} g[n, o, i]·W[o, c, k]
-        n, c, j = idx[0], idx[1], idx[2:]
-        for o in range(W.shape[0]):
-            for kk in np.ndindex(*k):
-                i = []
-                for d in range(nd):
-                    q, rem = divmod(j[d] + p[d] - kk[d], s[d])
-                    if rem or not (0 <= q < osp[d]):
-                        break
-                    i.append(q)
-                else:
-                    i = tuple(i)
-                    terms.append(Term((Factor(self._dout((n, o) + i, self._sym(x_name, idx)),
-                                              self._sym(w_name, (o, c) + kk), float(W[(o, c) + kk])),),
-                                      (self._gname, (n, o) + i)))
-        return Rule("Σ over the output channels and the kernel offsets whose window covers this input", terms)
-
-
-class Conv1d(_ConvNd):
-    type = "conv1d"
-    nd = 1
-
-
-class Conv2d(_ConvNd):
-    type = "conv2d"
-    nd = 2
-
-
 class Flatten(Layer):
     type = "flatten"
 
@@ -426,7 +298,7 @@ class LayerNorm(Layer):
         return Rule(f"Σ over the {D} values normalized together", terms)
 
 
-LAYERS: dict[str, type[Layer]] = {c.type: c for c in (Conv1d, Conv2d, Flatten, BatchNorm, LayerNorm)}
+LAYERS: dict[str, type[Layer]] = {c.type: c for c in (Flatten, BatchNorm, LayerNorm)}
 
 from .layers_graph import GRAPH_LAYERS  # noqa: E402  (they build on Layer above)
 

@@ -22,7 +22,8 @@ This package imports nothing of nnstep's but :mod:`nnstep.errors`: the model of 
 scenario loader, the engine and the debugger all build on it.
 """
 from . import expr
-from .base import REQUIRED, Layer, Option, OptionError, ShapeError, Step, check_dim, exact, fmt_shape, per_dim
+from .base import (REQUIRED, Layer, Option, OptionError, ShapeError, Step, check_dim, exact, fmt_shape, ints_text,
+                   per_dim, shown)
 from .expr import Def, K, Lit, Value, el, total
 from .formula import F, Clause, Const, Count, Formula, Ref, StepNum, StepPow, Sym
 from .registry import is_builtin, layer_type, layer_types
@@ -38,5 +39,5 @@ def load_layers(paths):
 
 __all__ = ["REQUIRED", "Clause", "Const", "Count", "Def", "F", "Factor", "Formula", "K", "Layer", "Lit", "Option",
            "OptionError", "Ref", "Rule", "ShapeError", "Step", "StepNum", "StepPow", "Sym", "Term", "Value",
-           "check_dim", "el", "exact", "expr", "fmt_shape", "ix", "is_builtin", "layer_type", "layer_types", "load_layers",
-           "per_dim", "total"]
+           "check_dim", "el", "exact", "expr", "fmt_shape", "ints_text", "ix", "is_builtin", "layer_type", "layer_types", "load_layers",
+           "per_dim", "shown", "total"]

@@ -9,10 +9,6 @@ from .base import REQUIRED, Layer, Option, OptionError
 
 _made: dict | None = None
 
-IMAGE = ("conv1d", "conv2d", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d")
-LAYOUTS = {"conv1d": {"weight": "(out_channels, in_channels, kernel)"},
-           "conv2d": {"weight": "(out_channels, in_channels, kh, kw)"}}
-IN_PARAM = {"conv1d": ("weight", "in_channels"), "conv2d": ("weight", "in_channels")}
 
 
 def _option(default, kind):
@@ -42,7 +38,7 @@ def _adapt(decl, math_cls):
         symbols=decl.symbols, init=decl.init, bias_params=decl.bias_params, states=decl.states,
         extras=decl.extras, elementwise=decl.elementwise, merge=decl.merge, arity=decl.arity,
         grads_input=decl.grads_input, int_input=decl.int_input, in_dim=0,
-        image=t in IMAGE, layouts=LAYOUTS.get(t, {}), in_param=IN_PARAM.get(t),
+        
         shapes=classmethod(lambda c, opts, in_shapes: decl.infer(opts, in_shapes)),
         fans=classmethod(lambda c, opts, in_shape: decl.fans(opts, in_shape)),
         intermediates=classmethod(lambda c, *a: decl.intermediates(*a)),
@@ -67,8 +63,7 @@ def _adapt(decl, math_cls):
 
 
 def _layout(typ, p, opts):
-    lay = {"conv1d": " (out_channels, in_channels, kernel)",
-           "conv2d": " (out_channels, in_channels, kh, kw)"}.get(typ, "") if p == "weight" else ""
+    lay = ""
     if typ in ("rnn", "lstm"):          # torch's layouts, gates stacked i, f, g, o
         G = "4·hidden" if typ == "lstm" else "hidden"
         lay = {"weight_ih": f" ({G}, input features)", "weight_hh": f" ({G}, hidden)"}.get(p, f" ({G},)")
@@ -86,21 +81,6 @@ def _check_size(typ, name, opts, in_shape, out_shape, batch, smallest, limits):
             raise OptionError(None, f"{name} over {T} time steps would copy {_show(work)} elements per batch, filling its "
                                     f"(N, T, ·) tensors one time step at a time (N·T²·{'hidden' if typ == 'rnn' else '6·hidden'}), "
                                     f"over the limit of {limits.MAX_RECURRENT_WORK} (use fewer time steps or a smaller batch_size)")
-    if typ in ("conv1d", "conv2d") or typ.endswith(("pool1d", "pool2d")):     # the same kernel options
-        nd = 1 if typ.endswith("1d") else 2
-        tup = (lambda v: tuple(v) if isinstance(v, list) else (v,) * nd)
-        k, p = tup(opts["kernel_size"]), tup(opts["padding"])
-        if math.prod(k) > limits.MAX_KERNEL:
-            raise OptionError("kernel_size", f"{list(k)} is {math.prod(k)} elements per kernel, over the "
-                                             f"limit of {limits.MAX_KERNEL}")
-        padded = batch * in_shape[0] * math.prod(in_shape[1 + d] + 2 * p[d] for d in range(nd))
-        if padded > limits.MAX_ELEMENTS:
-            raise OptionError("padding", f"the padded input of {name} would have {_show(padded)} elements, over "
-                                         f"the limit of {limits.MAX_ELEMENTS}")
-        windows = batch * in_shape[0] * math.prod(out_shape[1:]) * math.prod(k)
-        if windows > limits.MAX_ELEMENTS:
-            raise OptionError(None, f"{name} would unfold {_show(windows)} input elements per batch (N·C·positions·kernel), "
-                                    f"over the limit of {limits.MAX_ELEMENTS} (use a smaller batch_size or kernel)")
     if typ == "batchnorm":
         per_channel = smallest * math.prod(in_shape[1:])
         if per_channel < 2:
@@ -112,20 +92,9 @@ def _check_size(typ, name, opts, in_shape, out_shape, batch, smallest, limits):
 from .base import exact as _f  # noqa: E402
 
 
-def _one(v):
-    """A conv option as torch takes it: an int when all equal, else a tuple."""
-    v = tuple(v) if isinstance(v, (list, tuple)) else (v,)
-    return str(v[0]) if len(set(v)) == 1 else "(" + ", ".join(map(str, v)) + ")"
-
-
 def _module(L):
     """(constructor source or None, comment) for a layer that is an nn.Module."""
     o, t = L.options, L.type
-    if t in ("conv1d", "conv2d"):
-        bias = "" if L.has("bias") else ", bias=False"
-        nd = 1 if t == "conv1d" else 2
-        return (f"nn.Conv{nd}d({L.in_shape[0]}, {o['out_channels']}, kernel_size={_one(o['kernel_size'])}, "
-                f"stride={_one(o['stride'])}, padding={_one(o['padding'])}{bias})", "cross-correlation, as torch's")
     if t == "batchnorm":
         nd = 2 if len(L.in_shape) == 3 else 1
         aff = "" if o["affine"] else ", affine=False"
@@ -143,12 +112,6 @@ def _module(L):
         bias = "" if o["bias"] else ", bias=False"
         return (f"nn.MultiheadAttention({E}, num_heads={o['heads']}{bias}, batch_first=True)",
                 "self-attention: query = key = value = its input")
-    if t in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"):
-        kind = "Max" if t.startswith("max") else "Avg"
-        st = "" if o.get("stride", "kernel_size") == "kernel_size" else f", stride={_one(o['stride'])}"
-        note = ("the largest of each window (padding is −inf)" if kind == "Max"
-                else "the mean of each window, padding's zeros counted (count_include_pad=True)")
-        return f"nn.{kind}Pool{t[-2]}d(kernel_size={_one(o['kernel_size'])}{st}, padding={_one(o['padding'])})", note
     if t == "dropout":
         return (f"NnstepDropout(MASKS[{L.name!r}])",
                 f"nn.Dropout(p={_f(o['p'])}) with nnstep's masks (see NnstepDropout)")

@@ -105,6 +105,18 @@ def exact(v) -> str:
     return repr(v)
 
 
+def shown(v) -> str:
+    """A value in a message: its repr, cut to 60 characters (docs/errors.md)."""
+    return cut(repr(v))
+
+
+def ints_text(v) -> str:
+    """A size option as torch takes it and a formula shows it: ``3`` when every entry is 3, else
+    ``(3, 2)``."""
+    v = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+    return str(v[0]) if len(set(v)) == 1 else "(" + ", ".join(map(str, v)) + ")"
+
+
 def check_dim(dim: int, s: tuple[int, ...], what: str = "dim"):
     """``dim`` counts the batch as dim 0 (as torch on the batched tensor); dim 0 itself is refused.
     ShapeError unless it names a dimension of a tensor of per-sample shape ``s``."""

@@ -85,74 +85,6 @@ class LayerType:
         return F("{gin} = {g}", gin=n.gin, g=n.g)
 
 
-def _opts_tuple(v, nd):
-    return tuple(v) if isinstance(v, (list, tuple)) else (v,) * nd
-
-
-class _Conv(LayerType):
-    nd = 1
-    options = {"out_channels": (None, "posint"), "kernel_size": (None, "posints"),
-               "stride": (1, "posints"), "padding": (0, "nonnegints")}
-    params = ("weight", "bias")
-    needs_in_grad_work = True
-
-    @classmethod
-    def infer(cls, opts, in_shapes):
-        nd, s = cls.nd, in_shapes[0]
-        if len(s) != nd + 1:
-            want = "(N, C, L)" if nd == 1 else "(N, C, H, W)"
-            raise ShapeError(f"{cls.type} expects input {want}, so a per-sample shape of {nd + 1} dims, "
-                             f"got {fmt_shape(s)}")
-        k, st, p = (_opts_tuple(opts[o], nd) for o in ("kernel_size", "stride", "padding"))
-        for name, v in (("kernel_size", k), ("stride", st), ("padding", p)):
-            if len(v) != nd:
-                raise ShapeError(f"{name} must be an integer or a list of {nd}, got {list(v)}")
-        spatial = []
-        for d in range(nd):
-            if s[1 + d] + 2 * p[d] < k[d]:
-                raise ShapeError(f"kernel_size {list(k)} is larger than the padded input "
-                                 f"{fmt_shape(tuple(s[1 + i] + 2 * p[i] for i in range(nd)))}")
-            spatial.append((s[1 + d] + 2 * p[d] - k[d]) // st[d] + 1)
-        cout = opts["out_channels"]
-        return (cout, *spatial), {"weight": (cout, s[0], *k), "bias": (cout,)}
-
-    @classmethod
-    def fans(cls, opts, in_shape):
-        k = math.prod(_opts_tuple(opts["kernel_size"], cls.nd))
-        return in_shape[0] * k, opts["out_channels"] * k
-
-    @classmethod
-    def _geometry(cls, L) -> str:
-        st, p = (_opts_tuple(L.options[o], cls.nd) for o in ("stride", "padding"))
-        one = lambda v: str(v[0]) if len(set(v)) == 1 else "(" + ", ".join(map(str, v)) + ")"  # noqa: E731
-        dims = "" if cls.nd == 1 else ", i and k over each of the 2 spatial dims"
-        return f"(cross-correlation, stride s = {one(st)}, padding p = {one(p)} zeros on each side{dims})"
-
-    @classmethod
-    def fwd_formula(cls, L, n):
-        b = " + {b}[o]" if L.has("bias") else ""
-        return F("{out}[n, o, i] = Σ_c,k {x}[n, c, s·i + k − p] · {W}[o, c, k]" + b + ";  " + cls._geometry(L),
-                 out=n.out, x=n.x, W=n.p("weight"), b=n.p("bias"))
-
-    @classmethod
-    def bwd_formula(cls, L, n):
-        t = "{Wg}[o, c, k] = Σ_n,i {g}[n, o, i] · {x}[n, c, s·i + k − p]"
-        if L.has("bias"):
-            t += ";  {bg}[o] = Σ_n,i {g}[n, o, i]"
-        t += ";  {gin}[n, c, j] = Σ_o,i,k {g}[n, o, i] · {W}[o, c, k] over s·i + k − p = j;  " + cls._geometry(L)
-        return F(t, Wg=n.pg("weight"), bg=n.pg("bias"), g=n.g, x=n.x, gin=n.gin, W=n.p("weight"))
-
-
-class Conv1d(_Conv):
-    type = "conv1d"
-    nd = 1
-
-
-class Conv2d(_Conv):
-    type = "conv2d"
-    nd = 2
-
-
 class Flatten(LayerType):
     type = "flatten"
 
@@ -265,7 +197,7 @@ class LayerNorm(_Norm):
                  eps=Const("ε", L.options["eps"]), D=cls._count(L, n))
 
 
-LAYERS: dict[str, type[LayerType]] = {c.type: c for c in (Conv1d, Conv2d, Flatten, BatchNorm, LayerNorm)}
+LAYERS: dict[str, type[LayerType]] = {c.type: c for c in (Flatten, BatchNorm, LayerNorm)}
 
 INITS = ("kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal", "zeros")
 
