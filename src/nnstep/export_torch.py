@@ -154,7 +154,7 @@ INLINE_LIMIT = 200_000
 def size_of(sc: Scenario) -> int:
     """How many numbers the script would hold inline."""
     n = sc.x.size + sc.y.size + sum(int(np.asarray(v).size) for v in sc.initial.values())
-    n += sum(sc.train.steps * sc.batch_size * math.prod(L.in_shape) for L in sc.layers if L.type == "dropout")
+    n += sum(sc.train.steps * sc.batch_size * math.prod(L.out_shape) for L in _drawn(sc))
     if sc.train.shuffle:
         n += -(-sc.train.steps // sc.n_batches) * sc.n_samples
     return int(n)
@@ -229,33 +229,23 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
     w(f"X = torch.tensor({A('x', sc.x, 0)}, dtype={xdt})" + ("   # token indices" if xdt == "torch.long" else ""))
     w(f"Y = torch.tensor({A('y', sc.y, 0)}, dtype={ydt})" + ("   # class indices" if ydt == "torch.long" else ""))
     w("")
-    drop = [L for L in sc.layers if L.type == "dropout"]
-    if drop:
-        masks = _dropout_masks(sc, drop)
-        w("# --- dropout's masks, as nnstep drew them ---------------------------------------------------")
-        w("# nnstep draws each step's mask from the scenario's seed, the step and the layer (numpy's")
-        w("# PCG64), so that every replay shows the same one; torch's generator would draw others. So the")
-        w("# masks are data here: MASKS[layer][k - 1] is step k's, 0 (dropped) or 1/(1 − p) (kept).")
-        w("MASKS = {")
-        for L in drop:
+    drawn = _drawn(sc)                   # layers that draw at random (dropout's mask): nnstep's draws are data
+    if drawn:
+        values = _drawn_values(sc, drawn)
+        w("# --- what the layers drew at random, as nnstep drew them --------------------------------------")
+        w("# nnstep draws from the scenario's seed, the step and the layer (numpy's PCG64), so that every")
+        w("# replay shows the same numbers; torch's generator would draw others. So they are data here:")
+        w("# RANDOM[layer][k - 1] is step k's (dropout: its mask, 0 (dropped) or 1/(1 − p) (kept)); STEP is")
+        w("# the step being trained.")
+        w("RANDOM = {")
+        for L in drawn:
             w(f"    {L.name!r}: [")
-            for k, m in enumerate(masks[L.name], 1):
+            for k, m in enumerate(values[L.name], 1):
                 w(f"        # step {k}")
-                w(f"        {A(f'mask/{L.name}/{k}', m, 8)},")
+                w(f"        {A(f'random/{L.name}/{k}', m, 8)},")
             w("    ],")
         w("}")
-        w("")
-        w("")
-        w("class NnstepDropout(nn.Module):")
-        w('    """nn.Dropout in training mode (out = in · mask), with the mask of the step being trained."""')
-        w("    step = 1                             # set by the training loop")
-        w("")
-        w("    def __init__(self, masks):")
-        w("        super().__init__()")
-        w("        self.masks = masks")
-        w("")
-        w("    def forward(self, x):")
-        w("        return x * torch.tensor(self.masks[NnstepDropout.step - 1], dtype=x.dtype)")
+        w("STEP = 1")
         w("")
         w("")
     sources: dict[str, str] = {}          # the module classes the layer types need (a user's own), by source
@@ -288,9 +278,7 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
     w("")
     w("")
     w("net = Net()")
-    bn = any(L.type == "batchnorm" for L in sc.layers)
-    w("net.train()                          # training mode, as nnstep steps it" +
-      (": batchnorm normalizes with the batch's statistics" if bn else ""))
+    w("net.train()                          # training mode, as nnstep steps it (batch statistics, dropout)")
     w("")
     w("# nnstep's parameter names and the torch tensors they are")
     w("PARAMS = {")
@@ -453,8 +441,8 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
     w('       "initial": {name: as_json(p) for name, p in PARAMS.items()}, "steps": []}')
     w("for k in range(1, STEPS + 1):")
     w("    x, y = batch(k)")
-    if drop:
-        w("    NnstepDropout.step = k")
+    if drawn:
+        w("    STEP = k                                     # the step whose random draws the layers use")
     w("    optimizer.zero_grad()")
     w("    loss = loss_of(net(x), y)                    # forward and loss")
     if sc.trainable:
@@ -484,19 +472,25 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
     return "\n".join(W) + "\n", A.arrays
 
 
-def _dropout_masks(sc: Scenario, layers) -> dict:
-    """Every step's mask of each dropout layer, as the engine draws them (one run of the program:
-    the mask of step k depends on the step and the batch's shape only)."""
+def _drawn(sc: Scenario) -> list:
+    """The layers whose forward draws an extra tensor at random (a class's ``torch_random_extra``)."""
+    return [L for L in sc.layers if registry.layer_type(L.type).torch_random_extra]
+
+
+def _drawn_values(sc: Scenario, layers) -> dict:
+    """Every step's random draw of each layer, as the engine draws them (one run of the program:
+    the draw of step k depends on the step and the batch's shape only)."""
     from .engine.program import Program
     from .engine.runner import advance
 
     prog = Program(sc)
     env = prog.initial_env()
     out = {L.name: [] for L in layers}
+    extra = {L.name: L.t(registry.layer_type(L.type).torch_random_extra) for L in layers}
 
     def step_done(k1):
         for L in layers:
-            out[L.name].append(np.asarray(env[L.t("mask")], dtype=np.float64))
+            out[L.name].append(np.asarray(env[extra[L.name]], dtype=np.float64))
 
     prog.feed(env, 1)
     advance(prog, env, 1, 0, sc.train.steps * len(prog.ops), sc.train.steps, None, on_boundary=step_done)

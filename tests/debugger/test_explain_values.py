@@ -158,10 +158,10 @@ def test_a_rule_whose_numbers_do_not_add_up_is_flagged(monkeypatch):
 
 
 def test_a_wrong_intermediate_is_flagged_on_its_own_line(monkeypatch):
-    from nnstep.engine import layers as L
+    from nnstep.layers import norm as L
     from nnstep.layers.expr import El
 
-    real = L._norm_value
+    real = L.norm_value
 
     def wrong(Lr, name, idx, V, cells, at, aff, over):
         v = real(Lr, name, idx, V, cells, at, aff, over)
@@ -169,7 +169,7 @@ def test_a_wrong_intermediate_is_flagged_on_its_own_line(monkeypatch):
             if d.symbol == "μ":
                 d.engine = El(d.engine.name, d.engine.idx, d.engine.v() + 1)     # an engine mean that disagrees
         return v
-    monkeypatch.setattr(L, "_norm_value", wrong)
+    monkeypatch.setattr(L, "norm_value", wrong)
     ex = explain(lesson("layernorm.toml"), "layernorm1.out", (0, 3))
     assert not ex.ok and "! the engine's layernorm1.mean[0] is 3.5" in ex.text
 

@@ -14,7 +14,8 @@ import re
 import numpy as np
 import pytest
 
-from nnstep.engine.layers import LAYERS
+from nnstep.layers import layer_type
+from nnstep.model.scenario import LayerSpec
 from nnstep.errors import ScenarioError
 from nnstep.scenario import loads_scenario
 
@@ -29,7 +30,10 @@ def per_sample(a, b):
 
 
 def layer(sa, sb):
-    return LAYERS["matmul"]("matmul1", {}, sa, [sa, sb])
+    cls = layer_type("matmul")
+    out, _ = cls.shapes({}, [sa, sb])
+    return cls(LayerSpec(index=0, type="matmul", name="matmul1", options={}, in_shape=sa, out_shape=out, params=(),
+                         inputs=("a.out", "b.out"), in_shapes=(sa, sb)))
 
 
 @pytest.mark.parametrize("sa,sb", PAIRS)

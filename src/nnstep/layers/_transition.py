@@ -51,7 +51,6 @@ def _adapt(decl, math_cls):
         torch_module=classmethod(lambda c, L: _module(L)),
         torch_forward=classmethod(lambda c, L, ins, me, out: _forward_line(L, ins, me, out)),
         torch_param=classmethod(lambda c, L, p, me: _param_ref(L, p, me)),
-        torch_random_extra="mask" if t == "dropout" else None,
     )
     if hasattr(decl, "masked"):
         attrs["masked"] = classmethod(lambda c, L: decl.masked(L))
@@ -81,12 +80,6 @@ def _check_size(typ, name, opts, in_shape, out_shape, batch, smallest, limits):
             raise OptionError(None, f"{name} over {T} time steps would copy {_show(work)} elements per batch, filling its "
                                     f"(N, T, ·) tensors one time step at a time (N·T²·{'hidden' if typ == 'rnn' else '6·hidden'}), "
                                     f"over the limit of {limits.MAX_RECURRENT_WORK} (use fewer time steps or a smaller batch_size)")
-    if typ == "batchnorm":
-        per_channel = smallest * math.prod(in_shape[1:])
-        if per_channel < 2:
-            raise OptionError(None, f"{name} (batchnorm) would see 1 value per channel in a batch of {smallest} "
-                                    f"(per-sample shape {_fmt_shape(in_shape)}); training-mode batch statistics "
-                                    f"need at least 2, as in torch (use a larger batch_size or more samples)")
 
 
 from .base import exact as _f  # noqa: E402
@@ -95,26 +88,11 @@ from .base import exact as _f  # noqa: E402
 def _module(L):
     """(constructor source or None, comment) for a layer that is an nn.Module."""
     o, t = L.options, L.type
-    if t == "batchnorm":
-        nd = 2 if len(L.in_shape) == 3 else 1
-        aff = "" if o["affine"] else ", affine=False"
-        return (f"nn.BatchNorm{nd}d({L.in_shape[0]}, eps={_f(o['eps'])}, momentum={_f(o['momentum'])}{aff})",
-                "training mode: the batch's statistics (biased variance)")
-    if t == "layernorm":
-        d = o.get("dims") or len(L.in_shape)
-        shp = list(L.in_shape[len(L.in_shape) - d:])
-        aff = "" if o["affine"] else ", elementwise_affine=False"
-        return f"nn.LayerNorm({shp}, eps={_f(o['eps'])}{aff})", ("over the last dim" if d == 1 else f"over the last {d} dims")
-    if t == "flatten":
-        return "nn.Flatten()", "(N, ...) -> (N, -1)"
     if t == "attention":
         E = L.in_shape[-1]
         bias = "" if o["bias"] else ", bias=False"
         return (f"nn.MultiheadAttention({E}, num_heads={o['heads']}{bias}, batch_first=True)",
                 "self-attention: query = key = value = its input")
-    if t == "dropout":
-        return (f"NnstepDropout(MASKS[{L.name!r}])",
-                f"nn.Dropout(p={_f(o['p'])}) with nnstep's masks (see NnstepDropout)")
     if t in ("rnn", "lstm"):
         bias = "" if o["bias"] else ", bias=False"
         nl = f', nonlinearity="{o["nonlinearity"]}"' if t == "rnn" else ""
@@ -127,23 +105,6 @@ def _forward_line(L, ins, me, out):
     """The statement(s) of forward() computing this layer's output."""
     o, t = L.options, L.type
     a = ins[0]
-    if t == "add":
-        return [f"{out} = " + " + ".join(ins)]
-    if t == "mul":
-        return [f"{out} = " + " * ".join(ins)]
-    if t == "concat":
-        return [f"{out} = torch.cat([{', '.join(ins)}], dim={o['dim']})"]
-    if t == "matmul":                     # per sample: the lower-rank input gets size-1 dims after the batch
-        nd = max(len(s) for s in L.in_shapes)
-        x = [v + ("[:" + ", None" * (nd - len(s)) + "]" if len(s) < nd else "") for v, s in zip(ins, L.in_shapes)]
-        return [f"{out} = torch.matmul({x[0]}, {x[1]})"]
-    if t == "transpose":
-        d0, d1 = o["dims"]
-        return [f"{out} = torch.transpose({a}, {d0}, {d1})"]
-    if t == "reshape":
-        return [f"{out} = {a}.reshape({a}.shape[0], {', '.join(str(s) for s in L.out_shape)})"]
-    if t == "scale":
-        return [f"{out} = {a} * {_f(o['by'])}"]
     if t == "attention":
         T = L.in_shape[0]
         if o["causal"]:

@@ -85,119 +85,7 @@ class LayerType:
         return F("{gin} = {g}", gin=n.gin, g=n.g)
 
 
-class Flatten(LayerType):
-    type = "flatten"
-
-    @classmethod
-    def infer(cls, opts, in_shapes):
-        return (math.prod(in_shapes[0]),), {}
-
-    @classmethod
-    def fwd_formula(cls, L, n):
-        return F("{out} = reshape({x}, [N, −1])", out=n.out, x=n.x)
-
-    @classmethod
-    def bwd_formula(cls, L, n):
-        return F("{gin} = reshape({g}, " + fmt_shape(("N",) + tuple(L.in_shape)) + ")", gin=n.gin, g=n.g)
-
-
-class _Norm(LayerType):
-    params = ("weight", "bias")
-    bias_params = ()                # no bias switch: `affine = false` leaves out γ and β together, as torch's
-    symbols = {"weight": "γ", "bias": "β"}
-    extras = ("mean", "var")
-    init = {"weight": "ones", "bias": "zeros"}
-    psum = "Σ"                      # the sum over what the parameters are shared across
-    shared = ""                     # what the statistics' sums run over
-
-    @classmethod
-    def _count(cls, L, n) -> Count:
-        """How many values one mean and variance are taken over."""
-        raise NotImplementedError
-
-    @classmethod
-    def bwd_formula(cls, L, n):
-        t = "x̂ = ({x} − {mean}) / √({var} + {eps})"
-        if L.has("weight"):
-            t += ";  {Wg} = " + cls.psum + " {g} ⊙ x̂;  {bg} = " + cls.psum + " {g};  ĝ = {g} ⊙ {W}"
-        else:
-            t += ";  ĝ = {g}"
-        t += ";  {gin} = (1/{c}) / √({var} + {eps}) · ({c}·ĝ − Σĝ − x̂·Σ(ĝ ⊙ x̂));  (Σ over " + cls.shared + ")"
-        return F(t, x=n.x, mean=n.e("mean"), var=n.e("var"), eps=Const("ε", L.options["eps"]), g=n.g,
-                 Wg=n.pg("weight"), bg=n.pg("bias"), W=n.p("weight"), gin=n.gin, c=cls._count(L, n))
-
-
-class BatchNorm(_Norm):
-    """Training mode: batch statistics (biased variance); running stats with the unbiased one.
-    (N, C) and (N, C, L) as BatchNorm1d, (N, C, H, W) as BatchNorm2d."""
-    type = "batchnorm"
-    options = {"eps": (1e-5, "posfloat"), "momentum": (0.1, "prob"), "affine": (True, "bool")}
-    states = ("running_mean", "running_var")
-
-    @classmethod
-    def infer(cls, opts, in_shapes):
-        s = in_shapes[0]
-        if len(s) not in (1, 2, 3):
-            raise ShapeError(f"batchnorm expects (N, C), (N, C, L) or (N, C, H, W), got per-sample shape "
-                             f"{fmt_shape(s)}")
-        return s, ({"weight": (s[0],), "bias": (s[0],)} if opts["affine"] else {})
-
-    shared = "n and positions, per channel"
-
-    @classmethod
-    def _count(cls, L, n):
-        return Count("n", n.x.name, (0,) + tuple(range(2, 1 + len(L.in_shape))))
-
-    @classmethod
-    def fwd_formula(cls, L, n):
-        aff = "{W} ⊙ x̂ + {b}" if L.has("weight") else "x̂"
-        over = "meanₙ" if len(L.in_shape) == 1 else "mean over n and positions"
-        return F("{mean} = " + over + " {x};  {var} = " + over + " ({x} − {mean})²;  "
-                 "x̂ = ({x} − {mean}) / √({var} + {eps});  {out} = " + aff + ";  "
-                 "{rm} ← (1 − {m})·{rm} + {m}·{mean};  {rv} ← (1 − {m})·{rv} + {m}·{var}·{n}/({n} − 1)",
-                 mean=n.e("mean"), var=n.e("var"), x=n.x, out=n.out, W=n.p("weight"), b=n.p("bias"),
-                 eps=Const("ε", L.options["eps"]), m=Const("m", L.options["momentum"]),
-                 rm=Ref(L.t("running_mean"), "state"), rv=Ref(L.t("running_var"), "state"), n=cls._count(L, n))
-
-
-class LayerNorm(_Norm):
-    """Over the last ``dims`` dimensions (default: every non-batch one); biased variance, eps inside
-    the square root."""
-    type = "layernorm"
-    options = {"eps": (1e-5, "posfloat"), "affine": (True, "bool"), "dims": (0, "posint")}   # 0: all
-
-    @classmethod
-    def ndims(cls, opts, in_shape) -> int:
-        return opts.get("dims") or len(in_shape)
-
-    @classmethod
-    def infer(cls, opts, in_shapes):
-        s = in_shapes[0]
-        d = cls.ndims(opts, s)
-        if d > len(s) or d < 1:
-            raise ShapeError(f"dims = {opts.get('dims')} but the per-sample shape {fmt_shape(s)} has {len(s)} "
-                             f"dimension{'s' if len(s) != 1 else ''}")
-        shp = tuple(s[len(s) - d:])
-        return s, ({"weight": shp, "bias": shp} if opts["affine"] else {})
-
-    psum = "Σₙ"
-    shared = "the normalized values"
-
-    @classmethod
-    def _count(cls, L, n):
-        d = cls.ndims(L.options, L.in_shape)
-        return Count("D", n.x.name, tuple(range(1 + len(L.in_shape) - d, 1 + len(L.in_shape))))
-
-    @classmethod
-    def fwd_formula(cls, L, n):
-        aff = "{W} ⊙ x̂ + {b}" if L.has("weight") else "x̂"
-        return F("{mean} = mean {x} over its last {D} values;  {var} = mean ({x} − {mean})²;  "
-                 "x̂ = ({x} − {mean}) / √({var} + {eps});  {out} = " + aff,
-                 mean=n.e("mean"), var=n.e("var"), x=n.x, out=n.out, W=n.p("weight"), b=n.p("bias"),
-                 eps=Const("ε", L.options["eps"]), D=cls._count(L, n))
-
-
-LAYERS: dict[str, type[LayerType]] = {c.type: c for c in (Flatten, BatchNorm, LayerNorm)}
+LAYERS: dict[str, type[LayerType]] = {}
 
 INITS = ("kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal", "zeros")
 
@@ -209,9 +97,7 @@ from .catalog_rnn import RNN_LAYERS  # noqa: E402
 
 LAYERS.update(RNN_LAYERS)
 
-from .catalog_pool import POOL_LAYERS, nll_formulas  # noqa: E402  (pooling, dropout, log_softmax; nll)
-
-LAYERS.update(POOL_LAYERS)
+from .catalog_pool import nll_formulas  # noqa: E402  (nll)
 
 
 # =================================================================================================

@@ -17,31 +17,6 @@ import math
 from .catalog import LayerType, ShapeError, fmt_shape
 from ..layers.formula import Const, Count, F, Formula, Ref
 
-class Dropout(LayerType):
-    """nn.Dropout(p) in training mode: out = in ⊙ mask, mask = 0 or 1/(1 − p), drawn per step."""
-    type = "dropout"
-    options = {"p": (0.5, "prob_open")}
-    extras = ("mask",)
-
-    @classmethod
-    def intermediates(cls, opts, in_shapes, out_shape):
-        return [("mask", tuple(in_shapes[0]), 1)]
-
-    @classmethod
-    def fwd_formula(cls, L, n):
-        p = Const("p", L.options["p"])
-        return F("{mask} = [u < 1 − {p}] / (1 − {p}), u uniform in [0, 1), drawn from the seed, the step and "
-                 "the layer;  {out} = {x} ⊙ {mask}", mask=n.e("mask"), p=p, out=n.out, x=n.x)
-
-    @classmethod
-    def bwd_formula(cls, L, n):
-        return F("{gin} = {g} ⊙ {mask};  (a dropped input gets no gradient, a kept one 1/(1 − p) of it)",
-                 gin=n.gin, g=n.g, mask=n.e("mask"))
-
-
-POOL_LAYERS: dict[str, type[LayerType]] = {c.type: c for c in (Dropout,)}
-
-
 def nll_formulas(lo, pred: str, pred_ndim: int, kw: dict) -> tuple[Formula, Formula]:
     """``nll`` (nn.NLLLoss): the prediction holds log-probabilities, the target class indices."""
     s = "{s} · " if lo.scale != 1 else ""
