@@ -8,17 +8,11 @@ import sys
 
 import pytest
 
-# the layer math not yet moved into nnstep.layers (the adapter reads it): none once every family moved
-TRANSITIONAL = ("nnstep.engine.layers", "nnstep.engine.layers_act", "nnstep.engine.layers_graph",
-                "nnstep.engine.layers_pool", "nnstep.engine.layers_rnn", "nnstep.engine", "nnstep.model.catalog",
-                "nnstep.model.catalog_graph", "nnstep.model.catalog_pool", "nnstep.model.catalog_rnn", "nnstep.model")
-
-
 def loaded(code: str) -> list[str]:
     prog = code + "\nimport sys, json\nprint(json.dumps(sorted(m for m in sys.modules if m.startswith(('nnstep', 'textual')))))"
     r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    return [m for m in json.loads(r.stdout.strip().splitlines()[-1]) if m not in TRANSITIONAL]
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def test_the_scenario_loader_loads_no_engine_module():
@@ -43,7 +37,7 @@ def test_the_model_imports_nothing_of_nnsteps_but_the_layers_and_errors():
 def test_the_layer_types_import_nothing_of_nnsteps_but_errors():
     code = "import nnstep.layers\nnnstep.layers.layer_types()"
     mods = loaded(code)
-    assert "nnstep.layers.dense" in mods or TRANSITIONAL, mods
+    assert "nnstep.layers.dense" in mods, mods
     below = [m for m in mods if m.startswith("nnstep.") and not m.startswith(("nnstep.layers", "nnstep.errors"))]
     assert not below, below
 

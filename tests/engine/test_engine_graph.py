@@ -369,9 +369,9 @@ def test_explain_adds_up_on_every_gradient_of_the_graph(net):
 
 
 def test_the_mask_helper_names_the_cells_the_engine_zeroes():
-    """catalog_graph.Attention.masked(L): the (T, T) cells a causal mask hides, for the engine and
+    """layers.attention.Attention.masked(L): the (T, T) cells a causal mask hides, for the engine and
     for any screen that marks them; None without the mask."""
-    from nnstep.model.catalog_graph import Attention
+    from nnstep.layers.attention import Attention
     sc = loads_scenario(att(2, "true", "true"))
     L = sc.layers[0]
     hidden = Attention.masked(L)

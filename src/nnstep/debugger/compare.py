@@ -32,7 +32,7 @@ import numpy as np
 from ..engine.program import Program
 from ..engine.runner import advance
 from ..errors import ScenarioError, cut
-from ..model.catalog import fmt_shape as _fmt_shape
+from ..layers.base import fmt_shape as _fmt_shape
 from ..model.scenario import Scenario
 
 RTOL, ATOL = 1e-6, 1e-9

@@ -88,6 +88,7 @@ def _case(x, then, other, how: str) -> Value:
 
 
 class ReLU(Elementwise):
+    """nn.ReLU: max(x, 0), its slope 0 at exactly 0 as torch's."""
     type = "relu"
     fwd = "{out} = max({x}, 0)"
     loc = "{local} = [{x} > 0]   (0 at 0, as torch)"
@@ -110,6 +111,7 @@ class ReLU(Elementwise):
 
 
 class LeakyReLU(Elementwise):
+    """nn.LeakyReLU(negative_slope): x where x > 0, else a·x."""
     type = "leaky_relu"
     options = {"negative_slope": Option(0.01, "float", "the slope below 0")}
     fwd = "{out} = {x} where {x} > 0, else {a}·{x}"
@@ -137,6 +139,7 @@ class LeakyReLU(Elementwise):
 
 
 class Sigmoid(Elementwise):
+    """nn.Sigmoid: σ(x) = 1 / (1 + e^(−x)); its local derivative from its output, σ·(1 − σ)."""
     type = "sigmoid"
     fwd = "{out} = σ({x}) = 1 / (1 + e^(−{x}))"
     loc = "{local} = {out} ⊙ (1 − {out})"
@@ -159,6 +162,7 @@ class Sigmoid(Elementwise):
 
 
 class Tanh(Elementwise):
+    """nn.Tanh; its local derivative from its output, 1 − tanh²."""
     type = "tanh"
     fwd = "{out} = tanh({x})"
     loc = "{local} = 1 − {out}²"
@@ -181,6 +185,7 @@ class Tanh(Elementwise):
 
 
 class GELU(Elementwise):
+    """nn.GELU(approximate): x·Φ(x), exact (erf) or its tanh approximation, computed as torch's CPU kernel."""
     type = "gelu"
     options = {"approximate": Option("none", "choice:none|tanh", '"none": the exact erf form; "tanh": its approximation')}
     # torch's constants (aten/src/ATen/native/cpu/Activation.cpp), from the C macros, so the
@@ -258,6 +263,7 @@ class GELU(Elementwise):
 
 
 class Identity(Elementwise):
+    """nn.Identity: the same numbers (a place to put a breakpoint or an expectation)."""
     type = "identity"
 
     @classmethod

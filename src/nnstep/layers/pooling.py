@@ -296,20 +296,24 @@ class AvgPool(Pool):
 
 
 class MaxPool1d(MaxPool):
+    """nn.MaxPool1d: (N, C, L) -> (N, C, L')."""
     type = "maxpool1d"
     nd = 1
 
 
 class MaxPool2d(MaxPool):
+    """nn.MaxPool2d: (N, C, H, W) -> (N, C, H', W')."""
     type = "maxpool2d"
     nd = 2
 
 
 class AvgPool1d(AvgPool):
+    """nn.AvgPool1d: (N, C, L) -> (N, C, L')."""
     type = "avgpool1d"
     nd = 1
 
 
 class AvgPool2d(AvgPool):
+    """nn.AvgPool2d: (N, C, H, W) -> (N, C, H', W')."""
     type = "avgpool2d"
     nd = 2

@@ -40,17 +40,9 @@ def builtin_types() -> dict[str, type[Layer]]:
     if _builtin is None:
         table: dict[str, type[Layer]] = {}
         for family in FAMILIES:
-            try:
-                module = importlib.import_module(f".{family}", __package__)
-            except ModuleNotFoundError as e:
-                if e.name != f"{__package__}.{family}":
-                    raise
-                continue
+            module = importlib.import_module(f".{family}", __package__)
             for cls in layer_classes(module):
                 table[cls.type] = cls
-        from ._transition import old_types
-        for t, cls in old_types().items():
-            table.setdefault(t, cls)
         _builtin = table
     return _builtin
 

@@ -12,11 +12,8 @@ Option kinds (checked by the loader): ``posint`` > 0, ``nonnegint`` >= 0, ``posf
 """
 from __future__ import annotations
 
-
-import math
 from typing import Any
 
-from ..layers.base import ShapeError, Step, check_dim as _check_dim, fmt_shape  # noqa: F401
 from ..layers.formula import Clause, Const, Count, F, Formula, Ref, StepNum, StepPow, Sym
 
 
@@ -24,80 +21,7 @@ from ..layers.formula import Clause, Const, Count, F, Formula, Ref, StepNum, Ste
 # float, so ε is float32's nearest value even in float64 (aten binary_cross_entropy_backward)
 BCE_EPS = 9.999999960041972e-13
 
-
-# =================================================================================================
-# Layers
-# =================================================================================================
-class LayerType:
-    type: str = ""
-    options: dict[str, tuple[Any, str]] = {}
-    params: tuple[str, ...] = ()
-    symbols: dict[str, str] = {"weight": "W", "bias": "b"}
-    states: tuple[str, ...] = ()        # persistent non-parameter tensors (batchnorm's running stats)
-    extras: tuple[str, ...] = ()        # intermediates the forward op writes too
-    elementwise = False                 # its backward writes <layer>.local = d out / d in
-    merge = False                       # reads `inputs = [...]`, two or more tensors
-    init: dict[str, str] = {"bias": "bias"}     # a parameter's default init; others take the layer's `init`
-    needs_in_grad_work = False          # grad_in costs real work (linear, conv): `run` may skip it
-    grads_input = True                  # its backward sends a gradient to its input (not embedding's indices)
-    arity = (1, 1)                      # how many inputs it reads (merge layers: 2 or more)
-    bias_params: tuple[str, ...] = ("bias",)    # what `bias = false` removes
-    int_input = False                   # reads integer data (token indices)
-
-    @classmethod
-    def forward_steps(cls, L, n) -> list[Step] | None:
-        """Several forward operations instead of one (None: the one ``forward <layer>``)."""
-        return None
-
-    @classmethod
-    def backward_steps(cls, L, n) -> list[Step] | None:
-        """Several backward operations, in the order they run (None: the one ``backward <layer>``)."""
-        return None
-
-    @classmethod
-    def infer(cls, opts: dict, in_shapes: list[tuple[int, ...]]):
-        """(out_shape, {param: shape}) for these per-sample input shapes; ShapeError if they
-        don't fit."""
-        return tuple(in_shapes[0]), {}
-
-    @classmethod
-    def fans(cls, opts: dict, in_shape: tuple[int, ...]) -> tuple[int, int]:
-        return 1, 1
-
-    @classmethod
-    def intermediates(cls, opts: dict, in_shapes, out_shape) -> list[tuple[str, tuple[int, ...], int]]:
-        """The tensors besides its output that the layer's forward keeps, or that its forward or
-        backward makes larger than its inputs, output and parameters: (name, per-sample shape, how
-        many of them the forward keeps; 0 for one the backward makes and drops). The loader holds
-        each to the limits of a layer's output before anything is allocated: one tensor's elements
-        for a batch, and the ones kept in the sum over the network. A name that is an identifier is the tensor's, ``<layer>.<name>``; any other
-        describes it. Every other tensor a layer makes (element-wise locals, batch statistics,
-        gradients) is at most the size of an input, the output or a parameter."""
-        return []
-
-    # --- formulas: the plan passes the names (see plan.Names) -------------------------------------
-    @classmethod
-    def fwd_formula(cls, L, n) -> Formula:
-        return F("{out} = {x}", out=n.out, x=n.x)
-
-    @classmethod
-    def bwd_formula(cls, L, n) -> Formula:
-        return F("{gin} = {g}", gin=n.gin, g=n.g)
-
-
-LAYERS: dict[str, type[LayerType]] = {}
-
-INITS = ("kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal", "zeros")
-
-from .catalog_graph import GRAPH_LAYERS  # noqa: E402  (they build on LayerType above)
-
-LAYERS.update(GRAPH_LAYERS)
-
-from .catalog_rnn import RNN_LAYERS  # noqa: E402
-
-LAYERS.update(RNN_LAYERS)
-
-from .catalog_pool import nll_formulas  # noqa: E402  (nll)
+from .catalog_pool import nll_formulas  # noqa: E402
 
 
 # =================================================================================================

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..errors import ScenarioError, clean, cut, did_you_mean
 from .limits import MAX_CSV_BYTES, MAX_ELEMENTS, MAX_FILE_BYTES
-from .validate import _show, fmt_shape as _fmt_shape
+from ..layers.base import fmt_shape as _fmt_shape
+from .validate import _show
 
 
 def data(d, ctx, base: str, npdt, loss, seed: int):

@@ -16,7 +16,8 @@ from ..model.scenario import LayerSpec, LossSpec
 from . import limits
 from .limits import MAX_ACTIVATIONS, MAX_ELEMENTS, MAX_LAYERS, MAX_MERGE_INPUTS, MAX_TOTAL_PARAMS
 from .files import cast as _cast
-from .validate import NAME_RE, fmt_shape as _fmt_shape, opt_value as _opt, _show
+from ..layers.base import fmt_shape as _fmt_shape
+from .validate import NAME_RE, opt_value as _opt, _show
 
 COMMON_LAYER_KEYS = ("type", "name", "frozen", "init", "in", "input", "inputs")
 HINT = ("; a layer type of your own is read from the Python file that defines it, named on the command line: "

@@ -9,7 +9,6 @@ import re
 import numpy as np
 
 from ..errors import ScenarioError, clean, cut, did_you_mean
-from ..model.catalog import fmt_shape  # noqa: F401  (re-exported)
 from .limits import MAX_ELEMENTS, MAX_NDIM
 
 ALIASES = {"learning_rate": "lr", "learningrate": "lr", "epochs": "steps", "iterations": "steps",
