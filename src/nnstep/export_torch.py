@@ -35,18 +35,6 @@ register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_ex
 share_memory state_dict to to_empty train type xpu zero_grad training""".split())
 _LOCAL_NAMES = frozenset({"x", "self", "torch", "nn", "json", "math", "mask"})
 
-LOSSES = {"mse": "MSELoss", "l1": "L1Loss", "smooth_l1": "SmoothL1Loss", "huber": "HuberLoss",
-          "cross_entropy": "CrossEntropyLoss", "bce": "BCELoss", "bce_with_logits": "BCEWithLogitsLoss",
-          "nll": "NLLLoss"}
-_LOSS_FIELDS = {"type", "reduction", "scale", "beta", "delta", "class_dim", "label_smoothing", "weight", "pos_weight"}
-_OPT_COMMON = {"type", "lr", "weight_decay", "clip_grad_norm", "schedule"}
-_OPT_FIELDS = {"sgd": {"momentum", "dampening", "nesterov"}, "adam": {"betas", "eps"}, "adamw": {"betas", "eps"},
-               "rmsprop": {"alpha", "eps", "momentum", "centered"}}
-SCHEDULES = {"step": ("StepLR", {"step_size": "step_size", "gamma": "gamma"}),
-             "exponential": ("ExponentialLR", {"gamma": "gamma"}),
-             "cosine": ("CosineAnnealingLR", {"t_max": "T_max", "eta_min": "eta_min"}),
-             "linear": ("LinearLR", {"start_factor": "start_factor", "end_factor": "end_factor",
-                                     "total_iters": "total_iters"})}
 _TRAIN_FIELDS = {"steps", "batch_size", "shuffle"}
 
 
@@ -79,30 +67,14 @@ def _check_fields(sc: Scenario, obj, known: set, where: str, what: str):
 
 
 def check_exportable(sc: Scenario) -> None:
-    """Raise a located ScenarioError for anything the exporter would not write faithfully."""
+    """Raise a located ScenarioError for anything the exporter would not write faithfully. Every
+    loss, optimizer and schedule type writes all its options (its class's torch_kwargs); a layer
+    type without a torch equivalent is refused."""
     for L in sc.layers:
         if _torch(L, "torch_module", L) is None:
             _refuse(sc, f"layers[{L.index}].type", f"a {L.type} layer has no torch equivalent (its class defines no "
                                                    "torch_module: docs/layers.md): no script is written rather than "
                                                    "a wrong one")
-    if sc.loss.type not in LOSSES:
-        _refuse(sc, "loss.type", f'export --torch does not write a {sc.loss.type} loss yet: no script is written '
-                                 "rather than a wrong one")
-    if sc.optimizer.type not in _OPT_FIELDS:
-        _refuse(sc, "optimizer.type", f"export --torch does not write a {sc.optimizer.type} optimizer yet: no "
-                                      "script is written rather than a wrong one")
-    _check_fields(sc, sc.loss, _LOSS_FIELDS | ({"beta"} if sc.loss.type == "smooth_l1" else set()), "loss", "the loss's")
-    # an option of another optimizer type keeps its default (the loader refuses it), so only the
-    # fields nobody here knows are checked
-    known = _OPT_COMMON | set().union(*_OPT_FIELDS.values())
-    _check_fields(sc, sc.optimizer, known, "optimizer", "the optimizer's")
-    s = sc.optimizer.schedule
-    if s is not None:
-        if s.type not in SCHEDULES:
-            _refuse(sc, "optimizer.schedule.type", f'export --torch does not write a "{s.type}" schedule yet: no '
-                                                   "script is written rather than a wrong one")
-        _check_fields(sc, s, {"type", "warmup", "warmup_start"} | set().union(*(m for _, m in SCHEDULES.values())),
-                      "optimizer.schedule", "the schedule's")
     _check_fields(sc, sc.train, _TRAIN_FIELDS, "train", "train")
 
 
@@ -305,30 +277,15 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
     w("")
     # --- loss ---------------------------------------------------------------------------------------
     w("# --- the loss -----------------------------------------------------------------------------------")
-    kw = [f'reduction="{lo.reduction}"']
-    if lo.type == "smooth_l1":
-        kw.append(f"beta={_f(lo.beta)}")
-    if lo.type == "huber":
-        kw.append(f"delta={_f(lo.delta)}")
-    if lo.type == "cross_entropy" and lo.weight is not None:
-        kw.append(f"weight=torch.tensor({_lit(np.asarray(lo.weight, dtype=np.float64), 0)})")
-    if lo.type == "cross_entropy" and lo.label_smoothing:
-        kw.append(f"label_smoothing={_f(lo.label_smoothing)}")
-    if lo.type == "bce_with_logits" and lo.pos_weight is not None:
-        kw.append(f"pos_weight=torch.tensor({_lit(np.asarray(lo.pos_weight, dtype=np.float64), 0)})")
-    w(f"loss_fn = nn.{LOSSES[lo.type]}({', '.join(kw)})")
-    pred_nd = 1 + len(sc.layers[-1].out_shape)
-    cd = lo.class_dim % pred_nd if lo.type in ("cross_entropy", "nll") else 1
-    probs = lo.type == "cross_entropy" and sc.y.dtype.kind == "f"
+    loss = registry.loss_types()[lo.type](lo)
+    kw = [f'reduction="{lo.reduction}"'] + loss.torch_kwargs()
+    w(f"loss_fn = nn.{loss.torch_class}({', '.join(kw)})")
+    p_expr, y_expr, why = loss.torch_call(1 + len(sc.layers[-1].out_shape), sc.y.dtype.kind == "f")
     w("")
     w("")
     w("def loss_of(pred, y):")
-    p_expr, y_expr = "pred", "y"
-    if cd != 1:
-        w(f"    # the classes are along dim {lo.class_dim} of the prediction; torch's {LOSSES[lo.type]} wants them at dim 1")
-        p_expr = f"pred.movedim({cd}, 1)"
-        if probs:
-            y_expr = f"y.movedim({cd}, 1)"
+    if why:
+        w(f"    # {why}")
     call = f"loss_fn({p_expr}, {y_expr})"
     if lo.scale != 1:
         w(f"    return {call} * {_f(lo.scale)}   # loss.scale")
@@ -343,42 +300,13 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
         w("# nothing to train here, but torch's optimizers (and so the schedules) need one parameter:")
         w("# an empty tensor stands in for it")
         params = "[torch.zeros(0, requires_grad=True)]"
-    okw = [f"lr={_f(opt.lr)}"]
-    if opt.type == "sgd":
-        cls = "SGD"
-        if opt.momentum:
-            okw.append(f"momentum={_f(opt.momentum)}")
-        if opt.dampening:
-            okw.append(f"dampening={_f(opt.dampening)}")
-        if opt.nesterov:
-            okw.append("nesterov=True")
-    elif opt.type in ("adam", "adamw"):
-        cls = "Adam" if opt.type == "adam" else "AdamW"
-        b1, b2 = opt.betas
-        okw += [f"betas=({_f(b1)}, {_f(b2)})", f"eps={_f(opt.eps)}"]
-    else:
-        cls = "RMSprop"
-        okw += [f"alpha={_f(opt.alpha)}", f"eps={_f(opt.eps)}"]
-        if opt.momentum:
-            okw.append(f"momentum={_f(opt.momentum)}")
-        if opt.centered:
-            okw.append("centered=True")
-    if opt.weight_decay or opt.type == "adamw":       # AdamW's default (0.01) is written out too
-        okw.append(f"weight_decay={_f(opt.weight_decay)}")
-    w(f"optimizer = torch.optim.{cls}({params}, {', '.join(okw)}, foreach=False)")
+    optimizer = registry.optimizer_types()[opt.type](opt)
+    okw = [f"lr={_f(opt.lr)}"] + optimizer.torch_kwargs()
+    w(f"optimizer = torch.optim.{optimizer.torch_class}({params}, {', '.join(okw)}, foreach=False)")
     sch = opt.schedule
     if sch is not None:
-        tname, opts = SCHEDULES[sch.type]
-        skw = ", ".join(f"{tk}={_f(getattr(sch, k))}" for k, tk in opts.items())
-        if sch.type == "cosine" and sch.warmup:
-            w("# a linear warm-up, then the cosine: torch's SequentialLR switches at the milestone")
-            w(f"warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor={_f(sch.warmup_start)}, "
-              f"total_iters={sch.warmup})")
-            w(f"cosine = torch.optim.lr_scheduler.{tname}(optimizer, {skw})")
-            w(f"scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[{sch.warmup}])"
-              "   # stepped after each update")
-        else:
-            w(f"scheduler = torch.optim.lr_scheduler.{tname}(optimizer, {skw})   # stepped after each update")
+        for line in registry.schedule_types()[sch.type](sch, opt).torch_lines():
+            w(line)
     w("")
     # --- batches ------------------------------------------------------------------------------------
     w("# --- the batches ---------------------------------------------------------------------------------")

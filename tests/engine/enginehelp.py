@@ -51,3 +51,39 @@ def assert_grad_close(analytic, numeric, rtol=1e-6, atol=1e-8, what=""):
 
 def rng(seed=12345):
     return np.random.default_rng(seed)
+
+
+# --- losses and optimizers, as the program drives them --------------------------------------------
+def loss(kind, reduction="mean", scale=1.0, **opts):
+    """A loss type's class made for these options (nnstep.layers.losses / crossentropy)."""
+    from nnstep.layers.registry import loss_types
+    from nnstep.model.scenario import LossSpec
+    return loss_types()[kind](LossSpec(kind, reduction=reduction, scale=scale, **opts))
+
+
+def loss_forward(kind, p, y, reduction, scale, lp=None, **opts):
+    return loss(kind, reduction, scale, **opts).forward(p, y, lp=lp)
+
+
+def loss_backward(kind, p, y, reduction, scale, lp=None, **opts):
+    return loss(kind, reduction, scale, **opts).backward(p, y, lp=lp)
+
+
+def optimizer(spec):
+    """An optimizer type's class made for an OptimizerSpec (nnstep.layers.optimizers)."""
+    from nnstep.layers.registry import optimizer_types
+    return optimizer_types()[spec.type](spec)
+
+
+def update(spec, t, p, grad, state, lr=None):
+    return optimizer(spec).update(t, p, grad, state, lr=lr)
+
+
+def optimizer_state(spec):
+    return optimizer(spec).state()
+
+
+def schedule(opt):
+    """The schedule type's class of an OptimizerSpec's schedule (nnstep.layers.schedules)."""
+    from nnstep.layers.registry import schedule_types
+    return schedule_types()[opt.schedule.type](opt.schedule, opt)

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from enginehelp import assert_grad_close, central_diff, rng
-from nnstep.engine.losses import loss_backward, loss_forward
-from nnstep.model.catalog import LOSSES
+from enginehelp import loss_backward, loss_forward
+from nnstep.layers.registry import loss_types
+
+LOSSES = tuple(loss_types())
 
 
 def _log_softmax_row(z):
@@ -222,7 +224,7 @@ def test_float32_stays_float32(kind):
 @pytest.mark.parametrize("shape,probs", [((5, 4), False), ((3, 4, 2), False), ((5, 4), True)])
 def test_cross_entropy_with_precomputed_log_softmax_is_identical(shape, probs):
     """The program's loss op hands its log_softmax to `backward loss`: same bits either way."""
-    from nnstep.engine.losses import log_softmax
+    from nnstep.layers.crossentropy import log_softmax
 
     r = rng(13)
     p = r.standard_normal(shape)
@@ -269,7 +271,7 @@ def test_bce_gradient_clamps_at_float32s_1e_12_as_torch_even_in_float64():
     9.999999960041972e-13, even for float64 tensors: torch 2.13 prints loss.grad =
     1000000003995.7094 for this net (1e12 exactly with a float64 1e-12 would be 999999999999.9065)."""
     import nnstep
-    from nnstep.model.catalog import BCE_EPS
+    from nnstep.layers.losses import BCE_EPS
     assert BCE_EPS == float(np.float32(1e-12)) == 9.999999960041972e-13
     s = nnstep.Session(nnstep.loads_scenario(BCE_CLAMPED))
     s.goto(1, s.program.stage_start["update"])

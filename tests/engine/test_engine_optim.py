@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 from nnstep import loads_scenario
-from nnstep.engine import optim
-from nnstep.model.catalog import optimizer_state
+from enginehelp import optimizer_state, update
 from nnstep.engine.program import Program
 from nnstep.scenario.model import OptimizerSpec
 
@@ -57,11 +56,11 @@ class RefAdam:
 
 
 def engine_run(spec, theta0, grad_fn, steps):
-    """Drive optim.update as the program does: state carried by suffix from step to step."""
+    """Drive the optimizer's update as the program does: state carried by suffix from step to step."""
     theta, state, out = theta0, {}, []
     for t in range(1, steps + 1):
         g = grad_fn(theta)
-        new, written = optim.update(spec, t, theta, g, state)
+        new, written = update(spec, t, theta, g, state)
         state = {s: written[s] for s in optimizer_state(spec)[0]}
         np.testing.assert_array_equal(theta, out[-1] if out else theta0)   # the old value is untouched
         theta = new
@@ -119,7 +118,7 @@ def test_adam_against_docs_pseudocode(name):
 
 
 def _one(spec, p, g, t=1, state=None):
-    new, written = optim.update(spec, t, np.array([p]), np.array([g]), state or {})
+    new, written = update(spec, t, np.array([p]), np.array([g]), state or {})
     return float(new[0]), {k: float(v[0]) for k, v in written.items()}
 
 

@@ -26,10 +26,8 @@ import pytest
 
 from enginehelp import assert_grad_close, central_diff, rng
 from nnstep import ScenarioError, loads_scenario
-from nnstep.engine import optim
-from nnstep.engine.losses import grad_rule, loss_backward, loss_forward
+from enginehelp import loss, loss_backward, loss_forward, optimizer_state, schedule, update
 from nnstep.engine.program import Program
-from nnstep.model.catalog import optimizer_state
 from nnstep.model.formula import views
 from nnstep.model.scenario import LossSpec, OptimizerSpec, ScheduleSpec
 
@@ -96,7 +94,7 @@ def quad_grad(theta):
 def engine_run(spec, theta0, grad_fn, steps):
     theta, state, out = theta0, {}, []
     for t in range(1, steps + 1):
-        new, written = optim.update(spec, t, theta, grad_fn(theta), state)
+        new, written = update(spec, t, theta, grad_fn(theta), state)
         state = {s: written[s] for s in optimizer_state(spec)[0]}
         theta = new
         out.append(theta)
@@ -140,7 +138,7 @@ def test_rmsprop_against_docs_pseudocode(name):
 
 
 def _one(spec, p, g, t=1, state=None, lr=None):
-    new, written = optim.update(spec, t, np.array([p]), np.array([g]), state or {}, lr=lr)
+    new, written = update(spec, t, np.array([p]), np.array([g]), state or {}, lr=lr)
     return float(new[0]), {k: float(v[0]) for k, v in written.items()}
 
 
@@ -365,11 +363,11 @@ def test_schedule_over_20_steps(name):
     torch steps with rounds differently) and the recursive form (to 1e-14)."""
     s = SCHEDULES[name]
     opt = OptimizerSpec("sgd", lr=0.1, schedule=s)
-    lr = optim.initial_lr(opt)
+    lr = schedule(opt).initial_lr()
     rec = recursive_docs(s, 0.1, 20)
     assert lr == pytest.approx(closed_form(s, 0.1, 0), rel=1e-15)
     for e in range(1, 21):
-        lr = optim.next_lr(opt, lr, e)
+        lr = schedule(opt).next_lr(lr, e)
         assert lr == pytest.approx(closed_form(s, 0.1, e), rel=1e-12, abs=1e-15), e
         assert lr == pytest.approx(rec[e], rel=1e-14, abs=1e-17), e
 
@@ -491,7 +489,7 @@ def test_cross_entropy_weight_and_smoothing(reduction, case, shape, target):
     assert_grad_close(g, num, rtol=1e-7, atol=1e-9, what="cross_entropy")
     lo = LossSpec("cross_entropy", reduction, s, weight=kw["w"], label_smoothing=kw["eps"])
     for idx in np.ndindex(*shape):
-        rule = grad_rule(lo, "pred", p, y, idx)
+        rule = loss(lo.type, **lo.options).grad_rule("pred", p, y, idx)
         v = sum(math.prod(f.value for f in t.factors) for t in rule.terms)
         assert v == pytest.approx(float(g[idx]), rel=1e-12, abs=1e-15), idx
 
@@ -533,7 +531,7 @@ def test_bce_with_logits_pos_weight(reduction, pw):
     assert_grad_close(g, num, rtol=1e-7, atol=1e-9, what="bce_with_logits pos_weight")
     lo = LossSpec("bce_with_logits", reduction, 0.5, pos_weight=pw)
     for idx in np.ndindex(*p.shape):
-        rule = grad_rule(lo, "pred", p, y, idx)
+        rule = loss(lo.type, **lo.options).grad_rule("pred", p, y, idx)
         v = sum(math.prod(f.value for f in t.factors) for t in rule.terms)
         assert v == pytest.approx(float(g[idx]), rel=1e-12, abs=1e-15), idx
 

@@ -21,11 +21,10 @@ import math
 import numpy as np
 import pytest
 
-from enginehelp import assert_grad_close, central_diff, make_layer, rng
+from enginehelp import assert_grad_close, central_diff, loss, loss_backward, loss_forward, make_layer, rng
 
 import nnstep
 from nnstep import loads_scenario
-from nnstep.engine import losses
 from nnstep.engine.program import Program, layer_rng
 from nnstep.model.scenario import LossSpec
 
@@ -338,12 +337,12 @@ def test_log_softmax_backward_matches_central_differences(shape, dim):
 def test_nll_against_its_definition_and_central_differences(reduction):
     lp = rng(6).standard_normal((4, 3))
     y = np.array([2, 0, 1, 2])
-    got = float(losses.loss_forward("nll", lp, y, reduction, 1.0))
+    got = float(loss_forward("nll", lp, y, reduction, 1.0))
     picked = [-lp[n, y[n]] for n in range(4)]
     want = math.fsum(picked) / (4 if reduction == "mean" else 1)
     assert got == pytest.approx(want, rel=1e-15)
-    g = losses.loss_backward("nll", lp, y, reduction, 0.5)
-    num = central_diff(lambda: float(losses.loss_forward("nll", lp, y, reduction, 0.5)), [lp])[0]
+    g = loss_backward("nll", lp, y, reduction, 0.5)
+    num = central_diff(lambda: float(loss_forward("nll", lp, y, reduction, 0.5)), [lp])[0]
     assert_grad_close(g, num, rtol=1e-8, atol=1e-10, what="loss.grad")
     # exactly −scale/N (or −scale) at the targets, 0 elsewhere
     hot = np.zeros((4, 3))
@@ -382,9 +381,9 @@ def test_nll_class_dim_moves_the_classes():
     lp = rng(7).standard_normal((2, 3, 4))           # (N, T, C), classes last
     y = np.array([[3, 0, 1], [2, 2, 0]])
     lo = LossSpec(type="nll", class_dim=-1)
-    p, yy, back = losses.class_first(lo, lp, y)
+    p, yy, back = loss(lo.type, **lo.options).class_first(lp, y)
     assert back == 2
-    got = float(losses.loss_forward("nll", p, yy, "mean", 1.0))
+    got = float(loss_forward("nll", p, yy, "mean", 1.0))
     want = -math.fsum(lp[n, t, y[n, t]] for n in range(2) for t in range(3)) / 6
     assert got == pytest.approx(want, rel=1e-15)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nnstep import loads_scenario
-from nnstep.engine.optim import initial_lr, next_lr
+from enginehelp import schedule
 from nnstep.engine.program import Program
 
 
@@ -69,9 +69,9 @@ steps = 30
 def test_the_program_follows_torchs_sequential_lr(lr0, W, a, T, eta):
     sc = loads_scenario(NET.format(lr=lr0, W=W, a=a, T=T, eta=eta))
     ref = torch_sequential(lr0, W, a, T, eta, 30)
-    got = [initial_lr(sc.optimizer)]
+    got = [schedule(sc.optimizer).initial_lr()]
     for k in range(1, 30):
-        got.append(next_lr(sc.optimizer, got[-1], k))
+        got.append(schedule(sc.optimizer).next_lr(got[-1], k))
     np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-16)
     prog = Program(sc)                              # and through the ops, step by step
     env = prog.initial_env()
@@ -83,6 +83,6 @@ def test_the_program_follows_torchs_sequential_lr(lr0, W, a, T, eta):
 
 def test_without_warmup_the_cosine_is_unchanged():
     plain = loads_scenario(NET.format(lr=0.4, W=0, a=0.25, T=4, eta=0.0))
-    lr = initial_lr(plain.optimizer)
+    lr = schedule(plain.optimizer).initial_lr()
     assert lr == 0.4
-    assert next_lr(plain.optimizer, lr, 1) == pytest.approx(0.2 * (1 + math.sqrt(0.5)), rel=1e-15)
+    assert schedule(plain.optimizer).next_lr(lr, 1) == pytest.approx(0.2 * (1 + math.sqrt(0.5)), rel=1e-15)

@@ -723,8 +723,8 @@ def test_the_comparison_can_fail(exported):
 def test_extra_scenarios_reach_every_layer_loss_and_optimizer():
     """The cases above cover everything the exporter writes (a type added to it and to no case
     fails here)."""
-    from nnstep.export_torch import LOSSES
     from nnstep.layers import layer_types
+    from nnstep.layers.registry import loss_types
     from nnstep.scenario import load_scenario, loads_scenario
 
     types, losses, opts, seen = set(), set(), set(), set()
@@ -739,9 +739,8 @@ def test_extra_scenarios_reach_every_layer_loss_and_optimizer():
         seen |= {"clip"} if o.clip_grad_norm else set()
         seen |= {"centered"} if getattr(o, "centered", False) else set()
         seen |= {k for k in ("label_smoothing", "weight", "pos_weight") if getattr(lo, k, None)}
-    from nnstep.model.catalog import LOSSES as CATALOG_LOSSES
     assert set(layer_types()) <= types, set(layer_types()) - types
-    assert set(LOSSES) & set(CATALOG_LOSSES) <= losses, (set(LOSSES) & set(CATALOG_LOSSES)) - losses
+    assert set(loss_types()) <= losses, set(loss_types()) - losses
     assert {"sgd.momentum", "sgd.dampening", "sgd.nesterov", "sgd.weight_decay", "adam.weight_decay",
             "rmsprop.momentum", "rmsprop.weight_decay", "adamw.weight_decay"} <= opts
     assert {"sgd", "adam", "adamw", "rmsprop", "step", "exponential", "cosine", "linear", "warmup", "clip", "centered",
@@ -749,17 +748,17 @@ def test_extra_scenarios_reach_every_layer_loss_and_optimizer():
 
 
 # --- no torch needed --------------------------------------------------------------------------------
-def test_every_catalogue_type_is_written():
-    """The exporter knows every layer type, loss and optimizer of the catalogue (a new one is
-    refused by export until it is written, and this test says which)."""
-    from nnstep.export_torch import LOSSES, _OPT_FIELDS, SCHEDULES
+def test_every_type_has_a_torch_equivalent():
+    """Every layer type says what it is in torch (a new one without is refused by export, and this
+    test says which); every loss, optimizer and schedule names its torch class."""
     from nnstep.layers import Layer, layer_types
-    from nnstep.model import catalog
+    from nnstep.layers.registry import loss_types, optimizer_types, schedule_types
 
     assert [t for t, cls in layer_types().items() if cls.torch_module.__func__ is Layer.torch_module.__func__] == []
-    assert set(catalog.LOSSES) - set(LOSSES) == set()
-    assert set(catalog.OPTIMIZERS) - set(_OPT_FIELDS) == set()
-    assert set(catalog.SCHEDULES) - set(SCHEDULES) == set()
+    for table in (loss_types(), optimizer_types(), schedule_types()):
+        assert [t for t, cls in table.items() if not cls.torch_class] == []
+
+
 def test_weights_and_data_are_written_exactly(tmp_path):
     """Numbers that print long (1/3, 0.1 + 0.2, 2^-1074, -0.0) read back bit for bit."""
     from nnstep.export_torch import _lit

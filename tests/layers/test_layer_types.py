@@ -77,3 +77,58 @@ def test_every_type_is_documented_and_has_a_central_difference_case():
     for t in BUILTIN:
         assert re.search(rf"^\| [^|]*`{t}`", docs, re.M), (t, "a row of the layer tables in docs/scenario-format.md")
         assert f'"{t}"' in engine_tests, (t, "a float64 central-difference case under tests/engine/")
+
+
+# --- losses, optimizers, schedules: each one class too ---------------------------------------------
+LOSSES, OPTIMIZERS, SCHEDULES = registry.loss_types(), registry.optimizer_types(), registry.schedule_types()
+
+
+def _own_of(cls, name, base) -> bool:
+    for c in cls.__mro__:
+        if name in c.__dict__:
+            return c is not base
+    return False
+
+
+@pytest.mark.parametrize("t", sorted(LOSSES))
+def test_a_loss_type_is_whole(t):
+    from nnstep.layers.losses import Loss
+    cls = LOSSES[t]
+    assert cls.__doc__ and cls.torch_class, t
+    assert list(cls.options)[:2] == ["reduction", "scale"], t              # every loss takes them, first
+    missing = [m for m in ("_formulas", "forward", "backward", "grad_rule", "value_rule") if not _own_of(cls, m, Loss)]
+    assert not missing, (t, missing)
+
+
+@pytest.mark.parametrize("t", sorted(OPTIMIZERS))
+def test_an_optimizer_type_is_whole(t):
+    from nnstep.layers.optimizers import Optimizer
+    cls = OPTIMIZERS[t]
+    assert cls.__doc__ and cls.torch_class, t
+    assert {"lr", "weight_decay", "clip_grad_norm", "schedule"} <= set(cls.options), t
+    missing = [m for m in ("update", "formula", "value_rule", "state", "torch_kwargs") if not _own_of(cls, m, Optimizer)]
+    assert not missing, (t, missing)
+
+
+@pytest.mark.parametrize("t", sorted(SCHEDULES))
+def test_a_schedule_type_is_whole(t):
+    from nnstep.layers.schedules import Schedule
+    cls = SCHEDULES[t]
+    assert cls.__doc__ and cls.torch_class, t
+    missing = [m for m in ("next_lr", "formula", "value_rule", "torch_kwargs") if not _own_of(cls, m, Schedule)]
+    assert not missing, (t, missing)
+
+
+def test_every_loss_optimizer_and_schedule_and_option_is_documented():
+    """docs/scenario-format.md names every loss, optimizer and schedule and each of its options, and
+    each has a case under tests/engine/."""
+    docs = _text("docs/scenario-format.md")
+    engine_tests = _text("tests/engine")
+    for table in (LOSSES, OPTIMIZERS, SCHEDULES):
+        for t, cls in table.items():
+            assert f"`{t}`" in docs or f'"{t}"' in docs, (t, "in docs/scenario-format.md")
+            assert f'"{t}"' in engine_tests, (t, "a case under tests/engine/")
+            for k, o in cls.options.items():
+                if k in ("schedule",):
+                    continue
+                assert f"`{k}`" in docs, (t, k, "documented")

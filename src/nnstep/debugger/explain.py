@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine import losses
 from ..model.scenario import parse_element as _parse_element
 from ..layers.terms import Term, ix
 from .explain_values import RTOL, explain_value, initial_value
@@ -186,10 +185,10 @@ class _Graph:
         plan = self.plan
         idx = tuple(int(i) for i in idx)
         if name == "loss.grad":
-            lo = self.prog.scenario.loss
-            p, y, back = losses.class_first(lo, self.V(plan.prediction), self.V("target"))
+            loss = self.prog.loss
+            p, y, back = loss.class_first(self.V(plan.prediction), self.V("target"))
             at = idx if back is None else idx[:1] + (idx[back],) + tuple(v for d, v in enumerate(idx) if d not in (0, back))
-            rule = losses.grad_rule(lo, plan.prediction, p, y, at)
+            rule = loss.grad_rule(plan.prediction, p, y, at)
             return f"backward loss: {rule.how}", rule.terms
         if name in self.grad_out:
             L = self.grad_out[name]

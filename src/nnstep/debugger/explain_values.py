@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import losses, optim
+from ..layers.optimizers import clip_value_rule
 from ..layers.expr import Value, agrees, partial
 from ..layers.terms import ix
 from ..model.formula import views
@@ -45,15 +45,15 @@ class Reader:
 
 def rule_for(session, w, name: str, idx, V, step: int) -> Value | None:
     """The element rule of op ``w`` (run in step ``step``) for ``name[idx]``, or None when it has none."""
-    sc = session.scenario
+    sc, prog = session.scenario, session.program
     if w.kind == "loss":
-        return losses.value_rule(sc.loss, session.program.plan.prediction, V, idx)
+        return prog.loss.value_rule(prog.plan.prediction, V, idx)
     if w.kind == "update":
-        return optim.value_rule(sc.optimizer, w.param, name, idx, V, step)
+        return prog.optimizer.value_rule(w.param, name, idx, V, step)
     if w.kind == "clip":
-        return optim.clip_value_rule(sc.optimizer, list(sc.trainable), name, idx, V)
+        return clip_value_rule(sc.optimizer, list(sc.trainable), name, idx, V)
     if w.kind == "schedule":
-        return optim.schedule_value_rule(sc.optimizer, V, step)
+        return prog.schedule.value_rule(V, step)
     L = session.program.layer.get(w.layer) if w.layer else None
     if L is not None and hasattr(L, "value_rule"):
         return L.value_rule(name, tuple(int(i) for i in idx), V)

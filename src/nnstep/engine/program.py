@@ -17,11 +17,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..model import catalog
 from ..model.scenario import Scenario
 from ..model.plan import STAGES, Op, Plan  # noqa: F401  (STAGES, Op: for importers)
 from ..model.stats import absmax, finite_hint
-from . import losses, optim
+from ..layers.optimizers import clip_grad_norm, grad_for_update
 from ..layers import Layer, registry
 
 
@@ -115,11 +114,12 @@ class Program:
             L = make_layer(spec)
             self.layers.append(L)
             self.layer[spec.name] = L
-        self.opt_state, self.opt_written = catalog.optimizer_state(sc.optimizer)
+        self.loss, self.optimizer, self.schedule = self.plan.loss, self.plan.optimizer, self.plan.schedule
+        self.opt_state, self.opt_written = self.optimizer.state()
         self.persistent: list[str] = self.plan.persistent
         self.stage_start = self.plan.stage_start
         self._perm_cache: tuple[int, np.ndarray] | None = None
-        self._ce_memo = [None, None]
+        self._shared_memo = [None, None]
         self.fns: list[Callable] = [self._bind(op) for op in self.ops]
 
     # --- binding ------------------------------------------------------------------------------------
@@ -218,35 +218,30 @@ class Program:
         return lambda env, k: fn(env, k, arg)
 
     def _loss(self, op: Op):
-        lo = self.scenario.loss
+        loss = self.loss
         pred = self.plan.prediction
-        ce = lo.type == "cross_entropy"
-        memo = self._ce_memo                     # (pred, its log_softmax): backward loss reuses it
+        memo = self._shared_memo                 # (pred, what loss.shared made of it): backward loss reuses it
 
         def run(env, k):
-            p, y, _ = losses.class_first(lo, env[pred], env["target"])
-            lp = None
-            if ce:
-                lp = losses.log_softmax(p)
-                memo[0], memo[1] = env[pred], lp
-            env["loss"] = losses.loss_forward(lo.type, p, y, lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp,
-                                              weight=lo.weight, label_smoothing=lo.label_smoothing,
-                                              pos_weight=lo.pos_weight)
+            p, y, _ = loss.class_first(env[pred], env["target"])
+            shared = loss.shared(p)
+            if shared is not None:
+                memo[0], memo[1] = env[pred], shared
+            env["loss"] = loss.forward(p, y, lp=shared)
         return run
 
     def _loss_bwd(self, op: Op):
-        lo = self.scenario.loss
+        loss = self.loss
         pred = self.plan.prediction
-        memo = self._ce_memo
+        memo = self._shared_memo
 
         def run(env, k):
             p0 = env[pred]
-            # the same array object (values are never modified in place): its log_softmax is known
-            lp = memo[1] if memo[0] is p0 else None
+            # the same array object (values are never modified in place): what it shares is known
+            shared = memo[1] if memo[0] is p0 else None
             memo[0] = memo[1] = None                      # taken once
-            p, y, back = losses.class_first(lo, p0, env["target"])
-            g = losses.loss_backward(lo.type, p, y, lo.reduction, lo.scale, lo.beta, lo.delta, lp=lp,
-                                     weight=lo.weight, label_smoothing=lo.label_smoothing, pos_weight=lo.pos_weight)
+            p, y, back = loss.class_first(p0, env["target"])
+            g = loss.backward(p, y, lp=shared)
             if back is not None:
                 g = np.ascontiguousarray(np.moveaxis(g, 1, back))
             env["loss.grad"] = g
@@ -256,7 +251,8 @@ class Program:
         opt = self.scenario.optimizer
         P = op.param
         skeys = [(s, f"{P}.{s}") for s in self.opt_state]
-        gname, dname = catalog.grad_for_update(opt, P), f"{P}.delta"
+        gname, dname = grad_for_update(opt, P), f"{P}.delta"
+        optimizer = self.optimizer
         delta = dname not in self.skip
         wnames = {s: f"{P}.{s}" for s in self.opt_written}
         sched = opt.schedule is not None
@@ -266,8 +262,8 @@ class Program:
 
         def run(env, k):
             old = env[P]
-            new, written = optim.update(opt, k, old, env[gname], {s: env.get(f) for s, f in skeys},
-                                        lr=float(env["lr"]) if sched else None)
+            new, written = optimizer.update(k, old, env[gname], {s: env.get(f) for s, f in skeys},
+                                            lr=float(env["lr"]) if sched else None)
             env[P] = new
             if delta or _diff_may_overflow(new, old, seen, half_max):
                 env[dname] = new - old      # (left out, it is still computed where it could be born Inf)
@@ -283,7 +279,7 @@ class Program:
         c = self.scenario.optimizer.clip_grad_norm
 
         def run(env, k):
-            total, coef, clipped, after = optim.clip_grad_norm([env[f"{P}.grad"] for P in params], c)
+            total, coef, clipped, after = clip_grad_norm([env[f"{P}.grad"] for P in params], c)
             env["grad_norm"], env["clip_coef"], env["clipped_norm"] = total, coef, after
             for P, g in zip(params, clipped):
                 env[f"{P}.grad.clipped"] = g
@@ -291,10 +287,10 @@ class Program:
 
     def _schedule(self, op: Op):
         """scheduler.step() after the updates of step k: the lr of step k + 1."""
-        opt = self.scenario.optimizer
+        schedule = self.schedule
 
         def run(env, k):
-            env["lr"] = np.asarray(optim.next_lr(opt, float(env["lr"]), k), dtype=np.float64)
+            env["lr"] = np.asarray(schedule.next_lr(float(env["lr"]), k), dtype=np.float64)
         return run
 
     # --- data -------------------------------------------------------------------------------------
@@ -326,14 +322,14 @@ class Program:
                 env[f"{L.name}.{s}"] = v
         # torch.optim.Adam starts exp_avg and exp_avg_sq at zeros; holding them from step 0 lets the
         # first update show m = β1·0 + (1 − β1)·g with its real numbers (same values bit for bit)
-        zero = catalog.optimizer_zero_state(sc.optimizer)
+        zero = self.optimizer.zero_state()
         for P in sc.trainable:
             for st in zero:
                 env[f"{P}.{st}"] = np.zeros_like(env[P])
         if sc.optimizer.schedule is not None:
             # the lr in force at step 1 (a Python float in torch, so float64 here): the scheduler's
             # constructor has already taken its epoch-0 step (LinearLR: start_factor·lr)
-            env["lr"] = np.asarray(optim.initial_lr(sc.optimizer), dtype=np.float64)
+            env["lr"] = np.asarray(self.schedule.initial_lr(), dtype=np.float64)
         return env
 
     def checkpoint(self, env: dict) -> dict:

@@ -23,15 +23,42 @@ _origin: dict[type, str] = {}              # a registered class -> the file it c
 _all: dict[str, type[Layer]] | None = None
 
 
-def layer_classes(module) -> list[type[Layer]]:
-    """The layer types a module defines: its Layer subclasses with a ``type`` set in their own body
-    (a base class of a family, without one, is not a type)."""
+def layer_classes(module, base: type = Layer) -> list[type]:
+    """The types a module defines: its subclasses of ``base`` (a layer, a loss, ...) with a
+    ``type`` set in their own body (a base class of a family, without one, is not a type)."""
     out = []
     for v in vars(module).values():
-        if (isinstance(v, type) and issubclass(v, Layer) and v.__module__ == module.__name__
+        if (isinstance(v, type) and issubclass(v, base) and v.__module__ == module.__name__
                 and isinstance(v.__dict__.get("type"), str) and v.__dict__["type"]):
             out.append(v)
     return out
+
+
+_other: dict[str, dict] = {}
+
+
+def _table(kind: str, modules: tuple[str, ...], base: tuple[str, str]) -> dict:
+    """The types of a kind (losses, ...) the modules define, by name, made on first use."""
+    if kind not in _other:
+        cls = getattr(importlib.import_module(f".{base[0]}", __package__), base[1])
+        _other[kind] = {c.type: c for m in modules
+                        for c in layer_classes(importlib.import_module(f".{m}", __package__), cls)}
+    return _other[kind]
+
+
+def loss_types() -> dict:
+    """Every loss type by name (layers/losses.py, layers/crossentropy.py)."""
+    return _table("loss", ("losses", "crossentropy"), ("losses", "Loss"))
+
+
+def optimizer_types() -> dict:
+    """Every optimizer type by name (layers/optimizers.py)."""
+    return _table("optimizer", ("optimizers",), ("optimizers", "Optimizer"))
+
+
+def schedule_types() -> dict:
+    """Every learning-rate schedule by name (layers/schedules.py)."""
+    return _table("schedule", ("schedules",), ("schedules", "Schedule"))
 
 
 def builtin_types() -> dict[str, type[Layer]]:

@@ -1,6 +1,6 @@
 """One training step as a flat list of operations over named tensors (docs/commands.md, "Operations and tensor names").
 
-The plan is built once per scenario from the catalogue, in topological order (as jax's jaxpr keeps
+The plan is built once per scenario from its types' classes (nnstep.layers), in topological order (as jax's jaxpr keeps
 a program): ``forward <layer>`` for every layer in file order, ``loss``, ``backward loss``,
 ``backward <layer>`` in reverse order, ``update <layer>.<param>`` for every trainable parameter.
 Each :class:`Op` names the tensors it reads and writes, each with its *role* in the operation and a
@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 
 from ..layers import registry
-from ..layers.formula import Clause, F, Formula, Ref, text as formula_text
-from . import catalog
+from ..layers.formula import Clause, Formula, Ref, text as formula_text
+from ..layers.optimizers import CLIP_OP, clip_formula, grad_for_update
+from ..layers.schedules import SCHEDULE_OP
 
 STAGES = ("forward", "loss", "backward", "update")
 
@@ -122,13 +123,18 @@ class Plan:
             for k, x in enumerate(L.inputs):
                 self.readers.setdefault(x, []).append((L.name, k))
         self.prediction = self.layers[-1].t("out")
+        # the loss, optimizer and schedule types (nnstep.layers), made for this scenario's options
+        self.loss = registry.loss_types()[sc.loss.type](sc.loss)
+        self.optimizer = registry.optimizer_types()[sc.optimizer.type](sc.optimizer)
+        s = sc.optimizer.schedule
+        self.schedule = None if s is None else registry.schedule_types()[s.type](s, sc.optimizer)
         self.ops: list[Op] = []
         self._build()
         self.op_names = [op.name for op in self.ops]
         self.names = {"input", "target"}
         for op in self.ops:
             self.names.update(op.inputs, op.outputs, op.also_writes)
-        keep, _ = catalog.optimizer_state(sc.optimizer)
+        keep, _ = self.optimizer.state()
         self.persistent = list(sc.param_names)
         for L in self.layers:
             self.persistent += [L.t(s) for s in self.types[L.name].states]
@@ -160,7 +166,7 @@ class Plan:
         if role == "extra":
             return suffix
         if role == "state":
-            return catalog.STATE_LABELS.get(suffix, suffix)
+            return self.optimizer.state_labels.get(suffix, suffix)
         if role == "contribution":
             return f"from {name.split('.', 1)[0]}"
         if role == "grad_in" and name.count(".") == 2:
@@ -225,7 +231,7 @@ class Plan:
         pred = self.prediction
         y_index = getattr(sc.y, "dtype", None) is not None and sc.y.dtype.kind in "iu"
         pred_ndim = 1 + len(self.layers[-1].out_shape)
-        f_loss, f_back = catalog.loss_formulas(sc.loss, pred, y_index, pred_ndim)
+        f_loss, f_back = self.loss.formulas(pred, y_index, pred_ndim)
         lin = (self._slot(pred, "prediction"), self._slot("target", "target"))
         self._add(stage="loss", name="loss", layer=None, kind="loss", ins=lin, outs=(self._slot("loss", "loss"),),
                   formula=f_loss)
@@ -242,19 +248,19 @@ class Plan:
         schedule's ``lr schedule`` last (scheduler.step() after the updates: the next step's lr)."""
         sc = self.scenario
         opt = sc.optimizer
-        keep, written = catalog.optimizer_state(opt)
+        keep, written = self.optimizer.state()
         owner = {P: self.by_name[P.rsplit(".", 1)[0]] for P in sc.trainable}
         if opt.clip_grad_norm is not None and sc.trainable:
             ins = tuple(self._slot(f"{P}.grad", "grad_param", owner[P]) for P in sc.trainable)
             outs = (Slot("grad_norm", "result", "total norm ‖g‖"), Slot("clip_coef", "result", "factor"),
                     Slot("clipped_norm", "result", "‖g‖ after clipping"))
             outs += tuple(Slot(f"{P}.grad.clipped", "result", f"clipped {P}.grad") for P in sc.trainable)
-            self._add(stage="update", name=catalog.CLIP_OP, layer=None, kind="clip", ins=ins, outs=outs,
-                      formula=catalog.clip_formula(opt, list(sc.trainable)))
+            self._add(stage="update", name=CLIP_OP, layer=None, kind="clip", ins=ins, outs=outs,
+                      formula=clip_formula(opt, list(sc.trainable)))
         lr_in = (Slot("lr", "state", "lr in force"),) if opt.schedule is not None else ()
         for P in sc.trainable:
             L = owner[P]
-            G = catalog.grad_for_update(opt, P)
+            G = grad_for_update(opt, P)
             gslot = self._slot(G, "grad_param", L)
             if G != f"{P}.grad":
                 sym = self.types[L.name].symbols.get(P[len(L.name) + 1:], P[len(L.name) + 1:])
@@ -264,11 +270,11 @@ class Plan:
             outs = [self._slot(P, "new", L), self._slot(f"{P}.delta", "delta", L)]
             outs += [self._slot(f"{P}.{s}", "state", L) for s in written]
             self._add(stage="update", name=f"update {P}", layer=L.name, kind="update", ins=tuple(ins) + lr_in,
-                      outs=tuple(outs), formula=catalog.update_formula(opt, P), param=P)
+                      outs=tuple(outs), formula=self.optimizer.formula(P), param=P)
         if opt.schedule is not None:
-            self._add(stage="update", name=catalog.SCHEDULE_OP, layer=None, kind="schedule",
+            self._add(stage="update", name=SCHEDULE_OP, layer=None, kind="schedule",
                       ins=(Slot("lr", "state", "lr in force"),), outs=(Slot("lr", "state", "next step's lr"),),
-                      formula=catalog.schedule_formula(opt))
+                      formula=self.schedule.formula())
 
     def _backward(self, L):
         """The backward op(s) of layer L: the fork sum first (if L's output has several readers), the
@@ -328,4 +334,4 @@ def _formula(T, method: str, L, n):
     return plugins.call(T, method, L, n)
 
 
-__all__ = ["STAGES", "Op", "Plan", "Slot", "F"]
+__all__ = ["STAGES", "Op", "Plan", "Slot"]

@@ -32,48 +32,104 @@ class LayerSpec:
         return f"{self.name}.{suffix}"
 
 
-@dataclass(frozen=True)
-class LossSpec:
-    type: str
-    reduction: str = "mean"
-    scale: float = 1.0
-    beta: float = 1.0                  # smooth_l1
-    delta: float = 1.0                 # huber
-    class_dim: int = 1                 # cross_entropy: the class dimension of the logits (torch's is 1)
-    label_smoothing: float = 0.0       # cross_entropy
-    weight: tuple[float, ...] | None = None      # cross_entropy: class weights
-    pos_weight: tuple[float, ...] | None = None  # bce_with_logits: over the last dim
+class _TypeSpec:
+    """A loss, optimizer or schedule of a scenario: its ``type`` and every option of that type by
+    name, the defaults filled in from the type's class (nnstep.layers), so that an option's default
+    lives in one place. Options read as attributes (``lo.beta``, ``opt.lr``); a type's class lists
+    them (``options``). Frozen, and equal when type and options are."""
+    __slots__ = ("type", "options")
+
+    @staticmethod
+    def _types() -> dict:
+        raise NotImplementedError
+
+    def __init__(self, type: str, *args, **kw):
+        types = self._types()
+        if type not in types:
+            raise ValueError(f"unknown {self._what} type {type!r} (one of: {', '.join(types)})")
+        declared = types[type].options
+        names = list(declared)
+        if len(args) > len(names):
+            raise TypeError(f"{type} takes {len(names)} options, got {len(args)}")
+        values = dict(zip(names, args))
+        for k, v in kw.items():
+            if k not in declared:
+                raise TypeError(f"{self._what} {type} has no option {k!r} (it has: {', '.join(names)})")
+            if k in values:
+                raise TypeError(f"option {k!r} given twice")
+            values[k] = v
+        for k, o in declared.items():
+            if k not in values:
+                if o.required:
+                    raise TypeError(f"{self._what} {type} needs the option {k!r}")
+                values[k] = o.default
+        object.__setattr__(self, "type", type)
+        object.__setattr__(self, "options", {k: values[k] for k in names})
+
+    def __getattr__(self, name):
+        try:
+            return object.__getattribute__(self, "options")[name]
+        except (KeyError, AttributeError):
+            raise AttributeError(f"{type(self).__name__} of type {getattr(self, 'type', '?')!r} has no option "
+                                 f"{name!r}") from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"a {type(self).__name__} is frozen: make a new one (replace)")
+
+    def __eq__(self, other):
+        return type(other) is type(self) and (self.type, self.options) == (other.type, other.options)
+
+    def __hash__(self):
+        return hash((self.type, tuple(self.options.items())))
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.type!r}, " + ", ".join(f"{k}={v!r}" for k, v in self.options.items()) + ")"
+
+    def __reduce__(self):
+        return (_make, (type(self), self.type, self.options))
+
+    def replace(self, **changes):
+        """A copy with some options changed."""
+        return type(self)(self.type, **{**self.options, **changes})
 
 
-@dataclass(frozen=True)
-class OptimizerSpec:
-    type: str
-    lr: float = 0.001
-    momentum: float = 0.0
-    dampening: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    alpha: float = 0.99                # rmsprop
-    centered: bool = False             # rmsprop
-    clip_grad_norm: float | None = None            # torch.nn.utils.clip_grad_norm_ before the update
-    schedule: "ScheduleSpec | None" = None
+def _make(cls, type_, options):
+    return cls(type_, **options)
 
 
-@dataclass(frozen=True)
-class ScheduleSpec:
-    """A torch.optim.lr_scheduler, stepped once after each training step's update."""
-    type: str                          # step | exponential | cosine | linear
-    step_size: int = 1                 # step
-    gamma: float = 0.1                 # step, exponential
-    t_max: int = 1                     # cosine
-    eta_min: float = 0.0               # cosine
-    start_factor: float = 1.0 / 3      # linear
-    end_factor: float = 1.0            # linear
-    total_iters: int = 5               # linear
-    warmup: int = 0                    # cosine: steps of linear warm-up first (SequentialLR)
-    warmup_start: float = 1.0 / 3      # cosine: the warm-up's start_factor
+class LossSpec(_TypeSpec):
+    """The [loss] table: ``LossSpec("mse", reduction="sum", scale=0.5)`` (layers/losses.py)."""
+    __slots__ = ()
+    _what = "loss"
+
+    @staticmethod
+    def _types():
+        from ..layers.registry import loss_types
+        return loss_types()
+
+
+class OptimizerSpec(_TypeSpec):
+    """The [optimizer] table: ``OptimizerSpec("adam", lr=0.01)`` (layers/optimizers.py), with
+    ``clip_grad_norm`` and ``schedule`` (a ScheduleSpec or None), which every optimizer takes."""
+    __slots__ = ()
+    _what = "optimizer"
+
+    @staticmethod
+    def _types():
+        from ..layers.registry import optimizer_types
+        return optimizer_types()
+
+
+class ScheduleSpec(_TypeSpec):
+    """[optimizer.schedule]: ``ScheduleSpec("cosine", t_max=10)`` (layers/schedules.py), a
+    torch.optim.lr_scheduler stepped once after each training step's update."""
+    __slots__ = ()
+    _what = "schedule"
+
+    @staticmethod
+    def _types():
+        from ..layers.registry import schedule_types
+        return schedule_types()
 
 
 @dataclass(frozen=True)

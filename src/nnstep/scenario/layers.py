@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..errors import ScenarioError, did_you_mean
+from ..errors import did_you_mean
 from ..layers import OptionError, ShapeError, registry
 from ..layers.init import CHOICES as INITS, init_tensor
 from ..model.scenario import LayerSpec, LossSpec
@@ -337,79 +337,18 @@ def flatten_hint(layers: list[LayerSpec]) -> str:
 
 
 def check_target(ctx, loss: LossSpec, layers: list[LayerSpec], x, y):
-    try:
-        return _check_target(ctx, loss, layers, x, y)
-    except ScenarioError as e:
-        hint = flatten_hint(layers) if e.where == "data.y" else ""
-        if not hint:
-            raise
-        raise ctx.err(e.where, e.what + hint) from None
-
-
-def _check_target(ctx, loss: LossSpec, layers: list[LayerSpec], x, y):
+    """The targets as the loss takes them, checked by its class against the prediction's shape
+    (and the options that must fit it, such as class weights)."""
+    from ..layers.losses import TargetError
     last = layers[-1]
     pred = (x.shape[0],) + tuple(last.out_shape)
     who = f"layers[{last.index}] ({last.name})"
-    if loss.type == "nll":
-        return _nll_target(ctx, loss, who, pred, y)
-    if loss.type == "cross_entropy":
-        if len(pred) < 2:
-            raise ctx.err("loss.type", f"cross_entropy needs logits [N, C] but {who} gives {_fmt_shape(pred)}")
-        cd = loss.class_dim
-        if not (-len(pred) <= cd < len(pred)) or cd % len(pred) == 0:
-            raise ctx.err("loss.class_dim", f"{cd} is not a class dimension of the logits {_fmt_shape(pred)} "
-                                            f"(use 1 to {len(pred) - 1}, or -1; dim 0 is the batch)")
-        cd %= len(pred)
-        C = pred[cd]
-        class_shape = pred[:cd] + pred[cd + 1:]
-        if y.shape == class_shape:
-            yf = y.astype(np.float64)
-            if not np.all(yf == np.round(yf)):
-                raise ctx.err("data.y", "cross_entropy class indices must be whole numbers")
-            if yf.min() < 0 or yf.max() >= C:
-                bad = yf.min() if yf.min() < 0 else yf.max()
-                raise ctx.err("data.y", f"class index {bad:g} is out of range: {who} gives {C} classes (0 to {C - 1})")
-            return y.astype(np.int64)
-        if y.shape == pred:
-            if y.min() < 0 or y.max() > 1:
-                raise ctx.err("data.y", "cross_entropy class probabilities must lie in [0, 1]")
-            return y.astype(x.dtype)
-        raise ctx.err("data.y", f"cross_entropy needs class indices of shape {_fmt_shape(class_shape)} or "
-                                f"probabilities of shape {_fmt_shape(pred)}, got {_fmt_shape(y.shape)}")
-    if y.shape != pred:
-        if y.ndim == 1 and len(pred) == 2 and pred[1] == 1:
-            # one target per sample for a one-output net: read as a column, [N] -> [N, 1] (torch
-            # would broadcast [N] against [N, 1] to [N, N], a classic silent bug)
-            return _check_target(ctx, loss, layers, x, y.reshape(-1, 1))
-        raise ctx.err("data.y", f"targets of shape {_fmt_shape(y.shape)} do not fit the output of {who}, "
-                                f"{_fmt_shape(pred)} ({loss.type} compares them element by element)")
-    if loss.type in ("bce", "bce_with_logits"):
-        yf = y.astype(np.float64)
-        if yf.min() < 0 or yf.max() > 1:
-            bad = yf.min() if yf.min() < 0 else yf.max()
-            raise ctx.err("data.y", f"{loss.type} targets must lie in [0, 1], got {bad:g}")
+    lo = registry.loss_types()[loss.type](loss)
+    try:
+        y = lo.target(y, pred, x.dtype, who)
+        lo.check(pred, who)
+    except TargetError as e:
+        raise ctx.err("data.y", str(e) + flatten_hint(layers)) from None
+    except OptionError as e:
+        raise ctx.err(f"loss.{e.key}", e.message) from None
     return y
-
-
-def _nll_target(ctx, loss: LossSpec, who: str, pred: tuple[int, ...], y):
-    """nll (nn.NLLLoss): the prediction holds log-probabilities with the classes along
-    ``class_dim``, the targets are class indices, one per prediction without its class dim."""
-    if len(pred) < 2:
-        raise ctx.err("loss.type", f"nll needs log-probabilities [N, C] but {who} gives {_fmt_shape(pred)}")
-    cd = loss.class_dim
-    if not (-len(pred) <= cd < len(pred)) or cd % len(pred) == 0:
-        raise ctx.err("loss.class_dim", f"{cd} is not a class dimension of the log-probabilities {_fmt_shape(pred)} "
-                                        f"(use 1 to {len(pred) - 1}, or -1; dim 0 is the batch)")
-    cd %= len(pred)
-    C, class_shape = pred[cd], pred[:cd] + pred[cd + 1:]
-    if y.shape != class_shape:
-        raise ctx.err("data.y", f"nll needs class indices of shape {_fmt_shape(class_shape)} (one per sample"
-                                f"{'' if len(class_shape) == 1 else ' and position'}), got {_fmt_shape(y.shape)}")
-    yf = y.astype(np.float64)
-    if not np.all(yf == np.round(yf)):
-        bad = yf.reshape(-1)[np.flatnonzero(yf.reshape(-1) != np.round(yf.reshape(-1)))[0]]
-        raise ctx.err("data.y", f"nll targets are class indices, whole numbers, but data.y holds {bad:g}")
-    if yf.min() < 0 or yf.max() >= C:
-        bad = yf.min() if yf.min() < 0 else yf.max()
-        raise ctx.err("data.y", f"class index {bad:g} is out of range: {who} gives {C} classes (0 to {C - 1})")
-    return y.astype(np.int64)

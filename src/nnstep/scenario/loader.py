@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import ScenarioError, clean
-from ..model import catalog
 from ..model.scenario import LossSpec, OptimizerSpec, Scenario, ScheduleSpec, TrainSpec
 from ..model.plan import Plan
 from . import conditions
@@ -29,12 +28,9 @@ from .layers import PendingInit, hook, check_target as _check_target, draw_pendi
 from .layers import layers as _layers
 from .limits import *  # noqa: F401,F403  (the limits, by their old names)
 from .limits import MAX_SCENARIO_BYTES, MAX_STEPS
-from .validate import Ctx, _show, opt_value
+from .validate import Ctx, opt_value
 
 _Ctx = Ctx
-LOSSES = catalog.LOSSES
-LOSS_KEYS = {t: ("type",) + tuple(catalog.LOSS_COMMON) + tuple(catalog.LOSS_OPTIONS[t]) for t in LOSSES}
-OPT_KEYS = {t: ("type",) + tuple(o) + tuple(catalog.OPTIMIZER_COMMON) for t, o in catalog.OPTIMIZERS.items()}
 TOP_KEYS = ("scenario", "data", "layers", "loss", "optimizer", "train", "breakpoints", "expect", "ask", "note")
 DTYPES = ("float64", "float32")
 
@@ -114,60 +110,36 @@ def _origins(layers, initial: dict, seed: int) -> dict[str, str]:
     return out
 
 
-def _weights(ctx, lo: dict, key: str):
-    """loss.weight (cross_entropy's class weights) or loss.pos_weight (bce_with_logits'): a list of
-    non-negative numbers, checked against the logits' shape once the layers are known."""
-    if key not in lo:
-        return None
-    v = lo[key]
-    where = f"loss.{key}"
-    if not isinstance(v, list) or not v:
-        raise ctx.err(where, f"expected an array of non-negative numbers, got {_show(v)}")
-    return tuple(ctx.num(e, f"{where}[{i}]", 0.0, desc="a non-negative number") for i, e in enumerate(v))
-
-
-def _check_loss_weights(ctx, loss: LossSpec, layers, x):
-    """One class weight per class (torch's weight has size C); pos_weight broadcast over the last dim."""
-    last = layers[-1]
-    pred = (x.shape[0],) + tuple(last.out_shape)
-    who = f"layers[{last.index}] ({last.name})"
-    if loss.weight is not None:
-        C = pred[loss.class_dim % len(pred)]
-        if len(loss.weight) != C:
-            raise ctx.err("loss.weight", f"expected {C} class weights, one per class ({who} gives {C} classes), "
-                                         f"got {len(loss.weight)}")
-    if loss.pos_weight is not None:
-        C = pred[-1]
-        if len(loss.pos_weight) not in (1, C):
-            n = len(loss.pos_weight)
-            raise ctx.err("loss.pos_weight", f"{n} weights do not fit the last dim of {who}'s output {list(pred)}, "
-                                             f"of size {C}: give one weight per output there, or a single one for all")
-
-
-def _schedule(ctx, v) -> ScheduleSpec:
-    """[optimizer.schedule]: a torch.optim.lr_scheduler by type, with its options (catalog.SCHEDULES)."""
-    where = "optimizer.schedule"
-    t = ctx.table(v, where)
-    types = tuple(catalog.SCHEDULES)
-    if "type" not in t:
+def _typed(ctx, t: dict, where: str, types: dict, default: str | None = None):
+    """A [loss], [optimizer] or [optimizer.schedule] table: (its type's class, every option checked
+    against its kind, the defaults from the class, contradictions refused by the class)."""
+    if "type" not in t and default is None:
         raise ctx.err(where, f"missing key type (one of: {', '.join(types)})")
-    st = ctx.str_(t["type"], f"{where}.type", types)
-    opts = catalog.SCHEDULES[st]
-    ctx.known(t, ("type",) + tuple(opts), where)
-    kw: dict[str, Any] = {"type": st}
-    for k, (default, kind) in opts.items():
-        if k not in t and default is None:
-            raise ctx.err(where, f"missing key {k} ({catalog.SCHEDULE_TORCH[st]} needs it)")
-        kw[k] = opt_value(ctx, t.get(k, default), f"{where}.{k}", kind)
-    if st == "linear":
-        # as torch.optim.lr_scheduler.LinearLR's constructor
-        if not 0 < kw["start_factor"] <= 1:
-            raise ctx.err(f"{where}.start_factor", f"expected a number in (0, 1], got {kw['start_factor']:g}")
-        if kw["end_factor"] > 1:
-            raise ctx.err(f"{where}.end_factor", f"expected a number in [0, 1], got {kw['end_factor']:g}")
-    if st == "cosine" and not 0 < kw["warmup_start"] <= 1:
-        raise ctx.err(f"{where}.warmup_start", f"expected a number in (0, 1], got {kw['warmup_start']:g}")
-    return ScheduleSpec(**kw)
+    typ = ctx.str_(t.get("type", default), f"{where}.type", tuple(types))
+    cls = types[typ]
+    ctx.known(t, ("type",) + tuple(cls.options), where)
+    opts: dict[str, Any] = {}
+    for k, o in cls.options.items():
+        if o.kind == "table":
+            opts[k] = _schedule(ctx, t[k], f"{where}.{k}") if k in t else o.default
+        elif k in t:
+            opts[k] = opt_value(ctx, t[k], f"{where}.{k}", o.kind)
+        elif o.required:
+            raise ctx.err(where, f"missing key {k} ({cls.torch_class} needs it)")
+        else:
+            opts[k] = o.default
+    try:
+        cls.check_options(opts)
+    except OptionError as e:
+        raise ctx.err(f"{where}.{e.key}" if e.key else where, e.message) from None
+    return cls, opts
+
+
+def _schedule(ctx, v, where: str) -> ScheduleSpec:
+    """[optimizer.schedule]: a torch.optim.lr_scheduler by type, with its options (layers/schedules.py)."""
+    t = ctx.table(v, where)
+    cls, opts = _typed(ctx, t, where, registry.schedule_types())
+    return ScheduleSpec(cls.type, **opts)
 
 
 def _token_data(ctx, layers, x):
@@ -248,52 +220,13 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
 
     # [loss]
     lo = ctx.table(doc["loss"], "loss")
-    if "type" not in lo:
-        raise ctx.err("loss", f"missing key type (one of: {', '.join(LOSSES)})")
-    ltype = ctx.str_(lo["type"], "loss.type", LOSSES)
-    ctx.known(lo, LOSS_KEYS[ltype], "loss")
-    loss = LossSpec(type=ltype, reduction=ctx.str_(lo.get("reduction", "mean"), "loss.reduction", ("mean", "sum")),
-                    scale=ctx.num(lo.get("scale", 1.0), "loss.scale"),
-                    beta=ctx.num(lo.get("beta", 1.0), "loss.beta", 0.0, desc="a non-negative number"),
-                    delta=ctx.num(lo.get("delta", 1.0), "loss.delta", 0.0, desc="a positive number", lo_open=True),
-                    class_dim=ctx.int_(lo.get("class_dim", 1), "loss.class_dim"),
-                    label_smoothing=ctx.num(lo.get("label_smoothing", 0.0), "loss.label_smoothing", 0.0, 1.0,
-                                            "a number in [0, 1]"),
-                    weight=_weights(ctx, lo, "weight"), pos_weight=_weights(ctx, lo, "pos_weight"))
+    lcls, lopts = _typed(ctx, lo, "loss", registry.loss_types())
+    loss = LossSpec(lcls.type, **lopts)
 
     # [optimizer]
     op = ctx.table(doc.get("optimizer", {"type": "sgd"}), "optimizer")
-    otype = ctx.str_(op.get("type", "sgd"), "optimizer.type", tuple(OPT_KEYS))
-    ctx.known(op, OPT_KEYS[otype], "optimizer")
-    odef = catalog.OPTIMIZERS[otype]
-    kw: dict[str, Any] = {"type": otype, "lr": ctx.num(op.get("lr", odef["lr"][0]), "optimizer.lr", 0.0, desc="a non-negative number"),
-                          "weight_decay": ctx.num(op.get("weight_decay", odef["weight_decay"][0]), "optimizer.weight_decay", 0.0,
-                                                  desc="a non-negative number")}
-    if otype == "sgd":
-        kw["momentum"] = ctx.num(op.get("momentum", 0.0), "optimizer.momentum", 0.0, desc="a non-negative number")
-        kw["dampening"] = ctx.num(op.get("dampening", 0.0), "optimizer.dampening")
-        kw["nesterov"] = ctx.bool_(op.get("nesterov", False), "optimizer.nesterov")
-        if kw["nesterov"] and (kw["momentum"] <= 0 or kw["dampening"] != 0):
-            raise ctx.err("optimizer.nesterov", "nesterov needs momentum > 0 and dampening = 0 (as torch.optim.SGD)")
-    elif otype == "rmsprop":
-        kw["alpha"] = ctx.num(op.get("alpha", 0.99), "optimizer.alpha", 0.0, 1.0, "a number in [0, 1]")
-        kw["eps"] = ctx.num(op.get("eps", 1e-8), "optimizer.eps", 0.0, desc="a non-negative number")
-        kw["momentum"] = ctx.num(op.get("momentum", 0.0), "optimizer.momentum", 0.0, desc="a non-negative number")
-        kw["centered"] = ctx.bool_(op.get("centered", False), "optimizer.centered")
-    else:
-        b = op.get("betas", [0.9, 0.999])
-        if not isinstance(b, list) or len(b) != 2:
-            raise ctx.err("optimizer.betas", f"expected an array of two numbers, got {_show(b)}")
-        kw["betas"] = tuple(ctx.num(v, f"optimizer.betas[{i}]", 0.0, 1.0, "a number in [0, 1)") for i, v in enumerate(b))
-        if kw["betas"][0] >= 1 or kw["betas"][1] >= 1:
-            raise ctx.err("optimizer.betas", "each beta must be below 1")
-        kw["eps"] = ctx.num(op.get("eps", 1e-8), "optimizer.eps", 0.0, desc="a non-negative number")
-    if "clip_grad_norm" in op:
-        kw["clip_grad_norm"] = ctx.num(op["clip_grad_norm"], "optimizer.clip_grad_norm", 0.0,
-                                       desc="a positive number", lo_open=True)
-    if "schedule" in op:
-        kw["schedule"] = _schedule(ctx, op["schedule"])
-    optimizer = OptimizerSpec(**kw)
+    ocls, oopts = _typed(ctx, op, "optimizer", registry.optimizer_types(), default="sgd")
+    optimizer = OptimizerSpec(ocls.type, **oopts)
 
     # [data]
     x, y = _data(doc["data"], ctx, base, npdt, loss, seed)
@@ -302,7 +235,6 @@ def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
     batch = x.shape[0] if train.batch_size <= 0 else min(x.shape[0], train.batch_size)
     layers, initial, pending = _layers(doc["layers"], ctx, x, npdt, seed, batch)
     y = _check_target(ctx, loss, layers, x, y)
-    _check_loss_weights(ctx, loss, layers, x)
     x = _token_data(ctx, layers, x)
 
     # weights file

@@ -248,7 +248,7 @@ class Ctx:
 
 
 def opt_value(ctx: "Ctx", v, where, kind):
-    """An option's value, checked against its kind in the catalogue (model.catalog)."""
+    """An option's value, checked against its kind (nnstep.layers.Option: the kinds are listed there)."""
     if kind == "posint":
         return ctx.posint(v, where)
     if kind == "posfloat":
@@ -292,6 +292,17 @@ def opt_value(ctx: "Ctx", v, where, kind):
                 raise ctx.err(where, f"expected an integer or a list of 1 or 2 integers, got {_show(v)}")
             return [check(e, f"{where}[{j}]") for j, e in enumerate(v)]
         return check(v, where)
+    if kind == "betas":                  # Adam's (β1, β2)
+        if not isinstance(v, list) or len(v) != 2:
+            raise ctx.err(where, f"expected an array of two numbers, got {_show(v)}")
+        b = tuple(ctx.num(e, f"{where}[{i}]", 0.0, 1.0, "a number in [0, 1)") for i, e in enumerate(v))
+        if b[0] >= 1 or b[1] >= 1:
+            raise ctx.err(where, "each beta must be below 1")
+        return b
+    if kind == "weights":                # class weights, checked against the prediction once the layers are known
+        if not isinstance(v, list) or not v:
+            raise ctx.err(where, f"expected an array of non-negative numbers, got {_show(v)}")
+        return tuple(ctx.num(e, f"{where}[{i}]", 0.0, desc="a non-negative number") for i, e in enumerate(v))
     if kind.startswith("choice:"):
         return ctx.str_(v, where, tuple(kind[7:].split("|")))
     raise AssertionError(kind)
