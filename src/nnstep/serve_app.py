@@ -58,8 +58,8 @@ class Classroom(Server):
     """textual-serve's server, listening on our socket, under nnstep's rules."""
 
     def __init__(self, path: str, name: str, host: str, port: int, max_sessions: int, sock,
-                 loopback: bool, predict: bool = False) -> None:
-        self.argv = tui_argv(path, predict)
+                 loopback: bool, predict: bool = False, layers=()) -> None:
+        self.argv = tui_argv(path, predict, layers)
         super().__init__(" ".join(self.argv), host=host, port=port, title=f"nnstep: {name}")
         self.path, self.name, self.sock, self.loopback = path, name, sock, loopback
         self.max_sessions = max_sessions

@@ -34,7 +34,13 @@ _Ctx = Ctx
 TOP_KEYS = ("scenario", "data", "layers", "loss", "optimizer", "train", "breakpoints", "expect", "ask", "note")
 DTYPES = ("float64", "float32")
 
-def load_scenario(path: str | os.PathLike) -> Scenario:
+def load_scenario(path: str | os.PathLike, layers=()) -> Scenario:
+    """The scenario file ``path``, validated. ``layers``: Python files of the user's own layer
+    types to register first (``--layers``; docs/layers.md), by their paths: a scenario never names
+    code."""
+    if layers:
+        from ..layers import load_layers
+        load_layers(layers)
     path = os.fspath(path)
     shown = clean(path)
     try:
@@ -67,7 +73,12 @@ def load_scenario(path: str | os.PathLike) -> Scenario:
     return loads_scenario(text, path=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
-def loads_scenario(text: str, path: str = "<string>", base_dir: str | None = None) -> Scenario:
+def loads_scenario(text: str, path: str = "<string>", base_dir: str | None = None, layers=()) -> Scenario:
+    """A scenario from its TOML text (``path`` names it in messages; files are read relative to
+    ``base_dir``); ``layers`` as load_scenario's."""
+    if layers:
+        from ..layers import load_layers
+        load_layers(layers)
     ctx = _Ctx(clean(path))
     path_shown = ctx.file
     if text.startswith("\ufeff"):
