@@ -232,6 +232,9 @@ class NnstepApp(App):
         reload, settle: the first frame has been written by then, a collection holds the writer
         thread back), and the whole heap if no key comes for GC_ALL_AFTER."""
         if self._gc_was is None or self._gc_stale:
+            if self._gc_was is None and (self.lesson.asks or self.lesson.notes):
+                from .widgets.lesson import warm_up
+                warm_up()                      # (Markdown, for the first note: see widgets.lesson)
             self._gc_settle()
         else:
             gc.collect(1)
