@@ -347,7 +347,7 @@ class NnstepApp(App):
             outs = {n: None for n in op.outputs}
             title = op_title("next", op, M)
         # Adam's bias corrections: t is the step number (SPEC §1: 1 − β^t)
-        clauses = view.formula_views(op, ins, outs, step=rec.step if rec is not None else k)
+        clauses = view.formula_views(op, ins, outs, step=rec.step if rec is not None else k, digits=self.digits)
         return dict(title=title, clauses=clauses, slots=view.op_slots(op, ins, outs, written),
                     compare=self._theirs(rec.step, op.index) if rec is not None else None,
                     n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage)
@@ -369,14 +369,14 @@ class NnstepApp(App):
             ins, outs = {n: env.get(n) for n in op.inputs}, {n: None for n in op.outputs}
         slots = view.op_slots(op, ins, outs, _written(rec))
         # (a small network's places depend on its formula's lines: the numbers in them)
-        clauses = () if self._big else view.formula_views(op, ins, outs, step=step)
+        clauses = () if self._big else view.formula_views(op, ins, outs, step=step, digits=self.digits)
         yield from self.query_one(OpPanel).prebuild_steps(slots, self.digits, self._stage_boxes.get(op.stage, 0),
                                                           self._room, compare, clauses, self._big)
         yield
         if self._table_names is None:           # (the tensors of the layers table: the same at any position)
             self._table_names = [c[0] for r in view.layer_rows(self.session, self.writer, set())
                                  for c in r.values() if isinstance(c, tuple)]
-        LayersTable.prebuild([env.get(t) for t in self._table_names])
+        LayersTable.prebuild([env.get(t) for t in self._table_names], self.digits)
 
     AHEAD_AFTER = 0.03       # s after a redraw: past the frame, before a reader's next key
 

@@ -54,9 +54,10 @@ def op_slots(op, ins: dict, outs: dict, written: set) -> list[tuple]:
     return out[:SLOTS]
 
 
-def formula_views(op, ins: dict, outs: dict, step: int | None = None):
-    """The op's formula clause by clause, each with its numbers (spec.formula.views)."""
-    return views(op.formula, ins, outs, step=step)
+def formula_views(op, ins: dict, outs: dict, step: int | None = None, digits: int = 4):
+    """The op's formula clause by clause, each with its numbers at ``digits`` significant digits
+    (spec.formula.views)."""
+    return views(op.formula, ins, outs, step=step, digits=digits)
 
 
 def writers(ops) -> dict[str, int]:

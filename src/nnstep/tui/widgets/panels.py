@@ -949,26 +949,33 @@ class LayersTable(DirectLines, Widget):
     widget: the rows are laid out once per update into cached Strips (a rich Table costs ~10x more)."""
 
     DEFAULT_CSS = "LayersTable { height: 1fr; }"
-    LEVELS = ((4, 4), (4, 2), (3, 2), (2, 2))     # (digits, most numbers a cell), tried in turn
-    MOST_NUMBERS = max(n for _, n in LEVELS)      # a tensor of more shows shape and norm at any level
+    MOST_NUMBERS = 4                              # a tensor of more shows shape and norm at any level
+
+    @staticmethod
+    def levels(digits: int) -> tuple:
+        """(digits, most numbers a cell), tried in turn: up to 4 numbers at the app's precision,
+        then 2, then fewer digits (down to 2) until the table fits."""
+        return ((digits, 4), (digits, 2)) + tuple((d, 2) for d in range(digits - 1, 1, -1))
 
     def __init__(self, **kw):
         super().__init__(**kw)
         self._rows: list[dict] = []
         self._seen_w: dict = {}
         self._narrow = False
+        self._digits = 4
         self._strips: list[Strip] | None = None
         self._built_for = None
         self._base = None                        # rich_style, kept (it walks the ancestors' styles)
         self._row_cache = (None, {})             # ((width, style, column widths), {cells: Strip})
 
     def show(self, rows: list[dict], digits: int, narrow: bool = False):
-        key = (narrow, tuple(tuple((k, id(v[1]), v[2]) if isinstance(v, tuple) else (k, v)
+        """``digits``: the app's precision, the most significant digits a number takes here."""
+        key = (narrow, digits, tuple(tuple((k, id(v[1]), v[2]) if isinstance(v, tuple) else (k, v)
                                    for k, v in r.items()) for r in rows))
         if key == getattr(self, "_key", None):
             return
         self._key = key
-        self._rows, self._narrow = rows, narrow
+        self._rows, self._narrow, self._digits = rows, narrow, digits
         W = self.size.width
         old = self._strips
         if old is None or self._built_for != W or not W:
@@ -985,15 +992,16 @@ class LayersTable(DirectLines, Widget):
             self.refresh(*(Region(0, y, W, 1) for y in changed))
 
     @staticmethod
-    def prebuild(values: list) -> None:
+    def prebuild(values: list, digits: int = 4) -> None:
         """Format cells of these tensors (at every precision the table may take) into the by-array
         caches, drawing nothing: the app does this for the next positions while the user reads (a
         new tensor's numbers, norm and NaN/Inf check are what a cell costs)."""
+        levels = LayersTable.levels(digits)
         for v in values:
             if v is not None:
                 _bad_cached(v)
                 small = np.size(v) <= LayersTable.MOST_NUMBERS
-                for d, maxn in LayersTable.LEVELS if small else LayersTable.LEVELS[:1]:
+                for d, maxn in levels if small else levels[:1]:
                     _compact_cached(v, d, maxn)
 
     def _build(self, W: int) -> list[Strip]:
@@ -1037,12 +1045,12 @@ class LayersTable(DirectLines, Widget):
         # the same at any of these: one try (the 784-256-128-10 net: four before)
         small = any(np.size(c[1]) <= self.MOST_NUMBERS for r in self._rows for c in r.values()
                     if isinstance(c, tuple) and c[1] is not None)
-        for d, maxn in self.LEVELS:
+        for d, maxn in self.levels(self._digits):
             texts, widths = cells(d, maxn)
             if sum(widths) <= avail or not small:
                 break
         # columns never narrow while stepping (when there is room): the table does not shift
-        seen = self._seen_w.setdefault((W, tuple(k for k, _ in cols)), {})
+        seen = self._seen_w.setdefault((W, self._digits, tuple(k for k, _ in cols)), {})
         kept = [max(w, seen.get(k, 0)) for w, (k, _) in zip(widths, cols)]
         if sum(kept) <= avail:
             widths = kept

@@ -1,0 +1,102 @@
+"""What the screen shows, checked as a user reads it (issue "Every operation as clear as the
+linear layer's", its screens half): the box an op is about is whole on screen, the formula stays
+in view, formula lines and the layers table follow the digits setting and never write a result
+with fewer digits than its numbers need, the causal mask is marked in the boxes, conv channels
+are told apart, frames are told apart, and the status line answers the last action only."""
+import os
+
+import numpy as np
+
+from nnstep import loads_scenario
+from nnstep.tui import make_app
+from nnstep.tui.widgets.panels import LayersTable
+from nnstep.tui.widgets.tensor import TensorCanvas
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..", "..")
+
+
+def sc(name):
+    return os.path.join(HERE, "scenarios", name)
+
+
+def shipped(name):
+    return os.path.join(ROOT, "scenarios", name)
+
+
+async def ready(app, pilot):
+    """The first screen drawn and the first step measured (NnstepApp._presize)."""
+    for _ in range(50):
+        await pilot.pause()
+        if app._presized is not None and not app._presize_pending:
+            break
+    await pilot.pause()
+
+
+async def goto(pilot, step: int, op: int):
+    """g, then "step op", Enter: the cursor before op ``op`` (op ``op - 1`` just ran)."""
+    await pilot.press("g", *f"{step} {op}", "enter")
+    await pilot.pause()
+
+
+def formula(app) -> str:
+    """The formula lines of the op panel, as drawn (wrapped lines joined)."""
+    return " ".join(line.plain.strip() for line in app.query_one(TensorCanvas)._head_src)
+
+
+def table_text(app) -> str:
+    t = app.query_one(LayersTable)
+    return "\n".join(s.text for s in t.lines_in(range(len(t._rows) + 1), t.size.width))
+
+
+# --- digits -------------------------------------------------------------------------------------
+async def test_formula_lines_and_the_table_follow_the_digits_setting():
+    app = make_app(sc("mazur.toml"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(app, pilot)
+        await goto(pilot, 1, 9)                  # backward linear2 just ran
+        g = app.session.value("linear2.grad_out").ravel()
+        for _ in range(3):
+            await pilot.press("plus")
+        await pilot.pause()
+        assert app.digits == 9
+        assert f"{g[0]:.9g}" in formula(app), formula(app)
+        for _ in range(6):
+            await pilot.press("minus")
+        await pilot.pause()
+        assert app.digits == 3
+        assert f"{g[0]:.3g}, {g[1]:.3g}" in formula(app), formula(app)
+        out = app.session.value("sigmoid1.out").ravel()
+        assert f"{out[0]:.3g} {out[1]:.3g} " in table_text(app), table_text(app)
+        assert f"{out[0]:.4g}" not in table_text(app)
+
+
+async def test_a_result_is_written_with_the_decimal_its_numbers_have():
+    # the tutorial's neuron with lr 1 (docs/tutorial.md, section 5): at step 4 backward linear1
+    # writes 352.5·1 + 570·2 = 1492.5, which the formula line wrote "1492"
+    first = """
+[scenario]
+name = "My first neuron"
+[data]
+x = [[1.0], [2.0]]
+y = [[2.0], [4.0]]
+[[layers]]
+type = "linear"
+out = 1
+weight = [[0.5]]
+bias = [0.0]
+[loss]
+type = "mse"
+[optimizer]
+type = "sgd"
+lr = 1.0
+[train]
+steps = 5
+"""
+    app = make_app(loads_scenario(first))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(app, pilot)
+        await pilot.press("minus", "minus")     # 4 significant digits, as the formula lines had
+        await goto(pilot, 4, 5)
+        assert app.session.last_record.op.name == "backward linear1"
+        assert "1492.5 = [352.5, 570] @ [1, 2]ᵀ" in formula(app), formula(app)
