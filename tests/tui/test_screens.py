@@ -100,3 +100,30 @@ steps = 5
         await goto(pilot, 4, 5)
         assert app.session.last_record.op.name == "backward linear1"
         assert "1492.5 = [352.5, 570] @ [1, 2]ᵀ" in formula(app), formula(app)
+
+
+# --- the status line ----------------------------------------------------------------------------
+async def test_the_status_line_answers_the_last_action_only():
+    from nnstep.tui.widgets.panels import StatusBar
+    app = make_app(sc("mazur.toml"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(app, pilot)
+        bar = app.query_one(StatusBar)
+        for key in ("d", "L", "tab", "G", "x"):
+            await goto(pilot, 1, 8)
+            assert "went to step 1, op 8" in bar.render().plain
+            await pilot.press(key)
+            await pilot.pause()
+            assert "went to" not in bar.render().plain, key
+            await pilot.press("escape")
+        await pilot.press("plus")
+        await pilot.pause()
+        assert "7 significant digits" in bar.render().plain        # a key's own answer shows
+        # a stop says where the cursor is and why: it stays until the cursor moves
+        await pilot.press("b", "c")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "stopped" in bar.render().plain
+        await pilot.press("d")
+        await pilot.pause()
+        assert "stopped" in bar.render().plain

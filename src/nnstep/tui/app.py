@@ -613,14 +613,25 @@ class NnstepApp(App):
                     bar.prompt_key(event)
                     return
                 bar.end_prompt(False)
-            elif isinstance(event, events.Key) and not event.is_forwarded and self._own_key(event):
-                # Textual would pass the key up from the focused widget through each of its parents
-                # (a message hop each, ~0.2 ms) to reach this same binding: run it at once
-                self.app_focus = True
-                event.stop()
-                await self._check_bindings(event.key)
-                return
+            elif isinstance(event, events.Key):
+                if self._status[0] and not self._status[1]:
+                    self._answered(bar)
+                if not event.is_forwarded and self._own_key(event):
+                    # Textual would pass the key up from the focused widget through each of its
+                    # parents (a message hop each, ~0.2 ms) to reach this same binding: run it at once
+                    self.app_focus = True
+                    event.stop()
+                    await self._check_bindings(event.key)
+                    return
         await super().on_event(event)
+
+    def _answered(self, bar) -> None:
+        """A key: the status line's answer to the last action ("went to step 1, op 8", "7
+        significant digits") is done with; the action of this key says its own, or the intro
+        shows. A stop, a NaN/Inf or an error stays until the cursor moves (n, p, ... clear it)."""
+        self._status = ("", "")
+        if bar is not None:
+            bar.show(self._intro(self.session.scenario), "")
 
     def _own_key(self, event: events.Key) -> bool:
         """Whether the key is one of the app's own bindings (a letter, space, a sign) that no widget
