@@ -127,3 +127,28 @@ async def test_the_status_line_answers_the_last_action_only():
         await pilot.press("d")
         await pilot.pause()
         assert "stopped" in bar.render().plain
+
+
+# --- frames -------------------------------------------------------------------------------------
+def box_edges(canvas, b):
+    """The top and bottom edges of box ``b`` as drawn on the canvas (cells x .. x + width)."""
+    r = b.region
+    lines = canvas._lines
+    return lines[r.y].crop(r.x, r.right).text, lines[r.bottom - 1].crop(r.x, r.right).text
+
+
+async def test_every_frame_is_as_wide_as_its_box_with_combining_marks_in_the_title():
+    # Adam's update: "m̂ = m/(1−β1ᵗ)" is two characters in the first cell; the top edge was
+    # counted in characters and came out one cell short of the box
+    app = make_app(shipped("optim-adam.toml"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(app, pilot)
+        await goto(pilot, 2, 1)                  # step 1's update just ran
+        canvas = app.query_one(TensorCanvas)
+        titles = []
+        for b in canvas.visible():
+            top, bottom = box_edges(canvas, b)
+            titles.append(b.border_title)
+            assert top[0] in "╭┏╔" and top[-1] in "╮┓╗", (b.border_title, top)
+            assert bottom[0] in "╰┗╚" and bottom[-1] in "╯┛╝", (b.border_title, bottom)
+        assert "m̂ = m/(1−β1ᵗ)" in titles and "v̂ = v/(1−β2ᵗ)" in titles

@@ -6,6 +6,7 @@ TensorCanvas draws every box of the operation panel, frames included, on one Lin
 from __future__ import annotations
 
 import numpy as np
+from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
@@ -157,7 +158,7 @@ def natural_size(name: str | None, value, role: str, digits: int, max_width: int
     """The box (width, height, borders included) that shows every number of ``value`` with its name
     and role, at ``digits`` significant digits or fewer (down to 3) to fit ``max_width``; None when the
     tensor is too big for numbers (it is drawn as a heatmap in a box of any size instead)."""
-    frame = max(len(role) + 4, len(shape_str(value)) + 3 if value is not None else 0, len(name or ""))
+    frame = max(cell_len(role) + 4, len(shape_str(value)) + 3 if value is not None else 0, cell_len(name or ""))
     if value is None:
         w = max(frame, len("· not computed yet") if name else 0)
         return min(max_width, w + 2), 4
@@ -346,16 +347,18 @@ def frame_edges(w: int, title: str, subtitle: str, chars) -> tuple[str, str]:
     tl, hz, tr, _, bl, br = chars
     inner = max(0, w - 2)
 
+    # (in cells, not characters: "m̂" is two characters in one cell, and a frame counted in
+    # characters came out one cell short)
     def label(text, room):
         if not text or room < 3:
             return ""
         text = f" {text} "
-        return text if len(text) <= room else text[: max(0, room - 2)] + "… "
+        return text if cell_len(text) <= room else set_cell_size(text, max(0, room - 2)) + "… "
     t = label(title, inner - 1)
-    top = tl + (hz + t + hz * (inner - 1 - len(t)) if t else hz * inner) + tr
+    top = tl + (hz + t + hz * (inner - 1 - cell_len(t)) if t else hz * inner) + tr
     b = label(subtitle, inner - 1)
-    bottom = bl + (hz * (inner - 1 - len(b)) + b + hz if b else hz * inner) + br
-    return top[:w], bottom[:w]
+    bottom = bl + (hz * (inner - 1 - cell_len(b)) + b + hz if b else hz * inner) + br
+    return set_cell_size(top, w), set_cell_size(bottom, w)
 
 
 class TensorCanvas(DirectLines, ScrollView, can_focus=True):
