@@ -152,3 +152,35 @@ async def test_every_frame_is_as_wide_as_its_box_with_combining_marks_in_the_tit
             assert top[0] in "╭┏╔" and top[-1] in "╮┓╗", (b.border_title, top)
             assert bottom[0] in "╰┗╚" and bottom[-1] in "╯┛╝", (b.border_title, bottom)
         assert "m̂ = m/(1−β1ᵗ)" in titles and "v̂ = v/(1−β2ᵗ)" in titles
+
+
+async def test_the_focused_box_is_told_from_the_written_ones():
+    # the focus was a thin frame in the theme's accent, which in textual-dark is the very yellow of
+    # "just written" (a thick frame): a focused box now has a double frame, a written one a heavy one
+    app = make_app(sc("mazur.toml"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(app, pilot)
+        await goto(pilot, 1, 9)                  # backward linear2 just ran
+        canvas = app.query_one(TensorCanvas)
+        await pilot.press("tab")
+        await pilot.pause()
+        focused = canvas.selected_box()
+        assert focused is not None and not focused.written
+        written = [b for b in canvas.visible() if b.written]
+        assert written
+
+        def top(b):
+            r = b.region
+            return canvas._lines[r.y].crop(r.x, r.right)
+
+        def colour(strip):
+            return next(seg.style.color for seg in strip if seg.text.strip())
+        assert top(focused).text.startswith("╔═")
+        assert all(top(b).text.startswith("┏━") for b in written)
+        assert colour(top(focused)) != colour(top(written[0]))
+        while not canvas.selected_box().written:
+            await pilot.press("tab")
+        await pilot.pause()
+        b = canvas.selected_box()
+        assert top(b).text.startswith("╔═") and colour(top(b)) == colour(top(written[-1] if written[-1] is not b
+                                                                            else written[0]))

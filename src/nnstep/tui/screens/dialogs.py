@@ -41,7 +41,8 @@ HELP = [
     ]),
     ("Reading the screen", [
         ("✓ ▶ ●", "done, next, breakpoint (in the program)"),
-        ("yellow", "cells and boxes the operation just ran wrote"),
+        ("yellow", "cells and boxes the operation just ran wrote (┏━┓ a box it wrote)"),
+        ("╔═╗", "the tensor Tab has focused: Enter opens it, e explains it"),
         ("dim", "values left from the previous step, not yet recomputed in this one"),
         ("heatmap", "blue < 0 < red, scaled to the largest |value| shown in the legend"),
         ("N ∞", "NaN and ±Inf, in white on red or magenta/yellow/cyan in heatmaps"),

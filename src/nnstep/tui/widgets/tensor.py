@@ -338,7 +338,8 @@ class TensorBox:
 
 # frames: (top-left, horizontal, top-right, vertical, bottom-left, bottom-right)
 ROUND = ("╭", "─", "╮", "│", "╰", "╯")
-HEAVY = ("┏", "━", "┓", "┃", "┗", "┛")
+HEAVY = ("┏", "━", "┓", "┃", "┗", "┛")        # written by the op just run
+DOUBLE = ("╔", "═", "╗", "║", "╚", "╝")       # focused (Tab): Enter opens it, e explains it
 
 
 def frame_edges(w: int, title: str, subtitle: str, chars) -> tuple[str, str]:
@@ -375,8 +376,8 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
     TensorCanvas { height: 1fr; scrollbar-size-vertical: 1; }
     TensorCanvas > .tensor-canvas--frame { color: $panel-lighten-2; }
     TensorCanvas > .tensor-canvas--written { color: $warning; }
-    TensorCanvas > .tensor-canvas--selected { color: $accent; }
-    TensorCanvas > .tensor-canvas--selected-written { color: $accent; }
+    TensorCanvas > .tensor-canvas--selected { color: $primary-lighten-3; text-style: bold; }
+    TensorCanvas > .tensor-canvas--selected-written { color: $warning; text-style: bold; }
     """
     BINDINGS = [
         Binding("tab", "select(1)", "next tensor", show=False),
@@ -508,7 +509,9 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
                 blank = Strip.blank(r.width, self._style("base"))
                 hit = (blank, blank, Segment(" ", self._style("base")))
             else:
-                chars = HEAVY if b.written else ROUND
+                # the shape says focused (double) or written (heavy), the colour written (yellow):
+                # in the default theme the accent a focus took was the very yellow of written
+                chars = DOUBLE if selected else HEAVY if b.written else ROUND
                 st = self._style(kind)
                 top, bottom = frame_edges(r.width, b.border_title, b.border_subtitle, chars)
                 hit = (Strip([Segment(top, st)]), Strip([Segment(bottom, st)]), Segment(chars[3], st))
