@@ -184,3 +184,75 @@ async def test_the_focused_box_is_told_from_the_written_ones():
         b = canvas.selected_box()
         assert top(b).text.startswith("╔═") and colour(top(b)) == colour(top(written[-1] if written[-1] is not b
                                                                             else written[0]))
+
+
+# --- what the boxes mark ------------------------------------------------------------------------
+def box_by_name(app, name):
+    return next(b for b in app.query_one(TensorCanvas).visible() if b.tensor_name == name)
+
+
+def inner(b) -> list:
+    """The lines inside a box's frame (Strips)."""
+    return [b.render_line(y) for y in range(b.size.height)]
+
+
+def number_cells(strip) -> list:
+    """The numbers' segments of a line of a box, left to right (separators left out)."""
+    return [seg for seg in strip if seg.text.strip() and seg.text not in ("│", " ")]
+
+
+async def test_stacked_blocks_of_a_conv_are_ruled_apart():
+    # a conv weight (out 2, in 2, 2, 2): each output channel's 2x2 kernels side by side (│ between
+    # the input channels), the two output channels one above the other: a rule between them, as
+    # between the batch's two images; attention's heads had their │, conv channels ran together
+    app = make_app(sc("conv-channels.toml"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(app, pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        for name, rows in (("conv2d1.weight", 2), ("input", 3), ("conv2d1.out", 2)):
+            lines = [s.text.rstrip() for s in inner(box_by_name(app, name))]
+            rules = [j for j, t in enumerate(lines) if t and set(t) <= set("─┼")]
+            assert len(rules) == 1, (name, lines)
+            numbers = [j for j, t in enumerate(lines) if t and t[-1].isdigit()]
+            assert [j for j in numbers if j < rules[0]][-rows:] == list(range(rules[0] - rows, rules[0])), lines
+            assert [j for j in numbers if j > rules[0]] == list(range(rules[0] + 1, rules[0] + 1 + rows)), lines
+            assert "┼" in lines[rules[0]], lines                # where the │ between channels crosses
+
+
+async def test_the_cells_the_causal_mask_hides_are_marked_with_a_legend():
+    # .scores is kept before the mask (finite where key j > query i), .weights is 0 there: the
+    # boxes dim the cells the mask hides (the spec's Attention.masked) and say so on the name line
+    app = make_app(shipped("tiny-lm.toml"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(app, pilot)
+        layer = next(L for L in app.scenario.layers if L.type == "attention")
+        hidden = app.session.program.plan.types[layer.name].masked(layer)
+        T = hidden.shape[0]
+        for op, name in ((4, "attn.scores"), (5, "attn.weights"), (18, "attn.scores.grad")):
+            await goto(pilot, 1, op)             # op - 1 just ran: it wrote the tensor
+            b = box_by_name(app, name)
+            lines = inner(b)
+            assert "hidden by the causal mask" in lines[0].text, lines[0].text
+            heads = app.session.value(name).shape[1]
+            rows = [number_cells(s) for s in lines[1:1 + T]]
+            for i, cells in enumerate(rows):
+                assert len(cells) == heads * T
+                for c, seg in enumerate(cells):
+                    assert bool(seg.style.dim) == bool(hidden[i, c % T]), (name, i, c, seg)
+        # a box of another tensor marks nothing
+        await goto(pilot, 1, 3)
+        assert "hidden" not in inner(box_by_name(app, "attn.q"))[0].text
+
+
+def test_a_heatmap_leaves_hidden_cells_out_of_its_colours():
+    # a heatmap of masked scores: the hidden cells are their own colour, and a large hidden value
+    # (scores are taken before the mask) does not set the scale of the others
+    from nnstep.tui.widgets.tensor import C_HIDDEN, LEVELS, heat_codes
+    hidden = np.triu(np.ones((4, 4), dtype=bool), 1)
+    a = np.where(hidden, 100.0, 1.0)
+    codes, scale = heat_codes(a, 4, 4, hidden)
+    assert scale == 1.0
+    assert (codes[hidden] == C_HIDDEN).all() and (codes[~hidden] == 2 * LEVELS).all()
+    codes, _ = heat_codes(np.where(hidden, 100.0, 1.0), 2, 2, hidden)     # 2x2 blocks of 2x2 cells
+    assert codes[0, 1] == C_HIDDEN and codes[0, 0] == codes[1, 1] == 2 * LEVELS

@@ -173,6 +173,7 @@ class NnstepApp(App):
         # a network whose parameters are too big for numbers gets the constant box layout
         self._big = any(np.size(v) > MAX_NUMBERS for v in self.session.scenario.initial.values())
         self.writer = view.writers(self.session.ops)
+        self._masks = view.masked_cells(self.session)       # cells a mask hides, as the spec says
         self._table_names = None
 
     # --- layout -----------------------------------------------------------------------------------
@@ -350,7 +351,7 @@ class NnstepApp(App):
         clauses = view.formula_views(op, ins, outs, step=rec.step if rec is not None else k, digits=self.digits)
         return dict(title=title, clauses=clauses, slots=view.op_slots(op, ins, outs, written),
                     compare=self._theirs(rec.step, op.index) if rec is not None else None,
-                    n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage)
+                    n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage, masks=self._masks)
 
     def _prebuild(self, env: dict, rec) -> None:
         """Build the boxes of the op panel showing ``rec`` (the op just run; None: the start of
@@ -371,7 +372,7 @@ class NnstepApp(App):
         # (a small network's places depend on its formula's lines: the numbers in them)
         clauses = () if self._big else view.formula_views(op, ins, outs, step=step, digits=self.digits)
         yield from self.query_one(OpPanel).prebuild_steps(slots, self.digits, self._stage_boxes.get(op.stage, 0),
-                                                          self._room, compare, clauses, self._big)
+                                                          self._room, compare, clauses, self._big, self._masks)
         yield
         if self._table_names is None:           # (the tensors of the layers table: the same at any position)
             self._table_names = [c[0] for r in view.layer_rows(self.session, self.writer, set())
@@ -614,7 +615,7 @@ class NnstepApp(App):
                     return
                 bar.end_prompt(False)
             elif isinstance(event, events.Key):
-                if self._status[0] and not self._status[1]:
+                if self._status[0] and not self._status[1] and not self._opens_prompt(event.key):
                     self._answered(bar)
                 if not event.is_forwarded and self._own_key(event):
                     # Textual would pass the key up from the focused widget through each of its
@@ -624,6 +625,10 @@ class NnstepApp(App):
                     await self._check_bindings(event.key)
                     return
         await super().on_event(event)
+
+    def _opens_prompt(self, key: str) -> bool:
+        """g: its prompt covers the status line, and Esc brings back what the line said."""
+        return any(b.action == "goto" for b in self._bindings.key_to_bindings.get(key, ()))
 
     def _answered(self, bar) -> None:
         """A key: the status line's answer to the last action ("went to step 1, op 8", "7

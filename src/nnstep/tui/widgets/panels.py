@@ -732,18 +732,20 @@ class OpPanel(MemoLines, Vertical):
 
     def show(self, title: Text, clauses: list, slots: list[tuple], digits: int,
              n_boxes: int = 0, stage: str = "", room: tuple[int, int] = (80, 19), big: bool = False,
-             compare: dict | None = None, measure: bool = False):
+             compare: dict | None = None, measure: bool = False, masks: dict | None = None):
         """``room``: (inner width, most rows the panel may take, borders included). ``big``: a
         network with parameters too big for numbers: its boxes are laid out side by side, as many
         as the most any op of this stage needs (``n_boxes``), at a constant height, so that stepping
         within a stage never changes the layout (a relayout per key is what costs on such nets).
         ``measure``: only note the heights this op needs at this size, draw nothing (the app
-        measures a step's ops before the user steps through them, so the panel never grows)."""
+        measures a step's ops before the user steps through them, so the panel never grows).
+        ``masks``: {tensor: where a mask hides its cells} (view.masked_cells), marked in the boxes."""
         if big and measure:
             return
         if not measure:
             self.query_one("#op-title", TextLines).set_text(title)
             self._compare = compare or {}
+            self._masks = masks or {}
         plan = self._plan(clauses, slots, digits, n_boxes, room, big, compare, measure)
         if plan is None:
             return
@@ -751,13 +753,13 @@ class OpPanel(MemoLines, Vertical):
         self._fill(slots, digits)
 
     def prebuild_steps(self, slots: list, digits: int, n_boxes: int, room: tuple[int, int], compare=None,
-                       clauses: list = (), big: bool = True):
+                       clauses: list = (), big: bool = True, masks: dict | None = None):
         """An op the app computed ahead: build its boxes' lines where show() will place them,
         drawing nothing (a big network's places depend only on the stage; a small one's on the
         formula and the boxes' sizes, noted as show() notes them). A generator, a box a step
         (TensorCanvas.prebuild_steps)."""
         plan = self._plan(clauses, slots, digits, n_boxes, room, big, compare, False)
-        return self.query_one(TensorCanvas).prebuild_steps(slots, digits, compare, plan[1])
+        return self.query_one(TensorCanvas).prebuild_steps(slots, digits, compare, plan[1], masks)
 
     def _plan(self, clauses, slots, digits, n_boxes, room, big, compare, measure):
         """Where the panel puts the formula and the boxes: (panel height, (slot, x, y, width,
@@ -873,10 +875,12 @@ class OpPanel(MemoLines, Vertical):
     def _fill(self, slots, digits):
         canvas = self.query_one(TensorCanvas)
         compare = getattr(self, "_compare", {})
+        masks = getattr(self, "_masks", {})
         for k, box in enumerate(canvas.boxes):
             if k < len(slots):
                 role, name, value, written = slots[k]
-                box.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name))
+                box.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name),
+                         hidden=masks.get(name))
             else:
                 box.show(None, None)
         canvas.redraw()

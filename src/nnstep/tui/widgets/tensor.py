@@ -37,18 +37,24 @@ def _palette() -> list[str]:
     return out
 
 
-PALETTE = _palette() + [NAN_C, PINF_C, NINF_C]      # codes: 0..2L colours, then NaN, +Inf, -Inf
-C_NAN, C_PINF, C_NINF = 2 * LEVELS + 1, 2 * LEVELS + 2, 2 * LEVELS + 3
+HIDDEN_C = "#000000"              # a cell a mask hides (attention's causal mask)
+PALETTE = _palette() + [NAN_C, PINF_C, NINF_C, HIDDEN_C]   # codes: 0..2L colours, NaN, +Inf, -Inf, hidden
+C_NAN, C_PINF, C_NINF, C_HIDDEN = 2 * LEVELS + 1, 2 * LEVELS + 2, 2 * LEVELS + 3, 2 * LEVELS + 4
 _STYLES: dict[tuple[int, int], Style] = {}
 _BAD = {C_NAN: "N", C_PINF: "∞", C_NINF: "∞"}
+
+
+def _is_bad(code: int) -> bool:
+    """A NaN or an infinity (drawn as a letter); the hidden code is a colour like the scale's."""
+    return C_NAN <= code <= C_NINF
 BAD_STYLE = Style(color="white", bgcolor="red", bold=True)
 
 
 def _cell_style(top: int, bottom: int) -> Style:
     s = _STYLES.get((top, bottom))
     if s is None:
-        bad = top if top > 2 * LEVELS else bottom
-        if bad > 2 * LEVELS:
+        bad = top if _is_bad(top) else bottom
+        if _is_bad(bad):
             s = Style(color="#000000", bgcolor=PALETTE[bad], bold=True)
         else:
             s = Style(color=PALETTE[top], bgcolor=PALETTE[bottom])
@@ -60,26 +66,36 @@ def _bins(n: int, m: int) -> np.ndarray:
     return np.linspace(0, n, m + 1).astype(int)[:-1]
 
 
-def heat_codes(a2: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, float]:
+def heat_codes(a2: np.ndarray, rows: int, cols: int, hidden=None) -> tuple[np.ndarray, float]:
     """Reduce a 2-d array to at most rows × cols colour codes (block means; a block holding a NaN or
-    Inf shows it). Returns (codes, scale)."""
+    Inf shows it). ``hidden``: where a mask hides cells (as ``a2``): they take no part in the
+    colours, and a block of hidden cells only is C_HIDDEN. Returns (codes, scale)."""
     a2 = np.asarray(a2, dtype=np.float64)
     R, C = a2.shape
     rows, cols = max(1, min(rows, R)), max(1, min(cols, C))
     allf = all_finite(a2)
     z = a2 if allf else np.where(np.isfinite(a2), a2, 0.0)
+    if hidden is not None:
+        z = np.where(hidden, 0.0, z)
     rb, cb = _bins(R, rows), _bins(C, cols)
+    shown = None if hidden is None else ~hidden
     if rows == R and cols == C:
         m = z
     else:
         s = np.add.reduceat(np.add.reduceat(z, rb, axis=0), cb, axis=1)
-        cnt = np.outer(np.diff(np.append(rb, R)), np.diff(np.append(cb, C)))   # each block's size
+        if shown is None:
+            cnt = np.outer(np.diff(np.append(rb, R)), np.diff(np.append(cb, C)))   # each block's size
+        else:                                                                     # ... its cells shown
+            shown = np.add.reduceat(np.add.reduceat(shown.astype(np.int64), rb, axis=0), cb, axis=1)
+            cnt = np.maximum(shown, 1)
         m = s / cnt
     scale = max(float(z.max()), -float(z.min())) if z.size else 0.0     # max |z|, no |z| copy
     q = np.zeros(m.shape, dtype=np.int64) + LEVELS
     if scale > 0:
         q = np.rint(m / scale * LEVELS).astype(np.int64) + LEVELS
         np.clip(q, 0, 2 * LEVELS, out=q)
+    if shown is not None:
+        q[shown == 0] = C_HIDDEN
     if not allf:
         for mask, code in ((np.isneginf(a2), C_NINF), (np.isposinf(a2), C_PINF), (np.isnan(a2), C_NAN)):
             if mask.any():
@@ -97,10 +113,10 @@ def _heat_segment(t: int, b: int, n: int) -> Segment:
     seg = _HEAT_SEGS.get(key)
     if seg is None:
         if b < 0:
-            seg = (Segment(_BAD[t] * n, _cell_style(t, t)) if t > 2 * LEVELS
+            seg = (Segment(_BAD[t] * n, _cell_style(t, t)) if _is_bad(t)
                    else Segment("▀" * n, Style(color=PALETTE[t])))
-        elif t > 2 * LEVELS or b > 2 * LEVELS:
-            seg = Segment(_BAD[t if t > 2 * LEVELS else b] * n, _cell_style(t, b))
+        elif _is_bad(t) or _is_bad(b):
+            seg = Segment(_BAD[t if _is_bad(t) else b] * n, _cell_style(t, b))
         else:
             seg = Segment("▀" * n, _cell_style(t, b))
         if len(_HEAT_SEGS) > 20000:
@@ -147,6 +163,25 @@ def compare_2d(value, compare):
     return grid_2d(np.asarray(yours, dtype=np.float64))[0], grid_2d(np.asarray(mask, dtype=bool))[0]
 
 
+def hidden_2d(value, hidden):
+    """Where a mask hides cells of ``value`` (``hidden``: over its last two axes), laid out as
+    grid_2d lays ``value`` out; None without a mask (or one of another shape)."""
+    if hidden is None or value is None:
+        return None
+    a = np.asarray(value)
+    if a.ndim < 2 or a.shape[-2:] != np.shape(hidden):
+        return None
+    return grid_2d(np.broadcast_to(np.asarray(hidden, dtype=bool), a.shape))[0]
+
+
+def separators(R: int, row_block: int) -> int:
+    """How many rule lines the numbers of a layout of ``R`` rows in blocks of ``row_block`` take."""
+    return R // row_block - 1 if row_block else 0
+
+
+MASKED_LEGEND = ("   dim: hidden by the causal mask", "   dim: masked", "  (masked dim)")
+
+
 # a tensor is drawn as numbers (never a heatmap) when it is at most this big: every tensor of the
 # shipped lesson networks is, and a student must be able to read each of its numbers
 MAX_NUMBERS = 64
@@ -163,7 +198,7 @@ def natural_size(name: str | None, value, role: str, digits: int, max_width: int
         w = max(frame, len("· not computed yet") if name else 0)
         return min(max_width, w + 2), 4
     a = np.asarray(value)
-    a2, _ = grid_2d(a)
+    a2, _, row_block = grid_2d(a)
     R, C = a2.shape
     if a.size > MAX_NUMBERS or R > MAX_NUMBER_ROWS:
         return None
@@ -172,8 +207,8 @@ def natural_size(name: str | None, value, role: str, digits: int, max_width: int
         cells = number_lines(a2, d, theirs)
         wcol = max(len(s) for row in cells for s in row)
         w = max(frame, C * (wcol + 1) - 1) + 2
-        if w <= max_width:
-            return w, 2 + 1 + R                 # no stats line: every number is there
+        if w <= max_width:                      # no stats line: every number is there
+            return w, 2 + 1 + R + separators(R, row_block)
     return None
 
 
@@ -196,6 +231,7 @@ class TensorBox:
         self.written = False
         self.force_heatmap = False
         self.compare = None
+        self.hidden = None                # where a mask hides cells (over the last two axes)
         self.border_title = ""            # the role ("upstream ∂E/∂out", "new", ...)
         self.border_subtitle = ""         # the shape
         self.display = False              # placed on the canvas now
@@ -211,11 +247,14 @@ class TensorBox:
         return Size(max(0, self.region.width - 2), max(0, self.region.height - 2))
 
     def show(self, name: str | None, value, role: str = "", written: bool = False, digits: int = 6,
-             stale: bool = False, compare=None) -> None:
+             stale: bool = False, compare=None, hidden=None) -> None:
         """``compare``: (the user's values, where they differ) from nnstep compare: each differing
-        cell shows both, marked."""
-        key = (name, id(value), role, written, digits, stale, None if compare is None else id(compare[0]))
+        cell shows both, marked. ``hidden``: where a mask hides cells, over the last two axes (the
+        spec says: view.masked_cells): they are dim, and the name line says so."""
+        key = (name, id(value), role, written, digits, stale, None if compare is None else id(compare[0]),
+               id(hidden))
         self.compare = compare
+        self.hidden = hidden
         if key == self._key and (value is None or value is self.value):
             return                        # the same array (arrays are never modified in place)
         self._key = key
@@ -239,7 +278,7 @@ class TensorBox:
         if self._strips is None or self._built_for != key:
             # the same array at the same size was drawn before (a step back, the next op's input)
             full = key + (self.tensor_name, self.digits, self.stale, self.force_heatmap,
-                          None if self.compare is None else id(self.compare[0]))
+                          None if self.compare is None else id(self.compare[0]), id(self.hidden))
             hit = _BUILT.get(self.value, full) if self.value is not None else _NO_VALUE.get(full)
             built = hit is None
             if built:
@@ -277,13 +316,17 @@ class TensorBox:
             lines.append(Strip([Segment("· not computed yet" if self.tensor_name else "", base + dim)]))
             return [s.crop(0, W).adjust_cell_length(W, base) for s in lines]
         a = self.value
-        a2, block = grid_2d(a)
+        a2, block, row_block = grid_2d(a)
+        hidden = hidden_2d(a, self.hidden)
+        if hidden is not None and not hidden.any():
+            hidden = None
         H0 = H + len(lines)
         bad = nonfinite_text(a)
         R, C = a2.shape
+        seps = separators(R, row_block)
         # numbers, if every one fits with the chosen precision
         cells = None
-        if R <= H and a.size <= max(H * 16, MAX_NUMBERS) and not self.force_heatmap:
+        if R + seps <= H and a.size <= max(H * 16, MAX_NUMBERS) and not self.force_heatmap:
             # the chosen precision, or fewer digits (down to 3) before giving up on numbers
             theirs = compare_2d(a, self.compare)
             for d in range(self.digits, min(self.digits, 3) - 1, -1):
@@ -296,14 +339,27 @@ class TensorBox:
             self._mode = "numbers"
             wcol = max(len(s) for row in cells for s in row)
             st = base + (dim if self.stale else Style())
-            if a.size > 8 and R < H:
+            faint = base + dim
+            if hidden is not None and lines:      # the legend of the dim cells, on the name's line
+                room = W - lines[0].cell_length
+                say = next((t for t in MASKED_LEGEND if len(t) <= room), "")
+                if say:
+                    lines[0] = Strip([*lines[0], Segment(say, faint)])
+            if a.size > 8 and R + seps < H:
                 lines.append(Strip([Segment(_fit(bad or stats_line(a), W), base + (BAD_STYLE if bad else dim))]))
-            for row in cells:
+            rule = None
+            for r, row in enumerate(cells):
+                if row_block and r and r % row_block == 0:     # stacked blocks (samples, channels): a rule
+                    if rule is None:
+                        rule = Strip([Segment(_rule(C, wcol, block), faint)])
+                    lines.append(rule)
                 segs = []
                 for j, s in enumerate(row):
                     if j:                          # heads side by side: │ between their grids
-                        segs.append(Segment("│", base + dim) if block and j % block == 0 else Segment(" ", st))
-                    segs.append(Segment(s.rjust(wcol), BAD_STYLE if s in ("NaN", "+Inf", "-Inf") or "≠" in s else st))
+                        segs.append(Segment("│", faint) if block and j % block == 0 else Segment(" ", st))
+                    style = BAD_STYLE if s in ("NaN", "+Inf", "-Inf") or "≠" in s else \
+                        faint if hidden is not None and hidden[r, j] else st
+                    segs.append(Segment(s.rjust(wcol), style))
                 lines.append(Strip(segs))
         else:
             self._mode = "heatmap"
@@ -314,7 +370,7 @@ class TensorBox:
             if head:
                 lines.append(Strip([Segment(_fit(bad or stats_line(a), W), base + (BAD_STYLE if bad else dim))]))
             avail = H0 - len(lines) - (1 if H >= 4 else 0)
-            codes, scale = heat_codes(a2, max(1, avail) * 2, W)
+            codes, scale = heat_codes(a2, max(1, avail) * 2, W, hidden)
             # a small matrix in a big box: blow each cell up (at most 4x) so it is readable
             fx = max(1, min(4, W // codes.shape[1]))
             fy = max(1, min(4, (2 * max(1, avail)) // codes.shape[0]))
@@ -332,6 +388,8 @@ class TensorBox:
                 legend.append(Segment(hi, base + dim))
                 if bad:
                     legend.append(Segment(" N=NaN ∞=Inf", base + BAD_STYLE))
+                if hidden is not None:
+                    legend.append(Segment(" black: masked", base + dim))
                 lines.append(Strip(legend))
         return [s.crop(0, W).adjust_cell_length(W, base) for s in lines[:H0]]
 
@@ -595,7 +653,8 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         cache[key] = (parts, line)
         return line
 
-    def prebuild_steps(self, slots: list[tuple], digits: int, compare: dict | None, placed: tuple):
+    def prebuild_steps(self, slots: list[tuple], digits: int, compare: dict | None, placed: tuple,
+                       masks: dict | None = None):
         """Build the lines of ``slots`` (the operation panel's (role, name, value, written)) in
         boxes at ``placed`` (as place() takes it) into the by-array cache, frame them and compose
         the canvas lines they make below the formula (with their terminal sequences), drawing
@@ -606,13 +665,15 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         flt, bg = self._filtering()
         fill = _filled(base, flt, bg)
         compare = compare or {}
+        masks = masks or {}
         boxes = []
         for j, x, y, w, h in placed:
             ahead = TensorBox(j)
             ahead.region, ahead.base = Region(x, y, w, h), base
             if j < len(slots):                 # as OpPanel._fill shows them
                 role, name, value, written = slots[j]
-                ahead.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name))
+                ahead.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name),
+                           hidden=masks.get(name))
             else:
                 ahead.show(None, None)
             if ahead._ensure():
@@ -758,6 +819,12 @@ def _through(strip: Strip, filters: tuple, background) -> Strip:
     for f in filters:
         strip = strip.apply_filter(f, background)
     return strip
+
+
+def _rule(C: int, wcol: int, block: int) -> str:
+    """The rule between stacked blocks of numbers: C columns of ``wcol``, ┼ where a │ parts the
+    heads (column blocks of ``block``)."""
+    return "".join(("┼" if block and j % block == 0 else "─") + "─" * wcol if j else "─" * wcol for j in range(C))
 
 
 def _fit(text: str, W: int) -> str:
