@@ -63,8 +63,8 @@ KEYS = [("n", "n"), ("n", "n again"), ("p", "p"), ("s", "s"), ("S", "S"), ("n", 
 
 
 @pytest.mark.parametrize("name,size,direct", [
-    ("scenarios/classic.toml", (120, 40), True),
-    ("scenarios/classic.toml", (120, 40), False),             # Textual's own repaint: the same
+    ("tests/tui/scenarios/mazur.toml", (120, 40), True),      # the 2-2-2 lesson without its questions
+    ("tests/tui/scenarios/mazur.toml", (120, 40), False),     # Textual's own repaint: the same
     ("tests/tui/scenarios/lm.toml", (80, 24), True),          # compact, scrolled panels
     ("bench/mlp_784_256_128_10.toml", (120, 40), True)])      # heatmaps
 async def test_the_terminal_shows_what_the_app_shows(name, size, direct, monkeypatch):
@@ -81,7 +81,7 @@ async def test_the_terminal_shows_what_the_app_shows(name, size, direct, monkeyp
             await pilot.pause()
             await pilot.pause()
             term.assert_whole(when)
-            if key in "nps" and app.session.position != at and name.endswith("classic.toml"):
+            if key in "nps" and app.session.position != at and name.endswith("mazur.toml"):
                 # a move is one frame (a second one would be a repaint the first missed)
                 assert term.frames - before == 1, f"{when}: {term.frames - before} frames"
         for _ in range(2 * app.session.M):   # to the end of training and beyond: every op once
