@@ -256,3 +256,82 @@ def test_a_heatmap_leaves_hidden_cells_out_of_its_colours():
     assert (codes[hidden] == C_HIDDEN).all() and (codes[~hidden] == 2 * LEVELS).all()
     codes, _ = heat_codes(np.where(hidden, 100.0, 1.0), 2, 2, hidden)     # 2x2 blocks of 2x2 cells
     assert codes[0, 1] == C_HIDDEN and codes[0, 0] == codes[1, 1] == 2 * LEVELS
+
+
+# --- the op panel's room ------------------------------------------------------------------------
+def on_screen(app) -> list[str]:
+    """The canvas's lines as the screen shows them now."""
+    c = app.query_one(TensorCanvas)
+    return [s.text for s in c.lines_in(range(c.size.height), c.size.width)]
+
+
+def rows_in_view(app, name) -> int:
+    """How many of the number rows of the box of ``name`` are on screen."""
+    b = box_by_name(app, name)
+    shown = on_screen(app)
+    rows = [s.text.strip() for s in inner(b)[1:] if s.text.strip() and not set(s.text.strip()) <= set("─┼")]
+    return sum(any(r in line for line in shown) for r in rows)
+
+
+async def test_the_box_an_op_wrote_is_whole_on_screen():
+    # tiny-lm at 120x40 after c n: backward attn softmax wrote ∂E/∂scores, the point of the lesson;
+    # the panel holds the formula and two boxes of its three, and cut off that one
+    app = make_app(shipped("tiny-lm.toml"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(app, pilot)
+        await pilot.press("c")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.session.last_record.op.name == "backward attn softmax"
+        T = app.session.value("attn.scores.grad").shape[-1]
+        assert rows_in_view(app, "attn.scores.grad") == T
+        assert on_screen(app)[0].startswith("attn.scores.grad = attn.weights")     # and the formula
+        # the next op's results, taller together than the room below the formula: the first whole,
+        # the second below it; and back: ∂E/∂scores again
+        await pilot.press("n")
+        await pilot.pause()
+        assert rows_in_view(app, "attn.q.grad") == T and rows_in_view(app, "attn.k.grad") > 0
+        await pilot.press("p")
+        await pilot.pause()
+        assert rows_in_view(app, "attn.scores.grad") == T
+
+
+async def test_without_the_layers_table_the_op_panel_takes_its_rows():
+    # L hid the table and left its rows blank below the panel (the 2-2-2 net needs few)
+    for name, size, keys in (("mazur.toml", (120, 40), ["L"]), ("mazur.toml", (80, 24), []),
+                             ("lm.toml", (120, 40), ["L"])):
+        app = make_app(sc(name))
+        async with app.run_test(size=size) as pilot:
+            await ready(app, pilot)
+            for k in keys + ["n"]:
+                await pilot.press(k)
+            await pilot.pause()
+            assert not app.query_one(LayersTable).display
+            column = app.query_one("#right")
+            shown = [w for w in column.children if w.display]
+            assert sum(w.outer_size.height for w in shown) == column.size.height, (name, size)
+            assert shown[0].id == "op"
+
+
+async def test_the_formula_stays_in_view_while_tab_goes_through_the_boxes():
+    # 80x24, the 2-2-2 net after backward linear2: the panel scrolled to the focused box and took
+    # the formula's lines with it, and no key (n, r) brought them back
+    app = make_app(sc("mazur.toml"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(app, pilot)
+        await goto(pilot, 1, 9)
+        canvas = app.query_one(TensorCanvas)
+        first = canvas._head_src[0].plain
+        assert canvas.virtual_size.height > canvas.size.height      # (the boxes do not all fit)
+        for _ in range(5):
+            await pilot.press("tab")
+            await pilot.pause()
+            b = canvas.selected_box()
+            assert on_screen(app)[0] == first.ljust(len(on_screen(app)[0]))
+            assert rows_in_view(app, b.tensor_name) == b.value.reshape(-1, b.value.shape[-1]).shape[0]
+        for key in ("n", "r"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert on_screen(app)[0].startswith(canvas._head_src[0].plain.rstrip()), key

@@ -459,15 +459,18 @@ class NnstepApp(App):
         self.query_one(OpPanel)._height = None
         self.refresh_view()
 
-    def _op_room(self, layer_rows: int) -> tuple[int, int]:
-        """(inner width, most rows) of the operation panel, from the screen size (app.tcss: the left
-        column is 33 wide, 25 when narrow; header 1, status 2 or 1 when short, footer 1). The layers
-        table below keeps its header and rows (up to a third of the column)."""
+    def _op_room(self, layer_rows: int) -> tuple[int, int, bool]:
+        """(inner width, most rows, whether it takes them all) of the operation panel, from the
+        screen size (app.tcss: the left column is 33 wide, 25 when narrow; header 1, status 2 or 1
+        when short, footer 1). The layers table below keeps its header and rows (up to a third of
+        the column); without it (L, or a short screen) the panel takes the whole column but the
+        lesson's rows (it left them blank below it)."""
         w, h = self.size
         right = w - (33 if w >= 100 else 25)
         col = h - 1 - (1 if h < 32 else 2) - 1
-        layers = min(3 + layer_rows, max(5, col // 3)) if getattr(self, "_layers_shown", True) else 0
-        return max(10, right - 2), max(8, col - layers - getattr(self, "_lesson_rows", 0))
+        shown = getattr(self, "_layers_shown", True)
+        layers = min(3 + layer_rows, max(5, col // 3)) if shown else 0
+        return max(10, right - 2), max(8, col - layers - getattr(self, "_lesson_rows", 0)), not shown
 
     def _lesson_height(self) -> int:
         """The lesson panel's rows (app.tcss: 7, or 5 on a short screen)."""

@@ -462,6 +462,9 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         self._height = 0
         self._line_cache: dict = {}           # (width, the strips of a line and where) -> (those, the line)
         self._head_src = ()                   # the lines above the boxes (rich Text), as given
+        self._head_n = 0                      # ... how many (they stay in view: the boxes scroll below)
+        self._room_h = 0                      # the canvas's height, as place() was told it
+        self._fits = True                     # every box in view: no scrolling
         self._head: list[Strip] | None = None  # ... and drawn
         self._frames: dict = {}
         self._framed_lines: dict = {}         # (ids of a box's lines, its size and frame) -> (those, the framed lines)
@@ -479,6 +482,9 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         if head is not self._head_src:
             self._head_src = head
             self._head = None
+        if len(head) != self._head_n and self.scroll_offset.y:
+            self.refresh()                    # (the rows below the formula show other content rows)
+        self._head_n = len(head)
         shown = {}
         for j, x, y, w, h in placed:
             shown[j] = Region(x, y, w, h)
@@ -494,6 +500,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         # no layout; only content larger than the canvas (a big network's heatmaps, a small
         # terminal) sets its real size. A resize places the boxes again (refresh_view).
         room_h = self.size.height if height_to_be is None else height_to_be
+        self._room_h = room_h
         tall = max(height, tallest)
         fits = not shown or (0 < width <= self.size.width and 0 < tall <= room_h)
         self._height = height
@@ -504,8 +511,61 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
             self.virtual_size = virtual
         if fits and (self.scroll_x or self.scroll_y):
             self.scroll_to(0, 0, animate=False)
+        self._fits = fits
         if self.selected is not None and not self._selectable(self.selected):
             self.selected = None
+
+    # The formula stays in view: its lines (the head) are drawn at the top of the canvas whatever
+    # the scrolling, and the boxes scroll below them. Scrolled by y, the canvas shows the head on
+    # rows 0 .. head_n - 1 and the content's rows head_n + y .. on the rest.
+    def _content_row(self, row: int) -> int:
+        return row if row < self._head_n else row + int(self.scroll_offset.y)
+
+    def _scroll_for(self, top: int, bottom: int) -> int:
+        """The scrolling that shows content rows top .. bottom - 1 below the head, moving the least
+        from where it is (their top, if they are taller than the room below the head)."""
+        y = int(self.scroll_offset.y)
+        H, hn = self._room_h or self.size.height, self._head_n
+        if bottom > y + H:
+            y = bottom - H
+        if top < y + hn:
+            y = top - hn
+        return max(0, y)
+
+    def show_region(self, r: Region) -> None:
+        """Scroll (the boxes, below the formula) until the region of the content is in view."""
+        if not self._fits:
+            self.scroll_to(y=self._scroll_for(r.y, r.bottom), animate=False, immediate=True)
+
+    def settle(self) -> None:
+        """A new op's boxes: in view, the focused one (while the canvas has focus), else those the
+        op wrote, else the first ones: the content's top. A panel that does not hold every box
+        showed the op's inputs and cut off what it wrote, the point of the op (tiny-lm's
+        ∂E/∂scores)."""
+        if self._fits:
+            return
+        sel = self.selected if self.has_focus else None
+        if sel is not None and self._selectable(sel):
+            self.show_region(self.boxes[sel].region)
+            return
+        written = [b.region for b in self.boxes if b.display and b.written and b.tensor_name]
+        y = 0
+        if written:
+            top, bottom = min(r.y for r in written), max(r.bottom for r in written)
+            y = max(0, min(bottom - (self._room_h or self.size.height), top - self._head_n))
+        if y != self.scroll_offset.y:
+            self.scroll_to(y=y, animate=False, immediate=True)
+
+    def refresh_lines(self, y_start: int, line_count: int = 1) -> None:
+        """Repaint content rows y_start .. y_start + line_count - 1 where they are on screen."""
+        W = max(self.virtual_size.width, self.size.width)
+        hn, dy = self._head_n, int(self.scroll_offset.y)
+        a, b = y_start, y_start + line_count
+        if a < hn:
+            self.refresh(Region(0, a, W, min(b, hn) - a))
+        lo, hi = max(a, hn + dy) - dy, b - dy
+        if hi > lo:
+            self.refresh(Region(0, lo, W, hi - lo))
 
     def visible(self) -> list[TensorBox]:
         """The boxes on the canvas now, in reading order."""
@@ -719,14 +779,15 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         return lines
 
     def lines_in(self, lines: range, W: int) -> list[Strip]:
-        dy = self.scroll_offset.y
+        dy, hn = int(self.scroll_offset.y), self._head_n
         if getattr(self, "_filtered", None) is None or self._filtered[0] != self._filtering()[0]:
             self._lines = self._compose_lines()         # (the filters changed: the lines with them)
         fill = self._filtered[1]
         have, n = self._lines, len(self._lines)
         out = []
         for y in lines:
-            y += dy
+            if y >= hn:                                 # (the formula's lines do not scroll)
+                y += dy
             if y < n:
                 line = have[y]
                 out.append(line if line.cell_length == W else line.crop(0, W).adjust_cell_length(W, fill))
@@ -750,7 +811,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         self.selected = slot
         self.redraw()
         if slot is not None:
-            self.scroll_to_region(self.boxes[slot].region, animate=False, immediate=True)
+            self.show_region(self.boxes[slot].region)
 
     def action_select(self, d: int) -> None:
         order = self._order()
@@ -792,8 +853,10 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         self.redraw()
 
     def box_at(self, x: int, y: int) -> TensorBox | None:
-        """The box under a point of the widget (scrolling counted)."""
-        y += self.scroll_offset.y
+        """The box under a point of the widget (scrolling counted; the formula's rows hold none)."""
+        if y < self._head_n:
+            return None
+        y = self._content_row(y)
         for b in self.boxes:
             if b.display and b.tensor_name and b.region.contains(x, y):
                 return b
