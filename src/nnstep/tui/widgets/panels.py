@@ -982,6 +982,7 @@ class LayersTable(DirectLines, Widget):
         super().__init__(**kw)
         self._rows: list[dict] = []
         self._seen_w: dict = {}
+        self._seen_level: dict = {}               # (width, digits, columns) -> the level that fitted
         self._narrow = False
         self._digits = 4
         self._strips: list[Strip] | None = None
@@ -1061,17 +1062,24 @@ class LayersTable(DirectLines, Widget):
             return texts, [max([len(t[j][0]) for t in texts] + [len(h)]) for j, (_, h) in enumerate(cols)]
 
         avail = W - (len(cols) - 1)
-        # up to 4 numbers a cell at 4 digits when they fit, else 2 numbers, then fewer digits;
-        # the sizes of a table of tensors of more than MOST_NUMBERS each (shape and norm) are
-        # the same at any of these: one try (the 784-256-128-10 net: four before)
+        # up to 4 numbers a cell at the app's precision when they fit, else fewer digits, then 2
+        # numbers (levels()); the sizes of a table of tensors of more than MOST_NUMBERS each (shape
+        # and norm) are the same at any of these: one try (the 784-256-128-10 net: four before).
+        # A level given up at this width is not tried again while stepping: the table keeps its
+        # precision (it went 5 digits, 4, 5 from op to op) and each build tries once
         small = any(np.size(c[1]) <= self.MOST_NUMBERS for r in self._rows for c in r.values()
                     if isinstance(c, tuple) and c[1] is not None)
-        for d, maxn in self.levels(self._digits):
-            texts, widths = cells(d, maxn)
-            if sum(widths) <= avail or not small:
+        at = (W, self._digits, tuple(k for k, _ in cols))
+        levels = self.levels(self._digits)
+        li = self._seen_level.get(at, 0)
+        while True:
+            texts, widths = cells(*levels[li])
+            if sum(widths) <= avail or not small or li == len(levels) - 1:
                 break
+            li += 1
+        self._seen_level[at] = li
         # columns never narrow while stepping (when there is room): the table does not shift
-        seen = self._seen_w.setdefault((W, self._digits, tuple(k for k, _ in cols)), {})
+        seen = self._seen_w.setdefault(at, {})
         kept = [max(w, seen.get(k, 0)) for w, (k, _) in zip(widths, cols)]
         if sum(kept) <= avail:
             widths = kept
