@@ -243,6 +243,11 @@ async def test_the_cells_the_causal_mask_hides_are_marked_with_a_legend():
         # a box of another tensor marks nothing
         await goto(pilot, 1, 3)
         assert "hidden" not in inner(box_by_name(app, "attn.q"))[0].text
+        # at 80x24 ∂E/∂scores is a heatmap: the hidden cells black, and the box says so
+        await pilot.resize_terminal(80, 24)
+        await goto(pilot, 1, 18)
+        b = box_by_name(app, "attn.scores.grad")
+        assert b.mode() == "heatmap" and "black: masked" in inner(b)[0].text, inner(b)[0].text
 
 
 def test_a_heatmap_leaves_hidden_cells_out_of_its_colours():

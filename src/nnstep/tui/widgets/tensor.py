@@ -180,6 +180,16 @@ def separators(R: int, row_block: int) -> int:
 
 
 MASKED_LEGEND = ("   dim: hidden by the causal mask", "   dim: masked", "  (masked dim)")
+MASKED_HEAT_LEGEND = ("   black: hidden by the causal mask", "   black: masked", "  (masked black)")
+
+
+def _legend(lines: list, W: int, says: tuple, style: Style) -> None:
+    """The longest of ``says`` that fits after the name, on the box's first line."""
+    if not lines:
+        return
+    say = next((t for t in says if len(t) <= W - lines[0].cell_length), "")
+    if say:
+        lines[0] = Strip([*lines[0], Segment(say, style)])
 
 
 # a tensor is drawn as numbers (never a heatmap) when it is at most this big: every tensor of the
@@ -340,11 +350,8 @@ class TensorBox:
             wcol = max(len(s) for row in cells for s in row)
             st = base + (dim if self.stale else Style())
             faint = base + dim
-            if hidden is not None and lines:      # the legend of the dim cells, on the name's line
-                room = W - lines[0].cell_length
-                say = next((t for t in MASKED_LEGEND if len(t) <= room), "")
-                if say:
-                    lines[0] = Strip([*lines[0], Segment(say, faint)])
+            if hidden is not None:                # the legend of the dim cells, on the name's line
+                _legend(lines, W, MASKED_LEGEND, faint)
             if a.size > 8 and R + seps < H:
                 lines.append(Strip([Segment(_fit(bad or stats_line(a), W), base + (BAD_STYLE if bad else dim))]))
             rule = None
@@ -388,9 +395,9 @@ class TensorBox:
                 legend.append(Segment(hi, base + dim))
                 if bad:
                     legend.append(Segment(" N=NaN ∞=Inf", base + BAD_STYLE))
-                if hidden is not None:
-                    legend.append(Segment(" black: masked", base + dim))
                 lines.append(Strip(legend))
+            if hidden is not None:                # (on the name's line, as with numbers)
+                _legend(lines, W, MASKED_HEAT_LEGEND, base + dim)
         return [s.crop(0, W).adjust_cell_length(W, base) for s in lines[:H0]]
 
 
