@@ -159,7 +159,8 @@ class NnstepApp(App):
         self._gc_stale = False                # a reload: settle again
         self._gc_timer = None
         self._goto_from = None                # where the screen is while a go-to typed moved the session
-        self._presized = None                 # (session, size, digits, layers shown) measured for
+        self._presized = None                 # (session, size, digits, layers shown, lesson rows) measured for
+        self._measured: set = set()           # ... every such key measured so far
         self._presize_pending = False
         self.theme = THEME
 
@@ -429,7 +430,9 @@ class NnstepApp(App):
         self.call_later(self._ahead)
 
     def _presize_key(self):
-        return (self.session, tuple(self.size), self.digits, getattr(self, "_layers_shown", True))
+        # (the lesson panel's rows too: the op panel takes the rest of the column, a room of its own)
+        return (self.session, tuple(self.size), self.digits, getattr(self, "_layers_shown", True),
+                getattr(self, "_lesson_rows", 0))
 
     def _presize(self) -> None:
         """Measure every op of the first step at this screen size, in a session of its own, so that
@@ -441,6 +444,9 @@ class NnstepApp(App):
         if self._big or self._presized == key or not self.is_running:
             return
         self._presized = key
+        if key in self._measured:              # (measured before: a lesson note came and went)
+            return
+        self._measured.add(key)
         s = Session(self.scenario)
         panel = self.query_one(OpPanel)
         room = self._op_room(len(view.layer_rows(s, self.writer, set())))
@@ -767,6 +773,7 @@ class NnstepApp(App):
                     self.session.toggle_breakpoint(name)
             self._index_writers()
             self.query_one(OpPanel).forget_heights()   # the heights the old scenario needed
+            self._measured.clear()
             self._status = (f"reloaded {self.path}; back at the start", "")
         else:
             self.session.restart()
