@@ -102,6 +102,13 @@ class LayerType:
         gradients) is at most the size of an input, the output or a parameter."""
         return []
 
+    @classmethod
+    def masked_tensors(cls, L) -> dict:
+        """{tensor: where a mask hides its cells}, for the tensors of the layer laid out (…, R, C)
+        whose cells a mask of the layer hides, each with its (R, C) boolean array, True where hidden
+        (a screen marks those cells). None here."""
+        return {}
+
     # --- formulas: the plan passes the names (see plan.Names) -------------------------------------
     @classmethod
     def fwd_formula(cls, L, n) -> Formula:
