@@ -21,21 +21,6 @@ SWISH_PY = os.path.join(ROOT, "examples", "layers", "swish.py")
 SWISH_TOML = os.path.join(ROOT, "examples", "layers", "swish.toml")
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry():
-    """Each test registers what it needs; what it registered is forgotten after it."""
-    before_types, before_origin = dict(registry._registered), dict(registry._origin)
-    before_loaded = dict(plugins._loaded)
-    yield
-    registry._registered.clear()
-    registry._registered.update(before_types)
-    registry._origin.clear()
-    registry._origin.update(before_origin)
-    registry._all = None
-    plugins._loaded.clear()
-    plugins._loaded.update(before_loaded)
-
-
 def run(capsys, *argv):
     rc = main(list(argv))
     out, err = capsys.readouterr()
