@@ -26,11 +26,9 @@ from ..layers import OptionError, registry
 from ..layers.init import init_text
 from .layers import PendingInit, hook, check_target as _check_target, draw_pending as _draw_pending
 from .layers import layers as _layers
-from .limits import *  # noqa: F401,F403  (the limits, by their old names)
 from .limits import MAX_SCENARIO_BYTES, MAX_STEPS
 from .validate import Ctx, opt_value
 
-_Ctx = Ctx
 TOP_KEYS = ("scenario", "data", "layers", "loss", "optimizer", "train", "breakpoints", "expect", "ask", "note")
 DTYPES = ("float64", "float32")
 
@@ -79,7 +77,7 @@ def loads_scenario(text: str, path: str = "<string>", base_dir: str | None = Non
     if layers:
         from ..layers import load_layers
         load_layers(layers)
-    ctx = _Ctx(clean(path))
+    ctx = Ctx(clean(path))
     path_shown = ctx.file
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -201,7 +199,7 @@ def _deep_position(text: str, limit: int = 64) -> tuple[int, int]:
     return 0, 0
 
 
-def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
+def _build(doc: dict, ctx: Ctx, path: str, base: str, text: str) -> Scenario:
     if not doc:
         raise ctx.err(None, "empty scenario: it needs at least [data], [[layers]] and [loss]")
     ctx.known(doc, TOP_KEYS, "", "table")

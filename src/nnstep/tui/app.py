@@ -21,7 +21,7 @@ from textual.widgets import Button, Input, OptionList
 
 from ..debugger.lesson import Lesson
 from ..debugger.session import Session
-from ..scenario.model import Scenario
+from ..model.scenario import Scenario
 from . import view
 from .widgets.panels import DiagramView, GradNorms, HeaderBar, KeyBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
 from .asking import Asking
