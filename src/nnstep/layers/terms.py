@@ -7,29 +7,28 @@ terms add up to the number the vectorized backward wrote.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from .records import Factory, record
 
 
-
-@dataclass(frozen=True)
+@record(frozen=True)
 class Factor:
     symbol: str          # what it stands for: "∂sigmoid1.out[0, 0]/∂linear1.out[0, 0]"
     source: str          # where the number comes from: "sigmoid1.local[0, 0]", "input[0, 1]"
     value: float
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Term:
     factors: tuple[Factor, ...] = ()
     upstream: tuple[str, tuple[int, ...]] | None = None   # (gradient tensor, index), None at the loss
 
 
-@dataclass
+@record
 class Rule:
     """An element's expansion: ``how`` says in words which rule it is (``"Σₒ over linear2's
     outputs"``), ``terms`` are summed."""
     how: str
-    terms: list[Term] = field(default_factory=list)
+    terms: list[Term] = Factory(list)
 
 
 def ix(index) -> str:
