@@ -1,8 +1,8 @@
 """One element of a gradient, as the chain rule writes it: a sum of terms, each a product of local
 factors (numbers the engine computed) and, except at the loss, one element of the upstream gradient.
 
-Every layer writes these element rules next to its vectorized backward (engine/layers.py,
-engine/losses.py), so explain can expand any gradient element back to the loss, and check that the
+Every layer type (and loss) writes these element rules next to its vectorized backward, in its own
+class (``grad_rule``; docs/layers.md), so explain can expand any gradient element back to the loss, and check that the
 terms add up to the number the vectorized backward wrote.
 """
 from __future__ import annotations
