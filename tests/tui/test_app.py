@@ -8,10 +8,12 @@ import pytest
 
 import nnstep
 from nnstep.tui import make_app
-from nnstep.tui.app import ACTIONS, NnstepApp
+from nnstep.tui.actions import KEYS
+from nnstep.tui.app import NnstepApp
 from nnstep.tui.screens.dialogs import HelpScreen
 from nnstep.tui.screens.tensor import TensorGrid, TensorScreen
-from nnstep.tui.widgets.panels import HeaderBar, StatusBar
+from nnstep.tui.widgets.bars import HeaderBar
+from nnstep.tui.widgets.status import StatusBar
 from nnstep.tui.widgets.tensor import TensorCanvas
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -369,8 +371,8 @@ async def test_reverse_continue_runs_in_the_worker_shows_progress_and_esc_interr
 
 
 # --- the command palette ----------------------------------------------------------------------
-@pytest.mark.parametrize("action,title,help", ACTIONS)
-async def test_every_action_is_in_the_palette(action, title, help):
+@pytest.mark.parametrize("action,title", [(k.action, k.title) for k in KEYS if k.title])
+async def test_every_action_is_in_the_palette(action, title):
     app = make_app(sc("classic.toml"))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("n")                       # so that "prev" is available too
@@ -457,7 +459,7 @@ def test_screenshot_of_a_continue_that_would_run_for_ever_is_cut_at_wait(tmp_pat
 
 
 async def test_L_hides_the_layers_table_and_it_starts_hidden_at_80x24():
-    from nnstep.tui.widgets.panels import LayersTable
+    from nnstep.tui.widgets.layers import LayersTable
     for size, shown in (((120, 40), True), ((80, 24), False)):
         app = make_app(sc("classic.toml"))
         async with app.run_test(size=size) as pilot:

@@ -4,7 +4,7 @@ the norm, the factor and the clipped gradient."""
 import os
 
 from nnstep.tui import make_app
-from nnstep.tui.widgets.panels import HeaderBar
+from nnstep.tui.widgets.bars import HeaderBar
 from nnstep.tui.widgets.tensor import TensorCanvas
 
 LESSONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scenarios")
@@ -66,7 +66,7 @@ async def test_lr_curve_under_the_loss_curve():
     """The session logs the engine's `lr` as each step's loss op runs: lr-warmup.toml's LinearLR
     gives 0.1, 0.2, 0.3 for steps 1-3 (0.4·(0.25 + 0.75·(k − 1)/3)); the curve's label shows the
     last; without a schedule there is neither log nor curve."""
-    from nnstep.tui.widgets.panels import LossCurve
+    from nnstep.tui.widgets.curves import LossCurve
     app = make_app(os.path.join(LESSONS, "lr-warmup.toml"))
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(3):

@@ -13,7 +13,8 @@ from nnstep.scenario import loads_scenario
 from nnstep.tui import make_app
 from nnstep.tui.screens.ask import AskScreen, VerdictScreen
 from nnstep.tui.widgets.lesson import LessonPanel
-from nnstep.tui.widgets.panels import HeaderBar, StatusBar
+from nnstep.tui.widgets.bars import HeaderBar
+from nnstep.tui.widgets.status import StatusBar
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLASSIC = open(os.path.join(HERE, "scenarios", "classic.toml"), encoding="utf-8").read()

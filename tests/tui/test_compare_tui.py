@@ -10,7 +10,8 @@ import numpy as np
 from nnstep.debugger.compare import compare, load_tensors
 from nnstep.scenario import load_scenario
 from nnstep.tui import make_app
-from nnstep.tui.widgets.panels import ProgramView, StatusBar
+from nnstep.tui.widgets.program import ProgramView
+from nnstep.tui.widgets.status import StatusBar
 from nnstep.tui.widgets.tensor import TensorCanvas
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -8,7 +8,7 @@ from nnstep.scenario.loader import load_scenario, loads_scenario
 from nnstep.tui import make_app
 from nnstep.tui.diagram import graph_lines, list_lines, nodes
 from nnstep.tui.format import grid_2d
-from nnstep.tui.widgets.panels import DiagramView, ProgramView, graph_mark
+from nnstep.tui.widgets.program import DiagramView, ProgramView, graph_mark
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LM = os.path.join(HERE, "scenarios", "lm.toml")

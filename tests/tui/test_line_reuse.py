@@ -108,8 +108,8 @@ async def test_an_unchanged_widget_gives_the_same_lines_again():
 
 async def test_without_the_styles_cache_internals_every_ask_is_drawn_afresh(monkeypatch):
     """A Textual whose styles cache keeps its lines differently: no reuse, the same screen."""
-    from nnstep.tui.widgets import memo
-    monkeypatch.setattr(memo, "_CAN_REUSE", False)
+    from nnstep.tui import compat
+    monkeypatch.setattr(compat, "CAN_REUSE", False)
     app = classic()
     async with app.run_test(size=(120, 40)) as pilot:
         loss, crop, first = await loss_panel(pilot)

@@ -38,7 +38,7 @@ async def test_the_second_step_relayouts_nothing(name, layouts):
                                        ("lm.toml", (120, 40)), ("conv2d-flatten-linear.toml", (120, 40)),
                                        ("classic.toml", (80, 24))])
 async def test_the_first_step_relayouts_nothing(name, size, layouts):
-    """The app measures the first step's ops after the first paint (NnstepApp._presize), so the
+    """The app measures the first step's ops after the first paint (tui/presize.py), so the
     operation panel has its height before the user steps: the first pass through a step, which
     grew the panel op by op (two full layouts each time), costs no layout either."""
     app = make_app(sc(name))

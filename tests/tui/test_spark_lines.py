@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.style import Style
 from textual.renderables.sparkline import Sparkline
 
-from nnstep.tui.widgets.panels import spark_lines
+from nnstep.tui.widgets.curves import spark_lines
 
 
 def test_the_same_segments_as_textuals_sparkline():
