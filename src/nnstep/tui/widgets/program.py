@@ -29,6 +29,12 @@ class ProgramLines(DirectLines, Widget):
         if resize or self._strips is None:
             self.lines = lines
             self._strips = None
+            if resize:
+                # its height as a style, not only its content's height: Textual measures a widget
+                # again only when a layout is asked for with none pending (its box model is cached
+                # until then), so new lines set while one was pending (the diagram drawn at no size
+                # when d shows it, then at its size) kept the old height, cutting off node rows
+                self.styles.height = len(lines)
             self.refresh(layout=resize)
             return
         # one step moves a marker or two: repaint only the lines that changed (a whole-widget
@@ -190,6 +196,12 @@ class DiagramView(MemoLines, VerticalScroll):
     def on_resize(self) -> None:
         if self._args:
             self.show(*self._args)
+
+    @property
+    def laid_out(self) -> bool:
+        """Shown at the size the panel has now (shown when just displayed, at no size yet, the
+        panel draws again once laid out: on_resize)."""
+        return self._key is not None and self._key[2:] == tuple(self.size) and self.size.area > 0
 
     def text(self) -> str:
         return "\n".join("".join(t for t, _ in parts) for parts in self.query_one(ProgramLines).lines)
