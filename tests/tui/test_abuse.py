@@ -301,6 +301,7 @@ if os.environ.get("NNSTEP_ABUSE_ALL"):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label,src", SCENARIOS, ids=[s[0] for s in SCENARIOS])
 async def test_random_keys_and_resizes_raise_nothing(label, src, tmp_path, quick_keys):
     # a watchdog: if this scenario is still running after 10 minutes (it takes about one), every
@@ -329,6 +330,7 @@ async def _abuse_one(label, src, tmp_path):
 
 
 # --- r with a broken scenario file --------------------------------------------------------------
+@pytest.mark.slow
 async def test_reload_of_a_broken_file_keeps_everything_then_a_mended_file_reloads(tmp_path):
     src = os.path.join(HERE, "scenarios", "classic.toml")
     good = open(src).read()

@@ -3,10 +3,14 @@ Session.peek into the trail, its boxes built where they are placed): the n after
 builds no box, and the screen is the one stepping without it gives."""
 import os
 
+import pytest
+
 from nnstep.tui import make_app
 from nnstep.tui.widgets import tensor, tensorbox
 
 from test_terminal_frames import Terminal
+
+pytestmark = pytest.mark.slow          # (seconds each: the inner loop is pytest -m "not slow")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MLP = os.path.join(ROOT, "bench", "mlp_784_256_128_10.toml")

@@ -339,6 +339,7 @@ async def test_long_continue_runs_in_a_worker_shows_progress_and_esc_interrupts(
         assert "running" not in text(app.query_one(HeaderBar))
 
 
+@pytest.mark.slow
 async def test_reverse_continue_runs_in_the_worker_shows_progress_and_esc_interrupts():
     """C scans back from checkpoints in the worker: the status says which step the search has
     reached, Esc interrupts it, and the cursor stays where it was."""
@@ -482,6 +483,7 @@ def test_make_app_accepts_a_loaded_scenario():
     assert isinstance(app, NnstepApp) and app.session.position == (1, 0)
 
 
+@pytest.mark.slow
 async def test_palette_opens_any_tensor_by_name():
     app = make_app(sc("classic.toml"))
     async with app.run_test(size=SIZE) as pilot:
@@ -496,6 +498,7 @@ async def test_palette_opens_any_tensor_by_name():
         assert (app.screen.value == app.session.value("sigmoid1.out")).all()
 
 
+@pytest.mark.slow
 async def test_quit_while_running_stops_the_worker():
     app = make_app(sc("long.toml"), check_every=16)
     async with app.run_test(size=SIZE) as pilot:
@@ -506,6 +509,7 @@ async def test_quit_while_running_stops_the_worker():
     assert app._interrupt.is_set()
 
 
+@pytest.mark.slow
 async def test_small_net_backward_op_shows_every_number_and_full_titles():
     # classic op 8 (backward linear2) has six tensors of 1x2 / 2x2: each must be numbers, not a heatmap,
     # its name uncut, at 120x40 and at 80x24 (where the boxes wrap into more rows and may scroll)

@@ -4,6 +4,8 @@ by rich), the terminal shows, cell for cell (characters, colours, bold, ...), wh
 them, after steps, stages, views, a focus move, precision and the help."""
 import os
 
+import pytest
+
 from nnstep.tui import compat, make_app
 from nnstep.tui.widgets.curves import spark_lines
 
@@ -34,6 +36,7 @@ async def screens(path, monkeypatch, fallback: bool) -> list:
     return out
 
 
+@pytest.mark.slow
 async def test_the_fallbacks_draw_the_same_screens(monkeypatch):
     assert compat.CAN_REUSE and compat.DIRECT_REPAINT and compat.SPARK_COLUMNS   # (the Textual pinned)
     for path in (CLASSIC, os.path.join(ROOT, "bench", "mlp_784_256_128_10.toml")):

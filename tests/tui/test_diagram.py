@@ -3,6 +3,7 @@ program, and attention's per-head grids in the op panel."""
 import os
 
 import numpy as np
+import pytest
 
 from nnstep.scenario.loader import load_scenario, loads_scenario
 from nnstep.tui import make_app
@@ -97,6 +98,7 @@ async def test_d_shows_the_diagram_following_the_op_and_the_program_marks_forks_
         assert app.query_one(ProgramView).display and not dv.display
 
 
+@pytest.mark.slow
 async def test_twelve_layers_are_a_graph_at_120x40_and_a_list_at_80x24():
     for size, graph in (((120, 40), True), ((80, 24), False)):
         app = make_app(RES12)

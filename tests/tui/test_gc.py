@@ -4,6 +4,8 @@ the look-ahead is done, and the collector is as it was once the app has gone."""
 import gc
 import os
 
+import pytest
+
 from nnstep.tui import make_app
 from nnstep.tui import gcpolicy
 
@@ -11,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 MLP = os.path.join(ROOT, "bench", "mlp_784_256_128_10.toml")
 
 
+@pytest.mark.slow
 async def test_collections_come_between_keys_and_the_collector_is_restored(monkeypatch):
     was = gc.get_threshold()
     explicit = [False]
@@ -53,6 +56,7 @@ async def test_collections_come_between_keys_and_the_collector_is_restored(monke
     assert gc.get_threshold() == was and gc.get_freeze_count() == 0
 
 
+@pytest.mark.slow
 async def test_a_reload_leaves_the_old_scenario_to_the_collector(tmp_path):
     """The old session is frozen with the rest of start-up: a reload collects and freezes again,
     so that it goes, even held in a reference cycle (which only the collector frees, and never a

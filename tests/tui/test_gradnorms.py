@@ -58,6 +58,7 @@ def test_the_heading_fits_one_line_as_the_panel_narrows():
         assert all(len(line) <= max(width, len(head)) for line in lines), (width, lines)
 
 
+@pytest.mark.slow
 async def test_at_80x24_every_layers_row_shows():
     import nnstep
     for name, layers in [("classic.toml", 2), ("vanishing-gradients.toml", 5)]:

@@ -5,6 +5,8 @@ dialog's."""
 import dataclasses
 import os
 
+import pytest
+
 from nnstep.tui import make_app
 from nnstep.tui.screens.dialogs import HelpScreen
 from nnstep.tui.screens.tensor import TensorScreen
@@ -48,6 +50,7 @@ async def run(keys, priority: bool):
     return out
 
 
+@pytest.mark.slow
 async def test_the_app_keys_give_what_textual_gives():
     """Stepping, precision, breakpoints, views, focus moves, the help, a tensor full-size and the
     go-to box, with the canvas or the program list focused: the same screens, positions, focus and

@@ -6,6 +6,7 @@ are told apart, frames are told apart, and the status line answers the last acti
 import os
 
 import numpy as np
+import pytest
 
 from nnstep import loads_scenario
 from nnstep.tui import make_app
@@ -103,6 +104,7 @@ steps = 5
 
 
 # --- the status line ----------------------------------------------------------------------------
+@pytest.mark.slow
 async def test_the_status_line_answers_the_last_action_only():
     from nnstep.tui.widgets.status import StatusBar
     app = make_app(sc("mazur.toml"))
@@ -220,6 +222,7 @@ async def test_stacked_blocks_of_a_conv_are_ruled_apart():
             assert "┼" in lines[rules[0]], lines                # where the │ between channels crosses
 
 
+@pytest.mark.slow
 async def test_the_cells_the_causal_mask_hides_are_marked_with_a_legend():
     # .scores is kept before the mask (finite where key j > query i), .weights is 0 there: the
     # boxes dim the cells the mask hides (the spec's Attention.masked) and say so on the name line

@@ -15,6 +15,8 @@ from textual._compositor import CompositorUpdate
 from nnstep.tui import make_app
 from nnstep.tui import compat
 
+pytestmark = pytest.mark.slow          # (seconds each: the inner loop is pytest -m "not slow")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
