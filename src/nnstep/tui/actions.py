@@ -48,7 +48,8 @@ KEYS = [
     _k(LOOKING, "Tab", "move between the tensors of the current operation"),
     _k(LOOKING, "Enter", "open the focused tensor full-size, with row and column indices", "open_tensor", "enter",
        "Open tensor full-size"),
-    _k(LOOKING, "e", "explain one number: the chain rule for one element of a gradient", "explain", "e",
+    _k(LOOKING, "e", "explain one number: the chain rule for one element of a gradient, or how any other "
+       "value was computed", "explain", "e",
        "Explain one number", "explain"),
     _k(LOOKING, "d", "the network as a graph in place of the program (d again: back)", "diagram", "d",
        "Network diagram", "graph"),

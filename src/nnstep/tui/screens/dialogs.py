@@ -1,6 +1,8 @@
 """The help screen (go-to is typed into the status line: widgets.status.StatusBar)."""
 from __future__ import annotations
 
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -26,6 +28,22 @@ LEGEND = [
 ]
 
 
+def help_text() -> Group:
+    """The keys of the action table by section, then the legend; a long line wraps under its own
+    text, not under the keys."""
+    parts = [Text("nnstep — keys", "bold")]
+    for title, rows in sections() + LEGEND:
+        parts.append(Text(f"\n{title}", "bold underline"))
+        table = Table.grid()
+        table.add_column(width=14, no_wrap=True, style="bold")
+        table.add_column()
+        for k, what in rows:
+            table.add_row(f"  {k}", what)
+        parts.append(table)
+    parts.append(Text("\nEsc or ? closes this help.", "dim"))
+    return Group(*parts)
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close")]
     DEFAULT_CSS = """
@@ -35,16 +53,8 @@ class HelpScreen(ModalScreen[None]):
     """
 
     def compose(self) -> ComposeResult:
-        t = Text()
-        t.append("nnstep — keys\n", "bold")
-        for title, rows in sections() + LEGEND:
-            t.append(f"\n{title}\n", "bold underline")
-            for k, what in rows:
-                t.append(f"  {k:<12}", "bold")
-                t.append(f"{what}\n")
-        t.append("\nEsc or ? closes this help.", "dim")
         with VerticalScroll():
-            yield Static(t)
+            yield Static(help_text())
 
     def action_dismiss(self) -> None:
         self.dismiss(None)
