@@ -1,4 +1,4 @@
-"""panels.spark_lines draws what Textual's Sparkline renderable draws through rich, segment for
+"""widgets.curves.spark_lines draws what Textual's Sparkline renderable draws through rich, segment for
 segment (it makes one colour a column instead of one a bar)."""
 import math
 import random
