@@ -21,7 +21,7 @@ async def settled(app, pilot):
     """Until the app has measured the first step (it does so after the first paint) and painted."""
     for _ in range(50):
         await pilot.pause()
-        if app._presized is not None and not app._presize_pending:
+        if app.presize.settled:
             break
     await pilot.pause()
 

@@ -24,7 +24,8 @@ from nnstep.debugger.session import Session
 from nnstep.tui import make_app
 from nnstep.tui.screens.dialogs import HelpScreen
 from nnstep.tui.screens.tensor import TensorScreen
-from nnstep.tui.widgets.panels import HeaderBar, StatusBar
+from nnstep.tui.widgets.bars import HeaderBar
+from nnstep.tui.widgets.status import StatusBar
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -164,7 +165,7 @@ async def abuse(src: str, workdir, n_keys: int, seed: int, label: str) -> dict:
                     with open(path, "w") as f:
                         f.write("[scenario\nname = " if broken else good)
                 if rng.random() < 0.05:            # a reader's pause: a big net computes the next op
-                    await asyncio.sleep(2 * app.AHEAD_AFTER)
+                    await asyncio.sleep(2 * app.ahead.AFTER)
                 main = _pool(app) is MAIN
                 key = _pick(rng, _pool(app))
                 if main and key in ("c", "C") and app.check_action("continue" if key == "c" else "reverse", ()):
@@ -300,6 +301,7 @@ if os.environ.get("NNSTEP_ABUSE_ALL"):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label,src", SCENARIOS, ids=[s[0] for s in SCENARIOS])
 async def test_random_keys_and_resizes_raise_nothing(label, src, tmp_path, quick_keys):
     # a watchdog: if this scenario is still running after 10 minutes (it takes about one), every
@@ -328,6 +330,7 @@ async def _abuse_one(label, src, tmp_path):
 
 
 # --- r with a broken scenario file --------------------------------------------------------------
+@pytest.mark.slow
 async def test_reload_of_a_broken_file_keeps_everything_then_a_mended_file_reloads(tmp_path):
     src = os.path.join(HERE, "scenarios", "classic.toml")
     good = open(src).read()

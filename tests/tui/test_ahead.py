@@ -1,12 +1,16 @@
-"""A big network's next op is computed while the user reads the current one (NnstepApp._ahead:
+"""A big network's next op is computed while the user reads the current one (tui/ahead.py, LookAhead.step:
 Session.peek into the trail, its boxes built where they are placed): the n after it runs no op and
 builds no box, and the screen is the one stepping without it gives."""
 import os
 
+import pytest
+
 from nnstep.tui import make_app
-from nnstep.tui.widgets import tensor
+from nnstep.tui.widgets import tensor, tensorbox
 
 from test_terminal_frames import Terminal
+
+pytestmark = pytest.mark.slow          # (seconds each: the inner loop is pytest -m "not slow")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MLP = os.path.join(ROOT, "bench", "mlp_784_256_128_10.toml")
@@ -37,9 +41,9 @@ async def screens(ahead: bool, monkeypatch, keys="nnnnnnnnnnpn", read=None, path
     cost."""
     app = make_app(path)
     if not ahead:
-        monkeypatch.setattr(app, "AHEAD_AFTER", 3600.0)
+        monkeypatch.setattr(app.ahead, "AFTER", 3600.0)
     built = [0]
-    real = tensor.TensorBox._build
+    real = tensorbox.TensorBox._build
 
     reading = [False]
     extra_ops = [0]
@@ -48,9 +52,9 @@ async def screens(ahead: bool, monkeypatch, keys="nnnnnnnnnnpn", read=None, path
         if not reading[0]:
             built[-1] += 1               # (what is built while the reader reads is not the key's)
         return real(self, W, H)
-    monkeypatch.setattr(tensor.TensorBox, "_build", count)
+    monkeypatch.setattr(tensorbox.TensorBox, "_build", count)
     composed = count_composed(monkeypatch, reading)
-    ahead_of = app._ahead
+    ahead_of = app.ahead.step
 
     def computing_ahead():
         reading[0] = True
@@ -60,14 +64,14 @@ async def screens(ahead: bool, monkeypatch, keys="nnnnnnnnnnpn", read=None, path
         finally:
             reading[0] = False
             extra_ops[0] += app.session.ops_executed - ran
-    app._ahead = computing_ahead
+    app.ahead.step = computing_ahead
     term = Terminal(app, (120, 40))
     out = []
     async with app.run_test(size=(120, 40)) as pilot:
         for _ in range(3):
             await pilot.pause()
         for key in keys:
-            await pilot.pause(read or (2 * app.AHEAD_AFTER if ahead else 0.06))      # the reader reads
+            await pilot.pause(read or (2 * app.ahead.AFTER if ahead else 0.06))      # the reader reads
             built[-1] = composed[0] = 0
             ran = app.session.ops_executed - extra_ops[0]
             await pilot.press(key)
@@ -110,16 +114,16 @@ async def test_a_go_to_typed_is_done_before_enter(monkeypatch):
     got = {}
     for ahead in (True, False):
         app = make_app(MLP)
-        app._ahead = lambda: None               # (the look-ahead of n, s, S: the tests above)
+        app.ahead.step = lambda: None               # (the look-ahead of n, s, S: the tests above)
         if not ahead:
-            monkeypatch.setattr(app, "_goto_ahead_later", lambda typed: None)
+            monkeypatch.setattr(app.goto, "ahead_later", lambda typed: None)
         built = [0]
-        real = tensor.TensorBox._build
+        real = tensorbox.TensorBox._build
 
         def count(self, W, H, real=real):
             built[0] += 1
             return real(self, W, H)
-        monkeypatch.setattr(tensor.TensorBox, "_build", count)
+        monkeypatch.setattr(tensorbox.TensorBox, "_build", count)
         composed = count_composed(monkeypatch)
         term = Terminal(app, (120, 40))
         out = []

@@ -8,10 +8,12 @@ import pytest
 
 import nnstep
 from nnstep.tui import make_app
-from nnstep.tui.app import ACTIONS, NnstepApp
+from nnstep.tui.actions import KEYS
+from nnstep.tui.app import NnstepApp
 from nnstep.tui.screens.dialogs import HelpScreen
 from nnstep.tui.screens.tensor import TensorGrid, TensorScreen
-from nnstep.tui.widgets.panels import HeaderBar, StatusBar
+from nnstep.tui.widgets.bars import HeaderBar
+from nnstep.tui.widgets.status import StatusBar
 from nnstep.tui.widgets.tensor import TensorCanvas
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -337,6 +339,7 @@ async def test_long_continue_runs_in_a_worker_shows_progress_and_esc_interrupts(
         assert "running" not in text(app.query_one(HeaderBar))
 
 
+@pytest.mark.slow
 async def test_reverse_continue_runs_in_the_worker_shows_progress_and_esc_interrupts():
     """C scans back from checkpoints in the worker: the status says which step the search has
     reached, Esc interrupts it, and the cursor stays where it was."""
@@ -369,8 +372,8 @@ async def test_reverse_continue_runs_in_the_worker_shows_progress_and_esc_interr
 
 
 # --- the command palette ----------------------------------------------------------------------
-@pytest.mark.parametrize("action,title,help", ACTIONS)
-async def test_every_action_is_in_the_palette(action, title, help):
+@pytest.mark.parametrize("action,title", [(k.action, k.title) for k in KEYS if k.title])
+async def test_every_action_is_in_the_palette(action, title):
     app = make_app(sc("classic.toml"))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("n")                       # so that "prev" is available too
@@ -457,7 +460,7 @@ def test_screenshot_of_a_continue_that_would_run_for_ever_is_cut_at_wait(tmp_pat
 
 
 async def test_L_hides_the_layers_table_and_it_starts_hidden_at_80x24():
-    from nnstep.tui.widgets.panels import LayersTable
+    from nnstep.tui.widgets.layers import LayersTable
     for size, shown in (((120, 40), True), ((80, 24), False)):
         app = make_app(sc("classic.toml"))
         async with app.run_test(size=size) as pilot:
@@ -480,6 +483,7 @@ def test_make_app_accepts_a_loaded_scenario():
     assert isinstance(app, NnstepApp) and app.session.position == (1, 0)
 
 
+@pytest.mark.slow
 async def test_palette_opens_any_tensor_by_name():
     app = make_app(sc("classic.toml"))
     async with app.run_test(size=SIZE) as pilot:
@@ -494,6 +498,7 @@ async def test_palette_opens_any_tensor_by_name():
         assert (app.screen.value == app.session.value("sigmoid1.out")).all()
 
 
+@pytest.mark.slow
 async def test_quit_while_running_stops_the_worker():
     app = make_app(sc("long.toml"), check_every=16)
     async with app.run_test(size=SIZE) as pilot:
@@ -504,6 +509,7 @@ async def test_quit_while_running_stops_the_worker():
     assert app._interrupt.is_set()
 
 
+@pytest.mark.slow
 async def test_small_net_backward_op_shows_every_number_and_full_titles():
     # classic op 8 (backward linear2) has six tensors of 1x2 / 2x2: each must be numbers, not a heatmap,
     # its name uncut, at 120x40 and at 80x24 (where the boxes wrap into more rows and may scroll)

@@ -3,8 +3,10 @@ update panel shows the decoupled decay and still the change and the new value, t
 the norm, the factor and the clipped gradient."""
 import os
 
+import pytest
+
 from nnstep.tui import make_app
-from nnstep.tui.widgets.panels import HeaderBar
+from nnstep.tui.widgets.bars import HeaderBar
 from nnstep.tui.widgets.tensor import TensorCanvas
 
 LESSONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scenarios")
@@ -19,6 +21,7 @@ def shown(app):
     return [v.tensor_name for v in app.query_one(TensorCanvas).visible() if v.display and v.tensor_name]
 
 
+@pytest.mark.slow
 async def test_header_shows_the_lr_in_force():
     """lr-cosine.toml: lr₀ = 0.4, T_max = 4: 0.4 during step 1, 0.2·(1 + √2/2) = 0.341421 during
     step 2 (the `lr schedule` op at the end of step 1 wrote it), and no lr without a schedule."""
@@ -62,11 +65,12 @@ async def test_clip_op_panel():
                               "linear1.weight.grad.clipped"]
 
 
+@pytest.mark.slow
 async def test_lr_curve_under_the_loss_curve():
     """The session logs the engine's `lr` as each step's loss op runs: lr-warmup.toml's LinearLR
     gives 0.1, 0.2, 0.3 for steps 1-3 (0.4·(0.25 + 0.75·(k − 1)/3)); the curve's label shows the
     last; without a schedule there is neither log nor curve."""
-    from nnstep.tui.widgets.panels import LossCurve
+    from nnstep.tui.widgets.curves import LossCurve
     app = make_app(os.path.join(LESSONS, "lr-warmup.toml"))
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(3):

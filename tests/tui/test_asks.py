@@ -13,7 +13,8 @@ from nnstep.scenario import loads_scenario
 from nnstep.tui import make_app
 from nnstep.tui.screens.ask import AskScreen, VerdictScreen
 from nnstep.tui.widgets.lesson import LessonPanel
-from nnstep.tui.widgets.panels import HeaderBar, StatusBar
+from nnstep.tui.widgets.bars import HeaderBar
+from nnstep.tui.widgets.status import StatusBar
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLASSIC = open(os.path.join(HERE, "scenarios", "classic.toml"), encoding="utf-8").read()
@@ -61,6 +62,7 @@ def status(app) -> str:
     return str(app.query_one(StatusBar).render())
 
 
+@pytest.mark.slow
 async def test_right_wrong_and_skipped_answers(tmp_path):
     rec = tmp_path / "results.json"
     app = app_for(record=str(rec))
@@ -152,6 +154,7 @@ async def test_s_and_g_stop_before_a_question_they_would_pass():
         assert s.position == (1, 6) and isinstance(app.screen, AskScreen)
 
 
+@pytest.mark.slow
 async def test_predict_makes_any_scenario_practice():
     app = make_app(os.path.join(HERE, "scenarios", "xor-tanh.toml"), predict=True)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -6,11 +6,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from nnstep.debugger.compare import compare, load_tensors
 from nnstep.scenario import load_scenario
 from nnstep.tui import make_app
-from nnstep.tui.widgets.panels import ProgramView, StatusBar
+from nnstep.tui.widgets.program import ProgramView
+from nnstep.tui.widgets.status import StatusBar
 from nnstep.tui.widgets.tensor import TensorCanvas
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,6 +28,7 @@ def mine(tmp_path) -> str:
     return out
 
 
+@pytest.mark.slow
 async def test_the_differing_ops_are_marked_and_f_goes_to_each_with_both_values(tmp_path):
     sc = load_scenario(NET)
     report = compare(sc, load_tensors(mine(tmp_path)))

@@ -1,16 +1,19 @@
-"""Python's cyclic garbage collector runs while the user reads, not during a key (NnstepApp
-_gc_settle, _gc_idle): what start-up made is frozen, the young generations are collected when
+"""Python's cyclic garbage collector runs while the user reads, not during a key (tui/gcpolicy.py:
+GcPolicy.settle, idle): what start-up made is frozen, the young generations are collected when
 the look-ahead is done, and the collector is as it was once the app has gone."""
 import gc
 import os
 
+import pytest
+
 from nnstep.tui import make_app
-from nnstep.tui import app as app_module
+from nnstep.tui import gcpolicy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MLP = os.path.join(ROOT, "bench", "mlp_784_256_128_10.toml")
 
 
+@pytest.mark.slow
 async def test_collections_come_between_keys_and_the_collector_is_restored(monkeypatch):
     was = gc.get_threshold()
     explicit = [False]
@@ -22,7 +25,7 @@ async def test_collections_come_between_keys_and_the_collector_is_restored(monke
             return real_collect(*a)
         finally:
             explicit[0] = False
-    monkeypatch.setattr(app_module.gc, "collect", collect)
+    monkeypatch.setattr(gcpolicy.gc, "collect", collect)
     automatic = []
 
     def seen(phase, info):
@@ -33,14 +36,14 @@ async def test_collections_come_between_keys_and_the_collector_is_restored(monke
         for _ in range(3):
             await pilot.pause()
         await pilot.pause(0.2)
-        assert gc.get_threshold()[0] == app.GC_YOUNG and gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == app.gc_policy.YOUNG and gc.get_freeze_count() > 0
         idle = [0]
-        real_idle = app._gc_idle
+        real_idle = app.gc_policy.idle
 
         def counted():
             idle[0] += 1
             real_idle()
-        app._gc_idle = counted
+        app.gc_policy.idle = counted
         gc.callbacks.append(seen)
         try:
             for key in "nnnnnnsnnSpnnS":       # the forward pass, the loss, back and on, two steps
@@ -53,6 +56,7 @@ async def test_collections_come_between_keys_and_the_collector_is_restored(monke
     assert gc.get_threshold() == was and gc.get_freeze_count() == 0
 
 
+@pytest.mark.slow
 async def test_a_reload_leaves_the_old_scenario_to_the_collector(tmp_path):
     """The old session is frozen with the rest of start-up: a reload collects and freezes again,
     so that it goes, even held in a reference cycle (which only the collector frees, and never a
@@ -68,12 +72,12 @@ async def test_a_reload_leaves_the_old_scenario_to_the_collector(tmp_path):
         await pilot.pause(0.2)
         old = weakref.ref(app.session)
         app.session.cycle = [app.session]        # (frozen once the app settled again, below)
-        app._gc_settle()
+        app.gc_policy.settle()
         await pilot.press("r")
         for _ in range(3):
             await pilot.pause()
         await pilot.pause(0.2)
-        assert app.session is not old() and "reloaded" in app._status[0]
+        assert app.session is not old() and "reloaded" in app.status[0]
         assert old() is None, "the old session outlived the reload"
 
 
@@ -81,7 +85,7 @@ async def test_the_whole_heap_is_collected_after_a_pause(monkeypatch):
     """A second without a key (here a twentieth): a collection of the oldest generation, the app
     still there."""
     app = make_app(os.path.join(ROOT, "tests", "tui", "scenarios", "mazur.toml"))
-    monkeypatch.setattr(app, "GC_ALL_AFTER", 0.05)
+    monkeypatch.setattr(app.gc_policy, "ALL_AFTER", 0.05)
     full = []
 
     def seen(phase, info):

@@ -6,7 +6,7 @@ import pytest
 
 from nnstep.debugger.session import Session
 from nnstep.tui import make_app
-from nnstep.tui.widgets.panels import GradNorms, LossCurve, grad_norm_text
+from nnstep.tui.widgets.curves import GradNorms, LossCurve, grad_norm_text
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 SC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios")
@@ -58,6 +58,7 @@ def test_the_heading_fits_one_line_as_the_panel_narrows():
         assert all(len(line) <= max(width, len(head)) for line in lines), (width, lines)
 
 
+@pytest.mark.slow
 async def test_at_80x24_every_layers_row_shows():
     import nnstep
     for name, layers in [("classic.toml", 2), ("vanishing-gradients.toml", 5)]:
@@ -80,7 +81,7 @@ async def test_the_plot_takes_the_panels_width_and_every_step():
     """Shown right after G, the plot is as wide as its panel (it drew for a panel not laid out yet:
     4 columns), and 300 steps fit its columns as means, so a norm falling over the run falls."""
     import nnstep
-    from nnstep.tui.widgets.panels import grad_norm_text
+    from nnstep.tui.widgets.curves import grad_norm_text
     ks = np.arange(1, 301)
     g = np.logspace(0, -16, 300)[:, None]                  # a norm falling from 1 to 1e-16
     row = grad_norm_text(ks, ["linear1"], g, 31).plain.splitlines()[1]

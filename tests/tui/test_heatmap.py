@@ -2,8 +2,7 @@
 import numpy as np
 from rich.style import Style
 
-from nnstep.tui.widgets.tensor import (C_NAN, C_NINF, C_PINF, LEVELS, PALETTE, _cell_style, heat_codes,
-                                       heat_strips)
+from nnstep.tui.widgets.tensorbox import C_NAN, C_NINF, C_PINF, LEVELS, PALETTE, _cell_style, heat_codes, heat_strips
 
 
 def _cells(strip):

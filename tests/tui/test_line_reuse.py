@@ -3,6 +3,7 @@ without Textual's styles cache) are the lines Textual's own pipeline draws from 
 every kind of change a user can make: stepping, focus, the other panels, a theme, a resize."""
 import os
 
+import pytest
 from rich.segment import Segment
 from textual.geometry import Region
 from textual.widget import Widget
@@ -49,6 +50,7 @@ def assert_as_textual_draws(app, when: str) -> int:
     return ours
 
 
+@pytest.mark.slow
 async def test_reused_and_direct_lines_are_what_textual_draws():
     app = classic()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -78,6 +80,7 @@ async def test_reused_and_direct_lines_are_what_textual_draws():
         assert_as_textual_draws(app, "n at 80x24")
 
 
+@pytest.mark.slow
 async def test_a_widget_given_a_border_is_drawn_by_textuals_styles_cache():
     """DirectLines hands its own lines over only while nothing in its styles would change them."""
     app = classic()
@@ -108,8 +111,8 @@ async def test_an_unchanged_widget_gives_the_same_lines_again():
 
 async def test_without_the_styles_cache_internals_every_ask_is_drawn_afresh(monkeypatch):
     """A Textual whose styles cache keeps its lines differently: no reuse, the same screen."""
-    from nnstep.tui.widgets import memo
-    monkeypatch.setattr(memo, "_CAN_REUSE", False)
+    from nnstep.tui import compat
+    monkeypatch.setattr(compat, "CAN_REUSE", False)
     app = classic()
     async with app.run_test(size=(120, 40)) as pilot:
         loss, crop, first = await loss_panel(pilot)
@@ -119,6 +122,7 @@ async def test_without_the_styles_cache_internals_every_ask_is_drawn_afresh(monk
         assert_as_textual_draws(app, "n without reuse")
 
 
+@pytest.mark.slow
 async def test_scrolled_panels_give_what_textual_draws():
     """The language model at 80x24 with the layers table on: the canvas is taller than its room
     and is scrolled (as the mouse wheel does), the program list follows the current op; each

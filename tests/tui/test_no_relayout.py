@@ -15,6 +15,7 @@ def sc(name):
     return os.path.join(HERE, "scenarios", name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["classic.toml", "large.toml"])
 async def test_the_second_step_relayouts_nothing(name, layouts):
     _, count = layouts
@@ -37,8 +38,9 @@ async def test_the_second_step_relayouts_nothing(name, layouts):
 @pytest.mark.parametrize("name,size", [("classic.toml", (120, 40)), ("adam.toml", (120, 40)),
                                        ("lm.toml", (120, 40)), ("conv2d-flatten-linear.toml", (120, 40)),
                                        ("classic.toml", (80, 24))])
+@pytest.mark.slow
 async def test_the_first_step_relayouts_nothing(name, size, layouts):
-    """The app measures the first step's ops after the first paint (NnstepApp._presize), so the
+    """The app measures the first step's ops after the first paint (tui/presize.py), so the
     operation panel has its height before the user steps: the first pass through a step, which
     grew the panel op by op (two full layouts each time), costs no layout either."""
     app = make_app(sc(name))
@@ -54,6 +56,7 @@ async def test_the_first_step_relayouts_nothing(name, size, layouts):
         assert layouts == [], f"full layouts at {layouts}"
 
 
+@pytest.mark.slow
 async def test_a_new_size_or_scenario_is_measured_again(tmp_path, layouts):
     """After a resize, and after r reloads a file that now holds another network, the first step
     again costs no layout (the heights are measured for the new size, the new scenario)."""

@@ -6,10 +6,11 @@ are told apart, frames are told apart, and the status line answers the last acti
 import os
 
 import numpy as np
+import pytest
 
 from nnstep import loads_scenario
 from nnstep.tui import make_app
-from nnstep.tui.widgets.panels import LayersTable
+from nnstep.tui.widgets.layers import LayersTable
 from nnstep.tui.widgets.tensor import TensorCanvas
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,10 +26,10 @@ def shipped(name):
 
 
 async def ready(app, pilot):
-    """The first screen drawn and the first step measured (NnstepApp._presize)."""
+    """The first screen drawn and the first step measured (tui/presize.py)."""
     for _ in range(50):
         await pilot.pause()
-        if app._presized is not None and not app._presize_pending:
+        if app.presize.settled:
             break
     await pilot.pause()
 
@@ -103,8 +104,9 @@ steps = 5
 
 
 # --- the status line ----------------------------------------------------------------------------
+@pytest.mark.slow
 async def test_the_status_line_answers_the_last_action_only():
-    from nnstep.tui.widgets.panels import StatusBar
+    from nnstep.tui.widgets.status import StatusBar
     app = make_app(sc("mazur.toml"))
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(app, pilot)
@@ -220,6 +222,7 @@ async def test_stacked_blocks_of_a_conv_are_ruled_apart():
             assert "┼" in lines[rules[0]], lines                # where the │ between channels crosses
 
 
+@pytest.mark.slow
 async def test_the_cells_the_causal_mask_hides_are_marked_with_a_legend():
     # .scores is kept before the mask (finite where key j > query i), .weights is 0 there: the
     # boxes dim the cells the mask hides (the spec's Attention.masked) and say so on the name line
@@ -253,7 +256,7 @@ async def test_the_cells_the_causal_mask_hides_are_marked_with_a_legend():
 def test_a_heatmap_leaves_hidden_cells_out_of_its_colours():
     # a heatmap of masked scores: the hidden cells are their own colour, and a large hidden value
     # (scores are taken before the mask) does not set the scale of the others
-    from nnstep.tui.widgets.tensor import C_HIDDEN, LEVELS, heat_codes
+    from nnstep.tui.widgets.tensorbox import C_HIDDEN, LEVELS, heat_codes
     hidden = np.triu(np.ones((4, 4), dtype=bool), 1)
     a = np.where(hidden, 100.0, 1.0)
     codes, scale = heat_codes(a, 4, 4, hidden)

@@ -64,6 +64,7 @@ def read_png(path: str) -> np.ndarray:
 
 
 @pytest.mark.skipif(RSVG is None and not os.environ.get("CI"), reason="rsvg-convert (librsvg2-bin) is not installed")
+@pytest.mark.slow
 def test_a_screenshot_converted_by_rsvg_keeps_its_spaces(tmp_path):
     assert RSVG is not None, "CI installs librsvg2-bin (.ci/run)"
     svg, png = tmp_path / "shot.svg", tmp_path / "shot.png"

@@ -4,6 +4,7 @@ change is intended. The app comes from the public factory, as a course's own tes
 import os
 
 from nnstep.tui import make_app
+from nnstep.tui.widgets.program import DiagramView
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -15,15 +16,18 @@ def sc(name):
 def keys(*ks):
     """Press keys one at a time, letting a continue worker finish after each (run_before runs
     before snap_compare's own presses, so the keys go here); then until the app has measured the
-    first step (its _presize, after the first paint, sets the canvas's scrolling height: whether
-    it had run when the picture was taken made a scrollbar come and go)."""
+    first step (tui/presize.py, after the first paint, sets the canvas's scrolling height: whether
+    it had run when the picture was taken made a scrollbar come and go); and until the network
+    diagram, if shown, is drawn at its size (d draws it at once, at no size yet, and again once it
+    is laid out: a picture taken between the two missed the diagram's node rows)."""
     async def run(pilot):
         for k in ks:
             await pilot.press(k)
             await pilot.app.workers.wait_for_complete()
             await pilot.pause()
+        diagram = pilot.app.query_one(DiagramView)
         for _ in range(50):
-            if pilot.app._presized is not None and not pilot.app._presize_pending:
+            if pilot.app.presize.settled and (not diagram.display or diagram.laid_out):
                 break
             await pilot.pause()
         await pilot.pause()
@@ -73,7 +77,7 @@ def test_explain_view(snap_compare):
 def test_attention_weights_per_head_with_the_diagram(snap_compare):
     # the tiny causal LM after "forward attention1 softmax": each head's T×T weights side by side,
     # zeros above the diagonal; the network diagram in place of the program, attention1 marked
-    assert snap_compare(make_app(sc("lm.toml")), press=["d", "n", "n", "n", "n"], terminal_size=(120, 40))
+    assert snap_compare(make_app(sc("lm.toml")), run_before=keys("d", "n", "n", "n", "n"), terminal_size=(120, 40))
 
 
 def test_fork_sum_in_the_program_and_the_op_panel(snap_compare):
@@ -82,7 +86,7 @@ def test_fork_sum_in_the_program_and_the_op_panel(snap_compare):
 
 
 def test_diagram_at_80x24(snap_compare):
-    assert snap_compare(make_app(sc("lm.toml")), press=["d", "n", "n"], terminal_size=(80, 24))
+    assert snap_compare(make_app(sc("lm.toml")), run_before=keys("d", "n", "n"), terminal_size=(80, 24))
 
 
 # --- a lesson that asks (tests/tui/test_asks.py tests the behaviour) ---------------------------------

@@ -1,4 +1,4 @@
-"""panels.spark_lines draws what Textual's Sparkline renderable draws through rich, segment for
+"""widgets.curves.spark_lines draws what Textual's Sparkline renderable draws through rich, segment for
 segment (it makes one colour a column instead of one a bar)."""
 import math
 import random
@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.style import Style
 from textual.renderables.sparkline import Sparkline
 
-from nnstep.tui.widgets.panels import spark_lines
+from nnstep.tui.widgets.curves import spark_lines
 
 
 def test_the_same_segments_as_textuals_sparkline():

@@ -13,7 +13,9 @@ from rich.console import Console
 from textual._compositor import CompositorUpdate
 
 from nnstep.tui import make_app
-from nnstep.tui.widgets import memo
+from nnstep.tui import compat
+
+pytestmark = pytest.mark.slow          # (seconds each: the inner loop is pytest -m "not slow")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -68,7 +70,7 @@ KEYS = [("n", "n"), ("n", "n again"), ("p", "p"), ("s", "s"), ("S", "S"), ("n", 
     ("tests/tui/scenarios/lm.toml", (80, 24), True),          # compact, scrolled panels
     ("bench/mlp_784_256_128_10.toml", (120, 40), True)])      # heatmaps
 async def test_the_terminal_shows_what_the_app_shows(name, size, direct, monkeypatch):
-    monkeypatch.setattr(memo, "_DIRECT_REPAINT", direct and memo._DIRECT_REPAINT)
+    monkeypatch.setattr(compat, "DIRECT_REPAINT", direct and compat.DIRECT_REPAINT)
     app = make_app(os.path.join(ROOT, name))
     term = Terminal(app, size)
     async with app.run_test(size=size) as pilot:
@@ -130,7 +132,7 @@ async def test_the_sequences_the_app_writes_show_what_it_shows(monkeypatch):
         await pilot.pause()
         canvas = app.query_one(TensorCanvas)
         for key in ["n", "n", "n", "s", "n", "S", "p", "g", "2", "enter", "g", "1", "enter"]:
-            await pilot.pause(3 * app.AHEAD_AFTER)            # the reader reads: the look-ahead runs
+            await pilot.pause(3 * app.ahead.AFTER)            # the reader reads: the look-ahead runs
             shown = {id(line) for line in canvas._lines}
             made_ahead = {id(line) for _, line in canvas._ahead_lines.values()
                           if line._render_cache and id(line) not in shown}

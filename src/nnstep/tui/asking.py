@@ -67,7 +67,7 @@ class Asking:
         if a is None:
             return
         k, i = self.app.session.position
-        self.app._status = (f"? stopped before op {i + 1} ({a.op}, step {k}): a question first", "stop")
+        self.app.status = (f"? stopped before op {i + 1} ({a.op}, step {k}): a question first", "stop")
         self.app.refresh_view()
         self.open()
 
@@ -89,16 +89,16 @@ class Asking:
             return
         a = lesson.skip() if text is None else lesson.answer(text)
         app = self.app
-        app._check_record(app.session.last_record)
+        app.check_record(app.session.last_record)
         self.verdict = (app.session.position, a)
         right, asked = lesson.score
         if a.correct:
-            app._status = (f"✓ right: {a.ask.element} = {num(a.engine_value)} · score {right}/{asked}", "")
+            app.status = (f"✓ right: {a.ask.element} = {num(a.engine_value)} · score {right}/{asked}", "")
         elif a.skipped:
-            app._status = (f"skipped: {a.ask.element} = {num(a.engine_value)} · score {right}/{asked}", "stop")
+            app.status = (f"skipped: {a.ask.element} = {num(a.engine_value)} · score {right}/{asked}", "stop")
         else:
-            app._status = (f"✗ not quite: you said {num(a.value)}, nnstep has {num(a.engine_value)} · "
-                           f"score {right}/{asked}", "bad")
+            app.status = (f"✗ not quite: you said {num(a.value)}, nnstep has {num(a.engine_value)} · "
+                          f"score {right}/{asked}", "bad")
         app.refresh_view()
         if not a.correct:
             from .screens.ask import VerdictScreen

@@ -21,7 +21,7 @@ def _freeze_gc() -> None:
     off, walk only what the app makes from here on (one took ~30 ms while the first screen was
     being built, and two full collections during 60 keys on the 2-2-2 lesson cost 57 ms, 32 ms
     frozen). No collection first: it would cost the start ~20 ms for a little garbage; the app
-    collects and freezes again once the first screen is out (NnstepApp._gc_settle)."""
+    collects and freezes again once the first screen is out (tui/gcpolicy.py, GcPolicy.settle)."""
     import gc
     gc.freeze()
 

@@ -27,6 +27,10 @@ GRACE = 2.0                      # seconds the app has to exit before the proces
 class NnstepWebDriver(WebDriver):
     _leaving = False
 
+    def __init__(self, app, *args, **kw):
+        super().__init__(app, *args, **kw)
+        self.nnstep_app = app                   # (the driver's own reference to it is Textual's)
+
     def start_application_mode(self) -> None:
         super().start_application_mode()         # it sets SIGINT/SIGTERM to a polite exit only
         loop = asyncio.get_running_loop()
@@ -56,7 +60,7 @@ class NnstepWebDriver(WebDriver):
             return
         self._leaving = True
         try:
-            self._app.post_message(messages.ExitApp())
+            self.nnstep_app.post_message(messages.ExitApp())
         except Exception:                      # noqa: BLE001 - the app may be half torn down
             pass
         t = threading.Timer(GRACE, os._exit, args=(code,))

@@ -1,6 +1,8 @@
-"""The help screen (go-to is typed into the status line: widgets.panels.StatusBar)."""
+"""The help screen (go-to is typed into the status line: widgets.status.StatusBar)."""
 from __future__ import annotations
 
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -8,37 +10,10 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-HELP = [
-    ("Stepping", [
-        ("n / space", "next operation"),
-        ("p", "previous operation (stepping back is exact)"),
-        ("s", "run to the next stage (forward → loss → backward → update)"),
-        ("S", "run to the end of this training step"),
-        ("c", "continue to a breakpoint, a NaN/Inf, or the end (Esc interrupts)"),
-        ("C", "reverse-continue: back to the previous breakpoint or NaN/Inf"),
-        ("f", "with --compare MINE.npz: to the next op that differs from yours"),
-        ("g", "go to a step and op, typed as \"step op\" (op counts from 1)"),
-        ("r", "restart: reload the scenario file and go back to the start"),
-    ]),
-    ("A lesson's questions", [
-        ("", "before an op that asks, n (and s, S, c, g) opens the answer box:"),
-        ("", "type a number or arithmetic (0.05*0.25 + 0.35), Enter; Esc skips"),
-        ("a", "your answers: where --record saves them, or download them (browser)"),
-    ]),
-    ("Looking", [
-        ("b", "toggle a breakpoint on the next operation (● in the program);"),
-        ("", "right after a stop on a `when` condition, b removes that condition"),
-        ("Tab", "move between the tensors of the current operation"),
-        ("Enter", "open the focused tensor full-size, with row and column indices"),
-        ("e", "explain one number: the chain rule for one element of a gradient"),
-        ("d", "the network as a graph in place of the program (d again: back)"),
-        ("G", "each layer's gradient norm, log scale, in place of the loss curve"),
-        ("L", "the layers table on / off (off at first on a short screen)"),
-        ("+ / -", "more / fewer significant digits: boxes, formulas, the table"),
-        ("ctrl+p", "command palette: every action, and \"open <tensor>\" for any tensor"),
-        ("?", "this help"),
-        ("q", "quit"),
-    ]),
+from ..actions import sections
+
+# the keys come from the action table (actions.py); the marks on the screen are said here
+LEGEND = [
     ("Reading the screen", [
         ("✓ ▶ ●", "done, next, breakpoint (in the program)"),
         ("yellow", "what the operation just ran wrote (┏━┓ a box it wrote)"),
@@ -53,6 +28,22 @@ HELP = [
 ]
 
 
+def help_text() -> Group:
+    """The keys of the action table by section, then the legend; a long line wraps under its own
+    text, not under the keys."""
+    parts = [Text("nnstep — keys", "bold")]
+    for title, rows in sections() + LEGEND:
+        parts.append(Text(f"\n{title}", "bold underline"))
+        table = Table.grid()
+        table.add_column(width=14, no_wrap=True, style="bold")
+        table.add_column()
+        for k, what in rows:
+            table.add_row(f"  {k}", what)
+        parts.append(table)
+    parts.append(Text("\nEsc or ? closes this help.", "dim"))
+    return Group(*parts)
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close")]
     DEFAULT_CSS = """
@@ -62,16 +53,8 @@ class HelpScreen(ModalScreen[None]):
     """
 
     def compose(self) -> ComposeResult:
-        t = Text()
-        t.append("nnstep — keys\n", "bold")
-        for title, rows in HELP:
-            t.append(f"\n{title}\n", "bold underline")
-            for k, what in rows:
-                t.append(f"  {k:<12}", "bold")
-                t.append(f"{what}\n")
-        t.append("\nEsc or ? closes this help.", "dim")
         with VerticalScroll():
-            yield Static(t)
+            yield Static(help_text())
 
     def action_dismiss(self) -> None:
         self.dismiss(None)

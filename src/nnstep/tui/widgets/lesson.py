@@ -27,7 +27,7 @@ def md_escape(text: str) -> str:
 def warm_up() -> None:
     """Import Textual's Markdown widget on a thread, ahead of the first note (see above)."""
     def load():
-        from textual.widgets import _markdown  # noqa: F401
+        from textual.widgets import Markdown  # noqa: F401
     threading.Thread(target=load, name="nnstep-markdown-import", daemon=True).start()
 
 

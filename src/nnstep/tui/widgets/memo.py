@@ -10,27 +10,15 @@ timed per widget in-process, 40 keys of the classic lesson).
 ``MemoLines.render_lines`` returns the list it returned last time when the styles cache would
 return the same lines: no line of the crop is dirty and each is the very Strip object it was. The
 styles cache's lines change exactly when Textual repaints the widget (a refresh, a resize, a style
-or theme change all go through ``Widget._set_dirty``), so this is as fresh as Textual's own cache.
+or theme change all go through the widget's dirty regions), so this is as fresh as Textual's own cache.
 What Textual applies after its cache, per ask, is part of the key: the crop, the app's line filters
 and the hover style (links)."""
 from __future__ import annotations
 
-import asyncio
-
-from textual._styles_cache import StylesCache
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widget import Widget
 
-# the styles cache's lines and dirty lines, as Textual 8 keeps them; a Textual without them gets
-# no reuse (every ask is drawn as Textual draws it), never a stale line
-_CAN_REUSE = all(hasattr(StylesCache(), a) for a in ("_cache", "_dirty_lines"))
-
-# what a repaint does in Textual 8 (Widget.refresh, then the widget's idle and the screen's Update
-# handler): a Textual without these internals repaints the DirectLines widgets its own way
-_DIRECT_REPAINT = ("_dirty_widgets" in Screen.__init__.__code__.co_names
-                   and all(a in Widget.__init__.__code__.co_names for a in ("_layout_cache", "_rich_style_cache"))
-                   and all(hasattr(Widget, a) for a in ("_set_dirty", "clear_cached_dimensions")))
+from .. import compat
 
 
 class MemoLines:
@@ -39,14 +27,12 @@ class MemoLines:
     _memo = None
 
     def render_lines(self, crop):
-        if not _CAN_REUSE:
+        if not compat.CAN_REUSE:          # (a Textual without them: every ask drawn as Textual draws it)
             return super().render_lines(crop)
-        sc = self._styles_cache
-        cache = sc._cache
+        cache, dirty = compat.styles_cache_lines(self)
         key = (crop, tuple(self.app.get_line_filters()), self.hover_style)
         memo = self._memo
         if memo is not None and memo[0] == key:
-            dirty = sc._dirty_lines
             lines = crop.line_range
             if (not dirty or dirty.isdisjoint(lines)) and all(
                     cache.get(y) is s for y, s in zip(lines, memo[1])):
@@ -78,28 +64,10 @@ class DirectLines(MemoLines):
     def refresh(self, *regions, repaint: bool = True, layout: bool = False, recompose: bool = False):
         if not regions:
             self._plain = None
-        if not (_DIRECT_REPAINT and repaint and not layout and not recompose and self._is_mounted
-                and self.display and not self._closing and self._parent is not None):
-            return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
-        # A repaint, straight to the screen: what Widget.refresh marks, and then what the widget's
-        # own idle (an Update message to the screen) and the screen's Update handler do, without
-        # the widget's Prompt, its Idle and the Update (three messages through two tasks, for each
-        # of the ~6 widgets an op repaints). The screen is prompted once the tasks ready now have
-        # run (call_soon), as its Update would have come: a relayout asked for by the same key
-        # (the canvas's virtual size) reaches it first, and one frame shows both.
-        try:
-            screen = self.screen
-            loop = asyncio.get_running_loop()
-        except Exception:                  # (no screen or no event loop: Textual's own way)
-            return super().refresh(*regions, repaint=repaint)
-        self._layout_cache.clear()
-        self._set_dirty(*regions)
-        self.clear_cached_dimensions()
-        self._rich_style_cache.clear()
-        if screen in screen._compositor:    # (as the Update handler: else the next layout paints it)
-            screen._dirty_widgets.add(self)
-            loop.call_soon(screen.check_idle)
-        return self
+        if repaint and not layout and not recompose and compat.repaint_now(self, regions):
+            return self
+        # (else Textual's own way: see compat.repaint_now for what the direct way skips)
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     def _plain_styles(self):
         s = self.styles
