@@ -256,6 +256,8 @@ class Scenario:
     source: str = ""                   # the TOML text, for reloading and display
     origins: dict[str, str] = field(default_factory=dict)   # where each initial parameter came from, in words (explain)
     files: dict[str, str] = field(default_factory=dict)   # the files it read, by key path: {"data.x.file": path, ...}
+    initial_states: dict[str, np.ndarray] = field(default_factory=dict)   # a layer state from the weights file
+    #                                  ("bn1.running_mean"); the others start as the layer's initial_state
 
     @property
     def inputs(self) -> list[tuple[str, str]]:
