@@ -153,12 +153,29 @@ LogSoftmaxMod = seq(lambda: nn.Linear(4, 3, bias=False), lambda: nn.LogSoftmax(d
 Conv1dPool = seq(lambda: nn.Conv1d(2, 3, 3, stride=2, padding=1), lambda: nn.MaxPool1d(2),
                  lambda: nn.Conv1d(3, 4, 2), lambda: nn.AvgPool1d(2, stride=1, padding=1), nn.Flatten)
 Conv2dPool = seq(lambda: nn.Conv2d(2, 3, (3, 2), stride=(1, 2), padding=1), lambda: nn.MaxPool2d(2, stride=1),
-                 lambda: nn.AvgPool2d(2), nn.Flatten, lambda: nn.Linear(12, 2))
+                 lambda: nn.AvgPool2d(2), nn.Flatten, lambda: nn.Linear(6, 2))
 BatchNorm1dMod = seq(lambda: nn.Linear(4, 5), lambda: nn.BatchNorm1d(5, momentum=0.2), nn.ReLU)
 BatchNorm1dSeq = seq(lambda: nn.Conv1d(2, 3, 1), lambda: nn.BatchNorm1d(3, affine=False))
 LayerNormMod = seq(lambda: nn.Linear(4, 6), lambda: nn.LayerNorm(6, eps=1e-3))
 DropoutMod = seq(lambda: nn.Linear(4, 6), lambda: nn.Dropout(0.3), lambda: nn.Linear(6, 2))
-RNNMod = seq(lambda: nn.RNN(3, 4, batch_first=True, nonlinearity="relu"))
+
+
+class RNNMod(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.RNN(3, 4, batch_first=True, nonlinearity="relu")
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+class RNNWhole(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.RNN(3, 4, batch_first=True)
+
+    def forward(self, x):
+        return self.rnn(x)
 
 
 class RNNTanh(nn.Module):

@@ -434,10 +434,11 @@ class _Mapper:
     def _merge(self, node, op, typ):
         a, b, ta, tb = self._operands(node, op)
         if ta and tb:
+            ins = [self.tensor(node, a, op), self.tensor(node, b, op)]
             if self.shape(a) != self.shape(b):
                 self.refuse(node, op, f"broadcasts {list(self.shape(a))} with {list(self.shape(b))}; nnstep's "
                                       f"{typ} takes tensors of the same shape")
-            self.add(node, typ, {}, [self.tensor(node, a, op), self.tensor(node, b, op)], origin=op)
+            self.add(node, typ, {}, ins, origin=op)
         elif typ == "mul" and (ta or tb) and isinstance(b if ta else a, (int, float)):
             self.add(node, "scale", {"by": float(b if ta else a)}, [self.tensor(node, a if ta else b, op)], origin=op)
         else:
@@ -475,9 +476,12 @@ class _Mapper:
         self.tuples[node] = L.name
         users = list(node.users)
         for u in users:
+            if u.op == "output":
+                self.refuse(node, op, "is returned whole, a tuple; nnstep's layer gives its first element only "
+                                      "(return out[0])")
             if not (u.op == "call_function" and u.target is operator.getitem and u.args[1] == 0):
-                self.refuse(u, op, "uses a second output of " + node.name + " (attention weights, or an RNN's last "
-                                   "state); nnstep's layer gives one output, element 0")
+                self.refuse(node, op, "has its second output used (attention weights, or an RNN's last state); "
+                                      "nnstep's layer gives one output, element 0")
             self.names[u] = L.name
         L_node = users[0] if users else node
         self.node_of[L.name] = L_node
@@ -585,13 +589,21 @@ def load(source: str, x: np.ndarray | None, shape: tuple[int, ...] | None = None
     xt = _as_tensor(torch, x)
     from torch.fx.passes.shape_prop import ShapeProp
     state = {k: v.clone() for k, v in gm.state_dict().items()}
+    import contextlib
+    import io
     try:
-        with torch.no_grad():
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):     # ShapeProp prints a traceback
             ShapeProp(gm).propagate(xt)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ScenarioError(f"the model does not run on a batch of shape {list(x.shape)}: {type(e).__name__}: "
-                            f"{cut(msg, 300)}", file=source) from None
+        cause = e.__cause__ or e
+        msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        at = ""
+        for n in gm.graph.nodes:
+            if n.op not in ("placeholder", "output") and "tensor_meta" not in n.meta:
+                at = f" at node {n.name!r}"
+                break
+        raise ScenarioError(f"the model does not run on a batch of shape {list(x.shape)}{at}: "
+                            f"{type(cause).__name__}: {cut(msg, 300)}", file=source) from None
     gm.load_state_dict(state)
     mp = _Mapper(torch, gm, source, x.shape[0])
     mp.snapshot = snapshot

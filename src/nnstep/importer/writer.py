@@ -176,7 +176,7 @@ def verify(m: Model, sc) -> float:
 def input_shape(text: str) -> tuple[int, ...]:
     """--input-shape N,C,...: the batch's shape, N first."""
     try:
-        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+        dims = tuple(int(d) for d in text.split(",") if d.strip())
     except ValueError:
         raise ScenarioError(f"expected sizes separated by commas, as in 16,1,28,28, got {cut(repr(text))}",
                             where="--input-shape") from None
