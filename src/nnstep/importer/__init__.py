@@ -17,7 +17,7 @@ def cmd_import(source: str, output: str, input_shape: str | None, data: str | No
     if input_shape is not None and data is not None:
         raise ScenarioError("give --input-shape or --data, not both (the data's x has its own shape)",
                             where="--input-shape")
-    if input_shape is None and data is None:
+    if input_shape is None and data is None and not source.lower().endswith(".onnx"):
         raise ScenarioError("expected --input-shape N,C,... (random data of that shape) or --data data.npz (arrays "
                             "x and y): the model is traced on a batch", where="import")
     if not output.endswith(".toml"):
@@ -26,7 +26,7 @@ def cmd_import(source: str, output: str, input_shape: str | None, data: str | No
         x, _ = writer.read_data(data)
         shape = None
     else:
-        shape = writer.input_shape(input_shape)
+        shape = writer.input_shape(input_shape) if input_shape is not None else None
         x = None
     if source.lower().endswith(".onnx"):
         from . import onnx as onnx_import
@@ -35,5 +35,5 @@ def cmd_import(source: str, output: str, input_shape: str | None, data: str | No
         from . import torch_fx
         model = torch_fx.load(source, x, shape)
     command = "nnstep import " + " ".join(shlex.quote(a) for a in [source, "-o", output] +
-                                          (["--data", data] if data else ["--input-shape", input_shape]))
+                                          (["--data", data] if data else ["--input-shape", input_shape] if input_shape else []))
     return writer.write(model, output, command, data, shape, force)

@@ -632,7 +632,8 @@ def load(source: str, x: np.ndarray | None, shape: tuple[int, ...] | None = None
         values[""] = _arr(out)
         return values
 
-    return Model(source=source, layers=layers, out_shape=out_shape, reference=reference, tokens=tokens)
+    return Model(source=source, layers=layers, out_shape=out_shape, reference=reference, tokens=tokens,
+                 in_shape=tuple(np.shape(x)))
 
 
 def _as_tensor(torch, x: np.ndarray):

@@ -52,6 +52,7 @@ class Model:
     out_shape: tuple[int, ...]                  # the model's output, per sample
     reference: object                           # reference(x, masks) -> {layer name: array}; "" key: the output
     tokens: int | None = None                   # the first layer is an embedding of this many rows: integer data
+    in_shape: tuple[int, ...] = ()              # the batch it was traced on, N first
 
 
 def unique_name(name: str, taken: set) -> str:
@@ -238,6 +239,7 @@ def write(m: Model, output: str, command: str, data: str | None, shape: tuple[in
         n = x.shape[0]
         lines = [f"x = {{ file = {_toml(rel)}, key = \"x\" }}", f"y = {{ file = {_toml(rel)}, key = \"y\" }}"]
     else:
+        shape = tuple(shape or m.in_shape)
         n = shape[0]
         if m.tokens is not None:
             lines = [f'x = {{ random = "integers", low = 0, high = {m.tokens}, shape = {_toml(list(shape))} }}'
