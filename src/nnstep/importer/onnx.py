@@ -320,13 +320,10 @@ class _Mapper:
 
     def c_Flatten(self, node, a):
         rank = len(self.shape(node.input[0]))
-        axis = a.get("axis", 1) % max(rank, 1) if rank else 1
-        if a.get("axis", 1) == 0:
-            self.refuse(node, "flattens the batch dimension in (axis 0)")
-        if axis == 1:
-            self._simple(node, "flatten")
-        else:
-            self.add(node, "reshape", {"shape": list(self.shape(node.output[0])[1:])}, self.one(node))
+        if a.get("axis", 1) % max(rank, 1) != 1:
+            self.refuse(node, f"has axis {a.get('axis', 1)}: its 2-d output mixes the batch with other dimensions "
+                              "(axis 1 keeps the batch first)")
+        self._simple(node, "flatten")
 
     def c_Reshape(self, node, a):
         if node.input[0] in self.pending:
@@ -438,6 +435,33 @@ class _Mapper:
         self._recurrent(node, a, "rnn")
 
 
+def _float64_ops():
+    """onnx's reference Erf rounds to float32 (``np.vectorize(erf, otypes=["f"])``), and its Gelu is
+    computed through it: these keep float64, so the reference is the graph in float64."""
+    import math
+
+    from onnx.reference.op_run import OpRun
+
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+
+    class Erf(OpRun):
+        op_domain = ""
+
+        def _run(self, x):
+            return (erf(x).astype(x.dtype),)
+
+    class Gelu(OpRun):                  # ONNX's definition (opset 20), in float64
+        op_domain = ""
+
+        def _run(self, x, approximate="none"):
+            if approximate == "tanh":
+                y = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+            else:
+                y = 0.5 * x * (1 + erf(x / math.sqrt(2)))
+            return (y.astype(x.dtype),)
+    return [Erf, Gelu]
+
+
 def _ints(v):
     v = [int(e) for e in v]
     return v[0] if len(set(v)) == 1 else v
@@ -480,7 +504,7 @@ def load(source: str, x: np.ndarray | None, shape: tuple[int, ...] | None) -> Mo
             x = rng.normal(size=shape)
     ref_model = _float64(onnx, model)
     try:
-        ref = ReferenceEvaluator(ref_model)
+        ref = ReferenceEvaluator(ref_model, new_ops=_float64_ops())
     except Exception as e:
         raise ScenarioError(f"onnx's reference evaluator cannot run it: {type(e).__name__}: {cut(str(e), 200)}",
                             file=source) from None
