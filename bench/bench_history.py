@@ -12,7 +12,7 @@ and then measures, each printed against its target:
 * ``goto`` to random positions anywhere: median and max (target < 2 s);
 
 next to the time of one training step: a hand-written numpy step on the same net and batch, the
-engine's step (``Program.run_step``) and the session's own step during ``run()``. Next to each
+engine's step (the op runner over a whole step) and the session's own step during ``run()``. Next to each
 time it prints the training steps that move re-executed, which does not depend on the machine's
 load. At the end it checks, bit for bit, every tensor at the end against what the run left there,
 and at one early position against a fresh session stepped there.
@@ -69,6 +69,17 @@ steps = {steps}
 batch_size = 64
 shuffle = true
 """
+
+
+def run_step(prog, env, k, detector=None):
+    """One training step as `nnstep run` takes it (headless.cmd_run): step k's batch fed, then its
+    ops through the one op runner, halting at the detector's first stop (returned; else None)."""
+    from nnstep.engine.runner import advance
+    prog.feed(env, k)
+    M, stops = len(prog.ops), []
+    advance(prog, env, k, 0, k * M, k - 1, detector, sink=lambda s: stops.append(s) or True)
+    return stops[0] if stops else None
+
 
 
 def hand_step_time(sc, reps: int = 200) -> float:
@@ -138,7 +149,7 @@ def main(argv=None) -> int:
     hand = hand_step_time(sc)
     prog = Program(sc)
     env = prog.initial_env()
-    engine = timed(lambda: [prog.run_step(env, k) for k in range(1, 301)]) / 300
+    engine = timed(lambda: [run_step(prog, env, k) for k in range(1, 301)]) / 300
 
     t_run = timed(s.run)
     assert s.at_end, s.last_stop
@@ -147,7 +158,7 @@ def main(argv=None) -> int:
     hist_after_run = s.history_bytes()
     hist_max = hist_after_run
     print(f"  hand-written numpy step        {fmt_t(hand)}")
-    print(f"  engine step (Program.run_step) {fmt_t(engine)}  ({engine / hand:.2f}x; every tensor, as the session computes it)")
+    print(f"  engine step (the op runner) {fmt_t(engine)}  ({engine / hand:.2f}x; every tensor, as the session computes it)")
     print(f"  session step during run()      {fmt_t(per_step)}  ({per_step / hand:.2f}x; with NaN/Inf checks and checkpoints; "
           f"run() of {N:,} steps took {t_run:.1f} s)")
     print(f"  checkpoints after the run: {len(s.checkpoints)} at steps {s.checkpoints[:3]} ... {s.checkpoints[-6:]}")

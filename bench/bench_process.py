@@ -97,6 +97,17 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 CPU: list[float] = []                    # the CPU time (user + system) of each timed child, in order
 
 
+def run_step(prog, env, k, detector=None):
+    """One training step as `nnstep run` takes it (headless.cmd_run): step k's batch fed, then its
+    ops through the one op runner, halting at the detector's first stop (returned; else None)."""
+    from nnstep.engine.runner import advance
+    prog.feed(env, k)
+    M, stops = len(prog.ops), []
+    advance(prog, env, k, 0, k * M, k - 1, detector, sink=lambda s: stops.append(s) or True)
+    return stops[0] if stops else None
+
+
+
 def timed(argv, cwd, extra_env=None) -> tuple[float, str]:
     import resource
     t = time.perf_counter()
@@ -155,7 +166,7 @@ def session_vs_run(d: str, steps: int) -> tuple[float, float]:
         det = Detector(prog.ops, sc.breakpoints, op_breakpoints=False, skip=prog.skip)
         t = time.perf_counter()
         for k in range(1, steps + 1):
-            prog.run_step(env, k, det)
+            run_step(prog, env, k, det)
             global_norm([env[g] for g in grads])
         return (time.perf_counter() - t) / steps
 

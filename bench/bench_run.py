@@ -69,6 +69,16 @@ lr = 0.01
 CLASSIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scenarios", "classic.toml")
 
 
+def run_step(prog, env, k, detector=None):
+    """One training step as `nnstep run` takes it (headless.cmd_run): step k's batch fed, then its
+    ops through the one op runner, halting at the detector's first stop (returned; else None)."""
+    from nnstep.engine.runner import advance
+    prog.feed(env, k)
+    M, stops = len(prog.ops), []
+    advance(prog, env, k, 0, k * M, k - 1, detector, sink=lambda s: stops.append(s) or True)
+    return stops[0] if stops else None
+
+
 class Engine:
     """What `nnstep run` does per step (headless.cmd_run): a Program that skips what run never
     reads (the first layer's grad_in, the deltas), each step through the runner with the detector."""
@@ -81,7 +91,7 @@ class Engine:
 
     def step(self):
         self.k += 1
-        stop = self.prog.run_step(self.env, self.k, self.check)
+        stop = run_step(self.prog, self.env, self.k, self.check)
         assert stop is None, stop
         return self.env["loss"]
 

@@ -120,6 +120,12 @@ def _lesson_flags(p, record: bool = True) -> None:
                             "`nnstep check FILE --answers RESULTS.json`)")
 
 
+def _layers_flag(p) -> None:
+    p.add_argument("--layers", action="append", default=[], metavar="FILE.py",
+                   help="a Python file of your own layer types to register (docs/layers.md); may be given "
+                        "more than once")
+
+
 def demo_path() -> str:
     return os.path.join(os.path.dirname(__file__), "demo", "classic.toml")
 
@@ -142,6 +148,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         r.add_argument("--json", action="store_true", help="print one JSON document (docs/commands.md)")
         r.add_argument("--save", metavar="OUT.npz", help="write the final parameters by name, loadable as scenario.weights")
         r.add_argument("--ignore-breakpoints", action="store_true", help="don't stop at `when` breakpoints")
+        _layers_flag(r)
 
     if command in (None, "check"):
         c = sub.add_parser("check", help="run and evaluate every [[expect]], and check every [[ask]] and [[note]]; "
@@ -150,6 +157,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         c.add_argument("--answers", metavar="RESULTS.json", default=None,
                        help="grade a learner's answers (as `nnstep FILE --record RESULTS.json` writes them) against "
                             "the one FILE: exit 0 if every question was answered right, 1 otherwise")
+        _layers_flag(c)
 
     if command in (None, "trace"):
         t = sub.add_parser("trace", help="every operation with all its input and output tensors")
@@ -157,6 +165,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         t.add_argument("--steps", type=_steps)
         t.add_argument("--json", action="store_true")
         t.add_argument("--ignore-breakpoints", action="store_true", help="don't stop at `when` breakpoints")
+        _layers_flag(t)
 
     if command in (None, "explain"):
         e = sub.add_parser("explain", help="one number: the chain rule back to the loss, or how it was computed")
@@ -165,6 +174,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         e.add_argument("--step", type=_step_or_0, default=1,
                        help="the training step (default 1; 0: a parameter's initial value)")
         e.add_argument("--json", action="store_true", help='{"tensor", "index", "step", "value", "engine_value", "text"}')
+        _layers_flag(e)
 
     if command in (None, "gradcheck"):
         g = sub.add_parser("gradcheck", help="finite differences against the analytic gradient of every parameter")
@@ -174,6 +184,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         g.add_argument("--max-elements", type=_positive_int, default=64,
                        help="elements checked per parameter: all if fewer, else the largest half and a seeded sample")
         g.add_argument("--json", action="store_true")
+        _layers_flag(g)
 
     if command in (None, "compare"):
         m = sub.add_parser("compare", help="your own values (a .npz by nnstep's tensor names) against nnstep's: the "
@@ -183,6 +194,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         m.add_argument("--json", action="store_true", help="one JSON document")
         m.add_argument("--rtol", type=_nonneg_float, default=1e-6, help="relative tolerance (default 1e-6)")
         m.add_argument("--atol", type=_nonneg_float, default=1e-9, help="absolute tolerance (default 1e-9)")
+        _layers_flag(m)
 
     if command in (None, "export"):
         x = sub.add_parser("export", help="write a standalone PyTorch script that rebuilds the scenario and prints "
@@ -190,6 +202,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         x.add_argument("file")
         x.add_argument("--torch", action="store_true", required=True, help="as a PyTorch script (the one format)")
         x.add_argument("-o", "--output", required=True, metavar="OUT.py")
+        _layers_flag(x)
 
     if command in (None, "import"):
         i = sub.add_parser("import", help="a model trained elsewhere (PyTorch, traced with torch.fx; or ONNX) as a "
@@ -211,6 +224,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         s.add_argument("-o", "--output", required=True, metavar="OUT.svg")
         s.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
                        help="longest a key's run (c, C) may take before it is interrupted as Esc would (default 10)")
+        _layers_flag(s)
 
     if command in (None, "tui"):
         u = sub.add_parser("tui", help="open FILE in the TUI (same as `nnstep FILE`)")
@@ -220,6 +234,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         u.add_argument("--rtol", type=_nonneg_float, default=1e-6, help="with --compare: relative tolerance (1e-6)")
         u.add_argument("--atol", type=_nonneg_float, default=1e-9, help="with --compare: absolute tolerance (1e-9)")
         _lesson_flags(u)
+        _layers_flag(u)
 
     if command in (None, "serve"):
         w = sub.add_parser("serve", help="serve the TUI as a web page (each browser tab its own session)")
@@ -231,6 +246,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         w.add_argument("--max-sessions", type=_sessions, default=32, metavar="N",
                        help="at most N browser tabs at once, each its own process (default 32); "
                             "a visitor beyond that sees a page saying the class is full")
+        _layers_flag(w)
 
     if command in (None, "new"):
         n = sub.add_parser("new", help="write a starter scenario")
@@ -311,6 +327,22 @@ def _one_blas_thread() -> None:
             os.environ.setdefault(var, "1")
 
 
+def _user_layers(a) -> None:
+    """``--layers``: register the user's layer types before the scenario is read. Before a screen
+    opens (tui, screenshot, serve), step 1 runs once, so that a user's layer that raises or returns
+    a wrong shape is the usual one-line error, exit 2, and not a crash inside the TUI."""
+    from .layers import load_layers
+    classes = load_layers(a.layers)
+    path = getattr(a, "file", None)
+    if a.command in ("tui", "screenshot", "serve") and path:
+        from .engine.program import Program
+        from .scenario import load_scenario
+        sc = load_scenario(path)
+        if any(L.type in {c.type for c in classes} for L in sc.layers):
+            prog = Program(sc)
+            prog.run_until(prog.initial_env(), 1, "update")
+
+
 def _dispatch(a) -> int:
     from .errors import ScenarioError
 
@@ -318,6 +350,8 @@ def _dispatch(a) -> int:
         _one_blas_thread()
 
     try:
+        if getattr(a, "layers", None):
+            _user_layers(a)
         if a.command == "run":
             from .headless import cmd_run
             return cmd_run(a.file, a.steps, a.json, a.save, not a.ignore_breakpoints)
@@ -350,7 +384,7 @@ def _dispatch(a) -> int:
             return cmd_screenshot(a.file, a.keys, a.size, a.output, a.wait)
         if a.command == "serve":
             from .serve import cmd_serve
-            return cmd_serve(a.file, a.host, a.port, a.max_sessions, predict=a.predict)
+            return cmd_serve(a.file, a.host, a.port, a.max_sessions, predict=a.predict, layers=a.layers)
         if a.command == "tui" or a.command is None:
             from .tui.launch import cmd_tui
             return cmd_tui(getattr(a, "file", None) or demo_path(), getattr(a, "compare", None),

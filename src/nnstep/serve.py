@@ -93,13 +93,15 @@ def _reason(e: BaseException | None) -> str:
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
-def tui_argv(path: str, predict: bool = False) -> list[str]:
-    """The command each visitor's session runs: this Python, this nnstep, FILE (and --predict)."""
-    return [sys.executable, "-m", "nnstep", "tui", os.path.abspath(path)] + (["--predict"] if predict else [])
+def tui_argv(path: str, predict: bool = False, layers=()) -> list[str]:
+    """The command each visitor's session runs: this Python, this nnstep, FILE (and --predict, and
+    each --layers file the server was given)."""
+    extra = [a for f in layers for a in ("--layers", os.path.abspath(f))]
+    return [sys.executable, "-m", "nnstep", "tui", os.path.abspath(path)] + (["--predict"] if predict else []) + extra
 
 
 def cmd_serve(path: str, host: str, port: int, max_sessions: int = DEFAULT_MAX_SESSIONS,
-              predict: bool = False) -> int:
+              predict: bool = False, layers=()) -> int:
     from .tui.launch import _load
     sc = _load(path)                        # a bad scenario: ScenarioError, exit 2, nothing listens
     try:
@@ -127,5 +129,5 @@ def cmd_serve(path: str, host: str, port: int, max_sessions: int = DEFAULT_MAX_S
         from .debugger.session import Session
         Lesson(Session(sc), predict=predict)
     room = Classroom(path, sc.name or os.path.basename(path), host, port, max_sessions, sock, loopback,
-                     predict=predict)
+                     predict=predict, layers=layers)
     return room.serve()

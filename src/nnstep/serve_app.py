@@ -58,8 +58,8 @@ class Classroom(Server):
     """textual-serve's server, listening on our socket, under nnstep's rules."""
 
     def __init__(self, path: str, name: str, host: str, port: int, max_sessions: int, sock,
-                 loopback: bool, predict: bool = False) -> None:
-        self.argv = tui_argv(path, predict)
+                 loopback: bool, predict: bool = False, layers=()) -> None:
+        self.argv = tui_argv(path, predict, layers)
         super().__init__(" ".join(self.argv), host=host, port=port, title=f"nnstep: {name}")
         self.path, self.name, self.sock, self.loopback = path, name, sock, loopback
         self.max_sessions = max_sessions
@@ -68,6 +68,7 @@ class Classroom(Server):
         self.visitors: set[Visitor] = set()
         self.sockets: set[web.WebSocketResponse] = set()
         self.exit_code = 0
+        self.refused = 0                       # requests the guard turned away
         self.done = False                      # the loop has finished: the deadline has nothing to do
 
     # --- the guard --------------------------------------------------------------------------------
@@ -78,7 +79,10 @@ class Classroom(Server):
                or origin_refusal(request.headers.get("Origin"), request.headers.get("Host", ""), request.scheme)
                or fetch_refusal(request.headers.get("Sec-Fetch-Site"), request.headers.get("Sec-Fetch-Mode")))
         if why:
-            log.warning("refused %s %s: %s", request.method, request.path[:80], why)
+            self.refused += 1              # (a hostile page may retry in a loop: the first few are
+            if self.refused <= 20 or self.refused % 1000 == 0:      # logged, then one in a thousand)
+                log.warning("refused %s %s: %s%s", request.method, request.path[:80], why,
+                            f" ({self.refused} refused so far)" if self.refused > 20 else "")
             return web.Response(status=403, text=f"nnstep serve: refused: {why}\n")
         return await handler(request)
 

@@ -87,3 +87,15 @@ def schedule(opt):
     """The schedule type's class of an OptimizerSpec's schedule (nnstep.layers.schedules)."""
     from nnstep.layers.registry import schedule_types
     return schedule_types()[opt.schedule.type](opt.schedule, opt)
+
+
+def run_step(prog, env: dict, k: int, detector=None):
+    """Feed step k's batch and run all its ops in ``env`` through the one op runner. With a
+    ``detector`` (:class:`~nnstep.engine.runner.Detector`), halt at its first stop and return it;
+    else None."""
+    from nnstep.engine.runner import advance
+    prog.feed(env, k)
+    M = len(prog.ops)
+    stops = []
+    advance(prog, env, k, 0, k * M, k - 1, detector, sink=lambda s: stops.append(s) or True)
+    return stops[0] if stops else None

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from nnstep import loads_scenario
-from enginehelp import optimizer_state, update
+from enginehelp import run_step, optimizer_state, update
 from nnstep.engine.program import Program
-from nnstep.scenario.model import OptimizerSpec
+from nnstep.model.scenario import OptimizerSpec
 
 
 class RefSGD:
@@ -209,7 +209,7 @@ def test_program_carries_optimizer_state_across_steps(opt, ref):
     refs = {p: ref() for p in sc.trainable}
     for k in range(1, 6):
         old = {p: env[p] for p in sc.trainable}
-        prog.run_step(env, k)
+        run_step(prog, env, k)
         for p in sc.trainable:
             want = refs[p].step(old[p], env[f"{p}.grad"])
             np.testing.assert_allclose(env[p], want, rtol=1e-13, atol=1e-15, err_msg=f"{p} step {k}")

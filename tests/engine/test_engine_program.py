@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from enginehelp import assert_grad_close, central_diff
+from enginehelp import run_step, assert_grad_close, central_diff
 from nnstep import ScenarioError, loads_scenario
 from nnstep.engine.program import Program
 from nnstep.engine.runner import Detector
@@ -91,7 +91,7 @@ def test_step_writes_every_named_tensor_with_its_shape():
     sc = loads_scenario(CONV_NET)
     prog = Program(sc)
     env = prog.initial_env()
-    prog.run_step(env, 1)
+    run_step(prog, env, 1)
     N = 4
     shapes = {"input": (N, 2, 9, 8), "conv2d1.out": (N, 3, 5, 4), "batchnorm1.out": (N, 3, 5, 4),
               "relu1.out": (N, 3, 5, 4), "relu1.local": (N, 3, 5, 4), "flatten1.out": (N, 60),
@@ -253,7 +253,7 @@ def test_whole_network_gradients_including_the_input(name):
     sc = loads_scenario(NETS[name])
     prog = Program(sc)
     env = prog.initial_env()
-    prog.run_step(env, 1)
+    run_step(prog, env, 1)
     first = sc.layers[0].name
     params = {p: np.array(sc.initial[p]) for p in sc.param_names}
     x = np.array(sc.x)
@@ -290,8 +290,8 @@ def test_float32_runs_stay_float32_and_agree_with_float64(name):
     e32, e64 = p32.initial_env(), p64.initial_env()
     for k in (1, 2, 3):
         # no NaN/Inf anywhere (a detector stops at the first): each run_step returns None only then
-        assert p32.run_step(e32, k, Detector(p32.ops, [])) is None
-        assert p64.run_step(e64, k, Detector(p64.ops, [])) is None
+        assert run_step(p32, e32, k, Detector(p32.ops, [])) is None
+        assert run_step(p64, e64, k, Detector(p64.ops, [])) is None
         for t, v in e32.items():
             if isinstance(v, np.ndarray) and v.dtype.kind == "f":
                 assert v.dtype == np.float32, t
@@ -318,8 +318,8 @@ def test_run_skips_only_what_it_never_reads(name):
     assert [(o.name, o.inputs, o.outputs) for o in full.ops] == [(o.name, o.inputs, o.outputs) for o in lean.ops]
     ef, el = full.initial_env(), lean.initial_env()
     for k in (1, 2, 3):
-        full.run_step(ef, k)
-        lean.run_step(el, k)
+        run_step(full, ef, k)
+        run_step(lean, el, k)
         assert set(ef) - set(el) == skip
         for t, v in el.items():
             assert np.array_equal(v, ef[t]), t
@@ -384,7 +384,7 @@ def test_bias_false():
     assert [op.name for op in prog.ops if op.stage == "update"] == ["update conv1d1.weight", "update linear1.weight"]
     assert prog.ops[0].inputs == ("input", "conv1d1.weight")
     env = prog.initial_env()
-    prog.run_step(env, 1)
+    run_step(prog, env, 1)
     params = {p: np.array(sc.initial[p]) for p in sc.param_names}
 
     def loss():
@@ -417,9 +417,9 @@ def test_shipped_scenarios_in_float32_agree_with_float64(path):
     p32, p64 = Program(s32), Program(s64)
     e32, e64 = p32.initial_env(), p64.initial_env()
     for k in range(1, min(5, s64.train.steps) + 1):
-        if p64.run_step(e64, k, Detector(p64.ops, [])) is not None:   # a lesson that blows up on purpose
+        if run_step(p64, e64, k, Detector(p64.ops, [])) is not None:   # a lesson that blows up on purpose
             break
-        assert p32.run_step(e32, k, Detector(p32.ops, [])) is None
+        assert run_step(p32, e32, k, Detector(p32.ops, [])) is None
         assert float(e32["loss"]) == pytest.approx(float(e64["loss"]), rel=1e-5, abs=1e-7)
         for p in s64.param_names:
             assert e32[p].dtype == np.float32
@@ -449,7 +449,7 @@ def test_adam_state_starts_at_zeros_as_torch():
     env = prog.initial_env()
     assert np.array_equal(env["linear1.weight.m"], np.zeros_like(env["linear1.weight"]))
     assert np.array_equal(env["linear1.weight.v"], np.zeros_like(env["linear1.weight"]))
-    prog.run_step(env, 1)
+    run_step(prog, env, 1)
     g = env["linear1.weight.grad"]
     np.testing.assert_array_equal(env["linear1.weight.m"], (1 - 0.9) * g)
     np.testing.assert_allclose(env["linear1.weight.v"], (1 - 0.999) * g * g, rtol=1e-15)
@@ -478,8 +478,8 @@ def test_a_left_out_delta_is_computed_where_it_could_be_born_inf():
     sc = loads_scenario(text)
     full, lean = Program(sc), Program(sc, skip=run_skip(sc))
     ef, el = full.initial_env(), lean.initial_env()
-    full.run_step(ef, 1)
-    lean.run_step(el, 1)
+    run_step(full, ef, 1)
+    run_step(lean, el, 1)
     assert np.isinf(el["linear1.weight.delta"]).all() and np.array_equal(el["linear1.weight.delta"], ef["linear1.weight.delta"])
 
     calm = text.replace("1e300", "0.5")
@@ -487,7 +487,7 @@ def test_a_left_out_delta_is_computed_where_it_could_be_born_inf():
     lean = Program(sc, skip=run_skip(sc))
     el = lean.initial_env()
     el["linear1.weight.delta"] = np.array([[123.0]])               # a stale value is removed
-    lean.run_step(el, 1)
+    run_step(lean, el, 1)
     assert "linear1.weight.delta" not in el
 
 

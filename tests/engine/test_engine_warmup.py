@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nnstep import loads_scenario
-from enginehelp import schedule
+from enginehelp import run_step, schedule
 from nnstep.engine.program import Program
 
 
@@ -77,7 +77,7 @@ def test_the_program_follows_torchs_sequential_lr(lr0, W, a, T, eta):
     env = prog.initial_env()
     for k in range(1, 30):
         assert float(env["lr"]) == pytest.approx(ref[k - 1], rel=1e-13, abs=1e-16)
-        prog.run_step(env, k)
+        run_step(prog, env, k)
     assert float(env["lr"]) == pytest.approx(ref[29], rel=1e-13, abs=1e-16)
 
 

@@ -33,6 +33,33 @@ def test_columns_transposes_and_negatives_as_a_textbook_writes_them():
         == "-0.18 = 0.1·(-1.8)"
 
 
+def test_a_result_keeps_the_digits_its_numbers_make_necessary():
+    # the tutorial's exploding neuron, step 4: 352.5·1 + 570·2 = 1492.5, which 4 significant digits
+    # wrote "1492" beside numbers with a decimal; a product's places add up (352.5·219.5 = 77373.75)
+    f = F("{W} = {g}ᵀ @ {x};  {gin} = {g} @ {w}", W=Ref("w.grad"), g=Ref("g_out"), x=Ref("x"), gin=Ref("gin"),
+          w=Ref("w"))
+    before = {"g_out": np.array([[352.5], [570.0]]), "x": np.array([[1.0], [2.0]]), "w": np.array([[219.5]])}
+    after = {"w.grad": np.array([[1492.5]]), "gin": np.array([[352.5 * 219.5], [570 * 219.5]])}
+    assert numbers(f, before, after) == "1492.5 = [352.5, 570] @ [1, 2]ᵀ;  [77373.75, 125115]ᵀ = [352.5, 570]ᵀ @ 219.5"
+    # integers stay whole (not 4.706e+05), and at more digits nothing is lost either
+    sq = F("{y} = {a}·{b}", y=Ref("y"), a=Ref("a"), b=Ref("b"))
+    ab = {"a": np.array(-1372.0), "b": np.array(-343.0)}
+    assert numbers(sq, ab, {"y": np.array(470596.0)}) == "470596 = -1372·(-343)"
+    assert numbers(sq, ab, {"y": np.array(470596.0)}, digits=9) == "470596 = -1372·(-343)"
+    # numbers written rounded give no place of their own: the result keeps its significant digits
+    r = {"a": np.array(0.7082531), "b": np.array(2.0)}
+    assert numbers(sq, r, {"y": np.array(1.4165062)}) == "1.417 = 0.7083·2"
+    # a sum with a number written in full keeps that number's decimal, even beside rounded ones
+    add = F("{y} = {a} + {b}", y=Ref("y"), a=Ref("a"), b=Ref("b"))
+    assert numbers(add, {"a": np.array(352.5), "b": np.array(9000.12345)}, {"y": np.array(9352.62345)}) \
+        == "9352.6 = 352.5 + 9000"
+    # a constant (Adam's ε) is not one of the numbers: 0.9, not 0.9000000005
+    up = F("{w} ← {w} − {lr}·{g} / (√{v} + {eps})", w=Ref("w"), lr=Const("lr", 0.1), g=Ref("g"), v=Ref("v"),
+           eps=Const("ε", 1e-8))
+    assert numbers(up, {"w": np.array(1.0), "g": np.array(2.0), "v": np.array(4.0)},
+                   {"w": np.array(1 - 0.1 * 2 / (2 + 1e-8))}) == "0.9 ← 1 − 0.1·2 / (√4 + 1e-08)"
+
+
 def test_an_indexed_or_large_tensor_keeps_its_name():
     f = F("{o}[n, o] = Σ {x}[n, c]", o=Ref("out"), x=Ref("x"))
     assert numbers(f, {"x": np.ones((2, 2))}, {"out": np.ones((2, 2))}) is None

@@ -71,8 +71,8 @@ def test_the_list_form_names_what_a_layer_reads_when_it_is_not_the_one_above():
 
 def test_heads_side_by_side():
     a = np.arange(2 * 3 * 4 * 4).reshape(2, 3, 4, 4)
-    g, block = grid_2d(a)
-    assert g.shape == (8, 12) and block == 4
+    g, block, rows = grid_2d(a)
+    assert g.shape == (8, 12) and block == 4 and rows == 4       # (two samples: a rule between them)
     assert g[4 + 2, 1 * 4 + 3] == a[1, 1, 2, 3]
 
 

@@ -14,12 +14,19 @@ def sc(name):
 
 def keys(*ks):
     """Press keys one at a time, letting a continue worker finish after each (run_before runs
-    before snap_compare's own presses, so the keys go here)."""
+    before snap_compare's own presses, so the keys go here); then until the app has measured the
+    first step (its _presize, after the first paint, sets the canvas's scrolling height: whether
+    it had run when the picture was taken made a scrollbar come and go)."""
     async def run(pilot):
         for k in ks:
             await pilot.press(k)
             await pilot.app.workers.wait_for_complete()
             await pilot.pause()
+        for _ in range(50):
+            if pilot.app._presized is not None and not pilot.app._presize_pending:
+                break
+            await pilot.pause()
+        await pilot.pause()
     return run
 
 

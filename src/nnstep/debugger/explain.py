@@ -26,6 +26,8 @@ import numpy as np
 
 from ..model.scenario import parse_element as _parse_element
 from ..layers.terms import Term, ix
+from ..errors import ScenarioError
+from ..layers import plugins
 from .explain_values import RTOL, explain_value, initial_value
 
 MAX_TERMS = 6          # terms written out per line (the rest are counted, and checked)
@@ -143,6 +145,10 @@ def is_gradient(session, name: str) -> bool:
     return s is not None and s.role in GRAD_ROLES
 
 
+class NoRule(Exception):
+    """A gradient element no element rule expands (a user's layer without one, or whose rule raised)."""
+
+
 class _Graph:
     """Which rule expands which gradient tensor, from the plan's slots (their roles and what each
     gradient is the gradient of)."""
@@ -202,7 +208,14 @@ class _Graph:
             return self.expand(plan.grad_in_name(plan.by_name[r], k), idx)
         if name in self.rule:
             r, wrt = self.rule[name]
-            rule = self.prog.layer[r].grad_rule(wrt, idx, self.V)
+            L = self.prog.layer[r]
+            try:
+                rule = plugins.rule(L, "grad_rule", wrt, idx, self.V)
+            except ScenarioError as e:               # a user's layer whose rule raised
+                raise NoRule(f"{r}'s element rule: {e}") from None
+            if rule is None:
+                raise NoRule(f"{r} ({L.type}) has no element rule for this gradient (its class's grad_rule: "
+                             f"docs/layers.md), so explain cannot expand it: its backward's numbers stand unchecked")
             return f"backward {r}: {rule.how}", rule.terms
         raise KeyError(name)
 
@@ -213,7 +226,10 @@ class _Graph:
         for t in terms:
             seen = 0
             while t.upstream is not None and seen < 64:
-                _, inner = self.expand(*t.upstream)
+                try:
+                    _, inner = self.expand(*t.upstream)
+                except NoRule:
+                    break
                 if len(inner) != 1 or inner[0].upstream is None:
                     break
                 t = Term(inner[0].factors + t.factors, inner[0].upstream)   # from the loss down
@@ -364,12 +380,18 @@ def _chain(session, ex: Explanation, env: dict, digits: int):
     ex.lines.append("")
     queue = [(ex.tensor, ex.index)]
     done: set = set()
+    failed = None
     while queue and len(ex.chain) < MAX_LINES:
         name, idx = queue.pop(0)
         if (name, idx) in done:
             continue
         done.add((name, idx))
-        line = _line(g, name, idx, digits)
+        try:
+            line = _line(g, name, idx, digits)
+        except NoRule as e:
+            failed = f"{g.symbol(name, idx)}: {e}"
+            ex.lines += [f"! {failed}", ""]
+            break
         ex.chain.append(line)
         ex.lines += line.text
         ex.lines.append("")
@@ -379,12 +401,17 @@ def _chain(session, ex: Explanation, env: dict, digits: int):
         ex.lines.append(f"… and {len(left)} more upstream element{'s' if len(left) != 1 else ''} expand the same way "
                         f"(explain one of them, e.g. {g.symbol(*left[0])}: {left[0][0]}{ix(left[0][1])})")
         ex.lines.append("")
+    if not ex.chain:
+        ex.ok = False
+        return
     top = ex.chain[0]
     ex.value = top.recomputed
     if len(ex.chain) and top.text and len(g.inline(g.expand(top.tensor, top.index)[1])) == 1:
         ex._factors = list(g.inline(g.expand(top.tensor, top.index)[1])[0].factors)
-    ex.ok = all(ln.ok for ln in ex.chain)
-    if ex.ok:
+    ex.ok = all(ln.ok for ln in ex.chain) and failed is None
+    if failed is not None:
+        ex.lines.append("! the lines above are checked; the expansion stops where no element rule goes on")
+    elif ex.ok:
         ex.lines.append(f"✓ the numbers shown combine to the engine's value on every line: "
                         f"{ex.tensor}{ix(ex.index)} = {fmt(ex.engine_value, digits)}")
     else:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ScenarioError
+from ..layers import plugins
 from ..layers.optimizers import clip_value_rule
 from ..layers.expr import Value, agrees, partial
 from ..layers.terms import ix
@@ -55,8 +57,8 @@ def rule_for(session, w, name: str, idx, V, step: int) -> Value | None:
     if w.kind == "schedule":
         return prog.schedule.value_rule(V, step)
     L = session.program.layer.get(w.layer) if w.layer else None
-    if L is not None and hasattr(L, "value_rule"):
-        return L.value_rule(name, tuple(int(i) for i in idx), V)
+    if L is not None:
+        return plugins.rule(L, "value_rule", name, tuple(int(i) for i in idx), V)
     return None
 
 
@@ -103,7 +105,11 @@ def explain_value(session, ex, w, rec, digits: int, fmt):
     V = Reader(rec)
     rtol = RTOL.get(session.scenario.dtype, 1e-4)
     window = getattr(L, "value_window", None) if w.kind == "forward" and name == L.spec.t("out") else None
-    rule = None if window is not None else rule_for(session, w, name, idx, V, ex.step)
+    try:
+        rule = None if window is not None else rule_for(session, w, name, idx, V, ex.step)
+    except ScenarioError as e:                 # a user's layer whose element rule raised
+        ex.lines.append(f"  ! its element rule: {e}; its formula with the element's numbers instead, unchecked:")
+        rule = None
     if window is not None:                                          # pooling: the element's window
         lines, ex.value, scale = window(idx, V, f)
         ex.lines += ["  " + ln for ln in lines]

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..model.scenario import Scenario
-from ..model.plan import STAGES, Op, Plan  # noqa: F401  (STAGES, Op: for importers)
+from ..model.plan import Op, Plan
 from ..model.stats import absmax, finite_hint
 from ..layers.optimizers import clip_grad_norm, grad_for_update
 from ..layers import Layer, registry
@@ -336,16 +336,6 @@ class Program:
     def checkpoint(self, env: dict) -> dict:
         """The persistent state, by reference (values are never modified in place)."""
         return {n: env[n] for n in self.persistent if n in env}
-
-    def run_step(self, env: dict, k: int, detector=None):
-        """Feed step k's batch and run all its ops in ``env``. With a ``detector``
-        (:class:`~nnstep.engine.runner.Detector`), halt at its first stop and return it; else None."""
-        from .runner import advance
-        self.feed(env, k)
-        M = len(self.ops)
-        stops = []
-        advance(self, env, k, 0, k * M, k - 1, detector, sink=lambda s: stops.append(s) or True)
-        return stops[0] if stops else None
 
     def run_until(self, env: dict, k: int, stage: str) -> dict:
         """Feed step k's batch and run its ops up to (not including) the first op of ``stage``."""

@@ -63,6 +63,17 @@ class Attention(Layer):
         return np.triu(np.ones((T, T), dtype=bool), 1)
 
     @classmethod
+    def masked_tensors(cls, L) -> dict:
+        """With the causal mask: the (N, h, T, T) tensors whose (query i, key j) cells it hides,
+        ``.scores`` (taken before the mask, finite there), ``.weights`` (exactly 0 there) and their
+        gradients (``.scores.grad`` 0 there, ``.weights.grad`` not: the mask stops it), each with
+        masked()."""
+        hidden = cls.masked(L)
+        if hidden is None:
+            return {}
+        return {L.t(n): hidden for n in ("scores", "weights", "scores.grad", "weights.grad")}
+
+    @classmethod
     def intermediates(cls, opts, in_shapes, out_shape):
         T, E = in_shapes[0]
         h = opts["heads"]

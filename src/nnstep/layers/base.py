@@ -217,6 +217,13 @@ class Layer:
         return []
 
     @classmethod
+    def masked_tensors(cls, L) -> dict:
+        """{tensor: where a mask hides its cells}, for the tensors of the layer laid out (…, R, C)
+        whose cells a mask of the layer hides, each with its (R, C) boolean array, True where hidden
+        (a screen marks those cells). None here."""
+        return {}
+
+    @classmethod
     def check_size(cls, name: str, opts: dict, in_shape, out_shape, batch: int, smallest: int, limits) -> None:
         """Refuse, before anything is allocated, what this type cannot run on: working arrays over a
         limit (``limits``: the loader's, ``limits.MAX_ELEMENTS``, ...), or a batch it cannot use

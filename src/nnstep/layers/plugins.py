@@ -166,6 +166,20 @@ def call(cls, method: str, *args, expect=()):
         raise _raised(cls, method, e) from None
 
 
+def rule(layer, method: str, *args):
+    """An element rule of a layer (``value_rule``, ``grad_rule``): nnstep's own called directly,
+    a user's through :func:`call` (its code raising is a located ScenarioError)."""
+    cls = type(layer)
+    if registry.is_builtin(cls):
+        return getattr(layer, method)(*args)
+    try:
+        return getattr(layer, method)(*args)
+    except (KeyboardInterrupt, MemoryError, ScenarioError):
+        raise
+    except Exception as e:
+        raise _raised(cls, method, e) from None
+
+
 def wrong(cls, method: str, what: str) -> ScenarioError:
     return ScenarioError(what, file=_file_of(cls), where=f"{cls.__name__}.{method}")
 

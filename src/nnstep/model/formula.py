@@ -2,16 +2,30 @@
 show under a formula (the vocabulary the layers write formulas in is :mod:`nnstep.layers.formula`)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
-from ..layers.formula import (_SUPER, Const, Count, Formula, Ref, StepNum, StepPow, Sym, _text,  # noqa: F401
+from ..layers.formula import (_SUPER, Const, Count, Formula, Ref, StepNum, StepPow, Sym, _text,
                               side_text)
 
 
-def num(v, digits: int = 4) -> str:
+MAX_DIGITS = 15          # significant digits a float64 holds faithfully
+
+
+FULL_DIGITS = 12         # a result is written in full up to this many significant digits
+
+
+def num(v, digits: int = 4, decimals: int | None = None, exact: bool = False) -> str:
+    """``v`` to ``digits`` significant digits. ``decimals``: a result written beside the numbers it
+    was computed from keeps the precision that those of them written in full give it: down to
+    their finest place at least (in digits after the point: 1 for 352.5, 0 for 570, -2 for
+    1.23e+05; so 352.5 + 570·2 is 1492.5, not 1492, and -1372·-343 is 470596, not 4.706e+05),
+    and, when every one of them is written in full (``exact``), the result in full if it is a
+    decimal down to twice that place (352.5·219.5 is 77373.75: a product's places add up), of at
+    most FULL_DIGITS digits. At most MAX_DIGITS."""
     v = float(v)
     if v != v:
         return "NaN"
@@ -19,21 +33,49 @@ def num(v, digits: int = 4) -> str:
         return "+Inf"
     if v == float("-inf"):
         return "-Inf"
+    if decimals is not None and v:
+        e = int(f"{v:e}".rsplit("e", 1)[1])          # (the exponent of its first digit)
+        if exact:
+            for p in range(digits, min(FULL_DIGITS, e + 1 + (2 * decimals if decimals > 0 else decimals)) + 1):
+                s = f"{v:.{p}g}"
+                if in_full(s, v):
+                    return s
+        digits = max(digits, min(MAX_DIGITS, e + 1 + decimals))
     s = f"{v:.{digits}g}"
     return "0" if s == "-0" else s
 
 
-def inline(a, digits: int = 4) -> str:
+def in_full(text: str, v: float) -> bool:
+    """Whether ``text`` is ``v`` written in full (but for float64's rounding of a few operations)."""
+    return abs(float(text) - v) <= 1e-15 * abs(v)
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.(\d+))?(?:e([+-]\d+))?")
+
+
+def decimals_of(text: str) -> int | None:
+    """The last place the number ``text`` (as num writes it) shows, in digits after the point:
+    352.5 gives 1, 1e-05 5, 570 0, 1.5e+10 -9; None for NaN or an infinity."""
+    m = _NUMBER.fullmatch(text)
+    if m is None:
+        return None
+    return len(m.group(1) or "") - int(m.group(2) or 0)
+
+
+def inline(a, digits: int = 4, decimals: int | None = None, exact: bool = False) -> str:
     """A small tensor written inline: a scalar as a number, a column (a batch of scalars) as
-    ``[a, b]ᵀ``, a matrix as rows in brackets."""
+    ``[a, b]ᵀ``, a matrix as rows in brackets. ``decimals``, ``exact``: as num."""
     a = np.asarray(a)
+
+    def f(v):
+        return num(v, digits, decimals, exact)
     if a.size == 1:
-        return num(a.ravel()[0], digits)
+        return f(a.ravel()[0])
     if a.ndim == 2 and a.shape[1] == 1:
-        return "[" + ", ".join(num(v, digits) for v in a.ravel()) + "]ᵀ"
+        return "[" + ", ".join(f(v) for v in a.ravel()) + "]ᵀ"
     if a.ndim >= 2 and a.shape[0] > 1:
-        return "[" + ", ".join("[" + ", ".join(num(v, digits) for v in np.ravel(r)) + "]" for r in a) + "]"
-    return "[" + ", ".join(num(v, digits) for v in a.ravel()) + "]"
+        return "[" + ", ".join("[" + ", ".join(f(v) for v in np.ravel(r)) + "]" for r in a) + "]"
+    return "[" + ", ".join(f(v) for v in a.ravel()) + "]"
 
 
 def _const(v: float) -> str:
@@ -67,7 +109,9 @@ def views(formula: Formula, before: Mapping, after: Mapping, step: int | None = 
     (``before``, then what earlier clauses wrote). A tensor with an index, one larger than
     ``max_size`` elements or of more than 2 dimensions keeps its name. A local symbol defined as one
     tensor (``g = P.grad``) takes that tensor's value. Constants become their values, a Count the
-    size of this step's tensor, StepPow the step number."""
+    size of this step's tensor, StepPow the step number. The left side's numbers keep as many
+    digits after the point as the right side's tensors show (``1492.5 = [352.5, 570] @ [1, 2]ᵀ``,
+    not ``1492``), so that a reader redoing the arithmetic finds the number written."""
     current = {n: v for n, v in before.items() if v is not None}
     syms: dict[str, object] = {}
     out = []
@@ -80,6 +124,22 @@ def views(formula: Formula, before: Mapping, after: Mapping, step: int | None = 
             if v is not None:
                 syms[c.lhs[0].text] = v
         filled = [False]
+        # the finest place of the right side's tensors' numbers written in full, and whether all are
+        shown: list = [None, True]
+
+        def value(v, T, is_lhs):
+            if is_lhs:
+                return _value_text(v, T, digits, *shown)
+            for x in np.ravel(v):
+                t = num(x, digits)
+                d = decimals_of(t)
+                if d is None:
+                    continue
+                if not in_full(t, float(x)):
+                    shown[1] = False
+                elif shown[0] is None or d > shown[0]:
+                    shown[0] = d
+            return _value_text(v, T, digits)
 
         def render(parts, source, is_lhs):
             buf: list[str] = []
@@ -90,7 +150,7 @@ def views(formula: Formula, before: Mapping, after: Mapping, step: int | None = 
                     if v is None or np.asarray(v).size > max_size or np.ndim(v) > 2:
                         buf.append(_text(p))
                         continue
-                    buf.append(_paren(_value_text(v, p.T, digits), prev))
+                    buf.append(_paren(value(v, p.T, is_lhs), prev))
                     filled[0] = True
                 elif isinstance(p, Sym) and not is_lhs and (p.text in syms or p.of is not None):
                     v = syms.get(p.text) if p.of is None else _taken(p.of, source.get(p.of.name))
@@ -98,7 +158,7 @@ def views(formula: Formula, before: Mapping, after: Mapping, step: int | None = 
                         buf.append(p.text)
                         continue
                     if np.asarray(v).size <= max_size and np.ndim(v) <= 2:
-                        buf.append(_paren(_value_text(v, False, digits), prev))
+                        buf.append(_paren(value(v, False, False), prev))
                         filled[0] = True
                     else:
                         buf.append(p.text)
@@ -148,8 +208,8 @@ def numbers(formula: Formula, before: Mapping, after: Mapping, **kw) -> str | No
     return ";  ".join(v.numbers for v in vs)
 
 
-def _value_text(v, transposed: bool, digits: int) -> str:
-    txt = inline(v, digits)
+def _value_text(v, transposed: bool, digits: int, decimals: int | None = None, exact: bool = False) -> str:
+    txt = inline(v, digits, decimals, exact)
     if transposed:                       # a scalar stays a scalar, a column becomes a row
         if np.asarray(v).size == 1:
             pass

@@ -166,13 +166,6 @@ class Breakpoint:
     stage: str | None = None
     when: Condition | None = None
 
-    def describe(self) -> str:
-        if self.op:
-            return f'op "{self.op}"'
-        if self.stage:
-            return f'stage "{self.stage}"'
-        return f'when "{self.when.text}"'
-
 
 @dataclass(frozen=True)
 class Expect:

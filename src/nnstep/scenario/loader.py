@@ -26,15 +26,19 @@ from ..layers import OptionError, registry
 from ..layers.init import init_text
 from .layers import PendingInit, hook, check_target as _check_target, draw_pending as _draw_pending
 from .layers import layers as _layers
-from .limits import *  # noqa: F401,F403  (the limits, by their old names)
 from .limits import MAX_SCENARIO_BYTES, MAX_STEPS
 from .validate import Ctx, opt_value
 
-_Ctx = Ctx
 TOP_KEYS = ("scenario", "data", "layers", "loss", "optimizer", "train", "breakpoints", "expect", "ask", "note")
 DTYPES = ("float64", "float32")
 
-def load_scenario(path: str | os.PathLike) -> Scenario:
+def load_scenario(path: str | os.PathLike, layers=()) -> Scenario:
+    """The scenario file ``path``, validated. ``layers``: Python files of the user's own layer
+    types to register first (``--layers``; docs/layers.md), by their paths: a scenario never names
+    code."""
+    if layers:
+        from ..layers import load_layers
+        load_layers(layers)
     path = os.fspath(path)
     shown = clean(path)
     try:
@@ -67,8 +71,13 @@ def load_scenario(path: str | os.PathLike) -> Scenario:
     return loads_scenario(text, path=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
-def loads_scenario(text: str, path: str = "<string>", base_dir: str | None = None) -> Scenario:
-    ctx = _Ctx(clean(path))
+def loads_scenario(text: str, path: str = "<string>", base_dir: str | None = None, layers=()) -> Scenario:
+    """A scenario from its TOML text (``path`` names it in messages; files are read relative to
+    ``base_dir``); ``layers`` as load_scenario's."""
+    if layers:
+        from ..layers import load_layers
+        load_layers(layers)
+    ctx = Ctx(clean(path))
     path_shown = ctx.file
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -190,7 +199,7 @@ def _deep_position(text: str, limit: int = 64) -> tuple[int, int]:
     return 0, 0
 
 
-def _build(doc: dict, ctx: _Ctx, path: str, base: str, text: str) -> Scenario:
+def _build(doc: dict, ctx: Ctx, path: str, base: str, text: str) -> Scenario:
     if not doc:
         raise ctx.err(None, "empty scenario: it needs at least [data], [[layers]] and [loss]")
     ctx.known(doc, TOP_KEYS, "", "table")

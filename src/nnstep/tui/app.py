@@ -21,7 +21,7 @@ from textual.widgets import Button, Input, OptionList
 
 from ..debugger.lesson import Lesson
 from ..debugger.session import Session
-from ..scenario.model import Scenario
+from ..model.scenario import Scenario
 from . import view
 from .widgets.panels import DiagramView, GradNorms, HeaderBar, KeyBar, LayersTable, LossCurve, OpPanel, ProgramView, StatusBar, op_title
 from .asking import Asking
@@ -159,7 +159,8 @@ class NnstepApp(App):
         self._gc_stale = False                # a reload: settle again
         self._gc_timer = None
         self._goto_from = None                # where the screen is while a go-to typed moved the session
-        self._presized = None                 # (session, size, digits, layers shown) measured for
+        self._presized = None                 # (session, size, digits, layers shown, lesson rows) measured for
+        self._measured: set = set()           # ... every such key measured so far
         self._presize_pending = False
         self.theme = THEME
 
@@ -173,6 +174,7 @@ class NnstepApp(App):
         # a network whose parameters are too big for numbers gets the constant box layout
         self._big = any(np.size(v) > MAX_NUMBERS for v in self.session.scenario.initial.values())
         self.writer = view.writers(self.session.ops)
+        self._masks = view.masked_cells(self.session)       # cells a mask hides, as the spec says
         self._table_names = None
 
     # --- layout -----------------------------------------------------------------------------------
@@ -232,6 +234,9 @@ class NnstepApp(App):
         reload, settle: the first frame has been written by then, a collection holds the writer
         thread back), and the whole heap if no key comes for GC_ALL_AFTER."""
         if self._gc_was is None or self._gc_stale:
+            if self._gc_was is None and (self.lesson.asks or self.lesson.notes):
+                from .widgets.lesson import warm_up
+                warm_up()                      # (Markdown, for the first note: see widgets.lesson)
             self._gc_settle()
         else:
             gc.collect(1)
@@ -347,10 +352,10 @@ class NnstepApp(App):
             outs = {n: None for n in op.outputs}
             title = op_title("next", op, M)
         # Adam's bias corrections: t is the step number (1 − β^t, as torch.optim.Adam)
-        clauses = view.formula_views(op, ins, outs, step=rec.step if rec is not None else k)
+        clauses = view.formula_views(op, ins, outs, step=rec.step if rec is not None else k, digits=self.digits)
         return dict(title=title, clauses=clauses, slots=view.op_slots(op, ins, outs, written),
                     compare=self._theirs(rec.step, op.index) if rec is not None else None,
-                    n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage)
+                    n_boxes=self._stage_boxes.get(op.stage, 0), stage=op.stage, masks=self._masks)
 
     def _prebuild(self, env: dict, rec) -> None:
         """Build the boxes of the op panel showing ``rec`` (the op just run; None: the start of
@@ -369,14 +374,14 @@ class NnstepApp(App):
             ins, outs = {n: env.get(n) for n in op.inputs}, {n: None for n in op.outputs}
         slots = view.op_slots(op, ins, outs, _written(rec))
         # (a small network's places depend on its formula's lines: the numbers in them)
-        clauses = () if self._big else view.formula_views(op, ins, outs, step=step)
+        clauses = () if self._big else view.formula_views(op, ins, outs, step=step, digits=self.digits)
         yield from self.query_one(OpPanel).prebuild_steps(slots, self.digits, self._stage_boxes.get(op.stage, 0),
-                                                          self._room, compare, clauses, self._big)
+                                                          self._room, compare, clauses, self._big, self._masks)
         yield
         if self._table_names is None:           # (the tensors of the layers table: the same at any position)
             self._table_names = [c[0] for r in view.layer_rows(self.session, self.writer, set())
                                  for c in r.values() if isinstance(c, tuple)]
-        LayersTable.prebuild([env.get(t) for t in self._table_names])
+        LayersTable.prebuild([env.get(t) for t in self._table_names], self.digits)
 
     AHEAD_AFTER = 0.03       # s after a redraw: past the frame, before a reader's next key
 
@@ -428,7 +433,9 @@ class NnstepApp(App):
         self.call_later(self._ahead)
 
     def _presize_key(self):
-        return (self.session, tuple(self.size), self.digits, getattr(self, "_layers_shown", True))
+        # (the lesson panel's rows too: the op panel takes the rest of the column, a room of its own)
+        return (self.session, tuple(self.size), self.digits, getattr(self, "_layers_shown", True),
+                getattr(self, "_lesson_rows", 0))
 
     def _presize(self) -> None:
         """Measure every op of the first step at this screen size, in a session of its own, so that
@@ -440,6 +447,9 @@ class NnstepApp(App):
         if self._big or self._presized == key or not self.is_running:
             return
         self._presized = key
+        if key in self._measured:              # (measured before: a lesson note came and went)
+            return
+        self._measured.add(key)
         s = Session(self.scenario)
         panel = self.query_one(OpPanel)
         room = self._op_room(len(view.layer_rows(s, self.writer, set())))
@@ -458,15 +468,18 @@ class NnstepApp(App):
         self.query_one(OpPanel)._height = None
         self.refresh_view()
 
-    def _op_room(self, layer_rows: int) -> tuple[int, int]:
-        """(inner width, most rows) of the operation panel, from the screen size (app.tcss: the left
-        column is 33 wide, 25 when narrow; header 1, status 2 or 1 when short, footer 1). The layers
-        table below keeps its header and rows (up to a third of the column)."""
+    def _op_room(self, layer_rows: int) -> tuple[int, int, bool]:
+        """(inner width, most rows, whether it takes them all) of the operation panel, from the
+        screen size (app.tcss: the left column is 33 wide, 25 when narrow; header 1, status 2 or 1
+        when short, footer 1). The layers table below keeps its header and rows (up to a third of
+        the column); without it (L, or a short screen) the panel takes the whole column but the
+        lesson's rows (it left them blank below it)."""
         w, h = self.size
         right = w - (33 if w >= 100 else 25)
         col = h - 1 - (1 if h < 32 else 2) - 1
-        layers = min(3 + layer_rows, max(5, col // 3)) if getattr(self, "_layers_shown", True) else 0
-        return max(10, right - 2), max(8, col - layers - getattr(self, "_lesson_rows", 0))
+        shown = getattr(self, "_layers_shown", True)
+        layers = min(3 + layer_rows, max(5, col // 3)) if shown else 0
+        return max(10, right - 2), max(8, col - layers - getattr(self, "_lesson_rows", 0)), not shown
 
     def _lesson_height(self) -> int:
         """The lesson panel's rows (app.tcss: 7, or 5 on a short screen)."""
@@ -613,14 +626,29 @@ class NnstepApp(App):
                     bar.prompt_key(event)
                     return
                 bar.end_prompt(False)
-            elif isinstance(event, events.Key) and not event.is_forwarded and self._own_key(event):
-                # Textual would pass the key up from the focused widget through each of its parents
-                # (a message hop each, ~0.2 ms) to reach this same binding: run it at once
-                self.app_focus = True
-                event.stop()
-                await self._check_bindings(event.key)
-                return
+            elif isinstance(event, events.Key):
+                if self._status[0] and not self._status[1] and not self._opens_prompt(event.key):
+                    self._answered(bar)
+                if not event.is_forwarded and self._own_key(event):
+                    # Textual would pass the key up from the focused widget through each of its
+                    # parents (a message hop each, ~0.2 ms) to reach this same binding: run it at once
+                    self.app_focus = True
+                    event.stop()
+                    await self._check_bindings(event.key)
+                    return
         await super().on_event(event)
+
+    def _opens_prompt(self, key: str) -> bool:
+        """g: its prompt covers the status line, and Esc brings back what the line said."""
+        return any(b.action == "goto" for b in self._bindings.key_to_bindings.get(key, ()))
+
+    def _answered(self, bar) -> None:
+        """A key: the status line's answer to the last action ("went to step 1, op 8", "7
+        significant digits") is done with; the action of this key says its own, or the intro
+        shows. A stop, a NaN/Inf or an error stays until the cursor moves (n, p, ... clear it)."""
+        self._status = ("", "")
+        if bar is not None:
+            bar.show(self._intro(self.session.scenario), "")
 
     def _own_key(self, event: events.Key) -> bool:
         """Whether the key is one of the app's own bindings (a letter, space, a sign) that no widget
@@ -748,6 +776,7 @@ class NnstepApp(App):
                     self.session.toggle_breakpoint(name)
             self._index_writers()
             self.query_one(OpPanel).forget_heights()   # the heights the old scenario needed
+            self._measured.clear()
             self._status = (f"reloaded {self.path}; back at the start", "")
         else:
             self.session.restart()

@@ -128,10 +128,11 @@ class Asking:
         self.verdict = None
 
     # --- the lesson panel -------------------------------------------------------------------------
-    def panel(self, short: bool = False) -> tuple[str, str]:
-        """(title, Markdown) for the lesson panel at the cursor: the verdict on the question just
-        answered, else the notes here, else the scenario's description (on a short screen, such as
-        80x24, only at the start: its rows go to the operation)."""
+    def panel(self, short: bool = False) -> tuple[str, str, bool]:
+        """(title, text, whether it is Markdown) for the lesson panel at the cursor: the verdict on
+        the question just answered, else the notes here (Markdown), else the scenario's description
+        (plain text; on a short screen, such as 80x24, only at the start: its rows go to the
+        operation)."""
         s = self.app.session
         pos = s.position
         notes = [cjk_join(n.text) for n in self.lesson.notes_at(pos)]
@@ -145,10 +146,10 @@ class Asking:
             if not a.correct and a.ask.hint:
                 lines.append(f"*hint*: {md_escape(a.ask.hint)}")
             right, asked = self.lesson.score
-            return f"question · score {right}/{asked}", "\n\n".join(lines + (["---"] if notes else []) + notes)
+            return f"question · score {right}/{asked}", "\n\n".join(lines + (["---"] if notes else []) + notes), True
         if notes:
-            return "lesson", "\n\n".join(notes)
+            return "lesson", "\n\n".join(notes), True
         desc = s.scenario.description.strip()
         if not desc or (short and pos != (1, 0)):
-            return "", ""
-        return "about this lesson", desc
+            return "", "", False
+        return "about this lesson", desc, False

@@ -29,16 +29,20 @@ def as_2d(a) -> np.ndarray:
     return a.reshape(-1, a.shape[-1])
 
 
-def grid_2d(a) -> tuple[np.ndarray, int]:
+def grid_2d(a) -> tuple[np.ndarray, int, int]:
     """How the operation panel lays a tensor out: as :func:`as_2d`, except that a 4-D tensor
-    ``(N, h, T, d)`` (attention's q, k, v, scores, weights, per head) has its heads side by side:
-    row ``n·T + i``, column block ``h`` holds ``a[n, h, i, :]``, so each head is a T×d (T×T) grid.
-    Returns the layout and the width of a column block (0: no blocks)."""
+    ``(N, h, T, d)`` (attention's q, k, v, scores, weights, per head; a conv's (N, C, H, W) or its
+    weight (out, in, kh, kw)) has its heads side by side: row ``n·T + i``, column block ``h`` holds
+    ``a[n, h, i, :]``, so each head is a T×d (T×T) grid. Returns the layout, the width of a column
+    block (0: no blocks) and the height of a row block (0: none; the rows of one sample, of one
+    output channel, whose blocks are stacked: a 3-D or higher tensor whose leading axes hold more
+    than one of them)."""
     a = np.asarray(a)
     if a.ndim == 4:
         N, h, T, d = a.shape
-        return a.transpose(0, 2, 1, 3).reshape(N * T, h * d), (d if h > 1 else 0)
-    return as_2d(a), 0
+        return a.transpose(0, 2, 1, 3).reshape(N * T, h * d), (d if h > 1 else 0), (T if N > 1 and T > 1 else 0)
+    rows = a.shape[-2] if a.ndim >= 3 and a.shape[-2] > 1 and int(np.prod(a.shape[:-2])) > 1 else 0
+    return as_2d(a), 0, rows
 
 
 class by_array:

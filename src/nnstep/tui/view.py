@@ -6,7 +6,8 @@ a number: every value is a tensor the engine wrote, looked up by name.
   by the tensors' roles in the op (upstream × local = result for an element-wise backward; the
   contributions and their sum at a fork; old | gradient | state | change | new for an update);
 * :func:`layer_rows`: the layers table;
-* :func:`formula_views`: the op's formula clause by clause, with its numbers.
+* :func:`formula_views`: the op's formula clause by clause, with its numbers;
+* :func:`masked_cells`: the cells a mask hides, per tensor (the spec says which).
 """
 from __future__ import annotations
 
@@ -55,9 +56,20 @@ def op_slots(op, ins: dict, outs: dict, written: set) -> list[tuple]:
     return out[:SLOTS]
 
 
-def formula_views(op, ins: dict, outs: dict, step: int | None = None):
-    """The op's formula clause by clause, each with its numbers (model.formula.views)."""
-    return views(op.formula, ins, outs, step=step)
+def formula_views(op, ins: dict, outs: dict, step: int | None = None, digits: int = 4):
+    """The op's formula clause by clause, each with its numbers at ``digits`` significant digits
+    (model.formula.views)."""
+    return views(op.formula, ins, outs, step=step, digits=digits)
+
+
+def masked_cells(session) -> dict:
+    """{tensor: (R, C) boolean array, True where a mask hides the cell}: the tensors whose boxes
+    mark hidden cells (an attention layer's causal mask; its layer class's masked_tensors)."""
+    types = session.program.plan.types
+    out: dict = {}
+    for L in session.scenario.layers:
+        out.update(types[L.name].masked_tensors(L))
+    return out
 
 
 def writers(ops) -> dict[str, int]:

@@ -729,41 +729,50 @@ class OpPanel(MemoLines, Vertical):
         super().__init__(**kw)
         self._seen_h: dict = {}          # (width, most rows) -> (the panel's, its canvas content's) heights needed so far
         self._height = None              # the panel's height set now
+        self._op = None                  # (the op shown: its title and its tensors)
 
     def show(self, title: Text, clauses: list, slots: list[tuple], digits: int,
              n_boxes: int = 0, stage: str = "", room: tuple[int, int] = (80, 19), big: bool = False,
-             compare: dict | None = None, measure: bool = False):
-        """``room``: (inner width, most rows the panel may take, borders included). ``big``: a
+             compare: dict | None = None, measure: bool = False, masks: dict | None = None):
+        """``room``: (inner width, most rows the panel may take, borders included[, whether it takes
+        them all: nothing below it but the lesson, the layers table hidden]). ``big``: a
         network with parameters too big for numbers: its boxes are laid out side by side, as many
         as the most any op of this stage needs (``n_boxes``), at a constant height, so that stepping
         within a stage never changes the layout (a relayout per key is what costs on such nets).
         ``measure``: only note the heights this op needs at this size, draw nothing (the app
-        measures a step's ops before the user steps through them, so the panel never grows)."""
+        measures a step's ops before the user steps through them, so the panel never grows).
+        ``masks``: {tensor: where a mask hides its cells} (view.masked_cells), marked in the boxes."""
         if big and measure:
             return
         if not measure:
             self.query_one("#op-title", TextLines).set_text(title)
             self._compare = compare or {}
+            self._masks = masks or {}
         plan = self._plan(clauses, slots, digits, n_boxes, room, big, compare, measure)
         if plan is None:
             return
         self._apply(*plan)
         self._fill(slots, digits)
+        op = (title.plain, tuple((name, id(value)) for _, name, value, _ in slots))
+        if op != self._op:                 # another op (or the same one's new values): its boxes in view
+            self._op = op
+            self.query_one(TensorCanvas).settle()
 
     def prebuild_steps(self, slots: list, digits: int, n_boxes: int, room: tuple[int, int], compare=None,
-                       clauses: list = (), big: bool = True):
+                       clauses: list = (), big: bool = True, masks: dict | None = None):
         """An op the app computed ahead: build its boxes' lines where show() will place them,
         drawing nothing (a big network's places depend only on the stage; a small one's on the
         formula and the boxes' sizes, noted as show() notes them). A generator, a box a step
         (TensorCanvas.prebuild_steps)."""
         plan = self._plan(clauses, slots, digits, n_boxes, room, big, compare, False)
-        return self.query_one(TensorCanvas).prebuild_steps(slots, digits, compare, plan[1])
+        return self.query_one(TensorCanvas).prebuild_steps(slots, digits, compare, plan[1], masks)
 
     def _plan(self, clauses, slots, digits, n_boxes, room, big, compare, measure):
         """Where the panel puts the formula and the boxes: (panel height, (slot, x, y, width,
         height) per box, the formula's lines, the content's height), or None when ``measure``."""
         theirs = compare or {}
-        W, max_h = room
+        W, max_h, *fill = room
+        fill = bool(fill and fill[0])
         fw = max(10, W)
         f = formula_text(clauses)
         f_wrapped = _wrapped(f, fw, self.app.console)
@@ -777,7 +786,7 @@ class OpPanel(MemoLines, Vertical):
             f_h = self.UNIFORM_FORMULA_H
             if f_lines > f_h:
                 f, f_wrapped, _ = short()
-            panel_h, placed = self._uniform_places(len(slots), n_boxes, W, max_h)
+            panel_h, placed = self._uniform_places(len(slots), n_boxes, W, max_h, fill)
             return panel_h, placed, (f_wrapped if len(f_wrapped) <= f_h else f_wrapped[:f_h]), 0
         boxes = [natural_size(name, value, role, digits, W, theirs.get(name)) if name else None
                  for role, name, value, _ in slots]
@@ -795,21 +804,28 @@ class OpPanel(MemoLines, Vertical):
             return max(self.MIN_HEAT_H, min(self.MAX_HEAT_H, (grid_2d(slots[j][2])[0].shape[0] + 1) // 2 + 4))
         heat_needs = [max(heat_need(j) for j, sz in r if sz is None) for r in heat_rows]
         t_need = fixed_h + sum(heat_needs)
-        # the panel: border 2 + title 1 + formula + tensors, within max_h; the formula first
+        # the panel: border 2 + title 1 + formula + tensors, within max_h; the formula first, but
+        # the boxes scroll below it (it stays in view): it leaves them the tallest row of boxes
+        # (up to half the room; 4 rows at least)
         budget = max(4, max_h - 3)
-        f_h = max(1, min(f_lines, budget - min(t_need, 4)))
+        tallest = max([max(h for _, (w, h) in r) for r in rows if all(sz is not None for _, sz in r)]
+                      + heat_needs, default=0)
+        keep = min(t_need, max(4, min(tallest, budget // 2)))
+        f_h = max(1, min(f_lines, budget - keep))
         if f_h < f_lines:                  # no room for both lines of each clause: one line each
             f, f_wrapped, f_lines = short()
-            f_h = max(1, min(f_lines, budget - min(t_need, 4)))
+            f_h = max(1, min(f_lines, budget - keep))
         t_h = min(t_need, budget - f_h)
-        # keep the height needed so far at this size, so that stepping does not move the layers
-        # table below: a new height is a relayout and a repaint of the whole screen, the most a
-        # key costs. The app measures the first step's ops before they are shown (its _presize),
-        # so the panel never changes size while stepping.
+        # the panel takes its room whole (the layers table below takes its rows, up to a third of
+        # the column): its height never follows the op's, so stepping never relayouts the screen
+        # (a relayout repaints the whole screen, the most a key costs; as the panel followed the
+        # tallest op so far, a formula whose numbers wrapped to one more line in step 2 than in
+        # step 1 grew it), and no rows are left blank below the table, nor below the panel
+        # without it. The canvas's content at its tallest so far at this size is its scrolling
+        # height (the app measures the first step's ops before they are shown, its _presize).
         key = (W, max_h)
-        seen_panel, seen_content = self._seen_h.get(key, (0, 0))
-        panel_h = min(max_h, max(3 + f_h + t_h, seen_panel))
-        t_h = panel_h - 3 - f_h
+        _, seen_content = self._seen_h.get(key, (0, 0))
+        panel_h = max_h
         heat_h = (max(self.MIN_HEAT_H, (t_h - fixed_h) // len(heat_rows)) if heat_rows else 0)
         # the canvas's content: the formula, then the boxes; the tallest so far at this size is
         # the canvas's scrolling height for every op (a new one relayouts the screen)
@@ -849,14 +865,15 @@ class OpPanel(MemoLines, Vertical):
 
     UNIFORM_FORMULA_H = 4
 
-    def _uniform_places(self, n_slots: int, n_boxes: int, W: int, max_h: int) -> tuple[int, tuple]:
-        """A big network's panel: its height, and its boxes side by side at one height, as many as
-        the most any op of the stage needs (``n_boxes``): (slot, x, y, width, height) each."""
+    def _uniform_places(self, n_slots: int, n_boxes: int, W: int, max_h: int, fill: bool = False) -> tuple[int, tuple]:
+        """A big network's panel: its height (``fill``: all of ``max_h``), and its boxes side by side
+        at one height, as many as the most any op of the stage needs (``n_boxes``): (slot, x, y,
+        width, height) each."""
         f_h = self.UNIFORM_FORMULA_H
         n_show = n_slots
         if n_boxes * self.MIN_HEAT_W <= W:
             n_show = min(self.SLOTS, max(n_boxes, n_slots))
-        panel_h = min(max_h, 3 + f_h + 12)
+        panel_h = max_h if fill else min(max_h, 3 + f_h + 12)
         t_h = panel_h - 3 - f_h
         bw = W // max(1, n_show)
         return panel_h, tuple((j, j * bw, f_h, bw if j < n_show - 1 else W - j * bw, t_h) for j in range(n_show))
@@ -873,10 +890,12 @@ class OpPanel(MemoLines, Vertical):
     def _fill(self, slots, digits):
         canvas = self.query_one(TensorCanvas)
         compare = getattr(self, "_compare", {})
+        masks = getattr(self, "_masks", {})
         for k, box in enumerate(canvas.boxes):
             if k < len(slots):
                 role, name, value, written = slots[k]
-                box.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name))
+                box.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name),
+                         hidden=masks.get(name))
             else:
                 box.show(None, None)
         canvas.redraw()
@@ -949,26 +968,36 @@ class LayersTable(DirectLines, Widget):
     widget: the rows are laid out once per update into cached Strips (a rich Table costs ~10x more)."""
 
     DEFAULT_CSS = "LayersTable { height: 1fr; }"
-    LEVELS = ((4, 4), (4, 2), (3, 2), (2, 2))     # (digits, most numbers a cell), tried in turn
-    MOST_NUMBERS = max(n for _, n in LEVELS)      # a tensor of more shows shape and norm at any level
+    MOST_NUMBERS = 4                              # a tensor of more shows shape and norm at any level
+
+    @staticmethod
+    def levels(digits: int) -> tuple:
+        """(digits, most numbers a cell), tried in turn until the table fits: up to 4 numbers at the
+        app's precision, then at fewer digits down to 4, then 2 numbers, then fewer digits down
+        to 2 (at 4 digits, as it was: (4, 4), (4, 2), (3, 2), (2, 2))."""
+        low = min(digits, 4)
+        return tuple((d, 4) for d in range(digits, low - 1, -1)) + tuple((d, 2) for d in range(low, 1, -1))
 
     def __init__(self, **kw):
         super().__init__(**kw)
         self._rows: list[dict] = []
         self._seen_w: dict = {}
+        self._seen_level: dict = {}               # (width, digits, columns) -> the level that fitted
         self._narrow = False
+        self._digits = 4
         self._strips: list[Strip] | None = None
         self._built_for = None
         self._base = None                        # rich_style, kept (it walks the ancestors' styles)
         self._row_cache = (None, {})             # ((width, style, column widths), {cells: Strip})
 
     def show(self, rows: list[dict], digits: int, narrow: bool = False):
-        key = (narrow, tuple(tuple((k, id(v[1]), v[2]) if isinstance(v, tuple) else (k, v)
+        """``digits``: the app's precision, the most significant digits a number takes here."""
+        key = (narrow, digits, tuple(tuple((k, id(v[1]), v[2]) if isinstance(v, tuple) else (k, v)
                                    for k, v in r.items()) for r in rows))
         if key == getattr(self, "_key", None):
             return
         self._key = key
-        self._rows, self._narrow = rows, narrow
+        self._rows, self._narrow, self._digits = rows, narrow, digits
         W = self.size.width
         old = self._strips
         if old is None or self._built_for != W or not W:
@@ -985,15 +1014,16 @@ class LayersTable(DirectLines, Widget):
             self.refresh(*(Region(0, y, W, 1) for y in changed))
 
     @staticmethod
-    def prebuild(values: list) -> None:
+    def prebuild(values: list, digits: int = 4) -> None:
         """Format cells of these tensors (at every precision the table may take) into the by-array
         caches, drawing nothing: the app does this for the next positions while the user reads (a
         new tensor's numbers, norm and NaN/Inf check are what a cell costs)."""
+        levels = LayersTable.levels(digits)
         for v in values:
             if v is not None:
                 _bad_cached(v)
                 small = np.size(v) <= LayersTable.MOST_NUMBERS
-                for d, maxn in LayersTable.LEVELS if small else LayersTable.LEVELS[:1]:
+                for d, maxn in levels if small else levels[:1]:
                     _compact_cached(v, d, maxn)
 
     def _build(self, W: int) -> list[Strip]:
@@ -1032,17 +1062,24 @@ class LayersTable(DirectLines, Widget):
             return texts, [max([len(t[j][0]) for t in texts] + [len(h)]) for j, (_, h) in enumerate(cols)]
 
         avail = W - (len(cols) - 1)
-        # up to 4 numbers a cell at 4 digits when they fit, else 2 numbers, then fewer digits;
-        # the sizes of a table of tensors of more than MOST_NUMBERS each (shape and norm) are
-        # the same at any of these: one try (the 784-256-128-10 net: four before)
+        # up to 4 numbers a cell at the app's precision when they fit, else fewer digits, then 2
+        # numbers (levels()); the sizes of a table of tensors of more than MOST_NUMBERS each (shape
+        # and norm) are the same at any of these: one try (the 784-256-128-10 net: four before).
+        # A level given up at this width is not tried again while stepping: the table keeps its
+        # precision (it went 5 digits, 4, 5 from op to op) and each build tries once
         small = any(np.size(c[1]) <= self.MOST_NUMBERS for r in self._rows for c in r.values()
                     if isinstance(c, tuple) and c[1] is not None)
-        for d, maxn in self.LEVELS:
-            texts, widths = cells(d, maxn)
-            if sum(widths) <= avail or not small:
+        at = (W, self._digits, tuple(k for k, _ in cols))
+        levels = self.levels(self._digits)
+        li = self._seen_level.get(at, 0)
+        while True:
+            texts, widths = cells(*levels[li])
+            if sum(widths) <= avail or not small or li == len(levels) - 1:
                 break
+            li += 1
+        self._seen_level[at] = li
         # columns never narrow while stepping (when there is room): the table does not shift
-        seen = self._seen_w.setdefault((W, tuple(k for k, _ in cols)), {})
+        seen = self._seen_w.setdefault(at, {})
         kept = [max(w, seen.get(k, 0)) for w, (k, _) in zip(widths, cols)]
         if sum(kept) <= avail:
             widths = kept

@@ -6,6 +6,7 @@ TensorCanvas draws every box of the operation panel, frames included, on one Lin
 from __future__ import annotations
 
 import numpy as np
+from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
@@ -36,18 +37,24 @@ def _palette() -> list[str]:
     return out
 
 
-PALETTE = _palette() + [NAN_C, PINF_C, NINF_C]      # codes: 0..2L colours, then NaN, +Inf, -Inf
-C_NAN, C_PINF, C_NINF = 2 * LEVELS + 1, 2 * LEVELS + 2, 2 * LEVELS + 3
+HIDDEN_C = "#000000"              # a cell a mask hides (attention's causal mask)
+PALETTE = _palette() + [NAN_C, PINF_C, NINF_C, HIDDEN_C]   # codes: 0..2L colours, NaN, +Inf, -Inf, hidden
+C_NAN, C_PINF, C_NINF, C_HIDDEN = 2 * LEVELS + 1, 2 * LEVELS + 2, 2 * LEVELS + 3, 2 * LEVELS + 4
 _STYLES: dict[tuple[int, int], Style] = {}
 _BAD = {C_NAN: "N", C_PINF: "∞", C_NINF: "∞"}
+
+
+def _is_bad(code: int) -> bool:
+    """A NaN or an infinity (drawn as a letter); the hidden code is a colour like the scale's."""
+    return C_NAN <= code <= C_NINF
 BAD_STYLE = Style(color="white", bgcolor="red", bold=True)
 
 
 def _cell_style(top: int, bottom: int) -> Style:
     s = _STYLES.get((top, bottom))
     if s is None:
-        bad = top if top > 2 * LEVELS else bottom
-        if bad > 2 * LEVELS:
+        bad = top if _is_bad(top) else bottom
+        if _is_bad(bad):
             s = Style(color="#000000", bgcolor=PALETTE[bad], bold=True)
         else:
             s = Style(color=PALETTE[top], bgcolor=PALETTE[bottom])
@@ -59,26 +66,36 @@ def _bins(n: int, m: int) -> np.ndarray:
     return np.linspace(0, n, m + 1).astype(int)[:-1]
 
 
-def heat_codes(a2: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, float]:
+def heat_codes(a2: np.ndarray, rows: int, cols: int, hidden=None) -> tuple[np.ndarray, float]:
     """Reduce a 2-d array to at most rows × cols colour codes (block means; a block holding a NaN or
-    Inf shows it). Returns (codes, scale)."""
+    Inf shows it). ``hidden``: where a mask hides cells (as ``a2``): they take no part in the
+    colours, and a block of hidden cells only is C_HIDDEN. Returns (codes, scale)."""
     a2 = np.asarray(a2, dtype=np.float64)
     R, C = a2.shape
     rows, cols = max(1, min(rows, R)), max(1, min(cols, C))
     allf = all_finite(a2)
     z = a2 if allf else np.where(np.isfinite(a2), a2, 0.0)
+    if hidden is not None:
+        z = np.where(hidden, 0.0, z)
     rb, cb = _bins(R, rows), _bins(C, cols)
+    shown = None if hidden is None else ~hidden
     if rows == R and cols == C:
         m = z
     else:
         s = np.add.reduceat(np.add.reduceat(z, rb, axis=0), cb, axis=1)
-        cnt = np.outer(np.diff(np.append(rb, R)), np.diff(np.append(cb, C)))   # each block's size
+        if shown is None:
+            cnt = np.outer(np.diff(np.append(rb, R)), np.diff(np.append(cb, C)))   # each block's size
+        else:                                                                     # ... its cells shown
+            shown = np.add.reduceat(np.add.reduceat(shown.astype(np.int64), rb, axis=0), cb, axis=1)
+            cnt = np.maximum(shown, 1)
         m = s / cnt
     scale = max(float(z.max()), -float(z.min())) if z.size else 0.0     # max |z|, no |z| copy
     q = np.zeros(m.shape, dtype=np.int64) + LEVELS
     if scale > 0:
         q = np.rint(m / scale * LEVELS).astype(np.int64) + LEVELS
         np.clip(q, 0, 2 * LEVELS, out=q)
+    if shown is not None:
+        q[shown == 0] = C_HIDDEN
     if not allf:
         for mask, code in ((np.isneginf(a2), C_NINF), (np.isposinf(a2), C_PINF), (np.isnan(a2), C_NAN)):
             if mask.any():
@@ -96,10 +113,10 @@ def _heat_segment(t: int, b: int, n: int) -> Segment:
     seg = _HEAT_SEGS.get(key)
     if seg is None:
         if b < 0:
-            seg = (Segment(_BAD[t] * n, _cell_style(t, t)) if t > 2 * LEVELS
+            seg = (Segment(_BAD[t] * n, _cell_style(t, t)) if _is_bad(t)
                    else Segment("▀" * n, Style(color=PALETTE[t])))
-        elif t > 2 * LEVELS or b > 2 * LEVELS:
-            seg = Segment(_BAD[t if t > 2 * LEVELS else b] * n, _cell_style(t, b))
+        elif _is_bad(t) or _is_bad(b):
+            seg = Segment(_BAD[t if _is_bad(t) else b] * n, _cell_style(t, b))
         else:
             seg = Segment("▀" * n, _cell_style(t, b))
         if len(_HEAT_SEGS) > 20000:
@@ -146,6 +163,35 @@ def compare_2d(value, compare):
     return grid_2d(np.asarray(yours, dtype=np.float64))[0], grid_2d(np.asarray(mask, dtype=bool))[0]
 
 
+def hidden_2d(value, hidden):
+    """Where a mask hides cells of ``value`` (``hidden``: over its last two axes), laid out as
+    grid_2d lays ``value`` out; None without a mask (or one of another shape)."""
+    if hidden is None or value is None:
+        return None
+    a = np.asarray(value)
+    if a.ndim < 2 or a.shape[-2:] != np.shape(hidden):
+        return None
+    return grid_2d(np.broadcast_to(np.asarray(hidden, dtype=bool), a.shape))[0]
+
+
+def separators(R: int, row_block: int) -> int:
+    """How many rule lines the numbers of a layout of ``R`` rows in blocks of ``row_block`` take."""
+    return R // row_block - 1 if row_block else 0
+
+
+MASKED_LEGEND = ("   dim: hidden by the causal mask", "   dim: masked", "  (masked dim)")
+MASKED_HEAT_LEGEND = ("   black: hidden by the causal mask", "   black: masked", "  (masked black)")
+
+
+def _legend(lines: list, W: int, says: tuple, style: Style) -> None:
+    """The longest of ``says`` that fits after the name, on the box's first line."""
+    if not lines:
+        return
+    say = next((t for t in says if len(t) <= W - lines[0].cell_length), "")
+    if say:
+        lines[0] = Strip([*lines[0], Segment(say, style)])
+
+
 # a tensor is drawn as numbers (never a heatmap) when it is at most this big: every tensor of the
 # shipped lesson networks is, and a student must be able to read each of its numbers
 MAX_NUMBERS = 64
@@ -157,12 +203,12 @@ def natural_size(name: str | None, value, role: str, digits: int, max_width: int
     """The box (width, height, borders included) that shows every number of ``value`` with its name
     and role, at ``digits`` significant digits or fewer (down to 3) to fit ``max_width``; None when the
     tensor is too big for numbers (it is drawn as a heatmap in a box of any size instead)."""
-    frame = max(len(role) + 4, len(shape_str(value)) + 3 if value is not None else 0, len(name or ""))
+    frame = max(cell_len(role) + 4, len(shape_str(value)) + 3 if value is not None else 0, cell_len(name or ""))
     if value is None:
         w = max(frame, len("· not computed yet") if name else 0)
         return min(max_width, w + 2), 4
     a = np.asarray(value)
-    a2, _ = grid_2d(a)
+    a2, _, row_block = grid_2d(a)
     R, C = a2.shape
     if a.size > MAX_NUMBERS or R > MAX_NUMBER_ROWS:
         return None
@@ -171,8 +217,8 @@ def natural_size(name: str | None, value, role: str, digits: int, max_width: int
         cells = number_lines(a2, d, theirs)
         wcol = max(len(s) for row in cells for s in row)
         w = max(frame, C * (wcol + 1) - 1) + 2
-        if w <= max_width:
-            return w, 2 + 1 + R                 # no stats line: every number is there
+        if w <= max_width:                      # no stats line: every number is there
+            return w, 2 + 1 + R + separators(R, row_block)
     return None
 
 
@@ -195,6 +241,7 @@ class TensorBox:
         self.written = False
         self.force_heatmap = False
         self.compare = None
+        self.hidden = None                # where a mask hides cells (over the last two axes)
         self.border_title = ""            # the role ("upstream ∂E/∂out", "new", ...)
         self.border_subtitle = ""         # the shape
         self.display = False              # placed on the canvas now
@@ -210,11 +257,14 @@ class TensorBox:
         return Size(max(0, self.region.width - 2), max(0, self.region.height - 2))
 
     def show(self, name: str | None, value, role: str = "", written: bool = False, digits: int = 6,
-             stale: bool = False, compare=None) -> None:
+             stale: bool = False, compare=None, hidden=None) -> None:
         """``compare``: (the user's values, where they differ) from nnstep compare: each differing
-        cell shows both, marked."""
-        key = (name, id(value), role, written, digits, stale, None if compare is None else id(compare[0]))
+        cell shows both, marked. ``hidden``: where a mask hides cells, over the last two axes (the
+        spec says: view.masked_cells): they are dim, and the name line says so."""
+        key = (name, id(value), role, written, digits, stale, None if compare is None else id(compare[0]),
+               id(hidden))
         self.compare = compare
+        self.hidden = hidden
         if key == self._key and (value is None or value is self.value):
             return                        # the same array (arrays are never modified in place)
         self._key = key
@@ -238,7 +288,7 @@ class TensorBox:
         if self._strips is None or self._built_for != key:
             # the same array at the same size was drawn before (a step back, the next op's input)
             full = key + (self.tensor_name, self.digits, self.stale, self.force_heatmap,
-                          None if self.compare is None else id(self.compare[0]))
+                          None if self.compare is None else id(self.compare[0]), id(self.hidden))
             hit = _BUILT.get(self.value, full) if self.value is not None else _NO_VALUE.get(full)
             built = hit is None
             if built:
@@ -276,13 +326,17 @@ class TensorBox:
             lines.append(Strip([Segment("· not computed yet" if self.tensor_name else "", base + dim)]))
             return [s.crop(0, W).adjust_cell_length(W, base) for s in lines]
         a = self.value
-        a2, block = grid_2d(a)
+        a2, block, row_block = grid_2d(a)
+        hidden = hidden_2d(a, self.hidden)
+        if hidden is not None and not hidden.any():
+            hidden = None
         H0 = H + len(lines)
         bad = nonfinite_text(a)
         R, C = a2.shape
+        seps = separators(R, row_block)
         # numbers, if every one fits with the chosen precision
         cells = None
-        if R <= H and a.size <= max(H * 16, MAX_NUMBERS) and not self.force_heatmap:
+        if R + seps <= H and a.size <= max(H * 16, MAX_NUMBERS) and not self.force_heatmap:
             # the chosen precision, or fewer digits (down to 3) before giving up on numbers
             theirs = compare_2d(a, self.compare)
             for d in range(self.digits, min(self.digits, 3) - 1, -1):
@@ -295,14 +349,24 @@ class TensorBox:
             self._mode = "numbers"
             wcol = max(len(s) for row in cells for s in row)
             st = base + (dim if self.stale else Style())
-            if a.size > 8 and R < H:
+            faint = base + dim
+            if hidden is not None:                # the legend of the dim cells, on the name's line
+                _legend(lines, W, MASKED_LEGEND, faint)
+            if a.size > 8 and R + seps < H:
                 lines.append(Strip([Segment(_fit(bad or stats_line(a), W), base + (BAD_STYLE if bad else dim))]))
-            for row in cells:
+            rule = None
+            for r, row in enumerate(cells):
+                if row_block and r and r % row_block == 0:     # stacked blocks (samples, channels): a rule
+                    if rule is None:
+                        rule = Strip([Segment(_rule(C, wcol, block), faint)])
+                    lines.append(rule)
                 segs = []
                 for j, s in enumerate(row):
                     if j:                          # heads side by side: │ between their grids
-                        segs.append(Segment("│", base + dim) if block and j % block == 0 else Segment(" ", st))
-                    segs.append(Segment(s.rjust(wcol), BAD_STYLE if s in ("NaN", "+Inf", "-Inf") or "≠" in s else st))
+                        segs.append(Segment("│", faint) if block and j % block == 0 else Segment(" ", st))
+                    style = BAD_STYLE if s in ("NaN", "+Inf", "-Inf") or "≠" in s else \
+                        faint if hidden is not None and hidden[r, j] else st
+                    segs.append(Segment(s.rjust(wcol), style))
                 lines.append(Strip(segs))
         else:
             self._mode = "heatmap"
@@ -313,7 +377,7 @@ class TensorBox:
             if head:
                 lines.append(Strip([Segment(_fit(bad or stats_line(a), W), base + (BAD_STYLE if bad else dim))]))
             avail = H0 - len(lines) - (1 if H >= 4 else 0)
-            codes, scale = heat_codes(a2, max(1, avail) * 2, W)
+            codes, scale = heat_codes(a2, max(1, avail) * 2, W, hidden)
             # a small matrix in a big box: blow each cell up (at most 4x) so it is readable
             fx = max(1, min(4, W // codes.shape[1]))
             fy = max(1, min(4, (2 * max(1, avail)) // codes.shape[0]))
@@ -332,12 +396,15 @@ class TensorBox:
                 if bad:
                     legend.append(Segment(" N=NaN ∞=Inf", base + BAD_STYLE))
                 lines.append(Strip(legend))
+            if hidden is not None:                # (on the name's line, as with numbers)
+                _legend(lines, W, MASKED_HEAT_LEGEND, base + dim)
         return [s.crop(0, W).adjust_cell_length(W, base) for s in lines[:H0]]
 
 
 # frames: (top-left, horizontal, top-right, vertical, bottom-left, bottom-right)
 ROUND = ("╭", "─", "╮", "│", "╰", "╯")
-HEAVY = ("┏", "━", "┓", "┃", "┗", "┛")
+HEAVY = ("┏", "━", "┓", "┃", "┗", "┛")        # written by the op just run
+DOUBLE = ("╔", "═", "╗", "║", "╚", "╝")       # focused (Tab): Enter opens it, e explains it
 
 
 def frame_edges(w: int, title: str, subtitle: str, chars) -> tuple[str, str]:
@@ -346,16 +413,18 @@ def frame_edges(w: int, title: str, subtitle: str, chars) -> tuple[str, str]:
     tl, hz, tr, _, bl, br = chars
     inner = max(0, w - 2)
 
+    # (in cells, not characters: "m̂" is two characters in one cell, and a frame counted in
+    # characters came out one cell short)
     def label(text, room):
         if not text or room < 3:
             return ""
         text = f" {text} "
-        return text if len(text) <= room else text[: max(0, room - 2)] + "… "
+        return text if cell_len(text) <= room else set_cell_size(text, max(0, room - 2)) + "… "
     t = label(title, inner - 1)
-    top = tl + (hz + t + hz * (inner - 1 - len(t)) if t else hz * inner) + tr
+    top = tl + (hz + t + hz * (inner - 1 - cell_len(t)) if t else hz * inner) + tr
     b = label(subtitle, inner - 1)
-    bottom = bl + (hz * (inner - 1 - len(b)) + b + hz if b else hz * inner) + br
-    return top[:w], bottom[:w]
+    bottom = bl + (hz * (inner - 1 - cell_len(b)) + b + hz if b else hz * inner) + br
+    return set_cell_size(top, w), set_cell_size(bottom, w)
 
 
 class TensorCanvas(DirectLines, ScrollView, can_focus=True):
@@ -372,8 +441,8 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
     TensorCanvas { height: 1fr; scrollbar-size-vertical: 1; }
     TensorCanvas > .tensor-canvas--frame { color: $panel-lighten-2; }
     TensorCanvas > .tensor-canvas--written { color: $warning; }
-    TensorCanvas > .tensor-canvas--selected { color: $accent; }
-    TensorCanvas > .tensor-canvas--selected-written { color: $accent; }
+    TensorCanvas > .tensor-canvas--selected { color: $primary-lighten-3; text-style: bold; }
+    TensorCanvas > .tensor-canvas--selected-written { color: $warning; text-style: bold; }
     """
     BINDINGS = [
         Binding("tab", "select(1)", "next tensor", show=False),
@@ -400,6 +469,9 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         self._height = 0
         self._line_cache: dict = {}           # (width, the strips of a line and where) -> (those, the line)
         self._head_src = ()                   # the lines above the boxes (rich Text), as given
+        self._head_n = 0                      # ... how many (they stay in view: the boxes scroll below)
+        self._room_h = 0                      # the canvas's height, as place() was told it
+        self._fits = True                     # every box in view: no scrolling
         self._head: list[Strip] | None = None  # ... and drawn
         self._frames: dict = {}
         self._framed_lines: dict = {}         # (ids of a box's lines, its size and frame) -> (those, the framed lines)
@@ -417,6 +489,9 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         if head is not self._head_src:
             self._head_src = head
             self._head = None
+        if len(head) != self._head_n and self.scroll_offset.y:
+            self.refresh()                    # (the rows below the formula show other content rows)
+        self._head_n = len(head)
         shown = {}
         for j, x, y, w, h in placed:
             shown[j] = Region(x, y, w, h)
@@ -432,6 +507,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         # no layout; only content larger than the canvas (a big network's heatmaps, a small
         # terminal) sets its real size. A resize places the boxes again (refresh_view).
         room_h = self.size.height if height_to_be is None else height_to_be
+        self._room_h = room_h
         tall = max(height, tallest)
         fits = not shown or (0 < width <= self.size.width and 0 < tall <= room_h)
         self._height = height
@@ -442,8 +518,61 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
             self.virtual_size = virtual
         if fits and (self.scroll_x or self.scroll_y):
             self.scroll_to(0, 0, animate=False)
+        self._fits = fits
         if self.selected is not None and not self._selectable(self.selected):
             self.selected = None
+
+    # The formula stays in view: its lines (the head) are drawn at the top of the canvas whatever
+    # the scrolling, and the boxes scroll below them. Scrolled by y, the canvas shows the head on
+    # rows 0 .. head_n - 1 and the content's rows head_n + y .. on the rest.
+    def _content_row(self, row: int) -> int:
+        return row if row < self._head_n else row + int(self.scroll_offset.y)
+
+    def _scroll_for(self, top: int, bottom: int) -> int:
+        """The scrolling that shows content rows top .. bottom - 1 below the head, moving the least
+        from where it is (their top, if they are taller than the room below the head)."""
+        y = int(self.scroll_offset.y)
+        H, hn = self._room_h or self.size.height, self._head_n
+        if bottom > y + H:
+            y = bottom - H
+        if top < y + hn:
+            y = top - hn
+        return max(0, y)
+
+    def show_region(self, r: Region) -> None:
+        """Scroll (the boxes, below the formula) until the region of the content is in view."""
+        if not self._fits:
+            self.scroll_to(y=self._scroll_for(r.y, r.bottom), animate=False, immediate=True)
+
+    def settle(self) -> None:
+        """A new op's boxes: in view, the focused one (while the canvas has focus), else those the
+        op wrote, else the first ones: the content's top. A panel that does not hold every box
+        showed the op's inputs and cut off what it wrote, the point of the op (tiny-lm's
+        ∂E/∂scores)."""
+        if self._fits:
+            return
+        sel = self.selected if self.has_focus else None
+        if sel is not None and self._selectable(sel):
+            self.show_region(self.boxes[sel].region)
+            return
+        written = [b.region for b in self.boxes if b.display and b.written and b.tensor_name]
+        y = 0
+        if written:
+            top, bottom = min(r.y for r in written), max(r.bottom for r in written)
+            y = max(0, min(bottom - (self._room_h or self.size.height), top - self._head_n))
+        if y != self.scroll_offset.y:
+            self.scroll_to(y=y, animate=False, immediate=True)
+
+    def refresh_lines(self, y_start: int, line_count: int = 1) -> None:
+        """Repaint content rows y_start .. y_start + line_count - 1 where they are on screen."""
+        W = max(self.virtual_size.width, self.size.width)
+        hn, dy = self._head_n, int(self.scroll_offset.y)
+        a, b = y_start, y_start + line_count
+        if a < hn:
+            self.refresh(Region(0, a, W, min(b, hn) - a))
+        lo, hi = max(a, hn + dy) - dy, b - dy
+        if hi > lo:
+            self.refresh(Region(0, lo, W, hi - lo))
 
     def visible(self) -> list[TensorBox]:
         """The boxes on the canvas now, in reading order."""
@@ -505,7 +634,9 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
                 blank = Strip.blank(r.width, self._style("base"))
                 hit = (blank, blank, Segment(" ", self._style("base")))
             else:
-                chars = HEAVY if b.written else ROUND
+                # the shape says focused (double) or written (heavy), the colour written (yellow):
+                # in the default theme the accent a focus took was the very yellow of written
+                chars = DOUBLE if selected else HEAVY if b.written else ROUND
                 st = self._style(kind)
                 top, bottom = frame_edges(r.width, b.border_title, b.border_subtitle, chars)
                 hit = (Strip([Segment(top, st)]), Strip([Segment(bottom, st)]), Segment(chars[3], st))
@@ -589,7 +720,8 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         cache[key] = (parts, line)
         return line
 
-    def prebuild_steps(self, slots: list[tuple], digits: int, compare: dict | None, placed: tuple):
+    def prebuild_steps(self, slots: list[tuple], digits: int, compare: dict | None, placed: tuple,
+                       masks: dict | None = None):
         """Build the lines of ``slots`` (the operation panel's (role, name, value, written)) in
         boxes at ``placed`` (as place() takes it) into the by-array cache, frame them and compose
         the canvas lines they make below the formula (with their terminal sequences), drawing
@@ -600,13 +732,15 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         flt, bg = self._filtering()
         fill = _filled(base, flt, bg)
         compare = compare or {}
+        masks = masks or {}
         boxes = []
         for j, x, y, w, h in placed:
             ahead = TensorBox(j)
             ahead.region, ahead.base = Region(x, y, w, h), base
             if j < len(slots):                 # as OpPanel._fill shows them
                 role, name, value, written = slots[j]
-                ahead.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name))
+                ahead.show(name, value, role=role, written=written, digits=digits, compare=compare.get(name),
+                           hidden=masks.get(name))
             else:
                 ahead.show(None, None)
             if ahead._ensure():
@@ -652,14 +786,15 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         return lines
 
     def lines_in(self, lines: range, W: int) -> list[Strip]:
-        dy = self.scroll_offset.y
+        dy, hn = int(self.scroll_offset.y), self._head_n
         if getattr(self, "_filtered", None) is None or self._filtered[0] != self._filtering()[0]:
             self._lines = self._compose_lines()         # (the filters changed: the lines with them)
         fill = self._filtered[1]
         have, n = self._lines, len(self._lines)
         out = []
         for y in lines:
-            y += dy
+            if y >= hn:                                 # (the formula's lines do not scroll)
+                y += dy
             if y < n:
                 line = have[y]
                 out.append(line if line.cell_length == W else line.crop(0, W).adjust_cell_length(W, fill))
@@ -683,7 +818,7 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         self.selected = slot
         self.redraw()
         if slot is not None:
-            self.scroll_to_region(self.boxes[slot].region, animate=False, immediate=True)
+            self.show_region(self.boxes[slot].region)
 
     def action_select(self, d: int) -> None:
         order = self._order()
@@ -725,8 +860,10 @@ class TensorCanvas(DirectLines, ScrollView, can_focus=True):
         self.redraw()
 
     def box_at(self, x: int, y: int) -> TensorBox | None:
-        """The box under a point of the widget (scrolling counted)."""
-        y += self.scroll_offset.y
+        """The box under a point of the widget (scrolling counted; the formula's rows hold none)."""
+        if y < self._head_n:
+            return None
+        y = self._content_row(y)
         for b in self.boxes:
             if b.display and b.tensor_name and b.region.contains(x, y):
                 return b
@@ -752,6 +889,12 @@ def _through(strip: Strip, filters: tuple, background) -> Strip:
     for f in filters:
         strip = strip.apply_filter(f, background)
     return strip
+
+
+def _rule(C: int, wcol: int, block: int) -> str:
+    """The rule between stacked blocks of numbers: C columns of ``wcol``, ┼ where a │ parts the
+    heads (column blocks of ``block``)."""
+    return "".join(("┼" if block and j % block == 0 else "─") + "─" * wcol if j else "─" * wcol for j in range(C))
 
 
 def _fit(text: str, W: int) -> str:

@@ -4,7 +4,7 @@ raised (warnings are errors inside the test).
 
 Bounded for CI: NNSTEP_FUZZ_EXAMPLES (default 300) examples per test. For a long local run:
 
-    NNSTEP_FUZZ_EXAMPLES=10000 NNSTEP_FUZZ_REPORT=1 .venv/bin/pytest -s tests/hardening/test_hardening_fuzz.py
+    NNSTEP_FUZZ_EXAMPLES=10000 NNSTEP_FUZZ_REPORT=1 .venv/bin/pytest -s tests/scenario/test_scenario_fuzz.py
 
 NNSTEP_FUZZ_REPORT=1 prints how many documents were generated, loaded, refused, run and crashed.
 """
@@ -236,7 +236,7 @@ def exercise(text: str, base: str):
             prog = Program(sc)
             env = prog.initial_env()
             for k in range(1, min(2, sc.train.steps) + 1):
-                prog.run_step(env, k)
+                prog.run_until(env, k, "done")          # (every op of step k)
             STATS["ran"] += 1
     except BaseException:
         STATS["crashes"] += 1

@@ -1,5 +1,5 @@
 """The error catalogue of docs/errors.md as data: each case is a scenario (plus any files it needs),
-the command, and the exact message a user sees. test_hardening_errors.py runs every case through the
+the command, and the exact message a user sees. test_scenario_errors.py runs every case through the
 CLI and checks the message, and that docs/errors.md shows it verbatim.
 
 Scenarios are written as net.toml in a fresh folder that is also the working directory, so the
@@ -647,3 +647,37 @@ KEY_CASES = [
 ]
 
 CASES += KEY_CASES
+
+# --- a user's own layer types: --layers FILE.py (docs/layers.md) ---
+_SWISH = open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "examples", "layers", "swish.py"), encoding="utf-8").read()
+_USES_SWISH = sub('type = "relu"', 'type = "swish"')
+_WITH_LAYERS = ("run", "net.toml", "--layers", "mylayers.py")
+_TYPES = ("add, attention, avgpool1d, avgpool2d, batchnorm, concat, conv1d, conv2d, dropout, embedding, flatten, gelu, "
+          "identity, layernorm, leaky_relu, linear, log_softmax, lstm, matmul, maxpool1d, maxpool2d, mul, relu, "
+          "reshape, rnn, scale, sigmoid, softmax, tanh, transpose")
+LAYERS_CASES = [
+    Case("layers-unknown-type", "A layer type of your own, without --layers", _USES_SWISH,
+         f'net.toml: layers[1].type: unknown value "swish" (expected one of: {_TYPES}); a layer type of your own is '
+         "read from the Python file that defines it, named on the command line: --layers FILE.py (docs/layers.md)"),
+    Case("layers-import-raises", "--layers: the file raises as it is imported", _USES_SWISH,
+         "mylayers.py: line 6: importing it raised AttributeError: module 'numpy' has no attribute 'sigmoid'",
+         files={"mylayers.py": 'import numpy as np\nfrom nnstep.layers import Layer\n\nclass Swish(Layer):\n'
+                               '    type = "swish"\n    scale = np.sigmoid(1.0)\n'}, argv=_WITH_LAYERS,
+         where="mylayers.py: line 6"),
+    Case("layers-no-class", "--layers: a file that defines no layer type", _USES_SWISH,
+         'mylayers.py: defines no layer type: a class of its own that subclasses nnstep.layers.Layer and sets '
+         'type = "..." (docs/layers.md)',
+         files={"mylayers.py": "import numpy as np\n\n\ndef swish(x, beta):\n    return x / (1 + np.exp(-beta * x))\n"},
+         argv=_WITH_LAYERS, where="mylayers.py"),
+    Case("layers-builtin-type", "--layers: a type that is one of nnstep's own", BASE,
+         'mylayers.py: Swish.type: "relu" is one of nnstep\'s own layer types, and a layer of your own may not '
+         "replace it: give yours a type of its own",
+         files={"mylayers.py": _SWISH.replace('type = "swish"', 'type = "relu"')}, argv=_WITH_LAYERS),
+    Case("layers-wrong-shape", "--layers: a backward that returns a wrong shape", _USES_SWISH,
+         "mylayers.py: Swish.backward: returned grad_in of shape [2, 2], expected [2, 3]",
+         files={"mylayers.py": _SWISH.replace("grad_in = g * (s + b * x * d)", "grad_in = g[:, :2]")},
+         argv=_WITH_LAYERS),
+]
+
+CASES += LAYERS_CASES

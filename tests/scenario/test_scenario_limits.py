@@ -9,7 +9,7 @@ import pytest
 from hardcases import BASE, npz_huge_header
 from nnstep.errors import ScenarioError
 from nnstep.scenario import load_scenario, loads_scenario
-from nnstep.scenario import loader
+from nnstep.scenario import limits as loader
 
 CASES = {
     "random 10^13": BASE.replace("x = [[1.0, 2.0], [3.0, 4.0]]", 'x = { random = "normal", shape = [10000000, 1000000] }'),
