@@ -272,3 +272,16 @@ def test_package_module_name_source(cli, tmp_path, monkeypatch):
     rc, so, se = cli("import", "mypkg.nets:tiny", "-o", str(tmp_path / "net.toml"), "--input-shape", "3,2")
     assert rc == 0, se
     assert [L.type for L in nnstep.load_scenario(str(tmp_path / "net.toml")).layers] == ["linear", "relu"]
+
+
+def test_output_problems_are_found_before_tracing(cli, tmp_path):
+    """The model is never built when the output cannot be written (the model here would not trace)."""
+    (tmp_path / "net.toml").write_text("mine\n")
+    rc, so, se = cli("import", f"{MODELS}:ControlFlow", "-o", str(tmp_path / "net.toml"), "--input-shape", "2,3")
+    assert rc == 2 and "already exists" in se and "trace" not in se, se
+    rc, so, se = cli("import", f"{MODELS}:make_mlp", "-o", str(tmp_path / "nope" / "net.toml"), "--input-shape", "2,3")
+    assert rc == 2 and "no such folder" in se, se
+    np.savez(tmp_path / "net.weights.npz", x=np.zeros((2, 3)), y=np.zeros((2, 2)))
+    rc, so, se = cli("import", f"{MODELS}:make_mlp", "-o", str(tmp_path / "net.toml"), "--data",
+                     str(tmp_path / "net.weights.npz"), "--force")
+    assert rc == 2 and "is the --data file" in se, se

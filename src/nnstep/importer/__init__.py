@@ -22,6 +22,7 @@ def cmd_import(source: str, output: str, input_shape: str | None, data: str | No
                             "x and y): the model is traced on a batch", where="import")
     if not output.endswith(".toml"):
         raise ScenarioError("expected a .toml file to write (-o net.toml)", where="-o")
+    writer.check_outputs(source, output, data, force)
     if data is not None:
         x, _ = writer.read_data(data)
         shape = None

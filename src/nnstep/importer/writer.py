@@ -219,10 +219,34 @@ def _inside(path: str, folder: str) -> bool:
     return real.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def outputs(output: str, data: str | None) -> list[str]:
+    """The files `import -o output` writes: the scenario, its weights, and a copy of --data when it
+    is outside the scenario's folder."""
+    folder = os.path.dirname(output) or "."
+    stem = os.path.splitext(os.path.basename(output))[0]
+    out = [output, os.path.join(folder, stem + ".weights.npz")]
+    if data is not None and not _inside(data, folder):
+        out.append(os.path.join(folder, stem + ".data.npz"))
+    return out
+
+
+def check_outputs(source: str, output: str, data: str | None, force: bool) -> None:
+    """Before any work: every file to write can be written, is none of the inputs, and (without
+    --force) does not exist yet; `nnstep new` refuses to overwrite the same way."""
+    from ..fileio import check_output
+
+    reads = [("the model", source.rsplit(":", 1)[0] if not source.lower().endswith(".onnx") else source)]
+    reads += [("the --data file", data)] if data else []
+    for o in outputs(output, data):
+        check_output(o, "-o", "the scenario", "net.toml", [r for r in reads if os.path.exists(r[1])])
+        if not force and os.path.lexists(o):
+            raise ScenarioError("already exists (use --force to overwrite it)", file=o)
+
+
 def write(m: Model, output: str, command: str, data: str | None, shape: tuple[int, ...] | None, force: bool) -> int:
     """Check the network (nnstep's loader, then its forward against the model's), then write the
     scenario, its weights and (for --data outside the scenario's folder) its data beside it."""
-    from ..fileio import atomic_write_bytes, atomic_write_text, check_output, save_npz
+    from ..fileio import atomic_write_bytes, atomic_write_text, save_npz
     from ..scenario import loads_scenario
 
     folder = os.path.dirname(output) or "."
@@ -250,12 +274,7 @@ def write(m: Model, output: str, command: str, data: str | None, shape: tuple[in
                      "   # targets for the placeholder mse loss below")
         lines.insert(0, "# random data of --input-shape; use --data data.npz (arrays x and y) for your own")
     batch = 0 if n <= FULL_BATCH else FULL_BATCH
-    outputs = [output, os.path.join(folder, weights)] + ([os.path.join(folder, data_file)] if data_file else [])
-    reads = [("the model", m.source.rsplit(":", 1)[0])] + ([("the --data file", data)] if data else [])
-    for o in outputs:
-        check_output(o, "-o", "the scenario", "net.toml", [r for r in reads if os.path.exists(r[1])])
-        if not force and os.path.lexists(o):
-            raise ScenarioError("already exists (use --force to overwrite it)", file=o)
+    check_outputs(m.source, output, data, force)
 
     arrays = {}
     for L in m.layers:
