@@ -149,10 +149,16 @@ class _Mapper:
     def run(self):
         inputs = [i.name for i in self.g.input if i.name not in self.consts]
         self.names[inputs[0]] = "input"
+        static = self.static = set(self.consts)   # values that do not depend on the batch's numbers
         for node in self.g.node:
             if id(node) in self.skip:
                 continue
             if node.op_type == "Constant":
+                continue
+            if node.op_type == "Shape" or (node.input and all(i in static or not i for i in node.input)):
+                # a shape computation (Shape -> Gather -> Concat -> a Reshape's shape, as exporters
+                # write view(x.size(0), -1)): the Reshape takes its shape from the run, so it is no layer
+                static.update(o for o in node.output if o)
                 continue
             conv = getattr(self, "c_" + node.op_type, None)
             if conv is None:
@@ -326,6 +332,8 @@ class _Mapper:
         self._simple(node, "flatten")
 
     def c_Reshape(self, node, a):
+        if node.input[1] not in self.consts and node.input[1] not in self.static:
+            self.refuse(node, "takes its shape from the batch's values")
         if node.input[0] in self.pending:
             return self._squeeze_rnn(node)
         self.add(node, "reshape", {"shape": list(self.shape(node.output[0])[1:])}, self.one(node))
