@@ -229,6 +229,20 @@ class Shapes(nn.Module):
         return torch.flatten(s.view(-1, 2, 6), start_dim=1)
 
 
+class HandAttention(nn.Module):
+    """Attention written out by hand, as in many a tutorial: q kᵀ / √d, softmax, @ v, permute."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(4)
+        out = scores.softmax(dim=-1) @ v
+        return out.permute(0, 2, 1)
+
+
 class FunctionalPool(nn.Module):
     def __init__(self):
         super().__init__()

@@ -417,9 +417,20 @@ class _Mapper:
         self.add(node, "reshape", {"shape": list(shp[1:])}, self.one_input(node, op), origin=op)
 
     def c_transpose(self, node, op):
-        a = self.args(node, ["input", "dim0", "dim1"], {})
         nd = len(self.shape(node.args[0]))
-        d0, d1 = int(a["dim0"]), int(a["dim1"])
+        if node.target in ("permute", getattr(self.torch, "permute", None)):
+            perm = node.args[1] if isinstance(node.args[1], (list, tuple)) else node.args[1:]
+            perm = [int(p) % nd for p in (perm or node.kwargs.get("dims", ()))]
+            moved = [i for i, p in enumerate(perm) if p != i]
+            if not moved:                         # the identity permutation
+                self.names[node] = self.tensor(node, node.args[0], op)
+                return
+            if len(moved) != 2:
+                self.refuse(node, f"permutes {perm}; nnstep's transpose swaps two dimensions")
+            d0, d1 = moved
+        else:
+            a = self.args(node, ["input", "dim0", "dim1"], {})
+            d0, d1 = int(a["dim0"]), int(a["dim1"])
         if d0 % nd == 0 or d1 % nd == 0:
             self.refuse(node, op, "swaps the batch dimension, which nnstep keeps first")
         self._simple(node, op, "transpose", {"dims": [d0, d1]})
@@ -535,7 +546,7 @@ class _Mapper:
 
 
 # torch's callables and methods that map to something the declarations do not say directly
-_TYPE_OF = {"Tensor.contiguous": "alias", "operator.add": "add", "operator.iadd": "add", "operator.mul": "mul",
+_TYPE_OF = {"Tensor.contiguous": "alias", "Tensor.permute": "transpose", "torch.permute": "transpose", "operator.add": "add", "operator.iadd": "add", "operator.mul": "mul",
             "operator.imul": "mul", "operator.truediv": "scale", "operator.matmul": "matmul", "torch.add": "add",
             "torch.mul": "mul", "torch.cat": "concat", "torch.concat": "concat", "torch.matmul": "matmul",
             "Tensor.view": "reshape", "Tensor.reshape": "reshape", "torch.reshape": "reshape",

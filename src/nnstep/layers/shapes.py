@@ -62,7 +62,7 @@ class Flatten(Layer):
 class Transpose(Layer):
     """torch.transpose(x, a, b): swaps two dimensions of the batched tensor (not 0, the batch)."""
     type = "transpose"
-    torch_functions = ("torch.transpose", "Tensor.transpose")
+    torch_functions = ("torch.transpose", "Tensor.transpose", "Tensor.permute (a swap)")
     onnx_ops = ("Transpose",)
     options = {"dims": Option(kind="dimpair")}
 
