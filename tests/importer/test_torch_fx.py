@@ -286,3 +286,38 @@ def test_output_problems_are_found_before_tracing(cli, tmp_path):
     rc, so, se = cli("import", f"{MODELS}:make_mlp", "-o", str(tmp_path / "net.toml"), "--data",
                      str(tmp_path / "net.weights.npz"), "--force")
     assert rc == 2 and "is the --data file" in se, se
+
+
+def test_class_index_targets_get_a_loss_that_takes_them(cli, tmp_path):
+    """MNIST-style data, y the digit: mse cannot take class indices, so the placeholder is nll after
+    the model's log_softmax (cross_entropy on logits); the big data is traced on its first batch."""
+    rng = np.random.default_rng(5)
+    np.savez(tmp_path / "mnist.npz", x=rng.normal(size=(100, 1, 28, 28)), y=rng.integers(0, 10, size=100))
+    torch.manual_seed(1234)
+    rc, so, se = cli("import", f"{MODELS}:MnistNet", "-o", str(tmp_path / "net.toml"), "--data",
+                     str(tmp_path / "mnist.npz"))
+    assert rc == 0, se
+    sc = nnstep.load_scenario(str(tmp_path / "net.toml"))
+    assert sc.loss.type == "nll" and sc.batch_size == 64
+    np.savez(tmp_path / "tags.npz", x=rng.integers(0, 10, size=(4, 7)).astype(float), y=rng.integers(0, 3, size=(4, 7)))
+    torch.manual_seed(1234)
+    rc, so, se = cli("import", f"{MODELS}:LSTMTagger", "-o", str(tmp_path / "tagger.toml"), "--data",
+                     str(tmp_path / "tags.npz"))
+    assert rc == 0, se
+    sc = nnstep.load_scenario(str(tmp_path / "tagger.toml"))
+    assert (sc.loss.type, sc.loss.class_dim) == ("nll", -1)
+    np.savez(tmp_path / "cls.npz", x=rng.normal(size=(8, 20)), y=rng.integers(0, 4, size=8))
+    rc, so, se = cli("import", f"{MODELS}:TrainedMLP", "-o", str(tmp_path / "mlp.toml"), "--data",
+                     str(tmp_path / "cls.npz"))
+    assert rc == 0, se
+    sc = nnstep.load_scenario(str(tmp_path / "mlp.toml"))
+    assert sc.loss.type == "cross_entropy"
+    s = nnstep.Session(sc)
+    s.run()
+    loss, _ = _torch_step_ce(own_model("TrainedMLP"), np.asarray(sc.x), np.asarray(sc.y))
+    assert float(s.value("loss")) == pytest.approx(loss, rel=1e-9)
+
+
+def _torch_step_ce(model, x, y):
+    loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y.astype(np.int64)))
+    return float(loss.detach()), None

@@ -23,18 +23,22 @@ def cmd_import(source: str, output: str, input_shape: str | None, data: str | No
     if not output.endswith(".toml"):
         raise ScenarioError("expected a .toml file to write (-o net.toml)", where="-o")
     writer.check_outputs(source, output, data, force)
+    # the model is traced and checked on at most one batch (writer.FULL_BATCH samples): the shapes
+    # per sample are the same, and the scenario's step 1 takes that batch
     if data is not None:
         x, _ = writer.read_data(data)
+        x = x[:writer.FULL_BATCH]
         shape = None
     else:
         shape = writer.input_shape(input_shape) if input_shape is not None else None
         x = None
+    trace = None if shape is None else (min(shape[0], writer.FULL_BATCH),) + tuple(shape[1:])
     if source.lower().endswith(".onnx"):
         from . import onnx as onnx_import
-        model = onnx_import.load(source, x, shape)
+        model = onnx_import.load(source, x, trace)
     else:
         from . import torch_fx
-        model = torch_fx.load(source, x, shape)
+        model = torch_fx.load(source, x, trace)
     command = "nnstep import " + " ".join(shlex.quote(a) for a in [source, "-o", output] +
                                           (["--data", data] if data else ["--input-shape", input_shape] if input_shape else []))
     return writer.write(model, output, command, data, shape, force)

@@ -590,13 +590,15 @@ def load(source: str, x: np.ndarray | None, shape: tuple[int, ...] | None = None
         raise ScenarioError(f"torch.fx cannot trace it: {type(e).__name__}: {cut(msg, 300)}", file=source) from None
     gm.graph.eliminate_dead_code()
     gm.recompile()
+    first = [n for n in gm.graph.nodes if n.op == "placeholder"][:1]
+    emb = [u for f in first for u in f.users if u.op == "call_module"
+           and isinstance(gm.get_submodule(u.target), torch.nn.Embedding)]
     if x is None:
         rng = np.random.default_rng(0)
-        first = [n for n in gm.graph.nodes if n.op == "placeholder"][:1]
-        emb = [u for f in first for u in f.users if u.op == "call_module"
-               and isinstance(gm.get_submodule(u.target), torch.nn.Embedding)]
         x = rng.integers(0, gm.get_submodule(emb[0].target).num_embeddings, size=shape) \
             if emb else rng.normal(size=shape)
+    elif emb and x.dtype.kind == "f" and np.all(x == np.round(x)):
+        x = x.astype(np.int64)                  # token indices saved as floats: nnstep reads them so too
     xt = _as_tensor(torch, x)
     from torch.fx.passes.shape_prop import ShapeProp
     state = {k: v.clone() for k, v in gm.state_dict().items()}

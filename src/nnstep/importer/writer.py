@@ -85,7 +85,23 @@ def _toml(v) -> str:
     raise TypeError(f"no TOML for {v!r}")
 
 
-def scenario_text(m: Model, weights: str, data_lines: list[str], batch_size: int, command: str) -> str:
+def loss_lines(m: Model, y: np.ndarray | None) -> list[str]:
+    """The placeholder loss: mse, unless the data's targets are class indices (integers with one
+    dimension fewer than the output), which mse cannot take: then cross_entropy on logits, or nll
+    after a log_softmax, over the output's last dimension."""
+    out = tuple(m.out_shape)
+    if y is None or y.dtype.kind not in "biu" or tuple(y.shape[1:]) != out[:-1] or not out:
+        return ['type = "mse"']
+    last = m.layers[-1]
+    typ = "nll" if last.type == "log_softmax" and last.options.get("dim", -1) in (-1, len(out)) else "cross_entropy"
+    lines = [f'type = "{typ}"                  # y holds class indices']
+    if len(out) > 1:
+        lines.append("class_dim = -1              # the classes are the output's last dimension")
+    return lines
+
+
+def scenario_text(m: Model, weights: str, data_lines: list[str], batch_size: int, command: str,
+                  loss: list[str] | None = None) -> str:
     W = []
     w = W.append
     w(f"# Imported by `{command}`.")
@@ -121,7 +137,7 @@ def scenario_text(m: Model, weights: str, data_lines: list[str], batch_size: int
     w("# The loss and optimizer are placeholders: nnstep import cannot know how the model was trained.")
     w("# Change them to the ones you train with (docs/scenario-format.md lists them).")
     w("[loss]")
-    w('type = "mse"')
+    W.extend(loss or ['type = "mse"'])
     w("")
     w("[optimizer]")
     w('type = "sgd"')
@@ -259,10 +275,12 @@ def write(m: Model, output: str, command: str, data: str | None, shape: tuple[in
         else:
             data_file = stem + ".data.npz"
             rel = data_file
-        x, _ = read_data(data)
+        x, y = read_data(data)
         n = x.shape[0]
+        loss = loss_lines(m, y)
         lines = [f"x = {{ file = {_toml(rel)}, key = \"x\" }}", f"y = {{ file = {_toml(rel)}, key = \"y\" }}"]
     else:
+        loss = loss_lines(m, None)
         shape = tuple(shape or m.in_shape)
         n = shape[0]
         if m.tokens is not None:
@@ -292,12 +310,12 @@ def write(m: Model, output: str, command: str, data: str | None, shape: tuple[in
         if data_file:
             dx, dy = read_data(data)
             save_npz(os.path.join(tmp, data_file), {"x": dx, "y": dy})
-        text = scenario_text(m, weights, lines, batch, command)
+        text = scenario_text(m, weights, lines, batch, command, loss)
         # the check reads the same text from the output's folder, with the files written so far
         # named in the temporary folder
         t = os.path.basename(tmp)
         tlines = [ln.replace(_toml(data_file), _toml(t + "/" + data_file)) for ln in lines] if data_file else lines
-        ttext = scenario_text(m, t + "/" + weights, tlines, batch, command)
+        ttext = scenario_text(m, t + "/" + weights, tlines, batch, command, loss)
         try:
             sc = loads_scenario(ttext, path=output, base_dir=folder)
         except ScenarioError as e:
