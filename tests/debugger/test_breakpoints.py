@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nnstep
-from nnstep.debugger.session import HistoryPolicy
+from nnstep.debugger.history import HistoryPolicy
 from nnstep.model.stats import stat
 
 from scen import SGD_MOMENTUM, load

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nnstep
-from nnstep.debugger.session import HistoryPolicy
+from nnstep.debugger.history import HistoryPolicy
 
 from scen import SCENARIOS, assert_matches, load, oracle
 
@@ -66,8 +66,8 @@ def walk(name, policy, seq, breakpoints=()):
         done.append(m)
         k, i = s.position
         assert_matches(s, snaps[(k - 1) * s.M + i], f"after {done}")
-        assert all(s._keep(c, k) for c in s.checkpoints), (k, s.checkpoints)     # pruned to the policy
-        assert set(s._starts) <= {k - 1, k} and k in s._starts
+        assert all(s.history.keep(c, k) for c in s.checkpoints), (k, s.checkpoints)     # pruned to the policy
+        assert set(s.history.starts) <= {k - 1, k} and k in s.history.starts
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -109,7 +109,7 @@ def test_history_stays_bounded_and_pruned():
 def test_default_policy_keeps_a_bounded_number_of_checkpoints():
     """3,000 steps of a tiny net, then jumps: never more checkpoints than the cost model states
     (ring + near + both sides of mid + the far grid), however the cursor moved."""
-    from nnstep.debugger.session import HistoryPolicy
+    from nnstep.debugger.history import HistoryPolicy
     text = SCENARIOS["sgd_momentum"].replace("steps = 9", "steps = 3000")
     sc = load(text)
     s = nnstep.Session(sc)
@@ -171,7 +171,7 @@ def test_peek_computes_the_next_op_ahead_without_moving():
             assert s.peek() and s.peek()           # (the second finds it there)
             assert s.ops_executed == ran + 1 and s.position == (1, i)
             assert_matches(s, snaps[i], f"{name}: peeked at (1, {i})")
-            assert s.loss_history() == [] or i > s._loss_at
+            assert s.loss_history() == [] or i > s.log.loss_at
             s.step()
             assert s.ops_executed == ran + 1, f"{name}: the step after a peek re-ran its op"
             assert_matches(s, snaps[i + 1], f"{name}: stepped onto a peeked (1, {i + 1})")
@@ -184,7 +184,7 @@ def test_peek_computes_the_next_op_ahead_without_moving():
         s.step()
         assert s.position == (2, 0) and s.ops_executed == ran + 1
         assert_matches(s, snaps[M], f"{name}: stepped over a peeked boundary")
-        assert 2 in s._ckpt and 2 in s._starts
+        assert 2 in s.history.ckpt and 2 in s.history.starts
         s.goto(sc.train.steps + 1, 0)
         assert not s.peek()
 
@@ -204,7 +204,7 @@ def test_peek_n_computes_the_ops_ahead_one_after_another():
             assert s.peek(1) and s.peek(n) and s.peek(n)          # (what it holds is not run again)
             assert s.ops_executed == ran + n and s.position == (2, start)
             assert_matches(s, snaps[M + start], f"{name}: peeked {n} at (2, {start})")
-            assert set(range(start + 1, M)) <= set(s._trail)
+            assert set(range(start + 1, M)) <= set(s.trail.at)
             s.run(until=(2, M - 1))
             assert s.ops_executed == ran + n, f"{name}: a run over peeked ops re-ran some"
             assert_matches(s, snaps[2 * M - 1], f"{name}: ran onto a peeked (2, {M - 1})")
@@ -253,8 +253,8 @@ def test_a_replay_leaves_its_positions_in_the_trail():
             s.back()
             assert_matches(s, snaps[M + i], f"{name} back to (2, {i})")
         assert s.ops_executed == ran, f"{name}: {s.ops_executed - ran} ops re-run walking back"
-        fresh = {id(v) for env, _ in s._trail.values() for v in env.values()}
-        assert fresh <= kept | {id(v) for v in s._starts[2][0].values()}, "the trail holds arrays of another run"
+        fresh = {id(v) for env, _ in s.trail.at.values() for v in env.values()}
+        assert fresh <= kept | {id(v) for v in s.history.starts[2][0].values()}, "the trail holds arrays of another run"
 
 
 def _stop(st):

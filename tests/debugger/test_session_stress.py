@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import nnstep
-from nnstep.debugger.session import HistoryPolicy, Session
+from nnstep.debugger.history import HistoryPolicy
+from nnstep.debugger.session import Session
 
 from scen import SCENARIOS
 

@@ -11,57 +11,12 @@ statistics are their current values. ``input`` and ``target`` are fed at the ste
 ``(k, 0)`` they already hold step k's batch (the batch the next operation reads); at the very end,
 ``(N+1, 0)``, they keep step N's.
 
-History and its cost model
---------------------------
-Nothing is copied per operation: the engine never modifies an array in place, so records,
-checkpoints and cached environments hold references. Symbols: ``T`` the time of one training
-step, ``M`` operations per step, ``P`` the bytes of the persistent state (parameters, optimizer
-state, batchnorm running statistics; for SGD with momentum 2x the parameters, Adam 3x), ``N`` steps.
-
-* A *checkpoint* at step ``c`` is the persistent state at ``(c, 0)``. The batch order is a pure
-  function of the seed and the step, so it needs no state. Position ``(k, i)`` is rebuilt exactly
-  from any checkpoint ``c <= k-1`` by re-running ``k-c`` steps and ``i`` ops (step ``k-1`` must be
-  re-run because ``value()`` falls back to its tensors); from ``c = 1`` for ``k = 1``.
-* A *step-start environment* is the full environment at ``(s, 0)`` (every tensor), kept for the
-  cursor's step and the one before (``s`` in ``{k-1, k}``), with the record of the op just before
-  it. Extra cost: the non-persistent tensors of one step each (gradients, deltas, activations, ~P).
-* The *trail* is the environment at every position of the cursor's step ``k`` the cursor has
-  stood on (a dict of references each, with the record of the op before it), dropped when the
-  cursor leaves the step. A move back within the step, or forward again to a position it holds,
-  puts those very arrays back and runs no op, so the TUI, which caches what it drew by array,
-  draws nothing anew. A replay within the step (a move back to a position the trail does not
-  hold re-runs from the nearest one before it, or from the step start) adds the positions it
-  passes, and ``peek(n)`` adds the next ``n`` ahead of the cursor, the step's last op's outputs
-  included (a UI computes them while the user reads: a step, a short run or a jump forward over
-  them then runs nothing, a run's stops checked as ever). Extra cost: one small dict per
-  position, the arrays written in step ``k`` and replaced later in it (rare: an accumulated
-  gradient), and the step's tensors again where a replay from the step start re-made them beside
-  those of the run that first got there (bench_history: the history's maximum is 50.0 MB with
-  the trail, as before it).
-* Checkpoints kept, by the distance ``d = k - c`` from the cursor's step ``k`` (``_keep``):
-    - ``0 <= d <= RING`` (4): every step;
-    - ``0 <= d <= NEAR_SPAN`` (16): every ``NEAR_EVERY``-th (4) step boundary;
-    - ``|d| <= MID_SPAN`` (128): every ``MID_EVERY``-th (32), behind and ahead of the cursor;
-    - everywhere: every ``far``-th, ``far = MID_EVERY·ceil(N / (FAR_COUNT·MID_EVERY))``
-      (FAR_COUNT = 16; for N = 10,000: far = 640);
-    - step 1 always.
-  The grids nest (far ⊂ mid ⊂ near), so a boundary often counts for two levels. Checkpoints are
-  made whenever a run passes a boundary the policy keeps (relative to the cursor, or to the target
-  of a jump) and dropped when the cursor moves away. Distinct ones at most: ring 5, near 4 more,
-  mid 8 more (both sides), far ``ceil(N/far)`` (16 for N = 10,000, step 1 included): 33.
-* So: memory ``<= 33·P + 2 step-start environments + the last record + 9 bytes·N`` (the loss
-  log), and the trail (above). For the 784-128-10 MLP with SGD momentum, P = 1.63 MB and a
-  step's other tensors about 2 MB: at most ~59 MB whatever the cursor has done, ~40-50 MB in
-  practice (Adam's P is 1.5x that).
-* Times, in re-executed work: next op: one op (none, onto a position of the trail). Back within
-  a step: none onto a position of the trail, else ``< M`` ops from the step-start environment.
-  Back across a boundary: ``< M`` ops from the previous step-start environment if it is cached,
-  else ``<= 2T`` from the ring, and ``<= (NEAR_EVERY+2)·T`` when the cursor walks off
-  the ring. A jump within MID_SPAN steps of the cursor: ``<= (MID_EVERY+1)·T`` (or the forward
-  distance, if less). A jump anywhere already visited: ``<= (far+1)·T``: 641 T for N = 10,000,
-  under a second at T = 1 ms. A jump beyond the furthest step ever reached runs forward to it:
-  that is training, not history. ``bench/bench_history.py`` measures all of this on the
-  784-128-10 network and reports, next to each time, the steps it re-executed.
+History
+-------
+Stepping back is exact and cheap: checkpoints and step-start environments (:mod:`.history`, with
+the cost model), and the trail of the cursor's step with what a look-ahead computed
+(:mod:`.trail`). The loss, lr and gradient norms of each step are logged as ops run
+(:mod:`.steplog`).
 
 Stops (``run``, ``reverse_run``)
 --------------------------------
@@ -75,24 +30,19 @@ first.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from ..engine.program import Op, Program, lean_skip
+from ..engine.program import Program, lean_skip
 from ..engine.runner import Detector, Stop, advance
+from ..model.plan import Op
 from ..model.scenario import Breakpoint, Scenario
-from ..model.stats import global_norm
-
-RING = 4
-NEAR_SPAN = 16
-NEAR_EVERY = 4
-MID_SPAN = 128
-MID_EVERY = 32
-FAR_COUNT = 16
+from .history import History, HistoryPolicy, OpRecord, record
+from .steplog import StepLog
+from .trail import Trail
 
 
 class _Ready:
@@ -116,42 +66,41 @@ class _Ready:
         return getattr(self._prog, name)
 
 
-@dataclass(frozen=True)
-class HistoryPolicy:
-    """Which step boundaries keep a checkpoint (see the module docstring). Tests shrink it to
-    exercise every path on small scenarios; the defaults meet the targets of docs/commands.md, "Performance"."""
-    ring: int = RING
-    near_span: int = NEAR_SPAN
-    near_every: int = NEAR_EVERY
-    mid_span: int = MID_SPAN
-    mid_every: int = MID_EVERY
-    far_count: int = FAR_COUNT
-
-    def far(self, n_steps: int) -> int:
-        return self.mid_every * max(1, math.ceil(n_steps / (self.far_count * self.mid_every)))
+@dataclass
+class _Stops:
+    """A run that looks for stops: the detector's (of the program run), each to ``sink``, which
+    returns True to halt there; ``first``: no op breakpoint before the first op."""
+    detector: Detector
+    sink: Callable[[Stop], bool]
+    first: bool = False
 
 
-@dataclass(frozen=True)
-class OpRecord:
-    """One executed operation: the values it read (as they were then) and wrote."""
-    step: int
-    index: int
-    op: Op
-    inputs: dict
-    outputs: dict
+class _Hooks:
+    """What a run of the cursor's environment (or a look-ahead's copy) does as it goes: logs each
+    op's step figures, keeps the record of the last op and, with ``trail``, every position of the
+    trail's step it passes; at a step boundary, the checkpoint and step-start environment the
+    policy keeps, relative to step ``near``, or to the moving cursor when None."""
 
-    @property
-    def name(self) -> str:
-        return self.op.name
+    def __init__(self, session: "Session", env: dict, near: int | None, trail: bool) -> None:
+        self.last = None
+        M, log, history = session.M, session.log, session.history
+        held = session.trail.at if trail else None
+        trail_k = session.trail.k if trail else None
 
-    @property
-    def stage(self) -> str:
-        return self.op.stage
+        def on_op(op, kk, ins):
+            self.last = (op, kk, ins)
+            if kk == trail_k and op.index + 1 < M:
+                held[op.index + 1] = (dict(env), record(op, kk, ins, env))
+            log.note(op.index, kk, env)
 
-
-def _record(op: Op, k: int, ins: dict, env: dict) -> OpRecord:
-    """The record of ``op``, run in step k, whose outputs are (still) in ``env``."""
-    return OpRecord(k, op.index, op, ins, {n: env[n] for n in op.outputs if n in env})  # (a lean run: some left out)
+        def on_boundary(kk):
+            if near is None:                # the cursor itself moves: policy relative to it
+                session._k = kk
+                history.passed(kk, env, self.last, kk)
+                history.prune(kk)
+            else:                           # a jump: policy relative to its target step
+                history.passed(kk, env, self.last, near)
+        self.on_op, self.on_boundary = on_op, on_boundary
 
 
 class Session:
@@ -171,23 +120,11 @@ class Session:
         self._index_breakpoints()
         self.names = set(self.program.plan.names)
         self.policy = policy or HistoryPolicy()
-        self._far = self.policy.far(self.N)
-        self._loss_at = self.program.stage_start["loss"]
-        size = min(self.N + 2, 1024)                     # grown by doubling as steps are reached
-        self._loss = np.full(size, np.nan)               # loss of step k, once computed
-        self._has_loss = np.zeros(size, dtype=bool)
-        # per layer with trainable parameters, the 2-norm of its parameter gradients at each step,
-        # taken once when the backward stage ends (the TUI's gradient-norm plot)
-        tr = set(scenario.trainable)
-        self.grad_layers: list[tuple[str, tuple[str, ...]]] = [
-            (L.name, ps) for L in scenario.layers
-            if (ps := tuple(f"{L.name}.{p}.grad" for p in L.params if f"{L.name}.{p}" in tr))]
-        st = self.program.stage_start
-        self._gnorm_at = (st["update"] if "update" in st else self.M) - 1
-        self._gnorm = np.full((size, len(self.grad_layers)), np.nan)
-        # with a schedule: the lr in force at step k (the tensor `lr` as the loss op ran), logged
-        # alongside the loss for the TUI's curve; None without a schedule
-        self._lr = np.full(size, np.nan) if scenario.optimizer.schedule is not None else None
+        self.history = History(self.program, self.policy, self.N)
+        self.trail = Trail()
+        self.log = StepLog(scenario, self.program)
+        # per layer with trainable parameters, its parameters' gradients (the TUI's gradient-norm plot)
+        self.grad_layers: list[tuple[str, tuple[str, ...]]] = self.log.grad_layers
         self.last_record: OpRecord | None = None
         self.last_stop: Stop | None = None
         self.ops_executed = 0               # every op run so far, re-runs included (for benchmarks)
@@ -196,41 +133,38 @@ class Session:
 
     # --- state -----------------------------------------------------------------------------------
     def _reset(self):
-        env = self.program.initial_env()
-        self._ckpt: dict[int, dict] = {1: self.program.checkpoint(env)}
-        self.program.feed(env, 1)
-        self._env = env
+        self._env = self.history.reset()
         self._k, self._i = 1, 0
-        self._starts: dict[int, tuple[dict, OpRecord | None]] = {1: (dict(env), None)}
         self.last_record = None
-        self._new_trail(1)
-
-    def _new_trail(self, k: int) -> None:
-        self._trail_k, self._trail = k, {}
-        self._finite: dict[int, bool] = {}     # trail positions peeked whose op wrote only finite numbers
-
-    def _trail_of(self, k: int) -> dict:
-        """The trail, made step k's (emptied if it held another step's)."""
-        if self._trail_k != k:
-            self._new_trail(k)
-        return self._trail
+        self.trail.of(1)
 
     def _settle(self):
-        """The cursor has moved: keep its position in the trail of its step (see the module
-        docstring) for a move back, or forward again, within the step."""
-        k, i = self._k, self._i
-        self._trail_of(k)
-        if i:
-            self._trail[i] = (dict(self._env), self.last_record)
+        """The cursor has moved: keep its position in the trail of its step, for a move back, or
+        forward again, within the step."""
+        self.trail.keep(self._k, self._i, self._env, self.last_record)
+
+    def _restore(self, how: str, src: int | None, k: int) -> tuple[dict, int, int, OpRecord | None]:
+        """(environment, step, op, record of the op before) where a route (History.route) starts,
+        the environment a copy: the cursor's (``here``), a position of the trail of step ``k``, a
+        step-start environment or a checkpoint."""
+        if how == "here":
+            return dict(self._env), self._k, self._i, self.last_record
+        if how == "trail":
+            env, rec = self.trail.at[src]
+            return dict(env), k, src, rec
+        if how == "start":
+            env, rec = self.history.starts[src]
+            return dict(env), src, 0, rec
+        return self.history.restore(src), src, 0, None
+
+    def _put(self, env: dict, k: int, i: int, rec: OpRecord | None) -> None:
+        self._env, self._k, self._i, self.last_record = env, k, i, rec
 
     def _from_trail(self, k: int, i: int) -> bool:
         """Put the cursor at (k, i) from the trail, if it holds that position."""
-        if k != self._trail_k or i not in self._trail:
+        if self.trail.get(k, i) is None:
             return False
-        env, rec = self._trail[i]
-        self._env = dict(env)
-        self._k, self._i = k, i
-        self.last_record = rec
+        self._put(*self._restore("trail", i, k))
         return True
 
     def restart(self):
@@ -267,27 +201,25 @@ class Session:
         """The latest value of a tensor at or before the cursor (None if not computed yet); see the
         module docstring for the exact rule."""
         if name not in self.names:
-            from ..errors import did_you_mean
-            from ..errors import cut
-            from ..errors import clean
+            from ..errors import clean, cut, did_you_mean
             raise KeyError(f'unknown tensor "{cut(clean(name))}"{did_you_mean(name, self.names)}')
         return self._env.get(name)
 
     def step_start_value(self, name: str):
         """A tensor's value at the start of the cursor's step, (k, 0): e.g. a parameter before this
         step's update, as the backward pass read it. None if not available."""
-        st = self._starts.get(self._k)
+        st = self.history.starts.get(self._k)
         return st[0].get(name) if st is not None else None
 
     def values(self) -> dict:
         """Every tensor as of the cursor (a shallow copy; arrays are never modified in place)."""
         return dict(self._env)
 
+    # --- the step log ----------------------------------------------------------------------------
     @property
     def losses(self) -> dict[int, float]:
         """Loss of every step computed so far (including steps ahead of the cursor, computed before)."""
-        ks = np.flatnonzero(self._has_loss)
-        return {int(k): float(self._loss[k]) for k in ks}
+        return self.log.losses()
 
     def loss_history(self) -> list[tuple[int, float]]:
         """(step, loss) of every step whose loss has been computed as of the cursor."""
@@ -296,146 +228,60 @@ class Session:
 
     def loss_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The same as loss_history(), as two numpy arrays (steps, losses): cheap for long runs."""
-        k = self._k
-        done = k if (k <= self.N and self._i > self._loss_at) else k - 1
-        ks = np.flatnonzero(self._has_loss[1:done + 1]) + 1
-        return ks, self._loss[ks]
+        return self.log.loss_arrays(self._k, self._i)
 
     def grad_norm_arrays(self) -> tuple[np.ndarray, list[str], np.ndarray]:
         """(steps, layer names, norms[step, layer]) for every step whose backward stage has run as
         of the cursor: per layer, the 2-norm over its trainable parameters' gradients."""
-        k = self._k
-        done = k if (k <= self.N and self._i > self._gnorm_at) else k - 1
-        ks = np.flatnonzero(~np.isnan(self._gnorm[1:done + 1, 0]) if self.grad_layers else
-                            np.zeros(0, dtype=bool)) + 1
-        return ks, [n for n, _ in self.grad_layers], self._gnorm[ks]
+        return self.log.grad_norm_arrays(self._k, self._i)
+
     def grad_norms_so_far(self) -> list[float | None]:
         """Per layer of ``grad_layers``, the 2-norm of its parameter gradients as far as the cursor's
         step has computed them: None for a layer whose backward op has not run yet in this step
         (before the backward stage ends, grad_norm_arrays has nothing of this step)."""
-        k, i = self._k, self._i
-        if k > self.N:
-            return [None] * len(self.grad_layers)
-        last = getattr(self, "_grad_writer", None)
-        if last is None:
-            last = self._grad_writer = {}
-            for op in self.ops:
-                for name in op.outputs:
-                    last[name] = op.index
-        return [global_norm([self._env[g] for g in gs]) if all(last.get(g, self.M) < i for g in gs) else None
-                for _, gs in self.grad_layers]
+        return self.log.grad_norms_so_far(self._k, self._i, self._env)
 
     def lr_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(steps, lr in force) for the steps of loss_arrays(), or None without a schedule."""
-        if self._lr is None:
-            return None
-        ks, _ = self.loss_arrays()
-        return ks, self._lr[ks]
-
-    def _grow_loss_log(self, k: int):
-        size = min(self.N + 2, max(2 * len(self._loss), k + 1))
-        loss, has = np.full(size, np.nan), np.zeros(size, dtype=bool)
-        loss[:len(self._loss)], has[:len(self._has_loss)] = self._loss, self._has_loss
-        g = np.full((size, self._gnorm.shape[1]), np.nan)
-        g[:len(self._gnorm)] = self._gnorm
-        self._loss, self._has_loss, self._gnorm = loss, has, g
-        if self._lr is not None:
-            lr = np.full(size, np.nan)
-            lr[:len(self._lr)] = self._lr
-            self._lr = lr
-
-    # --- checkpoint policy -----------------------------------------------------------------------
-    def _keep(self, c: int, k: int) -> bool:
-        if c == 1:
-            return True
-        d, pol = k - c, self.policy
-        if 0 <= d <= pol.ring:
-            return True
-        if 0 <= d <= pol.near_span and (c - 1) % pol.near_every == 0:
-            return True
-        if abs(d) <= pol.mid_span and (c - 1) % pol.mid_every == 0:
-            return True
-        return (c - 1) % self._far == 0
-
-    def _prune(self):
-        k = self._k
-        for c in [c for c in self._ckpt if not self._keep(c, k)]:
-            del self._ckpt[c]
-        for s in [s for s in self._starts if not (k - 1 <= s <= k)]:
-            del self._starts[s]
+        return self.log.lr_arrays(self._k, self._i)
 
     # --- the one loop every move goes through -----------------------------------------------------
-    def _loop(self, env: dict, k: int, i: int, end: int, *, live: bool, near: int | None = None,
-              check: bool = False, first: bool = False, sink: Callable[[Stop], bool] | None = None,
-              fast: tuple | None = None, trail: bool = False, ready: dict | None = None):
-        """Run ops from (k, i) in ``env`` until linear position ``end``, through the one op runner.
+    def _loop(self, env: dict, k: int, i: int, end: int, prog=None, stops: _Stops | None = None,
+              hooks: _Hooks | None = None):
+        """Run ops of ``prog`` (the session's Program by default) from (k, i) in ``env`` until
+        linear position ``end``, through the one op runner. ``stops``: stop where its detector
+        says (see _Stops). ``hooks``: log, keep records, checkpoints and the trail as it goes (see
+        _Hooks); without them, a scratch run. Returns (k, i, (op, step, inputs) of the last op
+        run or None, halted). The outputs of that op are still in ``env`` when this returns
+        (nothing has run since), so the caller builds its record from them."""
+        prog = prog or self.program
+        start = (k - 1) * self.M + i
+        k, i, halted = advance(prog, env, k, i, end, self.N, stops and stops.detector,
+                               first=bool(stops and stops.first), sink=stops and stops.sink,
+                               on_op=hooks and hooks.on_op, on_boundary=hooks and hooks.on_boundary)
+        ran = (k - 1) * self.M + i - start
+        self.ops_executed += ran - (isinstance(prog, _Ready) and ran > 0)     # (the ready op did not run)
+        return k, i, hooks and hooks.last, halted
 
-        ``live``: ``env`` is the cursor's; record losses, make checkpoints and step-start
-        environments (kept relative to step ``near``, or to the moving cursor when None) and the
-        record of the last op. ``check``: stop where the detector says; each stop goes to ``sink``,
-        which returns True to halt there. ``first``: don't stop at an op breakpoint before the first
-        op. ``trail``: every position of the trail's step it passes joins the trail (a jump's
-        replay: the next move back finds it there, sharing its arrays). Returns (k, i, (op, step,
-        inputs) of the last op run or None, halted). The outputs of that op are still in ``env``
-        when this returns (nothing has run since), so the caller builds its record from them.
-        ``ready``: what the step's last op (the first to run here) writes, computed ahead (peek):
-        put into ``env`` in its place, everything else as ever (its record, stops, the boundary)."""
-        M, prog = self.M, self.program
-        detector = self._detector
-        if fast is not None:                # (a Program that leaves out what no later op reads, its detector)
-            prog, detector = fast
-        if ready is not None:
-            prog = _Ready(prog, M - 1, ready)
-        start = (k - 1) * M + i
-        last = [None]
-        on_op = on_boundary = None
-        if live:
-            loss_at, losses = self._loss_at, self
-            gnorm_at, grad_layers = self._gnorm_at, self.grad_layers
-
-            trail_k, held = (self._trail_k, self._trail) if trail else (None, None)
-
-            def on_op(op, kk, ins):
-                last[0] = (op, kk, ins)
-                if kk == trail_k and op.index + 1 < M:
-                    held[op.index + 1] = (dict(env), _record(op, kk, ins, env))
-                if op.index == loss_at:
-                    if kk >= len(losses._loss):
-                        losses._grow_loss_log(kk)
-                    losses._loss[kk] = env["loss"]
-                    losses._has_loss[kk] = True
-                    if losses._lr is not None:
-                        losses._lr[kk] = env["lr"]
-                if op.index == gnorm_at and grad_layers:
-                    if kk >= len(losses._gnorm):
-                        losses._grow_loss_log(kk)
-                    losses._gnorm[kk] = [global_norm([env[g] for g in gs]) for _, gs in grad_layers]
-
-            def on_boundary(kk):
-                if near is None:            # the cursor itself moves: policy relative to it
-                    self._k = kk
-                    if kk not in self._ckpt:
-                        self._ckpt[kk] = prog.checkpoint(env)
-                    self._starts[kk] = (dict(env), _record(*last[0], env))
-                    self._prune()
-                else:                       # a jump: policy relative to its target step
-                    if kk not in self._ckpt and self._keep(kk, near):
-                        self._ckpt[kk] = prog.checkpoint(env)
-                    if kk >= near - 1:
-                        self._starts[kk] = (dict(env), _record(*last[0], env))
-        k, i, halted = advance(prog, env, k, i, end, self.N, detector if check else None, first=first,
-                               sink=sink, on_op=on_op, on_boundary=on_boundary)
-        ran = (k - 1) * M + i - start
-        self.ops_executed += ran - (ready is not None and ran > 0)     # (the ready op did not run)
-        return k, i, last[0], halted
-
-    def _live(self, end: int, **kw):
-        """Advance the cursor's environment to ``end`` (see _loop) and set the cursor."""
-        k, i, last, halted = self._loop(self._env, self._k, self._i, end, live=True, **kw)
+    def _live(self, end: int, near: int | None = None, trail: bool = False, prog=None,
+              stops: _Stops | None = None):
+        """Advance the cursor's environment to ``end`` and set the cursor: checkpoints and
+        step-start environments kept relative to step ``near`` (a jump's target), or to the moving
+        cursor when None; ``trail``: every position of the trail's step it passes joins the trail
+        (a jump's replay: the next move back finds it there, sharing its arrays)."""
+        hooks = _Hooks(self, self._env, near, trail)
+        k, i, last, halted = self._loop(self._env, self._k, self._i, end, prog, stops, hooks)
         self._k, self._i = k, i
         if last is not None:
-            self.last_record = _record(*last, self._env)
+            self.last_record = record(*last, self._env)
         return halted
+
+    def _ready(self, prog=None):
+        """The program for a move over the step's last op: what a look-ahead computed for it put
+        in its place (_Ready), or ``prog`` (the session's) as it is."""
+        ready = self.trail.last_op_ahead(self._k, self._i, self.M, self._env)
+        prog = prog or self.program
+        return prog if ready is None else _Ready(prog, self.M - 1, ready)
 
     # --- moving forward --------------------------------------------------------------------------
     def step(self) -> OpRecord | None:
@@ -444,7 +290,7 @@ class Session:
             return None
         k, i = self._k, self._i
         if i + 1 == self.M or not self._from_trail(k, i + 1):    # (a boundary checkpoints and prunes)
-            self._live(self._lin() + 1, ready=self._peeked_last())
+            self._live(self._lin() + 1, prog=self._ready())
             self._settle()
         return self.last_record
 
@@ -452,21 +298,8 @@ class Session:
         """The tensors ``n`` ops ahead of the cursor (after its ``n``-th next op; for the step's
         last op, before the next batch is fed) and that op's record, if a peek computed them, else
         None."""
-        k, i = self._k, self._i
-        got = self._trail.get(i + n) if k == self._trail_k and n >= 1 else None
+        got = self.trail.get(self._k, self._i + n) if n >= 1 else None
         return None if got is None else (dict(got[0]), got[1])
-
-    def _peeked_last(self) -> dict | None:
-        """At a step's last op, what it writes if a peek computed it: the tensors of the trail's
-        position M (the step done, the next batch not fed) that the cursor's environment lacks."""
-        k, i, M = self._k, self._i, self.M
-        if i + 1 != M or k != self._trail_k or M not in self._trail:
-            return None
-        here = self._env
-        base = self._trail.get(M - 1, (None,))[0]
-        if base is None or len(base) != len(here) or any(here.get(n) is not v for n, v in base.items()):
-            return None                     # (computed from other arrays than the cursor's: a replay's)
-        return {n: v for n, v in self._trail[M][0].items() if here.get(n) is not v}
 
     def peek(self, n: int = 1) -> bool:
         """Run the next ``n`` ops ahead of the cursor, each from the position before it, in copies
@@ -478,24 +311,25 @@ class Session:
         k, i, M = self._k, self._i, self.M
         if self.at_end or i + n > M or n < 1:
             return False
-        trail = self._trail_of(k)
+        trail = self.trail.of(k)
         for j in range(i + 1, i + n + 1):
             if j not in trail:
                 env = dict(self._env if j == i + 1 else trail[j - 1][0])
                 if j < M:
-                    _, _, last, _ = self._loop(env, k, j - 1, (k - 1) * M + j, live=True, near=k)
-                    trail[j] = (env, _record(*last, env))
+                    hooks = _Hooks(self, env, k, False)
+                    _, _, last, _ = self._loop(env, k, j - 1, (k - 1) * M + j, hooks=hooks)
+                    trail[j] = (env, record(*last, env))
                 else:                       # the step's last op, without its boundary: the move
-                    op = self.ops[M - 1]    # there puts what it wrote in place (_peeked_last)
+                    op = self.ops[M - 1]    # there puts what it wrote in place (Trail.last_op_ahead)
                     ins = {t: env.get(t) for t in op.inputs}
                     with np.errstate(all="ignore"):
                         self.program.fns[M - 1](env, k)
                     self.ops_executed += 1
-                    trail[M] = (env, _record(op, k, ins, env))
+                    trail[M] = (env, record(op, k, ins, env))
                 # the NaN/Inf scan of what the op wrote, ahead too (the stop detector's first
                 # look: a run over this position skips it when all is finite)
                 with np.errstate(all="ignore"):
-                    self._finite[j] = self._detector.outputs_finite(j - 1, env)
+                    self.trail.finite[j] = self._detector.outputs_finite(j - 1, env)
         return True
 
     # --- going anywhere --------------------------------------------------------------------------
@@ -511,6 +345,9 @@ class Session:
                              f"and the end is ({self.N + 1}, 0)")
         return k, i
 
+    def _route(self, k: int, i: int, whole: bool = True) -> tuple[str, int | None, int]:
+        return self.history.route(k, i, self._lin(), self.trail, whole)
+
     def goto(self, step: int, index: int) -> None:
         """Move the cursor so that the first ``index`` ops of ``step`` have run (exactly)."""
         k, i = self._check_pos(step, index)
@@ -520,53 +357,18 @@ class Session:
         how, src, _ = self._route(k, i)
         if how == "here":
             self._run_trail(there)          # (what was computed ahead, from the trail)
-        elif how == "trail":
-            self._from_trail(k, src)
-        elif how == "start":
-            env, rec = self._starts[src]
-            self._env = dict(env)
-            self._k, self._i = src, 0
-            self.last_record = rec
-        elif how == "ckpt":
-            env = dict(self._ckpt[src])
-            self.program.feed(env, src)
-            self._env = env
-            self._k, self._i = src, 0
-            self.last_record = None
-            if src == 1:
-                self._starts[1] = (dict(env), None)
+        else:
+            self._put(*self._restore(how, src, k))
+            if how == "ckpt" and src == 1:
+                self.history.starts[1] = (dict(self._env), None)
         lean = self._lean_end(self._lin(), k)
         if lean is not None:                # (bench_history's far jumps: ~25% fewer ms)
-            self._live(lean, near=k, fast=self._fast_program())
-        ready = self._peeked_last()         # (taken before the trail is made step k's)
-        self._trail_of(k)
-        self._live(there, near=k, trail=True, ready=ready)   # (the positions of step k it passes join the trail)
-        self._prune()
+            self._live(lean, near=k, prog=self._fast_program()[0])
+        prog = self._ready()                # (taken before the trail is made step k's)
+        self.trail.of(k)
+        self._live(there, near=k, trail=True, prog=prog)   # (the positions of step k it passes join the trail)
+        self.history.prune(self._k)
         self._settle()
-
-    def _route(self, k: int, i: int) -> tuple[str, int | None, int]:
-        """The cheapest way to (k, i), in ops to re-run: forward from here, from a cached
-        step-start environment, from a checkpoint at or before step k-1, or from the trail's
-        nearest position before the target, in the target's step. (how, from where, ops: at most
-        that many, fewer where the ops ahead were computed already.)"""
-        M = self.M
-        here, there = self._lin(), (k - 1) * M + i
-        if here == there or (k == self._trail_k and i in self._trail):
-            return "trail", i, 0
-        how, src, cost = None, None, math.inf
-        if there > here:
-            how, cost = "here", there - here
-        for s in self._starts:
-            c = there - (s - 1) * M
-            if 0 <= c < cost:
-                how, src, cost = "start", s, c
-        c = max((c for c in self._ckpt if c <= max(1, k - 1)), default=1)
-        if there - (c - 1) * M < cost:
-            how, src, cost = "ckpt", c, there - (c - 1) * M
-        below = max((t for t in self._trail if t < i), default=None) if k == self._trail_k else None
-        if below is not None and i - below < cost:
-            how, src, cost = "trail", below, i - below
-        return how, src, cost
 
     def goto_cost(self, step: int, index: int) -> int:
         """How many ops ``goto(step, index)`` would re-run, at most (a UI decides with it
@@ -585,34 +387,17 @@ class Session:
 
     def env_at(self, step: int, index: int) -> dict:
         """Every tensor of step ``step`` computed by its first ``index`` ops, and the persistent
-        state as it was then, without moving the cursor (recomputed from the nearest cached step
-        start, checkpoint or the cursor itself). Tensors of earlier steps may be absent."""
+        state as it was then, without moving the cursor (recomputed from the cursor, the trail, the
+        nearest cached step start or checkpoint). Tensors of earlier steps may be absent."""
         k, i = self._check_pos(step, index)
-        M = self.M
-        there, here = (k - 1) * M + i, self._lin()
-        if there == here:
+        there = (k - 1) * self.M + i
+        if there == self._lin():
             return dict(self._env)
-        src, cost = None, math.inf
-        if here < there and self._k == k:
-            src, cost = ("here", self._k, self._i), there - here
-        for s0 in self._starts:
-            if s0 <= k and there - (s0 - 1) * M < cost:
-                src, cost = ("start", s0, 0), there - (s0 - 1) * M
-        c = max((c for c in self._ckpt if c <= k), default=1)
-        if there - (c - 1) * M < cost:
-            src = ("ckpt", c, 0)
-        how, k0, i0 = src
-        if how == "here":
-            env = dict(self._env)
-        elif how == "start":
-            env = dict(self._starts[k0][0])
-        else:
-            env = dict(self._ckpt[k0])
-            self.program.feed(env, k0)
-        lean = self._lean_end((k0 - 1) * M + i0, k)
+        env, k0, i0, _ = self._restore(*self._route(k, i, whole=False)[:2], k)
+        lean = self._lean_end((k0 - 1) * self.M + i0, k)
         if lean is not None:
-            k0, i0, _, _ = self._loop(env, k0, i0, lean, live=False, fast=self._fast_program())
-        self._loop(env, k0, i0, there, live=False)
+            k0, i0, _, _ = self._loop(env, k0, i0, lean, prog=self._fast_program()[0])
+        self._loop(env, k0, i0, there)
         return env
 
     def record_at(self, step: int, index: int) -> OpRecord:
@@ -623,7 +408,7 @@ class Session:
         ins = {n: env.get(n) for n in op.inputs}
         with np.errstate(all="ignore"):
             self.program.fns[index](env, step)
-        return _record(op, step, ins, env)
+        return record(op, step, ins, env)
 
     def back(self) -> Op | None:
         """Undo one operation, exactly. Returns the op undone, or None at (1, 0)."""
@@ -758,8 +543,8 @@ class Session:
         while not found and self._lin() < end:
             here = self._lin()
             chunk_end = end if should_stop is None else min(end, here + max(1, check_every))
-            self._live(chunk_end, check=True, first=first, sink=sink, fast=fast,
-                       ready=None if fast is not None else self._peeked_last())
+            prog, detector = fast if fast is not None else (self._ready(), self._detector)
+            self._live(chunk_end, prog=prog, stops=_Stops(detector, sink, first))
             first = False
             if found:
                 break
@@ -790,7 +575,7 @@ class Session:
         first = True
         while self._lin() < end:
             k, i = self._k, self._i
-            if i + 1 >= M or k != self._trail_k or i + 1 not in self._trail:
+            if i + 1 >= M or self.trail.get(k, i + 1) is None:
                 break
             if before and not first and i in before:
                 found.append(Stop("breakpoint", k, i, op=ops[i].name, breakpoint=before[i], stage=ops[i].stage))
@@ -801,7 +586,7 @@ class Session:
             first = False
             if check:
                 with np.errstate(all="ignore"):     # (as in the op runner: an overflow is a stop, not a warning)
-                    hit = det.after_op(ops[i], k, self._env, saved, finite=self._finite.get(i + 1, False))
+                    hit = det.after_op(ops[i], k, self._env, saved, finite=self.trail.finite.get(i + 1, False))
                 if hit is not None:
                     found.append(hit)
                     break
@@ -812,18 +597,15 @@ class Session:
         checkpoint at or before the step before it (at most two steps of work)."""
         k, i = self._k, self._i
         there = (k - 1) * self.M + i
-        c = max(c for c in self._ckpt if c <= max(1, k - 1))
-        self._starts = {}
-        env = dict(self._ckpt[c])
-        self.program.feed(env, c)
-        self._env = env
-        self._k, self._i = c, 0
-        self.last_record = None
+        history = self.history
+        c = max(c for c in history.ckpt if c <= max(1, k - 1))
+        history.starts = {}
+        self._put(history.restore(c), c, 0, None)
         if c == 1:
-            self._starts[1] = (dict(env), None)
-        self._new_trail(k)                      # (what the lean run left out is not in these)
+            history.starts[1] = (dict(self._env), None)
+        self.trail.reset(k)                     # (what the lean run left out is not in these)
         self._live(there, near=k)
-        self._prune()
+        history.prune(self._k)
         self._settle()
 
     def reverse_run(self, should_stop: Callable[[], bool] | None = None, check_every: int = 64) -> Stop:
@@ -841,9 +623,8 @@ class Session:
             return self.last_stop
         hi = upper                  # scan [c, hi); stops at exactly hi count too, except the cursor's
         while True:
-            c = max(c for c in self._ckpt if (c - 1) * M < hi)
-            env = dict(self._ckpt[c])
-            self.program.feed(env, c)
+            c = max(c for c in self.history.ckpt if (c - 1) * M < hi)
+            env = self.history.restore(c)
             found: list[Stop] = []
 
             def sink(s: Stop, limit=hi) -> bool:
@@ -854,7 +635,7 @@ class Session:
             k, i = c, 0
             while (k - 1) * M + i < hi:
                 step_end = hi if should_stop is None else min(hi, (k - 1) * M + i + max(1, check_every))
-                k, i, _, _ = self._loop(env, k, i, step_end, live=False, check=True, sink=sink)
+                k, i, _, _ = self._loop(env, k, i, step_end, stops=_Stops(self._detector, sink))
                 self.scanning = (k, i)
                 if should_stop is not None and (k - 1) * M + i < hi and should_stop():
                     self.scanning = None
@@ -881,9 +662,9 @@ class Session:
         record, the loss log) beyond the live environment."""
         live = {id(v) for v in self._env.values()}
         seen = set()
-        total = self._loss.nbytes + self._has_loss.nbytes + (self._lr.nbytes if self._lr is not None else 0)
-        held = list(self._starts.values()) + list(self._trail.values())
-        dicts = list(self._ckpt.values()) + [env for env, _ in held]
+        total = self.log.nbytes
+        held = list(self.history.starts.values()) + list(self.trail.at.values())
+        dicts = list(self.history.ckpt.values()) + [env for env, _ in held]
         recs = [r for _, r in held if r is not None] + \
             ([self.last_record] if self.last_record is not None else [])
         for r in recs:
@@ -897,4 +678,4 @@ class Session:
 
     @property
     def checkpoints(self) -> list[int]:
-        return sorted(self._ckpt)
+        return sorted(self.history.ckpt)
