@@ -259,3 +259,30 @@ def test_symbolic_batch_needs_input_shape(cli, tmp_path):
     rc, so, se, out = do(cli, tmp_path, m, "--input-shape", "5,2", "--force")
     assert rc == 0, se
     assert nnstep.load_scenario(out).x.shape == (5, 2)
+
+
+def test_the_mnist_example_cnn_as_an_onnx_graph_gives_torchs_numbers(cli, tmp_path):
+    """pytorch/examples' MNIST CNN written as the ONNX graph an exporter makes of it (Conv, Relu,
+    MaxPool, Flatten, Gemm with transB, LogSoftmax; no Dropout, as in an inference export), with the
+    torch model's weights: one command, then nnstep's forward is the torch model's (dropout off)."""
+    torch = pytest.importorskip("torch")
+    from importhelp import user_models
+    torch.manual_seed(0)
+    net = user_models().MnistNet().double().train()
+    net.dropout1.p = net.dropout2.p = 0.0
+    P = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    nodes = [h.make_node("Conv", ["x", "conv1.weight", "conv1.bias"], ["c1"], name="conv1"),
+             h.make_node("Relu", ["c1"], ["r1"]),
+             h.make_node("Conv", ["r1", "conv2.weight", "conv2.bias"], ["c2"], name="conv2"),
+             h.make_node("Relu", ["c2"], ["r2"]),
+             h.make_node("MaxPool", ["r2"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             h.make_node("Flatten", ["p"], ["f"]),
+             h.make_node("Gemm", ["f", "fc1.weight", "fc1.bias"], ["g1"], transB=1, name="fc1"),
+             h.make_node("Relu", ["g1"], ["r3"]),
+             h.make_node("Gemm", ["r3", "fc2.weight", "fc2.bias"], ["g2"], transB=1, name="fc2"),
+             h.make_node("LogSoftmax", ["g2"], ["y"], axis=1)]
+    m = model(nodes, (2, 1, 28, 28), P, out_shape=[2, 10])
+    sc = check(cli, tmp_path, m, ["conv2d", "relu", "conv2d", "relu", "maxpool2d", "flatten", "linear", "relu",
+                                  "linear", "log_softmax"],
+               lambda x: net(torch.from_numpy(x)).detach().numpy())
+    assert [L.name for L in sc.layers][:3] == ["conv1", "relu1", "conv2"]

@@ -290,7 +290,8 @@ def write(m: Model, output: str, command: str, data: str | None, shape: tuple[in
             lines = [f'x = {{ random = "normal", shape = {_toml(list(shape))} }}']
         lines.append(f'y = {{ random = "normal", shape = {_toml([n] + list(m.out_shape))} }}'
                      "   # targets for the placeholder mse loss below")
-        lines.insert(0, "# random data of --input-shape; use --data data.npz (arrays x and y) for your own")
+        lines.insert(0, "# random data of the model's input shape; nnstep import --data data.npz (arrays x and y) "
+                        "reads your own")
     batch = 0 if n <= FULL_BATCH else FULL_BATCH
     check_outputs(m.source, output, data, force)
 
