@@ -50,7 +50,7 @@ def do(cli, tmp_path, m, *extra):
     return rc, so, se, out
 
 
-def check(cli, tmp_path, m, types, expected=None, atol=1e-12):
+def check(cli, tmp_path, m, types, expected=None, atol=1e-12, rtol=1e-9):
     rc, so, se, out = do(cli, tmp_path, m)
     assert rc == 0, se
     sc = nnstep.load_scenario(out)
@@ -58,7 +58,7 @@ def check(cli, tmp_path, m, types, expected=None, atol=1e-12):
     s, outs, _ = forward_values(sc)
     x = np.asarray(s.value("input"))
     want = expected(x) if expected else ReferenceEvaluator(m).run(None, {"x": x})[0]
-    np.testing.assert_allclose(outs[sc.layers[-1].name], want, rtol=1e-9, atol=atol)
+    np.testing.assert_allclose(outs[sc.layers[-1].name], want, rtol=rtol, atol=atol)
     return sc
 
 
@@ -286,3 +286,36 @@ def test_the_mnist_example_cnn_as_an_onnx_graph_gives_torchs_numbers(cli, tmp_pa
                                   "linear", "log_softmax"],
                lambda x: net(torch.from_numpy(x)).detach().numpy())
     assert [L.name for L in sc.layers][:3] == ["conv1", "relu1", "conv2"]
+
+
+@pytest.mark.parametrize("name, shape, types, rtol", [
+    ("MnistNet", (2, 1, 28, 28), ["conv2d", "relu", "conv2d", "relu", "maxpool2d", "flatten", "linear", "relu",
+                                  "linear", "log_softmax"], 1e-9),
+    ("LSTMTagger", (2, 7), ["embedding", "lstm", "linear", "log_softmax"], 1e-9),
+    # the exporter folds batchnorm into the convolutions' weights in float32: the graph's numbers are
+    # the model's to float32's precision only (nnstep's forward is the graph's to 1e-9: the import checks it)
+    ("ResidualBlock", (2, 3, 5, 5), ["conv2d", "relu", "conv2d", "add", "relu"], 1e-5),
+])
+def test_what_torch_onnx_export_writes(cli, tmp_path, name, shape, types, rtol):
+    """The graphs torch's own exporter writes (its TorchScript one, opset 17, inference mode: no
+    dropout, batchnorm folded into the convolutions; an LSTM over time-major data between two
+    Transposes, with zero initial states Expand-ed from the batch's shape), against the torch
+    model in eval mode."""
+    torch = pytest.importorskip("torch")
+    from importhelp import user_models
+    torch.manual_seed(0)
+    net = getattr(user_models(), name)().eval()
+    x = torch.randint(0, 10, shape) if name == "LSTMTagger" else torch.randn(*shape)
+    p = str(tmp_path / "m.onnx")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(net, (x,), p, dynamo=False, opset_version=17)
+        except Exception as e:                  # an exporter this torch no longer has
+            pytest.skip(f"torch.onnx.export(dynamo=False) failed: {e}")
+    m = onnx.load(p)
+    net = net.double()
+    sc = check(cli, tmp_path, m, types, lambda xb: net(torch.from_numpy(xb)).detach().numpy(),
+               rtol=rtol, atol=1e-12 if rtol == 1e-9 else 1e-6)
+    assert sc.n_samples == shape[0]

@@ -73,8 +73,13 @@ def _float64(onnx, model):
             tt.elem_type = TensorProto.DOUBLE
     for n in g.node:
         for a in n.attribute:
-            if n.op_type == "Constant" and a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+            if n.op_type == "Constant" and a.name == "value" and a.t.data_type in (TensorProto.FLOAT,
+                                                                                   TensorProto.FLOAT16):
                 a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float64), a.t.name))
+        if n.op_type == "Cast":
+            for a in n.attribute:
+                if a.name == "to" and a.i in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16):
+                    a.i = TensorProto.DOUBLE
         if n.op_type == "BatchNormalization":
             for a in list(n.attribute):
                 if a.name == "training_mode":
@@ -110,6 +115,8 @@ class _Mapper:
         for o in self.g.output:
             self.consumers.setdefault(o.name, []).append(None)
         self.skip: set = set()                  # nodes folded into an earlier one (MatMul+Add's Add)
+        self.tmajor: dict[str, str] = {}        # a time-major copy of batch-first data -> the data's name
+        self.tmajor_out: dict[str, Imported] = {}   # an LSTM/RNN's squeezed time-major output -> its layer
         self.maps = what_maps()
         self.count: dict[str, int] = {}
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
@@ -157,19 +164,26 @@ class _Mapper:
                 continue
             if node.op_type == "Shape" or (node.input and all(i in static or not i for i in node.input)):
                 # a shape computation (Shape -> Gather -> Concat -> a Reshape's shape, as exporters
-                # write view(x.size(0), -1)): the Reshape takes its shape from the run, so it is no layer
-                static.update(o for o in node.output if o)
+                # write view(x.size(0), -1)), or a constant made of constants (Identity of a weight,
+                # an LSTM's zero initial state): the value the run gave, no layer
+                for o in node.output:
+                    if o:
+                        static.add(o)
+                        if o in self.values:
+                            self.consts[o] = self.values[o]
                 continue
             conv = getattr(self, "c_" + node.op_type, None)
             if conv is None:
                 self.refuse(node, "does not map to an nnstep layer")
+            a = _attrs(self.onnx, node)
             for o in node.output[:1]:
                 shp = np.shape(self.values.get(o)) if o in self.values else None
                 N = self.shape(inputs[0])[0]
-                if shp is not None and node.op_type not in ("LSTM", "RNN") and (len(shp) < 1 or shp[0] != N):
+                if (shp is not None and not self.time_major(node, a) and node.op_type not in ("LSTM", "RNN")
+                        and (len(shp) < 1 or shp[0] != N)):
                     self.refuse(node, f"gives shape {list(shp)}: nnstep keeps the batch first ({N} here), and every "
                                       "layer works on each sample")
-            conv(node, _attrs(self.onnx, node))
+            conv(node, a)
         out = self.g.output[0].name
         if out not in self.names or self.names[out] == "input":
             raise ScenarioError("the graph's output is not computed by a layer nnstep maps", file=self.source)
@@ -179,6 +193,21 @@ class _Mapper:
 
     def one(self, node):
         return [self.tensor(node, node.input[0])]
+
+    # an exporter's LSTM/RNN over time-major data (layout 0): x (N, T, I) -> Transpose [1, 0, 2] ->
+    # LSTM -> Y (T, 1, N, H) -> Squeeze axis 1 -> Transpose [1, 0, 2] -> (N, T, H), as torch.onnx
+    # writes nn.LSTM(batch_first=True); the pair of transposes is nnstep's batch-first layer itself
+    def time_major(self, node, a) -> bool:
+        """Whether the node is one of that pattern's time-major steps (no layer of its own)."""
+        if node.op_type == "Transpose" and list(a.get("perm", [])) == [1, 0, 2]:
+            if node.input[0] in self.tmajor_out:
+                return False                      # back to batch first: checked as usual
+            users = [u for u in self.consumers.get(node.output[0], []) if u is None or u.op_type != "Shape"]
+            return bool(users) and all(u is not None and u.op_type in ("LSTM", "RNN") and
+                                       _attrs(self.onnx, u).get("layout", 0) == 0 and u.input[0] == node.output[0]
+                                       for u in users)
+        return node.op_type == "Squeeze" and node.input[0] in self.pending and self.pending[node.input[0]].time_major
+
 
     # -- operators --------------------------------------------------------------------------------
     def c_Gemm(self, node, a):
@@ -344,13 +373,31 @@ class _Mapper:
         self.refuse(node, "does not map to an nnstep layer (only the Squeeze of an LSTM's or RNN's directions axis does)")
 
     def _squeeze_rnn(self, node):
-        L = self.pending.pop(node.input[0])
+        L = self.pending[node.input[0]]
+        if L.time_major:                            # (T, 1, N, H) -> (T, N, H), then a Transpose
+            y = self.shape(node.input[0])
+            if self.shape(node.output[0]) != (y[0],) + y[2:]:
+                self.refuse(node, "does not remove exactly the directions axis of " + L.name)
+            del self.pending[node.input[0]]
+            self.tmajor_out[node.output[0]] = L
+            return
+        del self.pending[node.input[0]]
         if self.shape(node.output[0]) != self.shape(node.input[0])[:2] + self.shape(node.input[0])[3:]:
             self.refuse(node, "does not remove exactly the directions axis of " + L.name)
         self.names[node.output[0]] = L.name
         self.value_of[L.name] = node.output[0]
 
     def c_Transpose(self, node, a):
+        if self.time_major(node, a):
+            self.tmajor[node.output[0]] = self.tensor(node, node.input[0])
+            return
+        if node.input[0] in self.tmajor_out:
+            if list(a.get("perm", [])) != [1, 0, 2]:
+                self.refuse(node, "permutes an LSTM's or RNN's time-major output other than back to batch first")
+            L = self.tmajor_out.pop(node.input[0])
+            self.names[node.output[0]] = L.name
+            self.value_of[L.name] = node.output[0]
+            return
         rank = len(self.shape(node.input[0]))
         perm = list(a.get("perm", list(range(rank))[::-1]))
         moved = [i for i, p in enumerate(perm) if p != i]
@@ -400,13 +447,17 @@ class _Mapper:
 
     def _recurrent(self, node, a, typ):
         gates = 4 if typ == "lstm" else 1
-        if _s(a.get("direction", "forward")) != "forward" or a.get("layout", 0) != 1:
-            self.refuse(node, "needs direction = forward and layout = 1 (batch first); nnstep's runs one direction, "
-                              "batch first")
+        layout = a.get("layout", 0)
+        if _s(a.get("direction", "forward")) != "forward" or (layout == 0 and node.input[0] not in self.tmajor):
+            self.refuse(node, "needs direction = forward, and batch-first data: layout = 1, or layout = 0 after a "
+                              "Transpose [1, 0, 2] of batch-first data (as torch.onnx exports batch_first=True)")
         extra = list(node.input[4:])
-        if any(extra) or a.get("clip") is not None or a.get("input_forget", 0):
-            self.refuse(node, "takes sequence_lens, an initial state, peepholes, clip or input_forget, which nnstep's "
-                              "has not (it starts from zeros)")
+        seq_lens, initial = extra[:1], extra[1:3]
+        zero_state = all(not v or (v in self.consts and not np.any(np.asarray(self.consts[v]))) for v in initial)
+        if any(seq_lens) or extra[3:] and any(extra[3:]) or not zero_state or a.get("clip") is not None \
+                or a.get("input_forget", 0):
+            self.refuse(node, "takes sequence_lens, a nonzero initial state, peepholes, clip or input_forget, which "
+                              "nnstep's has not (it starts from zeros)")
         acts = [_s(s) for s in a.get("activations", [])]
         if typ == "lstm" and acts and acts != ["Sigmoid", "Tanh", "Tanh"]:
             self.refuse(node, f"uses activations {acts}; nnstep's LSTM is sigmoid, tanh, tanh")
@@ -432,7 +483,9 @@ class _Mapper:
         opts = {"hidden": H, "bias": True}
         if typ == "rnn":
             opts["nonlinearity"] = (acts[0] if acts else "Tanh").lower()
-        L = self.add(node, typ, opts, self.one(node), p)
+        x = [self.tmajor.pop(node.input[0])] if layout == 0 else self.one(node)
+        L = self.add(node, typ, opts, x, p)
+        L.time_major = layout == 0
         del self.names[node.output[0]]
         self.pending[node.output[0]] = L
 

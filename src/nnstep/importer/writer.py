@@ -42,6 +42,7 @@ class Imported:
     states: dict[str, np.ndarray] = field(default_factory=dict)
     origin: str = ""                                    # the model's node, in words, for the comment
     bias: bool = True                                   # False: a layer whose bias the model has not
+    time_major: bool = False                            # (ONNX) an LSTM/RNN read through a Transpose
 
 
 @dataclass
