@@ -319,3 +319,12 @@ def test_what_torch_onnx_export_writes(cli, tmp_path, name, shape, types, rtol):
     sc = check(cli, tmp_path, m, types, lambda xb: net(torch.from_numpy(xb)).detach().numpy(),
                rtol=rtol, atol=1e-12 if rtol == 1e-9 else 1e-6)
     assert sc.n_samples == shape[0]
+
+
+def test_external_weights_are_refused(cli, tmp_path):
+    m = model([h.make_node("Gemm", ["x", "W"], ["y"], transB=1)], (N, 4), {"W": R(300, 4)})
+    onnx.save(m, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.data", size_threshold=0)
+    rc, so, se = cli("import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "n.toml"))
+    assert rc == 2 and "external data files" in se, se
+    assert not (tmp_path / "n.toml").exists()

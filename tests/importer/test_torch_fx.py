@@ -213,6 +213,7 @@ def test_a_model_returning_a_tuple_is_refused(cli, tmp_path):
     (f"{MODELS}:not_a_model", ["not_a_model is a int"]),
     ("no_such_package_xyz.models:Net", ["no module named 'no_such_package_xyz'"]),
     ("justaname", ["expected path/to/file.py:Name"]),
+    ("model.pt", ["model.pt: holds weights, not a model", "loads these weights"]),
 ])
 def test_bad_source_is_a_located_error(cli, tmp_path, source, words):
     rc, so, se = cli("import", source, "-o", str(tmp_path / "net.toml"), "--input-shape", "2,3")

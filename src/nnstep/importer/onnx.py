@@ -50,6 +50,11 @@ def _read(source: str):
     except Exception as e:
         raise ScenarioError(f"cannot read it as an ONNX model: {type(e).__name__}: {cut(str(e), 200)}",
                             file=source) from None
+    external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise ScenarioError(f"keeps {len(external)} of its weights in external data files ({cut(external[0])}, ...), "
+                            "which nnstep import does not read: save the model with its weights inside "
+                            "(onnx.save(model, path, save_as_external_data=False))", file=source)
     try:
         onnx.checker.check_model(model)
     except Exception as e:

@@ -57,6 +57,9 @@ def _where_raised(e: BaseException, path: str | None) -> str:
 def load_object(source: str):
     """The object SOURCE names: imports the user's file or module."""
     spec, sep, name = source.rpartition(":")
+    if source.lower().endswith((".pt", ".pth", ".ckpt", ".bin", ".safetensors")):
+        raise ScenarioError("holds weights, not a model: name the model's class, or a function that builds it and "
+                            "loads these weights (path/to/file.py:Name; docs/import.md)", file=source)
     if not sep or not spec or not name:
         raise ScenarioError("expected path/to/file.py:Name, package.module:Name or model.onnx", where=source)
     if spec.endswith(".py") or os.sep in spec or "/" in spec:
