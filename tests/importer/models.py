@@ -212,6 +212,20 @@ class Functional(nn.Module):
         return F.softmax(h, dim=-1) + torch.softmax(h, -1) + h.log_softmax(-1) + torch.log_softmax(h, dim=1)
 
 
+class MoreFunctional(nn.Module):
+    """The other spellings: F.sigmoid, F.tanh, torch.add, torch.mul, x.flatten(1), F.dropout in training."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 2)
+
+    def forward(self, x):
+        h = self.conv(x)
+        a = torch.add(F.sigmoid(h), F.tanh(h))
+        m = torch.mul(a, h)
+        return F.dropout(m.flatten(1), 0.25, training=self.training)
+
+
 class Shapes(nn.Module):
     """reshape / view / transpose / flatten / matmul on the batched tensor."""
 

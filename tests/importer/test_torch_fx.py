@@ -21,7 +21,7 @@ CASES = {
     "LSTMTagger": (2, 7), "make_mlp": (4, 3), "Activations": (5, 4), "LogSoftmaxMod": (3, 4), "Conv1dPool": (2, 2, 9),
     "Conv2dPool": (2, 2, 5, 6), "BatchNorm1dMod": (6, 4), "BatchNorm1dSeq": (3, 2, 5), "LayerNormMod": (3, 4),
     "DropoutMod": (4, 4), "RNNMod": (2, 5, 3), "RNNTanh": (2, 4, 3), "Functional": (3, 4), "Shapes": (2, 6),
-    "FunctionalPool": (2, 1, 9, 9), "HandAttention": (2, 3, 4), "Causalish": (2, 3, 4), "EmbeddingMLP": (4, 5),
+    "FunctionalPool": (2, 1, 9, 9), "HandAttention": (2, 3, 4), "MoreFunctional": (3, 2, 5), "Causalish": (2, 3, 4), "EmbeddingMLP": (4, 5),
 }
 
 EXPECTED_TYPES = {    # what each maps to: the mapping, not only the numbers
@@ -55,12 +55,16 @@ def own_model(name):
     return obj().double().train()
 
 
-def own_forward(model, x, masks):
-    """The model's own forward; an nn.Dropout applies nnstep's mask (torch would draw another)."""
+def own_forward(model, x, masks, monkeypatch=None):
+    """The model's own forward; a dropout applies nnstep's mask (torch would draw another): an
+    nn.Dropout through a forward hook, F.dropout (when no module is left) patched for the call."""
     hooks = []
     drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     for m, mask in zip(drops, masks):
         hooks.append(m.register_forward_hook(lambda mod, inp, out, mask=mask: inp[0] * torch.from_numpy(mask)))
+    if masks and not drops:
+        left = list(masks)
+        monkeypatch.setattr(torch.nn.functional, "dropout", lambda t, *a, **k: t * torch.from_numpy(left.pop(0)))
     xt = torch.from_numpy(x) if x.dtype.kind == "f" else torch.from_numpy(x.astype(np.int64))
     with torch.no_grad():
         y = model(xt)
@@ -70,7 +74,7 @@ def own_forward(model, x, masks):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_imported_forward_is_the_models_own(cli, tmp_path, name):
+def test_imported_forward_is_the_models_own(cli, tmp_path, name, monkeypatch):
     path, said = do_import(cli, tmp_path, name, CASES[name])
     assert "agrees with the model's" in said
     sc = nnstep.load_scenario(path)
@@ -79,10 +83,31 @@ def test_imported_forward_is_the_models_own(cli, tmp_path, name):
     s, outs, seen = forward_values(sc)
     assert seen[0].startswith(f"forward {sc.layers[0].name}")
     masks = [np.asarray(s.value(f"{L.name}.mask")) for L in sc.layers if L.type == "dropout"]
-    want = own_forward(own_model(name), np.asarray(s.value("input")), masks)
+    want = own_forward(own_model(name), np.asarray(s.value("input")), masks, monkeypatch)
     got = outs[sc.layers[-1].name]
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_every_declared_torch_module_and_function_is_among_the_tested_models():
+    """Each name a layer class declares (torch_modules, torch_functions) is mapped in at least one of
+    the models test_imported_forward_is_the_models_own checks against torch."""
+    from nnstep.importer import torch_fx
+    from nnstep.layers import registry
+    seen = set()
+    for name, shape in CASES.items():
+        torch.manual_seed(0)
+        m = torch_fx.load(f"{MODELS}:{name}", None, shape)
+        seen |= {L.origin.split(" ")[0] for L in m.layers}
+    spelled = {"+": "operator.add", "*": "operator.mul", "@": "operator.matmul", "* number": "operator.mul",
+               "/ number": "operator.truediv", "Tensor.permute (a swap)": "Tensor.permute",
+               # F.sigmoid and F.tanh are input.sigmoid() and input.tanh() inside: fx records the method
+               "F.sigmoid": "Tensor.sigmoid", "F.tanh": "Tensor.tanh"}
+    missing = []
+    for cls in registry.builtin_types().values():
+        missing += [f"nn.{m}" for m in cls.torch_modules if f"nn.{m}" not in seen]
+        missing += [f for f in cls.torch_functions if spelled.get(f, f) not in seen]
+    assert not missing, missing
 
 
 def test_layers_are_named_after_the_models_modules(cli, tmp_path):
