@@ -356,6 +356,9 @@ class _Mapper:
         self._simple(node, typ, {"dim": axis})
 
     def c_Identity(self, node, a):
+        self._simple(node, "identity")
+
+    def _alias(self, node):
         self.names[node.output[0]] = self.tensor(node, node.input[0])
 
     def c_Flatten(self, node, a):
@@ -407,7 +410,7 @@ class _Mapper:
         perm = list(a.get("perm", list(range(rank))[::-1]))
         moved = [i for i, p in enumerate(perm) if p != i]
         if not moved:
-            return self.c_Identity(node, a)
+            return self._alias(node)
         if len(moved) != 2 or 0 in moved:
             self.refuse(node, f"permutes {perm}; nnstep's transpose swaps two dimensions, the batch kept first")
         self._simple(node, "transpose", {"dims": moved})
