@@ -15,6 +15,31 @@ from nnstep.model.formula import views
 from nnstep.model.scenario import LossSpec
 
 
+# a small network to train (as the optimizers' tests use it)
+TRAIN = """
+[scenario]
+seed = 4
+[data]
+x = {{ random = "normal", shape = [6, 3] }}
+y = {{ random = "normal", shape = [6, 2] }}
+[[layers]]
+type = "linear"
+out = 4
+[[layers]]
+type = "tanh"
+[[layers]]
+type = "linear"
+out = 2
+[loss]
+type = "mse"
+[optimizer]
+{opt}
+[train]
+steps = 6
+batch_size = 4
+"""
+
+
 # --- losses ------------------------------------------------------------------------------------------
 def _lsm(z):
     m = max(z)
