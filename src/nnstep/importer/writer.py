@@ -111,9 +111,9 @@ def scenario_text(m: Model, weights: str, data_lines: list[str], batch_size: int
     w("")
     w("[scenario]")
     w(f"name = {_toml(os.path.basename(m.source).rpartition(':')[2] or os.path.basename(m.source))}")
-    w(f"description = {_toml('Imported from ' + m.source + ' by nnstep import: one layer per node of the model, '
-                                'named after it. The loss and optimizer are placeholders (mse or cross-entropy, SGD): '
-                                'change them to the ones you train with.')}")
+    desc = (f"Imported from {m.source} by nnstep import: one layer per node of the model, named after it. The "
+            "loss and optimizer are placeholders (mse or cross-entropy, SGD): change them to the ones you train with.")
+    w(f"description = {_toml(desc)}")
     w("seed = 0")
     w('dtype = "float64"')
     w(f"weights = {_toml(weights)}")
