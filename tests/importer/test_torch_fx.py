@@ -347,3 +347,12 @@ def test_class_index_targets_get_a_loss_that_takes_them(cli, tmp_path):
 def _torch_step_ce(model, x, y):
     loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y.astype(np.int64)))
     return float(loss.detach()), None
+
+
+def test_import_is_headless(tmp_path):
+    """`nnstep import` never loads Textual, as the other headless commands (STYLE.md)."""
+    code = (f"import sys\nfrom nnstep.cli import main\nrc = main(['import', {MODELS + ':make_mlp'!r}, '-o', "
+            f"{str(tmp_path / 'n.toml')!r}, '--input-shape', '2,3'])\n"
+            "print(rc, [m for m in sys.modules if m.startswith('textual')])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
