@@ -123,6 +123,13 @@ def test_layers_are_named_after_the_models_modules(cli, tmp_path):
         np.testing.assert_array_equal(w[k], v.numpy())
 
 
+def test_a_top_level_sequential_names_layers_by_type_and_index(cli, tmp_path):
+    path, _ = do_import(cli, tmp_path, "make_mlp", CASES["make_mlp"])
+    assert [L.name for L in nnstep.load_scenario(path).layers] == ["linear0", "sigmoid1", "linear2"]
+    assert sorted(np.load(tmp_path / "net.weights.npz").files) == ["linear0.bias", "linear0.weight", "linear2.bias",
+                                                                   "linear2.weight"]
+
+
 def test_residual_wiring_and_batchnorm_running_statistics(cli, tmp_path):
     path, _ = do_import(cli, tmp_path, "ResidualBlock", CASES["ResidualBlock"])
     sc = nnstep.load_scenario(path)

@@ -160,7 +160,10 @@ class _Mapper:
         self.refuse(node, op, f"takes {cut(repr(arg))} where nnstep needs a tensor of the batch")
 
     def add(self, node, typ, options, inputs, params=None, states=None, origin="", bias=True, name=None):
-        L = Imported(name=unique_name(name or node.name, self.taken), type=typ, options=options, inputs=inputs,
+        base = name or node.name
+        if base[:1] == "_" and base[1:].isdigit():      # model[0] of a top-level nn.Sequential: linear0
+            base = typ + base[1:]
+        L = Imported(name=unique_name(base, self.taken), type=typ, options=options, inputs=inputs,
                      params=params or {}, states=states or {}, origin=origin, bias=bias)
         self.layers.append(L)
         self.names[node] = L.name
