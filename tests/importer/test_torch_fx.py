@@ -363,3 +363,21 @@ def test_import_is_headless(tmp_path):
             "print(rc, [m for m in sys.modules if m.startswith('textual')])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
+
+
+def test_trace_steps_through_an_imported_lstm_tagger(cli, tmp_path):
+    """`nnstep trace --json` of the imported tagger: the LSTM one op per time step, and the numbers
+    of `forward hidden2tag` are the torch model's hidden2tag output."""
+    path, _ = do_import(cli, tmp_path, "LSTMTagger", CASES["LSTMTagger"])
+    rc, so, se = cli("trace", path, "--json")
+    assert rc == 0, se
+    ops = json.loads(so)["ops"]
+    names = [o["name"] for o in ops if o["stage"] == "forward"]
+    assert names == ["forward word_embeddings"] + [f"forward lstm t{t}" for t in range(1, 8)] + [
+        "forward hidden2tag", "forward log_softmax"]
+    model = own_model("LSTMTagger")
+    x = np.asarray(nnstep.load_scenario(path).x)
+    with torch.no_grad():
+        want = model.hidden2tag(model.lstm(model.word_embeddings(torch.from_numpy(x.astype(np.int64))))[0]).numpy()
+    got = next(o for o in ops if o["name"] == "forward hidden2tag")["outputs"]["hidden2tag.out"]
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-12)
