@@ -32,7 +32,8 @@ def model(nodes, in_shape, inits, out_shape=None, opset=17, in_type=T.DOUBLE, ou
     m = h.make_model(h.make_graph(nodes, "g", [X], [Y], tensors), opset_imports=[h.make_opsetid("", opset)])
     if out_shape is None:
         shape = [d if isinstance(d, int) else 2 for d in in_shape]
-        x = rng.integers(0, 2, size=shape) if in_type == T.INT64 else rng.normal(size=shape)
+        x = (rng.integers(0, 2, size=shape).astype(np.int32 if in_type == T.INT32 else np.int64)
+             if in_type in (T.INT64, T.INT32) else rng.normal(size=shape))
         try:
             got = ReferenceEvaluator(m).run(None, {"x": x})[0]
             dims = [in_shape[0]] + list(np.shape(got)[1:])
@@ -160,10 +161,11 @@ def test_batchnorm_in_training_mode_with_the_graphs_running_statistics(cli, tmp_
     np.testing.assert_allclose(ss.value("bn.running_mean"), m8 * mean + (1 - m8) * x.mean(axis=(0, 2)), rtol=1e-12)
 
 
-def test_gather_is_an_embedding(cli, tmp_path):
+@pytest.mark.parametrize("itype", [T.INT64, T.INT32])
+def test_gather_is_an_embedding(cli, tmp_path, itype):
     table = R(6, 3)
     m = model([h.make_node("Gather", ["E", "x"], ["e"]), h.make_node("Tanh", ["e"], ["y"])], (N, 4), {"E": table},
-              in_type=T.INT64)
+              in_type=itype)
     sc = check(cli, tmp_path, m, ["embedding", "tanh"], lambda x: np.tanh(table[x]))
     assert sc.x.dtype.kind in "iu" and sc.x.max() < 6
 

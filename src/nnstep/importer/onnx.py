@@ -578,8 +578,10 @@ def load(source: str, x: np.ndarray | None, shape: tuple[int, ...] | None) -> Mo
         raise ScenarioError(f"onnx's reference evaluator cannot run it: {type(e).__name__}: {cut(str(e), 200)}",
                             file=source) from None
 
+    int_type = np.int32 if tt.elem_type == onnx.TensorProto.INT32 else np.int64
+
     def feed(xb):
-        return {inp.name: np.asarray(xb, dtype=np.int64 if ints else np.float64)}
+        return {inp.name: np.asarray(xb, dtype=int_type if ints else np.float64)}
 
     try:
         values = ref.run(None, feed(x), intermediate=True)
