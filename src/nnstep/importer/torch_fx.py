@@ -48,9 +48,10 @@ def what_maps() -> str:
 # --- finding the model ---------------------------------------------------------------------------
 
 def _where_raised(e: BaseException, path: str | None) -> str:
-    """``file.py:12`` of the deepest frame in the user's file (or the deepest frame at all)."""
+    """" at line 12": the deepest frame in the user's file ("" when none is: a call with the wrong
+    arguments fails before it runs a line of theirs)."""
     tb = traceback.extract_tb(e.__traceback__)
-    frames = [f for f in tb if path and os.path.realpath(f.filename) == os.path.realpath(path)] or tb[-1:]
+    frames = [f for f in tb if path and os.path.realpath(f.filename) == os.path.realpath(path)]
     return f" at line {frames[-1].lineno}" if frames else ""
 
 
