@@ -85,6 +85,50 @@ class ResidualBlock(nn.Module):
         return F.relu(out)
 
 
+class TinyResNet(nn.Module):
+    """torchvision's ResNet in small: a stem, a basic block with a strided 1x1 downsample on the skip
+    (out += identity), global average pooling and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1_conv1 = nn.Conv2d(4, 8, 3, stride=2, padding=1, bias=False)
+        self.layer1_bn1 = nn.BatchNorm2d(8)
+        self.layer1_conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.layer1_bn2 = nn.BatchNorm2d(8)
+        self.downsample = nn.Sequential(nn.Conv2d(4, 8, 1, stride=2, bias=False), nn.BatchNorm2d(8))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        identity = self.downsample(x)
+        out = self.relu(self.layer1_bn1(self.layer1_conv1(x)))
+        out = self.layer1_bn2(self.layer1_conv2(out))
+        out += identity
+        out = self.relu(out)
+        out = self.avgpool(out)
+        out = torch.flatten(out, 1)
+        return self.fc(out)
+
+
+class AdaptivePools(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.AdaptiveMaxPool2d((2, 3))
+        self.pool1 = nn.AdaptiveAvgPool1d(2)
+        self.pool2 = nn.AdaptiveMaxPool1d(1)
+
+    def forward(self, x):
+        h = self.pool(x)                                    # (N, 2, 4, 6) -> (N, 2, 2, 3)
+        g = F.adaptive_avg_pool2d(x, 1).flatten(2)          # (N, 2, 1)
+        h = self.pool1(torch.flatten(h, 2))                 # (N, 2, 6) -> (N, 2, 2)
+        k = self.pool2(F.adaptive_max_pool2d(x, (1, 2)).flatten(2))   # (N, 2, 2) -> (N, 2, 1)
+        return torch.cat([F.adaptive_max_pool1d(h, 1), F.adaptive_avg_pool1d(h, 1), g, k], dim=2)
+
+
 class SelfAttentionBlock(nn.Module):
     """A transformer encoder block, pre-norm: x + attn(ln(x)), then x + mlp(ln(x))."""
 

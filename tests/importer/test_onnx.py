@@ -105,6 +105,8 @@ CASES = {
                        h.make_node("Reshape", ["x", "shp"], ["r"]), h.make_node("Relu", ["r"], ["y"])],
                       (N, 2, 3), {"zero": np.array(0, dtype=np.int64), "zeros": np.array([0], dtype=np.int64),
                                   "minus1": np.array([-1], dtype=np.int64)}, ["reshape", "relu"]),
+    "global_pools": ([h.make_node("GlobalAveragePool", ["x"], ["a"]), h.make_node("GlobalMaxPool", ["x"], ["m"]),
+                      h.make_node("Add", ["a", "m"], ["y"])], (N, 2, 3, 4), {}, ["avgpool2d", "maxpool2d", "add"]),
 }
 OPSET = {"activations": 20}     # Gelu came in opset 20
 

@@ -21,7 +21,8 @@ CASES = {
     "LSTMTagger": (2, 7), "make_mlp": (4, 3), "Activations": (5, 4), "LogSoftmaxMod": (3, 4), "Conv1dPool": (2, 2, 9),
     "Conv2dPool": (2, 2, 5, 6), "BatchNorm1dMod": (6, 4), "BatchNorm1dSeq": (3, 2, 5), "LayerNormMod": (3, 4),
     "DropoutMod": (4, 4), "RNNMod": (2, 5, 3), "RNNTanh": (2, 4, 3), "Functional": (3, 4), "Shapes": (2, 6),
-    "FunctionalPool": (2, 1, 9, 9), "HandAttention": (2, 3, 4), "MoreFunctional": (3, 2, 5), "Causalish": (2, 3, 4), "EmbeddingMLP": (4, 5),
+    "FunctionalPool": (2, 1, 9, 9), "HandAttention": (2, 3, 4), "MoreFunctional": (3, 2, 5),
+    "TinyResNet": (2, 3, 8, 8), "AdaptivePools": (2, 2, 4, 6), "Causalish": (2, 3, 4), "EmbeddingMLP": (4, 5),
 }
 
 EXPECTED_TYPES = {    # what each maps to: the mapping, not only the numbers
@@ -37,6 +38,10 @@ EXPECTED_TYPES = {    # what each maps to: the mapping, not only the numbers
                "reshape", "add", "reshape", "flatten"],
     "FunctionalPool": ["conv2d", "maxpool2d", "avgpool2d", "reshape", "maxpool1d", "avgpool1d"],
     "Conv1dPool": ["conv1d", "maxpool1d", "conv1d", "avgpool1d", "flatten"],
+    "TinyResNet": ["conv2d", "batchnorm", "relu", "conv2d", "batchnorm", "conv2d", "batchnorm", "relu", "conv2d",
+                   "batchnorm", "add", "relu", "avgpool2d", "flatten", "linear"],
+    "AdaptivePools": ["maxpool2d", "avgpool2d", "reshape", "reshape", "avgpool1d", "maxpool2d", "reshape", "maxpool1d",
+                      "maxpool1d", "avgpool1d", "concat"],
     "HandAttention": ["linear", "linear", "linear", "transpose", "matmul", "scale", "softmax", "matmul", "transpose"],
 }
 

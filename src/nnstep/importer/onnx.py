@@ -287,6 +287,19 @@ class _Mapper:
         opts = {"kernel_size": _ints(k), "stride": _ints(a.get("strides", [1] * nd)), "padding": _ints(pads[:nd])}
         self.add(node, f"{kind}pool{nd}d", opts, self.one(node))
 
+    def _global(self, node, kind):
+        spatial = self.shape(node.input[0])[2:]
+        if len(spatial) not in (1, 2):
+            self.refuse(node, f"pools over {len(spatial)} dims; nnstep pools over 1 or 2")
+        k = _ints(spatial)
+        self.add(node, f"{kind}pool{len(spatial)}d", {"kernel_size": k, "stride": k, "padding": 0}, self.one(node))
+
+    def c_GlobalMaxPool(self, node, a):
+        self._global(node, "max")
+
+    def c_GlobalAveragePool(self, node, a):
+        self._global(node, "avg")
+
     def c_MaxPool(self, node, a):
         self._pool(node, a, "max")
 

@@ -288,7 +288,25 @@ class _Mapper:
     def c_conv2d(self, node, op):
         self._conv(node, op, 2)
 
+    def _adaptive(self, node, op, typ):
+        """An adaptive pool whose output size divides the input's: the plain pool with kernel = stride =
+        input size / output size (ResNet's global average pool, AdaptiveAvgPool2d(1))."""
+        if node.op == "call_module":
+            m = self.gm.get_submodule(node.target)
+            if getattr(m, "return_indices", False):
+                self.refuse(node, op, "returns indices")
+        elif len(node.args) > 2 or node.kwargs.get("return_indices"):
+            self.refuse(node, op, "returns indices")
+        ins, outs = self.shape(node.args[0])[2:], self.shape(node)[2:]
+        if any(o == 0 or i % o for i, o in zip(ins, outs)):
+            self.refuse(node, op, f"pools {list(ins)} to {list(outs)}, not a whole number of inputs per output; "
+                                  "nnstep's pooling has one window size")
+        k = _ints([i // o for i, o in zip(ins, outs)])
+        self.add(node, typ, {"kernel_size": k, "stride": k, "padding": 0}, self.one_input(node, op), origin=op)
+
     def _pool(self, node, op, typ):
+        if "adaptive" in op.lower():
+            return self._adaptive(node, op, typ)
         avg = typ.startswith("avg")
         if node.op == "call_module":
             m = self.gm.get_submodule(node.target)
