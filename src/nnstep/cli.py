@@ -8,7 +8,8 @@ import sys
 
 from .errors import Terminated, cut
 
-COMMANDS = ("run", "check", "trace", "gradcheck", "explain", "compare", "export", "screenshot", "tui", "new", "serve")
+COMMANDS = ("run", "check", "trace", "gradcheck", "explain", "compare", "export", "import", "screenshot", "tui", "new",
+            "serve")
 
 
 def _columns() -> int:
@@ -203,6 +204,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         x.add_argument("-o", "--output", required=True, metavar="OUT.py")
         _layers_flag(x)
 
+    if command in (None, "import"):
+        i = sub.add_parser("import", help="a model trained elsewhere (PyTorch, traced with torch.fx; or ONNX) as a "
+                           "scenario and its weights")
+        i.add_argument("source", metavar="SOURCE", help="path/to/file.py:Name or package.module:Name (an nn.Module "
+                       "class, or a function returning one, built with no arguments), or model.onnx")
+        i.add_argument("-o", "--output", required=True, metavar="NET.toml",
+                       help="the scenario to write; its weights go beside it, NET.weights.npz")
+        i.add_argument("--input-shape", metavar="N,C,...", default=None,
+                       help="random data of this shape, batch first (or --data)")
+        i.add_argument("--data", metavar="DATA.npz", default=None, help="your data: a .npz with arrays x and y")
+        i.add_argument("--force", action="store_true", help="overwrite files that exist")
+
     if command in (None, "screenshot"):
         s = sub.add_parser("screenshot", help="the TUI after some keys, as SVG")
         s.add_argument("file")
@@ -272,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # the commands that, once main() has returned, have nothing left to do: no thread, no open file
 # (their outputs are written and closed or renamed into place before they return)
-_HEADLESS = ("run", "check", "trace", "gradcheck", "explain", "compare", "export", "new")
+_HEADLESS = ("run", "check", "trace", "gradcheck", "explain", "compare", "export", "import", "new")
 
 
 def entry() -> None:
@@ -357,6 +370,9 @@ def _dispatch(a) -> int:
         if a.command == "export":
             from .export_torch import cmd_export
             return cmd_export(a.file, a.output)
+        if a.command == "import":
+            from .importer import cmd_import
+            return cmd_import(a.source, a.output, a.input_shape, a.data, a.force)
         if a.command == "gradcheck":
             from .headless import cmd_gradcheck
             return cmd_gradcheck(a.file, a.tol, a.eps, a.max_elements, a.json)

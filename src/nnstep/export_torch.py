@@ -125,6 +125,7 @@ INLINE_LIMIT = 200_000
 def size_of(sc: Scenario) -> int:
     """How many numbers the script would hold inline."""
     n = sc.x.size + sc.y.size + sum(int(np.asarray(v).size) for v in sc.initial.values())
+    n += sum(int(np.asarray(v).size) for v in sc.initial_states.values())
     n += sum(sc.train.steps * sc.batch_size * math.prod(L.out_shape) for L in _drawn(sc))
     if sc.train.shuffle:
         n += -(-sc.train.steps // sc.n_batches) * sc.n_samples
@@ -266,6 +267,18 @@ def build(sc: Scenario, source: str, npz: str | None) -> tuple[str, dict]:
     w("with torch.no_grad():")
     w("    for name, value in INITIAL.items():")
     w("        PARAMS[name].copy_(torch.tensor(value, dtype=DTYPE))")
+    if sc.initial_states:
+        w("")
+        w("# the layers' states from the scenario's weights file (batchnorm's running statistics)")
+        w("STATES = {")
+        for name, value in sc.initial_states.items():
+            layer, st = name.rsplit(".", 1)
+            L = next(L for L in sc.layers if L.name == layer)
+            w(f'    "{name}": ({_param_ref(L, st, names)}, {A("state/" + name, np.asarray(value, dtype=np.float64), 4)}),')
+        w("}")
+        w("with torch.no_grad():")
+        w("    for buffer, value in STATES.values():")
+        w("        buffer.copy_(torch.tensor(value, dtype=DTYPE))")
     frozen = [p for p in sc.param_names if p not in sc.trainable]
     if frozen:
         w("")

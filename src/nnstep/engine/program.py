@@ -319,7 +319,8 @@ class Program:
         env = {name: np.asarray(v, dtype=self.dtype) for name, v in sc.initial.items()}
         for L in self.layers:
             for s, v in L.initial_state(self.dtype).items():
-                env[f"{L.name}.{s}"] = v
+                given = sc.initial_states.get(f"{L.name}.{s}")
+                env[f"{L.name}.{s}"] = v if given is None else np.asarray(given, dtype=self.dtype)
         # torch.optim.Adam starts exp_avg and exp_avg_sq at zeros; holding them from step 0 lets the
         # first update show m = β1·0 + (1 − β1)·g with its real numbers (same values bit for bit)
         zero = self.optimizer.zero_state()

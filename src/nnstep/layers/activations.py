@@ -90,6 +90,9 @@ def _case(x, then, other, how: str) -> Value:
 class ReLU(Elementwise):
     """nn.ReLU: max(x, 0), its slope 0 at exactly 0 as torch's."""
     type = "relu"
+    torch_modules = ("ReLU",)
+    torch_functions = ("F.relu", "torch.relu", "Tensor.relu")
+    onnx_ops = ("Relu",)
     fwd = "{out} = max({x}, 0)"
     loc = "{local} = [{x} > 0]   (0 at 0, as torch)"
 
@@ -113,6 +116,9 @@ class ReLU(Elementwise):
 class LeakyReLU(Elementwise):
     """nn.LeakyReLU(negative_slope): x where x > 0, else a·x."""
     type = "leaky_relu"
+    torch_modules = ("LeakyReLU",)
+    torch_functions = ("F.leaky_relu",)
+    onnx_ops = ("LeakyRelu",)
     options = {"negative_slope": Option(0.01, "float", "the slope below 0")}
     fwd = "{out} = {x} where {x} > 0, else {a}·{x}"
     loc = "{local} = 1 where {x} > 0, else {a}"
@@ -141,6 +147,9 @@ class LeakyReLU(Elementwise):
 class Sigmoid(Elementwise):
     """nn.Sigmoid: σ(x) = 1 / (1 + e^(−x)); its local derivative from its output, σ·(1 − σ)."""
     type = "sigmoid"
+    torch_modules = ("Sigmoid",)
+    torch_functions = ("F.sigmoid", "torch.sigmoid", "Tensor.sigmoid")
+    onnx_ops = ("Sigmoid",)
     fwd = "{out} = σ({x}) = 1 / (1 + e^(−{x}))"
     loc = "{local} = {out} ⊙ (1 − {out})"
 
@@ -164,6 +173,9 @@ class Sigmoid(Elementwise):
 class Tanh(Elementwise):
     """nn.Tanh; its local derivative from its output, 1 − tanh²."""
     type = "tanh"
+    torch_modules = ("Tanh",)
+    torch_functions = ("F.tanh", "torch.tanh", "Tensor.tanh")
+    onnx_ops = ("Tanh",)
     fwd = "{out} = tanh({x})"
     loc = "{local} = 1 − {out}²"
 
@@ -187,6 +199,9 @@ class Tanh(Elementwise):
 class GELU(Elementwise):
     """nn.GELU(approximate): x·Φ(x), exact (erf) or its tanh approximation, computed as torch's CPU kernel."""
     type = "gelu"
+    torch_modules = ("GELU",)
+    torch_functions = ("F.gelu",)
+    onnx_ops = ("Gelu",)
     options = {"approximate": Option("none", "choice:none|tanh", '"none": the exact erf form; "tanh": its approximation')}
     # torch's constants (aten/src/ATen/native/cpu/Activation.cpp), from the C macros, so the
     # values agree with torch to the last bit where libm agrees: 1/√2 rounded correctly
@@ -265,6 +280,8 @@ class GELU(Elementwise):
 class Identity(Elementwise):
     """nn.Identity: the same numbers (a place to put a breakpoint or an expectation)."""
     type = "identity"
+    torch_modules = ("Identity",)
+    onnx_ops = ("Identity",)
 
     @classmethod
     def torch_module(cls, L):
@@ -297,6 +314,9 @@ def softmax_row(V, x: str, idx, dim: int, keep=None):
 class Softmax(Layer):
     """Over ``dim`` of the batched tensor (default -1), max-shifted: nn.Softmax(dim)."""
     type = "softmax"
+    torch_modules = ("Softmax",)
+    torch_functions = ("F.softmax", "torch.softmax", "Tensor.softmax")
+    onnx_ops = ("Softmax",)
     options = {"dim": Option(-1, "int", "the dimension of the batched tensor it runs over (not 0, the batch)")}
 
     @classmethod
@@ -354,6 +374,9 @@ class LogSoftmax(Softmax):
     """Over ``dim`` of the batched tensor (default -1), max-shifted as torch:
     out = (x − max) − log Σ e^(x − max); its backward is g − e^out · Σ g. nn.LogSoftmax(dim)."""
     type = "log_softmax"
+    torch_modules = ("LogSoftmax",)
+    torch_functions = ("F.log_softmax", "torch.log_softmax", "Tensor.log_softmax")
+    onnx_ops = ("LogSoftmax",)
 
     @classmethod
     def forward_formula(cls, L, n):

@@ -21,6 +21,7 @@ class Attention(Layer):
     need_weights=False), with a causal mask when ``causal``. Five operations forward and five
     backward, each with its tensors (docs/scenario-format.md)."""
     type = "attention"
+    torch_modules = ("MultiheadAttention",)
     options = {"heads": Option(1, "posint"), "causal": Option(False, "bool"), "bias": Option(True, "bool")}
     params = ("in_proj_weight", "in_proj_bias", "out_proj_weight", "out_proj_bias")
     symbols = {"in_proj_weight": "W_in", "in_proj_bias": "b_in", "out_proj_weight": "W_o", "out_proj_bias": "b_o"}

@@ -290,6 +290,18 @@ class Layer:
         """The torch tensor a parameter is, ``me`` the module (``net.linear1``)."""
         return f"{me}.{param}"
 
+    # --- what it is in other frameworks, for `nnstep import` (the mapping: nnstep/importer/) -----
+    torch_modules: tuple[str, ...] = ()
+    """The ``torch.nn`` module classes this type is (``("Linear",)``): ``nnstep import`` maps a
+    traced model's leaf module of one of these classes to a layer of this type."""
+
+    torch_functions: tuple[str, ...] = ()
+    """The torch functions, tensor methods and Python operators this type is, as a user writes them
+    (``"F.relu"``, ``"torch.relu"``, ``"Tensor.relu"``, ``"+"``)."""
+
+    onnx_ops: tuple[str, ...] = ()
+    """The ONNX operators this type is (``("Relu",)``; ``"MatMul+Add"``: the pair)."""
+
     # --- math -----------------------------------------------------------------------------------
     def __init__(self, spec):
         """The layer ``spec`` (a LayerSpec: name, options, shapes, inputs, parameters present)."""

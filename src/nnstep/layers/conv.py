@@ -212,6 +212,8 @@ class Conv(Layer):
 class Conv1d(Conv):
     """nn.Conv1d: (N, C, L) -> (N, out_channels, L')."""
     type = "conv1d"
+    torch_modules = ("Conv1d",)
+    onnx_ops = ("Conv",)
     nd = 1
     layouts = {"weight": "(out_channels, in_channels, kernel)"}
 
@@ -219,5 +221,7 @@ class Conv1d(Conv):
 class Conv2d(Conv):
     """nn.Conv2d: (N, C, H, W) -> (N, out_channels, H', W')."""
     type = "conv2d"
+    torch_modules = ("Conv2d",)
+    onnx_ops = ("Conv",)
     nd = 2
     layouts = {"weight": "(out_channels, in_channels, kh, kw)"}

@@ -31,6 +31,8 @@ class Linear(Layer):
     """nn.Linear(in, out): out = in @ Wᵀ + b over the last dimension; leading dimensions carry on,
     as torch's."""
     type = "linear"
+    torch_modules = ("Linear",)
+    onnx_ops = ("Gemm", "MatMul+Add")
     options = {"out": Option(kind="posint", doc="output features")}
     params = ("weight", "bias")
     symbols = {"weight": "W", "bias": "b"}
@@ -122,6 +124,8 @@ class Linear(Layer):
 class Embedding(Layer):
     """nn.Embedding(num, dim): token indices (N, ...) -> rows of the table (N, ..., dim)."""
     type = "embedding"
+    torch_modules = ("Embedding",)
+    onnx_ops = ("Gather",)
     options = {"num": Option(kind="posint", doc="rows of the table: tokens take values 0 to num − 1"),
                "dim": Option(kind="posint", doc="the width of a row")}
     params = ("weight",)

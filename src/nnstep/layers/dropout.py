@@ -13,6 +13,8 @@ class Dropout(Layer):
     """Training mode: keep with probability 1 − p, scale by 1/(1 − p) (p = 0: a mask of ones); its
     backward multiplies by the same mask."""
     type = "dropout"
+    torch_modules = ("Dropout",)
+    torch_functions = ("F.dropout",)
     options = {"p": Option(0.5, "prob_open", "the probability of dropping an input, in [0, 1)")}
     extras = ("mask",)
     torch_random_extra = "mask"

@@ -51,6 +51,8 @@ class Merge(Layer):
 class Add(Merge):
     """The element-wise sum of tensors of one shape (a residual connection)."""
     type = "add"
+    torch_functions = ("+", "torch.add")
+    onnx_ops = ("Add",)
 
     @classmethod
     def shapes(cls, opts, in_shapes):
@@ -97,6 +99,8 @@ class Add(Merge):
 class Mul(Merge):
     """The element-wise product of tensors of one shape (a gate)."""
     type = "mul"
+    torch_functions = ("*", "torch.mul")
+    onnx_ops = ("Mul",)
 
     @classmethod
     def shapes(cls, opts, in_shapes):
@@ -156,6 +160,8 @@ class Mul(Merge):
 class Concat(Merge):
     """torch.cat along ``dim`` of the batched tensor (not 0, the batch)."""
     type = "concat"
+    torch_functions = ("torch.cat",)
+    onnx_ops = ("Concat",)
     options = {"dim": Option(-1, "int")}
 
     @classmethod
@@ -238,6 +244,8 @@ class Matmul(Merge):
     that is torch.matmul(a[:, None], b) for a (N, n, k) and b (N, B, k, m); torch.matmul(a, b)
     would pair the batch of a with B instead)."""
     type = "matmul"
+    torch_functions = ("torch.matmul", "@")
+    onnx_ops = ("MatMul",)
     arity = (2, 2)
 
     @classmethod

@@ -68,6 +68,8 @@ class BatchNorm(Norm):
     updated with the unbiased variance. (N, C) and (N, C, L) as BatchNorm1d, (N, C, H, W) as
     BatchNorm2d."""
     type = "batchnorm"
+    torch_modules = ("BatchNorm1d", "BatchNorm2d")
+    onnx_ops = ("BatchNormalization",)
     options = {"eps": Option(1e-5, "posfloat"), "momentum": Option(0.1, "prob"), "affine": Option(True, "bool")}
     states = ("running_mean", "running_var")
 
@@ -205,6 +207,8 @@ class LayerNorm(Norm):
     """Normalizes over the last ``dims`` dimensions (default all non-batch ones, as torch's
     normalized_shape = x.shape[-dims:]), biased variance, eps inside the square root."""
     type = "layernorm"
+    torch_modules = ("LayerNorm",)
+    onnx_ops = ("LayerNormalization",)
     options = {"eps": Option(1e-5, "posfloat"), "affine": Option(True, "bool"), "dims": Option(0, "posint")}   # 0: all
 
     @classmethod

@@ -298,22 +298,34 @@ class AvgPool(Pool):
 class MaxPool1d(MaxPool):
     """nn.MaxPool1d: (N, C, L) -> (N, C, L')."""
     type = "maxpool1d"
+    torch_modules = ("MaxPool1d", "AdaptiveMaxPool1d")
+    torch_functions = ("F.max_pool1d", "F.adaptive_max_pool1d")
+    onnx_ops = ("MaxPool",)
     nd = 1
 
 
 class MaxPool2d(MaxPool):
     """nn.MaxPool2d: (N, C, H, W) -> (N, C, H', W')."""
     type = "maxpool2d"
+    torch_modules = ("MaxPool2d", "AdaptiveMaxPool2d")
+    torch_functions = ("F.max_pool2d", "F.adaptive_max_pool2d")
+    onnx_ops = ("MaxPool", "GlobalMaxPool")
     nd = 2
 
 
 class AvgPool1d(AvgPool):
     """nn.AvgPool1d: (N, C, L) -> (N, C, L')."""
     type = "avgpool1d"
+    torch_modules = ("AvgPool1d", "AdaptiveAvgPool1d")
+    torch_functions = ("F.avg_pool1d", "F.adaptive_avg_pool1d")
+    onnx_ops = ("AveragePool",)
     nd = 1
 
 
 class AvgPool2d(AvgPool):
     """nn.AvgPool2d: (N, C, H, W) -> (N, C, H', W')."""
     type = "avgpool2d"
+    torch_modules = ("AvgPool2d", "AdaptiveAvgPool2d")
+    torch_functions = ("F.avg_pool2d", "F.adaptive_avg_pool2d")
+    onnx_ops = ("AveragePool", "GlobalAveragePool")
     nd = 2

@@ -368,6 +368,8 @@ class Recurrent(Layer):
 class RNN(Recurrent):
     """nn.RNN(I, hidden, nonlinearity, bias, batch_first=True), one layer, h0 = 0."""
     type = "rnn"
+    torch_modules = ("RNN",)
+    onnx_ops = ("RNN",)
     options = {"hidden": Option(kind="posint"), "nonlinearity": Option("tanh", "choice:tanh|relu"), "bias": Option(True, "bool")}
 
     @classmethod
@@ -454,6 +456,8 @@ class RNN(Recurrent):
 class LSTM(Recurrent):
     """nn.LSTM(I, hidden, bias, batch_first=True), one layer, h0 = c0 = 0; gates i, f, g, o."""
     type = "lstm"
+    torch_modules = ("LSTM",)
+    onnx_ops = ("LSTM",)
     options = {"hidden": Option(kind="posint"), "bias": Option(True, "bool")}
     n_gates = 4
     STEP_TENSORS = (("pre", 4), ("gates", 4), ("c", 1), ("h", 1))

@@ -22,6 +22,9 @@ def _dim(d: int, nd_batched: int) -> int:
 class Flatten(Layer):
     """nn.Flatten(): (N, ...) -> (N, the product of the rest), row-major as torch."""
     type = "flatten"
+    torch_modules = ("Flatten",)
+    torch_functions = ("torch.flatten", "Tensor.flatten")
+    onnx_ops = ("Flatten",)
 
     @classmethod
     def shapes(cls, opts, in_shapes):
@@ -59,6 +62,8 @@ class Flatten(Layer):
 class Transpose(Layer):
     """torch.transpose(x, a, b): swaps two dimensions of the batched tensor (not 0, the batch)."""
     type = "transpose"
+    torch_functions = ("torch.transpose", "Tensor.transpose", "Tensor.permute (a swap)")
+    onnx_ops = ("Transpose",)
     options = {"dims": Option(kind="dimpair")}
 
     @classmethod
@@ -116,6 +121,8 @@ class Transpose(Layer):
 class Reshape(Layer):
     """x.reshape(N, *shape): the same numbers, row-major, in another per-sample shape (one -1 at most)."""
     type = "reshape"
+    torch_functions = ("torch.reshape", "Tensor.reshape", "Tensor.view")
+    onnx_ops = ("Reshape",)
     options = {"shape": Option(kind="shape")}
 
     @classmethod
@@ -172,6 +179,7 @@ class Reshape(Layer):
 class Scale(Layer):
     """by · x: a constant factor (a residual branch's scaling, attention's 1/√d written out)."""
     type = "scale"
+    torch_functions = ("* number", "/ number")
     options = {"by": Option(kind="float")}
 
     @classmethod

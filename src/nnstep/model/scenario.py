@@ -249,6 +249,8 @@ class Scenario:
     source: str = ""                   # the TOML text, for reloading and display
     origins: dict[str, str] = Factory(dict)   # where each initial parameter came from, in words (explain)
     files: dict[str, str] = Factory(dict)   # the files it read, by key path: {"data.x.file": path, ...}
+    initial_states: dict[str, np.ndarray] = Factory(dict)   # a layer state from the weights file
+    #                                  ("bn1.running_mean"); the others start as the layer's initial_state
 
     @property
     def inputs(self) -> list[tuple[str, str]]:

@@ -339,14 +339,31 @@ def _random_data(v, where, ctx, rng) -> np.ndarray:
 # --- layers --------------------------------------------------------------------------------------
 
 
-def weights_file(ctx, v, base, layers, initial, npdt):
+def weights_file(ctx, v, base, layers, initial, npdt, states=None):
+    """Read the weights file into ``initial``; a layer's persistent state (batchnorm's
+    ``running_mean`` and ``running_var``, as `nnstep import` writes them from a trained model) into
+    ``states``, by the same names. A state key of no such layer is skipped, as torch's
+    state_dict holds them (and num_batches_tracked) beside the parameters."""
+    from ..layers import registry
+
     f, p = _resolve(ctx, "scenario.weights", base, v)
     if not p.lower().endswith(".npz"):
         raise ctx.err("scenario.weights", f'"{f}": expected a .npz file (as written by nnstep run --save or numpy.savez)')
     known = {f"{s.name}.{pn}": s for s in layers for pn in s.params}
+    held = {f"{s.name}.{st}": s for s in layers if registry.layer_type(s.type).states
+            for st in registry.layer_type(s.type).states}
     zf = _npz_open(ctx, "scenario.weights", f, p)
     with zf:
         for key in _npz_keys(zf):
+            if key in held and states is not None:
+                a = _npz_load(ctx, "scenario.weights", f, zf, key)
+                s = held[key]
+                want = (s.in_shape[0],)           # one value per channel (batchnorm's running statistics)
+                if a.shape != want:
+                    raise ctx.err("scenario.weights", f'"{f}": {_show(key)} has shape {_fmt_shape(a.shape)}, the '
+                                                      f"network needs {_fmt_shape(want)}")
+                states[key] = cast(ctx, "scenario.weights", a, npdt, f'"{f}": {_show(key)} ')
+                continue
             if key.endswith("num_batches_tracked") or key.endswith(".running_mean") or key.endswith(".running_var"):
                 continue
             if key not in known:

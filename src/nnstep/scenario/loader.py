@@ -248,9 +248,10 @@ def _build(doc: dict, ctx: Ctx, path: str, base: str, text: str) -> Scenario:
 
     # weights file
     origins = _origins(layers, initial, seed)
+    states: dict[str, np.ndarray] = {}
     if "weights" in meta:
         given = dict(initial)
-        _weights_file(ctx, meta["weights"], base, layers, initial, npdt)
+        _weights_file(ctx, meta["weights"], base, layers, initial, npdt, states)
         for n, v in initial.items():
             if v is not given[n]:
                 origins[n] = f'from the weights file "{meta["weights"]}" (scenario.weights), its array "{n}"'
@@ -258,7 +259,7 @@ def _build(doc: dict, ctx: Ctx, path: str, base: str, text: str) -> Scenario:
 
     sc = Scenario(path=path, name=name, description=desc, seed=seed, dtype=dtype, x=x, y=y, layers=layers,
                   loss=loss, optimizer=optimizer, train=train, initial=initial, source=text, files=dict(ctx.files),
-                  origins=origins)
+                  origins=origins, initial_states=states)
     # a batch larger than the data is the whole data, as a DataLoader would give
     plan = Plan.of(sc)
     sc.breakpoints = conditions.breakpoints(doc.get("breakpoints", []), ctx, plan.names, plan.op_names)
