@@ -209,9 +209,10 @@ def main():
         hand = [sys.executable, "hand.py", str(a.steps)]
         old = None
         if a.before:
-            old = [sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.abspath(a.before)!r}); "
-                   "from nnstep.cli import main; sys.exit(main())", "run", "mlp.toml", "--steps", str(a.steps)]
-            timed(old, d)
+            # as `nnstep` runs (python -m nnstep: cli.entry, no teardown), from the other tree
+            old = [sys.executable, "-m", "nnstep", "run", "mlp.toml", "--steps", str(a.steps)]
+            old_env = {"PYTHONPATH": os.path.abspath(a.before)}
+            timed(old, d, old_env)
         slow = None
         if a.without_quick_exit:
             slow = [sys.executable, "-c", "import sys; from nnstep.cli import main; sys.exit(main())",
@@ -225,7 +226,7 @@ def main():
             if a.without_mallopt:
                 raw.append(timed(run, d, {"NNSTEP_NO_MALLOPT": "1"})[0] / h)
             if old is not None:
-                before.append(timed(old, d)[0] / h)
+                before.append(timed(old, d, old_env)[0] / h)
             if slow is not None:
                 full.append(timed(slow, d)[0] / h)
             ln, lh = last_loss(on), last_loss(oh)
@@ -254,7 +255,7 @@ def main():
                 t1.append(timed(one, d)[0]); c1.append(CPU[-1])
                 ti.append(timed(imp, d)[0]); ci.append(CPU[-1])
             if old is not None:
-                t0.append(timed(old[:-1] + ["1"], d)[0]); c0.append(CPU[-1])
+                t0.append(timed(old[:-1] + ["1"], d, old_env)[0]); c0.append(CPU[-1])
             if slow is not None:
                 tf.append(timed(slow[:-1] + ["1"], d)[0]); cf.append(CPU[-1])
         print(f"start-up: run --steps 1 median {statistics.median(t1) * 1000:.0f} ms, import numpy "

@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 
@@ -7,6 +8,8 @@ from nnstep.layers import plugins, registry
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIOS = os.path.join(ROOT, "scenarios")
 os.environ.pop("NO_COLOR", None)
+# the error catalogue's scenarios (tests/scenario/hardcases.py) are shared with tests in other folders
+sys.path.insert(0, os.path.join(ROOT, "tests", "scenario"))
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import numpy as np
 from .errors import ScenarioError
 from .layers import registry
 from .layers.base import exact as _f
-import dataclasses
 from .model.scenario import Scenario
 
 # nn.Module's own attribute names (torch 2.13): a layer of one of these names gets an attribute
@@ -55,11 +54,11 @@ def _refuse(sc: Scenario, where: str, what: str):
 
 
 def _check_fields(sc: Scenario, obj, known: set, where: str, what: str):
-    for f in dataclasses.fields(obj):
-        name = f.name
+    from .layers import records
+    for name, default in records.fields(obj):
         if name in known:
             continue
-        default = None if f.default is dataclasses.MISSING else f.default
+        default = None if default is records.MISSING else default
         v = getattr(obj, name)
         if v != default and v is not None and not (isinstance(v, (tuple, list, dict)) and not v):
             _refuse(sc, f"{where}.{name}", f"export --torch does not write {what} {name} yet: "

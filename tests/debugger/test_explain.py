@@ -72,7 +72,7 @@ def test_the_chain_uses_the_weights_before_the_update_wherever_the_cursor_is():
 
 
 def test_every_gradient_element_of_every_shipped_lesson_adds_up():
-    """The element rules (engine/layers.py, losses.py) against the vectorized backward: for every
+    """The element rules (each layer's and loss's grad_rule, nnstep.layers) against the vectorized backward: for every
     gradient tensor of every shipped scenario, its first and last elements (and all of a small
     tensor) are expanded, and each line's terms must sum to the engine's value."""
     checked = 0

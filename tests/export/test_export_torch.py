@@ -507,8 +507,7 @@ steps = 2
 }
 
 
-# pooling, dropout, log_softmax and nll (docs/scenario-format.md): written by the exporter, run here once the
-# catalogue has them
+# pooling, dropout, log_softmax and nll (docs/scenario-format.md): written by the exporter, run here
 POOL_EXTRA = {
     "pool-dropout-logsoftmax-nll": """
 [scenario]

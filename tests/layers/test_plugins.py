@@ -146,6 +146,26 @@ def test_a_wrong_grad_in_fails_the_parameters_below_it(tmp_path, capsys):
     assert bad == {"linear1.weight", "linear1.bias"}, out
 
 
+def test_the_docs_gradcheck_table_is_what_gradcheck_prints(tmp_path, capsys):
+    """docs/layers.md shows gradcheck on the example with grad_in = g * s: that very table."""
+    wrong = tmp_path / "swish_wrong.py"
+    wrong.write_text(open(SWISH_PY, encoding="utf-8").read().replace("grad_in = g * (s + b * x * d)", "grad_in = g * s"))
+    rc, out, err = run(capsys, "gradcheck", SWISH_TOML, "--layers", str(wrong))
+    assert rc == 1
+    doc = open(os.path.join(ROOT, "docs", "layers.md"), encoding="utf-8").read()
+    block = doc.split("$ nnstep gradcheck examples/layers/swish.toml --layers swish_wrong.py\n", 1)[1].split("```")[0]
+    assert block.strip() and block in out, out
+
+
+def test_the_docs_explain_lines_are_what_explain_prints(capsys):
+    rc, out, err = run(capsys, "explain", SWISH_TOML, "swish1.out[0, 1]", "--layers", SWISH_PY)
+    assert rc == 0
+    doc = open(os.path.join(ROOT, "docs", "layers.md"), encoding="utf-8").read()
+    block = doc.split('$ nnstep explain examples/layers/swish.toml "swish1.out[0, 1]" --layers '
+                      'examples/layers/swish.py\n', 1)[1].split("```")[0]
+    assert block.strip() and block in out, out
+
+
 def test_a_file_that_raises_at_import_is_a_located_error(tmp_path, capsys):
     py, toml = plugin(tmp_path, "x = 1\nfrom nnstep.layers import Layer\nraise_here = undefined_name\n")
     rc, out, err = run(capsys, "run", toml, "--layers", py)

@@ -1,4 +1,4 @@
-"""Formulas as structure (layers.formula, model.formula) and what the catalogue writes with them: the text a user
+"""Formulas as structure (layers.formula, model.formula) and what the layer types write with them: the text a user
 reads and the numbers filled in, clause by clause, from the engine's tensors."""
 import numpy as np
 import pytest
@@ -72,7 +72,7 @@ def test_a_template_naming_an_unknown_part_is_a_bug_caught_at_once():
         F("{a} = {nope}", a=Ref("a"))
 
 
-# --- the catalogue's formulas say what the engine computes ----------------------------------------
+# --- the layer types' formulas say what the engine computes ----------------------------------------
 NET = """
 [data]
 x = [[1.0, 2.0], [0.5, -1.0]]

@@ -247,7 +247,9 @@ def test_forty_visits_that_end_every_way(serve):
             c.settimeout(30)
             got = b""
             while b"op 1/12" not in got:
-                got += c.recv(65536)
+                chunk = c.recv(65536)
+                assert chunk, f"visit {i}: the connection closed before the first screen ({got[-300:]!r})"
+                got += chunk
         elif way == "clean-close":
             time.sleep(rnd.random() * 0.5)
             c.sendall(b"\x88\x80" + os.urandom(4))        # a close frame (RFC 6455: masked, empty), then FIN

@@ -8,7 +8,7 @@ from nnstep.scenario.loader import load_scenario, loads_scenario
 from nnstep.tui import make_app
 from nnstep.tui.diagram import graph_lines, list_lines, nodes
 from nnstep.tui.format import grid_2d
-from nnstep.tui.widgets.panels import DiagramView, ProgramView, graph_mark
+from nnstep.tui.widgets.panels import DiagramView, ProgramLines, ProgramView, graph_mark
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LM = os.path.join(HERE, "scenarios", "lm.toml")
@@ -93,6 +93,8 @@ async def test_d_shows_the_diagram_following_the_op_and_the_program_marks_forks_
         assert dv.as_graph
         line = next(p for p in dv.query_one("#diagram-text").lines if ("attention1", "bold reverse") in p)
         assert "attention" in "".join(t for t, _ in line)
+        text = dv.query_one("#diagram-text")
+        assert text.size.height == len(text.lines)          # every row of the graph on screen
         await pilot.press("d")
         assert app.query_one(ProgramView).display and not dv.display
 
@@ -107,3 +109,49 @@ async def test_twelve_layers_are_a_graph_at_120x40_and_a_list_at_80x24():
             assert dv.as_graph is graph
             if not graph:
                 assert "res2  add ← res1, relu2" in dv.text()
+
+
+async def test_the_diagram_gets_a_row_for_every_line_whatever_came_before():
+    # d draws the diagram once it has its size (at 0x0 it drew the list's lines, then the graph's
+    # more lines at the resize; a layout between the two kept the list's height: the graph lost
+    # its last node rows, layernorm1 to the loss, in a full test run)
+    for size in ((120, 40), (80, 24)):
+        app = make_app(LM)
+        async with app.run_test(size=size) as pilot:
+            await pilot.press("d", "n", "n")
+            await pilot.pause()
+            dv = app.query_one(DiagramView)
+            text = dv.query_one("#diagram-text")
+            assert dv.as_graph
+            assert text.size.height == len(text.lines)
+            assert "loss" in plain(text.lines)[-1]
+            await pilot.press("d", "d")                     # hidden, then shown again
+            await pilot.pause()
+            assert text.size.height == len(text.lines)
+
+
+async def test_a_layout_between_two_changes_of_the_line_count_keeps_no_stale_height(monkeypatch):
+    # The race of the test above made to happen every time: the screen lays out right after each
+    # change of the diagram's line count, before the widget's own layout request is handled.
+    # (Textual's screen layout, a private method, is called here to force the order.)
+    app = make_app(LM)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        dv = app.query_one(DiagramView)
+        text = dv.query_one("#diagram-text")
+        set_lines = ProgramLines.set_lines
+
+        def and_a_layout(self, lines):
+            set_lines(self, lines)
+            if self is text:
+                app.screen._refresh_layout(app.size)
+        monkeypatch.setattr(ProgramLines, "set_lines", and_a_layout)
+        # the two line counts of the same diagram, as a list and as a graph, one after the other
+        scenario = app.session.scenario
+        text.set_lines(list_lines(scenario, None)[0])
+        text.set_lines(graph_lines(scenario, None)[0])
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.pause()
+        assert len(text.lines) == len(graph_lines(scenario, None)[0]) > len(list_lines(scenario, None)[0])
+        assert text.size.height == len(text.lines)

@@ -3,7 +3,7 @@
 For an element of a **gradient** (a parameter's gradient, ``grad_in``, ``grad_out``, ``loss.grad``)
 it writes the chain rule back to the loss, as a textbook derivation. Each line expands one
 gradient element into its terms, using the element rule that the layer writes next to its
-vectorized backward (:mod:`nnstep.engine.layers`): upstream gradient × local derivative, summed over
+vectorized backward (its ``grad_rule``, docs/layers.md): upstream gradient × local derivative, summed over
 the batch, over a layer's outputs, and at a fork over every layer that reads the tensor (one term
 per path). A chain of single terms is written as one product, as Mazur writes
 ``∂E/∂w1 = ∂E/∂out_h1 · ∂out_h1/∂net_h1 · ∂net_h1/∂w1 = 0.036350306 × 0.241300709 × 0.05``. The lines

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from ..layers.records import replace
 
 import numpy as np
 

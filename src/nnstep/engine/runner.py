@@ -19,20 +19,19 @@ the bare loop over the ops' functions that `nnstep run` needs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
 from typing import Callable
 
 import numpy as np
 
+from ..layers.records import record
 from ..model.scenario import Breakpoint
 from ..model.stats import all_finite, finite_hint, first_nonfinite
 
 REASONS = ("breakpoint", "nonfinite", "until", "end", "start", "interrupted")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Stop:
     """Why the cursor stopped: where, which breakpoint (its key path in the scenario and what it
     watches), which op triggered it, and for a condition or a NaN/Inf which tensor and value (the

@@ -19,11 +19,11 @@ have the batch first. Layouts are torch's.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import cut
 from .formula import F, Formula
+from .records import record
 from .terms import ix
 
 
@@ -131,7 +131,7 @@ def per_dim(v, nd: int) -> tuple[int, ...]:
     return tuple(v) if isinstance(v, (list, tuple)) else (v,) * nd
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Step:
     """One operation of a layer that takes several (attention's sub-steps, an RNN's time steps):
     ``forward <layer> <suffix>`` / ``backward <layer> <suffix>``. ``ins``/``outs`` are

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from dataclasses import dataclass, field
+from .records import Factory, record
 from .terms import ix
 
 MAX_TERMS = 6                      # terms of a sum written out (the rest are counted, and evaluated)
@@ -468,7 +468,7 @@ class Pick(X):
         return f"{self.x.txt(f)}   (as {self.a.txt(f)} {self.op} {self.b.txt(f)})"
 
 
-@dataclass
+@record
 class Def:
     """An intermediate with a line of its own: ``symbol = expr``. ``engine``: the engine tensor's
     element it is (checked against it; later lines use the engine's number)."""
@@ -481,7 +481,7 @@ class Def:
         return Ref(self.symbol, self.engine.v() if self.engine is not None else self.expr.v())
 
 
-@dataclass
+@record
 class Value:
     """How one element comes out of the numbers it reads: ``where`` first, then ``expr``, which
     must give the engine's number. ``how`` says it in words; ``notes`` add facts (which keys
@@ -489,9 +489,9 @@ class Value:
     numbers (where a derivative is taken, a constant's value)."""
     how: str
     expr: X
-    where: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
-    given: list = field(default_factory=list)      # numbers the element depends on that its expression does not show
+    where: list = Factory(list)
+    notes: list = Factory(list)
+    given: list = Factory(list)      # numbers the element depends on that its expression does not show
 
 
 def agrees(got: float, want: float, mag: float, rtol: float) -> bool:

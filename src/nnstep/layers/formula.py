@@ -20,14 +20,13 @@ scenario).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import re
 from typing import Union
 
+from .records import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Ref:
     name: str
     role: str = ""
@@ -38,13 +37,13 @@ class Ref:
                                           # positions a..b−1 along axis, written "[:, a:b]"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Const:
     symbol: str
     value: float
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Count:
     """A size of this step's tensor ``tensor``: the product of its ``axes`` (None: every axis)."""
     symbol: str
@@ -52,18 +51,18 @@ class Count:
     axes: tuple[int, ...] | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Sym:
     text: str
     of: "Ref | None" = None      # the tensor (slice) it stands for: its numbers fill it in (an LSTM's gate f)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StepPow:
     """``ᵗ``: the step number as an exponent (Adam's 1 − β1ᵗ)."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StepNum:
     """``t``: the step number itself (a schedule's epoch), written as a number with the values."""
     symbol: str = "t"
@@ -72,7 +71,7 @@ class StepNum:
 Part = Union[Ref, Const, Count, Sym, StepPow, StepNum, str]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Clause:
     lhs: tuple[Part, ...]
     rhs: tuple[Part, ...] = ()

@@ -3,11 +3,11 @@ show under a formula (the vocabulary the layers write formulas in is :mod:`nnste
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
+from ..layers.records import record
 from ..layers.formula import (_SUPER, Const, Count, Formula, Ref, StepNum, StepPow, Sym, _text,
                               side_text)
 
@@ -82,7 +82,7 @@ def _const(v: float) -> str:
     return f"{v:g}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ClauseView:
     """One clause, as text and with the numbers: ``lhs arrow rhs`` and ``num_lhs arrow num_rhs``.
     ``filled``: some tensor of it was written as numbers (else the numbers line says nothing new)."""

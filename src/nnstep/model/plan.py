@@ -15,12 +15,10 @@ the reader's ``grad_in``, in ``also_writes``); the last layer's is written by ``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-
 from ..layers import registry
 from ..layers.formula import Clause, Formula, Ref, text as formula_text
 from ..layers.optimizers import CLIP_OP, clip_formula, grad_for_update
+from ..layers.records import NoInit, record
 from ..layers.schedules import SCHEDULE_OP
 
 STAGES = ("forward", "loss", "backward", "update")
@@ -33,7 +31,7 @@ ROLE_LABELS = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Slot:
     """A tensor an operation reads or writes: its name, its role in the operation, a short label,
     and for a gradient the tensor it is the gradient of (dLoss/d ``of``)."""
@@ -43,7 +41,7 @@ class Slot:
     of: str = ""
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class Op:
     index: int
     stage: str
@@ -58,8 +56,8 @@ class Op:
     param: str | None = None                   # update ops: the parameter
     sums: tuple[str, ...] = ()                 # a fork's backward: grad_out = Σ these, first
     arg: object = None                         # a layer step's argument (Step.arg): an RNN's time index
-    inputs: tuple[str, ...] = field(init=False)
-    outputs: tuple[str, ...] = field(init=False)
+    inputs: tuple[str, ...] = NoInit()
+    outputs: tuple[str, ...] = NoInit()
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(dict.fromkeys(s.name for s in self.ins)))

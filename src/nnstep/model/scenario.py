@@ -3,15 +3,15 @@ inferred, missing parameters are initialized, data is loaded. The scenario loade
 the engine consumes it; this module imports neither."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import re
 from typing import Any
 
 import numpy as np
 
+from ..layers.records import Factory, record
 
-@dataclass(frozen=True)
+
+@record(frozen=True)
 class LayerSpec:
     index: int
     type: str
@@ -132,14 +132,14 @@ class ScheduleSpec(_TypeSpec):
         return schedule_types()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TrainSpec:
     steps: int = 1
     batch_size: int = 0
     shuffle: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Condition:
     """`<tensor> <stat> <op> <number>` or `nonfinite`. Parsed, never evaluated."""
     kind: str                          # "compare" | "nonfinite"
@@ -159,7 +159,7 @@ class Condition:
         return bool(ok), s
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Breakpoint:
     where: str                         # key path, e.g. "breakpoints[1]"
     op: str | None = None
@@ -167,7 +167,7 @@ class Breakpoint:
     when: Condition | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Expect:
     where: str                         # key path, e.g. "expect[0]"
     step: int
@@ -200,7 +200,7 @@ def parse_element(text: str) -> tuple[str, tuple[int, ...] | None]:
 SHOWS = ("numbers", "formula", "nothing")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Ask:
     """A question a lesson asks before an op runs (docs/teaching.md): predict one element it writes."""
     where: str                         # key path, e.g. "ask[0]" (or "--predict" for one made up)
@@ -218,7 +218,7 @@ class Ask:
         return self.tensor + ("[" + ", ".join(map(str, self.index)) + "]" if self.index else "")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Note:
     """Narration a lesson shows when the cursor reaches an op or a stage (docs/teaching.md)."""
     where: str                         # key path, e.g. "note[0]"
@@ -228,7 +228,7 @@ class Note:
     step: int | None = 1               # None: every step
 
 
-@dataclass
+@record
 class Scenario:
     path: str                          # the file as the user named it ("<string>" when loaded from text)
     name: str
@@ -242,14 +242,14 @@ class Scenario:
     optimizer: OptimizerSpec
     train: TrainSpec
     initial: dict[str, np.ndarray]     # every parameter by name "<layer>.<param>", frozen included
-    breakpoints: list[Breakpoint] = field(default_factory=list)
-    expects: list[Expect] = field(default_factory=list)
-    asks: list[Ask] = field(default_factory=list)
-    notes: list[Note] = field(default_factory=list)
+    breakpoints: list[Breakpoint] = Factory(list)
+    expects: list[Expect] = Factory(list)
+    asks: list[Ask] = Factory(list)
+    notes: list[Note] = Factory(list)
     source: str = ""                   # the TOML text, for reloading and display
-    origins: dict[str, str] = field(default_factory=dict)   # where each initial parameter came from, in words (explain)
-    files: dict[str, str] = field(default_factory=dict)   # the files it read, by key path: {"data.x.file": path, ...}
-    initial_states: dict[str, np.ndarray] = field(default_factory=dict)   # a layer state from the weights file
+    origins: dict[str, str] = Factory(dict)   # where each initial parameter came from, in words (explain)
+    files: dict[str, str] = Factory(dict)   # the files it read, by key path: {"data.x.file": path, ...}
+    initial_states: dict[str, np.ndarray] = Factory(dict)   # a layer state from the weights file
     #                                  ("bn1.running_mean"); the others start as the layer's initial_state
 
     @property

@@ -327,7 +327,14 @@ class ProgramLines(DirectLines, Widget):
         if resize or self._strips is None:
             self.lines = lines
             self._strips = None
-            self.refresh(layout=resize)
+            if resize:
+                # the height as a style, not as auto's content height: Textual keeps a widget's
+                # box model by a count of its layout requests, and a second request before the
+                # first is handled does not count, so a layout in between kept the first height
+                # (the diagram drawn as a list at 0x0, then as a graph at its size: cut to the
+                # list's rows). A new style is a new key.
+                self.styles.height = len(lines)
+            self.refresh()
             return
         # one step moves a marker or two: repaint only the lines that changed (a whole-widget
         # refresh re-renders every line through Textual's styles cache, per key)
@@ -469,11 +476,18 @@ class DiagramView(MemoLines, VerticalScroll):
 
     def show(self, scenario, current: str | None):
         W, H = self.size.width, self.size.height
+        self._args = (scenario, current)
+        if not (W and H):
+            # not laid out yet (d was just pressed): on_resize draws it at its size. Drawn at 0x0
+            # too, the list's lines came first and the graph's (more of them) at the resize; when
+            # the screen's layout ran between the two, Textual kept the first height (its box model
+            # is cached by a count of layout requests, and a second request before the first is
+            # handled does not count), and the graph was cut to the list's rows for good
+            return
         key = (id(scenario), current, W, H)
         if key == getattr(self, "_key", None):
             return
         self._key = key
-        self._args = (scenario, current)
         n = len(scenario.layers) + 2
         as_graph = W >= diagram.graph_width(scenario) + 14 and 2 * n - 1 <= H
         lines, cur = (diagram.graph_lines if as_graph else diagram.list_lines)(scenario, current)
