@@ -1,5 +1,6 @@
-"""The nnstep TUI: a view over a debugger Session. It computes nothing itself; every number it shows
-comes from the session (the engine). The app composes the screen, draws it from the session and
+"""The nnstep TUI: a view over a debugger Session. It works out no number itself: every number it
+shows comes from the session (the engine), which it also asks to compute the next positions ahead
+while the user reads (ahead.py). The app composes the screen, draws it from the session and
 runs the actions of the action table (actions.py); its helpers: the look-ahead (ahead.py), the
 collector's policy (gcpolicy.py), the go-to prompt (goto.py), --compare (comparing.py), explain
 and the full-size tensor (explaining.py), the lesson's questions (asking.py), the palette
