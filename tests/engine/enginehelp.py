@@ -99,3 +99,29 @@ def run_step(prog, env: dict, k: int, detector=None):
     stops = []
     advance(prog, env, k, 0, k * M, k - 1, detector, sink=lambda s: stops.append(s) or True)
     return stops[0] if stops else None
+
+
+# A small network to train, for the optimizers' and the losses' tests: SMALL_NET.format(opt=...) with
+# the [optimizer] table's lines
+SMALL_NET = """
+[scenario]
+seed = 4
+[data]
+x = {{ random = "normal", shape = [6, 3] }}
+y = {{ random = "normal", shape = [6, 2] }}
+[[layers]]
+type = "linear"
+out = 4
+[[layers]]
+type = "tanh"
+[[layers]]
+type = "linear"
+out = 2
+[loss]
+type = "mse"
+[optimizer]
+{opt}
+[train]
+steps = 6
+batch_size = 4
+"""

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from nnstep import loads_scenario
-from enginehelp import run_step, loss, optimizer_state, schedule, update
+from enginehelp import SMALL_NET, run_step, loss, optimizer_state, schedule, update
 from nnstep.engine.program import Program
 from nnstep.model.formula import views
 from nnstep.model.scenario import OptimizerSpec, ScheduleSpec
@@ -166,28 +166,7 @@ def test_rmsprop_step1_by_hand():
     assert w["buf"] == pytest.approx(9.9999995, rel=1e-14) and p1 == pytest.approx(0.900000005, abs=1e-15)
 
 
-TRAIN = """
-[scenario]
-seed = 4
-[data]
-x = {{ random = "normal", shape = [6, 3] }}
-y = {{ random = "normal", shape = [6, 2] }}
-[[layers]]
-type = "linear"
-out = 4
-[[layers]]
-type = "tanh"
-[[layers]]
-type = "linear"
-out = 2
-[loss]
-type = "mse"
-[optimizer]
-{opt}
-[train]
-steps = 6
-batch_size = 4
-"""
+TRAIN = SMALL_NET
 
 
 @pytest.mark.parametrize("opt,ref", [

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from enginehelp import assert_grad_close, central_diff, rng
+from enginehelp import SMALL_NET, assert_grad_close, central_diff, rng
 from nnstep import ScenarioError, loads_scenario
 from enginehelp import loss, loss_backward, loss_forward
 from nnstep.engine.program import Program
@@ -15,29 +15,7 @@ from nnstep.model.formula import views
 from nnstep.model.scenario import LossSpec
 
 
-# a small network to train (as the optimizers' tests use it)
-TRAIN = """
-[scenario]
-seed = 4
-[data]
-x = {{ random = "normal", shape = [6, 3] }}
-y = {{ random = "normal", shape = [6, 2] }}
-[[layers]]
-type = "linear"
-out = 4
-[[layers]]
-type = "tanh"
-[[layers]]
-type = "linear"
-out = 2
-[loss]
-type = "mse"
-[optimizer]
-{opt}
-[train]
-steps = 6
-batch_size = 4
-"""
+TRAIN = SMALL_NET
 
 
 # --- losses ------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from nnstep import loads_scenario
-from enginehelp import run_step, optimizer_state, update
+from enginehelp import SMALL_NET, run_step, optimizer_state, update
 from nnstep.engine.program import Program
 from nnstep.model.scenario import OptimizerSpec
 
@@ -170,28 +170,7 @@ def test_adam_eps_outside_the_bias_corrected_sqrt():
     assert p1 == pytest.approx(-0.5, rel=1e-12)
 
 
-TRAIN = """
-[scenario]
-seed = 4
-[data]
-x = {{ random = "normal", shape = [6, 3] }}
-y = {{ random = "normal", shape = [6, 2] }}
-[[layers]]
-type = "linear"
-out = 4
-[[layers]]
-type = "tanh"
-[[layers]]
-type = "linear"
-out = 2
-[loss]
-type = "mse"
-[optimizer]
-{opt}
-[train]
-steps = 5
-batch_size = 4
-"""
+TRAIN = SMALL_NET.replace("steps = 6", "steps = 5")
 
 
 @pytest.mark.parametrize("opt,ref", [
