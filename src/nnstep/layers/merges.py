@@ -45,8 +45,6 @@ class Merge(Layer):
         parts = {f"x{k}": x for k, x in enumerate(n.xs)}
         return f" {op} ".join("{x%d}" % k for k in range(len(n.xs))), parts
 
-    pass
-
 
 class Add(Merge):
     """The element-wise sum of tensors of one shape (a residual connection)."""
